@@ -1,0 +1,49 @@
+"""The per-record ledger: one row per input record, its final decision and the evidence; never content."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pyarrow as pa
+
+LEDGER_VERSION = 1
+
+
+class Decision(str, Enum):
+    """The final decision of a record."""
+
+    KEPT = "kept"
+    KEPT_REDACTED = "kept_redacted"
+    DROPPED_DUPLICATE = "dropped_duplicate"
+    DROPPED_NEAR_DUPLICATE = "dropped_near_duplicate"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+
+
+class Stage(str, Enum):
+    """The stage that made a record's final decision."""
+
+    READ = "read"
+    IDENTITY = "identity"
+    EXACT_DEDUP = "exact_dedup"
+    OUTPUT = "output"
+
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("location", pa.string(), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("content_sha256", pa.string()),
+        pa.field("decision", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("text_bytes", pa.int64()),
+    ],
+    metadata={"hygiene.ledger_version": str(LEDGER_VERSION)},
+)
+
+DROPPED = (Decision.DROPPED_DUPLICATE.value, Decision.DROPPED_NEAR_DUPLICATE.value)
+KEPT = (Decision.KEPT.value, Decision.KEPT_REDACTED.value)

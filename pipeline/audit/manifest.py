@@ -1,0 +1,205 @@
+"""The run manifest: what went in, what came out, the counts that must balance, and the digests.
+
+Usage::
+
+    manifest = build_manifest(plan, pass1_results, barrier_result, pass2_results, outputs, ended_at)
+    validate_manifest(manifest)   # against pipeline/schemas/manifest-1.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import polars as pl
+
+from pipeline.audit.ledger import DROPPED, LEDGER_VERSION, Decision
+from pipeline.errors import ManifestError
+
+MANIFEST_SCHEMA_VERSION = "1.0"
+SCHEMA_RESOURCE = "manifest-1.json"
+_TOOLS = ("pyarrow", "polars", "datasets", "prefect", "prefect-dask", "pydantic", "zstandard", "orjson")
+
+
+@lru_cache(maxsize=1)
+def manifest_json_schema() -> dict:
+    """The published JSON Schema of the manifest."""
+    return json.loads(resources.files("pipeline.schemas").joinpath(SCHEMA_RESOURCE).read_text())
+
+
+def validate_manifest(manifest: dict) -> None:
+    """Raise ManifestError if the manifest does not follow the published schema."""
+    try:
+        jsonschema.validate(manifest, manifest_json_schema())
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ManifestError(f"manifest does not match schema {SCHEMA_RESOURCE} at {where}: {e.message}") from e
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict:
+    """The package version and, when run from a git checkout, its commit."""
+    info = {"package": "hygiene-pipeline", "version": _version("hygiene-pipeline") or "unknown", "git_commit": None}
+    try:
+        repo = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            info["git_commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def tool_versions() -> dict:
+    """Versions of Python and the libraries that shape the output."""
+    out = {"python": platform.python_version()}
+    out.update({t: v for t in _TOOLS if (v := _version(t))})
+    return out
+
+
+def ledger_digest(ledger_files: list[dict]) -> str:
+    """sha256 over the lines `<relative path> <sha256>` of the ledger parts, in order."""
+    text = "".join(f"{f['path']} {f['sha256']}\n" for f in ledger_files)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def count_decisions(ledger_paths: list[str]) -> pl.DataFrame:
+    """(source, stage, decision, n) over the ledger parts."""
+    if not ledger_paths:
+        return pl.DataFrame(schema={"source": pl.String, "stage": pl.String, "decision": pl.String, "n": pl.Int64})
+    return (
+        pl.scan_parquet(ledger_paths)
+        .group_by("source", "stage", "decision")
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .sort("source", "stage", "decision")
+        .collect()
+    )
+
+
+def conservation(counts: pl.DataFrame, sources: list[str]) -> dict:
+    """input = kept + dropped + quarantined + rejected, per source and overall."""
+
+    def totals(df: pl.DataFrame) -> dict:
+        by = {d: int(df.filter(pl.col("decision") == d)["n"].sum()) for d in (x.value for x in Decision)}
+        t = {
+            "input": int(df["n"].sum()),
+            "kept": by[Decision.KEPT.value] + by[Decision.KEPT_REDACTED.value],
+            "kept_redacted": by[Decision.KEPT_REDACTED.value],
+            "dropped": sum(by[d] for d in DROPPED),
+            "quarantined": by[Decision.QUARANTINED.value],
+            "rejected": by[Decision.REJECTED.value],
+            "by_decision": by,
+        }
+        t["balanced"] = t["input"] == t["kept"] + t["dropped"] + t["quarantined"] + t["rejected"]
+        return t
+
+    per_source = {s: totals(counts.filter(pl.col("source") == s)) for s in sources}
+    overall = totals(counts)
+    return {"per_source": per_source, "overall": overall, "balanced": overall["balanced"] and all(v["balanced"] for v in per_source.values())}
+
+
+def stage_stats(counts: pl.DataFrame, exact_enabled: bool) -> dict:
+    """Per-stage seen/kept/dropped counts; for every stage `seen == kept + dropped`."""
+    total = int(counts["n"].sum())
+
+    def n(stage: str) -> int:
+        return int(counts.filter(pl.col("stage") == stage)["n"].sum())
+
+    read_rejected = n("read")
+    identity_rejected = n("identity")
+    after_read = total - read_rejected
+    after_identity = after_read - identity_rejected
+    stats = {
+        "read": {"seen": total, "kept": after_read, "dropped": read_rejected},
+        "identity": {"seen": after_read, "kept": after_identity, "dropped": identity_rejected},
+    }
+    seen = after_identity
+    if exact_enabled:
+        d = n("exact_dedup")
+        stats["exact_dedup"] = {"seen": seen, "kept": seen - d, "dropped": d}
+        seen -= d
+    stats["output"] = {"seen": seen, "kept": n("output"), "dropped": seen - n("output")}
+    return stats
+
+
+def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, ended_at: str) -> dict:
+    """Assemble the manifest dict from the plan, the step results and the published files."""
+    ledger_abs = [str(Path(plan.out_dir) / f["path"]) for f in outputs["ledger"]]
+    counts = count_decisions(ledger_abs)
+    sources = [s.name for s in plan.config.sources]
+    records_per_input: dict[tuple[str, str], int] = {}
+    for u, r in zip(plan.units, pass1):
+        key = (u.source, u.path if u.kind != "text_dir" else "")
+        records_per_input[key] = records_per_input.get(key, 0) + r["records"]
+    inputs = []
+    for f in plan.inputs:
+        entry = {"source": f.source, "path": f.path, "relpath": f.relpath, "sha256": f.sha256, "bytes": f.bytes}
+        kind = plan.source(f.source).kind
+        if kind == "text_dir":
+            entry["records"] = 1
+        elif (f.source, f.path) in records_per_input:
+            entry["records"] = records_per_input[(f.source, f.path)]
+        inputs.append(entry)
+    cons = conservation(counts, sources)
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "kind": "hygiene-run-manifest",
+        "run_id": plan.run_id,
+        "started_at": plan.started_at,
+        "ended_at": ended_at,
+        "resumed": plan.resumed,
+        "code_version": code_version(),
+        "tool_versions": tool_versions(),
+        "config": plan.config.model_dump(mode="json"),
+        "config_sha256": plan.config_sha256,
+        "sources": [
+            {"name": s.name, "kind": s.kind, "priority": s.priority, "license": s.license,
+             "records": cons["per_source"][s.name]["input"]}
+            for s in plan.config.sources
+        ],
+        "inputs": inputs,
+        "units": len(plan.units),
+        "stages": stage_stats(counts, plan.config.dedup.exact.enabled),
+        "rejections": {
+            "by_reason": _reasons(ledger_abs),
+            "file_errors": sorted({r["file_error"] for r in pass1 if r.get("file_error")}),
+        },
+        "outputs": outputs,
+        "ledger": {
+            "version": LEDGER_VERSION,
+            "sha256": ledger_digest(outputs["ledger"]),
+            "rows": sum(f["rows"] for f in outputs["ledger"]),
+        },
+        "conservation": cons,
+        "previous_manifest_sha256": plan.previous_manifest_sha256,
+        "signature": None,
+    }
+
+
+def _reasons(ledger_paths: list[str]) -> dict:
+    """Counts of rejection reasons (reasons never hold content)."""
+    if not ledger_paths:
+        return {}
+    df = (
+        pl.scan_parquet(ledger_paths)
+        .filter(pl.col("decision") == Decision.REJECTED.value)
+        .group_by("reason")
+        .agg(pl.len().alias("n"))
+        .sort("reason")
+        .collect()
+    )
+    return {r: int(n) for r, n in zip(df["reason"].to_list(), df["n"].to_list())}

@@ -1,0 +1,249 @@
+"""Run configuration: YAML files loaded into frozen, strict pydantic models.
+
+Usage::
+
+    from pipeline.config import load_config
+    cfg = load_config("configs/sample.yaml")
+    print(cfg.digest())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    """Base of every config model: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _SourceBase(_Strict):
+    """Fields every source has, whatever its format."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    paths: tuple[str, ...] = Field(min_length=1)
+    text_field: str = "text"
+    id_field: str | None = None
+    priority: int = 0
+    license: str | None = None
+
+
+class JsonlSourceConfig(_SourceBase):
+    """JSON Lines files, plain, `.gz` or `.zst`."""
+
+    kind: Literal["jsonl"]
+
+
+class ParquetSourceConfig(_SourceBase):
+    """Parquet files."""
+
+    kind: Literal["parquet"]
+
+
+class CsvSourceConfig(_SourceBase):
+    """CSV files with a header row."""
+
+    kind: Literal["csv"]
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+
+
+class TextDirSourceConfig(_SourceBase):
+    """Directories of text files: one file is one record."""
+
+    kind: Literal["text_dir"]
+    glob: str = "**/*.txt"
+    encoding: Literal["utf-8"] = "utf-8"
+
+
+class HfDiskSourceConfig(_SourceBase):
+    """A Hugging Face dataset written with `Dataset.save_to_disk` (or a `DatasetDict`, with `split`)."""
+
+    kind: Literal["hf_disk"]
+    split: str | None = None
+
+
+class HfLoadSourceConfig(_SourceBase):
+    """`datasets.load_dataset(builder, data_files=paths)` over local files, offline."""
+
+    kind: Literal["hf_load"]
+    builder: Literal["json", "csv", "parquet", "text"]
+    split: str = "train"
+
+
+SourceConfig = Annotated[
+    Union[
+        JsonlSourceConfig,
+        ParquetSourceConfig,
+        CsvSourceConfig,
+        TextDirSourceConfig,
+        HfDiskSourceConfig,
+        HfLoadSourceConfig,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+class NormalizeConfig(_Strict):
+    """How text is normalised before its exact-duplicate key is computed."""
+
+    unicode: Literal["none", "NFC", "NFKC"] = "NFC"
+    lowercase: bool = False
+    collapse_whitespace: bool = True
+
+
+class ExactDedupConfig(_Strict):
+    """Exact deduplication across every unit and source of the run."""
+
+    enabled: bool = True
+    normalize: NormalizeConfig = NormalizeConfig()
+
+
+class SurvivorConfig(_Strict):
+    """Which copy of a duplicate group is kept: source priority (higher wins), then lowest record_id."""
+
+    rule: Literal["priority_then_lowest_id"] = "priority_then_lowest_id"
+
+
+class DedupConfig(_Strict):
+    """Deduplication stages."""
+
+    exact: ExactDedupConfig = ExactDedupConfig()
+    survivor: SurvivorConfig = SurvivorConfig()
+
+
+class OutputConfig(_Strict):
+    """Where and how the cleaned shards are written."""
+
+    dir: str = "runs/latest"
+    shard_max_rows: int = Field(default=100_000, ge=1)
+    shard_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    compression: Literal["zstd"] = "zstd"
+    compression_level: int = Field(default=3, ge=1, le=22)
+
+
+class UnitConfig(_Strict):
+    """How inputs are split into units of work."""
+
+    target_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    target_rows: int = Field(default=200_000, ge=1)
+    batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class RunnerConfig(_Strict):
+    """Which Prefect task runner executes the units."""
+
+    kind: Literal["thread", "dask"] = "thread"
+    max_workers: int = Field(default=2, ge=1)
+    dask_address: str | None = None
+    dask_workers: int = Field(default=2, ge=1)
+
+
+class ErrorPolicyConfig(_Strict):
+    """What to do with bad input."""
+
+    on_file_error: Literal["fail", "reject"] = "fail"
+    fail_on_reject: bool = False
+
+
+class ScheduleConfig(_Strict):
+    """A cron schedule for the Prefect deployment."""
+
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r}")
+        return value
+
+
+class RunConfig(_Strict):
+    """The whole configuration of one cleaning run."""
+
+    version: Literal[1] = 1
+    name: str = Field(default="hygiene-run", min_length=1)
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    dedup: DedupConfig = DedupConfig()
+    output: OutputConfig = OutputConfig()
+    units: UnitConfig = UnitConfig()
+    runner: RunnerConfig = RunnerConfig()
+    errors: ErrorPolicyConfig = ErrorPolicyConfig()
+    schedule: ScheduleConfig | None = None
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> "RunConfig":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def canonical_json(self) -> str:
+        """The canonical JSON of the resolved config: sorted keys, compact separators."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  - {loc}: {e['msg']}")
+    lines.append("Fix the file and run again; see configs/sample.yaml for a complete example.")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, origin: Path | str = "<config>") -> RunConfig:
+    """Validate a parsed YAML/JSON document into a RunConfig, raising ConfigError."""
+    path = Path(origin)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(path, e)) from e
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load and validate a YAML config file; relative source paths resolve against the file's folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: config file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config file ({e.__class__.__name__})") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    cfg = parse_config(data, p)
+    return resolve_paths(cfg, p.parent)
+
+
+def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """Make source paths and the output dir absolute, relative to `base`."""
+
+    def absolute(s: str) -> str:
+        q = Path(s).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    sources = tuple(s.model_copy(update={"paths": tuple(absolute(x) for x in s.paths)}) for s in cfg.sources)
+    output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir)})
+    return cfg.model_copy(update={"sources": sources, "output": output})

@@ -1,0 +1,38 @@
+"""A plain local executor: runs a plan's steps on a thread pool, without Prefect.
+
+Usage::
+
+    from pipeline.config import load_config
+    from pipeline.executor import run_local
+    manifest = run_local(load_config("configs/sample.yaml"))
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from pipeline.config import RunConfig
+from pipeline.fileio import output_lock
+from pipeline.plan import make_plan
+from pipeline.publish import finalize
+from pipeline.steps import barrier, cleanup_tmp, pass1, pass2
+
+
+def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str, dict], None] | None = None) -> dict:
+    """Run the whole pipeline in this process and return the manifest."""
+    workers = workers or cfg.runner.max_workers
+    with output_lock(cfg.output.dir):
+        plan = make_plan(cfg, max_workers=workers)
+        work = str(plan.work_dir)
+        cleanup_tmp(work)
+        ids = [u.unit_id for u in plan.units]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(lambda i: pass1(work, i), ids):
+                if on_unit:
+                    on_unit("pass1", r)
+            barrier(work)
+            for r in pool.map(lambda i: pass2(work, i), ids):
+                if on_unit:
+                    on_unit("pass2", r)
+        return finalize(work)

@@ -1,0 +1,155 @@
+"""The run plan: resolved config, inputs with digests, and units, persisted so any worker can load it.
+
+Usage::
+
+    plan = make_plan(cfg)          # digests inputs, splits them into units, writes _work/plan.json
+    plan = RunPlan.load(work_dir)  # in a task, possibly in another process
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.config import RunConfig, parse_config
+from pipeline.errors import OutputError, PlanError
+from pipeline.fileio import atomic_write_json, sha256_path
+from pipeline.sources import InputFile, Unit, reader_for
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+PLAN_FILE = "plan.json"
+
+
+@dataclass
+class RunPlan:
+    """Everything a task needs to process one unit, and the finalizer to account for all of them."""
+
+    run_id: str
+    started_at: str
+    config: RunConfig
+    config_sha256: str
+    out_dir: str
+    inputs: list[InputFile]
+    units: list[Unit]
+    previous_manifest_sha256: str | None = None
+    resumed: bool = field(default=False, compare=False)
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space of the run, removed once the outputs are published."""
+        return Path(self.out_dir) / WORK_DIR
+
+    def source(self, name: str):
+        """The config of the named source."""
+        for s in self.config.sources:
+            if s.name == name:
+                return s
+        raise PlanError(f"the plan names an unknown source '{name}'")
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict of the plan."""
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "config": self.config.model_dump(mode="json"),
+            "config_sha256": self.config_sha256,
+            "out_dir": self.out_dir,
+            "inputs": [asdict(f) for f in self.inputs],
+            "units": [u.to_dict() for u in self.units],
+            "previous_manifest_sha256": self.previous_manifest_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunPlan":
+        """Inverse of `to_json`."""
+        return cls(
+            run_id=d["run_id"],
+            started_at=d["started_at"],
+            config=parse_config(d["config"], "plan.json"),
+            config_sha256=d["config_sha256"],
+            out_dir=d["out_dir"],
+            inputs=[InputFile(**f) for f in d["inputs"]],
+            units=[Unit.from_dict(u) for u in d["units"]],
+            previous_manifest_sha256=d.get("previous_manifest_sha256"),
+        )
+
+    def save(self) -> None:
+        """Write plan.json atomically into the work dir."""
+        atomic_write_json(self.work_dir / PLAN_FILE, self.to_json())
+
+    @classmethod
+    def load(cls, work_dir: str | os.PathLike) -> "RunPlan":
+        """Load the plan a worker was pointed at."""
+        path = Path(work_dir) / PLAN_FILE
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except FileNotFoundError as e:
+            raise PlanError(f"{path}: no run plan here; start the run with `hygiene run`") from e
+
+
+def _fingerprint(inputs: list[InputFile]) -> list[tuple]:
+    return [(f.source, f.path, f.bytes, f.sha256) for f in inputs]
+
+
+def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
+    """Digest the inputs and split them into units; resume a matching unfinished plan if one exists.
+
+    A plan left behind by a killed run is reused only when the config digest and every input's
+    digest are unchanged; otherwise its scratch space is discarded and the run starts afresh.
+    """
+    out_dir = Path(cfg.output.dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: the output path exists and is not a directory; choose another --output")
+    work = out_dir / WORK_DIR
+    listed = []
+    for s in cfg.sources:
+        reader = reader_for(s.kind)
+        listed.extend((s, reader, path, rel) for path, rel in reader.list_inputs(s))
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        inputs = list(pool.map(lambda t: t[1].describe(t[0], t[2], t[3]), listed))
+
+    digest = cfg.digest()
+    if (work / PLAN_FILE).exists():
+        try:
+            old = RunPlan.load(work)
+        except Exception:  # noqa: BLE001 - an unreadable old plan is simply discarded
+            old = None
+        if old is not None and old.config_sha256 == digest and _fingerprint(old.inputs) == _fingerprint(inputs):
+            log.info("resuming unfinished run %s (%d units)", old.run_id, len(old.units))
+            old.resumed = True
+            return old
+        log.info("discarding the scratch space of an earlier, different run")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+    units: list[Unit] = []
+    by_source: dict[str, list[InputFile]] = {}
+    for f in inputs:
+        by_source.setdefault(f.source, []).append(f)
+    for s in cfg.sources:
+        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work)):
+            units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
+
+    prev = out_dir / "manifest.json"
+    plan = RunPlan(
+        run_id=str(uuid.uuid4()),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=cfg,
+        config_sha256=digest,
+        out_dir=str(out_dir),
+        inputs=inputs,
+        units=units,
+        previous_manifest_sha256=sha256_path(prev) if prev.exists() else None,
+    )
+    plan.save()
+    return plan

@@ -1,0 +1,93 @@
+"""Finalize a run: number the outputs, write the manifest, and publish everything into the run directory.
+
+Publishing is a sequence of renames that a killed run simply repeats: the manifest is moved in
+last, so a run directory without `manifest.json` is never a finished run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.audit.manifest import build_manifest, validate_manifest
+from pipeline.errors import SourceError
+from pipeline.fileio import atomic_write_json, fsync_dir
+from pipeline.plan import RunPlan
+from pipeline.steps import _read_done, _unit_name
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+OUTPUT_DIRS = ("shards", "ledger")
+
+
+def _assemble(plan: RunPlan, pass2: list[dict], final: Path) -> dict:
+    """Hard-link unit outputs into `final/` with their public names; return the outputs section."""
+    if final.exists():
+        shutil.rmtree(final)
+    (final / "shards").mkdir(parents=True)
+    (final / "ledger").mkdir(parents=True)
+    shards, ledgers = [], []
+    for r in pass2:
+        for f in r["shards"]:
+            name = f"shards/part-{len(shards):05d}.parquet"
+            os.link(f["path"], final / name)
+            shards.append({**f, "path": name})
+        name = f"ledger/part-{len(ledgers):05d}.parquet"
+        os.link(r["ledger"]["path"], final / name)
+        ledgers.append({**r["ledger"], "path": name})
+    return {"shards": shards, "ledger": ledgers}
+
+
+def _check_inputs_unchanged(plan: RunPlan) -> None:
+    for f in plan.inputs:
+        if plan.source(f.source).kind == "hf_load" and not Path(f.path).is_file():
+            continue
+        try:
+            st = os.stat(f.path)
+        except OSError as e:
+            raise SourceError(f"{f.path}: the input disappeared during the run; run again") from e
+        if Path(f.path).is_file() and (st.st_size != f.bytes or st.st_mtime_ns != f.mtime_ns):
+            raise SourceError(f"{f.path}: the input changed during the run; run again")
+
+
+def finalize(work_dir: str) -> dict:
+    """Write the manifest and publish shards, ledger and manifest into the run directory."""
+    work = Path(work_dir)
+    plan = RunPlan.load(work)
+    _check_inputs_unchanged(plan)
+    pass1 = [_read_done(work / "pass1" / f"{_unit_name(u.unit_id)}.json") for u in plan.units]
+    pass2 = [_read_done(work / "pass2" / f"{_unit_name(u.unit_id)}.json") for u in plan.units]
+    barrier = _read_done(work / "barrier.json")
+    final = work / "final"
+    outputs = _assemble(plan, pass2, final)
+    # build_manifest reads the ledger through the run dir's relative paths: point it at final/.
+    staged = RunPlan(**{**plan.__dict__, "out_dir": str(final)})
+    manifest = build_manifest(
+        plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
+        ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    validate_manifest(manifest)
+    atomic_write_json(final / MANIFEST, manifest)
+    publish(work)
+    return manifest
+
+
+def publish(work: Path) -> None:
+    """Move `work/final/*` into the run directory (idempotent; the manifest goes last), then drop `work`."""
+    out = work.parent
+    final = work / "final"
+    if not (final / MANIFEST).exists():
+        return
+    (out / MANIFEST).unlink(missing_ok=True)
+    for d in OUTPUT_DIRS:
+        if (final / d).exists():
+            if (out / d).exists():
+                shutil.rmtree(out / d)
+            os.replace(final / d, out / d)
+    os.replace(final / MANIFEST, out / MANIFEST)
+    fsync_dir(out)
+    shutil.rmtree(work)

@@ -1,0 +1,22 @@
+"""Readers, one per input format, picked by the source config's `kind`."""
+
+from __future__ import annotations
+
+from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit, describe_file
+from pipeline.sources.csv import CsvReader
+from pipeline.sources.hf import HfDiskReader, HfLoadReader
+from pipeline.sources.jsonl import JsonlReader
+from pipeline.sources.parquet import ParquetReader
+from pipeline.sources.textdir import TextDirReader
+
+READERS: dict[str, Reader] = {
+    r.kind: r for r in (JsonlReader(), ParquetReader(), CsvReader(), TextDirReader(), HfDiskReader(), HfLoadReader())
+}
+
+
+def reader_for(kind: str) -> Reader:
+    """The reader registered for a source kind."""
+    return READERS[kind]
+
+
+__all__ = ["Batch", "InputFile", "Reader", "Reject", "Unit", "READERS", "reader_for", "describe_file"]

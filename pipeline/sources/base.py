@@ -1,0 +1,197 @@
+"""What every reader shares: units of work, batches of parsed records, rejections."""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import UnitConfig
+from pipeline.errors import SourceError
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file (or dataset directory) of a source, with its digest."""
+
+    source: str
+    path: str
+    relpath: str
+    bytes: int
+    sha256: str
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A slice of one input: the grain of parallel work.
+
+    `start`/`stop` are byte offsets (splittable JSON Lines) or row offsets (Parquet, HF
+    datasets); `row_offset` is the number of the unit's first row within its file, so that
+    positional record ids do not depend on how a file was split.
+    """
+
+    unit_id: int
+    source: str
+    kind: str
+    path: str
+    relpath: str
+    part: int
+    start: int
+    stop: int
+    row_offset: int
+    files: tuple[str, ...] = ()
+    file_error: str | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["files"] = list(self.files)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Unit":
+        """Inverse of `to_dict`."""
+        return cls(**{**d, "files": tuple(d.get("files", ()))})
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that could not be read, with a reason (never its content)."""
+
+    row: int
+    reason: str
+    raw_sha256: bytes | None = None
+    relpath: str | None = None
+
+
+@dataclass
+class Batch:
+    """Parsed records of one unit: a table of valid rows plus the rows rejected while parsing.
+
+    `rows` holds, for each table row, its row number within the file; `relpaths`, when set,
+    overrides the unit's relpath per row (a directory of text files).
+    """
+
+    table: pa.Table
+    rows: np.ndarray
+    rejects: list[Reject] = field(default_factory=list)
+    relpaths: list[str] | None = None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 8 * 1024 * 1024) -> str:
+    """Streaming sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def expand_paths(patterns: tuple[str, ...], suffixes: tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """Expand files, directories and globs into sorted (absolute path, relative path) pairs.
+
+    A directory contributes its files (recursively) whose names end with one of `suffixes`;
+    the relative path of a file is taken from the directory or glob root it was found under.
+    A pattern that matches nothing is a SourceError: an input that silently vanishes is lost data.
+    """
+    out: dict[str, str] = {}
+    for pattern in patterns:
+        p = Path(pattern)
+        if globlib.has_magic(pattern):
+            root = Path(*[part for part in p.parts[: _first_magic(p.parts)]])
+            matches = sorted(m for m in globlib.glob(pattern, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise SourceError(f"{pattern}: the glob matches no file; check the path in the config or --input")
+            for m in matches:
+                out.setdefault(str(Path(m).resolve()), str(Path(m).relative_to(root)))
+        elif p.is_dir():
+            found = sorted(
+                q for q in p.rglob("*") if q.is_file() and (suffixes is None or q.name.endswith(suffixes))
+            )
+            if not found:
+                raise SourceError(f"{pattern}: the directory holds no input file ({', '.join(suffixes or ())})")
+            for q in found:
+                out.setdefault(str(q.resolve()), str(q.relative_to(p)))
+        elif p.is_file():
+            out.setdefault(str(p.resolve()), p.name)
+        else:
+            raise SourceError(f"{pattern}: no such file or directory; check the path in the config or --input")
+    return sorted(out.items(), key=lambda kv: (kv[1], kv[0]))
+
+
+def _first_magic(parts: tuple[str, ...]) -> int:
+    for i, part in enumerate(parts):
+        if globlib.has_magic(part):
+            return i
+    return len(parts)
+
+
+def describe_file(source: str, path: str, relpath: str) -> InputFile:
+    """Stat and digest one input file."""
+    try:
+        st = os.stat(path)
+        digest = sha256_file(path)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read input file ({e.strerror})") from e
+    return InputFile(source, path, relpath, st.st_size, digest, st.st_mtime_ns)
+
+
+def string_digests(arr: pa.Array) -> list[bytes]:
+    """sha256 of each value of a string array, straight from Arrow buffers (no Python strings)."""
+    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    if isinstance(arr, pa.ChunkedArray):
+        out: list[bytes] = []
+        for chunk in arr.chunks:
+            out.extend(string_digests(chunk))
+        return out
+    if len(arr) == 0:
+        return []
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
+    sha = hashlib.sha256
+    return [sha(data[offsets[i] : offsets[i + 1]]).digest() for i in range(len(arr))]
+
+
+class Reader:
+    """Base of the readers: plans units over a source's inputs and reads one unit as batches."""
+
+    kind: str = ""
+    suffixes: tuple[str, ...] | None = None
+
+    def list_inputs(self, source) -> list[tuple[str, str]]:
+        """(absolute path, relative path) of every input of the source."""
+        return expand_paths(source.paths, self.suffixes)
+
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+        """Split the inputs into units; unit ids are assigned later by the planner."""
+        raise NotImplementedError
+
+    def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
+        """Yield batches of the unit's records, in file order."""
+        raise NotImplementedError
+
+    def describe(self, source, path: str, relpath: str) -> InputFile:
+        """Size, digest and modification time of one input."""
+        return describe_file(source.name, path, relpath)
+
+    def _unit(self, source, f: InputFile, part: int, start: int, stop: int, row_offset: int, **kw) -> Unit:
+        return Unit(
+            unit_id=-1,
+            source=source.name,
+            kind=self.kind,
+            path=f.path,
+            relpath=f.relpath,
+            part=part,
+            start=start,
+            stop=stop,
+            row_offset=row_offset,
+            **kw,
+        )

@@ -1,0 +1,118 @@
+"""Hugging Face datasets: `save_to_disk` directories and `load_dataset` over local files, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import UnitConfig
+from pipeline.errors import SourceError
+from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, sha256_file
+from pipeline.sources.validate import split_valid
+
+# Hub access must never be attempted: these must be set before `datasets` is imported.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _row_units(reader: Reader, source, f: InputFile, num_rows: int, units: UnitConfig, **kw) -> list[Unit]:
+    step = units.target_rows
+    starts = list(range(0, num_rows, step)) or [0]
+    return [reader._unit(source, f, i, a, min(a + step, num_rows), a, **kw) for i, a in enumerate(starts)]
+
+
+def _batches(table: pa.Table, start: int, source, units: UnitConfig) -> Iterator[Batch]:
+    row = start
+    for rb in table.to_batches(max_chunksize=max(1, units.target_rows // 4)):
+        t = pa.Table.from_batches([rb])
+        rows = np.arange(row, row + t.num_rows, dtype=np.int64)
+        row += t.num_rows
+        yield split_valid(t, rows, source)
+
+
+class HfDiskReader(Reader):
+    """A dataset saved with `save_to_disk`; `:row` is the row number in the (split's) table."""
+
+    kind = "hf_disk"
+
+    def list_inputs(self, source) -> list[tuple[str, str]]:
+        out = []
+        for p in source.paths:
+            path = Path(p)
+            if not path.is_dir():
+                raise SourceError(f"{p}: not a directory written by datasets' save_to_disk")
+            rel = path.name + (f"/{source.split}" if source.split else "")
+            out.append((str(path.resolve()), rel))
+        return out
+
+    def describe(self, source, path: str, relpath: str) -> InputFile:
+        """A dataset directory's digest: sha256 over the sorted (relative path, file sha256) lines."""
+        h = hashlib.sha256()
+        total, mtime = 0, 0
+        for q in sorted(Path(path).rglob("*")):
+            if q.is_file():
+                st = q.stat()
+                total += st.st_size
+                mtime = max(mtime, st.st_mtime_ns)
+                h.update(f"{q.relative_to(path)}\t{sha256_file(q)}\n".encode())
+        return InputFile(source.name, path, relpath, total, h.hexdigest(), mtime)
+
+    def _load(self, source, path: str):
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(path)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise SourceError(f"{path}: cannot load the saved dataset ({e.__class__.__name__}); was it written by save_to_disk?") from e
+        if isinstance(ds, datasets.DatasetDict):
+            if source.split is None or source.split not in ds:
+                raise SourceError(f"{path}: a DatasetDict with splits {sorted(ds)}; set `split` in the source config")
+            ds = ds[source.split]
+        return ds
+
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+        out: list[Unit] = []
+        for f in inputs:
+            out.extend(_row_units(self, source, f, self._load(source, f.path).num_rows, units))
+        return out
+
+    def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
+        table = self._load(source, unit.path).data.table.slice(unit.start, unit.stop - unit.start)
+        yield from _batches(table, unit.start, source, units)
+
+
+class HfLoadReader(Reader):
+    """`datasets.load_dataset(builder, data_files=...)` over local files; `:row` is the row in the split."""
+
+    kind = "hf_load"
+
+    def list_inputs(self, source) -> list[tuple[str, str]]:
+        return expand_paths(source.paths, None)
+
+    def _load(self, source, files: tuple[str, ...], cache_dir: str):
+        import datasets
+
+        try:
+            return datasets.load_dataset(source.builder, data_files=list(files), split=source.split, cache_dir=cache_dir)
+        except Exception as e:  # noqa: BLE001 - datasets raises many unrelated types; wrap them all
+            raise SourceError(
+                f"source '{source.name}': load_dataset('{source.builder}') failed ({e.__class__.__name__}); check the files and the builder"
+            ) from e
+
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+        cache_dir = str(Path(work_dir) / "hf_cache")
+        files = tuple(f.path for f in inputs)
+        ds = self._load(source, files, cache_dir)
+        first = InputFile(source.name, cache_dir, source.split, 0, "", 0)
+        return _row_units(self, source, first, ds.num_rows, units, files=files)
+
+    def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
+        ds = self._load(source, unit.files, unit.path)
+        table = ds.data.table.slice(unit.start, unit.stop - unit.start)
+        yield from _batches(table, unit.start, source, units)

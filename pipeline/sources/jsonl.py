@@ -1,0 +1,181 @@
+"""JSON Lines reader: plain files split into byte ranges, `.gz` and `.zst` streamed whole."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import zlib
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import zstandard
+
+from pipeline.config import UnitConfig
+from pipeline.errors import SourceError
+from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
+from pipeline.sources.validate import is_string_type, split_valid
+
+_COMPRESSED = (".gz", ".zst")
+
+
+def _is_compressed(path: str) -> bool:
+    return path.endswith(_COMPRESSED)
+
+
+@contextmanager
+def open_stream(path: str):
+    """Open a (possibly compressed) file as a binary stream."""
+    raw = open(path, "rb")
+    try:
+        if path.endswith(".gz"):
+            yield gzip.GzipFile(fileobj=raw)
+        elif path.endswith(".zst"):
+            yield zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        else:
+            yield raw
+    finally:
+        raw.close()
+
+
+def _count_newlines(path: str, start: int, stop: int, chunk: int = 16 * 1024 * 1024) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = stop - start
+        while left > 0:
+            block = f.read(min(chunk, left))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+    return n
+
+
+def _next_line_start(f, pos: int, size: int) -> int:
+    """The offset just after the first newline at or after `pos` (or `size`)."""
+    f.seek(pos)
+    while True:
+        block = f.read(1024 * 1024)
+        if not block:
+            return size
+        i = block.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(block)
+
+
+class JsonlReader(Reader):
+    """Reads JSON Lines. `:row` in record ids is the 0-based line number in the file."""
+
+    kind = "jsonl"
+    suffixes = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst")
+
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+        out: list[Unit] = []
+        for f in inputs:
+            if _is_compressed(f.path) or f.bytes <= units.target_bytes:
+                out.append(self._unit(source, f, 0, 0, -1 if _is_compressed(f.path) else f.bytes, 0))
+                continue
+            cuts = [0]
+            with open(f.path, "rb") as fh:
+                while cuts[-1] < f.bytes:
+                    nxt = _next_line_start(fh, cuts[-1] + units.target_bytes, f.bytes)
+                    cuts.append(nxt)
+            row_offset = 0
+            for part, (a, b) in enumerate(zip(cuts, cuts[1:])):
+                out.append(self._unit(source, f, part, a, b, row_offset))
+                row_offset += _count_newlines(f.path, a, b)
+        return out
+
+    def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
+        text_pattern = re.compile(rb'"' + re.escape(source.text_field.encode()) + rb'"\s*:\s*[^"\sn]')
+        line_no = unit.row_offset
+        carry = b""
+        try:
+            with open_stream(unit.path) as f:
+                left = None
+                if unit.stop >= 0:
+                    f.seek(unit.start)
+                    left = unit.stop - unit.start
+                while True:
+                    want = units.batch_bytes if left is None else min(units.batch_bytes, left)
+                    block = f.read(want) if want > 0 else b""
+                    if left is not None:
+                        left -= len(block)
+                    if not block:
+                        if carry:
+                            yield self._parse(carry + b"\n", line_no, source, text_pattern)
+                        return
+                    data = carry + block
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        carry = data
+                        continue
+                    chunk, carry = data[: cut + 1], data[cut + 1 :]
+                    yield self._parse(chunk, line_no, source, text_pattern)
+                    line_no += chunk.count(b"\n")
+        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
+            raise SourceError(
+                f"{unit.path}: cannot read past line {line_no} ({e.__class__.__name__}: the file is truncated or corrupt)"
+            ) from e
+
+    def _parse(self, chunk: bytes, first_line: int, source, text_pattern: re.Pattern) -> Batch:
+        lines = chunk.split(b"\n")[:-1]
+        nonblank = [i for i, line in enumerate(lines) if line.strip()]
+        rows = np.asarray(nonblank, dtype=np.int64) + first_line
+        if not nonblank:
+            return Batch(pa.table({}), rows, [])
+        if text_pattern.search(chunk) is None:
+            try:
+                df = pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
+            except Exception:  # noqa: BLE001 - any polars parse failure means "take the careful path"
+                df = None
+            if df is not None and df.height == len(nonblank):
+                table = df.to_arrow()
+                tf = source.text_field
+                if tf not in table.column_names or is_string_type(table.schema.field(tf).type):
+                    return split_valid(table, rows, source)
+        return self._parse_carefully(lines, nonblank, first_line, source)
+
+    def _parse_carefully(self, lines: list[bytes], nonblank: list[int], first_line: int, source) -> Batch:
+        good: list[bytes] = []
+        good_rows: list[int] = []
+        rejects: list[Reject] = []
+        tf = source.text_field
+        for i in nonblank:
+            line = lines[i]
+            row = first_line + i
+            reason = None
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                reason = "invalid UTF-8"
+            if reason is None:
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    reason = "malformed JSON"
+                else:
+                    if not isinstance(obj, dict):
+                        reason = "not a JSON object"
+                    elif tf in obj and obj[tf] is not None and not isinstance(obj[tf], str):
+                        reason = f"text field '{tf}' is not a string ({type(obj[tf]).__name__})"
+            if reason is None:
+                good.append(line)
+                good_rows.append(row)
+            else:
+                rejects.append(Reject(row, reason, hashlib.sha256(line).digest()))
+        if good:
+            df = pl.read_ndjson(io.BytesIO(b"\n".join(good) + b"\n"), infer_schema_length=None)
+            table = df.to_arrow()
+        else:
+            table = pa.table({})
+        batch = split_valid(table, np.asarray(good_rows, dtype=np.int64), source)
+        batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.row)
+        return batch

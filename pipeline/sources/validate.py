@@ -1,0 +1,66 @@
+"""Checks shared by every reader: the text field and the id field of each parsed row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.sources.base import Batch, Reject
+
+_STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def is_string_type(t: pa.DataType) -> bool:
+    """True for Arrow's UTF-8 string types."""
+    return t in _STRING_TYPES
+
+
+def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] | None = None) -> Batch:
+    """Keep the rows with a usable text (and id) field; every other row becomes a Reject.
+
+    The text field must exist, be a string and be non-null; the id field, when configured,
+    must exist and be non-null (integers are turned into strings).
+    """
+    n = table.num_rows
+    reasons: list[str | None] = [None] * n
+    text_field, id_field = source.text_field, source.id_field
+
+    def reject_all(reason: str) -> None:
+        for i in range(n):
+            if reasons[i] is None:
+                reasons[i] = reason
+
+    if text_field not in table.column_names:
+        reject_all(f"missing text field '{text_field}'")
+    elif not is_string_type(table.schema.field(text_field).type):
+        reject_all(f"text field '{text_field}' is not a string ({table.schema.field(text_field).type})")
+    else:
+        for i in np.flatnonzero(table[text_field].is_null().to_numpy(zero_copy_only=False)):
+            reasons[i] = reasons[i] or f"text field '{text_field}' is missing or null"
+
+    if id_field is not None:
+        if id_field not in table.column_names:
+            reject_all(f"missing id field '{id_field}'")
+        else:
+            col = table[id_field]
+            if not is_string_type(col.type):
+                try:
+                    col = pc.cast(col, pa.string())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    reject_all(f"id field '{id_field}' is not a string or integer ({col.type})")
+                    col = None
+                else:
+                    table = table.set_column(table.schema.get_field_index(id_field), id_field, col)
+            if col is not None:
+                for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
+                    reasons[i] = reasons[i] or f"id field '{id_field}' is missing or null"
+
+    bad = [i for i, r in enumerate(reasons) if r is not None]
+    if not bad:
+        return Batch(table, rows, [], relpaths)
+    keep = np.ones(n, dtype=bool)
+    keep[bad] = False
+    rejects = [Reject(int(rows[i]), reasons[i], None, relpaths[i] if relpaths else None) for i in bad]
+    kept_relpaths = [p for p, k in zip(relpaths, keep) if k] if relpaths else None
+    return Batch(table.filter(pa.array(keep)), rows[keep], rejects, kept_relpaths)

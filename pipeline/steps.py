@@ -1,0 +1,345 @@
+"""The steps of a run, each a plain function over paths and ids, so any executor can schedule them.
+
+    pass1(work_dir, unit_id)   read, validate, digest: writes pass1/uNNNNN.parquet (keys, no content)
+    barrier(work_dir)          global decisions (record-id uniqueness, exact dedup): decisions/uNNNNN.parquet
+    pass2(work_dir, unit_id)   read again, keep decided rows, write shards and the unit's ledger part
+    finalize(work_dir)         number the outputs, count, write the manifest, publish atomically
+
+Each step's output is written atomically with a done-marker, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - makes pa.compute available
+import pyarrow.parquet as pq
+
+from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
+from pipeline.dedup.exact import exact_keys, resolve_exact
+from pipeline.errors import RejectionsError, SourceError
+from pipeline.fileio import atomic_path, atomic_write_json, sha256_path
+from pipeline.plan import RunPlan
+from pipeline.schema_merge import cast_to_schema, merge_schemas
+from pipeline.sinks.shards import ShardWriter, WrittenFile
+from pipeline.sources import Batch, Reject, reader_for
+from pipeline.sources.base import string_digests
+
+log = logging.getLogger(__name__)
+
+RECORD_ID = "record_id"
+KEYS_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("record_id", pa.string()),
+        ("location", pa.string()),
+        ("ok", pa.bool_()),
+        ("reason", pa.string()),
+        ("content_sha256", pa.binary(32)),
+        ("key", pa.binary(32)),
+        ("text_bytes", pa.int64()),
+        ("order_str", pa.string()),
+        ("order_int", pa.int64()),
+    ]
+)
+
+
+def _unit_name(unit_id: int) -> str:
+    return f"u{unit_id:05d}"
+
+
+def _read_done(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _record_ids(unit, source, batch_rows: np.ndarray, relpaths: list[str] | None, ids: list[str] | None):
+    """Record ids plus the (order_str, order_int) pair that sorts them: positional ids by file then row."""
+    if ids is not None:
+        return ids, ids, [0] * len(ids)
+    if relpaths is not None:
+        rid = [f"{source.name}/{p}" for p in relpaths]
+        return rid, rid, [0] * len(rid)
+    prefix = f"{source.name}/{unit.relpath}"
+    rows = batch_rows.tolist()
+    return [f"{prefix}:{r}" for r in rows], [prefix] * len(rows), rows
+
+
+class _KeyCollector:
+    """Accumulates pass-1 key rows for one unit."""
+
+    def __init__(self, plan: RunPlan, unit) -> None:
+        self.plan, self.unit = plan, unit
+        self.source = plan.source(unit.source)
+        self.cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
+        self.schemas: list[pa.Schema] = []
+        self.next_row = unit.row_offset
+
+    def add_batch(self, batch: Batch) -> None:
+        src, table = self.source, batch.table
+        n = table.num_rows
+        if n:
+            if RECORD_ID in table.column_names and src.id_field != RECORD_ID:
+                raise SourceError(
+                    f"{self.unit.path}: the input has a column '{RECORD_ID}', which the output reserves; "
+                    f"set `id_field: {RECORD_ID}` in the source config or rename the column"
+                )
+            text = table[src.text_field]
+            digests = string_digests(text)
+            keys = exact_keys(text, self.plan.config.dedup.exact.normalize, digests)
+            ids = table[src.id_field].to_pylist() if src.id_field else None
+            rids, ostr, oint = _record_ids(self.unit, src, batch.rows, batch.relpaths, ids)
+            c = self.cols
+            c["row"].extend(batch.rows.tolist())
+            c["record_id"].extend(rids)
+            c["location"].extend(batch.relpaths or [self.unit.relpath] * n)
+            c["ok"].extend([True] * n)
+            c["reason"].extend([None] * n)
+            c["content_sha256"].extend(digests)
+            c["key"].extend(keys)
+            c["text_bytes"].extend(pa.compute.binary_length(text).to_pylist())
+            c["order_str"].extend(ostr)
+            c["order_int"].extend(oint)
+            self.schemas.append(table.schema)
+            self.next_row = max(self.next_row, int(batch.rows.max()) + 1)
+        for r in batch.rejects:
+            self.add_reject(r)
+
+    def add_reject(self, r: Reject) -> None:
+        loc = r.relpath or self.unit.relpath
+        rid = f"{self.source.name}/{loc}" + ("" if r.relpath else f":{r.row}")
+        c = self.cols
+        c["row"].append(r.row)
+        c["record_id"].append(rid)
+        c["location"].append(loc)
+        c["ok"].append(False)
+        c["reason"].append(r.reason)
+        c["content_sha256"].append(r.raw_sha256)
+        c["key"].append(None)
+        c["text_bytes"].append(None)
+        c["order_str"].append(rid)
+        c["order_int"].append(r.row)
+        self.next_row = max(self.next_row, r.row + 1)
+
+    def table(self) -> pa.Table:
+        return pa.table(self.cols, schema=KEYS_SCHEMA).sort_by([("row", "ascending"), ("location", "ascending")])
+
+
+def pass1(work_dir: str, unit_id: int) -> dict:
+    """Read one unit, validate its records and compute their digests and exact-dedup keys."""
+    work = Path(work_dir)
+    done = work / "pass1" / f"{_unit_name(unit_id)}.json"
+    if (cached := _read_done(done)) is not None:
+        return cached
+    t0 = time.perf_counter()
+    plan = RunPlan.load(work)
+    unit = plan.units[unit_id]
+    collector = _KeyCollector(plan, unit)
+    file_error = None
+    try:
+        for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
+            collector.add_batch(batch)
+    except SourceError as e:
+        if plan.config.errors.on_file_error == "fail":
+            raise
+        file_error = str(e)
+        collector.add_reject(Reject(collector.next_row, f"unreadable input: {e}"))
+    table = collector.table()
+    schema = merge_schemas(collector.schemas)
+    with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.schema") as tmp:
+        with pa.ipc.new_file(tmp, schema) as w:
+            w.write_table(schema.empty_table())
+    ok = pa.compute.sum(table["ok"]).as_py() or 0
+    result = {
+        "unit_id": unit_id,
+        "records": table.num_rows,
+        "valid": ok,
+        "rejected": table.num_rows - ok,
+        "text_bytes": pa.compute.sum(table["text_bytes"]).as_py() or 0,
+        "file_error": file_error,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    atomic_write_json(done, result)
+    return result
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    with pa.ipc.open_file(path) as r:
+        return r.schema
+
+
+def barrier(work_dir: str) -> dict:
+    """Decide globally: reject repeated record ids, resolve exact duplicates, unify the output schema."""
+    work = Path(work_dir)
+    done = work / "barrier.json"
+    if (cached := _read_done(done)) is not None:
+        return cached
+    plan = RunPlan.load(work)
+    cfg = plan.config
+    frames = []
+    for u in plan.units:
+        df = pl.read_parquet(work / "pass1" / f"{_unit_name(u.unit_id)}.parquet")
+        frames.append(df.with_columns(unit=pl.lit(u.unit_id, pl.Int64), priority=pl.lit(plan.source(u.source).priority, pl.Int64)))
+    records = pl.concat(frames) if frames else pl.DataFrame(schema={**pl.Schema(KEYS_SCHEMA), "unit": pl.Int64, "priority": pl.Int64})
+    records = records.with_columns(
+        decision=pl.when(pl.col("ok")).then(pl.lit(None, pl.String)).otherwise(pl.lit(Decision.REJECTED.value)),
+        stage=pl.when(pl.col("ok")).then(pl.lit(None, pl.String)).otherwise(pl.lit(Stage.READ.value)),
+        duplicate_of=pl.lit(None, pl.String),
+    )
+
+    # Record ids must be unique: later copies of an id (in unit, row order) are rejected.
+    ranked = records.with_columns(pl.int_range(pl.len()).over("record_id", order_by=["unit", "row"]).alias("_idrank"))
+    repeated = ranked["_idrank"] > 0
+    records = records.with_columns(
+        decision=pl.when(repeated & pl.col("ok")).then(pl.lit(Decision.REJECTED.value)).otherwise(pl.col("decision")),
+        stage=pl.when(repeated & pl.col("ok")).then(pl.lit(Stage.IDENTITY.value)).otherwise(pl.col("stage")),
+        reason=pl.when(repeated & pl.col("ok")).then(pl.lit("duplicate record_id")).otherwise(pl.col("reason")),
+    )
+
+    exact_dropped = 0
+    if cfg.dedup.exact.enabled:
+        live = records.filter(pl.col("decision").is_null())
+        dups = resolve_exact(live.select("unit", "row", "record_id", "key", "priority", "order_str", "order_int"))
+        exact_dropped = dups.height
+        records = records.join(dups.rename({"duplicate_of": "_dup"}), on=["unit", "row"], how="left")
+        hit = pl.col("_dup").is_not_null()
+        records = records.with_columns(
+            decision=pl.when(hit).then(pl.lit(Decision.DROPPED_DUPLICATE.value)).otherwise(pl.col("decision")),
+            stage=pl.when(hit).then(pl.lit(Stage.EXACT_DEDUP.value)).otherwise(pl.col("stage")),
+            reason=pl.when(hit).then(pl.lit("exact duplicate after normalisation")).otherwise(pl.col("reason")),
+            duplicate_of=pl.col("_dup"),
+        ).drop("_dup")
+
+    records = records.with_columns(
+        stage=pl.coalesce(pl.col("stage"), pl.lit(Stage.OUTPUT.value)),
+        decision=pl.coalesce(pl.col("decision"), pl.lit(Decision.KEPT.value)),
+    )
+    (work / "decisions").mkdir(exist_ok=True)
+    cols = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of", "text_bytes"]
+    parts = records.sort(["unit", "row", "location"]).partition_by("unit", as_dict=True, maintain_order=True)
+    for u in plan.units:
+        part = parts.get((u.unit_id,))
+        part = part.select(cols) if part is not None else pl.DataFrame(schema={c: records.schema[c] for c in cols})
+        with atomic_path(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet") as tmp:
+            part.write_parquet(tmp)
+
+    schemas = [_read_schema(work / "pass1" / f"{_unit_name(u.unit_id)}.schema") for u in plan.units]
+    out_schema = merge_schemas(schemas)
+    if RECORD_ID in out_schema.names:
+        out_schema = out_schema.remove(out_schema.get_field_index(RECORD_ID))
+    out_schema = out_schema.insert(0, pa.field(RECORD_ID, pa.string(), nullable=False))
+    with atomic_path(work / "output.schema") as tmp:
+        with pa.ipc.new_file(tmp, out_schema) as w:
+            w.write_table(out_schema.empty_table())
+
+    rejected = records.filter(pl.col("decision") == Decision.REJECTED.value)
+    result = {"records": records.height, "rejected": rejected.height, "exact_dropped": exact_dropped}
+    if cfg.errors.fail_on_reject and rejected.height:
+        report = work / "rejections.parquet"
+        rejected.select("record_id", "location", "row", "stage", "reason").write_parquet(report)
+        raise RejectionsError(
+            f"{rejected.height} record(s) rejected and fail_on_reject is set; nothing was published. "
+            f"Record ids and reasons: {report}"
+        )
+    atomic_write_json(done, result)
+    return result
+
+
+def pass2(work_dir: str, unit_id: int) -> dict:
+    """Read one unit again, write its kept records to shards and its ledger part."""
+    work = Path(work_dir)
+    name = _unit_name(unit_id)
+    done = work / "pass2" / f"{name}.json"
+    if (cached := _read_done(done)) is not None:
+        return cached
+    t0 = time.perf_counter()
+    plan = RunPlan.load(work)
+    unit = plan.units[unit_id]
+    source = plan.source(unit.source)
+    cfg = plan.config
+    decisions = pl.read_parquet(work / "decisions" / f"{name}.parquet")
+    kept = decisions.filter(pl.col("decision") == Decision.KEPT.value)
+    keep_rows = kept["row"].to_numpy()
+    keep_ids = dict(zip(zip(kept["location"].to_list(), kept["row"].to_list()), kept["record_id"].to_list()))
+    schema = _read_schema(work / "output.schema")
+
+    unit_dir = work / "units" / name
+    if unit_dir.exists():
+        shutil.rmtree(unit_dir)
+    writer = ShardWriter(unit_dir, "shard", schema, max_rows=cfg.output.shard_max_rows,
+                         max_bytes=cfg.output.shard_max_bytes, compression=cfg.output.compression,
+                         compression_level=cfg.output.compression_level)
+    with writer:
+        try:
+            for batch in reader_for(unit.kind).read(unit, source, cfg.units):
+                if batch.table.num_rows == 0 or keep_rows.size == 0:
+                    continue
+                mask = np.isin(batch.rows, keep_rows)
+                if not mask.any():
+                    continue
+                table = batch.table.filter(pa.array(mask))
+                locs = [p for p, m in zip(batch.relpaths, mask) if m] if batch.relpaths else [unit.relpath] * table.num_rows
+                rids = [keep_ids[(loc, r)] for loc, r in zip(locs, batch.rows[mask].tolist())]
+                if RECORD_ID in table.column_names:
+                    table = table.drop_columns([RECORD_ID])
+                table = table.add_column(0, RECORD_ID, pa.array(rids, pa.string()))
+                writer.write(cast_to_schema(table, schema))
+        except SourceError:
+            if cfg.errors.on_file_error == "fail":
+                raise
+    shards = writer.files
+    written_rows = sum(f.rows for f in shards)
+    if written_rows != kept.height:
+        raise SourceError(
+            f"{unit.path}: the input changed during the run ({kept.height} records decided, {written_rows} re-read); run again"
+        )
+
+    ledger = pa.Table.from_pydict(
+        {
+            "record_id": decisions["record_id"].to_arrow(),
+            "source": pa.array([unit.source] * decisions.height, pa.string()),
+            "location": decisions["location"].to_arrow(),
+            "row": decisions["row"].to_arrow(),
+            "content_sha256": pa.array([d.hex() if d is not None else None for d in decisions["content_sha256"].to_list()], pa.string()),
+            "decision": decisions["decision"].to_arrow(),
+            "stage": decisions["stage"].to_arrow(),
+            "reason": decisions["reason"].to_arrow(),
+            "duplicate_of": decisions["duplicate_of"].to_arrow(),
+            "text_bytes": decisions["text_bytes"].to_arrow(),
+        }
+    )
+    ledger = ledger.cast(LEDGER_SCHEMA)
+    ledger_path = unit_dir / "ledger.parquet"
+    with atomic_path(ledger_path) as tmp:
+        pq.write_table(ledger, tmp, compression="zstd")
+    result = {
+        "unit_id": unit_id,
+        "shards": [f.to_dict() for f in shards],
+        "ledger": WrittenFile(str(ledger_path), ledger.num_rows, ledger_path.stat().st_size, sha256_path(ledger_path)).to_dict(),
+        "kept": written_rows,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    atomic_write_json(done, result)
+    return result
+
+
+def unit_ids(work_dir: str) -> list[int]:
+    """Ids of every unit of the plan in `work_dir`."""
+    return [u.unit_id for u in RunPlan.load(work_dir).units]
+
+
+def cleanup_tmp(work_dir: str) -> None:
+    """Remove temporary files a killed attempt left behind (never finished outputs)."""
+    for p in Path(work_dir).rglob(".*.tmp*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+
+
