@@ -36,8 +36,12 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
     elif not is_string_type(table.schema.field(text_field).type):
         reject_all(f"text field '{text_field}' is not a string ({table.schema.field(text_field).type})")
     else:
-        for i in np.flatnonzero(table[text_field].is_null().to_numpy(zero_copy_only=False)):
+        col = table[text_field]
+        for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
             reasons[i] = reasons[i] or f"text field '{text_field}' is missing or null"
+        blank = pc.fill_null(pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col)), False)
+        for i in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
+            reasons[i] = reasons[i] or "empty or whitespace-only text"
 
     if id_field is not None:
         if id_field not in table.column_names:

@@ -1,0 +1,147 @@
+"""The cleaning flow: one Prefect task per unit and step; the work itself lives in `pipeline`.
+
+Usage::
+
+    from flows.clean import run_flow
+    manifest = run_flow(cfg)                 # thread runner, or cfg.runner.kind == "dask"
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from flows.settings import apply_offline_defaults
+
+apply_offline_defaults()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from pipeline import steps  # noqa: E402
+from pipeline.config import RunConfig, parse_config  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.fileio import output_lock  # noqa: E402
+from pipeline.plan import make_plan  # noqa: E402
+from pipeline.publish import finalize  # noqa: E402
+
+
+def _retry_unless_pipeline_error(task, task_run, state) -> bool:
+    """Retry transient I/O failures, not deterministic ones (bad config, unreadable input)."""
+    try:
+        state.result()
+    except PipelineError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(name="pass1", task_run_name="pass1-u{unit_id}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=_retry_unless_pipeline_error)
+def pass1_task(work_dir: str, unit_id: int) -> dict:
+    """Read, validate and key one unit."""
+    return steps.pass1(work_dir, unit_id)
+
+
+@task(name="barrier")
+def barrier_task(work_dir: str) -> dict:
+    """Global decisions across all units."""
+    return steps.barrier(work_dir)
+
+
+@task(name="pass2", task_run_name="pass2-u{unit_id}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=_retry_unless_pipeline_error)
+def pass2_task(work_dir: str, unit_id: int) -> dict:
+    """Write one unit's kept records and its ledger part."""
+    return steps.pass2(work_dir, unit_id)
+
+
+@task(name="finalize")
+def finalize_task(work_dir: str) -> dict:
+    """Write the manifest and publish the run; returns a small summary."""
+    m = finalize(work_dir)
+    return {"run_id": m["run_id"], "conservation": m["conservation"]["overall"], "outputs": len(m["outputs"]["shards"])}
+
+
+class _Progress:
+    """Units done and records/s on a terminal; silent when stderr is not a TTY."""
+
+    def __init__(self, total_units: int) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.total = total_units
+        self.bar = None
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), transient=False)
+            self.bar.start()
+
+    def phase(self, name: str):
+        if not self.enabled:
+            return None
+        return self.bar.add_task(name, total=self.total, rate="")
+
+    def advance(self, tid, records: int, started: float, done_records: list[int]) -> None:
+        if not self.enabled:
+            return
+        done_records[0] += records
+        rate = done_records[0] / max(time.perf_counter() - started, 1e-9)
+        self.bar.update(tid, advance=1, rate=f"{rate:,.0f} records/s")
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+@flow(name="hygiene-clean", log_prints=False)
+def clean_flow(config: dict) -> dict:
+    """Plan, run pass 1 per unit, decide globally, run pass 2 per unit, finalize and publish."""
+    cfg = parse_config(config, "flow parameter 'config'")
+    logger = get_run_logger()
+    with output_lock(cfg.output.dir):
+        plan = make_plan(cfg, max_workers=cfg.runner.max_workers)
+        work = str(plan.work_dir)
+        steps.cleanup_tmp(work)
+        ids = [u.unit_id for u in plan.units]
+        logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(ids),
+                    " (resumed)" if plan.resumed else "")
+        progress = _Progress(len(ids))
+        try:
+            for name, fn in (("read", pass1_task), (None, None), ("write", pass2_task)):
+                if name is None:
+                    barrier_task(work)
+                    continue
+                tid, started, done = progress.phase(name), time.perf_counter(), [0]
+                futures = [fn.submit(work, i) for i in ids]
+                for fut in as_completed(futures):
+                    r = fut.result()
+                    progress.advance(tid, r.get("records", r.get("kept", 0)), started, done)
+        finally:
+            progress.stop()
+        summary = finalize_task(work)
+    logger.info("run %s published to %s", summary["run_id"], cfg.output.dir)
+    return summary
+
+
+def task_runner_for(cfg: RunConfig):
+    """The Prefect task runner the config asks for."""
+    if cfg.runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.runner.dask_address:
+            return DaskTaskRunner(address=cfg.runner.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.runner.dask_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=cfg.runner.max_workers)
+
+
+def run_flow(cfg: RunConfig) -> dict:
+    """Run the cleaning flow for `cfg` with its configured task runner; returns the published manifest."""
+    import json
+    from pathlib import Path
+
+    clean_flow.with_options(task_runner=task_runner_for(cfg))(cfg.model_dump(mode="json"))
+    return json.loads((Path(cfg.output.dir) / "manifest.json").read_text())

@@ -1,0 +1,207 @@
+"""The `hygiene` command line.
+
+Usage::
+
+    hygiene run configs/sample.yaml
+    hygiene run configs/sample.yaml --input ~/corpus/*.jsonl.gz --output runs/mine
+    hygiene schedule configs/sample.yaml --next 5
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.config import RunConfig, load_config, parse_config
+from pipeline.errors import ConfigError, PipelineError, RejectionsError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+
+_KIND_BY_SUFFIX = [
+    ((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst"), "jsonl"),
+    ((".parquet",), "parquet"),
+    ((".csv",), "csv"),
+    ((".txt",), "text_dir"),
+]
+
+
+def _kind_of_file(name: str) -> str | None:
+    for suffixes, kind in _KIND_BY_SUFFIX:
+        if name.endswith(suffixes):
+            return kind
+    return None
+
+
+def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
+    """Source configs for `--input` paths: the format is inferred from the names.
+
+    A directory written by `save_to_disk` becomes an `hf_disk` source; another directory becomes
+    one source per file format found in it. `text_field`/`id_field` come from `template`.
+    """
+    sources: list[dict] = []
+    used: set[str] = set()
+
+    def add(paths: list[str], kind: str, hint: str) -> None:
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", hint) or "input"
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name)
+        sources.append({**template, "name": name, "kind": kind, "paths": paths})
+
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        hint = p.name.split(".")[0] or "input"
+        if p.is_dir():
+            if any((p / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+                add([str(p)], "hf_disk", hint)
+                continue
+            found: dict[str, set[str]] = {}
+            for q in p.rglob("*"):
+                if q.is_file() and (kind := _kind_of_file(q.name)):
+                    suffix = next(s for s in next(x for x, k in _KIND_BY_SUFFIX if k == kind) if q.name.endswith(s))
+                    found.setdefault(kind, set()).add(suffix)
+            if not found:
+                raise ConfigError(f"--input {raw}: the directory holds no .jsonl/.json(.gz/.zst), .parquet, .csv or .txt file")
+            for kind in sorted(found):
+                if len(found) == 1:
+                    add([str(p)], kind, hint)
+                else:
+                    add([f"{p}/**/*{s}" for s in sorted(found[kind])], kind, f"{hint}-{kind}")
+        else:
+            kind = _kind_of_file(p.name)
+            if kind is None:
+                raise ConfigError(f"--input {raw}: cannot tell the format from the name; use a config source with `kind`")
+            add([str(p)], kind, hint)
+    return sources
+
+
+def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | None, runner: str | None,
+                       workers: int | None, fail_on_reject: bool) -> RunConfig:
+    """The config file plus command-line overrides, validated again as a whole."""
+    cfg = load_config(config_path)
+    data = cfg.model_dump(mode="json")
+    if inputs:
+        first = data["sources"][0]
+        template = {"text_field": first["text_field"], "id_field": first["id_field"]}
+        data["sources"] = sources_from_inputs(inputs, template)
+    if output:
+        data["output"]["dir"] = str(Path(output).expanduser().resolve())
+    if runner:
+        data["runner"]["kind"] = runner
+    if workers:
+        data["runner"]["max_workers"] = workers
+        data["runner"]["dask_workers"] = workers
+    if fail_on_reject:
+        data["errors"]["fail_on_reject"] = True
+    return parse_config(data, config_path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show Prefect's and the pipeline's INFO logs.")
+@click.version_option(package_name="hygiene-pipeline")
+def main(verbose: bool) -> None:
+    """Clean training data: read corpora, deduplicate, and write audited Parquet shards.
+
+    Every command takes --help. A run writes shards/, ledger/ and manifest.json into its output
+    directory (see the README's "Run directory" section).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import os
+
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--input", "inputs", multiple=True, metavar="PATH",
+              help="A file, directory or glob to read instead of the config's sources (repeatable).")
+@click.option("--output", metavar="DIR", help="The run directory to write (overrides output.dir).")
+@click.option("--runner", type=click.Choice(["thread", "dask"]), help="Prefect task runner (overrides runner.kind).")
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel units (threads or Dask workers).")
+@click.option("--fail-on-reject", is_flag=True, help="Fail (exit 3) and publish nothing if any record is rejected.")
+@click.option("--no-prefect", is_flag=True, help="Run with the plain local executor instead of the Prefect flow.")
+def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect) -> None:
+    """Run the cleaning job described by CONFIG and publish a run directory."""
+    try:
+        cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject)
+        if no_prefect:
+            from pipeline.executor import run_local
+
+            manifest = run_local(cfg)
+        else:
+            from flows.clean import run_flow
+
+            manifest = run_flow(cfg)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except RejectionsError as e:
+        click.echo(f"rejected: {e}", err=True)
+        sys.exit(EXIT_REJECTED)
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    _print_summary(cfg, manifest)
+
+
+def _print_summary(cfg: RunConfig, manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {manifest['run_id']}")
+    for col in ("source", "input", "kept", "dropped", "quarantined", "rejected"):
+        table.add_column(col, justify="right" if col != "source" else "left")
+    per = manifest["conservation"]["per_source"]
+    for name, t in list(per.items()) + [("total", manifest["conservation"]["overall"])]:
+        table.add_row(name, *(f"{t[k]:,}" for k in ("input", "kept", "dropped", "quarantined", "rejected")))
+    console = Console(stderr=False)
+    console.print(table)
+    balanced = "balanced" if manifest["conservation"]["balanced"] else "NOT BALANCED"
+    console.print(f"{len(manifest['outputs']['shards'])} shard(s) in {cfg.output.dir}/shards; "
+                  f"ledger {manifest['ledger']['rows']:,} rows; conservation {balanced}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+def validate(config) -> None:
+    """Check CONFIG without running anything; print the resolved config and its digest."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    click.echo(f"config_sha256 {cfg.digest()}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--next", "show_next", type=click.IntRange(min=1), help="Print the next N fire times and exit.")
+@click.option("--name", default=None, help="Deployment name (default: the config's name).")
+def schedule(config, show_next, name) -> None:
+    """Serve a Prefect deployment that runs CONFIG on its cron schedule (`schedule.cron`)."""
+    try:
+        cfg = load_config(config)
+        from flows.serve import next_fire_times, serve_config
+
+        if cfg.schedule is None:
+            raise ConfigError(f"{config}: no `schedule:` section; add `schedule: {{cron: \"0 3 * * *\"}}`")
+        if show_next:
+            for t in next_fire_times(cfg, show_next):
+                click.echo(t.isoformat())
+            return
+        serve_config(config, cfg, name)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    main()
