@@ -12,8 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from flows.settings import apply_offline_defaults
 
 apply_offline_defaults()
@@ -45,11 +43,14 @@ def build_deployment(config_path: str, cfg: RunConfig, name: str | None = None):
 
 
 def next_fire_times(cfg: RunConfig, n: int, after: datetime | None = None) -> list[datetime]:
-    """The next `n` times the schedule fires, in the schedule's timezone."""
-    tz = ZoneInfo(cfg.schedule.timezone)
-    start = (after or datetime.now(timezone.utc)).astimezone(tz)
-    it = croniter(cfg.schedule.cron, start)
-    return [it.get_next(datetime) for _ in range(n)]
+    """The next `n` times the deployment fires, computed by Prefect's own scheduler schema."""
+    import asyncio
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    schedule = CronSchedule(cron=cfg.schedule.cron, timezone=cfg.schedule.timezone)
+    start = after or datetime.now(timezone.utc)
+    return [d.astimezone(ZoneInfo(cfg.schedule.timezone)) for d in asyncio.run(schedule.get_dates(n=n, start=start))]
 
 
 def serve_config(config_path: str, cfg: RunConfig, name: str | None = None) -> None:

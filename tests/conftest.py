@@ -1,0 +1,41 @@
+"""Shared fixtures: building configs and running the pipeline without Prefect."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from pipeline.config import RunConfig, parse_config  # noqa: E402
+from pipeline.executor import run_local  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def build_config(out_dir: Path, sources: list[dict], **overrides) -> RunConfig:
+    """A validated RunConfig writing into `out_dir`; `overrides` are top-level sections."""
+    data = {"sources": sources, "output": {"dir": str(out_dir)}, **overrides}
+    return parse_config(data, "test-config")
+
+
+@pytest.fixture
+def run_pipeline(tmp_path):
+    """Run sources through the local executor; returns (manifest, ledger frame, shards frame)."""
+
+    def _run(sources: list[dict], out: Path | None = None, **overrides):
+        out = out or tmp_path / "run"
+        manifest = run_local(build_config(out, sources, **overrides))
+        ledger = pl.read_parquet(str(out / "ledger" / "*.parquet"))
+        shard_files = sorted((out / "shards").glob("*.parquet"))
+        shards = pl.concat([pl.read_parquet(f) for f in shard_files], how="diagonal") if shard_files else pl.DataFrame()
+        return manifest, ledger, shards
+
+    return _run
