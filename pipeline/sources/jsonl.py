@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import re
 import zlib
-from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -28,19 +26,52 @@ def _is_compressed(path: str) -> bool:
     return path.endswith(_COMPRESSED)
 
 
-@contextmanager
-def open_stream(path: str):
-    """Open a (possibly compressed) file as a binary stream."""
-    raw = open(path, "rb")
-    try:
+def _gzip_blocks(raw, block: int) -> Iterator[bytes]:
+    """Decompress a (multi-member) gzip stream, yielding everything decodable before any damage."""
+    d = zlib.decompressobj(wbits=31)
+    while True:
+        chunk = raw.read(block)
+        if not chunk:
+            if not d.eof:
+                raise EOFError("compressed stream ended before its end-of-stream marker")
+            return
+        while chunk:
+            out = d.decompress(chunk)
+            if out:
+                yield out
+            if d.eof:
+                chunk = d.unused_data
+                if chunk:
+                    d = zlib.decompressobj(wbits=31)
+            else:
+                chunk = b""
+
+
+def _zstd_blocks(raw, block: int) -> Iterator[bytes]:
+    reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    while True:
+        out = reader.read(block)
+        if not out:
+            return
+        yield out
+
+
+def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]:
+    """Yield the bytes of `path` (decompressed for .gz/.zst; the byte range [start, stop) if plain)."""
+    with open(path, "rb") as raw:
         if path.endswith(".gz"):
-            yield gzip.GzipFile(fileobj=raw)
+            yield from _gzip_blocks(raw, min(block, 1 << 20))
         elif path.endswith(".zst"):
-            yield zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            yield from _zstd_blocks(raw, min(block, 1 << 20))
         else:
-            yield raw
-    finally:
-        raw.close()
+            raw.seek(start)
+            left = stop - start
+            while left > 0:
+                data = raw.read(min(block, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
 
 
 def _count_newlines(path: str, start: int, stop: int, chunk: int = 16 * 1024 * 1024) -> int:
@@ -98,28 +129,17 @@ class JsonlReader(Reader):
         line_no = unit.row_offset
         carry = b""
         try:
-            with open_stream(unit.path) as f:
-                left = None
-                if unit.stop >= 0:
-                    f.seek(unit.start)
-                    left = unit.stop - unit.start
-                while True:
-                    want = units.batch_bytes if left is None else min(units.batch_bytes, left)
-                    block = f.read(want) if want > 0 else b""
-                    if left is not None:
-                        left -= len(block)
-                    if not block:
-                        if carry:
-                            yield self._parse(carry + b"\n", line_no, source, text_pattern)
-                        return
-                    data = carry + block
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
-                        carry = data
-                        continue
-                    chunk, carry = data[: cut + 1], data[cut + 1 :]
-                    yield self._parse(chunk, line_no, source, text_pattern)
-                    line_no += chunk.count(b"\n")
+            for block in read_blocks(unit.path, unit.start, unit.stop, units.batch_bytes):
+                data = carry + block if carry else block
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    carry = data
+                    continue
+                chunk, carry = data[: cut + 1], data[cut + 1 :]
+                yield self._parse(chunk, line_no, source, text_pattern)
+                line_no += chunk.count(b"\n")
+            if carry:
+                yield self._parse(carry + b"\n", line_no, source, text_pattern)
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
             raise SourceError(
                 f"{unit.path}: cannot read past line {line_no} ({e.__class__.__name__}: the file is truncated or corrupt)"

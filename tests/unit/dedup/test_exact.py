@@ -1,0 +1,92 @@
+"""Exact dedup: normalisation, keys, and the deterministic survivor rule."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.config import NormalizeConfig
+from pipeline.dedup.exact import exact_keys, normalize_text, resolve_exact
+from pipeline.sources.base import string_digests
+
+DEFAULT = NormalizeConfig()
+
+
+def keys(texts, cfg=DEFAULT):
+    return exact_keys(pa.array(texts, pa.large_string()), cfg)
+
+
+def test_whitespace_variants_share_a_key_by_default():
+    k = keys(["Hello  world", " Hello\n\tworld ", "Hello world"])
+    assert k[0] == k[1] == k[2]
+
+
+def test_case_matters_unless_lowercase_is_configured():
+    assert len(set(keys(["Hello", "hello"]))) == 2
+    assert len(set(keys(["Hello", "hello"], NormalizeConfig(lowercase=True)))) == 1
+
+
+def test_nfc_folds_composed_and_decomposed_accents():
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    assert len(set(keys([composed, decomposed]))) == 1
+    assert len(set(keys([composed, decomposed], NormalizeConfig(unicode="none")))) == 2
+
+
+def test_without_normalisation_the_key_is_the_content_digest():
+    arr = pa.array(["a b", "a  b"], pa.large_string())
+    cfg = NormalizeConfig(unicode="none", collapse_whitespace=False)
+    digests = string_digests(arr)
+    assert exact_keys(arr, cfg, digests) == digests
+    assert digests[0] != digests[1]
+
+
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=20))
+def test_normalisation_is_idempotent(texts):
+    arr = pa.array(texts, pa.large_string())
+    once = normalize_text(arr, DEFAULT)
+    assert normalize_text(once, DEFAULT).to_pylist() == once.to_pylist()
+
+
+@given(st.text(max_size=60), st.sampled_from([" ", "  ", "\n", "\t ", "\r\n"]))
+def test_any_whitespace_run_yields_the_same_key(text, ws):
+    words = text.split()
+    assert keys([" ".join(words)]) == keys([ws.join(words) + ws])
+
+
+def test_string_digests_match_hashlib_including_slices_and_empty_strings():
+    import hashlib
+
+    arr = pa.array(["", "x", "héllo", "end"], pa.large_string()).slice(1)
+    assert string_digests(arr) == [hashlib.sha256(s.encode()).digest() for s in ["x", "héllo", "end"]]
+
+
+def frame(rows):
+    return pl.DataFrame(
+        rows, schema={"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "key": pl.Binary,
+                      "priority": pl.Int64, "order_str": pl.String, "order_int": pl.Int64}, orient="row")
+
+
+def test_the_higher_priority_source_survives():
+    dups = resolve_exact(frame([(0, 0, "a/x:0", b"k", 0, "a/x", 0), (1, 5, "b/y:5", b"k", 1, "b/y", 5)]))
+    assert dups.to_dicts() == [{"unit": 0, "row": 0, "duplicate_of": "b/y:5"}]
+
+
+def test_positional_ids_compare_by_row_number_not_as_text():
+    dups = resolve_exact(frame([(0, 10, "a/x:10", b"k", 0, "a/x", 10), (0, 9, "a/x:9", b"k", 0, "a/x", 9)]))
+    assert dups.to_dicts() == [{"unit": 0, "row": 10, "duplicate_of": "a/x:9"}]
+
+
+def test_every_dropped_copy_names_the_same_survivor_and_input_order_does_not_matter():
+    rows = [(0, i, f"s/f:{i}", b"k" if i % 2 else b"j", 0, "s/f", i) for i in range(8)]
+    forward = resolve_exact(frame(rows)).sort("row")
+    backward = resolve_exact(frame(rows[::-1])).sort("row")
+    assert forward.equals(backward)
+    assert set(forward.filter(pl.col("row") % 2 == 1)["duplicate_of"]) == {"s/f:1"}
+    assert set(forward.filter(pl.col("row") % 2 == 0)["duplicate_of"]) == {"s/f:0"}
+    assert forward.height == 6
+
+
+def test_no_records_means_no_duplicates():
+    assert resolve_exact(frame([])).height == 0
