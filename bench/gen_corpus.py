@@ -67,7 +67,8 @@ class CorpusParams:
 
 def _detokenize(s: str) -> str:
     """Undo the NLTK copy's spaces around punctuation ("Alice ' s" -> "Alice's")."""
-    s = re.sub(r" ' (s|t|d|ll|re|ve|m|am|clock)\b", r"'\1", s)
+    s = re.sub(r" ' (s|t|d|ll|re|ve|m|am|clock)\b", r"'\1", s, flags=re.IGNORECASE)
+    s = re.sub(r'(^|\n)" (?=\w)', r'\1"', s)
     s = re.sub(r" ([,.;:?!)\]])", r"\1", s)
     s = re.sub(r"([(\[]) ", r"\1", s)
     s = re.sub(r"(\w) - (\w)", r"\1-\2", s)

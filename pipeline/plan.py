@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,7 +41,12 @@ class RunPlan:
     inputs: list[InputFile]
     units: list[Unit]
     previous_manifest_sha256: str | None = None
-    resumed: bool = field(default=False, compare=False)
+    attempts: int = 1
+
+    @property
+    def resumed(self) -> bool:
+        """True when this run was restarted after an earlier attempt was killed."""
+        return self.attempts > 1
 
     @property
     def work_dir(self) -> Path:
@@ -66,6 +71,7 @@ class RunPlan:
             "inputs": [asdict(f) for f in self.inputs],
             "units": [u.to_dict() for u in self.units],
             "previous_manifest_sha256": self.previous_manifest_sha256,
+            "attempts": self.attempts,
         }
 
     @classmethod
@@ -80,6 +86,7 @@ class RunPlan:
             inputs=[InputFile(**f) for f in d["inputs"]],
             units=[Unit.from_dict(u) for u in d["units"]],
             previous_manifest_sha256=d.get("previous_manifest_sha256"),
+            attempts=d.get("attempts", 1),
         )
 
     def save(self) -> None:
@@ -125,7 +132,8 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
             old = None
         if old is not None and old.config_sha256 == digest and _fingerprint(old.inputs) == _fingerprint(inputs):
             log.info("resuming unfinished run %s (%d units)", old.run_id, len(old.units))
-            old.resumed = True
+            old.attempts += 1
+            old.save()
             return old
         log.info("discarding the scratch space of an earlier, different run")
     if work.exists():

@@ -20,6 +20,12 @@ from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
 from pipeline.sources.validate import is_string_type, split_valid
 
 _COMPRESSED = (".gz", ".zst")
+_BOM = b"\xef\xbb\xbf"
+# A \uD800-\uDFFF escape: polars turns a lone surrogate into U+0000 instead of failing, so any
+# chunk holding one is parsed line by line, where orjson rejects lone surrogates as malformed.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
+# What polars and Arrow raise for JSON they cannot type (conflicting types, integers past int64).
+_TYPING_ERRORS = (pl.exceptions.PolarsError, pa.ArrowException, OverflowError)
 
 
 def _is_compressed(path: str) -> bool:
@@ -128,6 +134,7 @@ class JsonlReader(Reader):
         text_pattern = re.compile(rb'"' + re.escape(source.text_field.encode()) + rb'"\s*:\s*[^"\sn]')
         line_no = unit.row_offset
         carry = b""
+        at_file_start = unit.start == 0
         try:
             for block in read_blocks(unit.path, unit.start, unit.stop, units.batch_bytes):
                 data = carry + block if carry else block
@@ -151,13 +158,13 @@ class JsonlReader(Reader):
         rows = np.asarray(nonblank, dtype=np.int64) + first_line
         if not nonblank:
             return Batch(pa.table({}), rows, [])
-        if text_pattern.search(chunk) is None:
+        if text_pattern.search(chunk) is None and _SURROGATE_ESCAPE.search(chunk) is None:
             try:
                 df = pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
+                table = df.to_arrow() if df.height == len(nonblank) else None
             except Exception:  # noqa: BLE001 - any polars parse failure means "take the careful path"
-                df = None
-            if df is not None and df.height == len(nonblank):
-                table = df.to_arrow()
+                table = None
+            if table is not None:
                 tf = source.text_field
                 if tf not in table.column_names or is_string_type(table.schema.field(tf).type):
                     return split_valid(table, rows, source)
@@ -165,6 +172,7 @@ class JsonlReader(Reader):
 
     def _parse_carefully(self, lines: list[bytes], nonblank: list[int], first_line: int, source) -> Batch:
         good: list[bytes] = []
+        objs: list[dict] = []
         good_rows: list[int] = []
         rejects: list[Reject] = []
         tf = source.text_field
@@ -188,14 +196,38 @@ class JsonlReader(Reader):
                         reason = f"text field '{tf}' is not a string ({type(obj[tf]).__name__})"
             if reason is None:
                 good.append(line)
+                objs.append(obj)
                 good_rows.append(row)
             else:
                 rejects.append(Reject(row, reason, hashlib.sha256(line).digest()))
         if good:
-            df = pl.read_ndjson(io.BytesIO(b"\n".join(good) + b"\n"), infer_schema_length=None)
-            table = df.to_arrow()
+            try:
+                table = pl.read_ndjson(io.BytesIO(b"\n".join(good) + b"\n"), infer_schema_length=None).to_arrow()
+            except _TYPING_ERRORS:
+                table = table_from_objects(objs)
         else:
             table = pa.table({})
         batch = split_valid(table, np.asarray(good_rows, dtype=np.int64), source)
         batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.row)
         return batch
+
+
+def table_from_objects(objs: list[dict]) -> pa.Table:
+    """A table of parsed JSON objects whose columns polars cannot type as a whole.
+
+    Columns are typed one by one; a column whose values have no common Arrow type (an integer
+    here, an object there; integers past int64) holds each non-null value as JSON text, as the
+    output schema does for types that conflict across batches.
+    """
+    names = dict.fromkeys(k for obj in objs for k in obj)
+    cols: dict[str, pa.Array] = {}
+    for name in names:
+        values = [obj.get(name) for obj in objs]
+        try:
+            cols[name] = pa.array(values)
+        except _TYPING_ERRORS:
+            cols[name] = pa.array(
+                [None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in values],
+                pa.large_string(),
+            )
+    return pa.table(cols)
