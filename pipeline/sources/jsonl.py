@@ -54,12 +54,29 @@ def _gzip_blocks(raw, block: int) -> Iterator[bytes]:
 
 
 def _zstd_blocks(raw, block: int) -> Iterator[bytes]:
-    reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    """Decompress concatenated zstd frames, yielding everything decodable before any damage.
+
+    `stream_reader` reports a file cut inside a frame as a clean end of stream, which would drop
+    the rest of the file without a word; following each frame to its end catches the truncation.
+    """
+    dctx = zstandard.ZstdDecompressor()
+    d = None
     while True:
-        out = reader.read(block)
-        if not out:
+        chunk = raw.read(block)
+        if not chunk:
+            if d is not None:
+                raise zstandard.ZstdError("compressed stream ended inside a zstd frame")
             return
-        yield out
+        while chunk:
+            if d is None:
+                d = dctx.decompressobj()
+            out = d.decompress(chunk)
+            if out:
+                yield out
+            if d.eof:
+                chunk, d = d.unused_data, None
+            else:
+                chunk = b""
 
 
 def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]:
@@ -138,6 +155,13 @@ class JsonlReader(Reader):
         try:
             for block in read_blocks(unit.path, unit.start, unit.stop, units.batch_bytes):
                 data = carry + block if carry else block
+                if at_file_start:
+                    if len(data) < len(_BOM) and _BOM.startswith(data):
+                        carry = data
+                        continue
+                    # A byte order mark is encoding metadata, not part of the first record.
+                    data = data[len(_BOM) :] if data.startswith(_BOM) else data
+                    at_file_start = False
                 cut = data.rfind(b"\n")
                 if cut < 0:
                     carry = data

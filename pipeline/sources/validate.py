@@ -33,6 +33,10 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
 
     if text_field not in table.column_names:
         reject_all(f"missing text field '{text_field}'")
+    elif pa.types.is_null(table.schema.field(text_field).type):
+        # JSON parsers type a column holding only nulls as `null`: these rows have no text,
+        # the same reason they get when other rows of their batch do have one.
+        reject_all(f"text field '{text_field}' is missing or null")
     elif not is_string_type(table.schema.field(text_field).type):
         reject_all(f"text field '{text_field}' is not a string ({table.schema.field(text_field).type})")
     else:
