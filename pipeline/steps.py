@@ -72,14 +72,15 @@ def _record_ids(unit, source, batch_rows: np.ndarray, relpaths: list[str] | None
 
 
 class _KeyCollector:
-    """Accumulates pass-1 key rows for one unit."""
+    """Streams pass-1 key rows of one unit to a Parquet writer, a batch at a time (bounded memory)."""
 
-    def __init__(self, plan: RunPlan, unit) -> None:
-        self.plan, self.unit = plan, unit
+    def __init__(self, plan: RunPlan, unit, writer: pq.ParquetWriter) -> None:
+        self.plan, self.unit, self.writer = plan, unit, writer
         self.source = plan.source(unit.source)
         self.cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
         self.schemas: list[pa.Schema] = []
         self.next_row = unit.row_offset
+        self.records = self.valid = self.text_bytes = 0
 
     def add_batch(self, batch: Batch) -> None:
         src, table = self.source, batch.table
@@ -127,8 +128,16 @@ class _KeyCollector:
         c["order_int"].append(r.row)
         self.next_row = max(self.next_row, r.row + 1)
 
-    def table(self) -> pa.Table:
-        return pa.table(self.cols, schema=KEYS_SCHEMA).sort_by([("row", "ascending"), ("location", "ascending")])
+    def flush(self) -> None:
+        """Write the rows collected so far (rows of later batches always come after earlier ones)."""
+        if not self.cols["row"]:
+            return
+        table = pa.table(self.cols, schema=KEYS_SCHEMA).sort_by([("row", "ascending"), ("location", "ascending")])
+        self.writer.write_table(table)
+        self.records += table.num_rows
+        self.valid += pa.compute.sum(table["ok"]).as_py() or 0
+        self.text_bytes += pa.compute.sum(table["text_bytes"]).as_py() or 0
+        self.cols = {f.name: [] for f in KEYS_SCHEMA}
 
 
 def pass1(work_dir: str, unit_id: int) -> dict:
@@ -140,30 +149,30 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     t0 = time.perf_counter()
     plan = RunPlan.load(work)
     unit = plan.units[unit_id]
-    collector = _KeyCollector(plan, unit)
     file_error = None
-    try:
-        for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
-            collector.add_batch(batch)
-    except SourceError as e:
-        if plan.config.errors.on_file_error == "fail":
-            raise
-        file_error = str(e)
-        collector.add_reject(Reject(collector.next_row, f"unreadable input: {e}"))
-    table = collector.table()
-    schema = merge_schemas(collector.schemas)
     with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
+            collector = _KeyCollector(plan, unit, writer)
+            try:
+                for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
+                    collector.add_batch(batch)
+                    collector.flush()
+            except SourceError as e:
+                if plan.config.errors.on_file_error == "fail":
+                    raise
+                file_error = str(e)
+                collector.add_reject(Reject(collector.next_row, f"unreadable input: {e}"))
+                collector.flush()
+    schema = merge_schemas(collector.schemas)
     with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.schema") as tmp:
         with pa.ipc.new_file(tmp, schema) as w:
             w.write_table(schema.empty_table())
-    ok = pa.compute.sum(table["ok"]).as_py() or 0
     result = {
         "unit_id": unit_id,
-        "records": table.num_rows,
-        "valid": ok,
-        "rejected": table.num_rows - ok,
-        "text_bytes": pa.compute.sum(table["text_bytes"]).as_py() or 0,
+        "records": collector.records,
+        "valid": collector.valid,
+        "rejected": collector.records - collector.valid,
+        "text_bytes": collector.text_bytes,
         "file_error": file_error,
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -266,9 +275,9 @@ def pass2(work_dir: str, unit_id: int) -> dict:
     source = plan.source(unit.source)
     cfg = plan.config
     decisions = pl.read_parquet(work / "decisions" / f"{name}.parquet")
-    kept = decisions.filter(pl.col("decision") == Decision.KEPT.value)
+    kept = decisions.filter(pl.col("decision") == Decision.KEPT.value).sort("row")
     keep_rows = kept["row"].to_numpy()
-    keep_ids = dict(zip(zip(kept["location"].to_list(), kept["row"].to_list()), kept["record_id"].to_list()))
+    keep_ids = kept["record_id"].to_arrow()
     schema = _read_schema(work / "output.schema")
 
     unit_dir = work / "units" / name
@@ -286,11 +295,11 @@ def pass2(work_dir: str, unit_id: int) -> dict:
                 if not mask.any():
                     continue
                 table = batch.table.filter(pa.array(mask))
-                locs = [p for p, m in zip(batch.relpaths, mask) if m] if batch.relpaths else [unit.relpath] * table.num_rows
-                rids = [keep_ids[(loc, r)] for loc, r in zip(locs, batch.rows[mask].tolist())]
+                # Rows are unique within a unit, so the kept rows locate their record ids directly.
+                rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, batch.rows[mask])))
                 if RECORD_ID in table.column_names:
                     table = table.drop_columns([RECORD_ID])
-                table = table.add_column(0, RECORD_ID, pa.array(rids, pa.string()))
+                table = table.add_column(0, RECORD_ID, rids)
                 writer.write(cast_to_schema(table, schema))
         except SourceError:
             if cfg.errors.on_file_error == "fail":

@@ -16,11 +16,25 @@ def is_string_type(t: pa.DataType) -> bool:
     return t in _STRING_TYPES
 
 
+def _computable(col):
+    """The column as a type Arrow's string kernels accept (they have none for string_view)."""
+    return pc.cast(col, pa.large_string()) if col.type == pa.string_view() else col
+
+
+def _castable_id_type(t: pa.DataType) -> bool:
+    """Integers (and all-null columns, which JSON parsers type as `null`) become string ids."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+        return is_string_type(t) or pa.types.is_integer(t)
+    return pa.types.is_integer(t) or pa.types.is_null(t)
+
+
 def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] | None = None) -> Batch:
     """Keep the rows with a usable text (and id) field; every other row becomes a Reject.
 
     The text field must exist, be a string and be non-null; the id field, when configured,
-    must exist and be non-null (integers are turned into strings).
+    must exist, be non-null and non-empty, and be a string or an integer (integers are turned
+    into strings).
     """
     n = table.num_rows
     reasons: list[str | None] = [None] * n
@@ -40,7 +54,7 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
     elif not is_string_type(table.schema.field(text_field).type):
         reject_all(f"text field '{text_field}' is not a string ({table.schema.field(text_field).type})")
     else:
-        col = table[text_field]
+        col = _computable(table[text_field])
         for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
             reasons[i] = reasons[i] or f"text field '{text_field}' is missing or null"
         blank = pc.fill_null(pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col)), False)
@@ -53,16 +67,21 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
         else:
             col = table[id_field]
             if not is_string_type(col.type):
-                try:
+                if _castable_id_type(col.type):
                     col = pc.cast(col, pa.string())
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    table = table.set_column(table.schema.get_field_index(id_field), id_field, col)
+                else:
+                    # Floats and booleans would cast to strings too, but lossily (1.0 and 1 both
+                    # become "1", long ids lose digits), and a repeated id drops the later record.
                     reject_all(f"id field '{id_field}' is not a string or integer ({col.type})")
                     col = None
-                else:
-                    table = table.set_column(table.schema.get_field_index(id_field), id_field, col)
             if col is not None:
                 for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
                     reasons[i] = reasons[i] or f"id field '{id_field}' is missing or null"
+                # An empty id (a blank CSV cell) is no id: it would become an empty record id.
+                empty = pc.fill_null(pc.equal(pc.binary_length(_computable(col)), 0), False)
+                for i in np.flatnonzero(empty.to_numpy(zero_copy_only=False)):
+                    reasons[i] = reasons[i] or f"id field '{id_field}' is empty"
 
     bad = [i for i, r in enumerate(reasons) if r is not None]
     if not bad:
