@@ -109,16 +109,53 @@ class ExactDedupConfig(_Strict):
     normalize: NormalizeConfig = NormalizeConfig()
 
 
+class NearDedupConfig(_Strict):
+    """Near-duplicate detection with MinHash LSH, after exact dedup."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    num_perm: int = Field(default=128, ge=8, le=1024)
+    seed: int = Field(default=1, ge=0)
+    ngram: int = Field(default=5, ge=1, le=32)
+    char_ngrams: bool = False
+    short_docs: Literal["whole", "skip"] = "whole"
+    bands: int | None = Field(default=None, ge=1)
+    rows: int | None = Field(default=None, ge=1)
+    min_candidate_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
+    bucket_pair_limit: int = Field(default=64, ge=2)
+
+    @model_validator(mode="after")
+    def _bands_and_rows_together(self) -> "NearDedupConfig":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both `bands` and `rows`, or neither (then they are chosen for the threshold)")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+
 class SurvivorConfig(_Strict):
-    """Which copy of a duplicate group is kept: source priority (higher wins), then lowest record_id."""
+    """Which copy of a duplicate group is kept.
+
+    Exact duplicates: source priority (higher wins), then lowest record_id. Near duplicates:
+    source priority, then the longest text (or the highest `quality_column`), then lowest record_id.
+    """
 
     rule: Literal["priority_then_lowest_id"] = "priority_then_lowest_id"
+    near_prefer: Literal["longest", "quality"] = "longest"
+    quality_column: str | None = None
+
+    @model_validator(mode="after")
+    def _quality_needs_column(self) -> "SurvivorConfig":
+        if (self.near_prefer == "quality") != (self.quality_column is not None):
+            raise ValueError("`near_prefer: quality` and `quality_column` go together")
+        return self
 
 
 class DedupConfig(_Strict):
     """Deduplication stages."""
 
     exact: ExactDedupConfig = ExactDedupConfig()
+    near: NearDedupConfig = NearDedupConfig()
     survivor: SurvivorConfig = SurvivorConfig()
 
 

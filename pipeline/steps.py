@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
+from pipeline.dedup.near import SignatureWriter, resolve_near
 from pipeline.errors import RejectionsError, SourceError
 from pipeline.fileio import atomic_path, atomic_write_json, sha256_path
 from pipeline.plan import RunPlan
@@ -47,6 +48,7 @@ KEYS_SCHEMA = pa.schema(
         ("text_bytes", pa.int64()),
         ("order_str", pa.string()),
         ("order_int", pa.int64()),
+        ("quality", pa.float64()),
     ]
 )
 
@@ -74,8 +76,8 @@ def _record_ids(unit, source, batch_rows: np.ndarray, relpaths: list[str] | None
 class _KeyCollector:
     """Streams pass-1 key rows of one unit to a Parquet writer, a batch at a time (bounded memory)."""
 
-    def __init__(self, plan: RunPlan, unit, writer: pq.ParquetWriter) -> None:
-        self.plan, self.unit, self.writer = plan, unit, writer
+    def __init__(self, plan: RunPlan, unit, writer: pq.ParquetWriter, signer: SignatureWriter | None) -> None:
+        self.plan, self.unit, self.writer, self.signer = plan, unit, writer, signer
         self.source = plan.source(unit.source)
         self.cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
         self.schemas: list[pa.Schema] = []
@@ -107,10 +109,22 @@ class _KeyCollector:
             c["text_bytes"].extend(pa.compute.binary_length(text).to_pylist())
             c["order_str"].extend(ostr)
             c["order_int"].extend(oint)
+            c["quality"].extend(self._quality(table))
             self.schemas.append(table.schema)
+            if self.signer is not None:
+                self.signer.add(text, batch.rows)
             self.next_row = max(self.next_row, int(batch.rows.max()) + 1)
         for r in batch.rejects:
             self.add_reject(r)
+
+    def _quality(self, table: pa.Table) -> list:
+        col = self.plan.config.dedup.survivor.quality_column
+        if col is None or col not in table.column_names:
+            return [None] * table.num_rows
+        try:
+            return pa.compute.cast(table[col], pa.float64()).to_pylist()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return [None] * table.num_rows
 
     def add_reject(self, r: Reject) -> None:
         loc = r.relpath or self.unit.relpath
@@ -126,6 +140,7 @@ class _KeyCollector:
         c["text_bytes"].append(None)
         c["order_str"].append(rid)
         c["order_int"].append(r.row)
+        c["quality"].append(None)
         self.next_row = max(self.next_row, r.row + 1)
 
     def flush(self) -> None:
@@ -150,19 +165,28 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     plan = RunPlan.load(work)
     unit = plan.units[unit_id]
     file_error = None
-    with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
-        with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
-            collector = _KeyCollector(plan, unit, writer)
-            try:
-                for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
-                    collector.add_batch(batch)
+    near = plan.config.dedup.near
+    signer = SignatureWriter(work / "minhash", unit_id, near) if near.enabled else None
+    try:
+        with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
+            with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
+                collector = _KeyCollector(plan, unit, writer, signer)
+                try:
+                    for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
+                        collector.add_batch(batch)
+                        collector.flush()
+                except SourceError as e:
+                    if plan.config.errors.on_file_error == "fail":
+                        raise
+                    file_error = str(e)
+                    collector.add_reject(Reject(collector.next_row, f"unreadable input: {e}"))
                     collector.flush()
-            except SourceError as e:
-                if plan.config.errors.on_file_error == "fail":
-                    raise
-                file_error = str(e)
-                collector.add_reject(Reject(collector.next_row, f"unreadable input: {e}"))
-                collector.flush()
+    except BaseException:
+        if signer is not None:
+            signer.abort()
+        raise
+    if signer is not None:
+        signer.close()
     schema = merge_schemas(collector.schemas)
     with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.schema") as tmp:
         with pa.ipc.new_file(tmp, schema) as w:
@@ -227,12 +251,31 @@ def barrier(work_dir: str) -> dict:
             duplicate_of=pl.col("_dup"),
         ).drop("_dup")
 
+    records = records.with_columns(cluster_id=pl.lit(None, pl.Int64), similarity=pl.lit(None, pl.Float64))
+    near_stats = None
+    if cfg.dedup.near.enabled:
+        live = records.filter(pl.col("decision").is_null()).select(
+            "unit", "row", "record_id", "priority", "text_bytes", "quality", "order_str", "order_int")
+        near, near_stats = resolve_near(live, work, cfg.dedup.near, cfg.dedup.survivor.near_prefer)
+        records = records.join(near.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
+                               on=["unit", "row"], how="left")
+        hit = pl.col("_ndup").is_not_null()
+        records = records.with_columns(
+            decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
+            stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
+            reason=pl.when(hit).then(pl.lit("near duplicate (MinHash LSH, verified)")).otherwise(pl.col("reason")),
+            duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
+            cluster_id=pl.col("_cid"),
+            similarity=pl.col("_sim"),
+        ).drop("_ndup", "_cid", "_sim")
+
     records = records.with_columns(
         stage=pl.coalesce(pl.col("stage"), pl.lit(Stage.OUTPUT.value)),
         decision=pl.coalesce(pl.col("decision"), pl.lit(Decision.KEPT.value)),
     )
     (work / "decisions").mkdir(exist_ok=True)
-    cols = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of", "text_bytes"]
+    cols = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of",
+            "cluster_id", "similarity", "text_bytes"]
     parts = records.sort(["unit", "row", "location"]).partition_by("unit", as_dict=True, maintain_order=True)
     for u in plan.units:
         part = parts.get((u.unit_id,))
@@ -250,7 +293,8 @@ def barrier(work_dir: str) -> dict:
             w.write_table(out_schema.empty_table())
 
     rejected = records.filter(pl.col("decision") == Decision.REJECTED.value)
-    result = {"records": records.height, "rejected": rejected.height, "exact_dropped": exact_dropped}
+    result = {"records": records.height, "rejected": rejected.height, "exact_dropped": exact_dropped,
+              "near_dedup": near_stats}
     if cfg.errors.fail_on_reject and rejected.height:
         report = work / "rejections.parquet"
         rejected.select("record_id", "location", "row", "stage", "reason").write_parquet(report)
@@ -322,6 +366,8 @@ def pass2(work_dir: str, unit_id: int) -> dict:
             "stage": decisions["stage"].to_arrow(),
             "reason": decisions["reason"].to_arrow(),
             "duplicate_of": decisions["duplicate_of"].to_arrow(),
+            "cluster_id": decisions["cluster_id"].to_arrow(),
+            "similarity": decisions["similarity"].to_arrow(),
             "text_bytes": decisions["text_bytes"].to_arrow(),
         }
     )

@@ -26,6 +26,7 @@ class Stage(str, Enum):
     READ = "read"
     IDENTITY = "identity"
     EXACT_DEDUP = "exact_dedup"
+    NEAR_DEDUP = "near_dedup"
     OUTPUT = "output"
 
 
@@ -40,6 +41,8 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("stage", pa.string(), nullable=False),
         pa.field("reason", pa.string()),
         pa.field("duplicate_of", pa.string()),
+        pa.field("cluster_id", pa.int64()),
+        pa.field("similarity", pa.float64()),
         pa.field("text_bytes", pa.int64()),
     ],
     metadata={"hygiene.ledger_version": str(LEDGER_VERSION)},

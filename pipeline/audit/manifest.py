@@ -112,7 +112,7 @@ def conservation(counts: pl.DataFrame, sources: list[str]) -> dict:
     return {"per_source": per_source, "overall": overall, "balanced": overall["balanced"] and all(v["balanced"] for v in per_source.values())}
 
 
-def stage_stats(counts: pl.DataFrame, exact_enabled: bool) -> dict:
+def stage_stats(counts: pl.DataFrame, exact_enabled: bool, near_enabled: bool = False) -> dict:
     """Per-stage seen/kept/dropped counts; for every stage `seen == kept + dropped`."""
     total = int(counts["n"].sum())
 
@@ -131,6 +131,10 @@ def stage_stats(counts: pl.DataFrame, exact_enabled: bool) -> dict:
     if exact_enabled:
         d = n("exact_dedup")
         stats["exact_dedup"] = {"seen": seen, "kept": seen - d, "dropped": d}
+        seen -= d
+    if near_enabled:
+        d = n("near_dedup")
+        stats["near_dedup"] = {"seen": seen, "kept": seen - d, "dropped": d}
         seen -= d
     stats["output"] = {"seen": seen, "kept": n("output"), "dropped": seen - n("output")}
     return stats
@@ -173,7 +177,8 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         ],
         "inputs": inputs,
         "units": len(plan.units),
-        "stages": stage_stats(counts, plan.config.dedup.exact.enabled),
+        "stages": stage_stats(counts, plan.config.dedup.exact.enabled, plan.config.dedup.near.enabled),
+        "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs),
         "rejections": {
             "by_reason": _reasons(ledger_abs),
             "file_errors": sorted({r["file_error"] for r in pass1 if r.get("file_error")}),
@@ -188,6 +193,18 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         "previous_manifest_sha256": plan.previous_manifest_sha256,
         "signature": None,
     }
+
+
+def _near_section(stats: dict | None, ledger_paths: list[str]) -> dict | None:
+    """The near-dup parameters and statistics, plus drops per source."""
+    if stats is None:
+        return None
+    per_source = {}
+    if ledger_paths:
+        df = (pl.scan_parquet(ledger_paths).filter(pl.col("decision") == Decision.DROPPED_NEAR_DUPLICATE.value)
+              .group_by("source").agg(pl.len().alias("n")).sort("source").collect())
+        per_source = {s: int(n) for s, n in zip(df["source"].to_list(), df["n"].to_list())}
+    return {**stats, "dropped_per_source": per_source}
 
 
 def _reasons(ledger_paths: list[str]) -> dict:
