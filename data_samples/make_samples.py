@@ -2,7 +2,7 @@
 
     python data_samples/make_samples.py
 
-Writes web/part-0.jsonl, web/part-1.jsonl.gz, forum.csv and notes/*.txt next to this file.
+Writes web/part-0.jsonl, web/part-1.jsonl.gz, web/part-2.jsonl, forum.csv and notes/*.txt next to this file.
 """
 
 from __future__ import annotations
@@ -76,6 +76,35 @@ def write_jsonl() -> None:
     (HERE / "web" / "part-1.jsonl.gz").write_bytes(buf.getvalue())
 
 
+def long_article(i: int) -> str:
+    topic = rng.choice(TOPICS)
+    body = " ".join(rng.choice(SENTENCES) + f" ({topic}, part {k})" for k in range(14))
+    return f"Field notes #{i} on {topic}. {body}"
+
+
+def write_near_copies() -> None:
+    """Longer articles and edited copies of them: the near-duplicates the demo removes."""
+    originals = [{"id": f"long-{i:03d}", "text": long_article(i), "url": f"https://wiki.example.com/{i}", "lang": "en"}
+                 for i in range(20)]
+    edits = []
+    for j, k in enumerate(range(0, 20, 2)):
+        text = originals[k]["text"]
+        words = text.split()
+        kind = j % 4
+        if kind == 0:     # one word swapped
+            words[len(words) // 2] = "indeed"
+            new = " ".join(words)
+        elif kind == 1:   # boilerplate footer added
+            new = text + " Subscribe to our newsletter for more posts like this one."
+        elif kind == 2:   # case and punctuation changed
+            new = text.upper().replace(".", "!")
+        else:             # the last sentence cut off
+            new = text.rsplit(".", 2)[0] + "."
+        edits.append({"id": f"long-{k:03d}-edit", "text": new, "url": f"https://copy.example.com/{k}", "lang": "en"})
+    lines = [json.dumps(r) for r in originals + edits]
+    (HERE / "web" / "part-2.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def write_csv() -> None:
     rows = [[f"forum-{i:03d}", f"Re: {rng.choice(TOPICS)}", article(1000 + i)] for i in range(80)]
     rows.insert(10, rows[3][:1] + ["Re: duplicate"] + rows[3][2:])       # same text as row 3
@@ -97,5 +126,6 @@ def write_notes() -> None:
 
 if __name__ == "__main__":
     write_jsonl()
+    write_near_copies()
     write_csv()
     write_notes()

@@ -57,8 +57,8 @@ def test_every_input_record_has_exactly_one_ledger_row(sample_run):
     ledger = pl.read_parquet(str(out / "ledger" / "*.parquet"))
     assert ledger.height == manifest["conservation"]["overall"]["input"] == manifest["ledger"]["rows"]
     assert ledger["record_id"].n_unique() == ledger.height - ledger.filter(pl.col("reason") == "duplicate record_id").height
-    # 234 lines in part-0.jsonl of which 1 is blank; 105 in part-1; 81 CSV data rows + 1 short row; 11 notes.
-    assert manifest["conservation"]["per_source"]["web"]["input"] == 233 + 105
+    # 234 lines in part-0.jsonl of which 1 is blank; 105 in part-1; 30 in part-2.
+    assert manifest["conservation"]["per_source"]["web"]["input"] == 233 + 105 + 30
 
 
 def test_shards_hold_exactly_the_kept_records_and_the_ledger_holds_no_text(sample_run):

@@ -1,0 +1,111 @@
+"""Near-duplicate removal inside a run: verified, anti-chaining, explained in the ledger."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import polars as pl
+import pytest
+
+from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, signatures
+
+
+def edit(words: list[str], positions: list[int], tag: str) -> list[str]:
+    out = list(words)
+    for p in positions:
+        out[p] = f"{tag}{p}"
+    return out
+
+
+def est(a: str, b: str) -> float:
+    import numpy as np
+    import pyarrow as pa
+
+    sig, _ = signatures(normalize_for_shingles(pa.array([a, b], pa.large_string())), MinHashParams())
+    return float(np.mean(sig[0] == sig[1]))
+
+
+@pytest.fixture
+def chain(tmp_path):
+    rng = random.Random(11)
+    a = [f"w{rng.randrange(5000)}" for _ in range(200)]
+    b = edit(a, [20, 90, 160], "x")
+    c = edit(b, [50, 120, 185], "y")
+    texts = {"a": " ".join(a) + " extra words make this the longest copy", "b": " ".join(b), "c": " ".join(c)}
+    # The premise: A~B and B~C pass the threshold, A~C does not.
+    assert est(texts["a"], texts["b"]) >= 0.8 and est(texts["b"], texts["c"]) >= 0.8 and est(texts["a"], texts["c"]) < 0.8
+    strangers = [" ".join(f"s{rng.randrange(5000)}" for _ in range(100)) for _ in range(5)]
+    path = tmp_path / "chain.jsonl"
+    rows = [{"id": k, "text": v} for k, v in texts.items()] + [{"id": f"z{i}", "text": t} for i, t in enumerate(strangers)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_a_chain_drops_only_what_is_similar_to_the_survivor(chain, run_pipeline):
+    manifest, ledger, shards = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}])
+    decisions = dict(zip(ledger["record_id"], ledger["decision"]))
+    assert decisions["a"] == "kept"                       # the longest copy survives
+    assert decisions["b"] == "dropped_near_duplicate"
+    assert decisions["c"] == "kept"                       # similar to b, but not to the survivor a
+    b = ledger.filter(pl.col("record_id") == "b").row(0, named=True)
+    assert b["duplicate_of"] == "a" and b["similarity"] >= 0.8 and b["stage"] == "near_dedup"
+    a = ledger.filter(pl.col("record_id") == "a").row(0, named=True)
+    assert a["cluster_id"] == b["cluster_id"] and a["duplicate_of"] is None
+    assert manifest["near_dedup"]["dropped"] == 1 and manifest["near_dedup"]["cluster_sizes"] == {"2": 1}
+    assert set(shards["id"]) == {"a", "c", "z0", "z1", "z2", "z3", "z4"}
+
+
+def test_source_priority_beats_length(chain, tmp_path, run_pipeline):
+    lines = chain.read_text().splitlines()
+    (tmp_path / "hi.jsonl").write_text(lines[1] + "\n")      # b alone, in a high-priority source
+    (tmp_path / "lo.jsonl").write_text(lines[0] + "\n")      # a, longer
+    _, ledger, _ = run_pipeline([
+        {"name": "hi", "kind": "jsonl", "paths": [str(tmp_path / "hi.jsonl")], "id_field": "id", "priority": 5},
+        {"name": "lo", "kind": "jsonl", "paths": [str(tmp_path / "lo.jsonl")], "id_field": "id"},
+    ])
+    assert dict(zip(ledger["record_id"], ledger["duplicate_of"])) == {"b": None, "a": "b"}
+
+
+def test_every_near_duplicate_names_a_kept_survivor_in_the_sample_run(run_pipeline):
+    from tests.integration.test_run import SAMPLE
+    from pipeline.config import load_config
+
+    cfg = load_config(SAMPLE)
+    manifest, ledger, shards = run_pipeline([s.model_dump(mode="json") for s in cfg.sources])
+    near = ledger.filter(pl.col("decision") == "dropped_near_duplicate")
+    kept = set(ledger.filter(pl.col("decision") == "kept")["record_id"])
+    assert near.height == 10 and set(near["duplicate_of"]) <= kept
+    assert (near["similarity"] >= 0.8).all()
+    assert manifest["stages"]["near_dedup"] == {"seen": 420, "kept": 410, "dropped": 10}
+
+
+def test_disabling_the_stage_keeps_near_copies(chain, run_pipeline):
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
+                                       dedup={"near": {"enabled": False}})
+    assert manifest["near_dedup"] is None and "near_dedup" not in manifest["stages"]
+    assert (ledger["decision"] == "kept").all()
+
+
+def test_char_ngrams_find_near_copies_in_japanese(tmp_path, run_pipeline):
+    base = "東京都の人口は約千四百万人で、日本の首都として政治と経済の中心になっている。" * 3
+    rows = [{"id": "ja1", "text": base}, {"id": "ja2", "text": base + "詳しくは公式サイトへ。"},
+            {"id": "ja3", "text": "大阪は食べ物がおいしい街として知られていて、観光客に人気がある。"}]
+    p = tmp_path / "ja.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    _, ledger, _ = run_pipeline([{"name": "ja", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}],
+                                dedup={"near": {"char_ngrams": True, "ngram": 3}})
+    assert dict(zip(ledger["record_id"], ledger["decision"])) == {
+        "ja1": "dropped_near_duplicate", "ja2": "kept", "ja3": "kept"}
+
+
+def test_unit_count_does_not_change_the_ledger(tmp_path):
+    from pipeline.executor import run_local
+    from tests.conftest import REPO, build_config
+
+    src = [{"name": "w", "kind": "jsonl", "paths": [str(REPO / "data_samples" / "web")], "id_field": "id"}]
+    run_local(build_config(tmp_path / "one", src))
+    run_local(build_config(tmp_path / "many", src, units={"target_bytes": 2048}))
+    a = pl.read_parquet(str(tmp_path / "one" / "ledger" / "*.parquet"))
+    b = pl.read_parquet(str(tmp_path / "many" / "ledger" / "*.parquet"))
+    assert a.equals(b)
