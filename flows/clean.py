@@ -51,11 +51,11 @@ def barrier_task(work_dir: str) -> dict:
     return steps.barrier(work_dir)
 
 
-@task(name="pass2", task_run_name="pass2-u{unit_id}", retries=2, retry_delay_seconds=1,
+@task(name="pass2", task_run_name="pass2-s{shard_id}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_pipeline_error)
-def pass2_task(work_dir: str, unit_id: int) -> dict:
-    """Write one unit's kept records and its ledger part."""
-    return steps.pass2(work_dir, unit_id)
+def pass2_task(work_dir: str, shard_id: int) -> dict:
+    """Write one output shard."""
+    return steps.pass2(work_dir, shard_id)
 
 
 @task(name="finalize")
@@ -68,9 +68,8 @@ def finalize_task(work_dir: str) -> dict:
 class _Progress:
     """Units done and records/s on a terminal; silent when stderr is not a TTY."""
 
-    def __init__(self, total_units: int) -> None:
+    def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
-        self.total = total_units
         self.bar = None
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,10 +78,10 @@ class _Progress:
                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), transient=False)
             self.bar.start()
 
-    def phase(self, name: str):
+    def phase(self, name: str, total: int):
         if not self.enabled:
             return None
-        return self.bar.add_task(name, total=self.total, rate="")
+        return self.bar.add_task(name, total=total, rate="")
 
     def advance(self, tid, records: int, started: float, done_records: list[int]) -> None:
         if not self.enabled:
@@ -94,6 +93,13 @@ class _Progress:
     def stop(self) -> None:
         if self.enabled:
             self.bar.stop()
+
+
+def _run_phase(progress: _Progress, name: str, fn, work: str, ids: list[int], count_key: str) -> None:
+    """Submit one task per id and wait for all of them, advancing the progress bar as they finish."""
+    tid, started, done = progress.phase(name, len(ids)), time.perf_counter(), [0]
+    for fut in as_completed([fn.submit(work, i) for i in ids]):
+        progress.advance(tid, fut.result()[count_key], started, done)
 
 
 @flow(name="hygiene-clean", log_prints=False)
@@ -108,17 +114,11 @@ def clean_flow(config: dict) -> dict:
         ids = [u.unit_id for u in plan.units]
         logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(ids),
                     " (resumed)" if plan.resumed else "")
-        progress = _Progress(len(ids))
+        progress = _Progress()
         try:
-            for name, fn in (("read", pass1_task), (None, None), ("write", pass2_task)):
-                if name is None:
-                    barrier_task(work)
-                    continue
-                tid, started, done = progress.phase(name), time.perf_counter(), [0]
-                futures = [fn.submit(work, i) for i in ids]
-                for fut in as_completed(futures):
-                    r = fut.result()
-                    progress.advance(tid, r.get("records", r.get("kept", 0)), started, done)
+            _run_phase(progress, "read", pass1_task, work, ids, "records")
+            barrier_task(work)
+            _run_phase(progress, "write", pass2_task, work, steps.shard_ids(work), "kept")
         finally:
             progress.stop()
         summary = finalize_task(work)

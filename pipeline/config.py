@@ -165,6 +165,8 @@ class OutputConfig(_Strict):
     dir: str = "runs/latest"
     shard_max_rows: int = Field(default=100_000, ge=1)
     shard_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    row_group_rows: int = Field(default=10_000, ge=1)
+    ledger_part_rows: int = Field(default=1_000_000, ge=1)
     compression: Literal["zstd"] = "zstd"
     compression_level: int = Field(default=3, ge=1, le=22)
 

@@ -16,7 +16,7 @@ from pipeline.config import RunConfig
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan
 from pipeline.publish import finalize
-from pipeline.steps import barrier, cleanup_tmp, pass1, pass2
+from pipeline.steps import barrier, cleanup_tmp, pass1, pass2, shard_ids
 
 
 def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str, dict], None] | None = None) -> dict:
@@ -32,7 +32,7 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
                 if on_unit:
                     on_unit("pass1", r)
             barrier(work)
-            for r in pool.map(lambda i: pass2(work, i), ids):
+            for r in pool.map(lambda i: pass2(work, i), shard_ids(work)):
                 if on_unit:
                     on_unit("pass2", r)
         return finalize(work)

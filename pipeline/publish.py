@@ -16,7 +16,7 @@ from pipeline.audit.manifest import build_manifest, validate_manifest
 from pipeline.errors import SourceError
 from pipeline.fileio import atomic_write_json, fsync_dir
 from pipeline.plan import RunPlan
-from pipeline.steps import _read_done, _unit_name
+from pipeline.steps import _read_done, _unit_name, shard_ids, write_ledger
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +24,20 @@ MANIFEST = "manifest.json"
 OUTPUT_DIRS = ("shards", "ledger")
 
 
-def _assemble(plan: RunPlan, pass2: list[dict], final: Path) -> dict:
-    """Hard-link unit outputs into `final/` with their public names; return the outputs section."""
+def _assemble(plan: RunPlan, work: Path, pass2: list[dict], final: Path) -> dict:
+    """Stage the outputs under `final/` with their public names; return the outputs section."""
     if final.exists():
         shutil.rmtree(final)
     (final / "shards").mkdir(parents=True)
-    (final / "ledger").mkdir(parents=True)
-    shards, ledgers = [], []
+    shards = []
     for r in pass2:
-        for f in r["shards"]:
-            name = f"shards/part-{len(shards):05d}.parquet"
-            os.link(f["path"], final / name)
-            shards.append({**f, "path": name})
-        name = f"ledger/part-{len(ledgers):05d}.parquet"
-        os.link(r["ledger"]["path"], final / name)
-        ledgers.append({**r["ledger"], "path": name})
+        f = r["shard"]
+        name = f"shards/{Path(f['path']).name}"
+        os.link(f["path"], final / name)
+        shards.append({**f, "path": name})
+    ledgers = [{**f.to_dict(), "path": f"ledger/{Path(f.path).name}"} for f in write_ledger(work, plan, final / "ledger")]
+    if not ledgers:
+        (final / "ledger").mkdir(exist_ok=True)
     return {"shards": shards, "ledger": ledgers}
 
 
@@ -60,10 +59,10 @@ def finalize(work_dir: str) -> dict:
     plan = RunPlan.load(work)
     _check_inputs_unchanged(plan)
     pass1 = [_read_done(work / "pass1" / f"{_unit_name(u.unit_id)}.json") for u in plan.units]
-    pass2 = [_read_done(work / "pass2" / f"{_unit_name(u.unit_id)}.json") for u in plan.units]
+    pass2 = [_read_done(work / "pass2" / f"s{s:05d}.json") for s in shard_ids(str(work))]
     barrier = _read_done(work / "barrier.json")
     final = work / "final"
-    outputs = _assemble(plan, pass2, final)
+    outputs = _assemble(plan, work, pass2, final)
     # build_manifest reads the ledger through the run dir's relative paths: point it at final/.
     staged = RunPlan(**{**plan.__dict__, "out_dir": str(final)})
     manifest = build_manifest(

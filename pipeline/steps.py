@@ -2,8 +2,12 @@
 
     pass1(work_dir, unit_id)   read, validate, digest: writes pass1/uNNNNN.parquet (keys, no content)
     barrier(work_dir)          global decisions (record-id uniqueness, exact dedup): decisions/uNNNNN.parquet
-    pass2(work_dir, unit_id)   read again, keep decided rows, write shards and the unit's ledger part
-    finalize(work_dir)         number the outputs, count, write the manifest, publish atomically
+    pass2(work_dir, shard_id)  write one output shard: read its units again, keep the rows assigned to it
+    finalize(work_dir)         write the ledger in input order and the manifest, publish atomically
+
+Output files depend only on the records and the config: shards are planned globally at the
+barrier (rows and text bytes per shard), row groups have a fixed size, and the ledger is written
+in input order, so neither the task runner nor the number of units changes a byte.
 
 Each step's output is written atomically with a done-marker, so a killed run resumes where it stopped.
 """
@@ -12,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -26,10 +29,10 @@ from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
 from pipeline.dedup.near import SignatureWriter, resolve_near
 from pipeline.errors import RejectionsError, SourceError
-from pipeline.fileio import atomic_path, atomic_write_json, sha256_path
+from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
-from pipeline.sinks.shards import ShardWriter, WrittenFile
+from pipeline.sinks.shards import ShardWriter, WrittenFile, plan_shards
 from pipeline.sources import Batch, Reject, reader_for
 from pipeline.sources.base import string_digests
 
@@ -273,9 +276,12 @@ def barrier(work_dir: str) -> dict:
         stage=pl.coalesce(pl.col("stage"), pl.lit(Stage.OUTPUT.value)),
         decision=pl.coalesce(pl.col("decision"), pl.lit(Decision.KEPT.value)),
     )
+    assignment, shards = _plan_output(records, cfg)
+    records = records.join(assignment, on=["unit", "row"], how="left")
+    atomic_write_json(work / "shards.json", shards)
     (work / "decisions").mkdir(exist_ok=True)
     cols = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of",
-            "cluster_id", "similarity", "text_bytes"]
+            "cluster_id", "similarity", "text_bytes", "shard"]
     parts = records.sort(["unit", "row", "location"]).partition_by("unit", as_dict=True, maintain_order=True)
     for u in plan.units:
         part = parts.get((u.unit_id,))
@@ -294,7 +300,7 @@ def barrier(work_dir: str) -> dict:
 
     rejected = records.filter(pl.col("decision") == Decision.REJECTED.value)
     result = {"records": records.height, "rejected": rejected.height, "exact_dropped": exact_dropped,
-              "near_dedup": near_stats}
+              "near_dedup": near_stats, "shards": len(shards)}
     if cfg.errors.fail_on_reject and rejected.height:
         report = work / "rejections.parquet"
         rejected.select("record_id", "location", "row", "stage", "reason").write_parquet(report)
@@ -306,56 +312,86 @@ def barrier(work_dir: str) -> dict:
     return result
 
 
-def pass2(work_dir: str, unit_id: int) -> dict:
-    """Read one unit again, write its kept records to shards and its ledger part."""
+def pass2(work_dir: str, shard_id: int) -> dict:
+    """Write one output shard: read its units again and keep the rows the barrier assigned to it."""
     work = Path(work_dir)
-    name = _unit_name(unit_id)
-    done = work / "pass2" / f"{name}.json"
+    done = work / "pass2" / f"s{shard_id:05d}.json"
     if (cached := _read_done(done)) is not None:
         return cached
     t0 = time.perf_counter()
     plan = RunPlan.load(work)
-    unit = plan.units[unit_id]
-    source = plan.source(unit.source)
     cfg = plan.config
-    decisions = pl.read_parquet(work / "decisions" / f"{name}.parquet")
-    kept = decisions.filter(pl.col("decision") == Decision.KEPT.value).sort("row")
-    keep_rows = kept["row"].to_numpy()
-    keep_ids = kept["record_id"].to_arrow()
+    meta = json.loads((work / "shards.json").read_text())[shard_id]
     schema = _read_schema(work / "output.schema")
-
-    unit_dir = work / "units" / name
-    if unit_dir.exists():
-        shutil.rmtree(unit_dir)
-    writer = ShardWriter(unit_dir, "shard", schema, max_rows=cfg.output.shard_max_rows,
-                         max_bytes=cfg.output.shard_max_bytes, compression=cfg.output.compression,
+    name = f"part-{shard_id:05d}.parquet"
+    writer = ShardWriter(work / "shards", schema, max_rows=meta["rows"] + 1, name=lambda _k: name,
+                         row_group_rows=cfg.output.row_group_rows, compression=cfg.output.compression,
                          compression_level=cfg.output.compression_level)
     with writer:
-        try:
-            for batch in reader_for(unit.kind).read(unit, source, cfg.units):
-                if batch.table.num_rows == 0 or keep_rows.size == 0:
-                    continue
-                mask = np.isin(batch.rows, keep_rows)
-                if not mask.any():
-                    continue
-                table = batch.table.filter(pa.array(mask))
-                # Rows are unique within a unit, so the kept rows locate their record ids directly.
-                rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, batch.rows[mask])))
-                if RECORD_ID in table.column_names:
-                    table = table.drop_columns([RECORD_ID])
-                table = table.add_column(0, RECORD_ID, rids)
-                writer.write(cast_to_schema(table, schema))
-        except SourceError:
-            if cfg.errors.on_file_error == "fail":
-                raise
-    shards = writer.files
-    written_rows = sum(f.rows for f in shards)
-    if written_rows != kept.height:
+        for unit_id in range(meta["first_unit"], meta["last_unit"] + 1):
+            _write_unit_rows(plan, work, unit_id, shard_id, schema, writer)
+    written = sum(f.rows for f in writer.files)
+    if written != meta["rows"]:
         raise SourceError(
-            f"{unit.path}: the input changed during the run ({kept.height} records decided, {written_rows} re-read); run again"
+            f"shard {shard_id}: {meta['rows']} records were decided but {written} re-read; "
+            "an input changed during the run; run again"
         )
+    (f,) = writer.files
+    result = {"shard_id": shard_id, "shard": f.to_dict(), "kept": written, "seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(done, result)
+    return result
 
-    ledger = pa.Table.from_pydict(
+
+def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, schema: pa.Schema, writer: ShardWriter) -> None:
+    """Append the rows of one unit that belong to `shard_id`, in row order."""
+    unit = plan.units[unit_id]
+    cfg = plan.config
+    mine = (
+        pl.read_parquet(work / "decisions" / f"{_unit_name(unit_id)}.parquet", columns=["row", "record_id", "shard"])
+        .filter(pl.col("shard") == shard_id)
+        .sort("row")
+    )
+    if mine.height == 0:
+        return
+    keep_rows = mine["row"].to_numpy()
+    keep_ids = mine["record_id"].to_arrow()
+    last = keep_rows[-1]
+    try:
+        for batch in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units):
+            if batch.rows.size == 0:
+                continue
+            if batch.rows[0] > last:
+                break
+            mask = np.isin(batch.rows, keep_rows)
+            if not mask.any():
+                continue
+            table = batch.table.filter(pa.array(mask))
+            # Rows are unique within a unit, so the kept rows locate their record ids directly.
+            rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, batch.rows[mask])))
+            if RECORD_ID in table.column_names:
+                table = table.drop_columns([RECORD_ID])
+            writer.write(cast_to_schema(table.add_column(0, RECORD_ID, rids), schema))
+    except SourceError:
+        if cfg.errors.on_file_error == "fail":
+            raise
+
+
+def _plan_output(records: pl.DataFrame, cfg) -> tuple[pl.DataFrame, list[dict]]:
+    """Assign every kept record (in unit, row order) to a shard; describe each shard."""
+    kept = records.filter(pl.col("decision") == Decision.KEPT.value).select("unit", "row", "text_bytes").sort("unit", "row")
+    shard = plan_shards(kept["text_bytes"].to_numpy(), cfg.output.shard_max_rows, cfg.output.shard_max_bytes)
+    kept = kept.with_columns(pl.Series("shard", shard, dtype=pl.Int64))
+    meta = (
+        kept.group_by("shard", maintain_order=True)
+        .agg(pl.col("unit").min().alias("first_unit"), pl.col("unit").max().alias("last_unit"), pl.len().alias("rows"))
+        .sort("shard")
+    )
+    return kept.select("unit", "row", "shard"), meta.to_dicts()
+
+
+def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
+    """A unit's ledger rows from its decisions (content digests as hex; never content)."""
+    table = pa.Table.from_pydict(
         {
             "record_id": decisions["record_id"].to_arrow(),
             "source": pa.array([unit.source] * decisions.height, pa.string()),
@@ -371,24 +407,23 @@ def pass2(work_dir: str, unit_id: int) -> dict:
             "text_bytes": decisions["text_bytes"].to_arrow(),
         }
     )
-    ledger = ledger.cast(LEDGER_SCHEMA)
-    ledger_path = unit_dir / "ledger.parquet"
-    with atomic_path(ledger_path) as tmp:
-        pq.write_table(ledger, tmp, compression="zstd")
-    result = {
-        "unit_id": unit_id,
-        "shards": [f.to_dict() for f in shards],
-        "ledger": WrittenFile(str(ledger_path), ledger.num_rows, ledger_path.stat().st_size, sha256_path(ledger_path)).to_dict(),
-        "kept": written_rows,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    atomic_write_json(done, result)
-    return result
+    return table.cast(LEDGER_SCHEMA)
 
 
-def unit_ids(work_dir: str) -> list[int]:
-    """Ids of every unit of the plan in `work_dir`."""
-    return [u.unit_id for u in RunPlan.load(work_dir).units]
+def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
+    """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
+    cfg = plan.config
+    with ShardWriter(directory, LEDGER_SCHEMA, max_rows=cfg.output.ledger_part_rows,
+                     name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
+                     compression="zstd") as writer:
+        for u in plan.units:
+            writer.write(ledger_table(u, pl.read_parquet(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet")))
+    return writer.files
+
+
+def shard_ids(work_dir: str) -> list[int]:
+    """Ids of the output shards the barrier planned."""
+    return list(range(len(json.loads((Path(work_dir) / "shards.json").read_text()))))
 
 
 def cleanup_tmp(work_dir: str) -> None:

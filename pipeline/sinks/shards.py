@@ -1,10 +1,17 @@
-"""Parquet shard writer: rolls over at a row or byte target, every file written atomically."""
+"""Parquet writers whose output depends only on the rows written, never on how they arrived.
+
+Rows are buffered and written in row groups of exactly `row_group_rows` (the last one shorter),
+so the same rows give byte-identical files whatever the batch sizes, units or task runner.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
+import numba
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,79 +32,108 @@ class WrittenFile:
         return asdict(self)
 
 
-class ShardWriter:
-    """Writes a stream of tables with one schema into `prefix-0000.parquet`, `prefix-0001.parquet`, ...
+@numba.njit(cache=True)
+def _plan(sizes, max_rows, max_bytes, out):
+    shard, rows, size = 0, 0, 0
+    for i in range(sizes.shape[0]):
+        if rows > 0 and (rows >= max_rows or size + sizes[i] > max_bytes):
+            shard += 1
+            rows, size = 0, 0
+        out[i] = shard
+        rows += 1
+        size += sizes[i]
 
-    A shard is closed when it reaches `max_rows` rows or `max_bytes` of uncompressed Arrow data.
-    Each shard is written under a temporary name and renamed when complete.
+
+def plan_shards(sizes: np.ndarray, max_rows: int, max_bytes: int) -> np.ndarray:
+    """Shard number of each record (in output order): a shard closes at `max_rows` rows or before
+    its text would exceed `max_bytes` (a single larger record gets a shard of its own)."""
+    out = np.empty(len(sizes), dtype=np.int64)
+    if len(sizes):
+        _plan(np.ascontiguousarray(sizes, dtype=np.int64), max_rows, max_bytes, out)
+    return out
+
+
+class ShardWriter:
+    """Writes a stream of tables with one schema into Parquet files named by `name(k)`.
+
+    A file is closed after `max_rows` rows. Every file is written under a temporary name and
+    renamed when complete.
 
     Usage::
 
-        with ShardWriter(dir, "shard", schema, max_rows=100_000, max_bytes=256 << 20) as w:
+        with ShardWriter(dir, schema, max_rows=1_000_000, name=lambda k: f"part-{k:05d}.parquet") as w:
             w.write(table)
         files = w.files
     """
 
-    def __init__(self, directory: str | Path, prefix: str, schema: pa.Schema, *, max_rows: int, max_bytes: int,
-                 compression: str = "zstd", compression_level: int = 3) -> None:
+    def __init__(self, directory: str | Path, schema: pa.Schema, *, max_rows: int, name: Callable[[int], str],
+                 row_group_rows: int = 10_000, compression: str = "zstd", compression_level: int = 3) -> None:
         self.directory = Path(directory)
-        self.prefix = prefix
         self.schema = schema
         self.max_rows = max_rows
-        self.max_bytes = max_bytes
+        self.name = name
+        self.row_group_rows = row_group_rows
         self.compression = compression
         self.compression_level = compression_level
         self.files: list[WrittenFile] = []
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
+        self._final: Path | None = None
         self._rows = 0
-        self._bytes = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"{self.prefix}-{len(self.files):04d}.parquet"
-        self._tmp = final.with_name(f".{final.name}.tmp")
-        self._writer = pq.ParquetWriter(
-            self._tmp, self.schema, compression=self.compression, compression_level=self.compression_level,
-            write_statistics=True,
-        )
-        self._rows = self._bytes = 0
+        self._final = self.directory / self.name(len(self.files))
+        self._tmp = self._final.with_name(f".{self._final.name}.tmp")
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression,
+                                        compression_level=self.compression_level, write_statistics=True)
+        self._rows = 0
 
     def _close_current(self) -> None:
         if self._writer is None:
             return
         self._writer.close()
-        final = self._tmp.with_name(self._tmp.name[1:].removesuffix(".tmp"))
-        self._tmp.replace(final)
-        self.files.append(WrittenFile(str(final), self._rows, final.stat().st_size, sha256_path(final)))
+        self._tmp.replace(self._final)
+        self.files.append(WrittenFile(str(self._final), self._rows, self._final.stat().st_size, sha256_path(self._final)))
         self._writer = None
 
+    def _emit(self, table: pa.Table) -> None:
+        """Write whole row groups of `table` (its length is at most one file's remaining room)."""
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(table.combine_chunks(), row_group_size=self.row_group_rows)
+        self._rows += table.num_rows
+        if self._rows >= self.max_rows:
+            self._close_current()
+
+    def _drain(self, final: bool) -> None:
+        while self._pending_rows >= self.row_group_rows or (final and self._pending_rows):
+            room = self.max_rows - (self._rows if self._writer is not None else 0)
+            take = min(self.row_group_rows, room, self._pending_rows)
+            buf = pa.concat_tables(self._pending)
+            self._emit(buf.slice(0, take))
+            rest = buf.slice(take)
+            self._pending = [rest] if rest.num_rows else []
+            self._pending_rows = rest.num_rows
+
     def write(self, table: pa.Table) -> None:
-        """Append rows, starting new shards as the targets are reached."""
-        start = 0
-        while start < table.num_rows:
-            if self._writer is None:
-                self._open()
-            room = self.max_rows - self._rows
-            piece = table.slice(start, room)
-            if piece.num_rows > 1 and self._bytes + piece.nbytes > self.max_bytes:
-                per_row = max(1, piece.nbytes // piece.num_rows)
-                fit = max(1, (self.max_bytes - self._bytes) // per_row)
-                piece = piece.slice(0, min(piece.num_rows, fit))
-            self._writer.write_table(piece)
-            self._rows += piece.num_rows
-            self._bytes += piece.nbytes
-            start += piece.num_rows
-            if self._rows >= self.max_rows or self._bytes >= self.max_bytes:
-                self._close_current()
+        """Append rows."""
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._drain(final=False)
 
     def close(self) -> list[WrittenFile]:
-        """Finish the last shard and return every file written."""
+        """Flush buffered rows, finish the last file and return every file written."""
+        self._drain(final=True)
         self._close_current()
         return self.files
 
     def abort(self) -> None:
-        """Drop the shard in progress (its temporary file), keeping finished ones."""
+        """Drop the file in progress (its temporary file), keeping finished ones."""
         if self._writer is not None:
             self._writer.close()
             self._tmp.unlink(missing_ok=True)

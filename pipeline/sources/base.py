@@ -126,6 +126,26 @@ def expand_paths(patterns: tuple[str, ...], suffixes: tuple[str, ...] | None) ->
     return sorted(out.items(), key=lambda kv: (kv[1], kv[0]))
 
 
+def require_unique_relpaths(
+    pairs: list[tuple[str, str]], hint: str = "list their common parent directory or a glob instead"
+) -> list[tuple[str, str]]:
+    """`pairs` unchanged, or a SourceError if two inputs share a relative path.
+
+    Positional record ids are `source/relpath:row`, so two files with the same relative path
+    (`2023/part-0.jsonl` and `2024/part-0.jsonl` given as two directories) would give their
+    records the same ids, and every record of the second file would be dropped as a repeat.
+    """
+    seen: dict[str, str] = {}
+    for path, rel in pairs:
+        if rel in seen:
+            raise SourceError(
+                f"{seen[rel]} and {path} have the same relative path '{rel}', so their record ids "
+                f"would collide; {hint}"
+            )
+        seen[rel] = path
+    return pairs
+
+
 def _first_magic(parts: tuple[str, ...]) -> int:
     for i, part in enumerate(parts):
         if globlib.has_magic(part):
@@ -167,8 +187,8 @@ class Reader:
     suffixes: tuple[str, ...] | None = None
 
     def list_inputs(self, source) -> list[tuple[str, str]]:
-        """(absolute path, relative path) of every input of the source."""
-        return expand_paths(source.paths, self.suffixes)
+        """(absolute path, relative path) of every input of the source; relative paths are unique."""
+        return require_unique_relpaths(expand_paths(source.paths, self.suffixes))
 
     def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
         """Split the inputs into units; unit ids are assigned later by the planner."""

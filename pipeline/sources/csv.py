@@ -43,6 +43,13 @@ class CsvReader(Reader):
                 return
             if header and header[0].startswith("\ufeff"):
                 header[0] = header[0][1:]
+            try:
+                for name in header:
+                    name.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise SourceError(
+                    f"{unit.path}: the CSV header is not valid UTF-8; re-encode the file as UTF-8"
+                ) from e
             if len(set(header)) != len(header):
                 raise SourceError(f"{unit.path}: the CSV header repeats a column name; rename the columns")
             cols: list[list[str]] = [[] for _ in header]

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
-from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, sha256_file
+from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, require_unique_relpaths, sha256_file
 from pipeline.sources.validate import split_valid
 
 # Hub access must never be attempted: these must be set before `datasets` is imported.
@@ -49,7 +49,7 @@ class HfDiskReader(Reader):
                 raise SourceError(f"{p}: not a directory written by datasets' save_to_disk")
             rel = path.name + (f"/{source.split}" if source.split else "")
             out.append((str(path.resolve()), rel))
-        return out
+        return require_unique_relpaths(out, hint="rename one of the dataset directories or give it its own source")
 
     def describe(self, source, path: str, relpath: str) -> InputFile:
         """A dataset directory's digest: sha256 over the sorted (relative path, file sha256) lines."""
@@ -70,6 +70,12 @@ class HfDiskReader(Reader):
             ds = datasets.load_from_disk(path)
         except (FileNotFoundError, ValueError, OSError) as e:
             raise SourceError(f"{path}: cannot load the saved dataset ({e.__class__.__name__}); was it written by save_to_disk?") from e
+        except IndexError as e:
+            # datasets writes an empty dataset as zero Arrow shards and then fails to concatenate them.
+            raise SourceError(
+                f"{path}: datasets cannot load this saved dataset (IndexError), which happens when it "
+                "(or one of its splits) holds no rows; remove it from the source's paths"
+            ) from e
         if isinstance(ds, datasets.DatasetDict):
             if source.split is None or source.split not in ds:
                 raise SourceError(f"{path}: a DatasetDict with splits {sorted(ds)}; set `split` in the source config")

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
-from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit, expand_paths
+from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit, expand_paths, require_unique_relpaths
 from pipeline.sources.validate import split_valid
 
 
@@ -21,25 +21,27 @@ class TextDirReader(Reader):
 
     def list_inputs(self, source) -> list[tuple[str, str]]:
         suffix = source.glob.rsplit("*", 1)[-1] or None
-        return expand_paths(source.paths, (suffix,) if suffix else None)
+        return require_unique_relpaths(expand_paths(source.paths, (suffix,) if suffix else None))
 
     def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
         out: list[Unit] = []
         group: list[InputFile] = []
-        size = 0
+        size, first = 0, 0
         for f in inputs:
             group.append(f)
             size += f.bytes
             if size >= units.target_bytes or len(group) >= units.target_rows:
-                out.append(self._group_unit(source, group, len(out)))
+                out.append(self._group_unit(source, group, len(out), first))
+                first += len(group)
                 group, size = [], 0
         if group:
-            out.append(self._group_unit(source, group, len(out)))
+            out.append(self._group_unit(source, group, len(out), first))
         return out
 
-    def _group_unit(self, source, group: list[InputFile], part: int) -> Unit:
+    def _group_unit(self, source, group: list[InputFile], part: int, first: int) -> Unit:
+        # A file's row is its position among the source's files, whatever the grouping into units.
         files = tuple(f"{f.path}\t{f.relpath}" for f in group)
-        return self._unit(source, group[0], part, 0, len(group), 0, files=files)
+        return self._unit(source, group[0], part, 0, len(group), first, files=files)
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
         texts: list[str] = []
@@ -47,7 +49,7 @@ class TextDirReader(Reader):
         rows: list[int] = []
         rejects: list[Reject] = []
         size = 0
-        for i, entry in enumerate(unit.files):
+        for i, entry in enumerate(unit.files, start=unit.row_offset):
             path, relpath = entry.split("\t", 1)
             try:
                 with open(path, "rb") as f:

@@ -16,9 +16,16 @@ def is_string_type(t: pa.DataType) -> bool:
     return t in _STRING_TYPES
 
 
-def _computable(col):
-    """The column as a type Arrow's string kernels accept (they have none for string_view)."""
-    return pc.cast(col, pa.large_string()) if col.type == pa.string_view() else col
+def _without_string_views(table: pa.Table) -> pa.Table:
+    """`table` with string_view columns cast to large_string, the type the output schema uses.
+
+    Arrow has no filter, take or string-length kernels for string_view, so a batch holding such
+    a column could not drop its rejected rows.
+    """
+    if not any(f.type == pa.string_view() for f in table.schema):
+        return table
+    fields = [f.with_type(pa.large_string()) if f.type == pa.string_view() else f for f in table.schema]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
 def _castable_id_type(t: pa.DataType) -> bool:
@@ -36,6 +43,7 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
     must exist, be non-null and non-empty, and be a string or an integer (integers are turned
     into strings).
     """
+    table = _without_string_views(table)
     n = table.num_rows
     reasons: list[str | None] = [None] * n
     text_field, id_field = source.text_field, source.id_field
@@ -54,7 +62,7 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
     elif not is_string_type(table.schema.field(text_field).type):
         reject_all(f"text field '{text_field}' is not a string ({table.schema.field(text_field).type})")
     else:
-        col = _computable(table[text_field])
+        col = table[text_field]
         for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
             reasons[i] = reasons[i] or f"text field '{text_field}' is missing or null"
         blank = pc.fill_null(pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col)), False)
@@ -79,7 +87,7 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
                 for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
                     reasons[i] = reasons[i] or f"id field '{id_field}' is missing or null"
                 # An empty id (a blank CSV cell) is no id: it would become an empty record id.
-                empty = pc.fill_null(pc.equal(pc.binary_length(_computable(col)), 0), False)
+                empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), False)
                 for i in np.flatnonzero(empty.to_numpy(zero_copy_only=False)):
                     reasons[i] = reasons[i] or f"id field '{id_field}' is empty"
 

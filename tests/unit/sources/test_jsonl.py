@@ -441,7 +441,7 @@ line_strategy = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lines=st.lists(line_strategy, min_size=0, max_size=40),
     trailing_newline=st.booleans(),
