@@ -82,7 +82,7 @@ def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
 
 
 def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | None, runner: str | None,
-                       workers: int | None, fail_on_reject: bool) -> RunConfig:
+                       workers: int | None, fail_on_reject: bool, full: bool = False) -> RunConfig:
     """The config file plus command-line overrides, validated again as a whole."""
     cfg = load_config(config_path)
     data = cfg.model_dump(mode="json")
@@ -99,6 +99,8 @@ def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | 
         data["runner"]["dask_workers"] = workers
     if fail_on_reject:
         data["errors"]["fail_on_reject"] = True
+    if full and data.get("state"):
+        data["state"]["incremental"] = False
     return parse_config(data, config_path)
 
 
@@ -127,10 +129,11 @@ def main(verbose: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel units (threads or Dask workers).")
 @click.option("--fail-on-reject", is_flag=True, help="Fail (exit 3) and publish nothing if any record is rejected.")
 @click.option("--no-prefect", is_flag=True, help="Run with the plain local executor instead of the Prefect flow.")
-def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect) -> None:
+@click.option("--full", is_flag=True, help="Read every input, even those a published run already processed.")
+def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, full) -> None:
     """Run the cleaning job described by CONFIG and publish a run directory."""
     try:
-        cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject)
+        cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full)
         if no_prefect:
             from pipeline.executor import run_local
 
@@ -201,6 +204,27 @@ def schedule(config, show_next, name) -> None:
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+@main.group()
+def index() -> None:
+    """The corpus index of published runs (configured as `state: {dir: ...}`)."""
+
+
+@index.command("rebuild")
+@click.argument("state_dir", type=click.Path(file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def index_rebuild(state_dir, run_dirs) -> None:
+    """Recreate the index in STATE_DIR from the published RUN_DIRS (checked against their manifests)."""
+    from pipeline.dedup.index import rebuild
+
+    try:
+        idx = rebuild(state_dir, list(run_dirs))
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    s = idx.summary()
+    click.echo(f"index {s['path']}: {len(s['runs'])} run(s), {s['records']:,} records")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,13 @@ class OutputConfig(_Strict):
     compression_level: int = Field(default=3, ge=1, le=22)
 
 
+class StateConfig(_Strict):
+    """Where the corpus index of published runs lives, and whether inputs already processed are skipped."""
+
+    dir: str
+    incremental: bool = True
+
+
 class UnitConfig(_Strict):
     """How inputs are split into units of work."""
 
@@ -234,6 +241,7 @@ class RunConfig(_Strict):
     runner: RunnerConfig = RunnerConfig()
     errors: ErrorPolicyConfig = ErrorPolicyConfig()
     schedule: ScheduleConfig | None = None
+    state: StateConfig | None = None
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> "RunConfig":
@@ -290,12 +298,14 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """Make source paths and the output dir absolute, relative to `base`."""
+    """Make source paths and the output dir absolute, relative to `base`; `{date}` in the output dir is today (UTC)."""
 
     def absolute(s: str) -> str:
         q = Path(s).expanduser()
         return str(q if q.is_absolute() else (base / q).resolve())
 
     sources = tuple(s.model_copy(update={"paths": tuple(absolute(x) for x in s.paths)}) for s in cfg.sources)
-    output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir)})
-    return cfg.model_copy(update={"sources": sources, "output": output})
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir.replace("{date}", today))})
+    state = cfg.state.model_copy(update={"dir": absolute(cfg.state.dir)}) if cfg.state is not None else None
+    return cfg.model_copy(update={"sources": sources, "output": output, "state": state})

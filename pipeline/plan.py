@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,6 +42,7 @@ class RunPlan:
     units: list[Unit]
     previous_manifest_sha256: str | None = None
     attempts: int = 1
+    skipped_inputs: list[dict] = field(default_factory=list)
 
     @property
     def resumed(self) -> bool:
@@ -72,6 +73,7 @@ class RunPlan:
             "units": [u.to_dict() for u in self.units],
             "previous_manifest_sha256": self.previous_manifest_sha256,
             "attempts": self.attempts,
+            "skipped_inputs": self.skipped_inputs,
         }
 
     @classmethod
@@ -87,6 +89,7 @@ class RunPlan:
             units=[Unit.from_dict(u) for u in d["units"]],
             previous_manifest_sha256=d.get("previous_manifest_sha256"),
             attempts=d.get("attempts", 1),
+            skipped_inputs=d.get("skipped_inputs", []),
         )
 
     def save(self) -> None:
@@ -107,6 +110,31 @@ def _fingerprint(inputs: list[InputFile]) -> list[tuple]:
     return [(f.source, f.path, f.bytes, f.sha256) for f in inputs]
 
 
+def _guard_indexed_output(out_dir: Path, index) -> None:
+    """Never replace a run the corpus index refers to: its records would vanish from the output."""
+    indexed = {r["run_id"] for r in index.runs}
+    work_plan = out_dir / WORK_DIR / PLAN_FILE
+    if work_plan.exists():
+        try:
+            leftover = json.loads(work_plan.read_text()).get("run_id")
+        except (OSError, json.JSONDecodeError):
+            leftover = None
+        if leftover in indexed:
+            # Killed after publishing and indexing, during the last cleanup: the run is complete.
+            shutil.rmtree(out_dir / WORK_DIR)
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        try:
+            run_id = json.loads(manifest.read_text()).get("run_id")
+        except (OSError, json.JSONDecodeError):
+            run_id = None
+        if run_id in indexed:
+            raise OutputError(
+                f"{out_dir}: holds run {run_id}, which is published and in the corpus index; write each run to a "
+                "new directory (for scheduled jobs, e.g. `output: {dir: runs/{date}}`)"
+            )
+
+
 def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     """Digest the inputs and split them into units; resume a matching unfinished plan if one exists.
 
@@ -123,6 +151,18 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
         listed.extend((s, reader, path, rel) for path, rel in reader.list_inputs(s))
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         inputs = list(pool.map(lambda t: t[1].describe(t[0], t[2], t[3]), listed))
+
+    skipped: list[dict] = []
+    if cfg.state is not None:
+        from pipeline.dedup.index import CorpusIndex
+
+        index = CorpusIndex.open(cfg.state.dir, cfg)
+        _guard_indexed_output(out_dir, index)
+    if cfg.state is not None and cfg.state.incremental:
+        done = index.processed_inputs()
+        skipped = [{"source": f.source, "path": f.path, "sha256": f.sha256, "processed_in_run": done[f.sha256]}
+                   for f in inputs if f.sha256 in done]
+        inputs = [f for f in inputs if f.sha256 not in done]
 
     digest = cfg.digest()
     if (work / PLAN_FILE).exists():
@@ -158,6 +198,7 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
         inputs=inputs,
         units=units,
         previous_manifest_sha256=sha256_path(prev) if prev.exists() else None,
+        skipped_inputs=skipped,
     )
     plan.save()
     return plan

@@ -16,7 +16,7 @@ from pipeline.audit.manifest import build_manifest, validate_manifest
 from pipeline.errors import SourceError
 from pipeline.fileio import atomic_write_json, fsync_dir
 from pipeline.plan import RunPlan
-from pipeline.steps import _read_done, _unit_name, shard_ids, write_ledger
+from pipeline.steps import _read_done, _unit_name, index_additions, shard_ids, write_ledger
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,19 @@ def finalize(work_dir: str) -> dict:
     validate_manifest(manifest)
     atomic_write_json(final / MANIFEST, manifest)
     publish(work)
+    if plan.config.state is not None:
+        # Only a published run feeds the index; if this step is killed, the resumed run repeats it.
+        from pipeline.dedup.index import CorpusIndex
+
+        exact, near_keys, near_sig, inputs = index_additions(work, plan)
+        CorpusIndex.open(plan.config.state.dir, plan.config).add_run(
+            plan.run_id, plan.out_dir, exact, near_keys, near_sig, inputs)
+    shutil.rmtree(work)
     return manifest
 
 
 def publish(work: Path) -> None:
-    """Move `work/final/*` into the run directory (idempotent; the manifest goes last), then drop `work`."""
+    """Move `work/final/*` into the run directory (idempotent; the manifest goes last)."""
     out = work.parent
     final = work / "final"
     if not (final / MANIFEST).exists():
@@ -89,4 +97,3 @@ def publish(work: Path) -> None:
             os.replace(final / d, out / d)
     os.replace(final / MANIFEST, out / MANIFEST)
     fsync_dir(out)
-    shutil.rmtree(work)

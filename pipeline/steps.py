@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
-from pipeline.dedup.near import SignatureWriter, resolve_near
+from pipeline.dedup.index import CorpusIndex
+from pipeline.dedup.near import EXTERNAL_PRIORITY, SignatureWriter, resolve_near
 from pipeline.errors import RejectionsError, SourceError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
@@ -240,33 +241,45 @@ def barrier(work_dir: str) -> dict:
         reason=pl.when(repeated & pl.col("ok")).then(pl.lit("duplicate record_id")).otherwise(pl.col("reason")),
     )
 
+    index = CorpusIndex.open(cfg.state.dir, cfg) if cfg.state is not None else None
     exact_dropped = 0
     if cfg.dedup.exact.enabled:
-        live = records.filter(pl.col("decision").is_null())
-        dups = resolve_exact(live.select("unit", "row", "record_id", "key", "priority", "order_str", "order_int"))
+        live = records.filter(pl.col("decision").is_null()).select(
+            "unit", "row", "record_id", "key", "priority", "order_str", "order_int")
+        if index is not None:
+            published = index.exact_keys()
+            live = pl.concat([live, published.select(
+                pl.lit(-1, pl.Int64).alias("unit"), pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "record_id",
+                "key", pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.col("record_id").alias("order_str"),
+                pl.lit(0, pl.Int64).alias("order_int"))])
+        dups = resolve_exact(live).filter(pl.col("unit") >= 0)
+        published_ids = live.filter(pl.col("unit") < 0)["record_id"]
+        dups = dups.with_columns(pl.col("duplicate_of").is_in(published_ids.implode()).alias("_published"))
         exact_dropped = dups.height
         records = records.join(dups.rename({"duplicate_of": "_dup"}), on=["unit", "row"], how="left")
         hit = pl.col("_dup").is_not_null()
         records = records.with_columns(
             decision=pl.when(hit).then(pl.lit(Decision.DROPPED_DUPLICATE.value)).otherwise(pl.col("decision")),
             stage=pl.when(hit).then(pl.lit(Stage.EXACT_DEDUP.value)).otherwise(pl.col("stage")),
-            reason=pl.when(hit).then(pl.lit("exact duplicate after normalisation")).otherwise(pl.col("reason")),
+            reason=pl.when(hit & pl.col("_published")).then(pl.lit("exact duplicate of a published record"))
+            .when(hit).then(pl.lit("exact duplicate after normalisation")).otherwise(pl.col("reason")),
             duplicate_of=pl.col("_dup"),
-        ).drop("_dup")
+        ).drop("_dup", "_published")
 
     records = records.with_columns(cluster_id=pl.lit(None, pl.Int64), similarity=pl.lit(None, pl.Float64))
     near_stats = None
     if cfg.dedup.near.enabled:
         live = records.filter(pl.col("decision").is_null()).select(
             "unit", "row", "record_id", "priority", "text_bytes", "quality", "order_str", "order_int")
-        near, near_stats = resolve_near(live, work, cfg.dedup.near, cfg.dedup.survivor.near_prefer)
+        near, near_stats = resolve_near(live, work, cfg.dedup.near, cfg.dedup.survivor.near_prefer,
+                                        index.near_parts() if index is not None else [])
         records = records.join(near.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
                                on=["unit", "row"], how="left")
         hit = pl.col("_ndup").is_not_null()
         records = records.with_columns(
             decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
             stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
-            reason=pl.when(hit).then(pl.lit("near duplicate (MinHash LSH, verified)")).otherwise(pl.col("reason")),
+            reason=pl.when(hit).then(pl.lit("near duplicate (MinHash LSH, verified on signatures)")).otherwise(pl.col("reason")),
             duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
             cluster_id=pl.col("_cid"),
             similarity=pl.col("_sim"),
@@ -300,7 +313,8 @@ def barrier(work_dir: str) -> dict:
 
     rejected = records.filter(pl.col("decision") == Decision.REJECTED.value)
     result = {"records": records.height, "rejected": rejected.height, "exact_dropped": exact_dropped,
-              "near_dedup": near_stats, "shards": len(shards)}
+              "near_dedup": near_stats, "shards": len(shards),
+              "corpus_index": index.summary() if index is not None else None}
     if cfg.errors.fail_on_reject and rejected.height:
         report = work / "rejections.parquet"
         rejected.select("record_id", "location", "row", "stage", "reason").write_parquet(report)
@@ -433,3 +447,37 @@ def cleanup_tmp(work_dir: str) -> None:
             p.unlink(missing_ok=True)
 
 
+
+
+def index_additions(work: Path, plan: RunPlan) -> tuple[pl.DataFrame, pa.Table | None, np.ndarray | None, pl.DataFrame]:
+    """What a published run adds to the corpus index: exact keys, band keys and signatures of its
+    kept records, and the inputs it processed."""
+    kept_frames, exact_frames = [], []
+    for u in plan.units:
+        name = _unit_name(u.unit_id)
+        kept = (pl.read_parquet(work / "decisions" / f"{name}.parquet", columns=["row", "record_id", "decision"])
+                .filter(pl.col("decision") == Decision.KEPT.value).select("row", "record_id"))
+        keys = pl.read_parquet(work / "pass1" / f"{name}.parquet", columns=["row", "key"])
+        exact_frames.append(kept.join(keys, on="row", how="inner").select("key", "record_id"))
+        kept_frames.append(kept.with_columns(pl.lit(u.unit_id, pl.Int64).alias("unit")))
+    exact = pl.concat(exact_frames) if exact_frames else pl.DataFrame(schema={"key": pl.Binary, "record_id": pl.String})
+    inputs = pl.DataFrame([{"source": f.source, "path": f.path, "sha256": f.sha256} for f in plan.inputs],
+                          schema={"source": pl.String, "path": pl.String, "sha256": pl.String})
+    near_cfg = plan.config.dedup.near
+    if not near_cfg.enabled:
+        return exact, None, None, inputs
+    from pipeline.dedup.near import SignatureStore
+
+    band_frames = []
+    for u in plan.units:
+        path = work / "minhash" / f"{_unit_name(u.unit_id)}.parquet"
+        band_frames.append(pl.read_parquet(path).with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("sig_idx")))
+    kept = pl.concat(kept_frames) if kept_frames else pl.DataFrame(schema={"row": pl.Int64, "record_id": pl.String, "unit": pl.Int64})
+    bands = pl.concat(band_frames) if band_frames else None
+    if bands is None or kept.height == 0:
+        return exact, None, None, inputs
+    signed = kept.join(bands, on=["unit", "row"], how="inner").filter(pl.col("shingles") > 0).sort("unit", "row")
+    store = SignatureStore({u.unit_id: work / "minhash" / f"{_unit_name(u.unit_id)}.sig" for u in plan.units}, near_cfg.num_perm)
+    sig = store.gather(signed["unit"].to_numpy(), signed["sig_idx"].to_numpy())
+    band_cols = [c for c in signed.columns if c.startswith("b") and c[1:].isdigit()]
+    return exact, signed.select(["record_id", *band_cols]).to_arrow(), sig, inputs

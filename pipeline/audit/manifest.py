@@ -191,6 +191,8 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         },
         "conservation": cons,
         "previous_manifest_sha256": plan.previous_manifest_sha256,
+        "corpus_index": barrier.get("corpus_index"),
+        "skipped_inputs": plan.skipped_inputs,
         "signature": None,
     }
 

@@ -101,18 +101,22 @@ class SignatureWriter:
         self._keys_tmp.unlink(missing_ok=True)
 
 
-class SignatureStore:
-    """Random access to the signatures of many units (memory-mapped, never all in memory)."""
+EXTERNAL_PRIORITY = 2**62  # published records always survive: they are already in someone's training data
 
-    def __init__(self, directory: Path, num_perm: int) -> None:
-        self.directory, self.num_perm = directory, num_perm
+
+class SignatureStore:
+    """Random access to signatures of many units and index parts (memory-mapped, never all in memory)."""
+
+    def __init__(self, paths: dict[int, Path], num_perm: int) -> None:
+        self.paths, self.num_perm = paths, num_perm
         self._maps: dict[int, np.ndarray] = {}
 
     def _map(self, unit: int) -> np.ndarray:
         if unit not in self._maps:
-            path = self.directory / f"u{unit:05d}.sig"
+            path = self.paths[unit]
             n = path.stat().st_size // (4 * self.num_perm)
-            self._maps[unit] = np.memmap(path, dtype=np.uint32, mode="r", shape=(n, self.num_perm)) if n else np.zeros((0, self.num_perm), np.uint32)
+            self._maps[unit] = (np.memmap(path, dtype=np.uint32, mode="r", shape=(n, self.num_perm)) if n
+                                else np.zeros((0, self.num_perm), np.uint32))
         return self._maps[unit]
 
     def gather(self, units: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -124,54 +128,98 @@ class SignatureStore:
         return out
 
 
-def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: str) -> tuple[pl.DataFrame, dict]:
-    """Find near duplicates among `live` records; return their decisions and the stage statistics.
+def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
+    """(unit, band-key parquet, run id or None) per signature file; units of index parts are negative."""
+    files, sig_paths = [], {}
+    for p in sorted((work / "minhash").glob("u*.parquet")):
+        unit = int(p.stem[1:])
+        files.append((unit, str(p), None))
+        sig_paths[unit] = p.with_suffix(".sig")
+    for k, (run_id, keys, sig) in enumerate(external):
+        files.append((-1 - k, str(keys), run_id))
+        sig_paths[-1 - k] = sig
+    return files, sig_paths
+
+
+def _read_band(files: list[tuple[int, str, str | None]], column: str) -> pl.DataFrame:
+    frames = []
+    for unit, path, run_id in files:
+        df = pl.read_parquet(path, columns=[column] + ([] if run_id else ["row"]))
+        if run_id is not None:
+            df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"))
+        frames.append(df.select(pl.lit(unit, pl.Int64).alias("unit"), pl.col("row").cast(pl.Int64), pl.col(column)))
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, column: pl.UInt64})
+
+
+def _external_docs(files: list[tuple[int, str, str | None]]) -> pl.DataFrame:
+    frames = [
+        pl.read_parquet(path, columns=["record_id"]).select(
+            pl.lit(unit, pl.Int64).alias("unit"),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
+            (pl.lit(run_id + "/") + pl.col("record_id")).alias("record_id"),
+        )
+        for unit, path, run_id in files if run_id is not None
+    ]
+    if not frames:
+        return pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String})
+    return pl.concat(frames)
+
+
+def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: str,
+                 external: list[tuple[str, Path, Path]] = ()) -> tuple[pl.DataFrame, dict]:
+    """Find near duplicates among `live` records (and against `external` published ones).
 
     `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int: the
-    records still kept after exact dedup. Returns (unit, row, duplicate_of, cluster_id,
-    similarity) for every dropped record and every cluster survivor (survivors have a null
-    duplicate_of), plus statistics for the manifest.
+    records still kept after exact dedup. `external` lists (run_id, band keys, signatures) of
+    the corpus index; those records always survive. Returns (unit, row, duplicate_of,
+    cluster_id, similarity) for every dropped record and every survivor of this run's records
+    that heads a cluster, plus statistics for the manifest.
     """
     bd = banding(cfg)
-    mh_dir = work / "minhash"
-    files = sorted(str(p) for p in mh_dir.glob("u*.parquet"))
+    files, sig_paths = _sources(work, list(external))
+    own = [(u, p, r) for u, p, r in files if r is None]
     meta = (
-        pl.scan_parquet(files).select("unit", "row", "shingles").with_columns(
-            pl.int_range(pl.len()).over("unit").alias("sig_idx")).collect()
-        if files else pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "shingles": pl.Int64, "sig_idx": pl.Int64})
+        pl.concat([pl.read_parquet(p, columns=["unit", "row", "shingles"]).with_columns(
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("sig_idx")) for _u, p, _r in own])
+        if own else pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "shingles": pl.Int64, "sig_idx": pl.Int64})
     )
-    docs = (
-        live.join(meta, on=["unit", "row"], how="inner")
-        .filter(pl.col("shingles") > 0)
-        .sort("unit", "row")
-        .with_row_index("doc")
-        .with_columns(pl.col("doc").cast(pl.Int64))
-    )
+    ours = live.join(meta, on=["unit", "row"], how="inner").filter(pl.col("shingles") > 0).with_columns(
+        pl.lit(False).alias("external"))
+    ext = _external_docs(files).with_columns(
+        pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.lit(0, pl.Int64).alias("text_bytes"),
+        pl.lit(None, pl.Float64).alias("quality"), pl.col("record_id").alias("order_str"),
+        pl.lit(0, pl.Int64).alias("order_int"), pl.lit(0, pl.Int64).alias("shingles"),
+        pl.col("row").alias("sig_idx"), pl.lit(True).alias("external"))
+    docs = pl.concat([ours.select(ext.columns), ext]).sort("unit", "row").with_row_index("doc").with_columns(
+        pl.col("doc").cast(pl.Int64))
     n = docs.height
     stats = {
         "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
         "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
         "candidate_probability_at_threshold": round(bd.probability, 6),
-        "signed": n, "without_shingles": live.height - n,
+        "signed": ours.height, "without_shingles": live.height - ours.height, "index_records": ext.height,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
                                  "cluster_id": pl.Int64, "similarity": pl.Float64})
-    if n < 2:
-        stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "cluster_sizes": {}})
+    if ours.height == 0 or n < 2:
+        stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
+                      "cluster_sizes": {}})
         return empty, stats
 
     key_frame = docs.select("unit", "row", "doc")
     parts = []
     for name in _band_names(bd.bands):
-        band = pl.scan_parquet(files).select("unit", "row", name).collect().join(key_frame, on=["unit", "row"], how="inner")
+        band = _read_band(files, name).join(key_frame, on=["unit", "row"], how="inner")
         parts.append(bucket_pairs(band["doc"].to_numpy(), band[name].to_numpy(), cfg.bucket_pair_limit))
     pairs = unique_pairs(parts)
+    is_ext = docs["external"].to_numpy()
+    if pairs.size:
+        pairs = pairs[~(is_ext[pairs[:, 0]] & is_ext[pairs[:, 1]])]  # published pairs were settled before
 
-    store = SignatureStore(mh_dir, cfg.num_perm)
-    doc_unit = docs["unit"].to_numpy()
-    doc_sig = docs["sig_idx"].to_numpy()
+    store = SignatureStore(sig_paths, cfg.num_perm)
     involved = np.unique(pairs) if pairs.size else np.empty(0, np.int64)
-    sigs = store.gather(doc_unit[involved], doc_sig[involved]) if involved.size else np.empty((0, cfg.num_perm), np.uint32)
+    sigs = (store.gather(docs["unit"].to_numpy()[involved], docs["sig_idx"].to_numpy()[involved]) if involved.size
+            else np.empty((0, cfg.num_perm), np.uint32))
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     sims = np.empty(len(pairs))
@@ -181,7 +229,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     (work / "near").mkdir(exist_ok=True)
     with atomic_path(work / "near" / "candidates.parquet") as tmp:
         pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
-                      "similarity": sims}).write_parquet(tmp)
+                      "similarity": sims}, schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64}).write_parquet(tmp)
     verified = pairs[sims >= cfg.threshold] if pairs.size else pairs
 
     labels = components(n, verified)
@@ -192,34 +240,38 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         .sort(["label", "priority", rank_col, "order_str", "order_int"], descending=[False, True, True, False, False],
               nulls_last=True)
     )
-    out_unit, out_row, out_dup, out_cluster, out_sim = [], [], [], [], []
-    cluster_survivors: list[tuple[int, list[int], list[float]]] = []
+    clusters: list[tuple[int, list[int], list[float]]] = []
     g_docs = grouped["doc"].to_numpy()
-    g_labels = grouped["label"].to_numpy()
-    boundaries = np.flatnonzero(np.diff(g_labels)) + 1
+    boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
     for members in np.split(g_docs, boundaries) if g_docs.size else []:
-        remaining = list(members)
+        remaining = members
         while len(remaining) > 1:
-            s, rest = remaining[0], np.asarray(remaining[1:])
+            s, rest = remaining[0], remaining[1:]
             sim = estimated_similarity(np.broadcast_to(sigs[pos[s]], (len(rest), cfg.num_perm)), sigs[pos[rest]])
-            hit = sim >= cfg.threshold
+            # Anti-chaining: only what is itself similar to the survivor goes; published records never go.
+            hit = (sim >= cfg.threshold) & ~is_ext[rest]
             if hit.any():
-                cluster_survivors.append((int(s), rest[hit].tolist(), sim[hit].tolist()))
-            remaining = rest[~hit].tolist()
+                clusters.append((int(s), rest[hit].tolist(), sim[hit].tolist()))
+            remaining = rest[~hit & ~is_ext[rest]] if is_ext[s] else rest[~hit]
 
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
     rows = docs["row"].to_numpy()
-    order = sorted(range(len(cluster_survivors)), key=lambda i: (units[cluster_survivors[i][0]], rows[cluster_survivors[i][0]]))
-    sizes = []
-    for cid, i in enumerate(order):
-        s, dropped, sims_d = cluster_survivors[i]
+    # Cluster ids in a fixed order: clusters headed by published records (by id), then by this run's (input order).
+    clusters.sort(key=lambda c: (0, rid[c[0]], 0) if is_ext[c[0]] else (1, int(units[c[0]]), int(rows[c[0]])))
+    out = {"unit": [], "row": [], "duplicate_of": [], "cluster_id": [], "similarity": []}
+    sizes, against_index = [], 0
+    for cid, (s, dropped, sims_d) in enumerate(clusters):
         sizes.append(len(dropped) + 1)
-        out_unit.append(units[s]); out_row.append(rows[s]); out_dup.append(None); out_cluster.append(cid); out_sim.append(None)
+        if is_ext[s]:
+            against_index += len(dropped)
+        else:
+            for k, v in (("unit", units[s]), ("row", rows[s]), ("duplicate_of", None), ("cluster_id", cid), ("similarity", None)):
+                out[k].append(v)
         for d, sv in zip(dropped, sims_d):
-            out_unit.append(units[d]); out_row.append(rows[d]); out_dup.append(rid[s]); out_cluster.append(cid); out_sim.append(float(sv))
-    result = pl.DataFrame({"unit": out_unit, "row": out_row, "duplicate_of": out_dup, "cluster_id": out_cluster,
-                           "similarity": out_sim}, schema=empty.schema)
+            for k, v in (("unit", units[d]), ("row", rows[d]), ("duplicate_of", rid[s]), ("cluster_id", cid), ("similarity", float(sv))):
+                out[k].append(v)
+    result = pl.DataFrame(out, schema=empty.schema)
     with atomic_path(work / "near" / "decisions.parquet") as tmp:
         result.write_parquet(tmp)
     stats.update({
@@ -227,6 +279,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "verified_pairs": int(len(verified)),
         "clusters": len(sizes),
         "dropped": int(sum(sizes) - len(sizes)),
+        "dropped_against_index": against_index,
         "cluster_sizes": log2_histogram(sizes),
     })
     return result, stats

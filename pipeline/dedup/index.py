@@ -1,0 +1,232 @@
+"""The corpus index: what earlier runs published, so a new run drops copies of it.
+
+Layout under the state directory (a local path by default; files are plain Parquet and raw
+uint32 signatures, one set per published run)::
+
+    index.json                 format version, parameters, and the published runs with file digests
+    exact/<run_id>.parquet     key (sha256 of normalised text), record_id      -- exact dedup
+    near/<run_id>.parquet      record_id, b00..bNN (LSH band keys)             -- candidates
+    near/<run_id>.sig          raw uint32 signatures, same row order           -- verification
+    inputs/<run_id>.parquet    source, path, sha256 of every input the run processed
+
+A run reads the index before deciding, and adds its own survivors only after it has published,
+by writing its files and then replacing index.json atomically: a run that fails leaves the
+index as it was.
+
+Usage::
+
+    idx = CorpusIndex.open(state_dir, cfg)       # validates version, parameters and digests
+    idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()
+    idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_path, atomic_write_json, sha256_path
+
+INDEX_FORMAT_VERSION = 1
+INDEX_FILE = "index.json"
+
+
+class CorpusIndexError(PipelineError):
+    """The corpus index is missing a file, corrupted, or of another version or configuration."""
+
+
+def index_params(cfg) -> dict:
+    """The settings an index's contents depend on: they must not change between runs."""
+    near = cfg.dedup.near
+    from pipeline.dedup.near import banding
+
+    bd = banding(near)
+    return {
+        "exact_normalize": cfg.dedup.exact.normalize.model_dump(mode="json"),
+        "near": {"num_perm": near.num_perm, "seed": near.seed, "ngram": near.ngram, "char_ngrams": near.char_ngrams,
+                 "short_docs": near.short_docs, "bands": bd.bands, "rows": bd.rows},
+    }
+
+
+def _rebuild_hint(state_dir: Path) -> str:
+    return f"recreate it with `hygiene index rebuild {state_dir} RUN_DIR...` (the published run directories)"
+
+
+@dataclass
+class CorpusIndex:
+    """A validated corpus index."""
+
+    root: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike, cfg) -> "CorpusIndex":
+        """Open (or start) the index under `state_dir`, checking version, parameters and every file digest."""
+        root = Path(state_dir)
+        path = root / INDEX_FILE
+        params = index_params(cfg)
+        if not path.exists():
+            return cls(root, {"format_version": INDEX_FORMAT_VERSION, "params": params, "runs": []})
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CorpusIndexError(f"{path}: the corpus index is unreadable ({e.__class__.__name__}); {_rebuild_hint(root)}") from e
+        if not isinstance(meta, dict) or meta.get("format_version") != INDEX_FORMAT_VERSION:
+            found = meta.get("format_version") if isinstance(meta, dict) else None
+            raise CorpusIndexError(
+                f"{path}: corpus index format {found!r}, this version reads {INDEX_FORMAT_VERSION}; {_rebuild_hint(root)}")
+        if meta.get("params") != params:
+            raise CorpusIndexError(
+                f"{path}: the index was built with other dedup settings ({json.dumps(meta.get('params'), sort_keys=True)}); "
+                f"use the same settings, another state directory, or {_rebuild_hint(root)}")
+        idx = cls(root, meta)
+        idx.verify()
+        return idx
+
+    def verify(self) -> None:
+        """Every file named in index.json exists with its recorded digest."""
+        for run in self.meta["runs"]:
+            for rel, digest in run["files"].items():
+                p = self.root / rel
+                if not p.exists():
+                    raise CorpusIndexError(f"{p}: a file of the corpus index is missing; {_rebuild_hint(self.root)}")
+                if sha256_path(p) != digest:
+                    raise CorpusIndexError(f"{p}: a file of the corpus index is corrupted (digest mismatch); {_rebuild_hint(self.root)}")
+
+    @property
+    def runs(self) -> list[dict]:
+        """Published runs, oldest first."""
+        return self.meta["runs"]
+
+    def exact_keys(self) -> pl.DataFrame:
+        """(key, record_id) of every published record; record ids are `run_id/record_id`."""
+        frames = [
+            pl.read_parquet(self.root / "exact" / f"{r['run_id']}.parquet").with_columns(
+                (pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
+            for r in self.runs
+        ]
+        return pl.concat(frames) if frames else pl.DataFrame(schema={"key": pl.Binary, "record_id": pl.String})
+
+    def near_parts(self) -> list[tuple[str, Path, Path]]:
+        """(run_id, band-key parquet, signature file) of every published run."""
+        return [(r["run_id"], self.root / "near" / f"{r['run_id']}.parquet", self.root / "near" / f"{r['run_id']}.sig")
+                for r in self.runs]
+
+    def processed_inputs(self) -> dict[str, str]:
+        """sha256 of every input a published run processed -> the run id."""
+        out: dict[str, str] = {}
+        for r in self.runs:
+            df = pl.read_parquet(self.root / "inputs" / f"{r['run_id']}.parquet")
+            for digest in df["sha256"].to_list():
+                out.setdefault(digest, r["run_id"])
+        return out
+
+    def add_run(self, run_id: str, out_dir: str, exact: pl.DataFrame, near_keys: pa.Table | None,
+                near_sig: np.ndarray | None, inputs: pl.DataFrame) -> None:
+        """Add a published run's survivors, then replace index.json (the commit point)."""
+        files: dict[str, str] = {}
+
+        def put_parquet(rel: str, table) -> None:
+            with atomic_path(self.root / rel) as tmp:
+                if isinstance(table, pl.DataFrame):
+                    table.write_parquet(tmp)
+                else:
+                    pq.write_table(table, tmp)
+            files[rel] = sha256_path(self.root / rel)
+
+        put_parquet(f"exact/{run_id}.parquet", exact.select("key", "record_id"))
+        put_parquet(f"inputs/{run_id}.parquet", inputs.select("source", "path", "sha256"))
+        if near_keys is not None:
+            bands = [c for c in near_keys.column_names if c != "record_id"]
+            schema = pa.schema([("record_id", pa.string())] + [(c, pa.uint64()) for c in bands])
+            put_parquet(f"near/{run_id}.parquet", near_keys.select(["record_id", *bands]).cast(schema))
+            with atomic_path(self.root / "near" / f"{run_id}.sig") as tmp:
+                np.ascontiguousarray(near_sig, dtype=np.uint32).tofile(tmp)
+            files[f"near/{run_id}.sig"] = sha256_path(self.root / "near" / f"{run_id}.sig")
+        runs = [r for r in self.runs if r["run_id"] != run_id]
+        runs.append({"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
+                     "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        self.meta = {**self.meta, "runs": runs}
+        atomic_write_json(self.root / INDEX_FILE, self.meta)
+
+    def summary(self) -> dict:
+        """What the manifest records about the index a run was checked against."""
+        return {"path": str(self.root), "format_version": INDEX_FORMAT_VERSION,
+                "runs": [r["run_id"] for r in self.runs], "records": sum(r["records"] for r in self.runs)}
+
+
+def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+    """Recreate the index from published run directories (their manifests, ledgers and shards).
+
+    The dedup settings come from the runs' own manifests and must agree; each shard's digest is
+    checked against its manifest before its records are indexed.
+    """
+    from pipeline.config import parse_config
+    from pipeline.dedup.exact import exact_keys
+    from pipeline.dedup.lsh import band_keys
+    from pipeline.dedup.minhash import normalize_for_shingles, signatures
+    from pipeline.dedup.near import banding, params
+
+    runs = []
+    for d in run_dirs:
+        path = Path(d) / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CorpusIndexError(f"{path}: not a published run (no readable manifest.json)") from e
+        runs.append((Path(d), manifest, parse_config(manifest["config"], path)))
+    if not runs:
+        raise CorpusIndexError("name at least one published run directory to rebuild the index from")
+    runs.sort(key=lambda r: (r[1]["started_at"], r[1]["run_id"]))
+    cfg0 = runs[0][2]
+    for d, _m, cfg in runs:
+        if index_params(cfg) != index_params(cfg0):
+            raise CorpusIndexError(f"{d}: was deduplicated with other settings than {runs[0][0]}; index them separately")
+    root = Path(state_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / INDEX_FILE).unlink(missing_ok=True)
+    idx = CorpusIndex(root, {"format_version": INDEX_FORMAT_VERSION, "params": index_params(cfg0), "runs": []})
+    for d, manifest, cfg in runs:
+        for f in manifest["outputs"]["shards"]:
+            if sha256_path(d / f["path"]) != f["sha256"]:
+                raise CorpusIndexError(f"{d / f['path']}: does not match its manifest digest; the run cannot be indexed")
+        text_field = {s.name: s.text_field for s in cfg.sources}
+        ledger = pl.read_parquet(str(d / "ledger" / "*.parquet"), columns=["record_id", "source", "decision"]) \
+            if manifest["outputs"]["ledger"] else pl.DataFrame(schema={"record_id": pl.String, "source": pl.String, "decision": pl.String})
+        source_of = dict(zip(ledger["record_id"].to_list(), ledger["source"].to_list()))
+        exact_parts, id_parts, sig_parts, key_parts = [], [], [], []
+        near = cfg.dedup.near
+        bd = banding(near) if near.enabled else None
+        for f in manifest["outputs"]["shards"]:
+            table = pq.read_table(d / f["path"])
+            ids = table["record_id"].to_pylist()
+            texts = pa.array([table[text_field[source_of[i]]][k].as_py() for k, i in enumerate(ids)], pa.large_string())
+            exact_parts.append(pl.DataFrame({"key": exact_keys(texts, cfg.dedup.exact.normalize), "record_id": ids},
+                                            schema={"key": pl.Binary, "record_id": pl.String}))
+            if bd is not None:
+                sig, counts = signatures(normalize_for_shingles(texts), params(near))
+                keep = counts > 0
+                sig_parts.append(sig[keep])
+                key_parts.append(band_keys(sig[keep], bd.bands, bd.rows))
+                id_parts.extend(i for i, k in zip(ids, keep) if k)
+        exact = pl.concat(exact_parts) if exact_parts else pl.DataFrame(schema={"key": pl.Binary, "record_id": pl.String})
+        inputs = pl.DataFrame([{"source": i["source"], "path": i["path"], "sha256": i["sha256"]} for i in manifest["inputs"]],
+                              schema={"source": pl.String, "path": pl.String, "sha256": pl.String})
+        near_keys = near_sig = None
+        if bd is not None:
+            keys = np.concatenate(key_parts) if key_parts else np.zeros((0, bd.bands), np.uint64)
+            cols = {"record_id": pa.array(id_parts, pa.string())}
+            cols.update({f"b{k:02d}": pa.array(keys[:, k]) for k in range(bd.bands)})
+            near_keys = pa.table(cols)
+            near_sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, near.num_perm), np.uint32)
+        idx.add_run(manifest["run_id"], str(d), exact, near_keys, near_sig, inputs)
+    return idx
