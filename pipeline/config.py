@@ -123,6 +123,7 @@ class NearDedupConfig(_Strict):
     rows: int | None = Field(default=None, ge=1)
     min_candidate_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
     bucket_pair_limit: int = Field(default=64, ge=2)
+    verify: Literal["signature", "exact"] = "signature"
 
     @model_validator(mode="after")
     def _bands_and_rows_together(self) -> "NearDedupConfig":

@@ -124,6 +124,32 @@ def _apply(sig, i, hv, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bounds(data, start, end, char_mode, bounds):
+    """Shingle unit boundaries of one text: code point starts (char mode) or token starts.
+
+    Fills `bounds` so that unit u spans [bounds[u], bounds[u + 1]) in char mode and
+    [bounds[u], bounds[u + 1] - 1) in word mode (a virtual space follows the last token).
+    Returns the number of units.
+    """
+    nb = 0
+    if char_mode:
+        for k in range(start, end):
+            if (data[k] & 0xC0) != 0x80:
+                bounds[nb] = k
+                nb += 1
+        bounds[nb] = end
+        return nb
+    bounds[0] = start
+    nb = 1
+    for k in range(start, end):
+        if data[k] == 32:
+            bounds[nb] = k + 1
+            nb += 1
+    bounds[nb] = end + 1
+    return nb
+
+
+@numba.njit(cache=True, nogil=True)
 def _signatures(data, offsets, a, b, ngram, char_mode, whole_short, sig, counts):
     n_docs = offsets.shape[0] - 1
     bounds = np.empty(0, dtype=np.int64)
@@ -132,26 +158,9 @@ def _signatures(data, offsets, a, b, ngram, char_mode, whole_short, sig, counts)
         if end <= start:
             counts[i] = 0
             continue
-        # Boundaries: token starts (word mode: after each space) or code point starts (char mode).
         if bounds.shape[0] < end - start + 2:
             bounds = np.empty(end - start + 2, dtype=np.int64)
-        nb = 0
-        if char_mode:
-            for k in range(start, end):
-                if (data[k] & 0xC0) != 0x80:
-                    bounds[nb] = k
-                    nb += 1
-            bounds[nb] = end
-            units = nb
-        else:
-            bounds[0] = start
-            nb = 1
-            for k in range(start, end):
-                if data[k] == 32:
-                    bounds[nb] = k + 1
-                    nb += 1
-            bounds[nb] = end + 1  # a virtual space after the last token
-            units = nb
+        units = _bounds(data, start, end, char_mode, bounds)
         if units < ngram:
             if whole_short and units > 0:
                 _apply(sig, i, _fnv_span(data, start, end), a, b)
@@ -166,6 +175,96 @@ def _signatures(data, offsets, a, b, ngram, char_mode, whole_short, sig, counts)
             _apply(sig, i, _fnv_span(data, s, e), a, b)
             c += 1
         counts[i] = c
+
+
+@numba.njit(cache=True, nogil=True)
+def _fnv64_span(data, start, end):
+    h = np.uint64(0xCBF29CE484222325)
+    for k in range(start, end):
+        h = (h ^ np.uint64(data[k])) * np.uint64(0x100000001B3)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _shingle_sets(data, offsets, ngram, char_mode, whole_short, out, out_offsets):
+    n_docs = offsets.shape[0] - 1
+    bounds = np.empty(0, dtype=np.int64)
+    pos = 0
+    for i in range(n_docs):
+        out_offsets[i] = pos
+        start, end = offsets[i], offsets[i + 1]
+        if end <= start:
+            continue
+        if bounds.shape[0] < end - start + 2:
+            bounds = np.empty(end - start + 2, dtype=np.int64)
+        units = _bounds(data, start, end, char_mode, bounds)
+        first = pos
+        if units < ngram:
+            if whole_short and units > 0:
+                out[pos] = _fnv64_span(data, start, end)
+                pos += 1
+        else:
+            for u in range(units - ngram + 1):
+                e = bounds[u + ngram] if char_mode else bounds[u + ngram] - 1
+                out[pos] = _fnv64_span(data, bounds[u], e)
+                pos += 1
+        if pos - first > 1:
+            seg = np.sort(out[first:pos])
+            k = first
+            for j in range(seg.shape[0]):
+                if j == 0 or seg[j] != seg[j - 1]:
+                    out[k] = seg[j]
+                    k += 1
+            pos = k
+    out_offsets[n_docs] = pos
+
+
+def shingle_sets(normalised: pa.Array, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    """The set of 64-bit shingle hashes of each text: a flat sorted-per-text array and offsets
+    (n + 1). With 64-bit hashes, Jaccard on these sets is the exact shingle Jaccard except with
+    probability about 2**-64 per pair of distinct shingles."""
+    arr = normalised.cast(pa.large_string()) if normalised.type != pa.large_string() else normalised
+    n = len(arr)
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    if n == 0:
+        return np.zeros(0, np.uint64), out_offsets
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + n + 1].copy()
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    out = np.empty(int(offsets[-1] - offsets[0]) + n, dtype=np.uint64)
+    _shingle_sets(data, offsets, params.ngram, params.char_ngrams, params.short_docs == "whole", out, out_offsets)
+    return out[: out_offsets[-1]].copy(), out_offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _jaccard_sorted(a, b):
+    i = j = inter = 0
+    while i < a.shape[0] and j < b.shape[0]:
+        if a[i] == b[j]:
+            inter += 1
+            i += 1
+            j += 1
+        elif a[i] < b[j]:
+            i += 1
+        else:
+            j += 1
+    union = a.shape[0] + b.shape[0] - inter
+    return inter / union if union else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_jaccard(flat, offs, left, right, out):
+    for k in range(left.shape[0]):
+        x, y = left[k], right[k]
+        out[k] = _jaccard_sorted(flat[offs[x]:offs[x + 1]], flat[offs[y]:offs[y + 1]])
+
+
+def pair_jaccard(flat: np.ndarray, offsets: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle sets `left[k]` and `right[k]` (indexes into `offsets`)."""
+    out = np.empty(len(left), dtype=np.float64)
+    if len(left):
+        _pair_jaccard(flat, offsets, np.asarray(left, np.int64), np.asarray(right, np.int64), out)
+    return out
 
 
 def signatures(normalised: pa.Array, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from pipeline.dedup.lsh import (
     log2_histogram,
     unique_pairs,
 )
-from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, signatures
+from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
 from pipeline.fileio import atomic_path
 
 
@@ -69,19 +69,29 @@ class SignatureWriter:
         directory.mkdir(parents=True, exist_ok=True)
         self.sig_path = directory / f"u{unit_id:05d}.sig"
         self.keys_path = directory / f"u{unit_id:05d}.parquet"
+        self.exact = cfg.verify == "exact"
         self.schema = pa.schema([("unit", pa.int64()), ("row", pa.int64()), ("shingles", pa.int64())]
+                                + ([("set_len", pa.int64())] if self.exact else [])
                                 + [(n, pa.uint64()) for n in _band_names(self.banding.bands)])
         self._sig_tmp = self.sig_path.with_name(f".{self.sig_path.name}.tmp")
         self._keys_tmp = self.keys_path.with_name(f".{self.keys_path.name}.tmp")
         self._sig_file = open(self._sig_tmp, "wb")
+        self.sets_path = directory / f"u{unit_id:05d}.sets"
+        self._sets_tmp = self.sets_path.with_name(f".{self.sets_path.name}.tmp")
+        self._sets_file = open(self._sets_tmp, "wb") if self.exact else None
         self._writer = pq.ParquetWriter(self._keys_tmp, self.schema, compression="zstd")
 
     def add(self, text: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> None:
         """Sign the texts of one batch (rows are their row numbers)."""
-        sig, counts = signatures(normalize_for_shingles(text), self.params)
+        normalised = normalize_for_shingles(text)
+        sig, counts = signatures(normalised, self.params)
         keys = band_keys(sig, self.banding.bands, self.banding.rows)
         sig.tofile(self._sig_file)
         cols = {"unit": np.full(len(rows), self.unit_id, dtype=np.int64), "row": rows, "shingles": counts}
+        if self.exact:
+            flat, offsets = shingle_sets(normalised, self.params)
+            flat.tofile(self._sets_file)
+            cols["set_len"] = np.diff(offsets)
         cols.update({n: keys[:, k] for k, n in enumerate(_band_names(self.banding.bands))})
         self._writer.write_table(pa.table(cols, schema=self.schema))
 
@@ -91,6 +101,9 @@ class SignatureWriter:
         self._sig_file.flush()
         self._sig_file.close()
         self._sig_tmp.replace(self.sig_path)
+        if self._sets_file is not None:
+            self._sets_file.close()
+            self._sets_tmp.replace(self.sets_path)
         self._keys_tmp.replace(self.keys_path)
 
     def abort(self) -> None:
@@ -99,6 +112,9 @@ class SignatureWriter:
         self._sig_file.close()
         self._sig_tmp.unlink(missing_ok=True)
         self._keys_tmp.unlink(missing_ok=True)
+        if self._sets_file is not None:
+            self._sets_file.close()
+            self._sets_tmp.unlink(missing_ok=True)
 
 
 EXTERNAL_PRIORITY = 2**62  # published records always survive: they are already in someone's training data
@@ -126,6 +142,33 @@ class SignatureStore:
             sel = np.flatnonzero(units == u)
             out[sel] = self._map(int(u))[idx[sel]]
         return out
+
+
+class ShingleSetStore:
+    """Shingle-hash sets of this run's records (`verify: exact`), gathered for candidate docs only."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets: dict[int, np.ndarray] = {}
+
+    def _offs(self, unit: int) -> np.ndarray:
+        if unit not in self._offsets:
+            lens = pl.read_parquet(self.directory / f"u{unit:05d}.parquet", columns=["set_len"])["set_len"].to_numpy()
+            self._offsets[unit] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        return self._offsets[unit]
+
+    def gather(self, units: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat, offsets) of the sets of (unit, index-in-unit) pairs, in the given order."""
+        parts: list[np.ndarray] = [np.zeros(0, np.uint64)] * len(units)
+        for u in np.unique(units):
+            offs = self._offs(int(u))
+            path = self.directory / f"u{int(u):05d}.sets"
+            flat = np.memmap(path, dtype=np.uint64, mode="r") if offs[-1] else np.zeros(0, np.uint64)
+            for k in np.flatnonzero(units == u):
+                parts[k] = np.asarray(flat[offs[idx[k]]:offs[idx[k] + 1]])
+        lens = np.array([len(p) for p in parts], dtype=np.int64)
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        return flat, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
 
 
 def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
@@ -196,7 +239,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     stats = {
         "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
         "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
-        "candidate_probability_at_threshold": round(bd.probability, 6),
+        "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
         "signed": ours.height, "without_shingles": live.height - ours.height, "index_records": ext.height,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
@@ -206,13 +249,13 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
                       "cluster_sizes": {}})
         return empty, stats
 
+    is_ext = docs["external"].to_numpy()
     key_frame = docs.select("unit", "row", "doc")
     parts = []
     for name in _band_names(bd.bands):
         band = _read_band(files, name).join(key_frame, on=["unit", "row"], how="inner")
         parts.append(bucket_pairs(band["doc"].to_numpy(), band[name].to_numpy(), cfg.bucket_pair_limit))
     pairs = unique_pairs(parts)
-    is_ext = docs["external"].to_numpy()
     if pairs.size:
         pairs = pairs[~(is_ext[pairs[:, 0]] & is_ext[pairs[:, 1]])]  # published pairs were settled before
 
@@ -222,10 +265,27 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
             else np.empty((0, cfg.num_perm), np.uint32))
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
+    exact = cfg.verify == "exact"
+    if exact:
+        own_involved = involved[~is_ext[involved]]
+        flat, set_offs = ShingleSetStore(work / "minhash").gather(docs["unit"].to_numpy()[own_involved],
+                                                                  docs["sig_idx"].to_numpy()[own_involved])
+        set_pos = np.full(n, -1, dtype=np.int64)  # doc -> its set in (flat, set_offs)
+        set_pos[own_involved] = np.arange(own_involved.size)
+
+    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard from signatures, or exact shingle Jaccard between this run's records."""
+        est = estimated_similarity(sigs[pos[left]], sigs[pos[right]])
+        if not exact:
+            return est
+        both_own = ~is_ext[left] & ~is_ext[right]
+        est[both_own] = pair_jaccard(flat, set_offs, set_pos[left[both_own]], set_pos[right[both_own]])
+        return est
+
     sims = np.empty(len(pairs))
     for s in range(0, len(pairs), 200_000):
         chunk = pairs[s : s + 200_000]
-        sims[s : s + len(chunk)] = estimated_similarity(sigs[pos[chunk[:, 0]]], sigs[pos[chunk[:, 1]]])
+        sims[s : s + len(chunk)] = similarity(chunk[:, 0], chunk[:, 1])
     (work / "near").mkdir(exist_ok=True)
     with atomic_path(work / "near" / "candidates.parquet") as tmp:
         pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
@@ -247,7 +307,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         remaining = members
         while len(remaining) > 1:
             s, rest = remaining[0], remaining[1:]
-            sim = estimated_similarity(np.broadcast_to(sigs[pos[s]], (len(rest), cfg.num_perm)), sigs[pos[rest]])
+            sim = similarity(np.full(len(rest), s, dtype=np.int64), rest)
             # Anti-chaining: only what is itself similar to the survivor goes; published records never go.
             hit = (sim >= cfg.threshold) & ~is_ext[rest]
             if hit.any():

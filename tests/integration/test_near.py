@@ -109,3 +109,19 @@ def test_unit_count_does_not_change_the_ledger(tmp_path):
     a = pl.read_parquet(str(tmp_path / "one" / "ledger" / "*.parquet"))
     b = pl.read_parquet(str(tmp_path / "many" / "ledger" / "*.parquet"))
     assert a.equals(b)
+
+
+def test_exact_verification_reports_the_true_shingle_jaccard(chain, run_pipeline):
+    from pipeline.dedup.minhash import normalize_for_shingles as norm, shingles
+
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
+                                       dedup={"near": {"verify": "exact"}})
+    b = ledger.filter(pl.col("record_id") == "b").row(0, named=True)
+    texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in chain.read_text().splitlines()}
+    import pyarrow as pa
+
+    sa, sb = (set(shingles(norm(pa.array([texts[k]], pa.large_string())).to_pylist()[0], MinHashParams())) for k in "ab")
+    assert b["decision"] == "dropped_near_duplicate" and b["duplicate_of"] == "a"
+    assert b["similarity"] == pytest.approx(len(sa & sb) / len(sa | sb))
+    assert manifest["near_dedup"]["verify"] == "exact"
+    assert dict(zip(ledger["record_id"], ledger["decision"]))["c"] == "kept"

@@ -70,3 +70,29 @@ def test_near_copies_have_high_estimated_similarity_and_strangers_low():
     texts = [base, edited, " ".join(rng.choices(words, k=200))]
     sig, _ = signatures(normalize_for_shingles(pa.array(texts, pa.large_string())), MinHashParams())
     assert np.mean(sig[0] == sig[1]) > 0.7 and np.mean(sig[0] == sig[2]) < 0.1
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("ab cd,é日"), max_size=30), min_size=1, max_size=5),
+       st.integers(1, 4), st.booleans())
+def test_shingle_sets_are_the_sorted_unique_64_bit_hashes_of_the_shingles(texts, ngram, char_mode):
+    from pipeline.dedup.minhash import pair_jaccard, shingle_sets
+
+    params = MinHashParams(ngram=ngram, char_ngrams=char_mode)
+    norm = normalize_for_shingles(pa.array(texts, pa.large_string()))
+    flat, offs = shingle_sets(norm, params)
+    sets = []
+    for i, t in enumerate(norm.to_pylist()):
+        expected = sorted({fnv1a64(s) for s in shingles(t, params)})
+        assert flat[offs[i]:offs[i + 1]].tolist() == expected
+        sets.append(set(expected))
+    if len(texts) >= 2 and (sets[0] | sets[1]):
+        got = pair_jaccard(flat, offs, np.array([0]), np.array([1]))[0]
+        assert got == len(sets[0] & sets[1]) / len(sets[0] | sets[1])
