@@ -132,7 +132,7 @@ class _KeyCollector:
 
     def add_reject(self, r: Reject) -> None:
         loc = r.relpath or self.unit.relpath
-        rid = f"{self.source.name}/{loc}" + ("" if r.relpath else f":{r.row}")
+        rid = r.record_id or f"{self.source.name}/{loc}" + ("" if r.relpath else f":{r.row}")
         c = self.cols
         c["row"].append(r.row)
         c["record_id"].append(rid)

@@ -69,6 +69,7 @@ class Reject:
     reason: str
     raw_sha256: bytes | None = None
     relpath: str | None = None
+    record_id: str | None = None  # the id field's value, when the record has a usable one
 
 
 @dataclass

@@ -69,6 +69,7 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
         for i in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
             reasons[i] = reasons[i] or "empty or whitespace-only text"
 
+    ids: list | None = None
     if id_field is not None:
         if id_field not in table.column_names:
             reject_all(f"missing id field '{id_field}'")
@@ -90,12 +91,16 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
                 empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), False)
                 for i in np.flatnonzero(empty.to_numpy(zero_copy_only=False)):
                     reasons[i] = reasons[i] or f"id field '{id_field}' is empty"
+                ids = col
 
     bad = [i for i, r in enumerate(reasons) if r is not None]
     if not bad:
         return Batch(table, rows, [], relpaths)
     keep = np.ones(n, dtype=bool)
     keep[bad] = False
-    rejects = [Reject(int(rows[i]), reasons[i], None, relpaths[i] if relpaths else None) for i in bad]
+    # A rejected record keeps its own id when it has a usable one, so stewards can find it by that id.
+    id_values = ids.take(pa.array(bad)).to_pylist() if ids is not None else [None] * len(bad)
+    rejects = [Reject(int(rows[i]), reasons[i], None, relpaths[i] if relpaths else None, rid or None)
+               for i, rid in zip(bad, id_values)]
     kept_relpaths = [p for p, k in zip(relpaths, keep) if k] if relpaths else None
     return Batch(table.filter(pa.array(keep)), rows[keep], rejects, kept_relpaths)

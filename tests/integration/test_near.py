@@ -125,3 +125,19 @@ def test_exact_verification_reports_the_true_shingle_jaccard(chain, run_pipeline
     assert b["similarity"] == pytest.approx(len(sa & sb) / len(sa | sb))
     assert manifest["near_dedup"]["verify"] == "exact"
     assert dict(zip(ledger["record_id"], ledger["decision"]))["c"] == "kept"
+
+
+def test_huge_texts_and_binary_junk_are_processed_not_crashed(tmp_path, run_pipeline):
+    import os
+
+    rng = random.Random(1)
+    big = " ".join(f"w{rng.randrange(100000)}" for _ in range(2_000_000))   # ~13 MB
+    junk = os.urandom(4000).decode("latin-1")                                  # valid UTF-8 once re-encoded
+    rows = [{"id": "big", "text": big}, {"id": "big2", "text": big + " tail"}, {"id": "junk", "text": junk},
+            {"id": "blank", "text": " \n\t "}, {"id": "empty", "text": ""}]
+    p = tmp_path / "odd.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manifest, ledger, shards = run_pipeline([{"name": "o", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}])
+    d = dict(zip(ledger["record_id"], ledger["decision"]))
+    assert d == {"big": "dropped_near_duplicate", "big2": "kept", "junk": "kept", "blank": "rejected", "empty": "rejected"}
+    assert manifest["conservation"]["balanced"]
