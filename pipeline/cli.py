@@ -207,6 +207,61 @@ def schedule(config, show_next, name) -> None:
 
 
 @main.group()
+def keys() -> None:
+    """Ed25519 keys that sign run attestations and sign-offs."""
+
+
+@keys.command("generate")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the key pair.")
+@click.option("--name", default="hygiene", show_default=True, help="File name stem of the key pair.")
+def keys_generate(out_dir, name) -> None:
+    """Write NAME.key (private, mode 0600) and NAME.key.pub into --out."""
+    from pipeline.audit.signing import generate_keypair, key_id, load_public_key
+
+    try:
+        priv, pub = generate_keypair(Path(out_dir), name)
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"private key {priv} (keep it secret; set signing.key or $HYGIENE_SIGNING_KEY)")
+    click.echo(f"public key  {pub} (give it to reviewers: hygiene verify RUN --public-key {pub})")
+    click.echo(f"key id      {key_id(load_public_key(pub))}")
+
+
+EXIT_VERIFY_FAILED, EXIT_CANNOT_VERIFY = 1, 2
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--public-key", "public_keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Check the attestation's signature with this Ed25519 public key (repeatable).")
+@click.option("--no-chain", is_flag=True, help="Do not walk the chain of earlier runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def verify(run_dir, public_keys, no_chain, as_json) -> None:
+    """Check a published run: schema, digests, Merkle root, signature, conservation, chain.
+
+    Exit 0 when every check passes, 1 when a check fails (the output names the check and the
+    file), 2 when the run cannot be verified at all (no readable manifest, an unsupported schema
+    version, an unreadable public key).
+    """
+    from pipeline.audit.verify import verify_run
+
+    try:
+        report = verify_run(Path(run_dir), [Path(p) for p in public_keys], check_chain=not no_chain)
+    except PipelineError as e:
+        click.echo(f"cannot verify: {e}", err=True)
+        sys.exit(EXIT_CANNOT_VERIFY)
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(run_dir), "ok": report.ok,
+                               "checks": [c.__dict__ for c in report.checks]}, indent=2))
+    else:
+        for c in report.checks:
+            click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name:<14} {c.detail}" + (f"  [{c.file}]" if c.file and not c.ok else ""))
+        click.echo("verified" if report.ok else f"verification FAILED ({len(report.failures)} check(s))")
+    sys.exit(0 if report.ok else EXIT_VERIFY_FAILED)
+
+
+@main.group()
 def index() -> None:
     """The corpus index of published runs (configured as `state: {dir: ...}`)."""
 

@@ -179,6 +179,12 @@ class StateConfig(_Strict):
     incremental: bool = True
 
 
+class SigningConfig(_Strict):
+    """The Ed25519 key that signs run attestations (else $HYGIENE_SIGNING_KEY; else unsigned)."""
+
+    key: str | None = None
+
+
 class UnitConfig(_Strict):
     """How inputs are split into units of work."""
 
@@ -243,6 +249,7 @@ class RunConfig(_Strict):
     errors: ErrorPolicyConfig = ErrorPolicyConfig()
     schedule: ScheduleConfig | None = None
     state: StateConfig | None = None
+    signing: SigningConfig = SigningConfig()
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> "RunConfig":
@@ -309,4 +316,5 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir.replace("{date}", today))})
     state = cfg.state.model_copy(update={"dir": absolute(cfg.state.dir)}) if cfg.state is not None else None
-    return cfg.model_copy(update={"sources": sources, "output": output, "state": state})
+    signing = cfg.signing.model_copy(update={"key": absolute(cfg.signing.key)}) if cfg.signing.key else cfg.signing
+    return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing})

@@ -12,7 +12,9 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.audit.chain import archive_replaced, chain_lock, location_of, read_head, set_head
 from pipeline.audit.manifest import build_manifest, validate_manifest
+from pipeline.audit.signing import KEY_ENV, key_id, load_private_key, make_statement, sign_envelope, signing_key_path
 from pipeline.errors import SourceError
 from pipeline.fileio import atomic_write_json, fsync_dir
 from pipeline.plan import RunPlan
@@ -21,6 +23,7 @@ from pipeline.steps import _read_done, _unit_name, index_additions, shard_ids, w
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+ATTESTATION = "attestation.dsse.json"
 OUTPUT_DIRS = ("shards", "ledger")
 
 
@@ -69,9 +72,19 @@ def finalize(work_dir: str) -> dict:
         plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    validate_manifest(manifest)
-    atomic_write_json(final / MANIFEST, manifest)
-    publish(work)
+    location = location_of(Path(plan.out_dir))
+    with chain_lock(location):
+        head = read_head(location)
+        if head is not None and head["run_id"] == plan.run_id:
+            head = manifest_previous(plan)  # a resumed finalize: keep the link it had
+        manifest["previous_run"] = head
+        manifest["previous_manifest_sha256"] = head["manifest_sha256"] if head else None
+        manifest["signature"] = _sign(plan, manifest, final)
+        validate_manifest(manifest)
+        atomic_write_json(final / MANIFEST, manifest)
+        archive_replaced(Path(plan.out_dir))
+        publish(work)
+        set_head(location, plan.run_id, Path(plan.out_dir))
     if plan.config.state is not None:
         # Only a published run feeds the index; if this step is killed, the resumed run repeats it.
         from pipeline.dedup.index import CorpusIndex
@@ -81,6 +94,33 @@ def finalize(work_dir: str) -> dict:
             plan.run_id, plan.out_dir, exact, near_keys, near_sig, inputs)
     shutil.rmtree(work)
     return manifest
+
+
+def manifest_previous(plan: RunPlan) -> dict | None:
+    """The previous-run link recorded in the published manifest of this same run, if any."""
+    import json
+
+    p = Path(plan.out_dir) / MANIFEST
+    if p.exists():
+        m = json.loads(p.read_text())
+        if m.get("run_id") == plan.run_id:
+            return m.get("previous_run")
+    return None
+
+
+def _sign(plan: RunPlan, manifest: dict, final: Path) -> dict:
+    """Sign the run's attestation if a key is configured; say so either way."""
+    statement = make_statement({**manifest, "signature": None})
+    key_path = signing_key_path(plan.config.signing.key)
+    root = statement["predicate"]["merkle_root"]
+    if key_path is None:
+        return {"signed": False, "attestation": None, "keyid": None, "algorithm": None, "merkle_root": root,
+                "note": f"no signing key configured (signing.key or ${KEY_ENV}); this manifest is unsigned"}
+    key = load_private_key(key_path)
+    envelope = sign_envelope(statement, key)
+    atomic_write_json(final / ATTESTATION, envelope)
+    return {"signed": True, "attestation": ATTESTATION, "keyid": key_id(key.public_key()), "algorithm": "ed25519",
+            "merkle_root": root, "note": "DSSE envelope over an in-toto Statement v1; predicate = this manifest without `signature`"}
 
 
 def publish(work: Path) -> None:
@@ -95,5 +135,9 @@ def publish(work: Path) -> None:
             if (out / d).exists():
                 shutil.rmtree(out / d)
             os.replace(final / d, out / d)
+    if (final / ATTESTATION).exists():
+        os.replace(final / ATTESTATION, out / ATTESTATION)
+    else:
+        (out / ATTESTATION).unlink(missing_ok=True)
     os.replace(final / MANIFEST, out / MANIFEST)
     fsync_dir(out)
