@@ -261,6 +261,64 @@ def verify(run_dir, public_keys, no_chain, as_json) -> None:
     sys.exit(0 if report.ok else EXIT_VERIFY_FAILED)
 
 
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-verify", is_flag=True, help="Skip the verification checks (faster on big runs).")
+def inspect(run_dir, as_json, no_verify) -> None:
+    """Summarise a run: inputs, funnel per stage, removals by reason and source, verification."""
+    from pipeline.audit.inspect import summarize, to_json
+    from pipeline.cli_views import show_summary
+
+    try:
+        s = summarize(Path(run_dir), verify=not no_verify)
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_CANNOT_VERIFY)
+    click.echo(to_json(s)) if as_json else show_summary(s, _console())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("record_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the story as JSON.")
+def explain(run_dir, record_id, as_json) -> None:
+    """The full story of one record: source, every stage's decision, and the evidence (never content)."""
+    from pipeline.audit.inspect import explain as explain_record, to_json
+    from pipeline.cli_views import show_story
+
+    try:
+        st = explain_record(Path(run_dir), record_id)
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(to_json(st)) if as_json else show_story(st, _console())
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(file_okay=False))
+@click.argument("run_b", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@click.option("--limit", default=50, show_default=True, help="How many changed records to list.")
+def diff(run_a, run_b, as_json, limit) -> None:
+    """What changed from RUN_A to RUN_B: counts per stage and reason, decisions, config, inputs."""
+    from pipeline.audit.inspect import diff_runs, to_json
+    from pipeline.cli_views import show_diff
+
+    try:
+        d = diff_runs(Path(run_a), Path(run_b), limit=limit)
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_CANNOT_VERIFY)
+    click.echo(to_json(d)) if as_json else show_diff(d, _console())
+
+
 @main.group()
 def index() -> None:
     """The corpus index of published runs (configured as `state: {dir: ...}`)."""
