@@ -34,8 +34,8 @@ def test_inspect_summarises_funnel_removals_and_verification(two_runs):
     s = summarize(two_runs[0])
     assert list(s["funnel"]) == ["read", "identity", "exact_dedup", "near_dedup", "output"]
     assert s["totals"]["input"] == 461 and s["verification"]["ok"]
-    reasons = {(r["decision"], r["reason"]): r["records"] for r in s["removals"]}
-    assert reasons[("dropped_duplicate", "exact duplicate after normalisation")] == 34
+    by_source = {(r["source"], r["reason"]): r["records"] for r in s["removals"] if r["decision"] == "dropped_duplicate"}
+    assert by_source == {("web", "exact duplicate after normalisation"): 33, ("notes", "exact duplicate after normalisation"): 1}
     result = CliRunner().invoke(main, ["inspect", str(two_runs[0])])
     assert result.exit_code == 0 and "funnel" in result.output and "verification: ok" in result.output
 
