@@ -319,6 +319,23 @@ def diff(run_a, run_b, as_json, limit) -> None:
     click.echo(to_json(d)) if as_json else show_diff(d, _console())
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+def report(run_dir, out) -> None:
+    """Write a self-contained HTML report of RUN_DIR (no network needed to view it)."""
+    from pipeline.audit.report import render_report
+    from pipeline.fileio import atomic_write_bytes
+
+    try:
+        page = render_report(Path(run_dir))
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_CANNOT_VERIFY)
+    atomic_write_bytes(out, page.encode())
+    click.echo(f"wrote {out}")
+
+
 @main.group()
 def index() -> None:
     """The corpus index of published runs (configured as `state: {dir: ...}`)."""
