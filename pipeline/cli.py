@@ -336,6 +336,34 @@ def report(run_dir, out) -> None:
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Sign-off policy YAML.")
+@click.option("--approver", required=True, help="Who approves (recorded in the sign-off).")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False), help="The approver's Ed25519 private key.")
+@click.option("--note", help="Free text recorded with the sign-off (e.g. a ticket number).")
+def signoff(run_dir, policy_path, approver, key_path, note) -> None:
+    """Evaluate a sign-off policy on RUN_DIR and record who approved it, when and why it passed or failed.
+
+    Exit 0 when every rule passes, 1 when a rule fails (each failing rule is listed), 2 when the
+    policy or the run cannot be read. The record is written either way, under RUN_DIR/signoffs/.
+    """
+    from pipeline.audit.signoff import evaluate, load_policy, record_signoff
+
+    try:
+        policy = load_policy(policy_path)
+        result = evaluate(Path(run_dir), policy)
+        record = record_signoff(Path(run_dir), Path(policy_path), result, approver, key_path, note)
+    except PipelineError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_CANNOT_VERIFY)
+    for r in record["rules"]:
+        click.echo(f"{'pass' if r['passed'] else 'FAIL'} {r['rule']:<26} value {r['value']!s:<24.24} limit {r['threshold']!s:<12.12} {r['detail']}")
+    signed = f", signed by key {record['signed_by'][:16]}…" if record["signed_by"] else ", unsigned (no --key)"
+    click.echo(f"sign-off {'PASSED' if record['passed'] else 'FAILED'} for run {record['run_id']} by {approver}{signed}")
+    sys.exit(0 if record["passed"] else EXIT_VERIFY_FAILED)
+
+
 @main.group()
 def index() -> None:
     """The corpus index of published runs (configured as `state: {dir: ...}`)."""

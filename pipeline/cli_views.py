@@ -48,6 +48,10 @@ def show_summary(s: dict, console: Console) -> None:
     if v is not None:
         console.print("verification: " + ("[green]ok[/]" if v["ok"] else
                       "[red]FAILED[/]: " + "; ".join(f"{x['name']}: {x['detail']}" for x in v["failures"])))
+    so = s.get("signoff")
+    console.print("sign-off: " + ("none recorded" if so is None else
+                  f"{'[green]PASSED[/]' if so['passed'] else '[red]FAILED[/]'} ({so['policy']}) by {so['approver']} at {so['at']}"
+                  + (f"; failed: {', '.join(so['failed_rules'])}" if so["failed_rules"] else "")))
     console.print(f"output: {s['outputs']['shards']} shard(s), {s['outputs']['rows']:,} rows, {s['outputs']['bytes']:,} bytes")
 
 

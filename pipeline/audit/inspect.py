@@ -63,9 +63,20 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
         "hash_lists": manifest.get("hash_lists", []),
         "signature": manifest["signature"],
         "verification": None if report is None else {"ok": report.ok, "failures": [f.__dict__ for f in report.failures]},
+        "signoff": _signoff_summary(run_dir),
         "outputs": {"shards": len(manifest["outputs"]["shards"]), "rows": sum(f["rows"] for f in manifest["outputs"]["shards"]),
                     "bytes": sum(f["bytes"] for f in manifest["outputs"]["shards"])},
     }
+
+
+def _signoff_summary(run_dir: Path) -> dict | None:
+    from pipeline.audit.signoff import latest_signoff
+
+    rec = latest_signoff(run_dir)
+    if rec is None:
+        return None
+    return {"approver": rec["approver"], "at": rec["at"], "passed": rec["passed"], "policy": rec["policy"]["content"]["name"],
+            "failed_rules": [r["rule"] for r in rec["rules"] if not r["passed"]], "signed_by": rec["signed_by"]}
 
 
 def explain(run_dir: Path, record_id: str) -> dict:

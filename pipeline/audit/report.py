@@ -60,9 +60,10 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def render_report(run_dir: Path, signoff: dict | None = None) -> str:
+def render_report(run_dir: Path) -> str:
     """The report of one run as a single HTML string."""
     s = summarize(Path(run_dir))
+    signoff = s["signoff"]
     t = s["totals"]
     v = s["verification"]
     sig = s["signature"]

@@ -125,14 +125,22 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
-def sign_envelope(statement: dict, private: Ed25519PrivateKey, envelope: dict | None = None) -> dict:
-    """A DSSE envelope over the statement; with `envelope`, add a signature to it (a co-signature)."""
-    payload = canonical(statement) if envelope is None else base64.b64decode(envelope["payload"])
+def _signature(payload: bytes, private: Ed25519PrivateKey) -> dict:
     sig = private.sign(pae(PAYLOAD_TYPE, payload))
-    entry = {"keyid": key_id(private.public_key()), "sig": base64.b64encode(sig).decode()}
-    if envelope is None:
-        return {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(), "signatures": [entry]}
-    return {**envelope, "signatures": [*envelope["signatures"], entry]}
+    return {"keyid": key_id(private.public_key()), "sig": base64.b64encode(sig).decode()}
+
+
+def sign_envelope(statement: dict, private: Ed25519PrivateKey) -> dict:
+    """A DSSE envelope over the statement's canonical JSON, signed by `private`."""
+    payload = canonical(statement)
+    return {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
+            "signatures": [_signature(payload, private)]}
+
+
+def cosign_envelope(envelope: dict, private: Ed25519PrivateKey) -> dict:
+    """The envelope with one more signature over the same payload (e.g. an approver's)."""
+    payload = base64.b64decode(envelope["payload"])
+    return {**envelope, "signatures": [*envelope["signatures"], _signature(payload, private)]}
 
 
 def verify_envelope(envelope: dict, keys: list[Ed25519PublicKey]) -> dict:
