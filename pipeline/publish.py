@@ -18,12 +18,14 @@ from pipeline.audit.signing import KEY_ENV, key_id, load_private_key, make_state
 from pipeline.errors import SourceError
 from pipeline.fileio import atomic_write_json, fsync_dir
 from pipeline.plan import RunPlan
-from pipeline.steps import _read_done, _unit_name, index_additions, shard_ids, write_ledger
+from pipeline.sinks.card import CARD, CROISSANT, write_metadata
+from pipeline.steps import _read_done, _read_schema, _unit_name, index_additions, shard_ids, write_ledger
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 ATTESTATION = "attestation.dsse.json"
+METADATA_FILES = (CARD, CROISSANT)
 OUTPUT_DIRS = ("shards", "ledger")
 
 
@@ -72,6 +74,8 @@ def finalize(work_dir: str) -> dict:
         plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    schema = _read_schema(work / "output.schema")
+    manifest["outputs"]["metadata"] = write_metadata(final, manifest, schema, plan.config.name)
     location = location_of(Path(plan.out_dir))
     with chain_lock(location):
         head = read_head(location)
@@ -135,6 +139,9 @@ def publish(work: Path) -> None:
             if (out / d).exists():
                 shutil.rmtree(out / d)
             os.replace(final / d, out / d)
+    for name in METADATA_FILES:
+        if (final / name).exists():
+            os.replace(final / name, out / name)
     if (final / ATTESTATION).exists():
         os.replace(final / ATTESTATION, out / ATTESTATION)
     else:

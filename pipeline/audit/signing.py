@@ -101,9 +101,9 @@ def merkle_root(subjects: list[dict]) -> str:
 
 
 def subjects_of(manifest: dict) -> list[dict]:
-    """in-toto subjects: every output shard and ledger part with its sha256."""
+    """in-toto subjects: every output shard, ledger part and metadata file with its sha256."""
     return [{"name": f["path"], "digest": {"sha256": f["sha256"]}}
-            for f in manifest["outputs"]["shards"] + manifest["outputs"]["ledger"]]
+            for f in manifest["outputs"]["shards"] + manifest["outputs"]["ledger"] + manifest["outputs"].get("metadata", [])]
 
 
 def make_statement(manifest: dict) -> dict:
