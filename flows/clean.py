@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from flows.artifacts import publish_run_artifacts  # noqa: E402
 from pipeline import steps  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
@@ -60,8 +61,9 @@ def pass2_task(work_dir: str, shard_id: int) -> dict:
 
 @task(name="finalize")
 def finalize_task(work_dir: str) -> dict:
-    """Write the manifest and publish the run; returns a small summary."""
+    """Write the manifest and publish the run; returns a small summary (counts, never content)."""
     m = finalize(work_dir)
+    publish_run_artifacts(m)
     return {"run_id": m["run_id"], "conservation": m["conservation"]["overall"], "outputs": len(m["outputs"]["shards"])}
 
 
