@@ -82,7 +82,8 @@ def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
 
 
 def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | None, runner: str | None,
-                       workers: int | None, fail_on_reject: bool, full: bool = False) -> RunConfig:
+                       workers: int | None, fail_on_reject: bool, full: bool = False,
+                       hash_lists: tuple[str, ...] = ()) -> RunConfig:
     """The config file plus command-line overrides, validated again as a whole."""
     cfg = load_config(config_path)
     data = cfg.model_dump(mode="json")
@@ -101,6 +102,13 @@ def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | 
         data["errors"]["fail_on_reject"] = True
     if full and data.get("state"):
         data["state"]["incremental"] = False
+    for path in hash_lists:
+        names = {h["name"] for h in data["safety"]["hash_lists"]}
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(path).name.split(".")[0]) or "list"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        data["safety"]["hash_lists"].append({"name": name, "path": str(Path(path).expanduser().resolve())})
     return parse_config(data, config_path)
 
 
@@ -130,10 +138,12 @@ def main(verbose: bool) -> None:
 @click.option("--fail-on-reject", is_flag=True, help="Fail (exit 3) and publish nothing if any record is rejected.")
 @click.option("--no-prefect", is_flag=True, help="Run with the plain local executor instead of the Prefect flow.")
 @click.option("--full", is_flag=True, help="Read every input, even those a published run already processed.")
-def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, full) -> None:
+@click.option("--hash-list", "hash_lists", multiple=True, metavar="LIST",
+              help="A hash list to match against, besides the configured ones (repeatable; type declared in the file).")
+def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, full, hash_lists) -> None:
     """Run the cleaning job described by CONFIG and publish a run directory."""
     try:
-        cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full)
+        cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full, hash_lists)
         if no_prefect:
             from pipeline.executor import run_local
 
@@ -362,6 +372,32 @@ def signoff(run_dir, policy_path, approver, key_path, note) -> None:
     signed = f", signed by key {record['signed_by'][:16]}…" if record["signed_by"] else ", unsigned (no --key)"
     click.echo(f"sign-off {'PASSED' if record['passed'] else 'FAILED'} for run {record['run_id']} by {approver}{signed}")
     sys.exit(0 if record["passed"] else EXIT_VERIFY_FAILED)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the incidents summary as JSON (ids and hashes lists, no content).")
+def incidents(run_dir, as_json) -> None:
+    """Summarise RUN_DIR's quarantine for the trust-and-safety team: matches per list, type and source.
+
+    Nothing here shows content: the incident file holds hashes, list entries and locations only.
+    """
+    from pipeline.safety.quarantine import summarize_incidents
+
+    s = summarize_incidents(Path(run_dir))
+    if as_json:
+        click.echo(json.dumps(s, indent=2, sort_keys=True))
+        return
+    if not s["count"]:
+        click.echo("no quarantined item in this run")
+        return
+    click.echo(f"{s['count']} quarantined item(s); incident file {s['path']} (owner-only); "
+               f"{s['human_viewed']} viewed by a person")
+    for title, key in (("by list", "by_list"), ("by hash type", "by_type"), ("by source", "by_source")):
+        click.echo(f"{title}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
+    for r in s["records"]:
+        click.echo(f"  {r['record_id']}  {r['source']}/{r['location']} row {r['row']}  list {r['list']} entry {r['entry_id']} "
+                   f"({r['hash_type']}, distance {r['distance']})")
 
 
 @main.group()

@@ -179,6 +179,49 @@ class StateConfig(_Strict):
     incremental: bool = True
 
 
+class HashListConfig(_Strict):
+    """One list of hashes of known prohibited material."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    path: str
+    format: Literal["auto", "text", "csv", "jsonl"] = "auto"
+    type: Literal["md5", "sha1", "sha256", "pdq", "phash", "url"] | None = None
+    provider: str | None = None
+    version: str | None = None
+    updated: str | None = None
+    max_age_days: int | None = Field(default=None, ge=0)
+    max_distance: int | None = Field(default=None, ge=0, le=256)
+
+
+class WaiverConfig(_Strict):
+    """An explicit, recorded decision to run although a list is missing or stale."""
+
+    list: str
+    reason: str = Field(min_length=10)
+
+
+class SafetyConfig(_Strict):
+    """Prohibited-material matching: runs first, before anything about a record is persisted."""
+
+    hash_lists: tuple[HashListConfig, ...] = ()
+    waivers: tuple[WaiverConfig, ...] = ()
+    url_field: str | None = None
+    pdq_max_distance: int = Field(default=31, ge=0, le=256)
+    phash_max_distance: int = Field(default=6, ge=0, le=64)
+    dihedral: bool = False
+    confirmed_list: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "SafetyConfig":
+        names = [h.name for h in self.hash_lists]
+        if len(set(names)) != len(names):
+            raise ValueError("hash list names must be unique")
+        unknown = [w.list for w in self.waivers if w.list not in names]
+        if unknown:
+            raise ValueError(f"waivers name unknown hash lists: {unknown}")
+        return self
+
+
 class SigningConfig(_Strict):
     """The Ed25519 key that signs run attestations (else $HYGIENE_SIGNING_KEY; else unsigned)."""
 
@@ -250,6 +293,7 @@ class RunConfig(_Strict):
     schedule: ScheduleConfig | None = None
     state: StateConfig | None = None
     signing: SigningConfig = SigningConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> "RunConfig":
@@ -317,4 +361,8 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir.replace("{date}", today))})
     state = cfg.state.model_copy(update={"dir": absolute(cfg.state.dir)}) if cfg.state is not None else None
     signing = cfg.signing.model_copy(update={"key": absolute(cfg.signing.key)}) if cfg.signing.key else cfg.signing
-    return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing})
+    lists = tuple(h.model_copy(update={"path": absolute(h.path)}) for h in cfg.safety.hash_lists)
+    confirmed = absolute(cfg.safety.confirmed_list) if cfg.safety.confirmed_list else None
+    safety = cfg.safety.model_copy(update={"hash_lists": lists, "confirmed_list": confirmed})
+    return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing,
+                                  "safety": safety})

@@ -43,6 +43,8 @@ class RunPlan:
     previous_manifest_sha256: str | None = None
     attempts: int = 1
     skipped_inputs: list[dict] = field(default_factory=list)
+    hash_lists: list[dict] = field(default_factory=list)
+    waivers: list[dict] = field(default_factory=list)
 
     @property
     def resumed(self) -> bool:
@@ -74,6 +76,8 @@ class RunPlan:
             "previous_manifest_sha256": self.previous_manifest_sha256,
             "attempts": self.attempts,
             "skipped_inputs": self.skipped_inputs,
+            "hash_lists": self.hash_lists,
+            "waivers": self.waivers,
         }
 
     @classmethod
@@ -90,6 +94,8 @@ class RunPlan:
             previous_manifest_sha256=d.get("previous_manifest_sha256"),
             attempts=d.get("attempts", 1),
             skipped_inputs=d.get("skipped_inputs", []),
+            hash_lists=d.get("hash_lists", []),
+            waivers=d.get("waivers", []),
         )
 
     def save(self) -> None:
@@ -141,6 +147,10 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     A plan left behind by a killed run is reused only when the config digest and every input's
     digest are unchanged; otherwise its scratch space is discarded and the run starts afresh.
     """
+    # Fail closed before anything else: every configured hash list must load, validate and be fresh.
+    from pipeline.safety.matcher import Matcher
+
+    matcher = Matcher.from_config(cfg)
     out_dir = Path(cfg.output.dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output path exists and is not a directory; choose another --output")
@@ -199,6 +209,8 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
         units=units,
         previous_manifest_sha256=sha256_path(prev) if prev.exists() else None,
         skipped_inputs=skipped,
+        hash_lists=matcher.summary(),
+        waivers=matcher.waivers,
     )
     plan.save()
     return plan

@@ -18,6 +18,7 @@ from pipeline.audit.signing import KEY_ENV, key_id, load_private_key, make_state
 from pipeline.errors import SourceError
 from pipeline.fileio import atomic_write_json, fsync_dir
 from pipeline.plan import RunPlan
+from pipeline.safety.quarantine import add_confirmed, merge_incidents
 from pipeline.sinks.card import CARD, CROISSANT, write_metadata
 from pipeline.steps import _read_done, _read_schema, _unit_name, index_additions, shard_ids, write_ledger
 
@@ -76,6 +77,7 @@ def finalize(work_dir: str) -> dict:
     )
     schema = _read_schema(work / "output.schema")
     manifest["outputs"]["metadata"] = write_metadata(final, manifest, schema, plan.config.name)
+    manifest["quarantine"] = merge_incidents(work, final)
     location = location_of(Path(plan.out_dir))
     with chain_lock(location):
         head = read_head(location)
@@ -89,6 +91,8 @@ def finalize(work_dir: str) -> dict:
         archive_replaced(Path(plan.out_dir))
         publish(work)
         set_head(location, plan.run_id, Path(plan.out_dir))
+    if plan.config.safety.confirmed_list and manifest["quarantine"]:
+        add_confirmed(plan.config.safety.confirmed_list, Path(plan.out_dir))
     if plan.config.state is not None:
         # Only a published run feeds the index; if this step is killed, the resumed run repeats it.
         from pipeline.dedup.index import CorpusIndex
@@ -142,6 +146,12 @@ def publish(work: Path) -> None:
     for name in METADATA_FILES:
         if (final / name).exists():
             os.replace(final / name, out / name)
+    if (final / "quarantine").exists():
+        if (out / "quarantine").exists():
+            shutil.rmtree(out / "quarantine")
+        os.replace(final / "quarantine", out / "quarantine")
+    elif (out / "quarantine").exists():
+        shutil.rmtree(out / "quarantine")
     if (final / ATTESTATION).exists():
         os.replace(final / ATTESTATION, out / ATTESTATION)
     else:

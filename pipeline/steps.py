@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ import pyarrow.parquet as pq
 from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
 from pipeline.dedup.index import CorpusIndex
+from pipeline.safety.matcher import Matcher
+from pipeline.safety.quarantine import matcher_for, write_incidents
 from pipeline.dedup.near import EXTERNAL_PRIORITY, SignatureWriter, resolve_near
 from pipeline.errors import RejectionsError, SourceError
 from pipeline.fileio import atomic_path, atomic_write_json
@@ -53,6 +56,10 @@ KEYS_SCHEMA = pa.schema(
         ("order_str", pa.string()),
         ("order_int", pa.int64()),
         ("quality", pa.float64()),
+        ("hash_list", pa.string()),
+        ("hash_entry", pa.string()),
+        ("hash_type", pa.string()),
+        ("hash_distance", pa.int64()),
     ]
 )
 
@@ -80,8 +87,10 @@ def _record_ids(unit, source, batch_rows: np.ndarray, relpaths: list[str] | None
 class _KeyCollector:
     """Streams pass-1 key rows of one unit to a Parquet writer, a batch at a time (bounded memory)."""
 
-    def __init__(self, plan: RunPlan, unit, writer: pq.ParquetWriter, signer: SignatureWriter | None) -> None:
-        self.plan, self.unit, self.writer, self.signer = plan, unit, writer, signer
+    def __init__(self, plan: RunPlan, unit, writer: pq.ParquetWriter, signer: SignatureWriter | None,
+                 matcher: Matcher | None = None) -> None:
+        self.plan, self.unit, self.writer, self.signer, self.matcher = plan, unit, writer, signer, matcher
+        self.incidents: list[dict] = []
         self.source = plan.source(unit.source)
         self.cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
         self.schemas: list[pa.Schema] = []
@@ -99,9 +108,13 @@ class _KeyCollector:
                 )
             text = table[src.text_field]
             digests = string_digests(text)
-            keys = exact_keys(text, self.plan.config.dedup.exact.normalize, digests)
             ids = table[src.id_field].to_pylist() if src.id_field else None
             rids, ostr, oint = _record_ids(self.unit, src, batch.rows, batch.relpaths, ids)
+            if self.matcher is not None and self.matcher.active:
+                # Safety first: a matched record goes no further than this point, not even into a signature.
+                table, text, digests, rids, ostr, oint, batch = self._quarantine(table, text, digests, rids, ostr, oint, batch)
+                n = table.num_rows
+            keys = exact_keys(text, self.plan.config.dedup.exact.normalize, digests)
             c = self.cols
             c["row"].extend(batch.rows.tolist())
             c["record_id"].extend(rids)
@@ -114,12 +127,58 @@ class _KeyCollector:
             c["order_str"].extend(ostr)
             c["order_int"].extend(oint)
             c["quality"].extend(self._quality(table))
+            for k in ("hash_list", "hash_entry", "hash_type", "hash_distance"):
+                c[k].extend([None] * n)
             self.schemas.append(table.schema)
-            if self.signer is not None:
+            if self.signer is not None and n:
                 self.signer.add(text, batch.rows)
-            self.next_row = max(self.next_row, int(batch.rows.max()) + 1)
+            if n:
+                self.next_row = max(self.next_row, int(batch.rows.max()) + 1)
         for r in batch.rejects:
             self.add_reject(r)
+
+    def _quarantine(self, table, text, digests, rids, ostr, oint, batch):
+        """Move matched records out of the batch into the quarantine (hashes and ids only)."""
+        src = self.source
+        url_field = self.matcher.url_field
+        urls = table[url_field].to_pylist() if url_field and url_field in table.column_names else None
+        hits = self.matcher.match_text(text, digests, urls)
+        hit_idx = [i for i, h in enumerate(hits) if h is not None]
+        if not hit_idx:
+            return table, text, digests, rids, ostr, oint, batch
+        rows = batch.rows.tolist()
+        locs = batch.relpaths or [self.unit.relpath] * table.num_rows
+        c = self.cols
+        for i in hit_idx:
+            h = hits[i]
+            c["row"].append(rows[i])
+            c["record_id"].append(rids[i])
+            c["location"].append(locs[i])
+            c["ok"].append(True)
+            c["reason"].append(f"matched hash list '{h.list}' ({h.hash_type}, {h.matched_on})")
+            c["content_sha256"].append(digests[i])
+            c["key"].append(None)
+            c["text_bytes"].append(None)
+            c["order_str"].append(ostr[i])
+            c["order_int"].append(oint[i])
+            c["quality"].append(None)
+            c["hash_list"].append(h.list)
+            c["hash_entry"].append(h.entry_id)
+            c["hash_type"].append(h.hash_type)
+            c["hash_distance"].append(h.distance)
+            self.incidents.append({
+                "record_id": rids[i], "source": src.name, "uri": self.unit.path if not batch.relpaths else locs[i],
+                "location": locs[i], "row": rows[i], "hashes": h.hashes, "list": h.list, "list_version": h.version,
+                "entry_id": h.entry_id, "hash_type": h.hash_type, "distance": h.distance, "matched_on": h.matched_on,
+                "detected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "human_viewed": False,
+            })
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[hit_idx] = False
+        kept = np.flatnonzero(keep)
+        table = table.filter(pa.array(keep))
+        batch = Batch(table, batch.rows[keep], batch.rejects, [locs[i] for i in kept] if batch.relpaths else None)
+        pick = lambda xs: [xs[i] for i in kept]  # noqa: E731
+        return table, table[src.text_field], pick(digests), pick(rids), pick(ostr), pick(oint), batch
 
     def _quality(self, table: pa.Table) -> list:
         col = self.plan.config.dedup.survivor.quality_column
@@ -145,6 +204,8 @@ class _KeyCollector:
         c["order_str"].append(rid)
         c["order_int"].append(r.row)
         c["quality"].append(None)
+        for k in ("hash_list", "hash_entry", "hash_type", "hash_distance"):
+            c[k].append(None)
         self.next_row = max(self.next_row, r.row + 1)
 
     def flush(self) -> None:
@@ -174,7 +235,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     try:
         with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
             with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
-                collector = _KeyCollector(plan, unit, writer, signer)
+                collector = _KeyCollector(plan, unit, writer, signer, matcher_for(plan))
                 try:
                     for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
                         collector.add_batch(batch)
@@ -191,6 +252,8 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         raise
     if signer is not None:
         signer.close()
+    if collector.incidents:
+        write_incidents(work / "quarantine" / f"{_unit_name(unit_id)}.jsonl", collector.incidents)
     schema = merge_schemas(collector.schemas)
     with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.schema") as tmp:
         with pa.ipc.new_file(tmp, schema) as w:
@@ -226,15 +289,18 @@ def barrier(work_dir: str) -> dict:
         df = pl.read_parquet(work / "pass1" / f"{_unit_name(u.unit_id)}.parquet")
         frames.append(df.with_columns(unit=pl.lit(u.unit_id, pl.Int64), priority=pl.lit(plan.source(u.source).priority, pl.Int64)))
     records = pl.concat(frames) if frames else pl.DataFrame(schema={**pl.Schema(KEYS_SCHEMA), "unit": pl.Int64, "priority": pl.Int64})
+    quarantined = pl.col("hash_list").is_not_null()
     records = records.with_columns(
-        decision=pl.when(pl.col("ok")).then(pl.lit(None, pl.String)).otherwise(pl.lit(Decision.REJECTED.value)),
-        stage=pl.when(pl.col("ok")).then(pl.lit(None, pl.String)).otherwise(pl.lit(Stage.READ.value)),
+        decision=pl.when(~pl.col("ok")).then(pl.lit(Decision.REJECTED.value))
+        .when(quarantined).then(pl.lit(Decision.QUARANTINED.value)).otherwise(pl.lit(None, pl.String)),
+        stage=pl.when(~pl.col("ok")).then(pl.lit(Stage.READ.value))
+        .when(quarantined).then(pl.lit(Stage.SAFETY.value)).otherwise(pl.lit(None, pl.String)),
         duplicate_of=pl.lit(None, pl.String),
     )
 
     # Record ids must be unique: later copies of an id (in unit, row order) are rejected.
     ranked = records.with_columns(pl.int_range(pl.len()).over("record_id", order_by=["unit", "row"]).alias("_idrank"))
-    repeated = ranked["_idrank"] > 0
+    repeated = (ranked["_idrank"] > 0) & ranked["decision"].is_null()
     records = records.with_columns(
         decision=pl.when(repeated & pl.col("ok")).then(pl.lit(Decision.REJECTED.value)).otherwise(pl.col("decision")),
         stage=pl.when(repeated & pl.col("ok")).then(pl.lit(Stage.IDENTITY.value)).otherwise(pl.col("stage")),
@@ -294,7 +360,7 @@ def barrier(work_dir: str) -> dict:
     atomic_write_json(work / "shards.json", shards)
     (work / "decisions").mkdir(exist_ok=True)
     cols = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of",
-            "cluster_id", "similarity", "text_bytes", "shard"]
+            "cluster_id", "similarity", "text_bytes", "hash_list", "hash_entry", "hash_type", "hash_distance", "shard"]
     parts = records.sort(["unit", "row", "location"]).partition_by("unit", as_dict=True, maintain_order=True)
     for u in plan.units:
         part = parts.get((u.unit_id,))
@@ -419,6 +485,10 @@ def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
             "cluster_id": decisions["cluster_id"].to_arrow(),
             "similarity": decisions["similarity"].to_arrow(),
             "text_bytes": decisions["text_bytes"].to_arrow(),
+            "hash_list": decisions["hash_list"].to_arrow(),
+            "hash_entry": decisions["hash_entry"].to_arrow(),
+            "hash_type": decisions["hash_type"].to_arrow(),
+            "hash_distance": decisions["hash_distance"].to_arrow(),
         }
     )
     return table.cast(LEDGER_SCHEMA)

@@ -24,6 +24,7 @@ class Stage(str, Enum):
     """The stage that made a record's final decision."""
 
     READ = "read"
+    SAFETY = "safety"
     IDENTITY = "identity"
     EXACT_DEDUP = "exact_dedup"
     NEAR_DEDUP = "near_dedup"
@@ -44,6 +45,10 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("cluster_id", pa.int64()),
         pa.field("similarity", pa.float64()),
         pa.field("text_bytes", pa.int64()),
+        pa.field("hash_list", pa.string()),
+        pa.field("hash_entry", pa.string()),
+        pa.field("hash_type", pa.string()),
+        pa.field("hash_distance", pa.int64()),
     ],
     metadata={"hygiene.ledger_version": str(LEDGER_VERSION)},
 )

@@ -120,12 +120,15 @@ def stage_stats(counts: pl.DataFrame, exact_enabled: bool, near_enabled: bool = 
         return int(counts.filter(pl.col("stage") == stage)["n"].sum())
 
     read_rejected = n("read")
+    quarantined = n("safety")
     identity_rejected = n("identity")
     after_read = total - read_rejected
-    after_identity = after_read - identity_rejected
+    after_safety = after_read - quarantined
+    after_identity = after_safety - identity_rejected
     stats = {
         "read": {"seen": total, "kept": after_read, "dropped": read_rejected},
-        "identity": {"seen": after_read, "kept": after_identity, "dropped": identity_rejected},
+        "safety": {"seen": after_read, "kept": after_safety, "dropped": quarantined},
+        "identity": {"seen": after_safety, "kept": after_identity, "dropped": identity_rejected},
     }
     seen = after_identity
     if exact_enabled:
@@ -193,6 +196,9 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         "previous_manifest_sha256": None,
         "previous_run": None,
         "corpus_index": barrier.get("corpus_index"),
+        "hash_lists": plan.hash_lists,
+        "waivers": plan.waivers,
+        "quarantine": None,
         "skipped_inputs": plan.skipped_inputs,
         "signature": None,
     }

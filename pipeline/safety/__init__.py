@@ -1,0 +1,1 @@
+"""Prohibited-material safety: hash lists, safe image decoding, perceptual hashes, indexes, matching."""

@@ -1,0 +1,108 @@
+"""Quarantine: incident records for matched items (hashes, ids, locations; never content), owner-only.
+
+Files: `_work/quarantine/uNNNNN.jsonl` per unit during the run, merged at publication into
+`RUN/quarantine/incidents.jsonl` (directory 0700, file 0600). Each line: record id, source and
+location (uri, row), every computed hash, list name/version/entry id, hash type, distance, when,
+and `human_viewed: false`.
+
+Usage::
+
+    matcher = matcher_for(plan)                  # one per process and config, lists loaded once
+    write_incidents(path, incidents)
+    merge_incidents(work_dir, run_dir)           # at publication
+    summarize_incidents(run_dir)                 # for `hygiene incidents RUN`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from pipeline.fileio import sha256_path
+from pipeline.safety.matcher import Matcher
+
+INCIDENTS = "quarantine/incidents.jsonl"
+_cache: dict[str, Matcher] = {}
+_lock = threading.Lock()
+
+
+def matcher_for(plan) -> Matcher:
+    """The plan's matcher, built once per process (lists can be large), checked against the plan's digests."""
+    key = plan.config.digest()
+    with _lock:
+        if key not in _cache:
+            m = Matcher.from_config(plan.config)
+            expected = {h["name"]: h.get("sha256") for h in plan.hash_lists}
+            for hl, _ in m.lists:
+                if hl.name in expected and expected[hl.name] != hl.sha256:
+                    from pipeline.safety.hashlist import HashListError
+
+                    raise HashListError(f"{hl.path}: hash list '{hl.name}' changed during the run; run again")
+            _cache[key] = m
+        return _cache[key]
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, lines: list[str]) -> None:
+    """Write a file that only its owner can read (created 0600, renamed into place)."""
+    _private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_incidents(path: Path, incidents: list[dict]) -> None:
+    """One unit's incidents, owner-only."""
+    _write_private(path, [json.dumps(i, sort_keys=True) + "\n" for i in incidents])
+
+
+def merge_incidents(work: Path, final: Path) -> dict | None:
+    """Merge the units' incidents (in unit order) into final/quarantine/incidents.jsonl; its manifest entry."""
+    parts = sorted((work / "quarantine").glob("u*.jsonl")) if (work / "quarantine").exists() else []
+    if not parts:
+        return None
+    lines = [line for p in parts for line in p.read_text().splitlines(keepends=True)]
+    _write_private(final / INCIDENTS, lines)
+    return {"path": INCIDENTS, "count": len(lines), "sha256": sha256_path(final / INCIDENTS)}
+
+
+def add_confirmed(confirmed_list: str, run_dir: Path) -> int:
+    """Append the sha256 of every matched item to the local "confirmed" list (refused at ingest next time)."""
+    path = Path(run_dir) / INCIDENTS
+    if not path.exists():
+        return 0
+    new = {json.loads(line)["hashes"]["sha256"] for line in path.read_text().splitlines() if line.strip()}
+    target = Path(confirmed_list)
+    old = set()
+    if target.exists():
+        old = {line.strip() for line in target.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    merged = sorted(old | new)
+    _write_private(target, ["# type: sha256\n", "# provider: this pipeline (confirmed matches)\n"] + [h + "\n" for h in merged])
+    return len(merged) - len(old)
+
+
+def summarize_incidents(run_dir: Path) -> dict:
+    """Counts per list, hash type and source, for the trust-and-safety team (no content, no hashes)."""
+    path = Path(run_dir) / INCIDENTS
+    if not path.exists():
+        return {"count": 0, "by_list": {}, "by_type": {}, "by_source": {}, "human_viewed": 0, "path": None}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def count(key):
+        out: dict[str, int] = {}
+        for r in rows:
+            out[str(r[key])] = out.get(str(r[key]), 0) + 1
+        return dict(sorted(out.items()))
+    return {"count": len(rows), "by_list": count("list"), "by_type": count("hash_type"), "by_source": count("source"),
+            "human_viewed": sum(1 for r in rows if r.get("human_viewed")), "path": str(path),
+            "records": [{k: r[k] for k in ("record_id", "source", "location", "row", "list", "entry_id", "hash_type",
+                                             "distance", "detected_at")} for r in rows]}
