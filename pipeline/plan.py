@@ -201,7 +201,7 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     prev = out_dir / "manifest.json"
     plan = RunPlan(
         run_id=str(uuid.uuid4()),
-        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         config=cfg,
         config_sha256=digest,
         out_dir=str(out_dir),

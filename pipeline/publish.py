@@ -73,7 +73,7 @@ def finalize(work_dir: str) -> dict:
     staged = RunPlan(**{**plan.__dict__, "out_dir": str(final)})
     manifest = build_manifest(
         plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
-        ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ended_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
     )
     schema = _read_schema(work / "output.schema")
     manifest["outputs"]["metadata"] = write_metadata(final, manifest, schema, plan.config.name)
