@@ -32,7 +32,7 @@ def two_runs(tmp_path_factory):
 
 def test_inspect_summarises_funnel_removals_and_verification(two_runs):
     s = summarize(two_runs[0])
-    assert list(s["funnel"]) == ["read", "identity", "exact_dedup", "near_dedup", "output"]
+    assert list(s["funnel"]) == ["read", "safety", "identity", "exact_dedup", "near_dedup", "output"]
     assert s["totals"]["input"] == 461 and s["verification"]["ok"]
     by_source = {(r["source"], r["reason"]): r["records"] for r in s["removals"] if r["decision"] == "dropped_duplicate"}
     assert by_source == {("web", "exact duplicate after normalisation"): 33, ("notes", "exact duplicate after normalisation"): 1}
@@ -43,7 +43,7 @@ def test_inspect_summarises_funnel_removals_and_verification(two_runs):
 def test_explain_tells_the_story_of_a_near_duplicate_without_content(two_runs):
     st = explain(two_runs[0], "long-002")
     assert st["decision"] == "dropped_near_duplicate" and st["evidence"]["duplicate_of"] == "long-002-edit"
-    assert [s["stage"] for s in st["stages"]] == ["read", "identity", "exact_dedup", "near_dedup"]
+    assert [s["stage"] for s in st["stages"]] == ["read", "safety", "identity", "exact_dedup", "near_dedup"]
     assert {m["record_id"] for m in st["evidence"]["cluster"]} == {"long-002", "long-002-edit"}
     text = json.loads((REPO / "data_samples" / "web" / "part-2.jsonl").read_text().splitlines()[2])["text"]
     out = CliRunner().invoke(main, ["explain", str(two_runs[0]), "long-002", "--json"]).output
