@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import NormalizeConfig
@@ -90,3 +90,15 @@ def test_every_dropped_copy_names_the_same_survivor_and_input_order_does_not_mat
 
 def test_no_records_means_no_duplicates():
     assert resolve_exact(frame([])).height == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("aZ \t\n\r\x0b\x0c\x1c.é\u00a0\u3000 ")), max_size=30), max_size=12),
+       st.booleans(), st.booleans())
+def test_the_compiled_ascii_path_gives_the_same_keys_as_the_general_path(texts, lowercase, collapse):
+    import hashlib
+
+    cfg = NormalizeConfig(lowercase=lowercase, collapse_whitespace=collapse)
+    arr = pa.array(texts, pa.large_string())
+    general = [hashlib.sha256(s.encode()).digest() for s in normalize_text(arr, cfg).to_pylist()]
+    assert exact_keys(arr, cfg) == general
