@@ -66,6 +66,13 @@ class TextDirSourceConfig(_SourceBase):
     encoding: Literal["utf-8"] = "utf-8"
 
 
+class ImageDirSourceConfig(_SourceBase):
+    """Directories of images (.jpg .png .gif .webp .bmp .tif): one file is one record."""
+
+    kind: Literal["image_dir"]
+    keep: Literal["bytes", "path"] = "bytes"
+
+
 class HfDiskSourceConfig(_SourceBase):
     """A Hugging Face dataset written with `Dataset.save_to_disk` (or a `DatasetDict`, with `split`)."""
 
@@ -87,6 +94,7 @@ SourceConfig = Annotated[
         ParquetSourceConfig,
         CsvSourceConfig,
         TextDirSourceConfig,
+        ImageDirSourceConfig,
         HfDiskSourceConfig,
         HfLoadSourceConfig,
     ],
@@ -124,6 +132,7 @@ class NearDedupConfig(_Strict):
     min_candidate_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
     bucket_pair_limit: int = Field(default=64, ge=2)
     verify: Literal["signature", "exact"] = "signature"
+    image_phash_distance: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")
     def _bands_and_rows_together(self) -> "NearDedupConfig":

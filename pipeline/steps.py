@@ -60,6 +60,8 @@ KEYS_SCHEMA = pa.schema(
         ("hash_entry", pa.string()),
         ("hash_type", pa.string()),
         ("hash_distance", pa.int64()),
+        ("phash", pa.string()),
+        ("pdq_quality", pa.int64()),
     ]
 )
 
@@ -100,6 +102,9 @@ class _KeyCollector:
     def add_batch(self, batch: Batch) -> None:
         src, table = self.source, batch.table
         n = table.num_rows
+        if n and self.unit.kind == "image_dir":
+            self._add_images(batch)
+            return
         if n:
             if RECORD_ID in table.column_names and src.id_field != RECORD_ID:
                 raise SourceError(
@@ -127,7 +132,7 @@ class _KeyCollector:
             c["order_str"].extend(ostr)
             c["order_int"].extend(oint)
             c["quality"].extend(self._quality(table))
-            for k in ("hash_list", "hash_entry", "hash_type", "hash_distance"):
+            for k in ("hash_list", "hash_entry", "hash_type", "hash_distance", "phash", "pdq_quality"):
                 c[k].extend([None] * n)
             self.schemas.append(table.schema)
             if self.signer is not None and n:
@@ -166,6 +171,8 @@ class _KeyCollector:
             c["hash_entry"].append(h.entry_id)
             c["hash_type"].append(h.hash_type)
             c["hash_distance"].append(h.distance)
+            c["phash"].append(None)
+            c["pdq_quality"].append(None)
             self.incidents.append({
                 "record_id": rids[i], "source": src.name, "uri": self.unit.path if not batch.relpaths else locs[i],
                 "location": locs[i], "row": rows[i], "hashes": h.hashes, "list": h.list, "list_version": h.version,
@@ -179,6 +186,62 @@ class _KeyCollector:
         batch = Batch(table, batch.rows[keep], batch.rejects, [locs[i] for i in kept] if batch.relpaths else None)
         pick = lambda xs: [xs[i] for i in kept]  # noqa: E731
         return table, table[src.text_field], pick(digests), pick(rids), pick(ostr), pick(oint), batch
+
+    def _add_images(self, batch: Batch) -> None:
+        """Image records: digests, safe decode, PDQ/pHash; undecodable ones are rejected, matches quarantined."""
+        from pipeline.safety.imagehash_stage import hash_images
+
+        src, table = self.source, batch.table
+        blobs = table["image"].to_pylist()
+        matcher = self.matcher if self.matcher is not None and self.matcher.active else None
+        hashed = hash_images(blobs, dihedral=bool(matcher and matcher.dihedral))
+        rids, ostr, oint = _record_ids(self.unit, src, batch.rows, batch.relpaths, None)
+        rows = batch.rows.tolist()
+        uri = dict(reversed(e.split("\t", 1)) for e in self.unit.files)
+        keep = np.zeros(len(blobs), dtype=bool)
+        c = self.cols
+        for i, h in enumerate(hashed):
+            digest = bytes.fromhex(h.sha256)
+            loc = batch.relpaths[i]
+            if h.rejected:
+                self.add_reject(Reject(rows[i], f"not a usable image: {h.rejected}", digest, loc))
+                continue
+            m = matcher.match_image(h) if matcher else None
+            c["row"].append(rows[i])
+            c["record_id"].append(rids[i])
+            c["location"].append(loc)
+            c["ok"].append(True)
+            c["content_sha256"].append(digest)
+            c["order_str"].append(ostr[i])
+            c["order_int"].append(oint[i])
+            c["quality"].append(None)
+            if m is not None:
+                # Quarantined: hashes, ids and the location only; the bytes go nowhere.
+                c["reason"].append(f"matched hash list '{m.list}' ({m.hash_type}, {m.matched_on})")
+                c["key"].append(None)
+                c["text_bytes"].append(None)
+                for k, v in (("hash_list", m.list), ("hash_entry", m.entry_id), ("hash_type", m.hash_type),
+                             ("hash_distance", m.distance), ("phash", None), ("pdq_quality", h.pdq_quality)):
+                    c[k].append(v)
+                self.incidents.append({
+                    "record_id": rids[i], "source": src.name, "uri": uri.get(loc, loc), "location": loc,
+                    "row": rows[i], "hashes": m.hashes, "list": m.list, "list_version": m.version, "entry_id": m.entry_id,
+                    "hash_type": m.hash_type, "distance": m.distance, "matched_on": m.matched_on,
+                    "detected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "human_viewed": False,
+                })
+                continue
+            keep[i] = True
+            c["reason"].append(None if (h.pdq_quality or 0) >= 50 else f"pdq unhashable (quality {h.pdq_quality})")
+            c["key"].append(digest)
+            c["text_bytes"].append(len(blobs[i]))
+            for k, v in (("hash_list", None), ("hash_entry", None), ("hash_type", None), ("hash_distance", None),
+                         ("phash", h.phash), ("pdq_quality", h.pdq_quality)):
+                c[k].append(v)
+        schema = table.schema if src.keep == "bytes" else table.schema.remove(table.schema.get_field_index("image"))
+        self.schemas.append(schema)
+        self.next_row = max(self.next_row, int(batch.rows.max()) + 1)
+        for r in batch.rejects:
+            self.add_reject(r)
 
     def _quality(self, table: pa.Table) -> list:
         col = self.plan.config.dedup.survivor.quality_column
@@ -204,7 +267,7 @@ class _KeyCollector:
         c["order_str"].append(rid)
         c["order_int"].append(r.row)
         c["quality"].append(None)
-        for k in ("hash_list", "hash_entry", "hash_type", "hash_distance"):
+        for k in ("hash_list", "hash_entry", "hash_type", "hash_distance", "phash", "pdq_quality"):
             c[k].append(None)
         self.next_row = max(self.next_row, r.row + 1)
 
@@ -328,6 +391,7 @@ def barrier(work_dir: str) -> dict:
             decision=pl.when(hit).then(pl.lit(Decision.DROPPED_DUPLICATE.value)).otherwise(pl.col("decision")),
             stage=pl.when(hit).then(pl.lit(Stage.EXACT_DEDUP.value)).otherwise(pl.col("stage")),
             reason=pl.when(hit & pl.col("_published")).then(pl.lit("exact duplicate of a published record"))
+            .when(hit & pl.col("phash").is_not_null()).then(pl.lit("exact duplicate (identical image bytes)"))
             .when(hit).then(pl.lit("exact duplicate after normalisation")).otherwise(pl.col("reason")),
             duplicate_of=pl.col("_dup"),
         ).drop("_dup", "_published")
@@ -350,6 +414,28 @@ def barrier(work_dir: str) -> dict:
             cluster_id=pl.col("_cid"),
             similarity=pl.col("_sim"),
         ).drop("_ndup", "_cid", "_sim")
+
+    image_stats = None
+    if cfg.dedup.near.enabled and records["phash"].is_not_null().any():
+        from pipeline.dedup.image_near import resolve_image_near
+
+        live = records.filter(pl.col("decision").is_null() & pl.col("phash").is_not_null()).select(
+            "unit", "row", "record_id", "priority", "text_bytes", "order_str", "order_int", "phash")
+        first = int(records["cluster_id"].max() or -1) + 1 if records["cluster_id"].is_not_null().any() else 0
+        near_img, image_stats = resolve_image_near(live, cfg.dedup.near.image_phash_distance, first)
+        records = records.join(near_img.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
+                               on=["unit", "row"], how="left")
+        hit = pl.col("_ndup").is_not_null()
+        records = records.with_columns(
+            decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
+            stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
+            reason=pl.when(hit).then(pl.lit("near-duplicate image (pHash within the configured distance)")).otherwise(pl.col("reason")),
+            duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
+            cluster_id=pl.coalesce(pl.col("cluster_id"), pl.col("_cid")),
+            similarity=pl.coalesce(pl.col("similarity"), pl.col("_sim")),
+        ).drop("_ndup", "_cid", "_sim")
+        if near_stats is not None:
+            near_stats["images"] = image_stats
 
     records = records.with_columns(
         stage=pl.coalesce(pl.col("stage"), pl.lit(Stage.OUTPUT.value)),
@@ -446,6 +532,8 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
             if not mask.any():
                 continue
             table = batch.table.filter(pa.array(mask))
+            if unit.kind == "image_dir" and plan.source(unit.source).keep == "path":
+                table = table.drop_columns(["image"])
             # Rows are unique within a unit, so the kept rows locate their record ids directly.
             rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, batch.rows[mask])))
             if RECORD_ID in table.column_names:

@@ -7,7 +7,8 @@ Two indexes behind one interface (`build`, `query`, `query_many`, `len`):
 - `HammingIndex`: multi-index hashing (Norouzi et al., 2012). The bits are split into m chunks
   (default 16 chunks of 16 bits for PDQ). If two hashes differ in at most r bits, by pigeonhole
   some chunk differs in at most floor(r / m) bits. Each chunk has a table from its value to the
-  entries holding that value (CSR: offsets over 2^width slots, entry numbers sorted by value);
+  entries holding that value (entry numbers sorted by value, found through CSR offsets over
+  2^width slots, or by binary search when that table would be sparse);
   a query looks up every value within floor(r / m) bits of each of its chunks (1 + 16 values
   per chunk at r = 31), deduplicates the candidates and verifies each with a full popcount. So
   it returns every entry within r and none beyond: exact, not approximate. When the enumeration
@@ -36,7 +37,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 
 DEFAULT_CHUNK_BITS = 16
-MAX_CHUNK_BITS = 24
+MAX_CHUNK_BITS = 32
 # Give up enumerating chunk neighbours when it would cost more than this many candidate slots per
 # entry: one linear scan of the list is then cheaper.
 _SCAN_FACTOR = 0.25
@@ -194,15 +195,30 @@ def _key(row, start, width):
     return np.int64(v & ((np.uint64(1) << np.uint64(width)) - np.uint64(1)))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lower_bound(vals, lo, hi, x):
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if vals[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @numba.njit(cache=True, nogil=True)
-def _mih_search(queries, hashes, starts, widths, offsets, offset_base, members, masks, mask_base,
+def _mih_search(queries, hashes, starts, widths, offsets, offset_base, sorted_vals, members, masks, mask_base,
                 radius, stamp, stamp0, out_q, out_e, out_d):
     """Candidates from every chunk's neighbour slots, deduplicated by stamp, verified by popcount.
-    Writes up to len(out_q) results and returns the total found (the caller retries if larger)."""
+
+    A slot's entries are found through the CSR offsets when the chunk tables are dense
+    (offsets.size > 0), else by binary search in the chunk's sorted values. Writes up to
+    len(out_q) results and returns the total found (the caller retries if it is larger)."""
     n = hashes.shape[0]
     nwords = hashes.shape[1]
     m = starts.shape[0]
     cap = out_q.shape[0]
+    dense = offsets.shape[0] > 0
     found = 0
     for qi in range(queries.shape[0]):
         q = queries[qi]
@@ -213,8 +229,12 @@ def _mih_search(queries, hashes, starts, widths, offsets, offset_base, members, 
             mbase = j * n
             for t in range(mask_base[j], mask_base[j + 1]):
                 slot = key ^ masks[t]
-                lo = offsets[obase + slot]
-                hi = offsets[obase + slot + 1]
+                if dense:
+                    lo = offsets[obase + slot]
+                    hi = offsets[obase + slot + 1]
+                else:
+                    lo = _lower_bound(sorted_vals, mbase, mbase + n, slot) - mbase
+                    hi = _lower_bound(sorted_vals, mbase + lo, mbase + n, slot + 1) - mbase
                 for p in range(lo, hi):
                     e = members[mbase + p]
                     if stamp[e] == mark:
@@ -265,7 +285,8 @@ class HammingIndex(_BaseIndex):
 
     `chunks` defaults to bits / 16 (16 chunks of 16 bits for PDQ), which suits lists of about
     2^16 to 2^24 hashes: at radius 31 a query visits 16 x 17 slots holding about n / 4096
-    candidates in all. Chunks may be at most 24 bits wide (the tables have 2^width slots).
+    candidates in all. Chunks may be up to 32 bits wide; tables are dense (2^width slots) while
+    that is at most max(2^16, 4n), binary-searched sorted values otherwise.
     `scan_fallback=False` forces the chunk tables even where a scan would be cheaper (tests).
     Queries update a scratch array: use one index per thread.
     """
@@ -290,19 +311,27 @@ class HammingIndex(_BaseIndex):
             raise HashIndexError(f"{m} chunks of {nbits} bits are {int(widths.max())} bits wide; use at least "
                                  f"{math.ceil(nbits / MAX_CHUNK_BITS)} chunks")
         n = arr.shape[0]
+        # Dense CSR tables (2^width + 1 offsets per chunk) when they are not much bigger than the
+        # list; otherwise binary search over each chunk's sorted values (O(n) memory).
+        dense = (1 << int(widths.max())) <= max(1 << DEFAULT_CHUNK_BITS, 4 * n)
         offset_base = np.zeros(m + 1, dtype=np.int64)
-        offset_base[1:] = np.cumsum((1 << widths) + 1)
+        if dense:
+            offset_base[1:] = np.cumsum((1 << widths) + 1)
         offsets = np.zeros(int(offset_base[-1]), dtype=np.int64)
+        sorted_vals = np.zeros(0 if dense else m * n, dtype=np.int64)
         members = np.empty(m * n, dtype=np.int32 if n < 2**31 else np.int64)
         for j in range(m):
             vals = _chunk_values(arr, int(starts[j]), int(widths[j]))
             order = np.argsort(vals, kind="stable")
-            counts = np.bincount(vals, minlength=1 << int(widths[j]))
-            seg = offsets[offset_base[j]:offset_base[j + 1]]
-            np.cumsum(counts, out=seg[1:])
             members[j * n:(j + 1) * n] = order
+            if dense:
+                counts = np.bincount(vals, minlength=1 << int(widths[j]))
+                np.cumsum(counts, out=offsets[offset_base[j] + 1:offset_base[j + 1]])
+            else:
+                sorted_vals[j * n:(j + 1) * n] = vals[order]
         self._starts, self._widths = starts, widths
         self._offsets, self._offset_base, self._members = offsets, offset_base, members
+        self._sorted_vals = sorted_vals
         self._stamp = np.zeros(n, dtype=np.int64)
         self._stamp_next = 1
         self._mask_cache = {}
@@ -337,7 +366,7 @@ class HammingIndex(_BaseIndex):
                     self._stamp[:] = 0
                     self._stamp_next = 1
                 found = _mih_search(q, self._hashes, self._starts, self._widths, self._offsets, self._offset_base,
-                                    self._members, masks, mask_base, radius, self._stamp, self._stamp_next,
+                                    self._sorted_vals, self._members, masks, mask_base, radius, self._stamp, self._stamp_next,
                                     out_q, out_e, out_d)
                 self._stamp_next += q.shape[0]
             if found <= cap:

@@ -59,6 +59,49 @@ class Matcher:
                 table = self.exact.setdefault(typ, {})
                 for h, entry in entries.items():
                     table.setdefault(h, (hl.name, hl.version, entry))
+        self._perceptual: dict[tuple[str, str], tuple] = {}
+        self.pdq_max_distance, self.phash_max_distance, self.dihedral = 31, 6, False
+
+    def _index(self, typ: str, hl: HashList):
+        """A Hamming index over one list's perceptual hashes (built once)."""
+        key = (typ, hl.name)
+        if key not in self._perceptual:
+            from pipeline.safety.index import HammingIndex, LinearIndex
+            from pipeline.safety.perceptual import hexes_to_words
+
+            entries = hl.entries.get(typ, {})
+            bits = 256 if typ == "pdq" else 64
+            index = HammingIndex() if len(entries) > 4096 else LinearIndex()
+            if entries:
+                index.build(hexes_to_words(list(entries), bits=bits), list(entries.values()))
+            self._perceptual[key] = (index, bits, bool(entries))
+        return self._perceptual[key]
+
+    def match_image(self, h) -> Match | None:
+        """Exact digests of the bytes first, then PDQ (and its dihedral variants) and pHash within their radius."""
+        hashes = h.as_dict()
+        for typ in ("sha256", "md5", "sha1"):
+            m = self._lookup(typ, getattr(h, typ), f"{typ} of the file", hashes)
+            if m:
+                return m
+        best = None
+        for hl, lc in self.lists:
+            for typ, value, variants in (("pdq", h.pdq, h.pdq_variants), ("phash", h.phash, None)):
+                if value is None or not hl.entries.get(typ):
+                    continue
+                if typ == "pdq" and (h.pdq_quality or 0) < 50:
+                    continue  # unhashable: recorded with the record, never a silent pass or a match
+                radius = (lc.max_distance if lc and lc.max_distance is not None
+                          else self.pdq_max_distance if typ == "pdq" else self.phash_max_distance)
+                index, bits, _ = self._index(typ, hl)
+                from pipeline.safety.perceptual import hex_to_words
+
+                for k, q in enumerate(variants or [value]):
+                    hits = index.query(hex_to_words(q, bits=bits), radius)
+                    if hits and (best is None or hits[0][1] < best.distance):
+                        on = f"{typ} within {radius} bits" + (f" (dihedral variant {k})" if variants and k else "")
+                        best = Match(hl.name, hl.version, hits[0][0], typ, int(hits[0][1]), on, hashes)
+        return best
 
     @classmethod
     def from_config(cls, cfg) -> "Matcher":
@@ -85,7 +128,9 @@ class Matcher:
         if safety.confirmed_list and Path(safety.confirmed_list).exists():
             lists.append((load_hash_list(HashListConfig(name=CONFIRMED, path=safety.confirmed_list, type="sha256",
                                                         provider="this pipeline")), None))
-        return cls(lists, waived, safety.url_field)
+        m = cls(lists, waived, safety.url_field)
+        m.pdq_max_distance, m.phash_max_distance, m.dihedral = safety.pdq_max_distance, safety.phash_max_distance, safety.dihedral
+        return m
 
     @property
     def active(self) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit, describe_file
 from pipeline.sources.csv import CsvReader
 from pipeline.sources.hf import HfDiskReader, HfLoadReader
+from pipeline.sources.images import ImageDirReader
 from pipeline.sources.jsonl import JsonlReader
 from pipeline.sources.parquet import ParquetReader
 from pipeline.sources.textdir import TextDirReader
 
 READERS: dict[str, Reader] = {
-    r.kind: r for r in (JsonlReader(), ParquetReader(), CsvReader(), TextDirReader(), HfDiskReader(), HfLoadReader())
+    r.kind: r for r in (JsonlReader(), ParquetReader(), CsvReader(), TextDirReader(), ImageDirReader(), HfDiskReader(),
+                        HfLoadReader())
 }
 
 
