@@ -124,8 +124,49 @@ def write_notes() -> None:
     (d / "note-10.txt").write_text((d / "note-03.txt").read_text(encoding="utf-8"), encoding="utf-8")
 
 
+PLANTED_TEXT = ("PLANTED SAMPLE RECORD: this benign sentence stands in for known prohibited material; "
+                "its sha256 is on the sample hash list, so the demo quarantines it.")
+
+
+def write_planted_and_images() -> None:
+    """Benign generated images (smooth colour fields), a planted text record, and a sample hash
+    list naming one image's PDQ hash and the planted text's sha256: the demo shows quarantine."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    d = HERE / "images"
+    d.mkdir(exist_ok=True)
+
+    def field(seed: int) -> Image.Image:
+        r = np.random.default_rng(seed)
+        return Image.fromarray((r.random((6, 6, 3)) * 255).astype(np.uint8)).resize((192, 192), Image.BICUBIC)
+
+    for i in range(6):
+        field(100 + i).save(d / f"field-{i}.png", optimize=False)
+    field(101).resize((180, 180), Image.BICUBIC).save(d / "field-1-small.jpg", quality=92)  # near copy of field-1
+    (d / "field-2-copy.png").write_bytes((d / "field-2.png").read_bytes())                # exact copy
+    (d / "not-an-image.png").write_bytes(b"this file only pretends to be a PNG")
+    with open(HERE / "web" / "part-0.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": "web-planted", "text": PLANTED_TEXT, "url": "https://blog.example.com/planted", "lang": "en"}) + "\n")
+    import sys
+
+    sys.path.insert(0, str(HERE.parent))
+    from pipeline.safety.imagehash_stage import hash_image
+
+    pdq = hash_image((d / "field-4.png").read_bytes()).pdq
+    (HERE / "hashlists").mkdir(exist_ok=True)
+    (HERE / "hashlists" / "sample-list.csv").write_text(
+        "hash,type,entry_id,list\n"
+        f"{hashlib.sha256(PLANTED_TEXT.encode()).hexdigest()},sha256,SAMPLE-T1,sample\n"
+        f"{pdq},pdq,SAMPLE-I1,sample\n"
+    )
+
+
 if __name__ == "__main__":
     write_jsonl()
     write_near_copies()
     write_csv()
     write_notes()
+    write_planted_and_images()

@@ -46,7 +46,8 @@ def test_the_gate_waits_for_a_reviewer_and_records_the_approval(tmp_path):
     run_local(parse_config(data))
     policy = REPO / "configs" / "policy-dedup-only.yaml"
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(policy.read_text().replace("require_signature: true", "require_signature: false"))
+    policy_file.write_text(policy.read_text().replace("require_signature: true", "require_signature: false")
+                           + "quarantine: {allow_unresolved: true, acknowledgement: 'planted sample items, reported'}\n")
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("r", signoff_gate(str(tmp_path / "run"), str(policy_file))))
     t.start()
@@ -67,7 +68,7 @@ def test_the_gate_does_not_ask_when_the_automatic_checks_fail(tmp_path):
     data["output"]["dir"] = str(tmp_path / "run")
     run_local(parse_config(data))
     result = signoff_gate(str(tmp_path / "run"), str(REPO / "configs" / "policy-pretraining.yaml"))
-    assert result["passed"] is False and "hash_lists_present" in result["failed_rules"]
+    assert result["passed"] is False and "quarantine_resolved" in result["failed_rules"]
 
 
 def test_the_flow_publishes_summary_artifacts_without_content(tmp_path):

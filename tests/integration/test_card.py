@@ -32,7 +32,7 @@ def test_the_card_front_matter_points_hugging_face_at_the_shards(run):
     assert front["configs"][0]["data_files"][0]["path"] == "shards/*.parquet"
     ds = datasets.load_dataset(str(out), split="train", cache_dir=str(out.parent / "hf"))
     assert ds.num_rows == manifest["conservation"]["overall"]["kept"]
-    assert manifest["run_id"] in text and "461 in = 410 kept" in text
+    assert manifest["run_id"] in text and "471 in = 415 kept" in text
 
 
 def test_croissant_lists_every_shard_with_its_digest_and_fills_the_rai_fields(run):

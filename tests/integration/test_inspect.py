@@ -33,9 +33,10 @@ def two_runs(tmp_path_factory):
 def test_inspect_summarises_funnel_removals_and_verification(two_runs):
     s = summarize(two_runs[0])
     assert list(s["funnel"]) == ["read", "safety", "identity", "exact_dedup", "near_dedup", "output"]
-    assert s["totals"]["input"] == 461 and s["verification"]["ok"]
+    assert s["totals"]["input"] == 471 and s["verification"]["ok"]
     by_source = {(r["source"], r["reason"]): r["records"] for r in s["removals"] if r["decision"] == "dropped_duplicate"}
-    assert by_source == {("web", "exact duplicate after normalisation"): 33, ("notes", "exact duplicate after normalisation"): 1}
+    assert by_source == {("web", "exact duplicate after normalisation"): 33, ("notes", "exact duplicate after normalisation"): 1,
+                         ("images", "exact duplicate (identical image bytes)"): 1}
     result = CliRunner().invoke(main, ["inspect", str(two_runs[0])])
     assert result.exit_code == 0 and "funnel" in result.output and "verification: ok" in result.output
 
@@ -59,8 +60,8 @@ def test_explain_finds_the_shard_of_a_kept_record_and_rejects_unknown_ids(two_ru
 
 def test_diff_names_changed_counts_decisions_and_config(two_runs):
     d = diff_runs(*two_runs)
-    assert d["totals"]["kept"] == {"a": 410, "b": 420}
-    assert d["decision_changes"]["total"] == 10
+    assert d["totals"]["kept"] == {"a": 415, "b": 426}
+    assert d["decision_changes"]["total"] == 11
     assert {r["a"] for r in d["decision_changes"]["records"]} == {"dropped_near_duplicate"}
     assert d["config_changes"]["dedup.near.enabled"] == {"a": True, "b": False}
     result = CliRunner().invoke(main, ["diff", *map(str, two_runs)])

@@ -57,8 +57,8 @@ def test_every_input_record_has_exactly_one_ledger_row(sample_run):
     ledger = pl.read_parquet(str(out / "ledger" / "*.parquet"))
     assert ledger.height == manifest["conservation"]["overall"]["input"] == manifest["ledger"]["rows"]
     assert ledger["record_id"].n_unique() == ledger.height - ledger.filter(pl.col("reason") == "duplicate record_id").height
-    # 234 lines in part-0.jsonl of which 1 is blank; 105 in part-1; 30 in part-2.
-    assert manifest["conservation"]["per_source"]["web"]["input"] == 233 + 105 + 30
+    # 234 lines in part-0.jsonl of which 1 is blank, then the planted record; 105 in part-1; 30 in part-2.
+    assert manifest["conservation"]["per_source"]["web"]["input"] == 233 + 1 + 105 + 30
 
 
 def test_shards_hold_exactly_the_kept_records_and_the_ledger_holds_no_text(sample_run):
@@ -69,8 +69,9 @@ def test_shards_hold_exactly_the_kept_records_and_the_ledger_holds_no_text(sampl
     assert sorted(shards["record_id"].to_list()) == sorted(kept["record_id"].to_list())
     assert "text" not in ledger.columns
     by_id = dict(zip(kept["record_id"], kept["content_sha256"]))
-    for rid, text in zip(shards["record_id"], shards["text"]):
-        assert hashlib.sha256(text.encode()).hexdigest() == by_id[rid]
+    for rid, text, image in zip(shards["record_id"], shards["text"], shards["image"]):
+        content = text.encode() if text is not None else image   # image records: the digest is of the file's bytes
+        assert hashlib.sha256(content).hexdigest() == by_id[rid]
 
 
 def test_every_dropped_copy_names_a_kept_survivor_with_the_same_normalised_text(sample_run):
@@ -135,7 +136,7 @@ def test_fail_on_reject_publishes_nothing_and_names_the_report(tmp_path):
         run_local(sample_config(out, errors={"fail_on_reject": True}))
     assert not (out / "manifest.json").exists() and not (out / "shards").exists()
     report = pl.read_parquet(out / "_work" / "rejections.parquet")
-    assert report.height == 7 and "text" not in report.columns
+    assert report.height == 8 and "text" not in report.columns
 
 
 def test_a_truncated_gzip_fails_the_run_by_default_naming_the_file(tmp_path):

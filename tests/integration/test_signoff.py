@@ -35,23 +35,34 @@ def rules(result):
     return {r["rule"]: r for r in result["rules"]}
 
 
-def test_the_pretraining_policy_fails_without_hash_matching_and_says_why(signed_run):
+@pytest.fixture
+def dedup_policy(tmp_path):
+    """The dedup-only gate, with the sample's two planted quarantine items acknowledged."""
+    p = tmp_path / "policy.yaml"
+    p.write_text(DEDUP.read_text() + "quarantine:\n  allow_unresolved: true\n"
+                 "  acknowledgement: 'sample data - planted stand-ins, reported by T&S on 2026-11-22'\n")
+    return p
+
+
+def test_the_pretraining_policy_fails_on_unresolved_quarantine_and_says_why(signed_run):
     run, _, _ = signed_run
     result = evaluate(run, load_policy(PRETRAINING))
     r = rules(result)
-    assert result["passed"] is False and r["hash_lists_present"]["passed"] is False
+    assert result["passed"] is False and r["quarantine_resolved"]["passed"] is False
+    assert r["quarantine_resolved"]["value"] == 2 and r["hash_lists_present"]["passed"]
     assert r["verify"]["passed"] and r["signature"]["passed"] and r["licenses_allowed"]["passed"]
-    assert r["max_reject_rate"]["value"] == round(7 / 461, 4) and r["max_reject_rate"]["threshold"] == 0.05
+    assert r["max_reject_rate"]["value"] == round(8 / 471, 4) and r["max_reject_rate"]["threshold"] == 0.05
 
 
-def test_a_passing_signoff_is_recorded_signed_and_co_signs_the_run(signed_run):
+def test_a_passing_signoff_is_recorded_signed_and_co_signs_the_run(signed_run, dedup_policy):
     run, pipeline, approver = signed_run
-    result = CliRunner().invoke(main, ["signoff", str(run), "--policy", str(DEDUP), "--approver", "A. Reviewer",
+    result = CliRunner().invoke(main, ["signoff", str(run), "--policy", str(dedup_policy), "--approver", "A. Reviewer",
                                        "--key", str(approver[0]), "--note", "ticket DATA-42"])
     assert result.exit_code == 0, result.output
     record = latest_signoff(run)
     assert record["passed"] and record["approver"] == "A. Reviewer" and record["note"] == "ticket DATA-42"
     assert len(record["policy"]["sha256"]) == 64 and record["policy"]["content"]["name"] == "dedup-gate"
+    assert "acknowledged" in {r["rule"]: r for r in record["rules"]}["quarantine_resolved"]["detail"]
     envelope = json.loads(next((run / "signoffs").glob("*.dsse.json")).read_text())
     statement = verify_envelope(envelope, [load_public_key(approver[1])])
     assert statement["predicate"]["run_id"] == record["run_id"]
@@ -63,16 +74,16 @@ def test_a_failing_policy_exits_1_listing_the_failing_rules(signed_run):
     run, _, approver = signed_run
     result = CliRunner().invoke(main, ["signoff", str(run), "--policy", str(PRETRAINING), "--approver", "B",
                                        "--key", str(approver[0])])
-    assert result.exit_code == 1 and "FAIL hash_lists_present" in result.output
+    assert result.exit_code == 1 and "FAIL quarantine_resolved" in result.output
     assert latest_signoff(run)["passed"] is False
     assert verify_run(run, [approver[1]]).ok is False  # a failed sign-off does not co-sign the run
 
 
-def test_a_tampered_run_cannot_be_signed_off(signed_run):
+def test_a_tampered_run_cannot_be_signed_off(signed_run, dedup_policy):
     run, _, _ = signed_run
     shard = next((run / "shards").glob("*.parquet"))
     shard.write_bytes(shard.read_bytes() + b"x")
-    assert rules(evaluate(run, load_policy(DEDUP)))["verify"]["passed"] is False
+    assert rules(evaluate(run, load_policy(dedup_policy)))["verify"]["passed"] is False
 
 
 def test_a_policy_with_an_unknown_key_is_a_clear_error(tmp_path):
