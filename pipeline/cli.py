@@ -400,6 +400,65 @@ def incidents(run_dir, as_json) -> None:
                    f"({r['hash_type']}, distance {r['distance']})")
 
 
+@main.command("hash")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+@click.option("--dihedral", is_flag=True, help="Also print the 8 rotated/flipped PDQ hashes.")
+def hash_files(files, as_json, dihedral) -> None:
+    """Print md5/sha1/sha256 of FILES, and PDQ (with quality) and pHash for images."""
+    from pipeline.safety.imagehash_stage import hash_image
+
+    for f in files:
+        data = Path(f).read_bytes()
+        h = hash_image(data, dihedral=dihedral)
+        out = {"file": f, "bytes": len(data), **h.as_dict()}
+        if h.rejected:
+            out["image"] = f"not hashed as an image: {h.rejected}"
+        elif h.pdq_quality is not None and h.pdq_quality < 50:
+            out["pdq_note"] = f"unhashable: quality {h.pdq_quality} < 50, do not match on this PDQ"
+        if dihedral and h.pdq_variants:
+            out["pdq_dihedral"] = h.pdq_variants
+        if as_json:
+            click.echo(json.dumps(out, sort_keys=True))
+        else:
+            click.echo(f"{f}")
+            for k, v in out.items():
+                if k != "file":
+                    click.echo(f"  {k:<13} {v}")
+
+
+@main.group()
+def hashlist() -> None:
+    """Build hash lists from files."""
+
+
+@hashlist.command("build")
+@click.option("--type", "hash_type", required=True, type=click.Choice(["pdq", "phash", "sha256", "md5", "sha1"]))
+@click.option("--from", "src", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of files.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The list to write (CSV).")
+@click.option("--name", default="local", show_default=True, help="The list name written in each row.")
+def hashlist_build(hash_type, src, out, name) -> None:
+    """Hash every file under --from into a CSV hash list (hash, type, entry_id, list)."""
+    from pipeline.safety.imagehash_stage import hash_image
+    from pipeline.fileio import atomic_write_bytes
+
+    rows, skipped = [], []
+    for p in sorted(q for q in Path(src).rglob("*") if q.is_file()):
+        h = hash_image(p.read_bytes())
+        value = getattr(h, hash_type)
+        if hash_type == "pdq" and (value is None or (h.pdq_quality or 0) < 50):
+            skipped.append(f"{p}: {h.rejected or f'PDQ quality {h.pdq_quality} < 50'}")
+            continue
+        if value is None:
+            skipped.append(f"{p}: {h.rejected}")
+            continue
+        rows.append(f"{value},{hash_type},{p.relative_to(src)},{name}\n")
+    atomic_write_bytes(out, ("hash,type,entry_id,list\n" + "".join(rows)).encode())
+    click.echo(f"wrote {len(rows)} {hash_type} hash(es) to {out}")
+    for sk in skipped:
+        click.echo(f"skipped {sk}", err=True)
+
+
 @main.group()
 def index() -> None:
     """The corpus index of published runs (configured as `state: {dir: ...}`)."""
