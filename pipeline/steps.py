@@ -415,6 +415,9 @@ def barrier(work_dir: str) -> dict:
             similarity=pl.col("_sim"),
         ).drop("_ndup", "_cid", "_sim")
 
+    if near_stats is not None:
+        records = _follow_to_survivor(records)
+
     image_stats = None
     if cfg.dedup.near.enabled and records["phash"].is_not_null().any():
         from pipeline.dedup.image_near import resolve_image_near
@@ -542,6 +545,19 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
     except SourceError:
         if cfg.errors.on_file_error == "fail":
             raise
+
+
+def _follow_to_survivor(records: pl.DataFrame) -> pl.DataFrame:
+    """An exact copy whose exact survivor was itself dropped as a near duplicate points at the
+    record that was finally kept, so `duplicate_of` always names a survivor."""
+    moved = records.filter(pl.col("decision") == Decision.DROPPED_NEAR_DUPLICATE.value).select(
+        pl.col("record_id").alias("duplicate_of"), pl.col("duplicate_of").alias("_final"))
+    if moved.height == 0:
+        return records
+    return (records.join(moved.unique("duplicate_of", keep="first"), on="duplicate_of", how="left")
+            .with_columns(duplicate_of=pl.when(pl.col("decision") == Decision.DROPPED_DUPLICATE.value)
+                          .then(pl.coalesce(pl.col("_final"), pl.col("duplicate_of"))).otherwise(pl.col("duplicate_of")))
+            .drop("_final"))
 
 
 def _plan_output(records: pl.DataFrame, cfg) -> tuple[pl.DataFrame, list[dict]]:

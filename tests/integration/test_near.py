@@ -142,3 +142,16 @@ def test_huge_texts_and_binary_junk_are_processed_not_crashed(tmp_path, run_pipe
     d = dict(zip(ledger["record_id"], ledger["decision"]))
     assert d == {"big": "dropped_near_duplicate", "big2": "kept", "junk": "kept", "blank": "rejected", "empty": "rejected"}
     assert manifest["conservation"]["balanced"]
+
+
+def test_an_exact_copy_of_a_near_duplicate_names_the_final_survivor(chain, tmp_path, run_pipeline):
+    lines = chain.read_text().splitlines()
+    b = json.loads(lines[1])
+    p = tmp_path / "more.jsonl"
+    p.write_text(chain.read_text() + json.dumps({"id": "b-copy", "text": b["text"]}) + "\n")
+    _, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}])
+    rows = {r["record_id"]: r for r in ledger.to_dicts()}
+    assert rows["b"]["decision"] == "dropped_near_duplicate" and rows["b"]["duplicate_of"] == "a"
+    assert rows["b-copy"]["decision"] == "dropped_duplicate" and rows["b-copy"]["duplicate_of"] == "a"
+    kept = {k for k, r in rows.items() if r["decision"] == "kept"}
+    assert all(r["duplicate_of"] in kept for r in rows.values() if r["duplicate_of"])
