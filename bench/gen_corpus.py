@@ -1,12 +1,13 @@
 """Seeded, deterministic JSONL corpus for the throughput benchmark.
 
-Every record has the fields ``id``, ``text`` (about 1-4 KB of English prose cut from the
-public-domain Project Gutenberg books in ``/work/shared/data/dedup/nltk_gutenberg_throughput``),
-``url`` and a ``meta`` struct. About 5% of the records are exact copies of an earlier record's
+Every record has the fields ``id``, ``text`` (about 1-4 KB of English prose in 1-4 paragraphs,
+each made of short runs of consecutive sentences from the public-domain Project Gutenberg books
+in ``/work/shared/data/dedup/nltk_gutenberg_throughput``), ``url`` and a ``meta`` struct. About 5% of the records are exact copies of an earlier record's
 text, about 0.5% are whitespace variants (which the pipeline's default normalisation folds
 into their original) and about 0.5% are case variants (which it keeps: case is not folded by
 default). Copies point at originals anywhere earlier in the corpus, so with ``--files N > 1``
-many duplicates cross file boundaries.
+many duplicates cross file boundaries. Originals share at most a few sentences with each other,
+so there are no accidental near duplicates (none are planted either).
 
 The output depends only on the parameters and the book texts: the same parameters always give
 the same bytes. Originals whose normalised text would collide by chance with an earlier one are
@@ -23,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import bisect
 import hashlib
 import json
 import os
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 BOOKS_DIR = Path("/work/shared/data/dedup/nltk_gutenberg_throughput")
 MB = 1_000_000
 
@@ -77,39 +77,68 @@ def _detokenize(s: str) -> str:
 
 
 class Prose:
-    """All books as one string, with word boundaries to cut spans at."""
+    """All books as a list of sentences (with the book each comes from) to draw runs of sentences from.
+
+    Documents are built from short runs of consecutive sentences taken at random places, so
+    they read like prose but two originals almost never share more than a sentence or two:
+    the corpus has no accidental near duplicates (the books are about 7 MB; the corpus draws
+    from them more than a hundred times over, so long contiguous spans would overlap).
+    """
 
     def __init__(self, books_dir: Path = BOOKS_DIR) -> None:
         files = sorted(books_dir.glob("*.txt"))
         if not files:
             raise SystemExit(f"{books_dir}: no .txt books found")
-        parts, self.book_names, self.book_starts = [], [], []
-        pos = 0
+        self.book_names: list[str] = []
+        self.sentences: list[str] = []
+        self.book_of_sentence: list[int] = []
         digest = hashlib.sha256()
-        for f in files:
+        splitter = re.compile(r"(?<=[.!?;])\s+(?=[\"'A-Z])")
+        for b, f in enumerate(files):
             raw = f.read_bytes()
             digest.update(f.name.encode() + b"\0" + hashlib.sha256(raw).digest())
-            lines = [ln.strip() for ln in _detokenize(raw.decode("utf-8")).splitlines()]
-            body = "\n".join(ln for ln in lines if ln) + "\n"
             self.book_names.append(f.stem)
-            self.book_starts.append(pos)
-            parts.append(body)
-            pos += len(body)
-        self.text = "".join(parts)
+            for line in _detokenize(raw.decode("utf-8")).splitlines():
+                for sent in splitter.split(line.strip()):
+                    for piece in _chop(sent, 600):
+                        if len(piece) >= 2:
+                            self.sentences.append(piece)
+                            self.book_of_sentence.append(b)
         self.sources_sha256 = digest.hexdigest()
-        # Offsets where a word starts (after a space or newline): spans start and end there.
-        self.bounds = [m.end() for m in re.finditer(r"[ \n]+", self.text)]
 
-    def book_of(self, pos: int) -> str:
-        return self.book_names[bisect.bisect_right(self.book_starts, pos) - 1]
+    def paragraph(self, rng: random.Random, length: int) -> tuple[str, int]:
+        """Runs of 1-4 consecutive sentences from random places, about `length` characters; and the first run's book."""
+        out: list[str] = []
+        n = 0
+        book = -1
+        last = len(self.sentences)
+        while n < length:
+            i = rng.randrange(last)
+            k = rng.randint(1, 4)
+            if book < 0:
+                book = self.book_of_sentence[i]
+            for s in self.sentences[i : min(i + k, last)]:
+                out.append(s)
+                n += len(s) + 1
+                if n >= length:
+                    break
+        return " ".join(out), book
 
-    def span(self, rng: random.Random, length: int) -> tuple[str, int]:
-        """A run of whole words of about `length` characters, and where it starts."""
-        b = self.bounds
-        i = rng.randrange(len(b) - 1)
-        start = b[i]
-        j = min(bisect.bisect_left(b, start + length, lo=i + 1), len(b) - 1)
-        return self.text[start : b[j]].strip(), start
+
+def _chop(s: str, limit: int) -> list[str]:
+    """Split an over-long "sentence" (verse, run-on paragraphs) at spaces into pieces of at most about `limit`."""
+    s = s.strip()
+    if len(s) <= limit:
+        return [s]
+    out = []
+    while len(s) > limit:
+        cut = s.rfind(" ", limit // 2, limit)
+        cut = cut if cut > 0 else limit
+        out.append(s[:cut].strip())
+        s = s[cut:].strip()
+    if s:
+        out.append(s)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,14 +164,14 @@ def make_original(prose: Prose, params: CorpusParams, index: int, attempt: int =
     paras, first = [], None
     for _ in range(n_par):
         length = max(120, target // n_par + rng.randint(-80, 80))
-        s, start = prose.span(rng, length)
+        s, b = prose.paragraph(rng, length)
         if first is None:
-            first = start
+            first = b
         paras.append(s)
     text = "\n\n".join(paras)
     if rng.random() < 0.10:  # some pages use typographic apostrophes: non-ASCII UTF-8
         text = text.replace("'", "\u2019")
-    book = prose.book_of(first)
+    book = prose.book_names[first]
     meta = {
         "source": f"gutenberg/{book}",
         "lang": "en",

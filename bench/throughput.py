@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -84,7 +85,14 @@ def _child_pipeline(spec: dict) -> dict:
     import pipeline.executor as ex
     from pipeline.config import parse_config
 
-    cfg = parse_config(spec["config"])
+    from pipeline.config import DedupConfig
+
+    config = json.loads(json.dumps(spec["config"]))
+    # The measured path is read -> exact dedup -> write. Stages the code has beyond that (near
+    # dedup) are switched off unless asked for, when the config model knows them.
+    if "near" in DedupConfig.model_fields:
+        config.setdefault("dedup", {})["near"] = {"enabled": bool(spec.get("near_dedup"))}
+    cfg = parse_config(config)
     marks: dict[str, float] = {}
 
     def timed(name, fn):
@@ -130,6 +138,8 @@ def _child_pipeline(spec: dict) -> dict:
         "output_bytes": sum(f["bytes"] for f in manifest["outputs"]["shards"]),
         "ledger_bytes": sum(f["bytes"] for f in manifest["outputs"]["ledger"]),
         "polars_threads": pl.thread_pool_size(),
+        "pipeline_module": ex.__file__,
+        "effective_dedup_config": cfg.dedup.model_dump(mode="json"),
     }
 
 
@@ -142,6 +152,28 @@ def child_main(kind: str, spec_path: str) -> int:
 
 # ============================================================================================
 # Parent side
+
+
+def _busy_cpu_seconds(t) -> float:
+    """Non-idle CPU seconds of the whole machine from psutil.cpu_times()."""
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
+
+
+def wait_for_quiet(threshold: float, max_wait: float) -> dict:
+    """Wait until the machine's CPU use over 2 consecutive seconds is below `threshold` (fraction of all cores)."""
+    import psutil
+
+    t0 = time.perf_counter()
+    quiet = 0
+    last = None
+    while True:
+        last = psutil.cpu_percent(interval=1.0) / 100.0
+        quiet = quiet + 1 if last < threshold else 0
+        waited = time.perf_counter() - t0
+        if quiet >= 2 or threshold >= 1.0:
+            return {"waited_s": round(waited, 1), "quiet": True, "cpu_busy_last_s": round(last, 3)}
+        if waited >= max_wait:
+            return {"waited_s": round(waited, 1), "quiet": False, "cpu_busy_last_s": round(last, 3)}
 
 
 class TreeRssSampler(threading.Thread):
@@ -181,23 +213,29 @@ class TreeRssSampler(threading.Thread):
         self.join()
 
 
-def run_child(kind: str, spec: dict, log_dir: Path, run_no: int, prefix: list[str]) -> dict:
+def run_child(kind: str, spec: dict, log_dir: Path, run_no: int, prefix: list[str], env: dict | None = None) -> dict:
     """Run one measured job in a fresh interpreter; return its result plus rusage and timings."""
     spec_path = log_dir / f"spec-{kind}.json"
     spec_path.write_text(json.dumps(spec))
     out_log = log_dir / f"run{run_no:02d}-{kind}.stdout"
     err_log = log_dir / f"run{run_no:02d}-{kind}.stderr"
     cmd = prefix + [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--spec", str(spec_path)]
+    import psutil
+
     load_before = os.getloadavg()
+    cpu_before = _busy_cpu_seconds(psutil.cpu_times())
     with open(out_log, "wb") as out, open(err_log, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=str(REPO))
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=str(REPO), env=env)
         sampler = TreeRssSampler(proc.pid)
         sampler.start()
         _, status, ru = os.wait4(proc.pid, 0)
         outer = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu_after = _busy_cpu_seconds(psutil.cpu_times())
         sampler.stop()
+    # CPU time the whole machine spent during the run minus the child's own: other work's share.
+    foreign = max(0.0, (cpu_after - cpu_before) - (ru.ru_utime + ru.ru_stime))
     text = out_log.read_text(errors="replace")
     lines = [ln for ln in text.splitlines() if ln.startswith(RESULT_TAG)]
     rec = {
@@ -210,6 +248,8 @@ def run_child(kind: str, spec: dict, log_dir: Path, run_no: int, prefix: list[st
         "rss_samples": sampler.samples,
         "cpu_user_s": round(ru.ru_utime, 2),
         "cpu_sys_s": round(ru.ru_stime, 2),
+        "other_cpu_s": round(foreign, 2),
+        "other_cores_busy": round(foreign / outer, 2),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "stderr_log": str(err_log),
@@ -241,6 +281,48 @@ def _cmd(args: list[str]) -> str | None:
         return r.stdout.strip() if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def snapshot_code(work: Path, git_ref: str | None) -> dict:
+    """Freeze the `pipeline` package the children import, so every repeat runs the same code.
+
+    Without `git_ref`: a copy of the working tree's pipeline/ (uncommitted edits included, and
+    listed). With it: `git archive <ref> pipeline`. The children get the copy first on
+    PYTHONPATH, ahead of the editable install.
+    """
+    root = work / "code"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".snap-", dir=root))
+    try:
+        if git_ref:
+            commit = _cmd(["git", "rev-parse", "--verify", f"{git_ref}^{{commit}}"])
+            if not commit:
+                raise SystemExit(f"--git-ref {git_ref}: not a commit of {REPO}")
+            arch = subprocess.run(["git", "archive", "--format=tar", commit, "pipeline"], cwd=str(REPO),
+                                  capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tmp)], input=arch, check=True)
+            info = {"from": f"git archive {git_ref}", "commit": commit, "uncommitted_changes": []}
+        else:
+            shutil.copytree(REPO / "pipeline", tmp / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            info = {"from": "working tree", "commit": _cmd(["git", "rev-parse", "HEAD"]),
+                    "uncommitted_changes": (_cmd(["git", "status", "--porcelain", "--", "pipeline"]) or "").splitlines()}
+        digest = _tree_digest(tmp / "pipeline")
+        dest = root / f"pipeline-{digest[:12]}"
+        if dest.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**info, "tree_sha256": digest, "dir": str(dest)}
 
 
 def machine_info(work: Path) -> dict:
@@ -281,7 +363,7 @@ def _median(runs: list[dict], key: str) -> float | None:
 
 def summarize(runs: list[dict]) -> dict:
     keys = ("wall_s", "mb_per_s", "peak_rss_mib", "peak_tree_rss_sampled_mib", "cpu_user_s", "cpu_sys_s",
-            "cpu_util", "outer_wall_s", "output_bytes")
+            "cpu_util", "outer_wall_s", "output_bytes", "other_cores_busy")
     out = {}
     for kind in ("ceiling", "pipeline"):
         ok = [r for r in runs if r["kind"] == kind and "error" not in r]
@@ -315,11 +397,16 @@ def check_counts(runs: list[dict], corpus: dict) -> list[str]:
         if r["kind"] == "ceiling" and r["rows_out"] != n:
             problems.append(f"run {r['run']} ceiling: wrote {r['rows_out']} rows, corpus has {n}")
         if r["kind"] == "pipeline":
-            c = r["conservation"]
-            want = {"input": n, "kept": exp["kept"], "dropped": exp["dropped"], "rejected": 0, "balanced": True}
-            got = {k: c[k] for k in want}
-            if got != want or r["rows_out"] != exp["kept"]:
-                problems.append(f"run {r['run']} pipeline: counts {got}, rows out {r['rows_out']}; expected {want}")
+            c, st = r["conservation"], r["stages"]
+            # Stages other than exact dedup (near dedup, when switched on) have no labels here:
+            # their drops are only required to balance.
+            other = c["dropped"] - st["exact_dedup"]["dropped"]
+            got = {"input": c["input"], "exact_dropped": st["exact_dedup"]["dropped"], "rejected": c["rejected"],
+                   "kept + other drops": c["kept"] + other, "balanced": c["balanced"], "rows out": r["rows_out"]}
+            want = {"input": n, "exact_dropped": exp["dropped"], "rejected": 0,
+                    "kept + other drops": exp["kept"], "balanced": True, "rows out": c["kept"]}
+            if got != want:
+                problems.append(f"run {r['run']} pipeline: got {got}; expected {want}")
     return problems
 
 
@@ -327,7 +414,8 @@ def _fmt(v, nd=1):
     return "-" if v is None else f"{v:,.{nd}f}"
 
 
-def markdown(summary: dict, runs: list[dict], corpus: dict, info_before: dict, uptime_after: str | None) -> str:
+def markdown(summary: dict, runs: list[dict], corpus: dict, info_before: dict, uptime_after: str | None,
+             code: dict) -> str:
     L = []
     L.append(f"Corpus: {corpus['total_bytes'] / MB:,.1f} MB in {len(corpus['files'])} file(s), "
              f"{corpus['total_records']:,} records ({corpus['counts']['exact_copies']:,} exact copies, "
@@ -335,35 +423,44 @@ def markdown(summary: dict, runs: list[dict], corpus: dict, info_before: dict, u
              f"{corpus['counts']['case_variants']:,} case variants); page cache warm.")
     L.append(f"Machine: {info_before['nproc']} CPUs, {info_before['memory_total_gib']} GiB; "
              f"load before: {info_before['uptime_before']}; after: {uptime_after}")
+    L.append(f"Pipeline code: {code['from']} at {code['commit']}"
+             + (f" plus uncommitted changes to {len(code['uncommitted_changes'])} file(s)" if code["uncommitted_changes"] else "")
+             + f" (tree sha256 {code['tree_sha256'][:12]}).")
     L.append("")
     L.append("| job | runs | wall s (median) | MB/s | peak RSS MiB (ru_maxrss) | peak tree RSS MiB (sampled) "
-             "| CPU user+sys s | CPU / wall | process wall s (incl. start-up) |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+             "| CPU user+sys s | CPU / wall | process wall s (incl. start-up) | other work, cores busy |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for kind in ("ceiling", "pipeline"):
         s = summary[kind]
         cpu = None if s["cpu_user_s"] is None else s["cpu_user_s"] + s["cpu_sys_s"]
         L.append(f"| {kind} | {s['runs']} | {_fmt(s['wall_s'], 2)} | {_fmt(s['mb_per_s'])} | {_fmt(s['peak_rss_mib'], 0)} "
                  f"| {_fmt(s['peak_tree_rss_sampled_mib'], 0)} | {_fmt(cpu)} | {_fmt(s['cpu_util'], 2)} "
-                 f"| {_fmt(s['outer_wall_s'], 2)} |")
+                 f"| {_fmt(s['outer_wall_s'], 2)} | {_fmt(s['other_cores_busy'], 2)} |")
     L.append("")
     ratio = summary["ratio_pipeline_over_ceiling"]
     verdict = "n/a" if ratio is None else ("MET" if ratio >= TARGET_RATIO else "NOT MET")
     L.append(f"**pipeline / ceiling (median MB/s): {_fmt(ratio, 3)}** — target ≥ {TARGET_RATIO:.2f}: {verdict}; "
              f"paired per-repeat ratios: {summary['paired_ratios']} (median {summary['median_paired_ratio']})")
+    last = next((r for r in reversed(runs) if r["kind"] == "pipeline" and "error" not in r), None)
+    if last:
+        L.append("")
+        L.append("Pipeline stages (dropped): " + ", ".join(f"{k} {v['dropped']:,}" for k, v in last["stages"].items())
+                 + f"; near dedup {'on' if last['effective_dedup_config'].get('near', {}).get('enabled') else 'off/absent'}.")
     ph = summary["pipeline"].get("phases")
     if ph:
         L.append("")
         L.append("Pipeline phases (median wall s): " + ", ".join(
             f"{k.removesuffix('_s')} {v}" for k, v in ph.items() if k.endswith("_s")))
     L.append("")
-    L.append("| run | job | wall s | MB/s | peak RSS MiB | tree RSS MiB | CPU s | load 1-min before |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| run | job | wall s | MB/s | peak RSS MiB | tree RSS MiB | CPU s | load 1-min before | other work, cores busy |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         if "error" in r:
-            L.append(f"| {r['run']} | {r['kind']} | FAILED (exit {r['returncode']}) | | | | | {r['load_before'][0]} |")
+            L.append(f"| {r['run']} | {r['kind']} | FAILED (exit {r['returncode']}) | | | | | {r['load_before'][0]} | |")
             continue
         L.append(f"| {r['run']} | {r['kind']} | {r['wall_s']:.2f} | {r['mb_per_s']:.1f} | {r['peak_rss_mib']:.0f} "
-                 f"| {r['peak_tree_rss_sampled_mib']:.0f} | {r['cpu_user_s'] + r['cpu_sys_s']:.1f} | {r['load_before'][0]} |")
+                 f"| {r['peak_tree_rss_sampled_mib']:.0f} | {r['cpu_user_s'] + r['cpu_sys_s']:.1f} | {r['load_before'][0]} "
+                 f"| {r['other_cores_busy']:.2f} |")
     return "\n".join(L)
 
 
@@ -389,9 +486,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="pipeline worker threads (default 2)")
     ap.add_argument("--unit-mb", type=float, default=64, help="pipeline unit target in MiB (default 64)")
     ap.add_argument("--seed", type=int, default=None, help="corpus seed (default: gen_corpus's)")
+    ap.add_argument("--near-dedup", action="store_true",
+                    help="also run the near-duplicate stage, when the code has one (default: off; the measured path is "
+                         "read -> exact dedup -> write)")
+    ap.add_argument("--git-ref", help="benchmark the pipeline package of this commit (default: a snapshot of the working tree)")
     ap.add_argument("--only", choices=("ceiling", "pipeline"), help="run one job only (e.g. under a profiler)")
     ap.add_argument("--child-prefix", default="", help="command put before each child, e.g. 'py-spy record -o x.txt -f raw --'")
     ap.add_argument("--pause", type=float, default=2.0, help="seconds to idle before each run (default 2)")
+    ap.add_argument("--quiet-below", type=float, default=0.25,
+                    help="before each run, wait until machine CPU use is below this fraction of all cores for 2 s "
+                         "(default 0.25; 1 disables)")
+    ap.add_argument("--max-wait", type=float, default=300, help="longest wait for quiet before a run, seconds (default 300)")
     ap.add_argument("--results", help="result JSON path (default bench/results/throughput-<date>.json)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the last run's Parquet outputs under --work/runs")
     ap.add_argument("--child", choices=("ceiling", "pipeline"), help=argparse.SUPPRESS)
@@ -434,8 +539,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     specs = {
         "ceiling": {"paths": corpus["paths"], "out": str(outs["ceiling"]), "input_bytes": input_bytes},
-        "pipeline": {"config": config, "workers": args.workers, "input_bytes": input_bytes},
+        "pipeline": {"config": config, "workers": args.workers, "input_bytes": input_bytes, "near_dedup": args.near_dedup},
     }
+    code = snapshot_code(work, args.git_ref)
+    print(f"pipeline code: {code['from']} {code['commit']}, snapshot {code['dir']}"
+          + (f" (uncommitted: {len(code['uncommitted_changes'])} file(s))" if code["uncommitted_changes"] else ""),
+          file=sys.stderr)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([code["dir"]] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     prefix = shlex.split(args.child_prefix)
     jobs = [args.only] if args.only else ["ceiling", "pipeline"]
 
@@ -446,8 +556,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(outs[kind], ignore_errors=True)
             os.sync()  # the previous run's dirty pages must not be flushed on this run's clock
             time.sleep(args.pause)
-            print(f"run {n}/{args.repeats}: {kind} ...", file=sys.stderr, flush=True)
-            rec = run_child(kind, specs[kind], log_dir, n, prefix)
+            quiet = wait_for_quiet(args.quiet_below, args.max_wait)
+            print(f"run {n}/{args.repeats}: {kind} (waited {quiet['waited_s']} s for quiet: {quiet['quiet']}) ...",
+                  file=sys.stderr, flush=True)
+            rec = run_child(kind, specs[kind], log_dir, n, prefix, env)
+            rec["wait_for_quiet"] = quiet
             runs.append(rec)
             if "error" in rec:
                 print(f"  FAILED (exit {rec['returncode']}):\n{rec['error']}", file=sys.stderr)
@@ -460,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     uptime_after = _cmd(["uptime"])
     summary = summarize(runs)
     problems = check_counts(runs, corpus)
-    table = markdown(summary, runs, corpus, info, uptime_after)
+    for r in runs:
+        if r["kind"] == "pipeline" and "error" not in r and not r["pipeline_module"].startswith(code["dir"] + os.sep):
+            problems.append(f"run {r['run']} pipeline imported {r['pipeline_module']}, not the snapshot {code['dir']}")
+    table = markdown(summary, runs, corpus, info, uptime_after, code)
     print(table)
     if problems:
         print("\nCOUNT CHECKS FAILED:\n" + "\n".join(f"- {p}" for p in problems))
@@ -476,8 +592,10 @@ def main(argv: list[str] | None = None) -> int:
                                           "total_records", "counts", "expected_default_dedup", "cached")},
         "corpus_prepare_seconds": round(gen_s, 2),
         "settings": {"repeats": args.repeats, "workers": args.workers, "unit_mb": args.unit_mb, "only": args.only,
-                     "child_prefix": args.child_prefix, "pause_s": args.pause, "page_cache": "warm",
+                     "near_dedup": args.near_dedup, "child_prefix": args.child_prefix, "pause_s": args.pause, "quiet_below": args.quiet_below,
+                     "max_wait_s": args.max_wait, "page_cache": "warm",
                      "mb": "10^6 bytes", "rss_unit": "MiB"},
+        "pipeline_code": code,
         "pipeline_config": config,
         "ceiling_definition": "polars.read_ndjson(file) then DataFrame.write_parquet(compression='zstd', compression_level=3), per file, sequentially",
         "runs": runs,
