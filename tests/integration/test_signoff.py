@@ -99,3 +99,20 @@ def test_licences_off_the_allow_list_fail(signed_run, tmp_path):
     p.write_text("version: 1\nname: lic\nhash_lists: {required: false}\nlicenses_allowed: [CC0-1.0]\n")
     r = rules(evaluate(run, load_policy(p)))["licenses_allowed"]
     assert r["passed"] is False and "web" in r["detail"]
+
+
+def test_hash_list_freshness_is_judged_at_sign_off_time(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    lst = tmp_path / "l.txt"
+    updated = (datetime.now(timezone.utc) - timedelta(days=10)).strftime("%Y-%m-%d")
+    lst.write_text(f"# type: sha256\n# updated: {updated}\n" + "ab" * 32 + "\n")
+    data = load_config(REPO / "configs" / "sample.yaml").model_dump(mode="json")
+    data["output"]["dir"] = str(tmp_path / "run")
+    data["safety"]["hash_lists"] = [{"name": "ten-days-old", "path": str(lst)}]
+    run_local(parse_config(data))
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nname: fresh\nrequire_signature: false\nhash_lists: {required: true, max_age_days: 5}\n")
+    r = rules(evaluate(tmp_path / "run", load_policy(policy)))
+    assert r["hash_lists_present"]["passed"] and r["hash_lists_fresh"]["passed"] is False
+    assert r["hash_lists_fresh"]["value"] == {"ten-days-old": 10}
