@@ -156,7 +156,7 @@ def decode_image(
         raise ValueError(f"draft_max_side must be >= 1 or None, got {draft_max_side}")
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise DecoderSettingsError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True somewhere in this process: truncated "
-                           "images would decode as grey padding. Unset it; decode_image refuses to run.")
+                                   "images would decode as grey padding. Unset it; decode_image refuses to run.")
 
     deadline = time.monotonic() + time_limit_s if time_limit_s is not None else float("inf")
     fp = _DeadlineReader(bytes(data), deadline)

@@ -41,6 +41,8 @@ MAX_CHUNK_BITS = 32
 # Give up enumerating chunk neighbours when it would cost more than this many candidate slots per
 # entry: one linear scan of the list is then cheaper.
 _SCAN_FACTOR = 0.25
+# Never enumerate more neighbour slots than this per query (the mask table itself would be huge).
+_MAX_SLOTS = 2_000_000
 
 
 class HashIndexError(PipelineError):
@@ -287,7 +289,8 @@ class HammingIndex(_BaseIndex):
     2^16 to 2^24 hashes: at radius 31 a query visits 16 x 17 slots holding about n / 4096
     candidates in all. Chunks may be up to 32 bits wide; tables are dense (2^width slots) while
     that is at most max(2^16, 4n), binary-searched sorted values otherwise.
-    `scan_fallback=False` forces the chunk tables even where a scan would be cheaper (tests).
+    `scan_fallback=False` forces the chunk tables even where a scan would be cheaper (tests), up to
+    _MAX_SLOTS neighbour slots per query.
     Queries update a scratch array: use one index per thread.
     """
 
@@ -342,7 +345,7 @@ class HammingIndex(_BaseIndex):
             flips = radius // len(self._widths)
             per = [_neighbour_count(int(w), flips) for w in self._widths]
             slots = int(sum(per))
-            if self._scan_fallback and (slots > _SCAN_FACTOR * max(1, len(self)) or slots > 5_000_000):
+            if slots > _MAX_SLOTS or (self._scan_fallback and slots > _SCAN_FACTOR * max(1, len(self))):
                 self._mask_cache[radius] = (np.zeros(0, np.int64), np.zeros(1, np.int64), slots)
             else:
                 by_width = {w: _neighbour_masks(w, flips) for w in {int(x) for x in self._widths}}

@@ -94,11 +94,11 @@ def test_decode_image_gives_the_same_hashes_except_where_its_conversion_differs_
 
 
 def test_every_reference_cli_hash_is_within_10_bits_and_the_cli_convention_within_2(vectors):
+    skip = CLI_READS_LOW_BYTE | OUR_CONVERSION_DIFFERS
     cli_rows = [(r["file"], r["expected_hash"]) for r in _rows("expected_hashes.csv")
-                if "cpp" in r["impl"] and r["file"] not in CLI_READS_LOW_BYTE]
-    cli_rows += [(r["file"], r["cpp_imagemagick"]) for r in _rows("computed_hashes.csv")
-                 if r["file"] not in CLI_READS_LOW_BYTE]
-    assert len(cli_rows) == 24 + 51
+                if "cpp" in r["impl"] and r["file"] not in skip]
+    cli_rows += [(r["file"], r["cpp_imagemagick"]) for r in _rows("computed_hashes.csv") if r["file"] not in skip]
+    assert len(cli_rows) == 24 + 50
     full = [hamming(_ours(f).hex, h) for f, h in cli_rows]
     cli = [hamming(_ours(f, CLI).hex, h) for f, h in cli_rows]
     assert max(full) <= 10, sorted(full)[-5:]
@@ -150,7 +150,8 @@ def test_rotations_and_flips_match_only_through_the_dihedral_hashes(vectors):
             assert hamming(variant, original.hexes[0]) > 100, rel
             # File k is the transform DIHEDRAL_NAMES[k] of the original: that hash matches it, no other does.
             distances = [hamming(variant, h) for h in original.hexes]
-            assert distances[k] <= 16 and sorted(distances)[1] > 100, (rel, distances)
+            # The CLI's nearest-neighbour squash does not commute with rotation: up to 18 bits there.
+            assert distances[k] <= (10 if conv is FULL else 20) and sorted(distances)[1] > 100, (rel, distances)
 
 
 def _group(rel: str) -> str:
