@@ -44,6 +44,8 @@ def test_a_served_deployment_creates_and_completes_scheduled_runs(tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "sample.yaml").read_text())
     for s in cfg["sources"]:
         s["paths"] = [str((REPO / "configs" / p).resolve()) for p in s["paths"]]
+    for h in cfg["safety"]["hash_lists"]:
+        h["path"] = str((REPO / "configs" / h["path"]).resolve())
     cfg["output"]["dir"] = str(tmp_path / "out-{date}")
     cfg["schedule"] = {"cron": "* * * * *", "timezone": "UTC"}
     config = tmp_path / "every-minute.yaml"

@@ -89,5 +89,6 @@ def test_configs_are_frozen():
 
 def test_the_sample_config_is_valid():
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "sample.yaml")
-    assert [s.kind for s in cfg.sources] == ["jsonl", "csv", "text_dir"]
+    assert [s.kind for s in cfg.sources] == ["jsonl", "csv", "text_dir", "image_dir"]
+    assert cfg.safety.hash_lists[0].path.endswith("data_samples/hashlists/sample-list.csv")
     assert cfg.schedule is not None
