@@ -7,7 +7,12 @@ and shingling are inside the timing. Each measurement runs in a fresh subprocess
 threaded (NUMBA_NUM_THREADS, POLARS_MAX_THREADS, RAYON_NUM_THREADS, OMP_NUM_THREADS = 1), under
 `flock /tmp/hygiene-bench.lock` so timed runs never overlap other benchmarks on the machine.
 One untimed warm-up call on 100 documents precedes the timing (numba cache load, regex
-compilation, imports).
+compilation, imports). Then, holding the lock, the worker waits (up to --quiet-max-wait s) until
+the rest of the machine uses fewer than --quiet-threshold cores, since not every process on a
+shared machine takes the lock. A run whose CPU/wall is below --min-cpu-per-wall (0.9) did not
+get a whole core: it stays in the JSON with "valid": false, is not counted, and is retried (up to
+--retries times). Medians are over valid runs; the tables also give paired ratios (ours against
+each method in the same repeat).
 
 Methods (word 5-gram shingles, 128 permutations, seed 1):
 
