@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
 from pipeline.dedup.index import CorpusIndex
 from pipeline.safety.matcher import Matcher
-from pipeline.safety.quarantine import matcher_for, write_incidents
+from pipeline.safety.quarantine import incident, matcher_for, write_incidents
 from pipeline.dedup.near import EXTERNAL_PRIORITY, SignatureWriter, resolve_near
 from pipeline.errors import RejectionsError, SourceError
 from pipeline.fileio import atomic_path, atomic_write_json
@@ -173,12 +172,8 @@ class _KeyCollector:
             c["hash_distance"].append(h.distance)
             c["phash"].append(None)
             c["pdq_quality"].append(None)
-            self.incidents.append({
-                "record_id": rids[i], "source": src.name, "uri": self.unit.path if not batch.relpaths else locs[i],
-                "location": locs[i], "row": rows[i], "hashes": h.hashes, "list": h.list, "list_version": h.version,
-                "entry_id": h.entry_id, "hash_type": h.hash_type, "distance": h.distance, "matched_on": h.matched_on,
-                "detected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "human_viewed": False,
-            })
+            self.incidents.append(incident(h, rids[i], src.name, self.unit.path if not batch.relpaths else locs[i],
+                                           locs[i], rows[i]))
         keep = np.ones(table.num_rows, dtype=bool)
         keep[hit_idx] = False
         kept = np.flatnonzero(keep)
@@ -223,12 +218,7 @@ class _KeyCollector:
                 for k, v in (("hash_list", m.list), ("hash_entry", m.entry_id), ("hash_type", m.hash_type),
                              ("hash_distance", m.distance), ("phash", None), ("pdq_quality", h.pdq_quality)):
                     c[k].append(v)
-                self.incidents.append({
-                    "record_id": rids[i], "source": src.name, "uri": uri.get(loc, loc), "location": loc,
-                    "row": rows[i], "hashes": m.hashes, "list": m.list, "list_version": m.version, "entry_id": m.entry_id,
-                    "hash_type": m.hash_type, "distance": m.distance, "matched_on": m.matched_on,
-                    "detected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "human_viewed": False,
-                })
+                self.incidents.append(incident(m, rids[i], src.name, uri.get(loc, loc), loc, rows[i]))
                 continue
             keep[i] = True
             c["reason"].append(None if (h.pdq_quality or 0) >= 50 else f"pdq unhashable (quality {h.pdq_quality})")
@@ -403,17 +393,7 @@ def barrier(work_dir: str) -> dict:
             "unit", "row", "record_id", "priority", "text_bytes", "quality", "order_str", "order_int")
         near, near_stats = resolve_near(live, work, cfg.dedup.near, cfg.dedup.survivor.near_prefer,
                                         index.near_parts() if index is not None else [])
-        records = records.join(near.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
-                               on=["unit", "row"], how="left")
-        hit = pl.col("_ndup").is_not_null()
-        records = records.with_columns(
-            decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
-            stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
-            reason=pl.when(hit).then(pl.lit("near duplicate (MinHash LSH, verified on signatures)")).otherwise(pl.col("reason")),
-            duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
-            cluster_id=pl.col("_cid"),
-            similarity=pl.col("_sim"),
-        ).drop("_ndup", "_cid", "_sim")
+        records = _apply_near(records, near, "near duplicate (MinHash LSH, verified on signatures)")
 
     if near_stats is not None:
         records = _follow_to_survivor(records)
@@ -426,17 +406,7 @@ def barrier(work_dir: str) -> dict:
             "unit", "row", "record_id", "priority", "text_bytes", "order_str", "order_int", "phash")
         first = int(records["cluster_id"].max() or -1) + 1 if records["cluster_id"].is_not_null().any() else 0
         near_img, image_stats = resolve_image_near(live, cfg.dedup.near.image_phash_distance, first)
-        records = records.join(near_img.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
-                               on=["unit", "row"], how="left")
-        hit = pl.col("_ndup").is_not_null()
-        records = records.with_columns(
-            decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
-            stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
-            reason=pl.when(hit).then(pl.lit("near-duplicate image (pHash within the configured distance)")).otherwise(pl.col("reason")),
-            duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
-            cluster_id=pl.coalesce(pl.col("cluster_id"), pl.col("_cid")),
-            similarity=pl.coalesce(pl.col("similarity"), pl.col("_sim")),
-        ).drop("_ndup", "_cid", "_sim")
+        records = _apply_near(records, near_img, "near-duplicate image (pHash within the configured distance)")
         if near_stats is not None:
             near_stats["images"] = image_stats
 
@@ -545,6 +515,24 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
     except SourceError:
         if cfg.errors.on_file_error == "fail":
             raise
+
+
+def _apply_near(records: pl.DataFrame, near: pl.DataFrame, reason: str) -> pl.DataFrame:
+    """Merge near-duplicate decisions (drops and cluster survivors) into the records.
+
+    Text and image near-dup touch disjoint records, so earlier cluster evidence is kept as is.
+    """
+    records = records.join(near.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
+                           on=["unit", "row"], how="left")
+    hit = pl.col("_ndup").is_not_null()
+    return records.with_columns(
+        decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
+        stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
+        reason=pl.when(hit).then(pl.lit(reason)).otherwise(pl.col("reason")),
+        duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
+        cluster_id=pl.coalesce(pl.col("cluster_id"), pl.col("_cid")),
+        similarity=pl.coalesce(pl.col("similarity"), pl.col("_sim")),
+    ).drop("_ndup", "_cid", "_sim")
 
 
 def _follow_to_survivor(records: pl.DataFrame) -> pl.DataFrame:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.fileio import sha256_path
@@ -42,6 +43,16 @@ def matcher_for(plan) -> Matcher:
                     raise HashListError(f"{hl.path}: hash list '{hl.name}' changed during the run; run again")
             _cache[key] = m
         return _cache[key]
+
+
+def incident(match, record_id: str, source: str, uri: str, location: str, row: int) -> dict:
+    """One incident record: ids, location and hashes of a matched item; never its content."""
+    return {
+        "record_id": record_id, "source": source, "uri": uri, "location": location, "row": row,
+        "hashes": match.hashes, "list": match.list, "list_version": match.version, "entry_id": match.entry_id,
+        "hash_type": match.hash_type, "distance": match.distance, "matched_on": match.matched_on,
+        "detected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "human_viewed": False,
+    }
 
 
 def _private_dir(path: Path) -> None:
