@@ -24,7 +24,7 @@ from pipeline import steps  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
-from pipeline.plan import make_plan  # noqa: E402
+from pipeline.plan import RunPlan, make_plan  # noqa: E402
 from pipeline.publish import finalize  # noqa: E402
 
 
@@ -57,6 +57,28 @@ def barrier_task(work_dir: str) -> dict:
 def pass2_task(work_dir: str, shard_id: int) -> dict:
     """Write one output shard."""
     return steps.pass2(work_dir, shard_id)
+
+
+@task(name="pii", task_run_name="pii-u{unit_id}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=_retry_unless_pipeline_error)
+def pii_task(work_dir: str, unit_id: int) -> dict:
+    """Detect PII in one unit's kept records (spans and verdicts only: offsets, never values)."""
+    plan = RunPlan.load(work_dir)
+    if plan.config.runner.kind == "thread":
+        from pipeline.pii.pool import pii_unit_isolated
+
+        return pii_unit_isolated(work_dir, unit_id, plan.config.runner.max_workers)
+    from pipeline.pii.step import pii_unit
+
+    return pii_unit(work_dir, unit_id)
+
+
+@task(name="pii-decide")
+def pii_decide_task(work_dir: str) -> dict:
+    """Fold the PII verdicts into the decisions; plan the output shards again."""
+    from pipeline.pii.step import pii_decide
+
+    return pii_decide(work_dir)
 
 
 @task(name="finalize")
@@ -120,6 +142,14 @@ def clean_flow(config: dict) -> dict:
         try:
             _run_phase(progress, "read", pass1_task, work, ids, "records")
             barrier_task(work)
+            if cfg.pii is not None and cfg.pii.enabled:
+                try:
+                    _run_phase(progress, "pii", pii_task, work, ids, "scanned")
+                finally:
+                    from pipeline.pii.pool import shutdown
+
+                    shutdown()
+                pii_decide_task(work)
             _run_phase(progress, "write", pass2_task, work, steps.shard_ids(work), "kept")
         finally:
             progress.stop()

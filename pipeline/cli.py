@@ -480,5 +480,10 @@ def index_rebuild(state_dir, run_dirs) -> None:
     click.echo(f"index {s['path']}: {len(s['runs'])} run(s), {s['records']:,} records")
 
 
+
+from pipeline.cli_pii import pii as _pii_group  # noqa: E402 - registered after `main` exists
+
+main.add_command(_pii_group)
+
 if __name__ == "__main__":
     main()

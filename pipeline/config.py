@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.pii.config import PiiConfig
 
 
 class _Strict(BaseModel):
@@ -303,6 +304,7 @@ class RunConfig(_Strict):
     state: StateConfig | None = None
     signing: SigningConfig = SigningConfig()
     safety: SafetyConfig = SafetyConfig()
+    pii: PiiConfig | None = None
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> "RunConfig":
@@ -373,5 +375,8 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     lists = tuple(h.model_copy(update={"path": absolute(h.path)}) for h in cfg.safety.hash_lists)
     confirmed = absolute(cfg.safety.confirmed_list) if cfg.safety.confirmed_list else None
     safety = cfg.safety.model_copy(update={"hash_lists": lists, "confirmed_list": confirmed})
+    pii = cfg.pii
+    if pii is not None and pii.hmac_key.file:
+        pii = pii.model_copy(update={"hmac_key": pii.hmac_key.model_copy(update={"file": absolute(pii.hmac_key.file)})})
     return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing,
-                                  "safety": safety})
+                                  "safety": safety, "pii": pii})

@@ -32,6 +32,17 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
                 if on_unit:
                     on_unit("pass1", r)
             barrier(work)
+            if cfg.pii is not None and cfg.pii.enabled:
+                from pipeline.pii.pool import pii_unit_isolated, shutdown
+                from pipeline.pii.step import pii_decide
+
+                try:
+                    for r in pool.map(lambda i: pii_unit_isolated(work, i, workers), ids):
+                        if on_unit:
+                            on_unit("pii", r)
+                finally:
+                    shutdown()
+                pii_decide(work)
             for r in pool.map(lambda i: pass2(work, i), shard_ids(work)):
                 if on_unit:
                     on_unit("pass2", r)

@@ -151,6 +151,13 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     from pipeline.safety.matcher import Matcher
 
     matcher = Matcher.from_config(cfg)
+    if cfg.pii is not None and cfg.pii.enabled:
+        # The spaCy model and the HMAC key are checked now, not after an hour of reading.
+        from pipeline.pii.engine import check_model
+        from pipeline.pii.redact import hmac_key
+
+        check_model(cfg.pii)
+        hmac_key(cfg.pii)
     out_dir = Path(cfg.output.dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output path exists and is not a directory; choose another --output")

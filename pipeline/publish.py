@@ -78,6 +78,10 @@ def finalize(work_dir: str) -> dict:
     schema = _read_schema(work / "output.schema")
     manifest["outputs"]["metadata"] = write_metadata(final, manifest, schema, plan.config.name)
     manifest["quarantine"] = merge_incidents(work, final)
+    if plan.config.pii is not None and plan.config.pii.enabled:
+        from pipeline.audit.manifest import pii_section
+
+        manifest["pii"] = pii_section(plan, work, pass2, [str(final / f["path"]) for f in outputs["ledger"]])
     location = location_of(Path(plan.out_dir))
     with chain_lock(location):
         head = read_head(location)

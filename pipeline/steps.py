@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - makes pa.compute available
 import pyarrow.parquet as pq
 
-from pipeline.audit.ledger import LEDGER_SCHEMA, Decision, Stage
+from pipeline.audit.ledger import KEPT, LEDGER_SCHEMA, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
 from pipeline.dedup.index import CorpusIndex
 from pipeline.safety.matcher import Matcher
@@ -466,9 +466,14 @@ def pass2(work_dir: str, shard_id: int) -> dict:
     writer = ShardWriter(work / "shards", schema, max_rows=meta["rows"] + 1, name=lambda _k: name,
                          row_group_rows=cfg.output.row_group_rows, compression=cfg.output.compression,
                          compression_level=cfg.output.compression_level)
+    residual = None
+    if cfg.pii is not None and cfg.pii.enabled and cfg.pii.residual_scan.enabled:
+        from pipeline.pii.step import ResidualScan
+
+        residual = ResidualScan(cfg.pii)
     with writer:
         for unit_id in range(meta["first_unit"], meta["last_unit"] + 1):
-            _write_unit_rows(plan, work, unit_id, shard_id, schema, writer)
+            _write_unit_rows(plan, work, unit_id, shard_id, schema, writer, residual)
     written = sum(f.rows for f in writer.files)
     if written != meta["rows"]:
         raise SourceError(
@@ -476,24 +481,18 @@ def pass2(work_dir: str, shard_id: int) -> dict:
             "an input changed during the run; run again"
         )
     (f,) = writer.files
-    result = {"shard_id": shard_id, "shard": f.to_dict(), "kept": written, "seconds": round(time.perf_counter() - t0, 3)}
+    result = {"shard_id": shard_id, "shard": f.to_dict(), "kept": written, "seconds": round(time.perf_counter() - t0, 3),
+              "residual_pii": residual.to_dict() if residual is not None else None}
     atomic_write_json(done, result)
     return result
 
 
-def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, schema: pa.Schema, writer: ShardWriter) -> None:
-    """Append the rows of one unit that belong to `shard_id`, in row order."""
+def iter_unit_rows(plan: RunPlan, unit_id: int, keep_rows: np.ndarray):
+    """Read a unit again and yield (table, rows) for the rows in `keep_rows` (sorted), in row order."""
     unit = plan.units[unit_id]
     cfg = plan.config
-    mine = (
-        pl.read_parquet(work / "decisions" / f"{_unit_name(unit_id)}.parquet", columns=["row", "record_id", "shard"])
-        .filter(pl.col("shard") == shard_id)
-        .sort("row")
-    )
-    if mine.height == 0:
+    if keep_rows.size == 0:
         return
-    keep_rows = mine["row"].to_numpy()
-    keep_ids = mine["record_id"].to_arrow()
     last = keep_rows[-1]
     try:
         for batch in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units):
@@ -504,17 +503,40 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
             mask = np.isin(batch.rows, keep_rows)
             if not mask.any():
                 continue
-            table = batch.table.filter(pa.array(mask))
-            if unit.kind == "image_dir" and plan.source(unit.source).keep == "path":
-                table = table.drop_columns(["image"])
-            # Rows are unique within a unit, so the kept rows locate their record ids directly.
-            rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, batch.rows[mask])))
-            if RECORD_ID in table.column_names:
-                table = table.drop_columns([RECORD_ID])
-            writer.write(cast_to_schema(table.add_column(0, RECORD_ID, rids), schema))
+            yield batch.table.filter(pa.array(mask)), batch.rows[mask]
     except SourceError:
         if cfg.errors.on_file_error == "fail":
             raise
+
+
+def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, schema: pa.Schema, writer: ShardWriter,
+                     residual=None) -> None:
+    """Append the rows of one unit that belong to `shard_id`, in row order, redacted when the PII stage ran."""
+    unit = plan.units[unit_id]
+    mine = (
+        pl.read_parquet(work / "decisions" / f"{_unit_name(unit_id)}.parquet", columns=["row", "record_id", "shard"])
+        .filter(pl.col("shard") == shard_id)
+        .sort("row")
+    )
+    if mine.height == 0:
+        return
+    keep_rows = mine["row"].to_numpy()
+    keep_ids = mine["record_id"].to_arrow()
+    redaction = None
+    if plan.config.pii is not None and plan.config.pii.enabled:
+        from pipeline.pii.step import UnitRedaction
+
+        redaction = UnitRedaction.load(work, plan, unit_id, keep_rows)
+    for table, rows in iter_unit_rows(plan, unit_id, keep_rows):
+        if unit.kind == "image_dir" and plan.source(unit.source).keep == "path":
+            table = table.drop_columns(["image"])
+        # Rows are unique within a unit, so the kept rows locate their record ids directly.
+        rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, rows)))
+        if redaction is not None:
+            table = redaction.apply(table, rows, rids, residual)
+        if RECORD_ID in table.column_names:
+            table = table.drop_columns([RECORD_ID])
+        writer.write(cast_to_schema(table.add_column(0, RECORD_ID, rids), schema))
 
 
 def _apply_near(records: pl.DataFrame, near: pl.DataFrame, reason: str) -> pl.DataFrame:
@@ -550,7 +572,7 @@ def _follow_to_survivor(records: pl.DataFrame) -> pl.DataFrame:
 
 def _plan_output(records: pl.DataFrame, cfg) -> tuple[pl.DataFrame, list[dict]]:
     """Assign every kept record (in unit, row order) to a shard; describe each shard."""
-    kept = records.filter(pl.col("decision") == Decision.KEPT.value).select("unit", "row", "text_bytes").sort("unit", "row")
+    kept = records.filter(pl.col("decision").is_in(list(KEPT))).select("unit", "row", "text_bytes").sort("unit", "row")
     shard = plan_shards(kept["text_bytes"].to_numpy(), cfg.output.shard_max_rows, cfg.output.shard_max_bytes)
     kept = kept.with_columns(pl.Series("shard", shard, dtype=pl.Int64))
     meta = (
@@ -581,9 +603,15 @@ def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
             "hash_entry": decisions["hash_entry"].to_arrow(),
             "hash_type": decisions["hash_type"].to_arrow(),
             "hash_distance": decisions["hash_distance"].to_arrow(),
+            "pii_counts": _column_or_null(decisions, "pii_counts"),
+            "pii_action": _column_or_null(decisions, "pii_action"),
         }
     )
     return table.cast(LEDGER_SCHEMA)
+
+
+def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
+    return df[name].to_arrow() if name in df.columns else pa.nulls(df.height, pa.string())
 
 
 def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
@@ -618,7 +646,7 @@ def index_additions(work: Path, plan: RunPlan) -> tuple[pl.DataFrame, pa.Table |
     for u in plan.units:
         name = _unit_name(u.unit_id)
         kept = (pl.read_parquet(work / "decisions" / f"{name}.parquet", columns=["row", "record_id", "decision"])
-                .filter(pl.col("decision") == Decision.KEPT.value).select("row", "record_id"))
+                .filter(pl.col("decision").is_in(list(KEPT))).select("row", "record_id"))
         keys = pl.read_parquet(work / "pass1" / f"{name}.parquet", columns=["row", "key"])
         exact_frames.append(kept.join(keys, on="row", how="inner").select("key", "record_id"))
         kept_frames.append(kept.with_columns(pl.lit(u.unit_id, pl.Int64).alias("unit")))

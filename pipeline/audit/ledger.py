@@ -16,6 +16,7 @@ class Decision(str, Enum):
     KEPT_REDACTED = "kept_redacted"
     DROPPED_DUPLICATE = "dropped_duplicate"
     DROPPED_NEAR_DUPLICATE = "dropped_near_duplicate"
+    DROPPED_PII = "dropped_pii"
     QUARANTINED = "quarantined"
     REJECTED = "rejected"
 
@@ -28,6 +29,7 @@ class Stage(str, Enum):
     IDENTITY = "identity"
     EXACT_DEDUP = "exact_dedup"
     NEAR_DEDUP = "near_dedup"
+    PII = "pii"
     OUTPUT = "output"
 
 
@@ -49,9 +51,13 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("hash_entry", pa.string()),
         pa.field("hash_type", pa.string()),
         pa.field("hash_distance", pa.int64()),
+        # PII evidence: spans per entity type as compact JSON ({"EMAIL_ADDRESS": 2}), never values;
+        # the action: clean (scanned, none found), redacted, dropped or rejected; null when not scanned.
+        pa.field("pii_counts", pa.string()),
+        pa.field("pii_action", pa.string()),
     ],
     metadata={"hygiene.ledger_version": str(LEDGER_VERSION)},
 )
 
-DROPPED = (Decision.DROPPED_DUPLICATE.value, Decision.DROPPED_NEAR_DUPLICATE.value)
+DROPPED = (Decision.DROPPED_DUPLICATE.value, Decision.DROPPED_NEAR_DUPLICATE.value, Decision.DROPPED_PII.value)
 KEPT = (Decision.KEPT.value, Decision.KEPT_REDACTED.value)

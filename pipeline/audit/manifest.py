@@ -112,7 +112,7 @@ def conservation(counts: pl.DataFrame, sources: list[str]) -> dict:
     return {"per_source": per_source, "overall": overall, "balanced": overall["balanced"] and all(v["balanced"] for v in per_source.values())}
 
 
-def stage_stats(counts: pl.DataFrame, exact_enabled: bool, near_enabled: bool = False) -> dict:
+def stage_stats(counts: pl.DataFrame, exact_enabled: bool, near_enabled: bool = False, pii_enabled: bool = False) -> dict:
     """Per-stage seen/kept/dropped counts; for every stage `seen == kept + dropped`."""
     total = int(counts["n"].sum())
 
@@ -139,7 +139,12 @@ def stage_stats(counts: pl.DataFrame, exact_enabled: bool, near_enabled: bool = 
         d = n("near_dedup")
         stats["near_dedup"] = {"seen": seen, "kept": seen - d, "dropped": d}
         seen -= d
-    stats["output"] = {"seen": seen, "kept": n("output"), "dropped": seen - n("output")}
+    if pii_enabled:
+        d = int(counts.filter((pl.col("stage") == "pii") & (pl.col("decision") != Decision.KEPT_REDACTED.value))["n"].sum())
+        stats["pii"] = {"seen": seen, "kept": seen - d, "dropped": d}
+        seen -= d
+    kept = int(counts.filter(pl.col("decision").is_in([Decision.KEPT.value, Decision.KEPT_REDACTED.value]))["n"].sum())
+    stats["output"] = {"seen": seen, "kept": kept, "dropped": seen - kept}
     return stats
 
 
@@ -180,7 +185,8 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         ],
         "inputs": inputs,
         "units": len(plan.units),
-        "stages": stage_stats(counts, plan.config.dedup.exact.enabled, plan.config.dedup.near.enabled),
+        "stages": stage_stats(counts, plan.config.dedup.exact.enabled, plan.config.dedup.near.enabled,
+                              plan.config.pii is not None and plan.config.pii.enabled),
         "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs),
         "rejections": {
             "by_reason": _reasons(ledger_abs),
@@ -199,6 +205,7 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         "hash_lists": plan.hash_lists,
         "waivers": plan.waivers,
         "quarantine": None,
+        "pii": None,
         "skipped_inputs": plan.skipped_inputs,
         "signature": None,
     }
@@ -229,3 +236,45 @@ def _reasons(ledger_paths: list[str]) -> dict:
         .collect()
     )
     return {r: int(n) for r, n in zip(df["reason"].to_list(), df["n"].to_list())}
+
+
+def pii_section(plan, work: Path, pass2: list[dict], ledger_paths: list[str]) -> dict:
+    """PII totals per entity type and per source (recounted from the ledger), the engine and the
+    actions, and the residual scan of the output: counts only, never values."""
+    from pipeline.pii.redact import hmac_key, key_id
+    from pipeline.pii.step import engine_for
+
+    cfg = plan.config.pii
+    ledger = pl.scan_parquet(ledger_paths) if ledger_paths else None
+    by_source: dict[str, dict[str, int]] = {}
+    by_entity: dict[str, int] = {}
+    actions_taken: dict[str, int] = {}
+    if ledger is not None:
+        rows = ledger.filter(pl.col("pii_counts").is_not_null()).select("source", "pii_counts").collect()
+        for source, counts in rows.iter_rows():
+            for entity, n in json.loads(counts).items():
+                by_source.setdefault(source, {})[entity] = by_source.get(source, {}).get(entity, 0) + n
+                by_entity[entity] = by_entity.get(entity, 0) + n
+        acts = ledger.filter(pl.col("pii_action").is_not_null()).group_by("pii_action").len().collect()
+        actions_taken = {a: int(n) for a, n in acts.sort("pii_action").iter_rows()}
+    residual = None
+    if cfg.residual_scan.enabled:
+        residual = {"records": 0, "spans": 0, "by_entity": {}, "sample_fraction": cfg.residual_scan.sample_fraction}
+        for r in pass2:
+            part = r.get("residual_pii") or {}
+            residual["records"] += part.get("records", 0)
+            residual["spans"] += part.get("spans", 0)
+            for e, n in part.get("by_entity", {}).items():
+                residual["by_entity"][e] = residual["by_entity"].get(e, 0) + n
+        residual["by_entity"] = dict(sorted(residual["by_entity"].items()))
+    return {
+        "engine": engine_for(cfg).describe(),
+        "actions": {e: cfg.action_for(e) for e in cfg.all_entities()},
+        "record_rule": cfg.record_rule.model_dump(mode="json"),
+        "hmac_key_id": key_id(hmac_key(cfg)),
+        "records_scanned": sum(actions_taken.values()),
+        "records_by_action": actions_taken,
+        "by_entity": dict(sorted(by_entity.items())),
+        "by_source": {s: dict(sorted(v.items())) for s, v in sorted(by_source.items())},
+        "residual_scan": residual,
+    }
