@@ -65,9 +65,9 @@ def pii_task(work_dir: str, unit_id: int) -> dict:
     """Detect PII in one unit's kept records (spans and verdicts only: offsets, never values)."""
     plan = RunPlan.load(work_dir)
     if plan.config.runner.kind == "thread":
-        from pipeline.pii.pool import pii_unit_isolated
+        from pipeline.pii.pool import pii_unit_isolated, pii_workers
 
-        return pii_unit_isolated(work_dir, unit_id, plan.config.runner.max_workers)
+        return pii_unit_isolated(work_dir, unit_id, pii_workers(work_dir, plan.config.runner.max_workers))
     from pipeline.pii.step import pii_unit
 
     return pii_unit(work_dir, unit_id)

@@ -18,9 +18,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import RunConfig, load_config, parse_config
-from pipeline.errors import ConfigError, PipelineError, RejectionsError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ConfigError, PipelineError, RejectionsError  # noqa: F401
 
 _KIND_BY_SUFFIX = [
     ((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst"), "jsonl"),

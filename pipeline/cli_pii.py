@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import EXIT_FAILED, EXIT_USAGE
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PipelineError
 
 
 @click.group()

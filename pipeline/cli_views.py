@@ -40,7 +40,17 @@ def show_summary(s: dict, console: Console) -> None:
                       f"(P(candidate at threshold) {nd['candidate_probability_at_threshold']:.3f}), "
                       f"{nd['candidate_pairs']:,} candidate pairs, {nd['verified_pairs']:,} verified, "
                       f"{nd['clusters']:,} clusters, sizes {nd['cluster_sizes'] or '{}'}")
-    console.print("PII: " + ("stage not run in this version" if not s.get("pii") else str(s["pii"])))
+    pii = s.get("pii")
+    if not pii:
+        console.print("PII: stage not run")
+    else:
+        model = pii["engine"]["model"]
+        console.print(f"PII ({model.get('name')} {model.get('version')}): records {pii['records_by_action'] or '{}'}; "
+                      f"spans by type {pii['by_entity'] or '{}'}; actions {pii['actions']}")
+        res = pii.get("residual_scan")
+        console.print("residual PII scan: " + ("not run" if not res else
+                      f"{res['spans']:,} span(s) in {res['records']:,} records scanned (sample {res['sample_fraction']:g}) "
+                      f"{res['by_entity'] or ''}"))
     console.print(f"quarantined: {s['quarantined']:,}; hash lists: {len(s['hash_lists']) or 'none configured'}")
     sig = s["signature"]
     console.print("signature: " + (f"signed (ed25519, key {sig['keyid'][:16]}…)" if sig["signed"] else "[yellow]unsigned[/]"))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+# Exit codes of the command line: published / failed / invalid config or usage / records rejected.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+
+
 class PipelineError(Exception):
     """Base class of every error the pipeline raises on purpose."""
 

@@ -33,11 +33,12 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
                     on_unit("pass1", r)
             barrier(work)
             if cfg.pii is not None and cfg.pii.enabled:
-                from pipeline.pii.pool import pii_unit_isolated, shutdown
+                from pipeline.pii.pool import pii_unit_isolated, pii_workers, shutdown
                 from pipeline.pii.step import pii_decide
 
+                procs = pii_workers(work, workers)
                 try:
-                    for r in pool.map(lambda i: pii_unit_isolated(work, i, workers), ids):
+                    for r in pool.map(lambda i: pii_unit_isolated(work, i, procs), ids):
                         if on_unit:
                             on_unit("pii", r)
                 finally:

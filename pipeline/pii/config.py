@@ -45,9 +45,10 @@ DEFAULT_ENTITIES = (
 
 ENTITY_NAME = r"^[A-Z][A-Z0-9_]*$"
 
-# Built-in per-type thresholds, under `thresholds` from the config: Presidio's phone recognizer
-# scores every valid number 0.4, while weak patterns of other recognizers (a bare nine-digit
-# number as US_SSN scores 0.05) stay below the default of 0.5.
+# Built-in per-type thresholds, under `thresholds` from the config: our phone recognizer
+# (pipeline/pii/recognizers.py) scores national numbers without a phone word 0.45 and weak
+# shapes 0.15-0.25 unless context raises them, so 0.4 is its cut; weak patterns of other
+# recognizers (a bare nine-digit number as US_SSN scores 0.05) stay below the default of 0.5.
 BUILTIN_THRESHOLDS = {"PHONE_NUMBER": 0.4}
 
 Action = Literal["tag", "mask", "hash", "drop"]
@@ -133,6 +134,10 @@ class PiiConfig(_Strict):
     # stop word); bench/pii_accuracy.py measures what it costs.
     ner_candidates_only: bool = True
     batch_size: int = Field(default=256, ge=1, le=100_000)
+    # Detect again with the found values replaced by tags: the changed context lets the NER
+    # model find names it missed (measured in bench/pii_accuracy.py); costs one more pass over
+    # the records that hold PII.
+    second_pass: bool = True
 
     @field_validator("entities")
     @classmethod

@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -51,7 +52,6 @@ def _digits(text: str) -> int:
 _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
     "EMAIL_ADDRESS": lambda t, d: "@" in t,
     "CREDIT_CARD": lambda t, d: d >= 12,
-    "PHONE_NUMBER": lambda t, d: d >= 6,   # pipeline.pii.recognizers.PHONE_MIN_DIGITS
     "US_SSN": lambda t, d: d >= 9,
     "US_ITIN": lambda t, d: d >= 9,
     "US_BANK_NUMBER": lambda t, d: d >= 8,
@@ -140,9 +140,16 @@ class PiiEngine:
         self._nlp_engine = None
         self.model_info: dict = {}
         self.components: list[str] = []
+        # One detection at a time per engine: spaCy pipelines are not documented as thread-safe,
+        # and NER holds the GIL anyway (parallelism comes from processes: pipeline/pii/pool.py).
+        self._lock = threading.RLock()
 
     def setup(self) -> "PiiEngine":
         """Load the spaCy model (NER components only) and Presidio's recognizers for the enabled entities."""
+        with self._lock:
+            return self._setup()
+
+    def _setup(self) -> "PiiEngine":
         if self._analyzer is not None:
             return self
         self.model_info = check_model(self.cfg)
@@ -190,8 +197,11 @@ class PiiEngine:
         self._analyzer = AnalyzerEngine(registry=registry, nlp_engine=self._nlp_engine,
                                         supported_languages=[self.cfg.language])
         self._all = self.cfg.all_entities()
-        self._always = [e for e in self._all if e not in _TRIGGERS]
-        self._triggered = [(e, _TRIGGERS[e]) for e in self._all if e in _TRIGGERS]
+        # A trigger proves only that Presidio's (or our built-in) recognizer cannot match: a type
+        # that a custom recognizer or a deny list also serves always runs.
+        custom = {r.entity for r in self.cfg.recognizers} | set(self.cfg.deny_lists)
+        self._always = [e for e in self._all if e not in _TRIGGERS or e in custom]
+        self._triggered = [(e, _TRIGGERS[e]) for e in self._all if e in _TRIGGERS and e not in custom]
         self._phone_min_digits = self._phone_digits(registry)
         self._stop_words = nlp.Defaults.stop_words
         log.info("PII engine ready: model %s %s, components %s, %d recognizers",
@@ -201,11 +211,18 @@ class PiiEngine:
 
     @staticmethod
     def _phone_digits(registry) -> int:
-        """The fewest digits a phone number of any region the phone recognizer checks can have."""
+        """The fewest digits any PHONE_NUMBER recognizer in the registry can match: its
+        `min_digits`, or the shortest number of the regions it checks; 1 when it declares neither."""
         import phonenumbers
 
         lengths = []
         for rec in registry.recognizers:
+            if "PHONE_NUMBER" not in rec.supported_entities:
+                continue
+            if getattr(rec, "min_digits", None) is not None:
+                lengths.append(rec.min_digits)
+            elif not getattr(rec, "supported_regions", ()):
+                return 1
             for region in getattr(rec, "supported_regions", ()):
                 meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
                 if meta is not None and meta.general_desc is not None:
@@ -233,8 +250,12 @@ class PiiEngine:
 
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         """Spans per text (sorted by start, end, entity), after thresholds and the allow list."""
+        with self._lock:
+            return self._detect(texts)
+
+    def _detect(self, texts: Sequence[str]) -> list[list[Span]]:
         if self._analyzer is None:
-            self.setup()
+            self._setup()
         chunks: list[tuple[int, str, int, int, int]] = []   # (text index, chunk, offset, own start, own end)
         for i, text in enumerate(texts):
             for off, own_s, own_e in chunk_bounds(len(text), self.cfg.chunk_chars, self.cfg.chunk_overlap):
@@ -248,6 +269,14 @@ class PiiEngine:
         for spans in out:
             spans.sort(key=lambda s: (s.start, s.end, s.entity))
         return out
+
+    def detect_for_redaction(self, texts: Sequence[str]) -> list[list[Span]]:
+        """What the stage redacts: resolved spans, plus those a second look with the found
+        values replaced by tags adds (`second_pass`; see `pipeline.pii.redact.second_pass`)."""
+        from pipeline.pii.redact import resolve, second_pass
+
+        spans = [resolve(s) for s in self.detect(texts)]
+        return second_pass(self.detect, texts, spans) if self.cfg.second_pass else spans
 
     def _candidate(self, sentence: str) -> bool:
         first = _FIRST_WORD.search(sentence)

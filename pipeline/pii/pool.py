@@ -15,8 +15,13 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from pipeline.pii.step import pii_unit
+
+# Below this much kept text, starting worker processes (each loads spaCy and Presidio: seconds)
+# costs more than it saves; detection then runs in the calling process, which keeps its engine.
+POOL_MIN_BYTES = 4 * 1024 * 1024
 
 _LOCK = threading.Lock()
 _POOL: ProcessPoolExecutor | None = None
@@ -32,6 +37,17 @@ def _pool(workers: int) -> ProcessPoolExecutor:
             _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
             _WORKERS = workers
         return _POOL
+
+
+def pii_workers(work_dir: str, workers: int) -> int:
+    """How many worker processes the PII phase of this run should use (1: none, in process)."""
+    import polars as pl
+
+    from pipeline.audit.ledger import Decision
+
+    parts = str(Path(work_dir) / "decisions" / "*.parquet")
+    kept = pl.scan_parquet(parts).filter(pl.col("decision") == Decision.KEPT.value).select(pl.col("text_bytes").sum()).collect()
+    return workers if int(kept.item() or 0) >= POOL_MIN_BYTES else 1
 
 
 def pii_unit_isolated(work_dir: str, unit_id: int, workers: int) -> dict:

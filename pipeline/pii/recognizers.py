@@ -5,12 +5,15 @@ Usage::
     from pipeline.pii.recognizers import builtin_recognizers
 
     for rec in builtin_recognizers("en"):
-        registry.remove_recognizer(*rec.replaces) if rec.replaces else None
+        for name in rec.replaces:           # the Presidio recognizers ours stands in for
+            registry.remove_recognizer(name)
         registry.add_recognizer(rec)
 
 - `HygieneCreditCardRecognizer` replaces Presidio's `CreditCardRecognizer`: every IIN range of
   the major schemes (Presidio's regex misses Mastercard 2221-2720, 19-digit Visa, 12-digit
-  Maestro), each with its own lengths, and a Luhn check; a valid number scores 1.0.
+  Maestro), each with its own lengths, and a Luhn check; a valid number scores 1.0, except an
+  ungrouped run of a length the scheme rarely uses with no card word nearby (0.3: in code such
+  runs are mostly seeds and 64-bit ids).
 - `HygienePhoneRecognizer` replaces Presidio's `PhoneRecognizer` (phonenumbers' matcher over
   eight regions, which misses most national formats): it finds runs of digit groups, rejects
   what is shaped like something else (dates, versions, IP addresses, card numbers, SSNs, ranges,
@@ -42,23 +45,33 @@ CARD_SCHEMES: tuple[tuple[str, str, str, tuple[int, ...]], ...] = (
     ("discover", "6011", "6011", (16, 17, 18, 19)),
     ("discover", "644", "649", (16, 17, 18, 19)),
     ("discover", "65", "65", (16, 17, 18, 19)),
-    ("jcb", "3528", "3589", (16, 17, 18, 19)),
+    # JCB's registered range is 3528-3589, but card generators (Faker) use all of 35xx and
+    # Presidio's own pattern accepts any 3xxx; Luhn keeps the wider range precise.
+    ("jcb", "35", "35", (16, 17, 18, 19)),
     ("jcb", "1800", "1800", (15,)),      # legacy JCB ranges, still issued by some generators
     ("jcb", "2131", "2131", (15,)),
     ("diners", "300", "305", (14, 15, 16, 17, 18, 19)),
     ("diners", "36", "36", (14, 15, 16, 17, 18, 19)),
     ("diners", "38", "39", (14, 15, 16, 17, 18, 19)),
+    ("unionpay", "62", "62", tuple(range(16, 20))),
     ("maestro", "50", "50", tuple(range(12, 20))),
     ("maestro", "56", "69", tuple(range(12, 20))),
-    ("unionpay", "62", "62", tuple(range(16, 20))),
     ("mir", "2200", "2204", tuple(range(16, 20))),
 )
 
 CARD_CONTEXT = ["credit", "card", "visa", "mastercard", "cc ", "amex", "discover", "jcb", "diners",
                 "maestro", "instapayment"]   # Presidio's CreditCardRecognizer.CONTEXT
+# The length most cards of a scheme have. An ungrouped run of another length (a 19-digit
+# "Visa", a 17-digit "Maestro") is as often a random seed or a 64-bit id in code, one in ten
+# of which passes Luhn: it needs a card word nearby.
+COMMON_CARD_LENGTHS = {"visa": 16, "mastercard": 16, "amex": 15, "discover": 16, "jcb": 16,
+                       "diners": 14, "unionpay": 16, "maestro": 16, "mir": 16}
+UNSURE_CARD_SCORE = 0.3     # under the stage's default threshold of 0.5
+CARD_WORDS = ("credit", "card", "visa", "mastercard", "cc", "amex", "discover", "jcb", "diners",
+              "maestro", "unionpay", "debit", "payment", "pan")
 
 # A maximal run of digit groups joined by single spaces or hyphens, not glued to a longer token.
-_CARD_RUN = re.compile(r"(?<![\w+#@$€£.,/\-])(?>\d+(?:[ \-]\d+)*)(?!\w)(?![.,/\-]\d)")
+_CARD_RUN = re.compile(r"(?:(?<=\\[ntr])|(?<![\w+#@$€£.,/\-]))(?>\d+(?:[ \-]\d+)*)(?!\w)(?![.,/\-]\d)")
 _GROUP = re.compile(r"\d+")
 
 
@@ -162,50 +175,83 @@ class HygieneCreditCardRecognizer(LocalRecognizer):
         """A result per valid card number; the score is 1.0 (Luhn plus IIN is strong evidence)."""
         if self.supported_entities[0] not in entities:
             return []
-        return [_result(self, s, e, self.SCORE, f"{scheme} card number, Luhn-valid", True)
-                for s, e, scheme in card_spans(text)]
+        results = []
+        for s, e, scheme in card_spans(text):
+            score, why = self.SCORE, f"{scheme} card number, Luhn-valid"
+            if text[s:e].isdigit() and e - s != COMMON_CARD_LENGTHS[scheme] and not _near(_CARD_WORD, text, s, e):
+                score, why = UNSURE_CARD_SCORE, why + f", unusual length {e - s} and no card word nearby"
+            results.append(_result(self, s, e, score, why, True))
+        return results
 
 
 # -- phone numbers ---------------------------------------------------------------------------
 
-PHONE_MIN_DIGITS = 7    # local numbers without area code ("555 0134") have seven
+PHONE_MIN_DIGITS = 6    # "32 12 34" (Greenland, Faroe Islands); other shapes need 7 ("555 0134")
 PHONE_MAX_DIGITS = 15   # E.164 maximum
+MAX_GROUPS = 8          # +41 (0)27 240 04 99 has six
+MAX_SPLIT_GROUPS = 24   # a longer run of space-separated numbers is data, not a few phone numbers
 
 # Scores by shape; the PII stage's threshold for PHONE_NUMBER is 0.4 and context adds 0.35.
 STRONG = 0.6    # +CC, (area code), extension, 3+ groups joined by "-" or "." (555-010-0134)
 MEDIUM = 0.45   # groups where the first starts with a trunk 0 (07700 900 123), two hyphen groups
 WEAK = 0.25     # other space-separated groups (20 7946 0958): needs a context word
 BARE = 0.15     # an unseparated digit run (2025550134): needs a phone-specific context word
+SHORT = 0.15    # six digits in pairs (32 12 34): needs a phone-specific context word
 CONTEXT_BOOST = 0.35
 
 # Words that mark a nearby number as a phone number; "number" alone is too common (order number,
 # case number) to raise a bare digit run.
 PHONE_WORDS = ("phone", "telephone", "tel", "mobile", "mob", "cell", "cellphone", "fax", "call",
                "contact", "reach", "text", "sms", "whatsapp", "dial", "landline", "hotline",
-               "office", "desk", "voicemail", "answer", "home", "work")
-WEAK_PHONE_WORDS = ("number", "no", "nr", "num")
+               "office", "desk", "voicemail")
+WEAK_PHONE_WORDS = ("number", "no.", "nr", "num", "message", "answer", "answering")
 PHONE_CONTEXT = list(PHONE_WORDS + WEAK_PHONE_WORDS)
+# Words right before a number that say it is some other identifier.
+NOT_PHONE_WORDS = ("license", "licence", "passport", "zip", "postal", "postcode", "account", "acct",
+                   "iban", "ssn", "social", "order", "invoice", "serial", "isbn", "issn", "version",
+                   "build", "id", "pin", "tracking", "routing", "tax", "vat", "port", "page", "pages",
+                   "identification", "ein", "tin", "std", "standard", "iso", "rfc", "ieee")
+# A number followed by one of these within three words is a street address.
+STREET_WORDS = ("street", "st", "avenue", "ave", "road", "rd", "lane", "ln", "drive", "dr", "boulevard",
+                "blvd", "way", "court", "ct", "place", "pl", "terrace", "crescent", "highway", "hwy",
+                "parkway", "pkwy", "square", "sq", "rue", "via", "strasse", "straße", "str", "calle",
+                "avenida", "alley", "trail", "circle")
 
-_SUFFIXES = r"(?:s|es|ed|ing|able|ph)?"
-_PHONE_WORD = re.compile(r"(?<![^\W\d_])(?:" + "|".join(PHONE_WORDS) + ")" + _SUFFIXES + r"(?![^\W\d_])",
-                         re.IGNORECASE)
-_WEAK_WORD = re.compile(r"(?<![^\W\d_])(?:" + "|".join(WEAK_PHONE_WORDS) + r")(?:s|\.)?(?![^\W\d_])",
-                        re.IGNORECASE)
-_WORD = re.compile(r"[^\W\d_]+\.?|\d+")
+
+def _words_re(words: tuple[str, ...], suffixes: str = "") -> re.Pattern:
+    alts = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(r"(?<!\w)(?:" + alts + ")" + suffixes + r"(?!\w)", re.IGNORECASE)
+
+
+_PHONE_WORD = _words_re(PHONE_WORDS, r"(?:s|es|ed|er|ing)?")
+_CARD_WORD = _words_re(CARD_WORDS, r"s?")
+_WEAK_WORD = _words_re(WEAK_PHONE_WORDS, r"(?:s|es)?")
+_NOT_PHONE_WORD = _words_re(NOT_PHONE_WORDS, r"(?:s|es)?")
+_STREET_WORD = _words_re(STREET_WORDS)
+_WORD = re.compile(r"[^\W\d]+\.?|\d+")     # check_call is one word, not "call"
+_ESCAPE = re.compile(r"\\[ntr]")
+# "1.331 025 0394": digits of a decimal grouped in threes (SI style), not a separate number.
+_DECIMAL_BEFORE = re.compile(r"\d[.,]\d+[ ]$")
+# A tag the redaction's second pass put in place of a found value, within two words after the
+# number: it may hide the street name ("at 171 3890 <LOCATION>", "171 3890 Creekside <PERSON>").
+_TAG_AFTER = re.compile(r"(?:[ ]+[^\W\d_]+){0,2}[ ]*<[A-Z_]+>")
+# "DE89 3704 0044 0532 0130 00": the rest of an IBAN printed in groups.
+_IBAN_BEFORE = re.compile(r"\b[A-Z]{2}\d{2}[ ]$")
 
 _PHONE = re.compile(r"""
-    (?<![\w@#$€£¥%=/\\&*^~+])         # not glued to a token, an amount, a path
+    (?:(?<=\\[ntr])|(?<![\w@#$€£¥%=/\\&*^~+\-]))  # not glued to a token, an amount, a path
+                                                  # (a literal "\n" escape counts as a space)
     (?<!\d[.,:/\-])                   # not the tail of 1,000,000 / 3.14 / 12:30 / 1/2 / 1-2
     (?<![^\W\d_][\-_.])               # not the number part of an id such as ABC-1234567
     (?P<body>(?>
-        (?:\+[ ]?\d{1,3}(?:[ .\-]?\(0\))?[ .\-]?)?     # +41, +41 (0), +1-
+        (?:\+\d{1,3}(?:[ .\-]?\(0\))?[ .\-]?)?         # +41, +41 (0), +1-
         (?:\(\d{1,5}\)[ .\-]?)?                        # (073), (1)
-        \d+(?:(?:[ .\-]|[ ]-[ ])\d+)*
+        \d+(?:[ .\-]\d+)*
     ))
     (?P<ext>[ ]?(?:x|ext\.?|extension|\#)[ ]?\d{1,6})?
-    (?![\w@%/])(?![.,:/\-]\d)
+    (?![\w@%/])(?![.,:/\-]\d)(?![.][\w{\[(])
 """, re.VERBOSE | re.IGNORECASE)
-_TOKEN = re.compile(r"\+[ ]?\d+|\(\d+\)|\d+")
+_TOKEN = re.compile(r"\+\d+|\(\d+\)|\d+")
 
 
 def _is_year(group: str) -> bool:
@@ -213,71 +259,94 @@ def _is_year(group: str) -> bool:
 
 
 def _is_date(groups: list[str]) -> bool:
-    """Three groups read as Y-M-D, D.M.Y or M/D/Y with a 4-digit year 1900-2099."""
+    """Three groups shaped like Y-M-D (any 4-5 digit year), D.M.Y or M/D/Y."""
     if len(groups) != 3:
         return False
     a, b, c = groups
-    if _is_year(a) and len(b) <= 2 and len(c) <= 2:
-        return 1 <= int(b) <= 12 and 1 <= int(c) <= 31
-    if _is_year(c) and len(a) <= 2 and len(b) <= 2:
-        x, y = int(a), int(b)
-        return 1 <= x <= 31 and 1 <= y <= 31 and (x <= 12 or y <= 12)
+    if len(a) in (4, 5) and len(b) <= 2 and len(c) <= 2:
+        return int(b) <= 12 and int(c) <= 39
+    if len(c) == 4 and len(a) <= 2 and len(b) <= 2:
+        return int(a) <= 31 and int(b) <= 31
     return False
 
 
 def _is_compact_date(digits: str) -> bool:
-    """YYYYMMDD or DDMMYYYY."""
+    """YYYYMMDD or DDMMYYYY with a year 1900-2099."""
     if len(digits) != 8:
         return False
-    return _is_date([digits[:4], digits[4:6], digits[6:]]) or _is_date([digits[:2], digits[2:4], digits[4:]])
+    return ((_is_year(digits[:4]) and _is_date([digits[:4], digits[4:6], digits[6:]]))
+            or (_is_year(digits[4:]) and _is_date([digits[:2], digits[2:4], digits[4:]])))
+
+
+# Reasons for which a run may be two numbers side by side ("33324 077 3141 2203": a postal
+# code and a phone number; "052 5552606 074-7111234": two phone numbers).
+_TOO_LONG = "more than 15 digits"
+_MIXED = "dots mixed with other separators"
 
 
 def phone_shape(body: str, has_ext: bool) -> tuple[Optional[float], str]:
     """(base score, reason) of a candidate phone number; score None when it is not one."""
     tokens = [(t.group(), t.start(), t.end()) for t in _TOKEN.finditer(body)]
     digits = "".join(ch for ch in body if ch.isdigit())
-    if not PHONE_MIN_DIGITS <= len(digits) <= PHONE_MAX_DIGITS:
-        return None, "digit count"
+    if len(digits) > PHONE_MAX_DIGITS:
+        return None, _TOO_LONG
+    if len(digits) < PHONE_MIN_DIGITS:
+        return None, "too few digits"
+    if len(set(digits)) == 1 or set(digits) <= {"0", "1"}:
+        return None, "one repeated digit or binary"
+    if len(digits) == PHONE_MIN_DIGITS:
+        if re.fullmatch(r"\d\d([ .\-])\d\d\1\d\d", body) and not _is_date(body.split(body[2])):
+            return SHORT, "six digits in pairs"
+        return None, "too few digits"
     plus = tokens[0][0].startswith("+")
-    parens = [t for t, _, _ in tokens if t.startswith("(")]
-    area = [t for t in parens if t != "(0)"]
+    if plus and not _country_code_ok(digits):
+        return None, "no such country code"
+    area = [t for t, _, _ in tokens if t.startswith("(") and t != "(0)"]
+    if any(_is_year(t[1:-1]) for t in area):
+        return None, "a year in parentheses (a citation: 20 (1982) 171-184)"
     # Plain groups are those after the country code and any parenthesised part.
     k = 0
-    while k < len(tokens) and (tokens[k][0][0] in "+("):
+    while k < len(tokens) and tokens[k][0][0] in "+(":
         k += 1
     plain = tokens[k:]
-    if parens and any(t.startswith("(") for t, _, _ in plain):
+    if any(t.startswith("(") for t, _, _ in plain):
         return None, "parentheses in the middle"
+    if not plain:                       # +447700900123: one run after the "+"
+        return (STRONG, "international number") if plus else (None, "no digits after the prefix")
     groups = [t for t, _, _ in plain]
-    if not groups:
-        return None, "no digits after the prefix"
-    kinds = set()
-    for (_, _, e), (_, s, _) in zip(plain, plain[1:]):
-        gap = body[e:s].strip()
-        kinds.add(gap if gap else " ")
+    # Separators between plain groups; after the prefix only "-" and "." count (+1-555-..., +1.555...).
+    kinds = {body[a[2]:b[1]].strip() or " " for a, b in zip(plain, plain[1:])}
+    if k and body[tokens[k - 1][2]:plain[0][1]].strip():
+        kinds.add(body[tokens[k - 1][2]:plain[0][1]].strip())
     prefixed = plus or bool(area)
     if "." in kinds:
-        if len(kinds) > 1 or len(groups) < 3 or any(not 2 <= len(g) <= 4 for g in groups):
+        if len(kinds) > 1:
+            return None, _MIXED
+        if len(groups) < 3 or any(not 2 <= len(g) <= 4 for g in groups):
             return None, "dotted number that is not a phone (version, decimal)"
-        if not prefixed and len(groups) == 4 and all(len(g) <= 3 and int(g) <= 255 for g in groups):
+        if not prefixed and len(groups) in (3, 4) and all(len(g) <= 3 and int(g) <= 255 for g in groups):
             return None, "IP address"
-    if any(len(g) == 1 for g in groups):
-        nanp = not prefixed and groups[0] == "1" and len(digits) == 11 and all(len(g) > 1 for g in groups[1:])
-        if not nanp:
+    if any(len(g) == 1 for g in groups[1:]):
+        return None, "a one-digit group"
+    if len(groups[0]) == 1 and not plus:      # +46 (0)8 123 45 67 has a one-digit area code
+        if not (groups[0] == "1" and len(digits) == 11 and not area):    # 1-800-555-0134
             return None, "a one-digit group"
     if not prefixed:
         if _is_date(groups) or sum(_is_year(g) for g in groups) >= 2:
             return None, "date or years"
         if [len(g) for g in groups] == [3, 2, 4]:
             return None, "SSN-shaped"
-        if (len(groups) == 2 and kinds == {"-"} and len(groups[0]) == len(groups[1])
-                and "0" not in (groups[0][0], groups[1][0]) and int(groups[0]) < int(groups[1])):
-            return None, "a range"
+        if len(groups) == 2:
+            a, b = groups
+            if len(b) < len(a):
+                return None, "two groups, the second shorter: a postal code or a house number"
+            if kinds == {"-"} and (_is_year(b) or (len(a) == len(b) and "0" not in (a[0], b[0])
+                                                   and int(a) < int(b))):
+                return None, "a range or a standard's year (754-2008)"
         if len(digits) >= 12 and _card_grouping([len(g) for g in groups]) and is_card_number(digits):
             return None, "card number"
     if plus:
-        cc_ok = _country_code_ok(digits)
-        return (STRONG, "international number") if cc_ok else (WEAK, "unknown country code")
+        return STRONG, "international number"
     if has_ext:
         return STRONG, "number with extension"
     if area:
@@ -288,29 +357,83 @@ def phone_shape(body: str, has_ext: bool) -> tuple[Optional[float], str]:
         return BARE, "bare digit run"
     if kinds <= {"-", "."} and len(groups) >= 3:
         return STRONG, "hyphen- or dot-separated groups"
-    if groups[0].startswith("0"):
+    if groups[0].startswith("0") and not groups[0].startswith("00"):
         return MEDIUM, "national number with trunk prefix"
     if kinds == {"-"}:
         return MEDIUM, "two hyphen-separated groups"
     return WEAK, "space-separated groups"
 
 
+_GAP = re.compile(r"(?<=\d)[ ](?=[\d(+])")
+
+
+def split_run(body: str, has_ext: bool) -> list[tuple[int, int, float, str]]:
+    """(start, end, base score, reason) of the phone numbers in a run of digit groups.
+
+    A run that is not one phone number because it is too long or mixes separators is cut at
+    single spaces into the pieces that score highest in total; other rejected runs give nothing.
+    """
+    score, why = phone_shape(body, has_ext)
+    if score is not None:
+        return [(0, len(body), score, why)]
+    if why not in (_TOO_LONG, _MIXED):
+        return []
+    cuts = [0, *(g.start() for g in _GAP.finditer(body)), len(body)]
+    if len(cuts) - 1 > MAX_SPLIT_GROUPS:    # a table of numbers, not contact details
+        return []
+    lengths = [len(g) for g in _GROUP.findall(body)]
+    if len(lengths) >= 4 and all(n == 4 for n in lengths[:-1]):    # a card or account number in fours
+        return []
+    # best[i]: (total score, pieces) over body[:cuts[i]]; a piece is a phone number or skipped.
+    # A phone number has at most MAX_GROUPS groups, which bounds the work on long runs.
+    best: list[tuple[float, list]] = [(0.0, [])]
+    for i in range(1, len(cuts)):
+        total, pieces = best[i - 1]
+        options = [(total, pieces)]                     # the group(s) before cuts[i] skipped
+        for j in range(max(0, i - MAX_GROUPS), i):
+            a, b = cuts[j] + (j > 0), cuts[i]
+            score, why = phone_shape(body[a:b], has_ext and i == len(cuts) - 1)
+            if score is not None:
+                total, pieces = best[j]
+                options.append((total + score, pieces + [(a, b, score, why)]))
+        # Highest total score, then the most text covered, then the fewest pieces.
+        best.append(max(options, key=lambda o: (round(o[0], 6), sum(p[1] - p[0] for p in o[1]), -len(o[1]))))
+    return best[-1][1]
+
+
 def _country_code_ok(digits: str) -> bool:
     """True when the digits after "+" start with an assigned country calling code."""
     import phonenumbers
 
+    if digits[0] == "0":
+        return False
     for n in (1, 2, 3):
         if phonenumbers.region_code_for_country_code(int(digits[:n])) != phonenumbers.UNKNOWN_REGION:
             return True
     return False
 
 
-def _context_words(text: str, start: int, end: int) -> tuple[bool, bool]:
-    """(phone word near, weak word near): up to six words before, two words after the number."""
-    before = _WORD.findall(text[max(0, start - 60):start])[-6:]
-    after = _WORD.findall(text[end:end + 30])[:2]
-    near = " ".join(before + after)
-    return bool(_PHONE_WORD.search(near)), bool(_WEAK_WORD.search(near))
+def _window(text: str, start: int, end: int) -> tuple[list[str], list[str]]:
+    """Up to six words before and three after a span (literal "\\n" escapes read as spaces)."""
+    before = _WORD.findall(_ESCAPE.sub(" ", text[max(0, start - 60):start]))[-6:]
+    after = _WORD.findall(_ESCAPE.sub(" ", text[end:end + 40]))[:3]
+    return before, after
+
+
+def _near(words: re.Pattern, text: str, start: int, end: int) -> bool:
+    """True when one of `words` is among the six words before or the two after a span."""
+    before, after = _window(text, start, end)
+    return bool(words.search(" ".join(before + after[:2])))
+
+
+def _context(text: str, start: int, end: int) -> tuple[bool, bool, bool, bool]:
+    """(phone word near, weak phone word near, other-identifier word just before, street word or
+    address tag just after): six words before and two after the number count as near."""
+    before, after = _window(text, start, end)
+    near = " ".join(before + after[:2])
+    street = bool(_STREET_WORD.search(" ".join(after))) or bool(_TAG_AFTER.match(text, end))
+    return (bool(_PHONE_WORD.search(near)), bool(_WEAK_WORD.search(near)),
+            bool(_NOT_PHONE_WORD.search(" ".join(before[-4:]))), street)
 
 
 class HygienePhoneRecognizer(LocalRecognizer):
@@ -338,14 +461,22 @@ class HygienePhoneRecognizer(LocalRecognizer):
             return []
         results = []
         for m in _PHONE.finditer(text):
-            score, why = phone_shape(m.group("body"), m.group("ext") is not None)
-            if score is None:
+            if _IBAN_BEFORE.search(text, max(0, m.start() - 8), m.start()):
                 continue
-            strong_word, weak_word = _context_words(text, m.start(), m.end())
-            if strong_word or (weak_word and score > BARE):
-                score = min(1.0, max(score + CONTEXT_BOOST, 0.4))
-                why += ", context word nearby"
-            results.append(_result(self, m.start(), m.end(), round(score, 4), why, True))
+            body_end = m.end("body")
+            for a, b, score, why in split_run(m.group("body"), m.group("ext") is not None):
+                start, end = m.start() + a, (m.end() if m.start() + b == body_end else m.start() + b)
+                if _DECIMAL_BEFORE.search(text, max(0, start - 24), start):
+                    continue
+                strong_word, weak_word, other_id, street = _context(text, start, end)
+                if other_id and not strong_word:
+                    continue
+                if street and score < STRONG:
+                    continue
+                if strong_word or (weak_word and score > max(BARE, SHORT)):
+                    score = min(1.0, max(score + CONTEXT_BOOST, 0.4))
+                    why += ", context word nearby"
+                results.append(_result(self, start, end, round(score, 4), why, True))
         return results
 
 

@@ -23,7 +23,7 @@ import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.pii.config import PiiConfig
@@ -142,3 +142,53 @@ class Redactor:
             reason = (f"{redacted / chars:.1%} of characters are PII, more than "
                       f"record_rule.max_redacted_fraction={rule.max_redacted_fraction}")
         return Verdict(reason, dict(sorted(counts.items())), redacted)
+
+
+def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence[str],
+                spans: list[list[Span]]) -> list[list[Span]]:
+    """Detect again in the texts with their spans replaced by type tags, and add what is new.
+
+    Replacing "Questions to Hiro Sato at hiro@example.com" by "... at <EMAIL_ADDRESS>" changes
+    the context the NER model sees, and it often then finds the name it missed: the residual
+    scan of the output found exactly these. Only texts with a span go round again; new spans are
+    mapped back to the original offsets (a span touching a tag grows to cover the tagged value).
+    """
+    todo = [i for i, s in enumerate(spans) if s]
+    if not todo:
+        return spans
+    tagged, maps = [], []
+    for i in todo:
+        parts, where, pos, out_len = [], [], 0, 0
+        for s in spans[i]:
+            keep, token = texts[i][pos:s.start], f"<{s.entity}>"
+            parts += (keep, token)
+            out_len += len(keep)
+            where.append((out_len, out_len + len(token), s.start, s.end))
+            out_len += len(token)
+            pos = s.end
+        parts.append(texts[i][pos:])
+        tagged.append("".join(parts))
+        maps.append(where)
+    out = list(spans)
+    for i, where, found in zip(todo, maps, detect(tagged)):
+        extra = []
+        for s in found:
+            a, b = _to_original(s.start, where, False), _to_original(s.end, where, True)
+            if any(ts <= a and b <= te for _, _, ts, te in where):
+                continue  # only a tag (or part of one) again
+            extra.append(Span(s.entity, a, b, s.score))
+        if extra:
+            out[i] = resolve([*spans[i], *extra])
+    return out
+
+
+def _to_original(pos: int, where: list[tuple[int, int, int, int]], is_end: bool) -> int:
+    """Map an offset in the tagged text back to the original text."""
+    shift = 0
+    for ts, te, os_, oe in where:
+        if pos < ts or (is_end and pos == ts):
+            break
+        if pos < te or (is_end and pos == te):
+            return oe if is_end else os_
+        shift = oe - te
+    return pos + shift

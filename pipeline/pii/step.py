@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -38,15 +39,17 @@ RECORDS_SCHEMA = pa.schema([("row", pa.int64()), ("chars", pa.int64()), ("spans"
                             ("redacted_chars", pa.int64()), ("drop_reason", pa.string()), ("error", pa.string()),
                             ("counts", pa.string())])
 _ENGINES: dict[str, PiiEngine] = {}
+_ENGINES_LOCK = threading.Lock()
 _DETECT_BATCH = 2_000
 
 
 def engine_for(cfg: PiiConfig) -> PiiEngine:
     """One set-up engine per process and configuration (loading spaCy takes seconds)."""
     key = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
-    if key not in _ENGINES:
-        _ENGINES[key] = PiiEngine(cfg).setup()
-    return _ENGINES[key]
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = PiiEngine(cfg).setup()
+        return _ENGINES[key]
 
 
 def text_fields(plan: RunPlan, source_name: str) -> list[str]:
@@ -108,7 +111,7 @@ def pii_unit(work_dir: str, unit_id: int) -> dict:
                 for i in idx:
                     chars[i] += len(values[i])
                 for i, spans in zip(idx, _detect(engine, [values[i] for i in idx], errors, idx)):
-                    per_record[i].extend((field, s) for s in resolve(spans))
+                    per_record[i].extend((field, s) for s in spans)
             for i in range(part.num_rows):
                 found = per_record[i]
                 verdict = redactor.verdict([s for _, s in found], int(chars[i]))
@@ -141,13 +144,13 @@ def pii_unit(work_dir: str, unit_id: int) -> dict:
 def _detect(engine: PiiEngine, texts: list[str], errors: list, idx: list[int]) -> list[list[Span]]:
     """Detect over a batch; if the batch fails, retry record by record and mark the failures."""
     try:
-        return engine.detect(texts)
+        return engine.detect_for_redaction(texts)
     except Exception as e:  # noqa: BLE001 - one bad record must not sink the unit; it is rejected with a reason
         log.warning("PII detection failed on a batch (%s); retrying record by record", e.__class__.__name__)
     out = []
     for i, t in zip(idx, texts):
         try:
-            out.append(engine.detect([t])[0])
+            out.append(engine.detect_for_redaction([t])[0])
         except Exception as e:  # noqa: BLE001 - recorded as a rejection reason (exception class only, never content)
             errors[i] = f"PII detection failed ({e.__class__.__name__})"
             out.append([])

@@ -32,7 +32,7 @@ def two_runs(tmp_path_factory):
 
 def test_inspect_summarises_funnel_removals_and_verification(two_runs):
     s = summarize(two_runs[0])
-    assert list(s["funnel"]) == ["read", "safety", "identity", "exact_dedup", "near_dedup", "output"]
+    assert list(s["funnel"]) == ["read", "safety", "identity", "exact_dedup", "near_dedup", "pii", "output"]
     assert s["totals"]["input"] == 471 and s["verification"]["ok"]
     by_source = {(r["source"], r["reason"]): r["records"] for r in s["removals"] if r["decision"] == "dropped_duplicate"}
     assert by_source == {("web", "exact duplicate after normalisation"): 33, ("notes", "exact duplicate after normalisation"): 1,

@@ -95,6 +95,10 @@ def test_custom_recognizers_deny_lists_allow_lists_and_thresholds_apply():
     assert ("EMPLOYEE_ID", "EMP-123456") in found and ("PROJECT_CODENAME", "Bluebird") in found
     assert ("EMAIL_ADDRESS", "hr@example.com") in found
     assert not any(v == "press@example.com" for _, v in found)
+    # A custom recognizer for a type with a cheap prefilter still runs where the prefilter fails.
+    cards = PiiEngine(PiiConfig(entities=("CREDIT_CARD",), recognizers=[
+        {"name": "gift-card", "entity": "CREDIT_CARD", "patterns": [{"name": "g", "regex": r"\bGIFT-[A-Z]{4}\b", "score": 0.9}]}])).setup()
+    assert [s.entity for s in cards.detect(["redeem GIFT-ABCD now"])[0]] == ["CREDIT_CARD"]
     strict = PiiEngine(PiiConfig(entities=("PERSON",), thresholds={"PERSON": 0.9})).setup()
     assert strict.detect(["Contact John Smith today."])[0] == []
 
@@ -168,3 +172,32 @@ def test_the_pii_scan_command_writes_offsets_and_a_summary(tmp_path):
     assert b"example.com" not in (tmp_path / "s.jsonl").read_bytes()
     bad = CliRunner().invoke(main, ["pii", "scan", str(tmp_path / "missing.jsonl")])
     assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+def test_detection_in_worker_processes_publishes_the_same_bytes_as_in_process(tmp_path, monkeypatch):
+    import hashlib
+
+    import pipeline.pii.pool as pool
+
+    rows = [{"id": f"r{i}", "text": f"Record {i}: write to person{i}@example.com or call Ann Lee."} for i in range(40)]
+    parts = []
+    for k in range(4):   # four files: four units
+        parts.append(rows[k * 10:(k + 1) * 10])
+    d = tmp_path / "in"
+    d.mkdir()
+    for k, part in enumerate(parts):
+        (d / f"p{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    sources = [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}]
+
+    def digests(out):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "shards").glob("*.parquet"))
+                } | {p.name + "-ledger": hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "ledger").glob("*.parquet"))}
+
+    run_local(build_config(tmp_path / "a", sources, pii={}, runner={"max_workers": 2}))
+    monkeypatch.setattr(pool, "POOL_MIN_BYTES", 0)
+    used, real = [], pool._pool
+    monkeypatch.setattr(pool, "_pool", lambda workers: used.append(workers) or real(workers))
+    run_local(build_config(tmp_path / "b", sources, pii={}, runner={"max_workers": 2}))
+    assert used and set(used) == {2}      # the second run really detected in worker processes
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert pl.read_parquet(str(tmp_path / "b" / "ledger" / "*.parquet"))["pii_action"].to_list() == ["redacted"] * 40
