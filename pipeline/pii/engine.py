@@ -47,6 +47,9 @@ def _digits(text: str) -> int:
     return len(text) - len(text.translate(_DIGITS))
 
 
+_IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+_MAC_HINT = re.compile(r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.")
+
 # A recognizer for these types can only match a text that passes the test (each pattern of the
 # Presidio recognizer needs that many digits, or that character); other types always run.
 _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
@@ -58,7 +61,9 @@ _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
     "US_PASSPORT": lambda t, d: d >= 8,
     "MEDICAL_LICENSE": lambda t, d: d >= 7,
     "IBAN_CODE": lambda t, d: d >= 2,
-    "IP_ADDRESS": lambda t, d: d >= 4 or ":" in t,
+    # IPv4 needs digit.d.d.digit; every IPv6 form has at least two colons.
+    "IP_ADDRESS": lambda t, d: (d >= 4 and _IPV4_HINT.search(t) is not None) or t.count(":") >= 2,
+    "MAC_ADDRESS": lambda t, d: _MAC_HINT.search(t) is not None,
     "CRYPTO": lambda t, d: d >= 1,
 }
 
@@ -168,12 +173,13 @@ class PiiEngine:
 
         registry = RecognizerRegistry(supported_languages=[self.cfg.language])
         presidio_log = logging.getLogger("presidio-analyzer")
-        level = presidio_log.level
         presidio_log.setLevel(logging.ERROR)  # it warns once per recognizer of every other language
         try:
             registry.load_predefined_recognizers(languages=[self.cfg.language], nlp_engine=self._nlp_engine)
         finally:
-            presidio_log.setLevel(level)
+            # Never below WARNING: Presidio's DEBUG lines print the words around each match
+            # ("Context list is: jane@example.com write"), i.e. the personal data itself.
+            presidio_log.setLevel(logging.WARNING)
         wanted = set(self.cfg.entities)
         for rec in list(registry.recognizers):
             if not wanted & set(rec.supported_entities):
@@ -202,6 +208,9 @@ class PiiEngine:
         custom = {r.entity for r in self.cfg.recognizers} | set(self.cfg.deny_lists)
         self._always = [e for e in self._all if e not in _TRIGGERS or e in custom]
         self._triggered = [(e, _TRIGGERS[e]) for e in self._all if e in _TRIGGERS and e not in custom]
+        # Types only the NER model reports (no pattern recognizer of ours, Presidio's or the config's).
+        patterned = {e for r in registry.recognizers if r.name != "SpacyRecognizer" for e in r.supported_entities}
+        self._ner_only = {e for e in self._all if e in NER_ENTITIES and e not in patterned}
         self._phone_min_digits = self._phone_digits(registry)
         self._stop_words = nlp.Defaults.stop_words
         log.info("PII engine ready: model %s %s, components %s, %d recognizers",
@@ -323,6 +332,13 @@ class PiiEngine:
     def _analyze(self, chunk: str, ents: list[tuple[int, int, str]]) -> Iterable[Span]:
         if not chunk.strip():
             return []
+        d = _digits(chunk)
+        entities = list(self._always)
+        entities += [e for e, test in self._triggered if test(chunk, d)]
+        if "PHONE_NUMBER" in entities and d < self._phone_min_digits:
+            entities.remove("PHONE_NUMBER")
+        if not ents and all(e in self._ner_only for e in entities):
+            return []   # no NER entity and no recognizer that could match: nothing to find
         doc = self._nlp.make_doc(chunk)
         if ents:
             from spacy.util import filter_spans
@@ -330,11 +346,6 @@ class PiiEngine:
             spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in ents]
             doc.ents = filter_spans([s for s in spans if s is not None])
         artifacts = self._nlp_engine.artifacts(doc)
-        d = _digits(chunk)
-        entities = list(self._always)
-        entities += [e for e, test in self._triggered if test(chunk, d)]
-        if "PHONE_NUMBER" in entities and d < self._phone_min_digits:
-            entities.remove("PHONE_NUMBER")
         results = self._analyzer.analyze(
             chunk, language=self.cfg.language, entities=entities, nlp_artifacts=artifacts,
             allow_list=list(self.cfg.allow_list) or None, allow_list_match=self.cfg.allow_list_match)
@@ -373,6 +384,7 @@ class _TrimmedSpacyNlpEngine:
         import yaml
 
         conf = yaml.safe_load((Path(presidio_analyzer.__file__).parent / "conf" / "spacy.yaml").read_text())
+        has_lemmas = "lemmatizer" in nlp.pipe_names
         ner_conf = NerModelConfiguration(**conf["ner_model_configuration"])
 
         class TrimmedSpacyNlpEngine(SpacyNlpEngine):
@@ -392,8 +404,12 @@ class _TrimmedSpacyNlpEngine:
 
             def _doc_to_nlp_artifact(self, doc, lang):
                 entities, scores = self._get_updated_entities(self._get_entities(doc), self._get_scores_for_entities(doc))
-                return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=[t.idx for t in doc],
-                                    lemmas=[t.lemma_ or t.lower_ for t in doc], nlp_engine=self,
-                                    language=lang, scores=scores)
+                strings = doc.vocab.strings
+                if has_lemmas:
+                    lemmas = [t.lemma_ or t.lower_ for t in doc]
+                else:  # read through arrays: building a Token object per token costs more than NER here
+                    lemmas = [strings[h] for h in doc.to_array("LOWER").tolist()]
+                return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=doc.to_array("IDX").tolist(),
+                                    lemmas=lemmas, nlp_engine=self, language=lang, scores=scores)
 
         return TrimmedSpacyNlpEngine()

@@ -70,5 +70,6 @@ def test_no_detected_value_reaches_any_file_log_or_prefect_storage(tmp_path, cap
             assert not found, f"a planted PII value was found in {f}"
     assert scanned > 10
     out, err = capsys.readouterr()
-    text = out + err + caplog.text + json.dumps(manifest)
-    assert not any(v in text for v in CANARIES.values())
+    for name, text in (("stdout", out), ("stderr", err), ("logs", caplog.text), ("flow result", json.dumps(manifest))):
+        leaked = [k for k, v in CANARIES.items() if v in text]
+        assert not leaked, f"planted {leaked} value(s) found in the {name}"

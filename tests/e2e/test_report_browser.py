@@ -59,7 +59,7 @@ def test_the_report_renders_its_charts_and_numbers_match_the_manifest(browser, r
         card = browser.find_element(By.CSS_SELECTOR, f"#card-{k} b")
         assert int(card.get_attribute("data-value")) == overall[k] and card.text.replace(",", "") == str(overall[k])
     bars = browser.find_elements(By.CSS_SELECTOR, "#funnel g.bar")
-    assert [b.get_attribute("data-label") for b in bars] == ["read", "safety", "identity", "exact_dedup", "near_dedup", "output"]
+    assert [b.get_attribute("data-label") for b in bars] == ["read", "safety", "identity", "exact_dedup", "near_dedup", "pii", "output"]
     for b in bars:
         stage = b.get_attribute("data-label")
         assert int(b.get_attribute("data-value")) == manifest["stages"][stage]["kept"]
