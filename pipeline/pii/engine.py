@@ -270,9 +270,9 @@ class PiiEngine:
             for off, own_s, own_e in chunk_bounds(len(text), self.cfg.chunk_chars, self.cfg.chunk_overlap):
                 chunks.append((i, text[off:off + self.cfg.chunk_chars], off, own_s, own_e))
         out: list[list[Span]] = [[] for _ in texts]
-        ents_per_chunk = self._ner([c[1] for c in chunks]) if self.components else [[] for _ in chunks]
-        for (i, chunk, off, own_s, own_e), ents in zip(chunks, ents_per_chunk):
-            for s in self._analyze(chunk, ents):
+        ner = self._ner([c[1] for c in chunks]) if self.components else [([], None) for _ in chunks]
+        for (i, chunk, off, own_s, own_e), (ents, doc) in zip(chunks, ner):
+            for s in self._analyze(chunk, ents, doc):
                 if own_s <= s.start + off < own_e:
                     out[i].append(Span(s.entity, s.start + off, s.end + off, s.score))
         for spans in out:
@@ -295,8 +295,9 @@ class PiiEngine:
             return True
         return _CAPITAL.search(sentence, first.end()) is not None
 
-    def _ner(self, chunks: list[str]) -> list[list[tuple[int, int, str]]]:
-        """NER entities per chunk as (start, end, spaCy label), from the sentences worth running."""
+    def _ner(self, chunks: list[str]) -> list[tuple[list[tuple[int, int, str]], object]]:
+        """Per chunk: NER entities as (start, end, spaCy label) from the sentences worth running,
+        and the spaCy doc itself when NER ran on the whole chunk (then it is not tokenised again)."""
         pieces: list[tuple[int, int]] = []   # (chunk index, offset)
         texts: list[str] = []
         for ci, chunk in enumerate(chunks):
@@ -324,12 +325,15 @@ class PiiEngine:
                 pieces.append((ci, seg_start))
                 texts.append(chunk[seg_start:seg_end])
         found: list[list[tuple[int, int, str]]] = [[] for _ in chunks]
+        docs: list = [None] * len(chunks)
         for (ci, pos), doc in zip(pieces, self._nlp.pipe(texts, batch_size=self.cfg.batch_size)):
+            if pos == 0 and len(doc.text) == len(chunks[ci]):
+                docs[ci] = doc
             for e in doc.ents:
                 found[ci].append((pos + e.start_char, pos + e.end_char, e.label_))
-        return found
+        return list(zip(found, docs))
 
-    def _analyze(self, chunk: str, ents: list[tuple[int, int, str]]) -> Iterable[Span]:
+    def _analyze(self, chunk: str, ents: list[tuple[int, int, str]], ner_doc=None) -> Iterable[Span]:
         if not chunk.strip():
             return []
         d = _digits(chunk)
@@ -339,8 +343,8 @@ class PiiEngine:
             entities.remove("PHONE_NUMBER")
         if not ents and all(e in self._ner_only for e in entities):
             return []   # no NER entity and no recognizer that could match: nothing to find
-        doc = self._nlp.make_doc(chunk)
-        if ents:
+        doc = ner_doc if ner_doc is not None else self._nlp.make_doc(chunk)
+        if ents and ner_doc is None:
             from spacy.util import filter_spans
 
             spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in ents]
