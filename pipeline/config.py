@@ -74,6 +74,22 @@ class ImageDirSourceConfig(_SourceBase):
     keep: Literal["bytes", "path"] = "bytes"
 
 
+class WebDatasetSourceConfig(_SourceBase):
+    """WebDataset `.tar` shards (also `.tar.gz`/`.tgz`/`.tar.bz2`/`.tar.xz`): one sample is one record."""
+
+    kind: Literal["webdataset"]
+    keep: Literal["bytes", "path"] = "bytes"
+    image_exts: tuple[str, ...] = Field(
+        default=("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"), min_length=1)
+
+    @field_validator("id_field")
+    @classmethod
+    def _id_is_a_column(cls, value: str | None) -> str | None:
+        if value not in (None, "key", "path"):
+            raise ValueError("a webdataset record's id can only come from `key` or `path`")
+        return value
+
+
 class HfDiskSourceConfig(_SourceBase):
     """A Hugging Face dataset written with `Dataset.save_to_disk` (or a `DatasetDict`, with `split`)."""
 
@@ -96,6 +112,7 @@ SourceConfig = Annotated[
         CsvSourceConfig,
         TextDirSourceConfig,
         ImageDirSourceConfig,
+        WebDatasetSourceConfig,
         HfDiskSourceConfig,
         HfLoadSourceConfig,
     ],

@@ -36,7 +36,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
 from pipeline.sinks.shards import ShardWriter, WrittenFile, plan_shards
-from pipeline.sources import Batch, Reject, reader_for
+from pipeline.sources import IMAGE_KINDS, Batch, Reject, reader_for
 from pipeline.sources.base import string_digests
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class _KeyCollector:
     def add_batch(self, batch: Batch) -> None:
         src, table = self.source, batch.table
         n = table.num_rows
-        if n and self.unit.kind == "image_dir":
+        if n and self.unit.kind in IMAGE_KINDS:
             self._add_images(batch)
             return
         if n:
@@ -190,16 +190,20 @@ class _KeyCollector:
         blobs = table["image"].to_pylist()
         matcher = self.matcher if self.matcher is not None and self.matcher.active else None
         hashed = hash_images(blobs, dihedral=bool(matcher and matcher.dihedral))
-        rids, ostr, oint = _record_ids(self.unit, src, batch.rows, batch.relpaths, None)
+        # image_dir: one file per record, ids from relpaths; webdataset: `tar#member`, ids `tar:row` or `id_field`.
+        ids = table[src.id_field].to_pylist() if src.id_field and self.unit.kind != "image_dir" else None
+        rids, ostr, oint = _record_ids(self.unit, src, batch.rows, batch.relpaths, ids)
         rows = batch.rows.tolist()
         uri = dict(reversed(e.split("\t", 1)) for e in self.unit.files)
+        members = table["path"].to_pylist() if batch.relpaths is None else None
         keep = np.zeros(len(blobs), dtype=bool)
         c = self.cols
         for i, h in enumerate(hashed):
             digest = bytes.fromhex(h.sha256)
-            loc = batch.relpaths[i]
+            loc = batch.relpaths[i] if members is None else self.unit.relpath
             if h.rejected:
-                self.add_reject(Reject(rows[i], f"not a usable image: {h.rejected}", digest, loc))
+                rel = loc if members is None else None  # a webdataset reject is `tar:row`, not one per file
+                self.add_reject(Reject(rows[i], f"not a usable image: {h.rejected}", digest, rel, rids[i]))
                 continue
             m = matcher.match_image(h) if matcher else None
             c["row"].append(rows[i])
@@ -218,7 +222,12 @@ class _KeyCollector:
                 for k, v in (("hash_list", m.list), ("hash_entry", m.entry_id), ("hash_type", m.hash_type),
                              ("hash_distance", m.distance), ("phash", None), ("pdq_quality", h.pdq_quality)):
                     c[k].append(v)
-                self.incidents.append(incident(m, rids[i], src.name, uri.get(loc, loc), loc, rows[i]))
+                if members is None:
+                    self.incidents.append(incident(m, rids[i], src.name, uri.get(loc, loc), loc, rows[i]))
+                else:  # the location names the tar and the member
+                    member = members[i].split("#", 1)[1]
+                    uri_i = f"{self.unit.path}#{member}"
+                    self.incidents.append(incident(m, rids[i], src.name, uri_i, members[i], rows[i]))
                 continue
             keep[i] = True
             c["reason"].append(None if (h.pdq_quality or 0) >= 50 else f"pdq unhashable (quality {h.pdq_quality})")
@@ -528,7 +537,7 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
 
         redaction = UnitRedaction.load(work, plan, unit_id, keep_rows)
     for table, rows in iter_unit_rows(plan, unit_id, keep_rows):
-        if unit.kind == "image_dir" and plan.source(unit.source).keep == "path":
+        if unit.kind in IMAGE_KINDS and plan.source(unit.source).keep == "path":
             table = table.drop_columns(["image"])
         # Rows are unique within a unit, so the kept rows locate their record ids directly.
         rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, rows)))

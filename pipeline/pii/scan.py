@@ -26,6 +26,7 @@ from pipeline.pii.step import engine_for
 from pipeline.sources import reader_for
 
 _BATCH = 2_000
+WDS_TEXT = "txt"
 
 
 def sources_for(paths: list[str], text_field: str, id_field: str | None) -> tuple[list[dict], list[str], PiiConfig | None]:
@@ -42,7 +43,9 @@ def sources_for(paths: list[str], text_field: str, id_field: str | None) -> tupl
         if p.is_dir() and (p / "manifest.json").exists():
             manifest = json.loads((p / "manifest.json").read_text())
             srcs = manifest.get("config", {}).get("sources", [])
-            fields = list(dict.fromkeys([s.get("text_field", "text") for s in srcs if s.get("kind") != "image_dir"]))
+            # image_dir records have no text; a webdataset sample's text is its `txt` caption.
+            fields = list(dict.fromkeys([WDS_TEXT if s.get("kind") == "webdataset" else s.get("text_field", "text")
+                                         for s in srcs if s.get("kind") != "image_dir"]))
             if manifest.get("config", {}).get("pii"):
                 run_pii = PiiConfig.model_validate(manifest["config"]["pii"])
                 fields = list(dict.fromkeys([*fields, *run_pii.fields]))

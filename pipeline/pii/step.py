@@ -53,10 +53,16 @@ def engine_for(cfg: PiiConfig) -> PiiEngine:
 
 
 def text_fields(plan: RunPlan, source_name: str) -> list[str]:
-    """The columns the stage scans in a source: its text field, then `pii.fields`."""
+    """The columns the stage scans in a source: its text field (for webdataset the `txt` caption), then `pii.fields`.
+
+    image_dir records have no text: nothing is scanned. A webdataset sample's `json` sidecar is scanned
+    only when `pii.fields` names it.
+    """
     source = plan.source(source_name)
     if source.kind == "image_dir":
         return []
+    if source.kind == "webdataset":
+        return list(dict.fromkeys(["txt", *plan.config.pii.fields]))
     return list(dict.fromkeys([source.text_field, *plan.config.pii.fields]))
 
 

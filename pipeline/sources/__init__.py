@@ -9,10 +9,14 @@ from pipeline.sources.images import ImageDirReader
 from pipeline.sources.jsonl import JsonlReader
 from pipeline.sources.parquet import ParquetReader
 from pipeline.sources.textdir import TextDirReader
+from pipeline.sources.webdataset import WebDatasetReader
+
+IMAGE_KINDS = ("image_dir", "webdataset")
+"""Source kinds whose records are images: hashed, matched and deduplicated as images in pass 1."""
 
 READERS: dict[str, Reader] = {
-    r.kind: r for r in (JsonlReader(), ParquetReader(), CsvReader(), TextDirReader(), ImageDirReader(), HfDiskReader(),
-                        HfLoadReader())
+    r.kind: r for r in (JsonlReader(), ParquetReader(), CsvReader(), TextDirReader(), ImageDirReader(),
+                        WebDatasetReader(), HfDiskReader(), HfLoadReader())
 }
 
 
@@ -21,4 +25,4 @@ def reader_for(kind: str) -> Reader:
     return READERS[kind]
 
 
-__all__ = ["Batch", "InputFile", "Reader", "Reject", "Unit", "READERS", "reader_for", "describe_file"]
+__all__ = ["Batch", "InputFile", "Reader", "Reject", "Unit", "IMAGE_KINDS", "READERS", "reader_for", "describe_file"]

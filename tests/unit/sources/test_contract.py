@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import RunConfig, UnitConfig, parse_config
-from pipeline.sources import READERS, Unit
+from pipeline.sources import IMAGE_KINDS, READERS, Unit
 
 from tests.unit.sources.support import plan_source, read_units
 
@@ -79,8 +79,9 @@ def read(source, units: UnitConfig, work: Path):
 
 
 def test_every_kind_of_source_has_a_builder_here():
-    # Image folders carry bytes, not text: their reader has its own tests (test_image_reader.py).
-    assert set(BUILDERS) == set(READERS) - {"image_dir"}
+    # Image sources carry bytes, not text: their readers have their own tests (test_image_reader.py,
+    # test_webdataset_reader.py).
+    assert set(BUILDERS) == set(READERS) - set(IMAGE_KINDS)
 
 
 def test_every_record_is_either_valid_or_rejected_exactly_once(case):
