@@ -18,6 +18,13 @@ def publish_run_artifacts(manifest: dict) -> None:
         f"Shards: {len(manifest['outputs']['shards'])}; ledger digest `{manifest['ledger']['sha256'][:16]}…`; "
         f"{'signed, key ' + sig['keyid'][:16] + '…' if sig['signed'] else 'unsigned'}.\n"
     )
+    pii = manifest.get("pii")
+    if pii:
+        res = pii.get("residual_scan") or {}
+        types = ", ".join(f"{e} {n:,}" for e, n in pii["by_entity"].items()) or "none"
+        markdown += (f"\nPII ({pii['engine']['model'].get('name')} {pii['engine']['model'].get('version')}): "
+                     f"spans by type: {types}; records by action: {pii['records_by_action']}; "
+                     f"residual scan: {res.get('spans', 'not run')} span(s) in {res.get('records', 0):,} records.\n")
     create_markdown_artifact(key="hygiene-run-summary", markdown=markdown, description="counts and digests only")
     rows = [{"source": name, **{k: t[k] for k in ("input", "kept", "dropped", "quarantined", "rejected")}}
             for name, t in manifest["conservation"]["per_source"].items()]
