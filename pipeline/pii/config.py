@@ -136,7 +136,7 @@ class PiiConfig(_Strict):
     # on the labelled sets, bench/pii_accuracy.py), so it is off by default.
     ner_candidates_only: bool = False
     batch_size: int = Field(default=256, ge=1, le=100_000)
-    # Detect again in the sentences holding a tag, with the found values replaced by tags: the
+    # Detect again in the texts that hold PII, with the found values replaced by tags: the
     # changed context lets the NER model find names it missed (in the sample corpus, every name
     # the residual scan found). On the template-built labelled sets it adds as many false names
     # as true ones (PERSON F1 -0.004), so it is off by default; configs/sample.yaml turns it on.

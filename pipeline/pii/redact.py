@@ -169,17 +169,13 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
         parts.append(texts[i][pos:])
         tagged.append("".join(parts))
         maps.append(where)
-    # Only the sentences holding a tag are looked at again: elsewhere the context did not change.
-    pieces, owners = [], []
-    for k, (t, where) in enumerate(zip(tagged, maps)):
-        for ws, we in _tag_sentences(t, where):
-            pieces.append(t[ws:we])
-            owners.append((k, ws))
+    # The whole tagged text goes round again (as the residual scan of the output will see it):
+    # looking only at the sentences holding a tag measured fewer recovered names.
     extra: dict[int, list[Span]] = {}
-    for (k, ws), found in zip(owners, detect(pieces)):
+    for k, found in enumerate(detect(tagged)):
         where = maps[k]
         for s in found:
-            a, b = _to_original(s.start + ws, where, False), _to_original(s.end + ws, where, True)
+            a, b = _to_original(s.start, where, False), _to_original(s.end, where, True)
             if any(ts <= a and b <= te for _, _, ts, te in where):
                 continue  # only a tag (or part of one) again
             extra.setdefault(k, []).append(Span(s.entity, a, b, s.score))
@@ -187,27 +183,6 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
     for k, more in extra.items():
         i = todo[k]
         out[i] = resolve([*spans[i], *more])
-    return out
-
-
-def _tag_sentences(text: str, where: list[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
-    """(start, end) of the sentences of `text` that hold a tag, merged where they touch."""
-    from bisect import bisect_right
-
-    from pipeline.pii.engine import _SENTENCE_END
-
-    ends = [(m.start(), m.end()) for m in _SENTENCE_END.finditer(text)]
-    starts = [0] + [e for _, e in ends]
-    stops = [s for s, _ in ends] + [len(text)]
-    out: list[tuple[int, int]] = []
-    for ts, te, _, _ in where:
-        first = bisect_right(starts, ts) - 1
-        last = max(first, bisect_right(starts, max(te - 1, ts)) - 1)
-        ws, we = starts[first], stops[last]
-        if out and ws <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], we))
-        else:
-            out.append((ws, we))
     return out
 
 

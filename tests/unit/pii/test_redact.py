@@ -109,7 +109,7 @@ def test_chunk_owned_regions_partition_the_text_with_room_for_short_spans(length
     assert pos == length
 
 
-def test_the_second_pass_looks_again_at_tagged_sentences_and_maps_new_spans_back():
+def test_the_second_pass_looks_again_at_texts_with_tags_and_maps_new_spans_back():
     from pipeline.pii.redact import second_pass
 
     text = "First sentence here. Questions to Hiro Sato at hiro@example.com. Last one!"
@@ -120,7 +120,7 @@ def test_the_second_pass_looks_again_at_tagged_sentences_and_maps_new_spans_back
         return [[Span("PERSON", x.find("Hiro"), x.find("Hiro") + 9, 0.85)] if "Hiro" in x else [] for x in texts]
 
     out = second_pass(detect, [text, "nothing found"], [[Span("EMAIL_ADDRESS", 47, 63, 1.0)], []])
-    assert seen == ["Questions to Hiro Sato at <EMAIL_ADDRESS>."]      # only the tagged sentence, tags in place
+    assert seen == ["First sentence here. Questions to Hiro Sato at <EMAIL_ADDRESS>. Last one!"]   # tags in place
     assert [(s.entity, text[s.start:s.end]) for s in out[0]] == [("PERSON", "Hiro Sato"), ("EMAIL_ADDRESS", "hiro@example.com")]
     assert out[1] == []
 
