@@ -25,12 +25,16 @@ _KIND_BY_SUFFIX = [
     ((".parquet",), "parquet"),
     ((".csv",), "csv"),
     ((".txt",), "text_dir"),
+    ((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"), "webdataset"),
+    ((".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"), "image_dir"),
 ]
+# Image sources take neither the text field nor the id field of the config's first source.
+_NO_TEXT_KINDS = ("image_dir", "webdataset")
 
 
 def _kind_of_file(name: str) -> str | None:
     for suffixes, kind in _KIND_BY_SUFFIX:
-        if name.endswith(suffixes):
+        if name.lower().endswith(suffixes):
             return kind
     return None
 
@@ -50,7 +54,8 @@ def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
         while name in used:
             name, k = f"{base}-{k}", k + 1
         used.add(name)
-        sources.append({**template, "name": name, "kind": kind, "paths": paths})
+        base_fields = {} if kind in _NO_TEXT_KINDS else template
+        sources.append({**base_fields, "name": name, "kind": kind, "paths": paths})
 
     for raw in inputs:
         p = Path(raw).expanduser()
@@ -62,10 +67,11 @@ def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
             found: dict[str, set[str]] = {}
             for q in p.rglob("*"):
                 if q.is_file() and (kind := _kind_of_file(q.name)):
-                    suffix = next(s for s in next(x for x, k in _KIND_BY_SUFFIX if k == kind) if q.name.endswith(s))
+                    suffix = next(s for s in next(x for x, k in _KIND_BY_SUFFIX if k == kind) if q.name.lower().endswith(s))
                     found.setdefault(kind, set()).add(suffix)
             if not found:
-                raise ConfigError(f"--input {raw}: the directory holds no .jsonl/.json(.gz/.zst), .parquet, .csv or .txt file")
+                raise ConfigError(f"--input {raw}: the directory holds no .jsonl/.json(.gz/.zst), .parquet, .csv, .txt, "
+                                  ".tar or image file")
             for kind in sorted(found):
                 if len(found) == 1:
                     add([str(p)], kind, hint)

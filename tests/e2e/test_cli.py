@@ -62,3 +62,26 @@ def test_inputs_are_typed_by_their_names(tmp_path):
     (tmp_path / "d" / "y.parquet").write_bytes(b"")
     got = sources_from_inputs((str(tmp_path / "d"), str(tmp_path / "z.csv")), {"text_field": "text", "id_field": None})
     assert [(s["kind"], s["name"]) for s in got] == [("jsonl", "d-jsonl"), ("parquet", "d-parquet"), ("csv", "z")]
+
+
+def test_image_folders_and_tar_shards_are_typed_as_image_corpora(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(REPO / "data_samples" / "images" / "field-1.png", tmp_path / "imgs" / "A.PNG")
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "s-000.tar").write_bytes(b"")
+    got = sources_from_inputs((str(tmp_path / "imgs"), str(tmp_path / "shards")), {"text_field": "body", "id_field": "id"})
+    assert [(s["kind"], s.get("id_field"), s.get("text_field")) for s in got] == [("image_dir", None, None),
+                                                                                 ("webdataset", None, None)]
+
+
+def test_a_one_off_check_of_an_image_folder_against_a_hash_list(tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(REPO / "data_samples" / "images", images)
+    out = tmp_path / "out"
+    lst = REPO / "data_samples" / "hashlists" / "sample-list.csv"
+    result = CliRunner().invoke(main, ["run", SAMPLE, "--input", str(images), "--output", str(out), "--no-prefect",
+                                       "--hash-list", str(lst)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["kind"] for s in manifest["sources"]] == ["image_dir"]
+    assert manifest["conservation"]["overall"]["quarantined"] >= 1 and manifest["conservation"]["balanced"]
