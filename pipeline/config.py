@@ -47,9 +47,11 @@ class JsonlSourceConfig(_SourceBase):
 
 
 class ParquetSourceConfig(_SourceBase):
-    """Parquet files."""
+    """Parquet files; with `image_column`, one row is one image record."""
 
     kind: Literal["parquet"]
+    image_column: str | None = Field(default=None, min_length=1)
+    """The column holding the image: raw bytes (binary) or the Hugging Face `Image` feature, a struct {bytes, path}."""
 
 
 class CsvSourceConfig(_SourceBase):
@@ -95,6 +97,8 @@ class HfDiskSourceConfig(_SourceBase):
 
     kind: Literal["hf_disk"]
     split: str | None = None
+    image_column: str | None = Field(default=None, min_length=1)
+    """The column holding the image: raw bytes (binary) or the Hugging Face `Image` feature, a struct {bytes, path}."""
 
 
 class HfLoadSourceConfig(_SourceBase):
@@ -103,6 +107,8 @@ class HfLoadSourceConfig(_SourceBase):
     kind: Literal["hf_load"]
     builder: Literal["json", "csv", "parquet", "text"]
     split: str = "train"
+    image_column: str | None = Field(default=None, min_length=1)
+    """The column holding the image: raw bytes (binary) or the Hugging Face `Image` feature, a struct {bytes, path}."""
 
 
 SourceConfig = Annotated[

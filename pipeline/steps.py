@@ -36,7 +36,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
 from pipeline.sinks.shards import ShardWriter, WrittenFile, plan_shards
-from pipeline.sources import IMAGE_KINDS, Batch, Reject, reader_for
+from pipeline.sources import Batch, Reject, is_image_source, reader_for
 from pipeline.sources.base import string_digests
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,15 @@ class _KeyCollector:
     def add_batch(self, batch: Batch) -> None:
         src, table = self.source, batch.table
         n = table.num_rows
-        if n and self.unit.kind in IMAGE_KINDS:
+        if n and RECORD_ID in table.column_names and src.id_field != RECORD_ID:
+            raise SourceError(
+                f"{self.unit.path}: the input has a column '{RECORD_ID}', which the output reserves; "
+                f"set `id_field: {RECORD_ID}` in the source config or rename the column"
+            )
+        if n and is_image_source(src):
             self._add_images(batch)
             return
         if n:
-            if RECORD_ID in table.column_names and src.id_field != RECORD_ID:
-                raise SourceError(
-                    f"{self.unit.path}: the input has a column '{RECORD_ID}', which the output reserves; "
-                    f"set `id_field: {RECORD_ID}` in the source config or rename the column"
-                )
             text = table[src.text_field]
             digests = string_digests(text)
             ids = table[src.id_field].to_pylist() if src.id_field else None
@@ -190,19 +190,20 @@ class _KeyCollector:
         blobs = table["image"].to_pylist()
         matcher = self.matcher if self.matcher is not None and self.matcher.active else None
         hashed = hash_images(blobs, dihedral=bool(matcher and matcher.dihedral))
-        # image_dir: one file per record, ids from relpaths; webdataset: `tar#member`, ids `tar:row` or `id_field`.
+        # image_dir: one file per record, ids from relpaths; webdataset: `tar#member`, ids `tar:row` or `id_field`;
+        # an image column (Parquet, HF): `file:row` or `id_field`, incidents name the file and the row.
         ids = table[src.id_field].to_pylist() if src.id_field and self.unit.kind != "image_dir" else None
         rids, ostr, oint = _record_ids(self.unit, src, batch.rows, batch.relpaths, ids)
         rows = batch.rows.tolist()
-        uri = dict(reversed(e.split("\t", 1)) for e in self.unit.files)
-        members = table["path"].to_pylist() if batch.relpaths is None else None
+        uri = dict(reversed(e.split("\t", 1)) for e in self.unit.files) if self.unit.kind == "image_dir" else {}
+        members = table["path"].to_pylist() if self.unit.kind == "webdataset" else None
         keep = np.zeros(len(blobs), dtype=bool)
         c = self.cols
         for i, h in enumerate(hashed):
             digest = bytes.fromhex(h.sha256)
-            loc = batch.relpaths[i] if members is None else self.unit.relpath
+            loc = batch.relpaths[i] if batch.relpaths is not None else self.unit.relpath
             if h.rejected:
-                rel = loc if members is None else None  # a webdataset reject is `tar:row`, not one per file
+                rel = loc if batch.relpaths is not None else None  # webdataset, image column: `file:row`
                 self.add_reject(Reject(rows[i], f"not a usable image: {h.rejected}", digest, rel, rids[i]))
                 continue
             m = matcher.match_image(h) if matcher else None
@@ -222,8 +223,10 @@ class _KeyCollector:
                 for k, v in (("hash_list", m.list), ("hash_entry", m.entry_id), ("hash_type", m.hash_type),
                              ("hash_distance", m.distance), ("phash", None), ("pdq_quality", h.pdq_quality)):
                     c[k].append(v)
-                if members is None:
+                if self.unit.kind == "image_dir":
                     self.incidents.append(incident(m, rids[i], src.name, uri.get(loc, loc), loc, rows[i]))
+                elif members is None:  # an image column: the file and the row
+                    self.incidents.append(incident(m, rids[i], src.name, self.unit.path, loc, rows[i]))
                 else:  # the location names the tar and the member
                     member = members[i].split("#", 1)[1]
                     uri_i = f"{self.unit.path}#{member}"
@@ -236,7 +239,8 @@ class _KeyCollector:
             for k, v in (("hash_list", None), ("hash_entry", None), ("hash_type", None), ("hash_distance", None),
                          ("phash", h.phash), ("pdq_quality", h.pdq_quality)):
                 c[k].append(v)
-        schema = table.schema if src.keep == "bytes" else table.schema.remove(table.schema.get_field_index("image"))
+        drop = getattr(src, "keep", "bytes") == "path"
+        schema = table.schema.remove(table.schema.get_field_index("image")) if drop else table.schema
         self.schemas.append(schema)
         self.next_row = max(self.next_row, int(batch.rows.max()) + 1)
         for r in batch.rejects:
@@ -537,7 +541,8 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
 
         redaction = UnitRedaction.load(work, plan, unit_id, keep_rows)
     for table, rows in iter_unit_rows(plan, unit_id, keep_rows):
-        if unit.kind in IMAGE_KINDS and plan.source(unit.source).keep == "path":
+        source = plan.source(unit.source)
+        if is_image_source(source) and getattr(source, "keep", "bytes") == "path":
             table = table.drop_columns(["image"])
         # Rows are unique within a unit, so the kept rows locate their record ids directly.
         rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, rows)))

@@ -43,7 +43,8 @@ def sources_for(paths: list[str], text_field: str, id_field: str | None) -> tupl
         if p.is_dir() and (p / "manifest.json").exists():
             manifest = json.loads((p / "manifest.json").read_text())
             srcs = manifest.get("config", {}).get("sources", [])
-            # image_dir records have no text; a webdataset sample's text is its `txt` caption.
+            # image_dir records have no text; a webdataset sample's text is its `txt` caption; an image-column
+            # source's is its text_field (skipped where a shard lacks it).
             fields = list(dict.fromkeys([WDS_TEXT if s.get("kind") == "webdataset" else s.get("text_field", "text")
                                          for s in srcs if s.get("kind") != "image_dir"]))
             if manifest.get("config", {}).get("pii"):

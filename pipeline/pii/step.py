@@ -56,7 +56,8 @@ def text_fields(plan: RunPlan, source_name: str) -> list[str]:
     """The columns the stage scans in a source: its text field (for webdataset the `txt` caption), then `pii.fields`.
 
     image_dir records have no text: nothing is scanned. A webdataset sample's `json` sidecar is scanned
-    only when `pii.fields` names it.
+    only when `pii.fields` names it. A Parquet/HF source with `image_column` is scanned like any other
+    (its `text_field`, e.g. a caption); a column a table lacks, or that is not text, is skipped.
     """
     source = plan.source(source_name)
     if source.kind == "image_dir":

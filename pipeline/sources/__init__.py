@@ -14,6 +14,12 @@ from pipeline.sources.webdataset import WebDatasetReader
 IMAGE_KINDS = ("image_dir", "webdataset")
 """Source kinds whose records are images: hashed, matched and deduplicated as images in pass 1."""
 
+
+def is_image_source(source) -> bool:
+    """True when a source's records are images: an image kind, or a Parquet/HF source with `image_column`."""
+    return source.kind in IMAGE_KINDS or getattr(source, "image_column", None) is not None
+
+
 READERS: dict[str, Reader] = {
     r.kind: r for r in (JsonlReader(), ParquetReader(), CsvReader(), TextDirReader(), ImageDirReader(),
                         WebDatasetReader(), HfDiskReader(), HfLoadReader())
@@ -25,4 +31,4 @@ def reader_for(kind: str) -> Reader:
     return READERS[kind]
 
 
-__all__ = ["Batch", "InputFile", "Reader", "Reject", "Unit", "IMAGE_KINDS", "READERS", "reader_for", "describe_file"]
+__all__ = ["Batch", "InputFile", "Reader", "Reject", "Unit", "IMAGE_KINDS", "is_image_source", "READERS", "reader_for", "describe_file"]

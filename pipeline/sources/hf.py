@@ -13,6 +13,7 @@ import pyarrow as pa
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, require_unique_relpaths, sha256_file
+from pipeline.sources.parquet import image_rows
 from pipeline.sources.validate import split_valid
 
 # Hub access must never be attempted: these must be set before `datasets` is imported.
@@ -27,13 +28,16 @@ def _row_units(reader: Reader, source, f: InputFile, num_rows: int, units: UnitC
     return [reader._unit(source, f, i, a, min(a + step, num_rows), a, **kw) for i, a in enumerate(starts)]
 
 
-def _batches(table: pa.Table, start: int, source, units: UnitConfig) -> Iterator[Batch]:
+def _batches(table: pa.Table, start: int, source, units: UnitConfig, path: str) -> Iterator[Batch]:
     row = start
-    for rb in table.to_batches(max_chunksize=max(1, units.target_rows // 4)):
+    chunk = max(1, units.target_rows // 4)
+    if source.image_column and table.num_rows:  # images: about `batch_bytes` per batch
+        chunk = min(chunk, max(1, units.batch_bytes * table.num_rows // max(1, table.nbytes)))
+    for rb in table.to_batches(max_chunksize=chunk):
         t = pa.Table.from_batches([rb])
         rows = np.arange(row, row + t.num_rows, dtype=np.int64)
         row += t.num_rows
-        yield split_valid(t, rows, source)
+        yield image_rows(t, rows, source, path) if source.image_column else split_valid(t, rows, source)
 
 
 class HfDiskReader(Reader):
@@ -90,7 +94,7 @@ class HfDiskReader(Reader):
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
         table = self._load(source, unit.path).data.table.slice(unit.start, unit.stop - unit.start)
-        yield from _batches(table, unit.start, source, units)
+        yield from _batches(table, unit.start, source, units, unit.path)
 
 
 class HfLoadReader(Reader):
@@ -121,4 +125,4 @@ class HfLoadReader(Reader):
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
         ds = self._load(source, unit.files, unit.path)
         table = ds.data.table.slice(unit.start, unit.stop - unit.start)
-        yield from _batches(table, unit.start, source, units)
+        yield from _batches(table, unit.start, source, units, unit.path)

@@ -1,4 +1,5 @@
-"""Parquet reader: units are runs of whole row groups."""
+"""Parquet reader: units are runs of whole row groups. With `image_column`, rows are image records
+(`image_rows`, shared with the Hugging Face readers)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
-from pipeline.sources.base import Batch, InputFile, Reader, Unit
-from pipeline.sources.validate import split_valid
+from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
+from pipeline.sources.validate import _without_string_views, is_string_type, split_valid
+
+IMAGE = "image"
+"""The output column of an image-column source's image bytes."""
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -52,11 +57,105 @@ class ParquetReader(Reader):
             raise SourceError(unit.file_error)
         pf = open_parquet(unit.path)
         row = unit.row_offset
+        chunk = max(1, units.target_rows // 4)
+        if source.image_column:  # images: about `batch_bytes` per batch
+            groups = [pf.metadata.row_group(rg) for rg in range(unit.start, unit.stop)]
+            nrows, nbytes = sum(g.num_rows for g in groups), sum(g.total_byte_size for g in groups)
+            chunk = min(chunk, max(1, units.batch_bytes * nrows // max(1, nbytes)))
         try:
-            for rb in pf.iter_batches(batch_size=max(1, units.target_rows // 4), row_groups=range(unit.start, unit.stop)):
+            for rb in pf.iter_batches(batch_size=chunk, row_groups=range(unit.start, unit.stop)):
                 table = pa.Table.from_batches([rb])
                 rows = np.arange(row, row + table.num_rows, dtype=np.int64)
                 row += table.num_rows
-                yield split_valid(table, rows, source)
+                yield image_rows(table, rows, source, unit.path) if source.image_column else split_valid(table, rows, source)
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{unit.path}: cannot read past row {row} ({e.__class__.__name__}: corrupt Parquet data)") from e
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or t == pa.binary_view()
+
+
+def _image_bytes(col: pa.ChunkedArray, name: str) -> tuple[pa.Array | None, pa.Array | None, str | None]:
+    """(bytes, whether a struct has a path, None) of an image column: binary values, or an HF `Image` struct's `bytes`
+    (the struct's null slots made null); (None, None, reason) when the column holds neither."""
+    arr = col.combine_chunks()
+    t = arr.type
+    if _is_binary(t):
+        return arr.cast(pa.large_binary()), None, None
+    if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and _is_binary(t.field("bytes").type):
+        absent = arr.is_null()
+        blobs = pc.if_else(absent, pa.scalar(None, pa.large_binary()), arr.field("bytes").cast(pa.large_binary()))
+        paths = pc.and_(arr.is_valid(), arr.field("path").is_valid()) if t.get_field_index("path") >= 0 else None
+        return blobs, paths, None
+    return None, None, f"image column '{name}' is not binary or an Image struct ({t})"
+
+
+def _id_reasons(table: pa.Table, id_field: str, reasons: list) -> tuple[pa.Table, pa.Array | None]:
+    """Check the id field as `split_valid` does (string or integer, not null, not empty); the table with string ids."""
+    if id_field not in table.column_names:
+        _reject_all(reasons, f"missing id field '{id_field}'")
+        return table, None
+    col = table[id_field]
+    if pa.types.is_integer(col.type) or pa.types.is_null(col.type):
+        col = col.cast(pa.string())
+        table = table.set_column(table.schema.get_field_index(id_field), id_field, col)
+    elif not is_string_type(col.type):
+        _reject_all(reasons, f"id field '{id_field}' is not a string or integer ({col.type})")
+        return table, None
+    for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
+        reasons[i] = reasons[i] or f"id field '{id_field}' is missing or null"
+    for i in np.flatnonzero(pc.fill_null(pc.equal(pc.binary_length(col), 0), False).to_numpy(zero_copy_only=False)):
+        reasons[i] = reasons[i] or f"id field '{id_field}' is empty"
+    return table, col
+
+
+def _reject_all(reasons: list, reason: str) -> None:
+    for i, r in enumerate(reasons):
+        reasons[i] = r or reason
+
+
+def image_rows(table: pa.Table, rows: np.ndarray, source, path: str) -> Batch:
+    """A batch of an image-column source: the image column becomes `image` (bytes, in its place), the
+    other columns stay; a row without image bytes (or without a usable id) becomes a Reject.
+
+    A null image is "image column is empty"; an HF `Image` struct with a `path` but no `bytes` is
+    "image column has no bytes" (files outside the dataset are never read). The text field is not
+    required: it is the caption PII scans, when present.
+    """
+    name = source.image_column
+    if name != IMAGE and IMAGE in table.column_names:
+        raise SourceError(f"{path}: a column '{IMAGE}' besides image_column '{name}'; the output names the "
+                          f"image column '{IMAGE}', so rename one of them or set `image_column: {IMAGE}`")
+    table = _without_string_views(table)
+    n = table.num_rows
+    reasons: list[str | None] = [None] * n
+    blobs, paths = None, None
+    if name not in table.column_names:
+        _reject_all(reasons, f"missing image column '{name}'")
+    else:
+        blobs, paths, bad = _image_bytes(table[name], name)
+        if bad:
+            _reject_all(reasons, bad)
+        else:
+            empty = pc.fill_null(pc.equal(pc.binary_length(blobs), 0), True).to_numpy(zero_copy_only=False)
+            has_path = paths.to_numpy(zero_copy_only=False) if paths is not None else np.zeros(n, bool)
+            for i in np.flatnonzero(empty):
+                no_bytes = has_path[i] and not blobs[i].is_valid
+                reasons[i] = "image column has no bytes" if no_bytes else "image column is empty"
+    ids = None
+    if source.id_field is not None:
+        table, ids = _id_reasons(table, source.id_field, reasons)
+    if blobs is None:
+        blobs = pa.nulls(n, pa.large_binary())
+    at = table.schema.get_field_index(name) if name in table.column_names else table.num_columns
+    table = table.drop_columns([name]) if name in table.column_names else table
+    table = table.add_column(at, IMAGE, blobs)
+    bad_rows = [i for i, r in enumerate(reasons) if r is not None]
+    if not bad_rows:
+        return Batch(table, rows, [])
+    keep = np.ones(n, dtype=bool)
+    keep[bad_rows] = False
+    id_values = ids.take(pa.array(bad_rows)).to_pylist() if ids is not None else [None] * len(bad_rows)
+    rejects = [Reject(int(rows[i]), reasons[i], None, None, rid or None) for i, rid in zip(bad_rows, id_values)]
+    return Batch(table.filter(pa.array(keep)), rows[keep], rejects)
