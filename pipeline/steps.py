@@ -258,6 +258,8 @@ class _KeyCollector:
     def add_reject(self, r: Reject) -> None:
         loc = r.relpath or self.unit.relpath
         rid = r.record_id or f"{self.source.name}/{loc}" + ("" if r.relpath else f":{r.row}")
+        if r.images and self._quarantine_rejected(r, rid, loc):
+            return
         c = self.cols
         c["row"].append(r.row)
         c["record_id"].append(rid)
@@ -273,6 +275,32 @@ class _KeyCollector:
         for k in ("hash_list", "hash_entry", "hash_type", "hash_distance", "phash", "pdq_quality"):
             c[k].append(None)
         self.next_row = max(self.next_row, r.row + 1)
+
+    def _quarantine_rejected(self, r: Reject, rid: str, loc: str) -> bool:
+        """Match the images of a record the reader rejected; a match quarantines it (safety wins)."""
+        matcher = self.matcher if self.matcher is not None and self.matcher.active else None
+        if matcher is None:
+            return False
+        from pipeline.safety.imagehash_stage import hash_images
+
+        for h in hash_images(list(r.images), dihedral=matcher.dihedral):
+            m = None if h.rejected else matcher.match_image(h)
+            if m is None:
+                continue
+            c = self.cols
+            for k, v in (("row", r.row), ("record_id", rid), ("location", loc), ("ok", True),
+                         ("reason", f"matched hash list '{m.list}' ({m.hash_type}, {m.matched_on})"),
+                         ("content_sha256", bytes.fromhex(h.sha256)), ("key", None), ("text_bytes", None),
+                         ("order_str", rid), ("order_int", r.row), ("quality", None), ("hash_list", m.list),
+                         ("hash_entry", m.entry_id), ("hash_type", m.hash_type), ("hash_distance", m.distance),
+                         ("phash", None), ("pdq_quality", h.pdq_quality)):
+                c[k].append(v)
+            uri = f"{self.unit.path}#{r.member}" if r.member else self.unit.path
+            where = f"{loc}#{r.member}" if r.member else loc
+            self.incidents.append(incident(m, rid, self.source.name, uri, where, r.row))
+            self.next_row = max(self.next_row, r.row + 1)
+            return True
+        return False
 
     def flush(self) -> None:
         """Write the rows collected so far (rows of later batches always come after earlier ones)."""

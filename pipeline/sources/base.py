@@ -70,6 +70,10 @@ class Reject:
     raw_sha256: bytes | None = None
     relpath: str | None = None
     record_id: str | None = None  # the id field's value, when the record has a usable one
+    # Images of a rejected record (e.g. a WebDataset sample with a broken sidecar): matched against
+    # the hash lists all the same, so a listed image is quarantined, never merely rejected. Never stored.
+    images: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+    member: str | None = None  # where the image sits inside its file (a tar member name)
 
 
 @dataclass

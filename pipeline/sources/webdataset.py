@@ -155,7 +155,9 @@ class _BatchBuilder:
             except UnicodeDecodeError:
                 reason = "sidecar .txt is not valid UTF-8"
         if reason is not None:
-            self.rejects.append(Reject(s.row, reason, digest, None, rid))
+            blobs = tuple(s.members[e] for e in images)
+            member = s.names[images[0]] if images else None
+            self.rejects.append(Reject(s.row, reason, digest, None, rid, images=blobs, member=member))
             return
         for k, v in (("key", s.key), ("path", f"{self.relpath}#{s.names[images[0]]}"), ("image", image),
                      ("json", json_text), ("txt", txt)):

@@ -118,6 +118,22 @@ def test_a_listed_image_inside_a_tar_is_quarantined_and_its_bytes_reach_no_outpu
             assert listed[200:264] not in data and listed[-64:] not in data, f"listed image bytes in {f}"
 
 
+def test_a_listed_image_in_a_sample_the_reader_rejects_is_still_quarantined_with_an_incident(run_pipeline, tmp_path):
+    listed = image("field-3.png")
+    lst = tmp_path / "list.csv"
+    lst.write_text(f"hash,type,entry_id\n{hash_image(listed).pdq},pdq,WDS-2\n")
+    bad = write_tar(tmp_path / "in" / "bad.tar", sample("b/0", "field-0.png", b"{not json")
+                    + sample("b/1", "field-3.png", b"{not json either"))
+    out = tmp_path / "run"
+    manifest, ledger, _ = run_pipeline([wds([bad])], out=out, safety={"hash_lists": [{"name": "l", "path": str(lst)}]})
+    rows = {r["record_id"]: r for r in ledger.iter_rows(named=True)}
+    assert rows["wds/bad.tar:0"]["decision"] == "rejected"            # broken sidecar, image not listed
+    assert rows["wds/bad.tar:1"]["decision"] == "quarantined" and rows["wds/bad.tar:1"]["hash_entry"] == "WDS-2"
+    (inc,) = [json.loads(x) for x in (out / "quarantine" / "incidents.jsonl").read_text().splitlines()]
+    assert inc["uri"] == f"{bad}#b/1.png" and inc["location"] == "bad.tar#b/1.png"
+    assert manifest["conservation"]["balanced"]
+
+
 def test_an_identical_image_in_a_second_tar_is_dropped_as_a_duplicate_of_the_first(run_pipeline, tmp_path):
     a = write_tar(tmp_path / "in" / "a.tar", sample("x/0", "field-0.png") + sample("x/1", "field-3.png"))
     b = write_tar(tmp_path / "in" / "b.tar", sample("y/0", "field-4.png") + sample("y/1", "field-3.png", caption="c"))
