@@ -183,6 +183,14 @@ def _print_summary(cfg: RunConfig, manifest: dict) -> None:
     balanced = "balanced" if manifest["conservation"]["balanced"] else "NOT BALANCED"
     console.print(f"{len(manifest['outputs']['shards'])} shard(s) in {cfg.output.dir}/shards; "
                   f"ledger {manifest['ledger']['rows']:,} rows; conservation {balanced}")
+    pii = manifest.get("pii")
+    if pii:
+        acts = pii["records_by_action"]
+        types = ", ".join(f"{e} {n:,}" for e, n in pii["by_entity"].items()) or "none found"
+        res = pii.get("residual_scan")
+        console.print(f"PII: {acts.get('redacted', 0):,} record(s) redacted, {acts.get('dropped', 0):,} dropped "
+                      f"(spans: {types})" + (f"; residual scan: {res['spans']:,} span(s) in {res['records']:,} records"
+                                             if res else ""))
 
 
 @main.command()
