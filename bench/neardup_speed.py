@@ -64,7 +64,6 @@ import platform
 import random
 import resource
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -72,6 +71,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import cmd_out, median, results_path  # noqa: E402
+
 MB = 1_000_000
 MiB = 1024 * 1024
 LOCK = "/tmp/hygiene-bench.lock"
@@ -88,19 +90,7 @@ OUR_LIBS = ("numba", "numpy", "polars", "pyarrow", "psutil", "datasketch", "hygi
 
 
 # ============================================================================================
-# Shared helpers (also imported by neardup_scale.py)
-
-
-def cmd_out(args: list[str]) -> str | None:
-    try:
-        r = subprocess.run(args, capture_output=True, text=True, timeout=20, cwd=str(REPO))
-        return r.stdout.strip() if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-STAGE_FILES = ("pipeline/dedup/*.py", "pipeline/steps.py", "pipeline/plan.py", "pipeline/executor.py",
-               "pipeline/config.py", "pipeline/fileio.py", "pipeline/sources/*.py")
+# Shared helpers (also imported by neardup_scale.py; cmd_out, median, results_path come from common.py)
 
 
 def pipeline_digest() -> dict:
@@ -151,24 +141,6 @@ def machine_info(peers_python: str) -> dict:
         "git_status_porcelain": (cmd_out(["git", "status", "--porcelain"]) or "").splitlines(),
         "pipeline_sha256_before": pipeline_digest(),
     }
-
-
-def results_path(prefix: str, explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    d = HERE / "results"
-    d.mkdir(exist_ok=True)
-    base = f"{prefix}-{dt.date.today().isoformat()}"
-    p, n = d / f"{base}.json", 2
-    while p.exists():
-        p = d / f"{base}-{n}.json"
-        n += 1
-    return p
-
-
-def median(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def fmt(v, nd=1) -> str:

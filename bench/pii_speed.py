@@ -71,13 +71,11 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import resource
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +83,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import cmd_out, machine_info, median, results_path  # noqa: E402
 SHARED = Path(os.environ.get("HYGIENE_SHARED", REPO.parent / "shared"))
 BENCH_CORPUS = SHARED / "data" / "pii" / "bench_paragraphs" / "corpus.jsonl"
 MB = 1_000_000
@@ -362,14 +362,6 @@ def make_large(path: Path, docs: int, seed: int) -> dict:
 # Parent: corpora, code snapshot, runs, summary
 
 
-def cmd_out(args: list[str]) -> str | None:
-    try:
-        r = subprocess.run(args, capture_output=True, text=True, timeout=20, cwd=str(REPO))
-        return r.stdout.strip() if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def tree_digest(root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(root.rglob("*.py")):
@@ -385,48 +377,6 @@ def snapshot_code(work: Path) -> tuple[Path, str]:
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(REPO / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     return dest, digest
-
-
-def versions() -> dict:
-    from importlib import metadata
-
-    d = {"python": platform.python_version()}
-    for lib in VERSION_LIBS:
-        try:
-            d[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            d[lib] = None
-    return d
-
-
-def machine_info() -> dict:
-    cpu_model, mem = None, None
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem = round(int(line.split()[1]) / 2**20, 2)
-    return {"hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model,
-            "nproc": os.cpu_count(), "nproc_affinity": len(os.sched_getaffinity(0)), "memory_total_gib": mem,
-            "loadavg_before": [round(x, 2) for x in os.getloadavg()], "uptime_before": cmd_out(["uptime"]),
-            "versions": versions(), "python_executable": sys.executable,
-            "git_commit": cmd_out(["git", "rev-parse", "HEAD"]),
-            "git_status_porcelain": (cmd_out(["git", "status", "--porcelain"]) or "").splitlines()}
-
-
-def results_path(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    d = HERE / "results"
-    d.mkdir(exist_ok=True)
-    base = f"pii-speed-{dt.date.today().isoformat()}"
-    p, n = d / f"{base}.json", 2
-    while p.exists():
-        p = d / f"{base}-{n}.json"
-        n += 1
-    return p
 
 
 def run_worker(system: str, corpus: str, path: Path, limit: int | None, args, code: Path, spans_out: Path) -> dict:
@@ -452,11 +402,6 @@ def run_worker(system: str, corpus: str, path: Path, limit: int | None, args, co
         return rec
     rec.update(json.loads(lines[-1][len(RESULT_TAG):]))
     return rec
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def overlap_recall(gold: list[list], pred: list[list], types: set[str]) -> dict:
@@ -618,7 +563,7 @@ def main() -> None:
     if bad:
         ap.error(f"unknown systems: {bad}")
     args.work.mkdir(parents=True, exist_ok=True)
-    machine = machine_info()
+    machine = machine_info(VERSION_LIBS)
     code, digest = snapshot_code(args.work)
     corpora: dict[str, dict] = {}
     for c in args.corpora.split(","):
@@ -694,7 +639,7 @@ def main() -> None:
     print(markdown(res))
     print(f"\nload average before {machine['loadavg_before']}, after {res['machine']['loadavg_after']}; "
           f"total wall {res['total_wall_s']} s", file=sys.stderr)
-    out = results_path(args.results)
+    out = results_path("pii-speed", args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     print(f"written: {out}", file=sys.stderr)
