@@ -98,7 +98,8 @@ def _child_ours(args: argparse.Namespace, out: Path) -> dict:
     cfg = parse_config({
         "sources": [{"name": "g", "kind": "jsonl", "paths": [str(args.input)], "id_field": "id"}],
         "output": {"dir": str(run_dir)},
-        "dedup": {"near": {"threshold": args.threshold}},
+        "dedup": {"near": {"threshold": args.threshold, "verify": args.ours_verify},
+                  "survivor": {"near_prefer": args.ours_prefer}},
     })
     t0 = time.perf_counter()
     manifest = run_local(cfg)
@@ -713,7 +714,8 @@ def parent_main(args: argparse.Namespace) -> int:
     thr = args.threshold
     if "ours" in tools:
         for t in sorted({thr, *[float(x) for x in args.ours_thresholds.split(",") if x]}, key=lambda x: (x != thr, x)):
-            jobs.append(("ours", t, [sys.executable, me, "--child", "ours", "--input", str(corpus), "--threshold", str(t)]))
+            jobs.append(("ours", t, [sys.executable, me, "--child", "ours", "--input", str(corpus), "--threshold", str(t),
+                                     "--ours-prefer", args.ours_prefer, "--ours-verify", args.ours_verify]))
     if "datatrove" in tools:
         jobs.append(("datatrove", thr, [args.peers_python, me, "--child", "datatrove", "--input", str(split)]))
     if "datasketch" in tools:
@@ -834,6 +836,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--ours-thresholds", default="0.7,0.75,0.8,0.9")
+    ap.add_argument("--ours-prefer", default="longest", choices=["longest", "central"],
+                    help="our near-dup survivor rule (dedup.survivor.near_prefer)")
+    ap.add_argument("--ours-verify", default="signature", choices=["signature", "exact"],
+                    help="our verification (dedup.near.verify)")
     ap.add_argument("--tools", default="ours,datatrove,datasketch,datasketch-16x8")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", default="/tmp/neardup-quality")

@@ -171,11 +171,12 @@ class SurvivorConfig(_Strict):
     """Which copy of a duplicate group is kept.
 
     Exact duplicates: source priority (higher wins), then lowest record_id. Near duplicates:
-    source priority, then the longest text (or the highest `quality_column`), then lowest record_id.
+    source priority, then the longest text (or the highest `quality_column`; or, with `central`,
+    the most verified neighbours first, then the longest), then lowest record_id.
     """
 
     rule: Literal["priority_then_lowest_id"] = "priority_then_lowest_id"
-    near_prefer: Literal["longest", "quality"] = "longest"
+    near_prefer: Literal["longest", "quality", "central"] = "longest"
     quality_column: str | None = None
 
     @model_validator(mode="after")

@@ -155,3 +155,24 @@ def test_an_exact_copy_of_a_near_duplicate_names_the_final_survivor(chain, tmp_p
     assert rows["b-copy"]["decision"] == "dropped_duplicate" and rows["b-copy"]["duplicate_of"] == "a"
     kept = {k for k, r in rows.items() if r["decision"] == "kept"}
     assert all(r["duplicate_of"] in kept for r in rows.values() if r["duplicate_of"])
+
+
+def test_the_central_survivor_rule_keeps_the_copy_most_others_resemble(tmp_path, run_pipeline):
+    # B is similar to A, C and D (J = 296/346 = 0.86); A, C and D are not similar to each other
+    # (J = 296/396 = 0.75). Longest-first keeps A (it ties C and D on length; lowest id) and then
+    # cannot drop C or D through it; central keeps B and drops the other three.
+    rng = random.Random(5)
+    word = lambda tag, i: f"{tag}{i:04d}"  # noqa: E731 - every word 5 characters, so lengths tie
+    base = [word("b", rng.randrange(9000)) for _ in range(300)]
+    texts = {"a": base + [word("a", i) for i in range(50)], "b": base,
+             "c": [word("c", i) for i in range(50)] + base, "d": base + [word("d", i) for i in range(50)]}
+    path = tmp_path / "star.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "text": " ".join(v)}) + "\n" for k, v in texts.items()))
+    src = [{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}]
+    near = {"near": {"verify": "exact"}}
+    _, longest, _ = run_pipeline(src, out=tmp_path / "longest", dedup=near)
+    _, central, _ = run_pipeline(src, out=tmp_path / "central", dedup={**near, "survivor": {"near_prefer": "central"}})
+    kept = lambda ledger: sorted(ledger.filter(pl.col("decision") == "kept")["record_id"])  # noqa: E731
+    assert kept(longest) == ["a", "c", "d"]
+    assert kept(central) == ["b"]
+    assert set(central.filter(pl.col("decision") == "dropped_near_duplicate")["duplicate_of"]) == {"b"}
