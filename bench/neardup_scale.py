@@ -130,8 +130,11 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
 
     steps.resolve_near = resolve
 
+    # HYGIENE_BENCH_OURS_DEDUP (JSON, e.g. '{"near": {"threshold": 0.7}, "survivor": {"near_prefer": "central"}}')
+    # runs ours with other dedup settings than the defaults.
+    dedup = json.loads(os.environ.get("HYGIENE_BENCH_OURS_DEDUP", "{}"))
     cfg = parse_config({"sources": [{"name": "g", "kind": "jsonl", "paths": [inp], "id_field": "id"}],
-                        "output": {"dir": out}})
+                        "output": {"dir": out}, **({"dedup": dedup} if dedup else {})})
     qw = wait_for_quiet(*quiet)
     _started(marker)
     load = [round(x, 2) for x in os.getloadavg()]
