@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli_common import exits_on_error
 from pipeline.config import RunConfig, load_config, parse_config
 from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ConfigError, PipelineError, RejectionsError  # noqa: F401
 
@@ -146,7 +147,7 @@ def main(verbose: bool) -> None:
               help="A hash list to match against, besides the configured ones (repeatable; type declared in the file).")
 def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, full, hash_lists) -> None:
     """Run the cleaning job described by CONFIG and publish a run directory."""
-    try:
+    with exits_on_error(config=EXIT_USAGE, rejected=EXIT_REJECTED):
         cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full, hash_lists)
         if no_prefect:
             from pipeline.executor import run_local
@@ -156,15 +157,6 @@ def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, ful
             from flows.clean import run_flow
 
             manifest = run_flow(cfg)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except RejectionsError as e:
-        click.echo(f"rejected: {e}", err=True)
-        sys.exit(EXIT_REJECTED)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
     _print_summary(cfg, manifest)
 
 
@@ -197,11 +189,8 @@ def _print_summary(cfg: RunConfig, manifest: dict) -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 def validate(config) -> None:
     """Check CONFIG without running anything; print the resolved config and its digest."""
-    try:
+    with exits_on_error(config=EXIT_USAGE):
         cfg = load_config(config)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
     click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
     click.echo(f"config_sha256 {cfg.digest()}")
 
@@ -212,7 +201,7 @@ def validate(config) -> None:
 @click.option("--name", default=None, help="Deployment name (default: the config's name).")
 def schedule(config, show_next, name) -> None:
     """Serve a Prefect deployment that runs CONFIG on its cron schedule (`schedule.cron`)."""
-    try:
+    with exits_on_error(config=EXIT_USAGE):
         cfg = load_config(config)
         from flows.serve import next_fire_times, serve_config
 
@@ -223,9 +212,6 @@ def schedule(config, show_next, name) -> None:
                 click.echo(t.isoformat())
             return
         serve_config(config, cfg, name)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
 
 
 @main.group()
@@ -240,11 +226,8 @@ def keys_generate(out_dir, name) -> None:
     """Write NAME.key (private, mode 0600) and NAME.key.pub into --out."""
     from pipeline.audit.signing import generate_keypair, key_id, load_public_key
 
-    try:
+    with exits_on_error():
         priv, pub = generate_keypair(Path(out_dir), name)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
     click.echo(f"private key {priv} (keep it secret; set signing.key or $HYGIENE_SIGNING_KEY)")
     click.echo(f"public key  {pub} (give it to reviewers: hygiene verify RUN --public-key {pub})")
     click.echo(f"key id      {key_id(load_public_key(pub))}")
@@ -268,11 +251,8 @@ def verify(run_dir, public_keys, no_chain, as_json) -> None:
     """
     from pipeline.audit.verify import verify_run
 
-    try:
+    with exits_on_error(EXIT_CANNOT_VERIFY, prefix="cannot verify"):
         report = verify_run(Path(run_dir), [Path(p) for p in public_keys], check_chain=not no_chain)
-    except PipelineError as e:
-        click.echo(f"cannot verify: {e}", err=True)
-        sys.exit(EXIT_CANNOT_VERIFY)
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), "ok": report.ok,
                                "checks": [c.__dict__ for c in report.checks]}, indent=2))
@@ -298,11 +278,8 @@ def inspect(run_dir, as_json, no_verify) -> None:
     from pipeline.audit.inspect import summarize, to_json
     from pipeline.cli_views import show_summary
 
-    try:
+    with exits_on_error(EXIT_CANNOT_VERIFY):
         s = summarize(Path(run_dir), verify=not no_verify)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_CANNOT_VERIFY)
     click.echo(to_json(s)) if as_json else show_summary(s, _console())
 
 
@@ -315,11 +292,8 @@ def explain(run_dir, record_id, as_json) -> None:
     from pipeline.audit.inspect import explain as explain_record, to_json
     from pipeline.cli_views import show_story
 
-    try:
+    with exits_on_error():
         st = explain_record(Path(run_dir), record_id)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
     click.echo(to_json(st)) if as_json else show_story(st, _console())
 
 
@@ -333,11 +307,8 @@ def diff(run_a, run_b, as_json, limit) -> None:
     from pipeline.audit.inspect import diff_runs, to_json
     from pipeline.cli_views import show_diff
 
-    try:
+    with exits_on_error(EXIT_CANNOT_VERIFY):
         d = diff_runs(Path(run_a), Path(run_b), limit=limit)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_CANNOT_VERIFY)
     click.echo(to_json(d)) if as_json else show_diff(d, _console())
 
 
@@ -349,11 +320,8 @@ def report(run_dir, out) -> None:
     from pipeline.audit.report import render_report
     from pipeline.fileio import atomic_write_bytes
 
-    try:
+    with exits_on_error(EXIT_CANNOT_VERIFY):
         page = render_report(Path(run_dir))
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_CANNOT_VERIFY)
     atomic_write_bytes(out, page.encode())
     click.echo(f"wrote {out}")
 
@@ -372,13 +340,10 @@ def signoff(run_dir, policy_path, approver, key_path, note) -> None:
     """
     from pipeline.audit.signoff import evaluate, load_policy, record_signoff
 
-    try:
+    with exits_on_error(EXIT_CANNOT_VERIFY):
         policy = load_policy(policy_path)
         result = evaluate(Path(run_dir), policy)
         record = record_signoff(Path(run_dir), Path(policy_path), result, approver, key_path, note)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_CANNOT_VERIFY)
     for r in record["rules"]:
         click.echo(f"{'pass' if r['passed'] else 'FAIL'} {r['rule']:<26} value {r['value']!s:<24.24} limit {r['threshold']!s:<12.12} {r['detail']}")
     signed = f", signed by key {record['signed_by'][:16]}…" if record["signed_by"] else ", unsigned (no --key)"
@@ -483,11 +448,8 @@ def index_rebuild(state_dir, run_dirs) -> None:
     """Recreate the index in STATE_DIR from the published RUN_DIRS (checked against their manifests)."""
     from pipeline.dedup.index import rebuild
 
-    try:
+    with exits_on_error():
         idx = rebuild(state_dir, list(run_dirs))
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
     s = idx.summary()
     click.echo(f"index {s['path']}: {len(s['runs'])} run(s), {s['records']:,} records")
 

@@ -9,12 +9,12 @@ Usage::
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from pipeline.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PipelineError
+from pipeline.cli_common import exits_on_error
+from pipeline.errors import EXIT_USAGE, ConfigError
 
 
 @click.group()
@@ -35,7 +35,7 @@ def scan(paths, output, config_path, text_field, id_field, as_json) -> None:
     """Scan PATHS (inputs of any supported format, or finished run directories) for residual PII."""
     from pipeline.pii.scan import scan_paths
 
-    try:
+    with exits_on_error(config=EXIT_USAGE):
         cfg = None
         if config_path:
             from pipeline.config import load_config
@@ -45,12 +45,6 @@ def scan(paths, output, config_path, text_field, id_field, as_json) -> None:
                 raise ConfigError(f"{config_path}: has no `pii:` section")
         summary = scan_paths(list(paths), cfg, text_field=text_field, id_field=id_field,
                              output=Path(output) if output else None)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except PipelineError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
