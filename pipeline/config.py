@@ -268,6 +268,10 @@ class UnitConfig(_Strict):
     target_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     target_rows: int = Field(default=200_000, ge=1)
     batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Keep the parsed batches of JSONL, CSV and text inputs between the passes (uncompressed Arrow
+    # in the scratch space, about the size of the parsed records) so each input is parsed once.
+    # false: pass 2 reads and parses the inputs again, and no extra disk is needed.
+    spill: bool = True
 
 
 class RunnerConfig(_Strict):

@@ -46,12 +46,18 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def sha256_path(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
+def sha256_path(path: str | os.PathLike, chunk: int = 8 * 1024 * 1024) -> str:
+    """sha256 of a file's bytes.
+
+    Reads into one reused buffer: a fresh 8 MiB `bytes` per read costs page faults that made
+    hashing a large input three times slower than the hash itself.
+    """
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 * 1024 * 1024):
-            h.update(block)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

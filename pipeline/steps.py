@@ -36,6 +36,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
 from pipeline.sinks.shards import ShardWriter, WrittenFile, plan_shards
+from pipeline.spill import SpillWriter, read_spill
 from pipeline.sources import Batch, Reject, is_image_source, reader_for
 from pipeline.sources.base import string_digests
 
@@ -89,8 +90,9 @@ class _KeyCollector:
     """Streams pass-1 key rows of one unit to a Parquet writer, a batch at a time (bounded memory)."""
 
     def __init__(self, plan: RunPlan, unit, writer: pq.ParquetWriter, signer: SignatureWriter | None,
-                 matcher: Matcher | None = None) -> None:
+                 matcher: Matcher | None = None, spill: SpillWriter | None = None) -> None:
         self.plan, self.unit, self.writer, self.signer, self.matcher = plan, unit, writer, signer, matcher
+        self.spill = spill
         self.incidents: list[dict] = []
         self.source = plan.source(unit.source)
         self.cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
@@ -134,6 +136,8 @@ class _KeyCollector:
             for k in ("hash_list", "hash_entry", "hash_type", "hash_distance", "phash", "pdq_quality"):
                 c[k].extend([None] * n)
             self.schemas.append(table.schema)
+            if self.spill is not None:
+                self.spill.add(table, batch.rows)
             if self.signer is not None and n:
                 self.signer.add(text, batch.rows)
             if n:
@@ -326,10 +330,13 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     file_error = None
     near = plan.config.dedup.near
     signer = SignatureWriter(work / "minhash", unit_id, near) if near.enabled else None
+    source = plan.source(unit.source)
+    spill = (SpillWriter(work, unit_id)
+             if plan.config.units.spill and reader_for(unit.kind).spill and not is_image_source(source) else None)
     try:
         with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
             with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
-                collector = _KeyCollector(plan, unit, writer, signer, matcher_for(plan))
+                collector = _KeyCollector(plan, unit, writer, signer, matcher_for(plan), spill)
                 try:
                     for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
                         collector.add_batch(batch)
@@ -343,6 +350,8 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     except BaseException:
         if signer is not None:
             signer.abort()
+        if spill is not None:
+            spill.abort()
         raise
     if signer is not None:
         signer.close()
@@ -359,6 +368,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         "rejected": collector.records - collector.valid,
         "text_bytes": collector.text_bytes,
         "file_error": file_error,
+        "spilled": spill.batches if spill is not None else None,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(done, result)
@@ -529,22 +539,28 @@ def pass2(work_dir: str, shard_id: int) -> dict:
 
 
 def iter_unit_rows(plan: RunPlan, unit_id: int, keep_rows: np.ndarray):
-    """Read a unit again and yield (table, rows) for the rows in `keep_rows` (sorted), in row order."""
+    """The rows in `keep_rows` (sorted) of a unit as (table, rows), in row order: from the batches
+    pass 1 spilled when it did, else by reading the unit again."""
     unit = plan.units[unit_id]
     cfg = plan.config
     if keep_rows.size == 0:
         return
     last = keep_rows[-1]
+    spilled = (_read_done(plan.work_dir / "pass1" / f"{_unit_name(unit_id)}.json") or {}).get("spilled")
+    if spilled is not None:
+        batches = read_spill(plan.work_dir, unit_id, spilled)
+    else:
+        batches = ((b.table, b.rows) for b in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units))
     try:
-        for batch in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units):
-            if batch.rows.size == 0:
+        for table, rows in batches:
+            if rows.size == 0:
                 continue
-            if batch.rows[0] > last:
+            if rows[0] > last:
                 break
-            mask = np.isin(batch.rows, keep_rows)
+            mask = np.isin(rows, keep_rows)
             if not mask.any():
                 continue
-            yield batch.table.filter(pa.array(mask)), batch.rows[mask]
+            yield table.filter(pa.array(mask)), rows[mask]
     except SourceError:
         if cfg.errors.on_file_error == "fail":
             raise

@@ -12,6 +12,7 @@ import hashlib
 import json
 import platform
 import subprocess
+import unicodedata
 from functools import lru_cache
 from importlib import metadata
 from importlib import resources
@@ -66,7 +67,8 @@ def _version(dist: str) -> str | None:
 
 def tool_versions() -> dict:
     """Versions of Python and the libraries that shape the output."""
-    out = {"python": platform.python_version()}
+    # The exact-dedup key's Unicode normalisation is Python's unicodedata: its Unicode version too.
+    out = {"python": platform.python_version(), "unicode": unicodedata.unidata_version}
     out.update({t: v for t in _TOOLS if (v := _version(t))})
     return out
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import glob as globlib
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import polars as pl
+import polars_hash as plh
 import pyarrow as pa
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
+from pipeline.fileio import sha256_path
 
 
 @dataclass(frozen=True)
@@ -90,15 +92,6 @@ class Batch:
     relpaths: list[str] | None = None
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 8 * 1024 * 1024) -> str:
-    """Streaming sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def expand_paths(patterns: tuple[str, ...], suffixes: tuple[str, ...] | None) -> list[tuple[str, str]]:
     """Expand files, directories and globs into sorted (absolute path, relative path) pairs.
 
@@ -162,27 +155,25 @@ def describe_file(source: str, path: str, relpath: str) -> InputFile:
     """Stat and digest one input file."""
     try:
         st = os.stat(path)
-        digest = sha256_file(path)
+        digest = sha256_path(path)
     except OSError as e:
         raise SourceError(f"{path}: cannot read input file ({e.strerror})") from e
     return InputFile(source, path, relpath, st.st_size, digest, st.st_mtime_ns)
 
 
-def string_digests(arr: pa.Array) -> list[bytes]:
-    """sha256 of each value of a string array, straight from Arrow buffers (no Python strings)."""
-    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
-    if isinstance(arr, pa.ChunkedArray):
-        out: list[bytes] = []
-        for chunk in arr.chunks:
-            out.extend(string_digests(chunk))
-        return out
+def string_digests(arr: pa.Array | pa.ChunkedArray) -> list[bytes]:
+    """sha256 of each value (UTF-8 bytes) of a string array; a null hashes as the empty string.
+
+    Hashed in Rust over the whole column (polars-hash, the same SHA-256 as hashlib), so worker
+    threads do not queue for the GIL once per record.
+    """
     if len(arr) == 0:
         return []
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    data = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
-    sha = hashlib.sha256
-    return [sha(data[offsets[i] : offsets[i + 1]]).digest() for i in range(len(arr))]
+    if not (pa.types.is_large_string(arr.type) or pa.types.is_string(arr.type)):
+        arr = arr.cast(pa.large_string())
+    col = pl.Series("v", arr).fill_null("")
+    hexes = col.to_frame().select(plh.col("v").chash.sha2_256().str.decode("hex")).to_series()
+    return hexes.to_list()
 
 
 class Reader:
@@ -190,6 +181,8 @@ class Reader:
 
     kind: str = ""
     suffixes: tuple[str, ...] | None = None
+    # Whether pass 1 keeps the parsed batches for pass 2 (parsing costs far more than reading them back).
+    spill: bool = False
 
     def list_inputs(self, source) -> list[tuple[str, str]]:
         """(absolute path, relative path) of every input of the source; relative paths are unique."""

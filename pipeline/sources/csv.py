@@ -26,6 +26,7 @@ class CsvReader(Reader):
     """
 
     kind = "csv"
+    spill = True
     suffixes = (".csv",)
 
     def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
-from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, require_unique_relpaths, sha256_file
+from pipeline.fileio import sha256_path
+from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, require_unique_relpaths
 from pipeline.sources.parquet import image_rows
 from pipeline.sources.validate import split_valid
 
@@ -64,7 +65,7 @@ class HfDiskReader(Reader):
                 st = q.stat()
                 total += st.st_size
                 mtime = max(mtime, st.st_mtime_ns)
-                h.update(f"{q.relative_to(path)}\t{sha256_file(q)}\n".encode())
+                h.update(f"{q.relative_to(path)}\t{sha256_path(q)}\n".encode())
         return InputFile(source.name, path, relpath, total, h.hexdigest(), mtime)
 
     def _load(self, source, path: str):

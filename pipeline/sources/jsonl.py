@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -17,13 +18,11 @@ import zstandard
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
+from pipeline.sources.jsonscan import scan_chunk, suspect_text_rows
 from pipeline.sources.validate import is_string_type, split_valid
 
 _COMPRESSED = (".gz", ".zst")
 _BOM = b"\xef\xbb\xbf"
-# A \uD800-\uDFFF escape: polars turns a lone surrogate into U+0000 instead of failing, so any
-# chunk holding one is parsed line by line, where orjson rejects lone surrogates as malformed.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
 # What polars and Arrow raise for JSON they cannot type (conflicting types, integers past int64).
 _TYPING_ERRORS = (pl.exceptions.PolarsError, pa.ArrowException, OverflowError)
 
@@ -80,34 +79,49 @@ def _zstd_blocks(raw, block: int) -> Iterator[bytes]:
 
 
 def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]:
-    """Yield the bytes of `path` (decompressed for .gz/.zst; the byte range [start, stop) if plain)."""
+    """Yield the bytes of `path` (decompressed for .gz/.zst; the byte range [start, stop) if plain).
+
+    A plain range comes in pieces that end at a line end (all but possibly the last), so no
+    piece is copied to join it with the next: the bytes after the last newline are read again.
+    """
     with open(path, "rb") as raw:
         if path.endswith(".gz"):
             yield from _gzip_blocks(raw, min(block, 1 << 20))
         elif path.endswith(".zst"):
             yield from _zstd_blocks(raw, min(block, 1 << 20))
         else:
-            raw.seek(start)
-            left = stop - start
-            while left > 0:
-                data = raw.read(min(block, left))
+            pos, want = start, block
+            while pos < stop:
+                raw.seek(pos)
+                data = raw.read(min(want, stop - pos))
                 if not data:
                     return
-                left -= len(data)
+                if pos + len(data) < stop:
+                    cut = data.rfind(b"\n")
+                    if cut < 0:  # a line longer than the block: read a longer piece
+                        want *= 2
+                        continue
+                    if cut + 1 < len(data):
+                        data = data[: cut + 1]
+                pos += len(data)
+                want = block
                 yield data
 
 
-def _count_newlines(path: str, start: int, stop: int, chunk: int = 16 * 1024 * 1024) -> int:
+def _count_newlines(path: str, start: int, stop: int, chunk: int = 8 * 1024 * 1024) -> int:
+    """Newlines in [start, stop) of a file: numpy over one reused buffer (no GIL held while counting)."""
     n = 0
-    with open(path, "rb") as f:
+    buf = np.empty(chunk, dtype=np.uint8)
+    hits = np.empty(chunk, dtype=np.bool_)
+    with open(path, "rb", buffering=0) as f:
         f.seek(start)
         left = stop - start
         while left > 0:
-            block = f.read(min(chunk, left))
-            if not block:
+            got = f.readinto(memoryview(buf)[: min(chunk, left)])
+            if not got:
                 break
-            n += block.count(b"\n")
-            left -= len(block)
+            n += int(np.count_nonzero(np.equal(buf[:got], 10, out=hits[:got])))
+            left -= got
     return n
 
 
@@ -128,6 +142,7 @@ class JsonlReader(Reader):
     """Reads JSON Lines. `:row` in record ids is the 0-based line number in the file."""
 
     kind = "jsonl"
+    spill = True
     suffixes = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst")
 
     def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
@@ -141,14 +156,17 @@ class JsonlReader(Reader):
                 while cuts[-1] < f.bytes:
                     nxt = _next_line_start(fh, cuts[-1] + units.target_bytes, f.bytes)
                     cuts.append(nxt)
+            # Each unit's first row number is the newlines before it, counted range by range in parallel.
+            ranges = list(zip(cuts, cuts[1:]))
+            with ThreadPoolExecutor(max_workers=min(len(ranges), os.cpu_count() or 1)) as pool:
+                counts = list(pool.map(lambda r: _count_newlines(f.path, r[0], r[1]), ranges))
             row_offset = 0
-            for part, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            for part, ((a, b), n) in enumerate(zip(ranges, counts)):
                 out.append(self._unit(source, f, part, a, b, row_offset))
-                row_offset += _count_newlines(f.path, a, b)
+                row_offset += n
         return out
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
-        text_pattern = re.compile(rb'"' + re.escape(source.text_field.encode()) + rb'"\s*:\s*[^"\sn]')
         line_no = unit.row_offset
         carry = b""
         at_file_start = unit.start == 0
@@ -167,32 +185,71 @@ class JsonlReader(Reader):
                     carry = data
                     continue
                 chunk, carry = data[: cut + 1], data[cut + 1 :]
-                yield self._parse(chunk, line_no, source, text_pattern)
-                line_no += chunk.count(b"\n")
+                n_lines, lone_surrogate = scan_chunk(chunk)
+                yield self._parse(chunk, line_no, source, n_lines, lone_surrogate)
+                line_no += n_lines
             if carry:
-                yield self._parse(carry + b"\n", line_no, source, text_pattern)
+                chunk = carry + b"\n"
+                yield self._parse(chunk, line_no, source, 1, scan_chunk(chunk)[1])
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
             raise SourceError(
                 f"{unit.path}: cannot read past line {line_no} ({e.__class__.__name__}: the file is truncated or corrupt)"
             ) from e
 
-    def _parse(self, chunk: bytes, first_line: int, source, text_pattern: re.Pattern) -> Batch:
+    def _parse(self, chunk: bytes, first_line: int, source, n_lines: int, lone_surrogate: bool) -> Batch:
+        """Parse `n_lines` whole lines: all at once with polars when that is exact, else line by line."""
+        if not lone_surrogate:
+            batch = self._parse_fast(chunk, first_line, source, n_lines)
+            if batch is not None:
+                return batch
         lines = chunk.split(b"\n")[:-1]
-        nonblank = [i for i, line in enumerate(lines) if line.strip()]
-        rows = np.asarray(nonblank, dtype=np.int64) + first_line
+        nonblank = _nonblank(lines)
         if not nonblank:
-            return Batch(pa.table({}), rows, [])
-        if text_pattern.search(chunk) is None and _SURROGATE_ESCAPE.search(chunk) is None:
-            try:
-                df = pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
-                table = df.to_arrow() if df.height == len(nonblank) else None
-            except Exception:  # noqa: BLE001 - any polars parse failure means "take the careful path"
-                table = None
-            if table is not None:
-                tf = source.text_field
-                if tf not in table.column_names or is_string_type(table.schema.field(tf).type):
-                    return split_valid(table, rows, source)
+            return Batch(pa.table({}), np.zeros(0, dtype=np.int64), [])
         return self._parse_carefully(lines, nonblank, first_line, source)
+
+    def _parse_fast(self, chunk: bytes, first_line: int, source, n_lines: int) -> Batch | None:
+        """The chunk through polars, or None when only the careful path gives the exact result.
+
+        polars yields exactly one row per non-blank line (or fails), so when it yields a row for
+        every line there are no blank lines to skip and the rows number the lines directly.
+        """
+        try:
+            df = pl.read_ndjson(chunk, infer_schema_length=None)
+        except Exception:  # noqa: BLE001 - any polars parse failure means "take the careful path"
+            return None
+        lines = None
+        if df.height == n_lines:
+            rows = np.arange(first_line, first_line + n_lines, dtype=np.int64)
+        else:
+            lines = chunk.split(b"\n")[:-1]
+            nonblank = _nonblank(lines)
+            if df.height != len(nonblank):
+                return None
+            if not nonblank:
+                return Batch(pa.table({}), np.zeros(0, dtype=np.int64), [])
+            rows = np.asarray(nonblank, dtype=np.int64) + first_line
+        tf = source.text_field
+        if tf in df.columns and df.schema[tf] == pl.String:
+            # A number, boolean, array or object in the text field reads as its JSON text: check
+            # the raw line of every row whose text looks like one.
+            suspects = suspect_text_rows(df[tf])
+            if suspects.size:
+                lines = lines if lines is not None else chunk.split(b"\n")[:-1]
+                for i in suspects.tolist():
+                    try:
+                        value = orjson.loads(lines[rows[i] - first_line]).get(tf)
+                    except (orjson.JSONDecodeError, AttributeError):
+                        return None
+                    if value is not None and not isinstance(value, str):
+                        return None
+        try:
+            table = df.to_arrow()
+        except Exception:  # noqa: BLE001 - e.g. integers past int64: the careful path types them
+            return None
+        if tf in table.column_names and not is_string_type(table.schema.field(tf).type):
+            return None
+        return split_valid(table, rows, source)
 
     def _parse_carefully(self, lines: list[bytes], nonblank: list[int], first_line: int, source) -> Batch:
         good: list[bytes] = []
@@ -234,6 +291,10 @@ class JsonlReader(Reader):
         batch = split_valid(table, np.asarray(good_rows, dtype=np.int64), source)
         batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.row)
         return batch
+
+
+def _nonblank(lines: list[bytes]) -> list[int]:
+    return [i for i, line in enumerate(lines) if line.strip()]
 
 
 def table_from_objects(objs: list[dict]) -> pa.Table:

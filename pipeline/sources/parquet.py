@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
-from pipeline.sources.validate import _without_string_views, is_string_type, split_valid
+from pipeline.sources.validate import _without_string_views, is_string_type, split_valid, true_rows
 
 IMAGE = "image"
 """The output column of an image-column source's image bytes."""
@@ -103,9 +103,9 @@ def _id_reasons(table: pa.Table, id_field: str, reasons: list) -> tuple[pa.Table
     elif not is_string_type(col.type):
         _reject_all(reasons, f"id field '{id_field}' is not a string or integer ({col.type})")
         return table, None
-    for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
+    for i in true_rows(col.is_null()):
         reasons[i] = reasons[i] or f"id field '{id_field}' is missing or null"
-    for i in np.flatnonzero(pc.fill_null(pc.equal(pc.binary_length(col), 0), False).to_numpy(zero_copy_only=False)):
+    for i in true_rows(pc.fill_null(pc.equal(pc.binary_length(col), 0), False)):
         reasons[i] = reasons[i] or f"id field '{id_field}' is empty"
     return table, col
 

@@ -18,6 +18,7 @@ class TextDirReader(Reader):
     """Reads `.txt` files (UTF-8); each file becomes a record with `text` and `path` columns."""
 
     kind = "text_dir"
+    spill = True
 
     def list_inputs(self, source) -> list[tuple[str, str]]:
         suffix = source.glob.rsplit("*", 1)[-1] or None

@@ -11,6 +11,17 @@ from pipeline.sources.base import Batch, Reject
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 
 
+def true_rows(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Positions where a (null-free) boolean array is true.
+
+    A chunked array is combined first: converting it directly goes through pandas, whose import
+    alone costs half a second in every worker process.
+    """
+    if isinstance(mask, pa.ChunkedArray):
+        mask = mask.combine_chunks()
+    return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+
+
 def is_string_type(t: pa.DataType) -> bool:
     """True for Arrow's UTF-8 string types."""
     return t in _STRING_TYPES
@@ -63,10 +74,10 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
         reject_all(f"text field '{text_field}' is not a string ({table.schema.field(text_field).type})")
     else:
         col = table[text_field]
-        for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
+        for i in true_rows(col.is_null()):
             reasons[i] = reasons[i] or f"text field '{text_field}' is missing or null"
         blank = pc.fill_null(pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col)), False)
-        for i in np.flatnonzero(blank.to_numpy(zero_copy_only=False)):
+        for i in true_rows(blank):
             reasons[i] = reasons[i] or "empty or whitespace-only text"
 
     ids: list | None = None
@@ -85,11 +96,11 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
                     reject_all(f"id field '{id_field}' is not a string or integer ({col.type})")
                     col = None
             if col is not None:
-                for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)):
+                for i in true_rows(col.is_null()):
                     reasons[i] = reasons[i] or f"id field '{id_field}' is missing or null"
                 # An empty id (a blank CSV cell) is no id: it would become an empty record id.
                 empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), False)
-                for i in np.flatnonzero(empty.to_numpy(zero_copy_only=False)):
+                for i in true_rows(empty):
                     reasons[i] = reasons[i] or f"id field '{id_field}' is empty"
                 ids = col
 
