@@ -141,6 +141,21 @@ def _guard_indexed_output(out_dir: Path, index) -> None:
             )
 
 
+def _warm_kernels(cfg: RunConfig) -> None:
+    """Load numba's cached machine code of the pass-1 kernels in this process (a few tenths of a
+    second each on first call); a failure here surfaces where the kernel is really used."""
+    try:
+        import pyarrow as pa
+
+        from pipeline.dedup.exact import exact_keys
+        from pipeline.sources.jsonscan import scan_chunk
+
+        scan_chunk(b"{}\n")
+        exact_keys(pa.array(["a  b"], pa.large_string()), cfg.dedup.exact.normalize)
+    except Exception:  # noqa: BLE001 - an optimisation only
+        log.debug("warming the compiled kernels failed", exc_info=True)
+
+
 def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     """Digest the inputs and split them into units; resume a matching unfinished plan if one exists.
 
@@ -166,7 +181,10 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     for s in cfg.sources:
         reader = reader_for(s.kind)
         listed.extend((s, reader, path, rel) for path, rel in reader.list_inputs(s))
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+    with ThreadPoolExecutor(max_workers=max_workers + 1) as pool:
+        # Hashing a large input leaves a core free: load the compiled kernels meanwhile, so the
+        # first units of pass 1 do not wait for them.
+        pool.submit(_warm_kernels, cfg)
         inputs = list(pool.map(lambda t: t[1].describe(t[0], t[2], t[3]), listed))
 
     skipped: list[dict] = []

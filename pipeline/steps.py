@@ -516,7 +516,8 @@ def pass2(work_dir: str, shard_id: int) -> dict:
     name = f"part-{shard_id:05d}.parquet"
     writer = ShardWriter(work / "shards", schema, max_rows=meta["rows"] + 1, name=lambda _k: name,
                          row_group_rows=cfg.output.row_group_rows, compression=cfg.output.compression,
-                         compression_level=cfg.output.compression_level)
+                         compression_level=cfg.output.compression_level,
+                         plain_columns=frozenset(s.text_field for s in cfg.sources if not is_image_source(s)))
     residual = None
     if cfg.pii is not None and cfg.pii.enabled and cfg.pii.residual_scan.enabled:
         from pipeline.pii.step import ResidualScan

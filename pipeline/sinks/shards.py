@@ -53,6 +53,15 @@ def plan_shards(sizes: np.ndarray, max_rows: int, max_bytes: int) -> np.ndarray:
     return out
 
 
+def _dictionary_columns(schema: pa.Schema, plain: frozenset[str]) -> list[str]:
+    """Parquet leaf paths (`meta.lang`, `tags.list.element`) of every column not under a name in `plain`."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    leaves = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
+    paths = [leaves.column(i).path for i in range(len(leaves))]
+    return [p for p in paths if p.split(".", 1)[0] not in plain]
+
+
 class ShardWriter:
     """Writes a stream of tables with one schema into Parquet files named by `name(k)`.
 
@@ -67,9 +76,12 @@ class ShardWriter:
     """
 
     def __init__(self, directory: str | Path, schema: pa.Schema, *, max_rows: int, name: Callable[[int], str],
-                 row_group_rows: int = 10_000, compression: str = "zstd", compression_level: int = 3) -> None:
+                 row_group_rows: int = 10_000, compression: str = "zstd", compression_level: int = 3,
+                 plain_columns: frozenset[str] = frozenset()) -> None:
         self.directory = Path(directory)
         self.schema = schema
+        # Long unique texts never gain from dictionary encoding; trying it first costs ~15% of the write.
+        self.use_dictionary = _dictionary_columns(schema, plain_columns) if plain_columns else True
         self.max_rows = max_rows
         self.name = name
         self.row_group_rows = row_group_rows
@@ -88,7 +100,8 @@ class ShardWriter:
         self._final = self.directory / self.name(len(self.files))
         self._tmp = self._final.with_name(f".{self._final.name}.tmp")
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression,
-                                        compression_level=self.compression_level, write_statistics=True)
+                                        compression_level=self.compression_level, write_statistics=True,
+                                        use_dictionary=self.use_dictionary)
         self._rows = 0
 
     def _close_current(self) -> None:
