@@ -25,7 +25,7 @@ from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import RunPlan, make_plan  # noqa: E402
-from pipeline.publish import finalize  # noqa: E402
+from pipeline.publish import finalize, stage_ledger  # noqa: E402
 
 
 def _retry_unless_pipeline_error(task, task_run, state) -> bool:
@@ -79,6 +79,12 @@ def pii_decide_task(work_dir: str) -> dict:
     from pipeline.pii.step import pii_decide
 
     return pii_decide(work_dir)
+
+
+@task(name="ledger", retries=2, retry_delay_seconds=1, retry_condition_fn=_retry_unless_pipeline_error)
+def ledger_task(work_dir: str) -> dict:
+    """Write the ledger parts (no record content) into the scratch space."""
+    return stage_ledger(work_dir)["rows"]
 
 
 @task(name="finalize")
@@ -150,7 +156,9 @@ def clean_flow(config: dict) -> dict:
 
                     shutdown()
                 pii_decide_task(work)
+            ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
             _run_phase(progress, "write", pass2_task, work, steps.shard_ids(work), "kept")
+            ledger.result()
         finally:
             progress.stop()
         summary = finalize_task(work)

@@ -15,7 +15,7 @@ from typing import Callable
 from pipeline.config import RunConfig
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan
-from pipeline.publish import finalize
+from pipeline.publish import finalize, stage_ledger
 from pipeline.steps import barrier, cleanup_tmp, pass1, pass2, shard_ids
 
 
@@ -44,7 +44,10 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
                 finally:
                     shutdown()
                 pii_decide(work)
-            for r in pool.map(lambda i: pass2(work, i), shard_ids(work)):
+            shards = [pool.submit(pass2, work, i) for i in shard_ids(work)]
+            ledger = pool.submit(stage_ledger, work)  # beside pass 2: it fills a worker that runs out of shards
+            for f in shards:
                 if on_unit:
-                    on_unit("pass2", r)
+                    on_unit("pass2", f.result())
+            ledger.result()
         return finalize(work)

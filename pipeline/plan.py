@@ -145,13 +145,16 @@ def _warm_kernels(cfg: RunConfig) -> None:
     """Load numba's cached machine code of the pass-1 kernels in this process (a few tenths of a
     second each on first call); a failure here surfaces where the kernel is really used."""
     try:
+        import numpy as np
         import pyarrow as pa
 
         from pipeline.dedup.exact import exact_keys
+        from pipeline.sinks.shards import plan_shards
         from pipeline.sources.jsonscan import scan_chunk
 
         scan_chunk(b"{}\n")
         exact_keys(pa.array(["a  b"], pa.large_string()), cfg.dedup.exact.normalize)
+        plan_shards(np.ones(1, dtype=np.int64), 1, 1024)
     except Exception:  # noqa: BLE001 - an optimisation only
         log.debug("warming the compiled kernels failed", exc_info=True)
 

@@ -12,7 +12,11 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
+
 from pipeline.audit.chain import archive_replaced, chain_lock, location_of, read_head, set_head
+from pipeline.audit.ledger import LEDGER_SCHEMA
 from pipeline.audit.manifest import build_manifest, validate_manifest
 from pipeline.audit.signing import KEY_ENV, key_id, load_private_key, make_statement, sign_envelope, signing_key_path
 from pipeline.errors import SourceError
@@ -20,7 +24,8 @@ from pipeline.fileio import atomic_write_json, fsync_dir
 from pipeline.plan import RunPlan
 from pipeline.safety.quarantine import add_confirmed, merge_incidents
 from pipeline.sinks.card import CARD, CROISSANT, write_metadata
-from pipeline.steps import _read_done, _read_schema, _unit_name, index_additions, shard_ids, write_ledger
+from pipeline.sinks.shards import ShardWriter, WrittenFile
+from pipeline.steps import _read_done, _read_schema, _unit_name, index_additions, shard_ids
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,65 @@ MANIFEST = "manifest.json"
 ATTESTATION = "attestation.dsse.json"
 METADATA_FILES = (CARD, CROISSANT)
 OUTPUT_DIRS = ("shards", "ledger")
+
+
+def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
+    """A unit's ledger rows from its decisions (content digests as hex; never content)."""
+    table = pa.Table.from_pydict(
+        {
+            "record_id": decisions["record_id"].to_arrow(),
+            "source": pa.array([unit.source] * decisions.height, pa.string()),
+            "location": decisions["location"].to_arrow(),
+            "row": decisions["row"].to_arrow(),
+            "content_sha256": pa.array([d.hex() if d is not None else None for d in decisions["content_sha256"].to_list()], pa.string()),
+            "decision": decisions["decision"].to_arrow(),
+            "stage": decisions["stage"].to_arrow(),
+            "reason": decisions["reason"].to_arrow(),
+            "duplicate_of": decisions["duplicate_of"].to_arrow(),
+            "cluster_id": decisions["cluster_id"].to_arrow(),
+            "similarity": decisions["similarity"].to_arrow(),
+            "text_bytes": decisions["text_bytes"].to_arrow(),
+            "hash_list": decisions["hash_list"].to_arrow(),
+            "hash_entry": decisions["hash_entry"].to_arrow(),
+            "hash_type": decisions["hash_type"].to_arrow(),
+            "hash_distance": decisions["hash_distance"].to_arrow(),
+            "pii_counts": _column_or_null(decisions, "pii_counts"),
+            "pii_action": _column_or_null(decisions, "pii_action"),
+        }
+    )
+    return table.cast(LEDGER_SCHEMA)
+
+
+def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
+    return df[name].to_arrow() if name in df.columns else pa.nulls(df.height, pa.string())
+
+
+def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
+    """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
+    cfg = plan.config
+    with ShardWriter(directory, LEDGER_SCHEMA, max_rows=cfg.output.ledger_part_rows,
+                     name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
+                     compression="zstd") as writer:
+        for u in plan.units:
+            writer.write(ledger_table(u, pl.read_parquet(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet")))
+    return writer.files
+
+
+def stage_ledger(work_dir: str) -> dict:
+    """Write the ledger parts into the scratch space once every decision is final (after the
+    barrier and the PII decision), so it can run beside pass 2; finalize publishes them."""
+    work = Path(work_dir)
+    done = work / "ledger.json"
+    if (cached := _read_done(done)) is not None:
+        return cached
+    plan = RunPlan.load(work)
+    directory = work / "ledger"
+    if directory.exists():  # parts of a killed attempt
+        shutil.rmtree(directory)
+    files = write_ledger(work, plan, directory)
+    result = {"files": [f.to_dict() for f in files], "rows": sum(f.rows for f in files)}
+    atomic_write_json(done, result)
+    return result
 
 
 def _assemble(plan: RunPlan, work: Path, pass2: list[dict], final: Path) -> dict:
@@ -41,9 +105,12 @@ def _assemble(plan: RunPlan, work: Path, pass2: list[dict], final: Path) -> dict
         name = f"shards/{Path(f['path']).name}"
         os.link(f["path"], final / name)
         shards.append({**f, "path": name})
-    ledgers = [{**f.to_dict(), "path": f"ledger/{Path(f.path).name}"} for f in write_ledger(work, plan, final / "ledger")]
-    if not ledgers:
-        (final / "ledger").mkdir(exist_ok=True)
+    (final / "ledger").mkdir()
+    ledgers = []
+    for f in stage_ledger(str(work))["files"]:
+        name = f"ledger/{Path(f['path']).name}"
+        os.link(f["path"], final / name)
+        ledgers.append({**f, "path": name})
     return {"shards": shards, "ledger": ledgers}
 
 

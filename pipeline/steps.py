@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - makes pa.compute available
 import pyarrow.parquet as pq
 
-from pipeline.audit.ledger import KEPT, LEDGER_SCHEMA, Decision, Stage
+from pipeline.audit.ledger import KEPT, Decision, Stage
 from pipeline.dedup.exact import exact_keys, resolve_exact
 from pipeline.dedup.index import CorpusIndex
 from pipeline.safety.matcher import Matcher
@@ -35,7 +35,7 @@ from pipeline.errors import RejectionsError, SourceError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
-from pipeline.sinks.shards import ShardWriter, WrittenFile, plan_shards
+from pipeline.sinks.shards import ShardWriter, plan_shards
 from pipeline.spill import SpillWriter, read_spill
 from pipeline.sources import Batch, Reject, is_image_source, reader_for
 from pipeline.sources.base import string_digests
@@ -335,7 +335,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
              if plan.config.units.spill and reader_for(unit.kind).spill and not is_image_source(source) else None)
     try:
         with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
-            with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="zstd") as writer:
+            with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="lz4") as writer:
                 collector = _KeyCollector(plan, unit, writer, signer, matcher_for(plan), spill)
                 try:
                     for batch in reader_for(unit.kind).read(unit, collector.source, plan.config.units):
@@ -476,7 +476,7 @@ def barrier(work_dir: str) -> dict:
         part = parts.get((u.unit_id,))
         part = part.select(cols) if part is not None else pl.DataFrame(schema={c: records.schema[c] for c in cols})
         with atomic_path(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet") as tmp:
-            part.write_parquet(tmp)
+            part.write_parquet(tmp, compression="lz4", statistics=False)  # scratch: fast, not small
 
     schemas = [_read_schema(work / "pass1" / f"{_unit_name(u.unit_id)}.schema") for u in plan.units]
     out_schema = merge_schemas(schemas)
@@ -487,15 +487,17 @@ def barrier(work_dir: str) -> dict:
         with pa.ipc.new_file(tmp, out_schema) as w:
             w.write_table(out_schema.empty_table())
 
-    rejected = records.filter(pl.col("decision") == Decision.REJECTED.value)
-    result = {"records": records.height, "rejected": rejected.height, "exact_dropped": exact_dropped,
+    is_rejected = pl.col("decision") == Decision.REJECTED.value
+    n_rejected = int(records.select(is_rejected.sum()).item())
+    result = {"records": records.height, "rejected": n_rejected, "exact_dropped": exact_dropped,
               "near_dedup": near_stats, "shards": len(shards),
               "corpus_index": index.summary() if index is not None else None}
-    if cfg.errors.fail_on_reject and rejected.height:
+    if cfg.errors.fail_on_reject and n_rejected:
         report = work / "rejections.parquet"
-        rejected.select("record_id", "location", "row", "stage", "reason").write_parquet(report)
+        records.select("record_id", "location", "row", "stage", "reason", "decision").filter(is_rejected).drop(
+            "decision").write_parquet(report)
         raise RejectionsError(
-            f"{rejected.height} record(s) rejected and fail_on_reject is set; nothing was published. "
+            f"{n_rejected} record(s) rejected and fail_on_reject is set; nothing was published. "
             f"Record ids and reasons: {report}"
         )
     atomic_write_json(done, result)
@@ -640,48 +642,6 @@ def _plan_output(records: pl.DataFrame, cfg) -> tuple[pl.DataFrame, list[dict]]:
         .sort("shard")
     )
     return kept.select("unit", "row", "shard"), meta.to_dicts()
-
-
-def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
-    """A unit's ledger rows from its decisions (content digests as hex; never content)."""
-    table = pa.Table.from_pydict(
-        {
-            "record_id": decisions["record_id"].to_arrow(),
-            "source": pa.array([unit.source] * decisions.height, pa.string()),
-            "location": decisions["location"].to_arrow(),
-            "row": decisions["row"].to_arrow(),
-            "content_sha256": pa.array([d.hex() if d is not None else None for d in decisions["content_sha256"].to_list()], pa.string()),
-            "decision": decisions["decision"].to_arrow(),
-            "stage": decisions["stage"].to_arrow(),
-            "reason": decisions["reason"].to_arrow(),
-            "duplicate_of": decisions["duplicate_of"].to_arrow(),
-            "cluster_id": decisions["cluster_id"].to_arrow(),
-            "similarity": decisions["similarity"].to_arrow(),
-            "text_bytes": decisions["text_bytes"].to_arrow(),
-            "hash_list": decisions["hash_list"].to_arrow(),
-            "hash_entry": decisions["hash_entry"].to_arrow(),
-            "hash_type": decisions["hash_type"].to_arrow(),
-            "hash_distance": decisions["hash_distance"].to_arrow(),
-            "pii_counts": _column_or_null(decisions, "pii_counts"),
-            "pii_action": _column_or_null(decisions, "pii_action"),
-        }
-    )
-    return table.cast(LEDGER_SCHEMA)
-
-
-def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
-    return df[name].to_arrow() if name in df.columns else pa.nulls(df.height, pa.string())
-
-
-def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
-    """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
-    cfg = plan.config
-    with ShardWriter(directory, LEDGER_SCHEMA, max_rows=cfg.output.ledger_part_rows,
-                     name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
-                     compression="zstd") as writer:
-        for u in plan.units:
-            writer.write(ledger_table(u, pl.read_parquet(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet")))
-    return writer.files
 
 
 def shard_ids(work_dir: str) -> list[int]:
