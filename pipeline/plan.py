@@ -153,7 +153,7 @@ def _warm_kernels(cfg: RunConfig) -> None:
         from pipeline.sources.jsonscan import scan_chunk
 
         scan_chunk(b"{}\n")
-        exact_keys(pa.array(["a  b"], pa.large_string()), cfg.dedup.exact.normalize)
+        exact_keys(pa.array(["a  b", "caf\u00e9 b"], pa.large_string()), cfg.dedup.exact.normalize)
         plan_shards(np.ones(1, dtype=np.int64), 1, 1024)
     except Exception:  # noqa: BLE001 - an optimisation only
         log.debug("warming the compiled kernels failed", exc_info=True)

@@ -8,6 +8,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 import numba
@@ -69,8 +70,117 @@ def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, asc
     out_offsets[offsets.shape[0] - 1] = pos
 
 
+# Non-ASCII White_Space (the ASCII part is in _ASCII_WS); U+2000 and U+2001 are NFC singletons.
+_UNICODE_WS = (0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
+_EMOJI = (0x1F000, 0x1FAFF)  # the one supplementary range the compiled path takes
+
+
+@functools.lru_cache(maxsize=None)
+def _char_classes(form: str, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """What the compiled path does with each code point of the BMP (and of the emoji blocks):
+    0 = leave the row to the general path, 1 = copy it, 2 = whitespace.
+
+    A code point is copied only when the Unicode form provably leaves it alone wherever it stands:
+    it is its own normal form, it is a starter (combining class 0) and nothing composes with a
+    character before it (NFC_QC = Maybe: the second half of a primary composite, Hangul V and T
+    jamo). Text made only of such characters is already normalised (the quick-check "Yes").
+    """
+    maybe = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+    if form != "none":
+        for cp in range(0x110000):
+            d = unicodedata.decomposition(chr(cp))
+            if d and d[0] != "<":
+                parts = d.split()
+                if len(parts) == 2 and unicodedata.normalize(form, chr(cp)) == chr(cp):
+                    maybe.add(int(parts[1], 16))
+
+    def cls(cp: int) -> int:
+        ch = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF:
+            return 0
+        if collapse and cp in _UNICODE_WS:
+            return 2
+        if form == "none":
+            return 1
+        stable = unicodedata.combining(ch) == 0 and unicodedata.normalize(form, ch) == ch and cp not in maybe
+        return 1 if stable else 0
+
+    bmp = np.array([cls(cp) for cp in range(0x10000)], dtype=np.uint8)
+    bmp[:0x80] = 0  # ASCII is handled byte by byte
+    emoji = np.array([cls(cp) for cp in range(_EMOJI[0], _EMOJI[1] + 1)], dtype=np.uint8)
+    return bmp, emoji
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _unicode_normalise_rows(data, offsets, rows, bmp, emoji, is_ws, collapse, out, out_offsets, ok):
+    """Normalise the rows `rows` (UTF-8 with non-ASCII characters) whose every character has
+    class 1 or 2 in `bmp`/`emoji`: copy, whitespace runs to one space, trimmed when `collapse`.
+    A row with any other character is flagged not ok (the general path takes it)."""
+    pos = 0
+    for j in range(rows.shape[0]):
+        i = rows[j]
+        out_offsets[j] = pos
+        first = pos
+        prev = collapse
+        good = True
+        k = offsets[i]
+        end = offsets[i + 1]
+        while k < end:
+            b = data[k]
+            if b < 0x80:
+                if is_ws[b]:
+                    if not prev:
+                        out[pos] = 32
+                        pos += 1
+                    prev = 1
+                else:
+                    out[pos] = b
+                    pos += 1
+                    prev = 0
+                k += 1
+                continue
+            if b < 0xE0:
+                n = 2
+                cp = ((b & 0x1F) << 6) | (data[k + 1] & 0x3F)
+            elif b < 0xF0:
+                n = 3
+                cp = ((b & 0x0F) << 12) | ((data[k + 1] & 0x3F) << 6) | (data[k + 2] & 0x3F)
+            else:
+                n = 4
+                cp = ((b & 0x07) << 18) | ((data[k + 1] & 0x3F) << 12) | ((data[k + 2] & 0x3F) << 6) | (data[k + 3] & 0x3F)
+            if cp < 0x10000:
+                c = bmp[cp]
+            elif 0x1F000 <= cp <= 0x1FAFF:
+                c = emoji[cp - 0x1F000]
+            else:
+                c = 0
+            if c == 0:
+                good = False
+                break
+            if c == 2:
+                if not prev:
+                    out[pos] = 32
+                    pos += 1
+                prev = 1
+            else:
+                for m in range(n):
+                    out[pos] = data[k + m]
+                    pos += 1
+                prev = 0
+            k += n
+        if not good:
+            ok[j] = False
+            pos = first
+            continue
+        ok[j] = True
+        if collapse and pos > first and out[pos - 1] == 32:
+            pos -= 1
+    out_offsets[rows.shape[0]] = pos
+
+
 def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig) -> list[bytes]:
-    """Keys with the ASCII rows normalised in compiled code and only the others through the general path."""
+    """Keys with the ASCII rows normalised in compiled code, most others too (characters the
+    Unicode form leaves alone), and only the rest through the general path."""
     arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
     arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
     n = len(arr)
@@ -89,6 +199,19 @@ def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig) -> list[b
     normalised = pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out))
     keys: list[bytes] = string_digests(normalised)
     rest = np.flatnonzero(~ascii_rows)
+    if rest.size and not cfg.lowercase:  # case folding beyond ASCII stays with the general path
+        bmp, emoji = _char_classes(cfg.unicode, cfg.collapse_whitespace)
+        size = int((offsets[rest + 1] - offsets[rest]).sum())
+        out2 = np.empty(size + 1, dtype=np.uint8)
+        out2_offsets = np.empty(rest.size + 1, dtype=np.int64)
+        ok = np.empty(rest.size, dtype=np.bool_)
+        _unicode_normalise_rows(data, offsets, rest, bmp, emoji, is_ws, int(cfg.collapse_whitespace),
+                                out2, out2_offsets, ok)
+        done = string_digests(pa.LargeStringArray.from_buffers(rest.size, pa.py_buffer(out2_offsets), pa.py_buffer(out2)))
+        for i, k, good in zip(rest.tolist(), done, ok.tolist()):
+            if good:
+                keys[i] = k
+        rest = rest[~ok]
     if rest.size:
         slow = string_digests(normalize_text(arr.take(pa.array(rest)), cfg))
         for i, k in zip(rest.tolist(), slow):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -125,6 +126,43 @@ def _count_newlines(path: str, start: int, stop: int, chunk: int = 8 * 1024 * 10
     return n
 
 
+# Newlines before each 1 MiB boundary of the plain inputs this process has just hashed, keyed
+# by (path, size, mtime_ns): the planner turns them into each unit's first row number.
+_INDEX_BLOCK = 1 << 20
+_LINE_INDEX: dict[tuple[str, int, int], np.ndarray] = {}
+_LINE_INDEX_LOCK = threading.Lock()
+
+
+def _block_newlines(block: np.ndarray) -> np.ndarray:
+    """Newlines in each 1 MiB block of `block` (whose length is a multiple of it, but for the last)."""
+    full = len(block) // _INDEX_BLOCK
+    counts = np.count_nonzero(block[: full * _INDEX_BLOCK].reshape(full, _INDEX_BLOCK) == 10, axis=1)
+    if len(block) > full * _INDEX_BLOCK:
+        counts = np.append(counts, np.count_nonzero(block[full * _INDEX_BLOCK :] == 10))
+    return counts
+
+
+def _digest_and_index(path: str, chunk: int = 8 * _INDEX_BLOCK) -> tuple[str, np.ndarray]:
+    """sha256 of a file and the newlines before each 1 MiB boundary, in one read: each chunk is
+    hashed in this thread while another counts its newlines (both without the GIL)."""
+    h = hashlib.sha256()
+    buf = np.empty(chunk, dtype=np.uint8)
+    counts = [np.zeros(1, dtype=np.int64)]
+    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(max_workers=1) as counter:
+        while got := f.readinto(memoryview(buf)):
+            view = buf[:got]
+            pending = counter.submit(_block_newlines, view)
+            h.update(memoryview(view))
+            counts.append(pending.result())
+    return h.hexdigest(), np.cumsum(np.concatenate(counts))
+
+
+def _newlines_before(path: str, pos: int, index: np.ndarray) -> int:
+    """Newlines in [0, pos) of a file, from its block index plus the bytes past the last block edge."""
+    block = pos // _INDEX_BLOCK
+    return int(index[block]) + _count_newlines(path, block * _INDEX_BLOCK, pos)
+
+
 def _next_line_start(f, pos: int, size: int) -> int:
     """The offset just after the first newline at or after `pos` (or `size`)."""
     f.seek(pos)
@@ -145,6 +183,19 @@ class JsonlReader(Reader):
     spill = True
     suffixes = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst")
 
+    def describe(self, source, path: str, relpath: str) -> InputFile:
+        """Size, digest and modification time; a plain file's newlines are counted in the same read."""
+        if _is_compressed(path):
+            return super().describe(source, path, relpath)
+        try:
+            st = os.stat(path)
+            digest, index = _digest_and_index(path)
+        except OSError as e:
+            raise SourceError(f"{path}: cannot read input file ({e.strerror})") from e
+        with _LINE_INDEX_LOCK:
+            _LINE_INDEX[(path, st.st_size, st.st_mtime_ns)] = index
+        return InputFile(source.name, path, relpath, st.st_size, digest, st.st_mtime_ns)
+
     def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
         out: list[Unit] = []
         for f in inputs:
@@ -156,14 +207,17 @@ class JsonlReader(Reader):
                 while cuts[-1] < f.bytes:
                     nxt = _next_line_start(fh, cuts[-1] + units.target_bytes, f.bytes)
                     cuts.append(nxt)
-            # Each unit's first row number is the newlines before it, counted range by range in parallel.
             ranges = list(zip(cuts, cuts[1:]))
-            with ThreadPoolExecutor(max_workers=min(len(ranges), os.cpu_count() or 1)) as pool:
-                counts = list(pool.map(lambda r: _count_newlines(f.path, r[0], r[1]), ranges))
-            row_offset = 0
-            for part, ((a, b), n) in enumerate(zip(ranges, counts)):
-                out.append(self._unit(source, f, part, a, b, row_offset))
-                row_offset += n
+            with _LINE_INDEX_LOCK:
+                index = _LINE_INDEX.pop((f.path, f.bytes, f.mtime_ns), None)
+            if index is not None:  # counted while the file was hashed: only the bytes past a block edge remain
+                before = [_newlines_before(f.path, a, index) for a, _ in ranges]
+            else:  # each unit's first row number is the newlines before it, counted range by range in parallel
+                with ThreadPoolExecutor(max_workers=min(len(ranges), os.cpu_count() or 1)) as pool:
+                    counts = list(pool.map(lambda r: _count_newlines(f.path, r[0], r[1]), ranges))
+                before = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+            for part, ((a, b), row_offset) in enumerate(zip(ranges, before)):
+                out.append(self._unit(source, f, part, a, b, int(row_offset)))
         return out
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:

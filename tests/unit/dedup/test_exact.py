@@ -102,3 +102,24 @@ def test_the_compiled_ascii_path_gives_the_same_keys_as_the_general_path(texts, 
     arr = pa.array(texts, pa.large_string())
     general = [hashlib.sha256(s.encode()).digest() for s in normalize_text(arr, cfg).to_pylist()]
     assert exact_keys(arr, cfg) == general
+
+
+# Characters around every rule of the compiled non-ASCII path: composed and combining, Maybe
+# (second halves of composites, Hangul V/T jamo), NFC singletons, compatibility forms, every kind
+# of whitespace, supplementary characters inside and outside the emoji blocks.
+_UNICODE = list("aZ \t\n.é") + ["e\u0301", "\u0301", "\u0327", "\u1100", "\u1161", "\u11a8", "\uac00", "\u0cc6",
+            "\u0cc2", "\u2000", "\u2001", "\u2002", "\u00a0", "\u0085", "\u3000", "\u1680", "\u202f", "\u1e9b",
+            "\uf900", "\uff21", "\u212b", "\u00c5", "\u0591", "\u05d0", "\u4e2d", "\U0001f600", "\U0001f1e6",
+            "\U00010000", "\U0001d15e", "\x1c", "\u00df", "\u03a3"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_UNICODE), max_size=12).map("".join), max_size=10),
+       st.sampled_from(["NFC", "NFKC", "none"]), st.booleans(), st.booleans())
+def test_the_compiled_unicode_path_gives_the_same_keys_as_the_general_path(texts, form, lowercase, collapse):
+    import hashlib
+
+    cfg = NormalizeConfig(unicode=form, lowercase=lowercase, collapse_whitespace=collapse)
+    arr = pa.array(texts, pa.large_string())
+    general = [hashlib.sha256(s.encode()).digest() for s in normalize_text(arr, cfg).to_pylist()]
+    assert exact_keys(arr, cfg) == general

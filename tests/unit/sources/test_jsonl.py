@@ -506,3 +506,25 @@ def test_describe_reports_the_size_and_sha256_of_the_file(tmp_path):
 def test_describing_a_missing_file_raises_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="gone.jsonl"):
         JsonlReader().describe(source(tmp_path), str(tmp_path / "gone.jsonl"), "gone.jsonl")
+
+
+def test_unit_row_offsets_from_the_hashing_read_match_a_fresh_count(tmp_path):
+    import random
+
+    from pipeline.fileio import sha256_path
+    from pipeline.sources import jsonl as jsonl_module
+
+    rng = random.Random(7)
+    lines = [record("x" * rng.randrange(0, 3000), n=i) for i in range(4000)]  # about 6 MiB, lines cross block edges
+    p = jsonl(tmp_path, lines)
+    src = source(p)
+    units = UnitConfig(target_bytes=700_000)
+    indexed = plan_source(src, units)  # describe counted the newlines while hashing
+    reader = JsonlReader()
+    (described,) = [reader.describe(src, str(p), "data.jsonl")]
+    assert described.sha256 == sha256_path(p)
+    jsonl_module._LINE_INDEX.clear()  # the fallback: count range by range
+    counted = reader.plan(src, [described], units)
+    assert len(indexed) > 8
+    assert [u.row_offset for u in indexed] == [u.row_offset for u in counted]
+    assert [u.row_offset for u in indexed] == [p.read_bytes()[: u.start].count(b"\n") for u in indexed]
