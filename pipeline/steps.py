@@ -393,6 +393,13 @@ def barrier(work_dir: str) -> dict:
         df = pl.read_parquet(work / "pass1" / f"{_unit_name(u.unit_id)}.parquet")
         frames.append(df.with_columns(unit=pl.lit(u.unit_id, pl.Int64), priority=pl.lit(plan.source(u.source).priority, pl.Int64)))
     records = pl.concat(frames) if frames else pl.DataFrame(schema={**pl.Schema(KEYS_SCHEMA), "unit": pl.Int64, "priority": pl.Int64})
+    n = records.height
+    order = records.select(pl.arg_sort_by(["unit", "row", "location"], maintain_order=True)).to_series()
+    if not order.equals(pl.int_range(n, dtype=order.dtype, eager=True), check_names=False):
+        records = records[order]  # pass 1 writes each unit in this order: a safeguard, not a step
+    # `_i` is each record's position in input order (unit, row): decisions are scattered into it
+    # rather than joined back onto the whole (wide) frame.
+    records = records.with_row_index("_i")
     quarantined = pl.col("hash_list").is_not_null()
     records = records.with_columns(
         decision=pl.when(~pl.col("ok")).then(pl.lit(Decision.REJECTED.value))
@@ -403,8 +410,8 @@ def barrier(work_dir: str) -> dict:
     )
 
     # Record ids must be unique: later copies of an id (in unit, row order) are rejected.
-    ranked = records.with_columns(pl.int_range(pl.len()).over("record_id", order_by=["unit", "row"]).alias("_idrank"))
-    repeated = (ranked["_idrank"] > 0) & ranked["decision"].is_null()
+    # The frame is in input order (unit, row): a first occurrence is a first distinct value.
+    repeated = ~records["record_id"].is_first_distinct() & records["decision"].is_null()
     records = records.with_columns(
         decision=pl.when(repeated & pl.col("ok")).then(pl.lit(Decision.REJECTED.value)).otherwise(pl.col("decision")),
         stage=pl.when(repeated & pl.col("ok")).then(pl.lit(Stage.IDENTITY.value)).otherwise(pl.col("stage")),
@@ -415,18 +422,23 @@ def barrier(work_dir: str) -> dict:
     exact_dropped = 0
     if cfg.dedup.exact.enabled:
         live = records.filter(pl.col("decision").is_null()).select(
-            "unit", "row", "record_id", "key", "priority", "order_str", "order_int")
+            "_i", "unit", "row", "record_id", "key", "priority", "order_str", "order_int")
         if index is not None:
             published = index.exact_keys()
             live = pl.concat([live, published.select(
+                pl.lit(None, pl.UInt32).alias("_i"),
                 pl.lit(-1, pl.Int64).alias("unit"), pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "record_id",
                 "key", pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.col("record_id").alias("order_str"),
                 pl.lit(0, pl.Int64).alias("order_int"))])
-        dups = resolve_exact(live).filter(pl.col("unit") >= 0)
+        dups = resolve_exact(live, keep=("_i",)).filter(pl.col("unit") >= 0)
         published_ids = live.filter(pl.col("unit") < 0)["record_id"]
         dups = dups.with_columns(pl.col("duplicate_of").is_in(published_ids.implode()).alias("_published"))
         exact_dropped = dups.height
-        records = records.join(dups.rename({"duplicate_of": "_dup"}), on=["unit", "row"], how="left")
+        at = dups["_i"]
+        records = records.with_columns(
+            pl.repeat(None, n, dtype=pl.String, eager=True).alias("_dup").scatter(at, dups["duplicate_of"]),
+            pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("_published").scatter(at, dups["_published"]),
+        )
         hit = pl.col("_dup").is_not_null()
         records = records.with_columns(
             decision=pl.when(hit).then(pl.lit(Decision.DROPPED_DUPLICATE.value)).otherwise(pl.col("decision")),
@@ -461,20 +473,23 @@ def barrier(work_dir: str) -> dict:
         if near_stats is not None:
             near_stats["images"] = image_stats
 
+    if near_stats is not None or image_stats is not None:
+        records = records.sort("_i")  # the near-dup joins do not keep the order
     records = records.with_columns(
         stage=pl.coalesce(pl.col("stage"), pl.lit(Stage.OUTPUT.value)),
         decision=pl.coalesce(pl.col("decision"), pl.lit(Decision.KEPT.value)),
     )
     assignment, shards = _plan_output(records, cfg)
-    records = records.join(assignment, on=["unit", "row"], how="left")
+    records = records.with_columns(
+        pl.repeat(None, n, dtype=pl.Int64, eager=True).alias("shard").scatter(assignment["_i"], assignment["shard"]))
     atomic_write_json(work / "shards.json", shards)
     (work / "decisions").mkdir(exist_ok=True)
     cols = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of",
             "cluster_id", "similarity", "text_bytes", "hash_list", "hash_entry", "hash_type", "hash_distance", "shard"]
-    parts = records.sort(["unit", "row", "location"]).partition_by("unit", as_dict=True, maintain_order=True)
+    units = records["unit"]
     for u in plan.units:
-        part = parts.get((u.unit_id,))
-        part = part.select(cols) if part is not None else pl.DataFrame(schema={c: records.schema[c] for c in cols})
+        first, last = units.search_sorted(u.unit_id, "left"), units.search_sorted(u.unit_id, "right")
+        part = records.slice(first, last - first).select(cols)
         with atomic_path(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet") as tmp:
             part.write_parquet(tmp, compression="lz4", statistics=False)  # scratch: fast, not small
 
@@ -633,7 +648,8 @@ def _follow_to_survivor(records: pl.DataFrame) -> pl.DataFrame:
 
 def _plan_output(records: pl.DataFrame, cfg) -> tuple[pl.DataFrame, list[dict]]:
     """Assign every kept record (in unit, row order) to a shard; describe each shard."""
-    kept = records.filter(pl.col("decision").is_in(list(KEPT))).select("unit", "row", "text_bytes").sort("unit", "row")
+    kept = (records.filter(pl.col("decision").is_in(list(KEPT))).select("_i", "unit", "row", "text_bytes")
+            .sort("unit", "row", maintain_order=True))
     shard = plan_shards(kept["text_bytes"].to_numpy(), cfg.output.shard_max_rows, cfg.output.shard_max_bytes)
     kept = kept.with_columns(pl.Series("shard", shard, dtype=pl.Int64))
     meta = (
@@ -641,7 +657,7 @@ def _plan_output(records: pl.DataFrame, cfg) -> tuple[pl.DataFrame, list[dict]]:
         .agg(pl.col("unit").min().alias("first_unit"), pl.col("unit").max().alias("last_unit"), pl.len().alias("rows"))
         .sort("shard")
     )
-    return kept.select("unit", "row", "shard"), meta.to_dicts()
+    return kept.select("_i", "unit", "row", "shard"), meta.to_dicts()
 
 
 def shard_ids(work_dir: str) -> list[int]:

@@ -260,7 +260,7 @@ def exact_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig, digests: 
     return _fast_keys(text, cfg)
 
 
-def resolve_exact(records: pl.DataFrame) -> pl.DataFrame:
+def resolve_exact(records: pl.DataFrame, keep: tuple[str, ...] = ()) -> pl.DataFrame:
     """Pick one survivor per key; return (unit, row, duplicate_of) for every dropped copy.
 
     `records` has columns unit, row, record_id, key, priority, order_str, order_int. The
@@ -268,12 +268,16 @@ def resolve_exact(records: pl.DataFrame) -> pl.DataFrame:
     (order_str, order_int): the record id, with positional ids compared by file then row.
     """
     if records.height == 0:
-        return pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String})
+        return pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, **{k: records.schema[k] for k in keep},
+                                    "duplicate_of": pl.String})
+    # Only keys seen more than once have anything to decide: rank just those (a hash pass, then a
+    # sort of the few instead of all).
+    records = records.filter(pl.col("key").is_duplicated())
     ranked = records.sort(["key", "priority", "order_str", "order_int"], descending=[False, True, False, False])
     ranked = ranked.with_columns(
         pl.col("record_id").first().over("key").alias("survivor"),
         pl.int_range(pl.len()).over("key").alias("rank"),
     )
     return ranked.filter(pl.col("rank") > 0).select(
-        pl.col("unit"), pl.col("row"), pl.col("survivor").alias("duplicate_of")
+        pl.col("unit"), pl.col("row"), *keep, pl.col("survivor").alias("duplicate_of")
     )

@@ -196,9 +196,9 @@ def pii_decide(work_dir: str) -> dict:
             pii_counts=pl.when(scanned & (pl.col("spans") > 0)).then(pl.col("counts")).otherwise(pl.lit(None, pl.String)),
         ).drop("spans", "drop_reason", "error", "counts")
         frames.append(dec.with_columns(unit=pl.lit(u.unit_id, pl.Int64)))
-    records = pl.concat(frames, how="vertical_relaxed")
+    records = pl.concat(frames, how="vertical_relaxed").with_row_index("_i")
     assignment, shards = _plan_output(records, plan.config)
-    records = records.join(assignment, on=["unit", "row"], how="left")
+    records = records.join(assignment.drop("_i"), on=["unit", "row"], how="left").drop("_i")
     for u in plan.units:
         part = records.filter(pl.col("unit") == u.unit_id).drop("unit").sort("row")
         with atomic_path(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet") as tmp:
