@@ -9,7 +9,9 @@ Usage::
 from __future__ import annotations
 
 import functools
+import os
 import unicodedata
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -75,8 +77,31 @@ _UNICODE_WS = (0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202
 _EMOJI = (0x1F000, 0x1FAFF)  # the one supplementary range the compiled path takes
 
 
+_CLASSES_VERSION = 1  # bump when the rules below change: cached tables carry it in their name
+
+
 @functools.lru_cache(maxsize=None)
 def _char_classes(form: str, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`_compute_char_classes`, cached on disk next to numba's cache (a third of a second to build)."""
+    name = f"charclasses-v{_CLASSES_VERSION}-{unicodedata.unidata_version}-{form}-{int(collapse)}.npz"
+    path = Path(__file__).parent / "__pycache__" / name
+    try:
+        with np.load(path) as cached:
+            return cached["bmp"], cached["emoji"]
+    except (OSError, KeyError, ValueError):
+        pass
+    bmp, emoji = _compute_char_classes(form, collapse)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, bmp=bmp, emoji=emoji)
+        os.replace(tmp, path)
+    except OSError:  # a read-only install: compute once per process
+        pass
+    return bmp, emoji
+
+
+def _compute_char_classes(form: str, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
     """What the compiled path does with each code point of the BMP (and of the emoji blocks):
     0 = leave the row to the general path, 1 = copy it, 2 = whitespace.
 
