@@ -2,7 +2,8 @@
 
 Usage::
 
-    plan = make_plan(cfg)          # digests inputs, splits them into units, writes _work/plan.json
+    plan = make_plan(cfg)          # lists inputs, splits them into units, writes _work/plan.json
+                                   # (input digests: a background thread, RunPlan.with_digests)
     plan = RunPlan.load(work_dir)  # in a task, possibly in another process
 """
 
@@ -12,9 +13,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,9 +26,12 @@ from pipeline.fileio import atomic_write_json, sha256_path
 from pipeline.sources import InputFile, Unit, reader_for
 
 log = logging.getLogger(__name__)
+_DIGESTS_LOCK = threading.Lock()
+_DIGEST_THREADS: dict[str, threading.Thread] = {}  # work dir -> the thread hashing its inputs
 
 WORK_DIR = "_work"
 PLAN_FILE = "plan.json"
+DIGESTS_FILE = "digests.json"
 
 
 @dataclass
@@ -55,6 +60,22 @@ class RunPlan:
     def work_dir(self) -> Path:
         """Scratch space of the run, removed once the outputs are published."""
         return Path(self.out_dir) / WORK_DIR
+
+    def with_digests(self) -> "RunPlan":
+        """This plan with every input's sha256: those the planner deferred come from the digest
+        thread it started (`digests.json`), or are computed now when that thread did not finish
+        (another process, a resumed run)."""
+        if all(f.sha256 is not None for f in self.inputs):
+            return self
+        running = _DIGEST_THREADS.pop(str(self.work_dir), None)
+        if running is not None:
+            running.join()
+        done = _read_digests(self.work_dir)
+        missing = [f for f in self.inputs if f.sha256 is None and (f.source, f.path) not in done]
+        if missing:
+            done.update(_digest_inputs(self.work_dir, missing))
+        inputs = [f if f.sha256 is not None else replace(f, sha256=done[(f.source, f.path)]) for f in self.inputs]
+        return replace(self, inputs=inputs)
 
     def source(self, name: str):
         """The config of the named source."""
@@ -113,7 +134,44 @@ class RunPlan:
 
 
 def _fingerprint(inputs: list[InputFile]) -> list[tuple]:
-    return [(f.source, f.path, f.bytes, f.sha256) for f in inputs]
+    """What must be unchanged for a killed run to resume: every input's size and modification
+    time (and its digest, where the planner computed it rather than deferring it)."""
+    return [(f.source, f.path, f.bytes, f.mtime_ns) for f in inputs]
+
+
+def _same_inputs(old: list[InputFile], new: list[InputFile]) -> bool:
+    return _fingerprint(old) == _fingerprint(new) and all(
+        a.sha256 == b.sha256 for a, b in zip(old, new) if a.sha256 is not None and b.sha256 is not None)
+
+
+def _read_digests(work: Path) -> dict[tuple[str, str], str]:
+    path = work / DIGESTS_FILE
+    if not path.exists():
+        return {}
+    return {(d["source"], d["path"]): d["sha256"] for d in json.loads(path.read_text())}
+
+
+def _digest_inputs(work: Path, inputs: list[InputFile]) -> dict[tuple[str, str], str]:
+    """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)."""
+    digests = {(f.source, f.path): sha256_path(f.path) for f in inputs}
+    with _DIGESTS_LOCK:
+        merged = {**_read_digests(work), **digests}
+        atomic_write_json(work / DIGESTS_FILE, [{"source": k[0], "path": k[1], "sha256": v} for k, v in sorted(merged.items())])
+    return digests
+
+
+def _digest_in_background(work: Path, inputs: list[InputFile]) -> None:
+    """Hash the inputs while pass 1 reads them (the hash runs without the GIL); a failure is
+    left to `RunPlan.with_digests`, which hashes again at the end of the run."""
+    def run() -> None:
+        try:
+            _digest_inputs(work, inputs)
+        except Exception:  # noqa: BLE001 - retried, and reported, by with_digests
+            log.debug("background input digest failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="hygiene-input-digests", daemon=True)
+    _DIGEST_THREADS[str(work)] = thread
+    thread.start()
 
 
 def _guard_indexed_output(out_dir: Path, index) -> None:
@@ -160,10 +218,12 @@ def _warm_kernels(cfg: RunConfig) -> None:
 
 
 def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
-    """Digest the inputs and split them into units; resume a matching unfinished plan if one exists.
+    """Describe the inputs and split them into units; resume a matching unfinished plan if one exists.
 
     A plan left behind by a killed run is reused only when the config digest and every input's
-    digest are unchanged; otherwise its scratch space is discarded and the run starts afresh.
+    size and modification time are unchanged; otherwise its scratch space is discarded and the
+    run starts afresh. Input digests are computed beside pass 1 (see `with_digests`), except for
+    incremental runs, which need them to skip inputs already processed.
     """
     # Fail closed before anything else: every configured hash list must load, validate and be fresh.
     from pipeline.safety.matcher import Matcher
@@ -184,11 +244,13 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     for s in cfg.sources:
         reader = reader_for(s.kind)
         listed.extend((s, reader, path, rel) for path, rel in reader.list_inputs(s))
+    # Input digests are needed now only to skip inputs an incremental run has already processed;
+    # otherwise they are computed beside pass 1 and recorded by the time the manifest is written.
+    defer = cfg.state is None or not cfg.state.incremental
     with ThreadPoolExecutor(max_workers=max_workers + 1) as pool:
-        # Hashing a large input leaves a core free: load the compiled kernels meanwhile, so the
-        # first units of pass 1 do not wait for them.
+        # Load the compiled kernels meanwhile, so the first units of pass 1 do not wait for them.
         pool.submit(_warm_kernels, cfg)
-        inputs = list(pool.map(lambda t: t[1].describe(t[0], t[2], t[3]), listed))
+        inputs = list(pool.map(lambda t: t[1].describe(t[0], t[2], t[3], digest=not defer), listed))
 
     skipped: list[dict] = []
     if cfg.state is not None:
@@ -208,7 +270,7 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
             old = RunPlan.load(work)
         except Exception:  # noqa: BLE001 - an unreadable old plan is simply discarded
             old = None
-        if old is not None and old.config_sha256 == digest and _fingerprint(old.inputs) == _fingerprint(inputs):
+        if old is not None and old.config_sha256 == digest and _same_inputs(old.inputs, inputs):
             log.info("resuming unfinished run %s (%d units)", old.run_id, len(old.units))
             old.attempts += 1
             old.save()
@@ -241,4 +303,6 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
         waivers=matcher.waivers,
     )
     plan.save()
+    if any(f.sha256 is None for f in inputs):
+        _digest_in_background(work, [f for f in inputs if f.sha256 is None])
     return plan

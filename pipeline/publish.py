@@ -129,7 +129,7 @@ def _check_inputs_unchanged(plan: RunPlan) -> None:
 def finalize(work_dir: str) -> dict:
     """Write the manifest and publish shards, ledger and manifest into the run directory."""
     work = Path(work_dir)
-    plan = RunPlan.load(work)
+    plan = RunPlan.load(work).with_digests()
     _check_inputs_unchanged(plan)
     pass1 = [_read_done(work / "pass1" / f"{_unit_name(u.unit_id)}.json") for u in plan.units]
     pass2 = [_read_done(work / "pass2" / f"s{s:05d}.json") for s in shard_ids(str(work))]

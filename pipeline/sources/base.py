@@ -26,7 +26,7 @@ class InputFile:
     path: str
     relpath: str
     bytes: int
-    sha256: str
+    sha256: str | None  # None until computed, when the planner deferred it (RunPlan.with_digests)
     mtime_ns: int
 
 
@@ -151,14 +151,14 @@ def _first_magic(parts: tuple[str, ...]) -> int:
     return len(parts)
 
 
-def describe_file(source: str, path: str, relpath: str) -> InputFile:
-    """Stat and digest one input file."""
+def describe_file(source: str, path: str, relpath: str, digest: bool = True) -> InputFile:
+    """Stat (and digest, unless told not to) one input file."""
     try:
         st = os.stat(path)
-        digest = sha256_path(path)
+        sha = sha256_path(path) if digest else None
     except OSError as e:
         raise SourceError(f"{path}: cannot read input file ({e.strerror})") from e
-    return InputFile(source, path, relpath, st.st_size, digest, st.st_mtime_ns)
+    return InputFile(source, path, relpath, st.st_size, sha, st.st_mtime_ns)
 
 
 def string_digests(arr: pa.Array | pa.ChunkedArray) -> list[bytes]:
@@ -196,9 +196,9 @@ class Reader:
         """Yield batches of the unit's records, in file order."""
         raise NotImplementedError
 
-    def describe(self, source, path: str, relpath: str) -> InputFile:
-        """Size, digest and modification time of one input."""
-        return describe_file(source.name, path, relpath)
+    def describe(self, source, path: str, relpath: str, digest: bool = True) -> InputFile:
+        """Size, digest (unless `digest` is false: the planner may defer it) and modification time of one input."""
+        return describe_file(source.name, path, relpath, digest)
 
     def _unit(self, source, f: InputFile, part: int, start: int, stop: int, row_offset: int, **kw) -> Unit:
         return Unit(

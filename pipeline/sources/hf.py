@@ -56,8 +56,9 @@ class HfDiskReader(Reader):
             out.append((str(path.resolve()), rel))
         return require_unique_relpaths(out, hint="rename one of the dataset directories or give it its own source")
 
-    def describe(self, source, path: str, relpath: str) -> InputFile:
-        """A dataset directory's digest: sha256 over the sorted (relative path, file sha256) lines."""
+    def describe(self, source, path: str, relpath: str, digest: bool = True) -> InputFile:
+        """A dataset directory's digest: sha256 over the sorted (relative path, file sha256) lines
+        (always computed: a directory's fingerprint for resuming is its digest)."""
         h = hashlib.sha256()
         total, mtime = 0, 0
         for q in sorted(Path(path).rglob("*")):

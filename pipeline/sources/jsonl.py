@@ -183,10 +183,10 @@ class JsonlReader(Reader):
     spill = True
     suffixes = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst")
 
-    def describe(self, source, path: str, relpath: str) -> InputFile:
+    def describe(self, source, path: str, relpath: str, digest: bool = True) -> InputFile:
         """Size, digest and modification time; a plain file's newlines are counted in the same read."""
-        if _is_compressed(path):
-            return super().describe(source, path, relpath)
+        if _is_compressed(path) or not digest:
+            return super().describe(source, path, relpath, digest)
         try:
             st = os.stat(path)
             digest, index = _digest_and_index(path)
