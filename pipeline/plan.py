@@ -285,7 +285,7 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     for f in inputs:
         by_source.setdefault(f.source, []).append(f)
     for s in cfg.sources:
-        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work)):
+        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
             units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
 
     prev = out_dir / "manifest.json"

@@ -188,7 +188,7 @@ class Reader:
         """(absolute path, relative path) of every input of the source; relative paths are unique."""
         return require_unique_relpaths(expand_paths(source.paths, self.suffixes))
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         """Split the inputs into units; unit ids are assigned later by the planner."""
         raise NotImplementedError
 

@@ -29,7 +29,7 @@ class CsvReader(Reader):
     spill = True
     suffixes = (".csv",)
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         return [self._unit(source, f, 0, 0, -1, 0) for f in inputs]
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:

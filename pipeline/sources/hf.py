@@ -88,7 +88,7 @@ class HfDiskReader(Reader):
             ds = ds[source.split]
         return ds
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         out: list[Unit] = []
         for f in inputs:
             out.extend(_row_units(self, source, f, self._load(source, f.path).num_rows, units))
@@ -117,7 +117,7 @@ class HfLoadReader(Reader):
                 f"source '{source.name}': load_dataset('{source.builder}') failed ({e.__class__.__name__}); check the files and the builder"
             ) from e
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         cache_dir = str(Path(work_dir) / "hf_cache")
         files = tuple(f.path for f in inputs)
         ds = self._load(source, files, cache_dir)

@@ -196,16 +196,21 @@ class JsonlReader(Reader):
             _LINE_INDEX[(path, st.st_size, st.st_mtime_ns)] = index
         return InputFile(source.name, path, relpath, st.st_size, digest, st.st_mtime_ns)
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         out: list[Unit] = []
         for f in inputs:
             if _is_compressed(f.path) or f.bytes <= units.target_bytes:
                 out.append(self._unit(source, f, 0, 0, -1 if _is_compressed(f.path) else f.bytes, 0))
                 continue
+            # Equal parts of at most target_bytes, as many as a multiple of the workers: 17 units on
+            # two workers leave one worker idle for the whole last unit.
+            parts = -(-f.bytes // units.target_bytes)
+            parts = -(-parts // max(workers, 1)) * max(workers, 1)
+            step = -(-f.bytes // parts)
             cuts = [0]
             with open(f.path, "rb") as fh:
                 while cuts[-1] < f.bytes:
-                    nxt = _next_line_start(fh, cuts[-1] + units.target_bytes, f.bytes)
+                    nxt = _next_line_start(fh, max(cuts[-1] + 1, len(cuts) * step), f.bytes)
                     cuts.append(nxt)
             ranges = list(zip(cuts, cuts[1:]))
             with _LINE_INDEX_LOCK:

@@ -33,7 +33,7 @@ class ParquetReader(Reader):
     kind = "parquet"
     suffixes = (".parquet",)
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         out: list[Unit] = []
         for f in inputs:
             try:

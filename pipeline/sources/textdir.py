@@ -24,7 +24,7 @@ class TextDirReader(Reader):
         suffix = source.glob.rsplit("*", 1)[-1] or None
         return require_unique_relpaths(expand_paths(source.paths, (suffix,) if suffix else None))
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         out: list[Unit] = []
         group: list[InputFile] = []
         size, first = 0, 0

@@ -73,7 +73,7 @@ class WebDatasetReader(Reader):
     kind = "webdataset"
     suffixes = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
-    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "") -> list[Unit]:
+    def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         # A tar cannot be split without reading it, so each shard is one unit.
         return [self._unit(source, f, 0, 0, f.bytes, 0) for f in inputs]
 
