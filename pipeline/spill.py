@@ -18,6 +18,7 @@ marker), which is written after the spill is complete: a unit killed mid-spill i
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +40,10 @@ class SpillWriter:
         self.dir = spill_dir(work, unit_id)
         if self.dir.exists():  # what a killed attempt left
             shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        # Record content: owner-only, like the inputs should be (the output directory may be shared).
+        self.dir.parent.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.dir.parent, 0o700)
+        self.dir.mkdir(mode=0o700)
         self.batches = 0
 
     def add(self, table: pa.Table, rows: np.ndarray) -> None:

@@ -6,6 +6,8 @@ so the same rows give byte-identical files whatever the batch sizes, units or ta
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.fileio import sha256_path
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,39 @@ def _dictionary_columns(schema: pa.Schema, plain: frozenset[str]) -> list[str]:
     return [p for p in paths if p.split(".", 1)[0] not in plain]
 
 
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes what it writes, so a finished file is not read back to digest it."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        n = self._f.write(data)
+        self._h.update(memoryview(data)[:n])
+        self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        super().close()
+
+    def sha256(self) -> str:
+        return self._h.hexdigest()
+
+
 class ShardWriter:
     """Writes a stream of tables with one schema into Parquet files named by `name(k)`.
 
@@ -99,7 +133,8 @@ class ShardWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._final = self.directory / self.name(len(self.files))
         self._tmp = self._final.with_name(f".{self._final.name}.tmp")
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression,
+        self._sink = _HashingFile(self._tmp)
+        self._writer = pq.ParquetWriter(self._sink, self.schema, compression=self.compression,
                                         compression_level=self.compression_level, write_statistics=True,
                                         use_dictionary=self.use_dictionary)
         self._rows = 0
@@ -108,8 +143,9 @@ class ShardWriter:
         if self._writer is None:
             return
         self._writer.close()
+        self._sink.close()
         self._tmp.replace(self._final)
-        self.files.append(WrittenFile(str(self._final), self._rows, self._final.stat().st_size, sha256_path(self._final)))
+        self.files.append(WrittenFile(str(self._final), self._rows, self._sink.size, self._sink.sha256()))
         self._writer = None
 
     def _emit(self, table: pa.Table) -> None:
@@ -149,6 +185,7 @@ class ShardWriter:
         """Drop the file in progress (its temporary file), keeping finished ones."""
         if self._writer is not None:
             self._writer.close()
+            self._sink.close()
             self._tmp.unlink(missing_ok=True)
             self._writer = None
 

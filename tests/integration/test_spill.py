@@ -55,3 +55,5 @@ def test_a_killed_pass_1_leaves_no_spill_that_a_rerun_would_trust(tmp_path):
     (stale / "b00099.arrow").write_bytes(b"stray")
     result = pass1(str(plan.work_dir), 0)
     assert sorted(p.name for p in stale.iterdir()) == [f"b{k:05d}.arrow" for k in range(result["spilled"])]
+    for d in (stale.parent, stale):  # record content: owner-only
+        assert d.stat().st_mode & 0o077 == 0
