@@ -37,6 +37,11 @@ def test_a_backslash_at_a_line_end_does_not_hide_the_newline():
     assert scan_chunk(b'{"text":"a\\\n{"text":"b"}\n') == (2, False)
 
 
+def test_a_malformed_unicode_escape_does_not_hide_a_newline_after_it():
+    assert scan_chunk(b'{"text":"\\u1\n{"text":"b"}\n') == (2, False)
+    assert scan_chunk(b'{"text":"\\ud83d\\u1\n{"text":"b"}\n') == (2, True)
+
+
 @given(st.binary(max_size=200))
 def test_the_line_count_is_the_newline_count_for_any_bytes(data):
     assert scan_chunk(data)[0] == data.count(b"\n")
