@@ -39,6 +39,18 @@ def _tables(lowercase: bool, collapse: bool) -> tuple[np.ndarray, np.ndarray]:
     return out, ws
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _end_row(good, flags, j, pos, first, trim, out):
+    """Close row `j` of a kernel: record whether it was normalised here (its output is dropped if
+    not) and drop a trailing space when trimming. Returns the next write position."""
+    flags[j] = good
+    if not good:
+        return first
+    if trim and pos > first and out[pos - 1] == 32:
+        return pos - 1
+    return pos
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, ascii_rows):
     """Normalise every row that is pure ASCII (NFC/NFKC leave ASCII unchanged): each byte through
@@ -62,13 +74,7 @@ def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, asc
             out[pos] = out_byte[b]
             pos += 1 - (w & prev)
             prev = w
-        if seen >= 0x80:
-            ascii_rows[i] = False
-            pos = first
-            continue
-        ascii_rows[i] = True
-        if trim and pos > first and out[pos - 1] == 32:
-            pos -= 1
+        pos = _end_row(seen < 0x80, ascii_rows, i, pos, first, trim, out)
     out_offsets[offsets.shape[0] - 1] = pos
 
 
@@ -193,13 +199,7 @@ def _unicode_normalise_rows(data, offsets, rows, bmp, emoji, is_ws, collapse, ou
                     pos += 1
                 prev = 0
             k += n
-        if not good:
-            ok[j] = False
-            pos = first
-            continue
-        ok[j] = True
-        if collapse and pos > first and out[pos - 1] == 32:
-            pos -= 1
+        pos = _end_row(good, ok, j, pos, first, collapse, out)
     out_offsets[rows.shape[0]] = pos
 
 
