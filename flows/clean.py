@@ -24,7 +24,7 @@ from pipeline import steps  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
-from pipeline.plan import RunPlan, make_plan  # noqa: E402
+from pipeline.plan import RunPlan, make_plan, wait_for_digests  # noqa: E402
 from pipeline.publish import finalize, stage_ledger  # noqa: E402
 
 
@@ -161,6 +161,7 @@ def clean_flow(config: dict) -> dict:
             ledger.result()
         finally:
             progress.stop()
+        wait_for_digests(work)  # the input digests hashed in this process, before another may publish
         summary = finalize_task(work)
     logger.info("run %s published to %s", summary["run_id"], cfg.output.dir)
     return summary

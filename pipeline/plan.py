@@ -67,9 +67,7 @@ class RunPlan:
         (another process, a resumed run)."""
         if all(f.sha256 is not None for f in self.inputs):
             return self
-        running = _DIGEST_THREADS.pop(str(self.work_dir), None)
-        if running is not None:
-            running.join()
+        wait_for_digests(self.work_dir)
         done = _read_digests(self.work_dir)
         missing = [f for f in self.inputs if f.sha256 is None and (f.source, f.path) not in done]
         if missing:
@@ -155,9 +153,19 @@ def _digest_inputs(work: Path, inputs: list[InputFile]) -> dict[tuple[str, str],
     """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)."""
     digests = {(f.source, f.path): sha256_path(f.path) for f in inputs}
     with _DIGESTS_LOCK:
+        if not (work / PLAN_FILE).exists():  # the run was published (or discarded) meanwhile
+            return digests
         merged = {**_read_digests(work), **digests}
         atomic_write_json(work / DIGESTS_FILE, [{"source": k[0], "path": k[1], "sha256": v} for k, v in sorted(merged.items())])
     return digests
+
+
+def wait_for_digests(work_dir: str | os.PathLike) -> None:
+    """Wait for the thread this process started to hash a run's inputs, if any: the finalize step
+    must not publish while it could still write into the scratch space."""
+    running = _DIGEST_THREADS.pop(str(work_dir), None)
+    if running is not None:
+        running.join()
 
 
 def _digest_in_background(work: Path, inputs: list[InputFile]) -> None:

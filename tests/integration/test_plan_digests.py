@@ -64,3 +64,13 @@ def test_a_changed_input_discards_the_unfinished_plan(tmp_path):
     second = make_plan(cfg)
     assert second.run_id != first.run_id and not second.resumed
     assert make_plan(cfg).resumed  # unchanged since: resumed
+
+
+def test_a_digest_thread_finishing_after_publication_writes_nothing_into_the_run(tmp_path):
+    from pipeline.plan import _digest_inputs, wait_for_digests
+
+    plan = make_plan(build_config(tmp_path / "run", _sources(tmp_path)))
+    wait_for_digests(plan.work_dir)
+    _run_steps(str(plan.work_dir))  # publishes and removes _work
+    _digest_inputs(plan.work_dir, plan.inputs)  # a late thread of another process
+    assert not plan.work_dir.exists()
