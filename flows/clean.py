@@ -161,7 +161,9 @@ def clean_flow(config: dict) -> dict:
             ledger.result()
         finally:
             progress.stop()
-        wait_for_digests(work)  # the input digests hashed in this process, before another may publish
+            # The input digests hashed in this process: before another may publish, and never
+            # left running after a failed flow.
+            wait_for_digests(work)
         summary = finalize_task(work)
     logger.info("run %s published to %s", summary["run_id"], cfg.output.dir)
     return summary
