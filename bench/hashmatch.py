@@ -48,6 +48,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import cmd_out  # noqa: E402
+
 LOCK = "/tmp/hygiene-bench.lock"
 TAG = "BENCH_RESULT "
 VECTORS = REPO.parent / "shared" / "data" / "hashmatch" / "pdq-vectors" / "files"
@@ -296,14 +299,6 @@ def worker(section: str, args) -> int:
 
 # ============================================================================================
 # Driver
-
-
-def cmd_out(cmd: list[str]) -> str | None:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=str(REPO))
-        return r.stdout.strip() if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def run_locked(name: str, cmd: list[str]) -> dict:

@@ -47,6 +47,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import cmd_out  # noqa: E402
+
 MB = 1_000_000
 MiB = 1024 * 1024
 TARGET_RATIO = 0.5
@@ -275,14 +278,6 @@ def _versions() -> dict:
     return out
 
 
-def _cmd(args: list[str]) -> str | None:
-    try:
-        r = subprocess.run(args, capture_output=True, text=True, timeout=10, cwd=str(REPO))
-        return r.stdout.strip() if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _tree_digest(root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
@@ -302,7 +297,7 @@ def snapshot_code(work: Path, git_ref: str | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=".snap-", dir=root))
     try:
         if git_ref:
-            commit = _cmd(["git", "rev-parse", "--verify", f"{git_ref}^{{commit}}"])
+            commit = cmd_out(["git", "rev-parse", "--verify", f"{git_ref}^{{commit}}"])
             if not commit:
                 raise SystemExit(f"--git-ref {git_ref}: not a commit of {REPO}")
             arch = subprocess.run(["git", "archive", "--format=tar", commit, "pipeline"], cwd=str(REPO),
@@ -311,8 +306,8 @@ def snapshot_code(work: Path, git_ref: str | None) -> dict:
             info = {"from": f"git archive {git_ref}", "commit": commit, "uncommitted_changes": []}
         else:
             shutil.copytree(REPO / "pipeline", tmp / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            info = {"from": "working tree", "commit": _cmd(["git", "rev-parse", "HEAD"]),
-                    "uncommitted_changes": (_cmd(["git", "status", "--porcelain", "--", "pipeline"]) or "").splitlines()}
+            info = {"from": "working tree", "commit": cmd_out(["git", "rev-parse", "HEAD"]),
+                    "uncommitted_changes": (cmd_out(["git", "status", "--porcelain", "--", "pipeline"]) or "").splitlines()}
         digest = _tree_digest(tmp / "pipeline")
         dest = root / f"pipeline-{digest[:12]}"
         if dest.exists():
@@ -348,10 +343,10 @@ def machine_info(work: Path) -> dict:
         "memory_available_gib_before": round(vm.available / 2**30, 2),
         "disk_free_gib_before": round(usage.free / 2**30, 1),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "uptime_before": _cmd(["uptime"]),
+        "uptime_before": cmd_out(["uptime"]),
         "versions": _versions(),
-        "git_commit": _cmd(["git", "rev-parse", "HEAD"]),
-        "git_status_porcelain": (_cmd(["git", "status", "--porcelain"]) or "").splitlines(),
+        "git_commit": cmd_out(["git", "rev-parse", "HEAD"]),
+        "git_status_porcelain": (cmd_out(["git", "status", "--porcelain"]) or "").splitlines(),
         "env": {k: os.environ[k] for k in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ},
     }
 
@@ -570,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_outputs:
         shutil.rmtree(runs_dir, ignore_errors=True)
 
-    uptime_after = _cmd(["uptime"])
+    uptime_after = cmd_out(["uptime"])
     summary = summarize(runs)
     problems = check_counts(runs, corpus)
     for r in runs:
