@@ -19,7 +19,7 @@ import zstandard
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
-from pipeline.sources.jsonscan import scan_chunk, suspect_text_rows
+from pipeline.sources.jsonscan import ChunkScan, KnownShape, scan_chunk, suspect_text_rows
 from pipeline.sources.validate import is_string_type, split_valid
 
 _COMPRESSED = (".gz", ".zst")
@@ -229,6 +229,7 @@ class JsonlReader(Reader):
         line_no = unit.row_offset
         carry = b""
         at_file_start = unit.start == 0
+        known: KnownShape | None = None  # the schema of the unit's last inferred chunk, to reuse
         try:
             for block in read_blocks(unit.path, unit.start, unit.stop, units.batch_bytes):
                 data = carry + block if carry else block
@@ -244,39 +245,62 @@ class JsonlReader(Reader):
                     carry = data
                     continue
                 chunk, carry = data[: cut + 1], data[cut + 1 :]
-                n_lines, lone_surrogate = scan_chunk(chunk)
-                yield self._parse(chunk, line_no, source, n_lines, lone_surrogate)
-                line_no += n_lines
+                scan = scan_chunk(chunk)
+                batch, known = self._parse(chunk, line_no, source, scan, known)
+                yield batch
+                line_no += scan.newlines
             if carry:
                 chunk = carry + b"\n"
-                yield self._parse(chunk, line_no, source, 1, scan_chunk(chunk)[1])
+                yield self._parse(chunk, line_no, source, scan_chunk(chunk), known)[0]
         except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
             raise SourceError(
                 f"{unit.path}: cannot read past line {line_no} ({e.__class__.__name__}: the file is truncated or corrupt)"
             ) from e
 
-    def _parse(self, chunk: bytes, first_line: int, source, n_lines: int, lone_surrogate: bool) -> Batch:
-        """Parse `n_lines` whole lines: all at once with polars when that is exact, else line by line."""
-        if not lone_surrogate:
-            batch = self._parse_fast(chunk, first_line, source, n_lines)
+    def _parse(self, chunk: bytes, first_line: int, source, scan: ChunkScan,
+               known: KnownShape | None = None) -> tuple[Batch, KnownShape | None]:
+        """Parse the chunk's whole lines: all at once with polars when that is exact, else line by
+        line. Returns the batch and the schema later chunks of the unit may reuse."""
+        if not scan.lone_surrogate:
+            batch, known = self._parse_fast(chunk, first_line, source, scan, known)
             if batch is not None:
-                return batch
+                return batch, known
         lines = chunk.split(b"\n")[:-1]
         nonblank = _nonblank(lines)
         if not nonblank:
-            return Batch(pa.table({}), np.zeros(0, dtype=np.int64), [])
-        return self._parse_carefully(lines, nonblank, first_line, source)
+            return Batch(pa.table({}), np.zeros(0, dtype=np.int64), []), known
+        return self._parse_carefully(lines, nonblank, first_line, source), known
 
-    def _parse_fast(self, chunk: bytes, first_line: int, source, n_lines: int) -> Batch | None:
+    def _parse_fast(self, chunk: bytes, first_line: int, source, scan: ChunkScan,
+                    known: KnownShape | None) -> tuple[Batch | None, KnownShape | None]:
         """The chunk through polars, or None when only the careful path gives the exact result.
 
         polars yields exactly one row per non-blank line (or fails), so when it yields a row for
         every line there are no blank lines to skip and the rows number the lines directly.
+        The schema of an earlier chunk is reused when the chunk's shape fits it (see jsonscan);
+        otherwise polars infers one over every line of the chunk.
         """
-        try:
-            df = pl.read_ndjson(chunk, infer_schema_length=None)
-        except Exception:  # noqa: BLE001 - any polars parse failure means "take the careful path"
-            return None
+        df, fresh = None, None
+        if known is not None and scan.shape is not None and scan.shape.fits(known):
+            try:
+                df = pl.read_ndjson(chunk, schema=known.schema)
+            except Exception:  # noqa: BLE001 - e.g. an integer past int64: inference decides
+                df = None
+        if df is None:
+            try:
+                df = pl.read_ndjson(chunk, infer_schema_length=None)
+            except Exception:  # noqa: BLE001 - any polars parse failure means "take the careful path"
+                return None, known
+            fresh = KnownShape.of(df.schema, scan.shape)
+        batch = self._checked(df, chunk, first_line, source, scan.newlines)
+        # Only a schema whose columns reach the output (the chunk keeps a record) may be reused:
+        # the columns of a chunk whose records are all rejected are not in the output.
+        if fresh is not None and batch is not None and batch.table.num_rows:
+            known = fresh
+        return batch, known
+
+    def _checked(self, df: pl.DataFrame, chunk: bytes, first_line: int, source, n_lines: int) -> Batch | None:
+        """The parsed chunk as a batch, or None when polars read some line leniently."""
         lines = None
         if df.height == n_lines:
             rows = np.arange(first_line, first_line + n_lines, dtype=np.int64)
