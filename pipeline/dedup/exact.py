@@ -52,10 +52,11 @@ def _end_row(good, flags, j, pos, first, trim, out):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, ascii_rows):
+def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, ascii_rows, same):
     """Normalise every row that is pure ASCII (NFC/NFKC leave ASCII unchanged): each byte through
     `out_byte` (lowercasing), a run of whitespace to one space, trimmed when `trim`. Rows with
-    any non-ASCII byte are flagged and their output discarded, for the general path.
+    any non-ASCII byte are flagged and their output discarded, for the general path. `same`
+    flags the ASCII rows that normalisation left as they were (their key is their content digest).
 
     Branch-free in the inner loop (every byte is stored, the write position advances unless the
     byte continues a whitespace run): text has a space every few bytes, which a branch on
@@ -67,14 +68,18 @@ def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, asc
         first = pos
         prev = trim  # a whitespace run at the very start is dropped when trimming
         seen = 0
+        diff = 0
         for k in range(offsets[i], offsets[i + 1]):
             b = data[k]
             w = is_ws[b]
             seen |= b
-            out[pos] = out_byte[b]
+            o = out_byte[b]
+            diff |= o ^ b
+            out[pos] = o
             pos += 1 - (w & prev)
             prev = w
         pos = _end_row(seen < 0x80, ascii_rows, i, pos, first, trim, out)
+        same[i] = seen < 0x80 and diff == 0 and pos - first == offsets[i + 1] - offsets[i]
     out_offsets[offsets.shape[0] - 1] = pos
 
 
@@ -203,9 +208,10 @@ def _unicode_normalise_rows(data, offsets, rows, bmp, emoji, is_ws, collapse, ou
     out_offsets[rows.shape[0]] = pos
 
 
-def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig) -> list[bytes]:
+def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig, digests: list[bytes] | None = None) -> list[bytes]:
     """Keys with the ASCII rows normalised in compiled code, most others too (characters the
-    Unicode form leaves alone), and only the rest through the general path."""
+    Unicode form leaves alone), and only the rest through the general path. A row normalisation
+    leaves as it is has its content digest (`digests`, when given) as its key: the same sha256."""
     arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
     arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
     n = len(arr)
@@ -217,12 +223,20 @@ def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig) -> list[b
     out = np.empty(int(offsets[-1] - offsets[0]) + 1, dtype=np.uint8)
     out_offsets = np.empty(n + 1, dtype=np.int64)
     ascii_rows = np.empty(n, dtype=np.bool_)
+    same = np.empty(n, dtype=np.bool_)
     out_byte, is_ws = _tables(cfg.lowercase, cfg.collapse_whitespace)
-    _ascii_normalise(data, offsets, out_byte, is_ws, int(cfg.collapse_whitespace), out, out_offsets, ascii_rows)
+    _ascii_normalise(data, offsets, out_byte, is_ws, int(cfg.collapse_whitespace), out, out_offsets, ascii_rows, same)
     # The normalised rows as one string array over the output buffer (a non-ASCII row is empty
     # there and replaced below), hashed column-wise.
     normalised = pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out))
-    keys: list[bytes] = string_digests(normalised)
+    if digests is None or not same.any():
+        keys: list[bytes] = string_digests(normalised)
+    else:
+        keys = list(digests)
+        changed = np.flatnonzero(~same)
+        if changed.size:
+            for i, k in zip(changed.tolist(), string_digests(normalised.take(pa.array(changed)))):
+                keys[i] = k
     rest = np.flatnonzero(~ascii_rows)
     if rest.size and not cfg.lowercase:  # case folding beyond ASCII stays with the general path
         bmp, emoji = _char_classes(cfg.unicode, cfg.collapse_whitespace)
@@ -282,7 +296,7 @@ def exact_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig, digests: 
     """
     if cfg.unicode == "none" and not cfg.lowercase and not cfg.collapse_whitespace and digests is not None:
         return digests
-    return _fast_keys(text, cfg)
+    return _fast_keys(text, cfg, digests)
 
 
 def resolve_exact(records: pl.DataFrame, keep: tuple[str, ...] = ()) -> pl.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 import threading
 import zlib
@@ -19,7 +20,7 @@ import zstandard
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
-from pipeline.sources.jsonscan import ChunkScan, KnownShape, scan_chunk, suspect_text_rows
+from pipeline.sources.jsonscan import ChunkScan, KnownShape, count_newlines, scan_chunk, suspect_text_rows
 from pipeline.sources.validate import is_string_type, split_valid
 
 _COMPRESSED = (".gz", ".zst")
@@ -109,21 +110,17 @@ def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]
                 yield data
 
 
-def _count_newlines(path: str, start: int, stop: int, chunk: int = 8 * 1024 * 1024) -> int:
-    """Newlines in [start, stop) of a file: numpy over one reused buffer (no GIL held while counting)."""
-    n = 0
-    buf = np.empty(chunk, dtype=np.uint8)
-    hits = np.empty(chunk, dtype=np.bool_)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(start)
-        left = stop - start
-        while left > 0:
-            got = f.readinto(memoryview(buf)[: min(chunk, left)])
-            if not got:
-                break
-            n += int(np.count_nonzero(np.equal(buf[:got], 10, out=hits[:got])))
-            left -= got
-    return n
+def _count_newlines(path: str, start: int, stop: int) -> int:
+    """Newlines in [start, stop) of a file: the file memory-mapped (no copy out of the page cache)
+    and counted eight bytes at a time in compiled code, without the GIL."""
+    if stop <= start:
+        return 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        data = np.frombuffer(m, dtype=np.uint8)[start:stop]
+        try:
+            return count_newlines(data)
+        finally:
+            del data  # the mapping closes only when no array points into it
 
 
 # Newlines before each 1 MiB boundary of the plain inputs this process has just hashed, keyed

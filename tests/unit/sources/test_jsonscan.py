@@ -199,3 +199,21 @@ def test_a_value_of_another_kind_is_inferred_again():
     assert not scan_chunk(b'{"text":"b","n":{"x":null}}\n').shape.fits(known)
     # A path holding two kinds is never reused: inference types it by the mix.
     assert _read_chunks([first + floats], reuse=True)[-1] is None
+
+
+@given(st.binary(max_size=300), st.integers(0, 20), st.integers(0, 20))
+def test_newline_counts_over_any_byte_range_of_a_file(data, cut_start, cut_end):
+    import tempfile
+
+    import numpy as np
+
+    from pipeline.sources.jsonl import _count_newlines
+    from pipeline.sources.jsonscan import count_newlines
+
+    start, stop = min(cut_start, len(data)), max(min(cut_start, len(data)), len(data) - cut_end)
+    arr = np.frombuffer(data, dtype=np.uint8)
+    assert count_newlines(arr[start:stop]) == data[start:stop].count(b"\n")
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        assert _count_newlines(f.name, start, stop) == data[start:stop].count(b"\n")
