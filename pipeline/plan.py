@@ -149,9 +149,12 @@ def _read_digests(work: Path) -> dict[tuple[str, str], str]:
     return {(d["source"], d["path"]): d["sha256"] for d in json.loads(path.read_text())}
 
 
-def _digest_inputs(work: Path, inputs: list[InputFile]) -> dict[tuple[str, str], str]:
-    """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)."""
+def _digest_inputs(work: Path, inputs: list[InputFile], planned: threading.Event | None = None) -> dict[tuple[str, str], str]:
+    """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)
+    once the plan is saved (`planned` is set when the planner has saved it, or has failed)."""
     digests = {(f.source, f.path): sha256_path(f.path) for f in inputs}
+    if planned is not None:
+        planned.wait()
     with _DIGESTS_LOCK:
         if not (work / PLAN_FILE).exists():  # the run was published (or discarded) meanwhile
             return digests
@@ -168,12 +171,12 @@ def wait_for_digests(work_dir: str | os.PathLike) -> None:
         running.join()
 
 
-def _digest_in_background(work: Path, inputs: list[InputFile]) -> None:
-    """Hash the inputs while pass 1 reads them (the hash runs without the GIL); a failure is
-    left to `RunPlan.with_digests`, which hashes again at the end of the run."""
+def _digest_in_background(work: Path, inputs: list[InputFile], planned: threading.Event) -> None:
+    """Hash the inputs while the planner finishes and pass 1 reads them (the hash runs without the
+    GIL); a failure is left to `RunPlan.with_digests`, which hashes again at the end of the run."""
     def run() -> None:
         try:
-            _digest_inputs(work, inputs)
+            _digest_inputs(work, inputs, planned)
         except Exception:  # noqa: BLE001 - retried, and reported, by with_digests
             log.debug("background input digest failed", exc_info=True)
 
@@ -216,8 +219,9 @@ def _warm_kernels(cfg: RunConfig) -> None:
 
         from pipeline.dedup.exact import exact_keys
         from pipeline.sinks.shards import plan_shards
-        from pipeline.sources.jsonscan import scan_chunk
+        from pipeline.sources.jsonscan import count_newlines, scan_chunk
 
+        count_newlines(np.zeros(16, dtype=np.uint8))  # first: the planner counts lines meanwhile
         scan_chunk(b"{}\n")
         exact_keys(pa.array(["a  b", "caf\u00e9 b"], pa.large_string()), cfg.dedup.exact.normalize)
         plan_shards(np.ones(1, dtype=np.int64), 1, 1024)
@@ -255,9 +259,10 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     # Input digests are needed now only to skip inputs an incremental run has already processed;
     # otherwise they are computed beside pass 1 and recorded by the time the manifest is written.
     defer = cfg.state is None or not cfg.state.incremental
-    with ThreadPoolExecutor(max_workers=max_workers + 1) as pool:
-        # Load the compiled kernels meanwhile, so the first units of pass 1 do not wait for them.
-        pool.submit(_warm_kernels, cfg)
+    # Load the compiled kernels meanwhile (about 0.7 s, most of it numba starting LLVM), so the
+    # first units of pass 1 do not wait for them; nothing waits for this thread but the kernels.
+    threading.Thread(target=_warm_kernels, args=(cfg,), name="hygiene-warm-kernels", daemon=True).start()
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
         inputs = list(pool.map(lambda t: t[1].describe(t[0], t[2], t[3], digest=not defer), listed))
 
     skipped: list[dict] = []
@@ -285,17 +290,33 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
             return old
         log.info("discarding the scratch space of an earlier, different run")
     if work.exists():
+        wait_for_digests(work)  # an earlier plan's digest thread in this process may still write there
         shutil.rmtree(work)
     work.mkdir(parents=True)
 
+    planned = threading.Event()
+    if any(f.sha256 is None for f in inputs):  # from here on, beside the rest of the run
+        _digest_in_background(work, [f for f in inputs if f.sha256 is None], planned)
     units: list[Unit] = []
     by_source: dict[str, list[InputFile]] = {}
     for f in inputs:
         by_source.setdefault(f.source, []).append(f)
-    for s in cfg.sources:
-        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
-            units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
+    try:
+        for s in cfg.sources:
+            for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
+                units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
+        return _new_plan(cfg, digest, out_dir, inputs, units, skipped, matcher)
+    except BaseException:
+        planned.set()
+        wait_for_digests(work)  # a failed plan leaves no thread writing into its scratch space
+        raise
+    finally:
+        planned.set()  # the digests are written only into a saved plan's scratch space
 
+
+def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile], units: list[Unit],
+              skipped: list[dict], matcher) -> RunPlan:
+    """A fresh plan over the units, saved in the scratch space."""
     prev = out_dir / "manifest.json"
     plan = RunPlan(
         run_id=str(uuid.uuid4()),
@@ -311,6 +332,4 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
         waivers=matcher.waivers,
     )
     plan.save()
-    if any(f.sha256 is None for f in inputs):
-        _digest_in_background(work, [f for f in inputs if f.sha256 is None])
     return plan
