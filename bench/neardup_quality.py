@@ -122,7 +122,9 @@ def _child_ours(args: argparse.Namespace, out: Path) -> dict:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     ids = led["record_id"].to_list()
-    groups = [find(r) if r in parent else None for r in ids]
+    # A component's root (its lowest id) has no entry in `parent` but belongs to the group too.
+    roots = {find(r) for r in list(parent)}
+    groups = [find(r) if r in parent or r in roots else None for r in ids]
     dec = led.with_columns(pl.col("decision").is_in(["kept", "kept_redacted"]).alias("kept"),
                            pl.Series("group", groups, dtype=pl.String))
     dec.write_parquet(out / "decisions.parquet")
