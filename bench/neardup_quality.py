@@ -39,9 +39,12 @@ Metrics (N documents, true clusters = same `cluster` field; a removal is the pos
              (our normalisation) being >= or < the threshold.
 
 Every metric is given twice: against the generator's labels, and against labels in which true
-clusters are joined when their originals' exact Jaccard is >= the threshold (the generator's
-random "sentences" include 1-5 KB runs of verse or dialogue, so some originals are near or fully
-identical; pooled: only cluster pairs that some tool merged are checked). For ours, the copies
+clusters are joined when their originals' exact Jaccard is >= the threshold (pooled: only cluster
+pairs that some tool merged are checked). With the generator's default sentence limits (60 words,
+400 characters) no two originals are near each other and both agree; with the limits off
+(--max-sentence-words 0 --max-sentence-chars 0, the corpus of runs before 2026-11-23) the random
+"sentences" include 1-6 KB runs of verse or dialogue, some originals are near or fully identical,
+and only the adjusted labels are meaningful. For ours, the copies
 at J >= threshold that it did not link are diagnosed (no shared band / estimate below the
 threshold / anti-chaining). `--survivor-experiment` re-runs our method outside the pipeline
 from its own functions with other survivor orders (untimed what-if; the `longest` rule must
@@ -342,15 +345,18 @@ def fmt_timing(rows: list[dict], nbytes: int) -> str:
     return "\n".join(lines)
 
 
-def ensure_corpus(docs: int, work: Path, seed: int) -> tuple[Path, Path, dict]:
-    """The corpus (cached), and a 2-file split of it for datatrove's file sharding."""
-    path = work / f"corpus-{docs}-s{seed}.jsonl"
+def ensure_corpus(docs: int, work: Path, seed: int, max_words: int, max_chars: int) -> tuple[Path, Path, dict]:
+    """The corpus (cached under a name that carries every generator setting), and a 2-file split
+    of it for datatrove's file sharding."""
+    stem = f"corpus-{docs}-s{seed}" + (f"-w{max_words}c{max_chars}" if max_words or max_chars else "")
+    path = work / f"{stem}.jsonl"
     meta_path = path.with_suffix(".counts.json")
     if not path.exists() or not meta_path.exists():
         out = subprocess.run([sys.executable, str(HERE / "neardup_corpus.py"), "--docs", str(docs), "--out", str(path),
-                              "--seed", str(seed)], check=True, capture_output=True, text=True).stdout
+                              "--seed", str(seed), "--max-sentence-words", str(max_words),
+                              "--max-sentence-chars", str(max_chars)], check=True, capture_output=True, text=True).stdout
         meta_path.write_text(out.strip().splitlines()[-1])
-    split = work / f"corpus-{docs}-s{seed}-2parts"
+    split = work / f"{stem}-2parts"
     if not split.exists():
         tmp = split.with_name(split.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -702,7 +708,7 @@ def parent_main(args: argparse.Namespace) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    corpus, split, counts = ensure_corpus(args.docs, work, args.seed)
+    corpus, split, counts = ensure_corpus(args.docs, work, args.seed, args.max_sentence_words, args.max_sentence_chars)
     nbytes = corpus.stat().st_size
     truth = pl.read_ndjson(corpus, schema={"id": pl.String, "cluster": pl.String, "edit": pl.String}).with_columns(
         pl.col("cluster").alias("orig"))
@@ -836,6 +842,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--max-sentence-words", type=int, default=60, help="generator limit (0: off, the corpus of earlier runs)")
+    ap.add_argument("--max-sentence-chars", type=int, default=400, help="generator limit (0: off, the corpus of earlier runs)")
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--ours-thresholds", default="0.7,0.75,0.8,0.9")
     ap.add_argument("--ours-prefer", default="longest", choices=["longest", "central"],

@@ -70,12 +70,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from neardup_corpus import MAX_SENTENCE_CHARS, MAX_SENTENCE_WORDS  # noqa: E402
 from neardup_speed import (  # noqa: E402
     LOCK, MB, MiB, REPO, RESULT_TAG, cmd_out, fmt, machine_info, median, pipeline_digest, results_path,
     wait_for_quiet, word_shingles,
 )
 
 METHODS = ["ours", "datasketch", "rensa_lsh", "rensa_dedup"]
+CORPUS_LIMITS = f"w{MAX_SENTENCE_WORDS}c{MAX_SENTENCE_CHARS}"
 TARGET_WALL_S = 120.0
 TARGET_RSS_GIB = 4.0
 THRESHOLD, NUM_PERM, SEED = 0.8, 128, 1
@@ -631,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     log.mkdir()
     corpora = {}
     for n in sizes:
-        path = args.work / f"corpus-{n}.jsonl"
+        path = args.work / f"corpus-{n}-{CORPUS_LIMITS}.jsonl"  # the generator's settings in the name: no stale cache
         if not path.exists():
             subprocess.run(["flock", LOCK, sys.executable, str(HERE / "neardup_corpus.py"), "--docs", str(n),
                             "--out", str(path)], check=True)

@@ -402,9 +402,10 @@ def prepare_datasets(work: Path, docs: int, which: list[str]) -> dict[str, dict]
     out = {}
     work.mkdir(parents=True, exist_ok=True)
     if "gen" in which:
-        path = work / f"corpus-{docs}.jsonl"
+        from neardup_corpus import MAX_SENTENCE_CHARS, MAX_SENTENCE_WORDS, generate
+
+        path = work / f"corpus-{docs}-w{MAX_SENTENCE_WORDS}c{MAX_SENTENCE_CHARS}.jsonl"  # settings in the name: no stale cache
         if not path.exists():
-            from neardup_corpus import generate
 
             tmp = path.with_suffix(".tmp")
             generate(docs, tmp)
