@@ -101,7 +101,8 @@ def _child_ours(args: argparse.Namespace, out: Path) -> dict:
     cfg = parse_config({
         "sources": [{"name": "g", "kind": "jsonl", "paths": [str(args.input)], "id_field": "id"}],
         "output": {"dir": str(run_dir)},
-        "dedup": {"near": {"threshold": args.threshold, "verify": args.ours_verify},
+        "dedup": {"near": {"threshold": args.threshold, "verify": args.ours_verify,
+                           "second_hop": args.ours_second_hop},
                   "survivor": {"near_prefer": args.ours_prefer}},
     })
     t0 = time.perf_counter()
@@ -723,7 +724,8 @@ def parent_main(args: argparse.Namespace) -> int:
     if "ours" in tools:
         for t in sorted({thr, *[float(x) for x in args.ours_thresholds.split(",") if x]}, key=lambda x: (x != thr, x)):
             jobs.append(("ours", t, [sys.executable, me, "--child", "ours", "--input", str(corpus), "--threshold", str(t),
-                                     "--ours-prefer", args.ours_prefer, "--ours-verify", args.ours_verify]))
+                                     "--ours-prefer", args.ours_prefer, "--ours-verify", args.ours_verify]
+                         + (["--ours-second-hop", str(args.ours_second_hop)] if args.ours_second_hop is not None else [])))
     if "datatrove" in tools:
         jobs.append(("datatrove", thr, [args.peers_python, me, "--child", "datatrove", "--input", str(split)]))
     if "datasketch" in tools:
@@ -850,6 +852,8 @@ def main() -> int:
                     help="our near-dup survivor rule (dedup.survivor.near_prefer)")
     ap.add_argument("--ours-verify", default="signature", choices=["signature", "exact"],
                     help="our verification (dedup.near.verify)")
+    ap.add_argument("--ours-second-hop", type=float, default=None,
+                    help="our dedup.near.second_hop (one indirect anti-chaining step at this bar; default off)")
     ap.add_argument("--tools", default="ours,datatrove,datasketch,datasketch-16x8")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", default="/tmp/neardup-quality")

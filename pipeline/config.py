@@ -156,6 +156,10 @@ class NearDedupConfig(_Strict):
     min_candidate_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
     bucket_pair_limit: int = Field(default=64, ge=2)
     verify: Literal["signature", "exact"] = "signature"
+    # One extra hop in anti-chaining: also drop a record that is verified-similar at this bar to a
+    # record dropped directly for the survivor (never further). Jaccard distance is a metric, so
+    # such a record is still at least threshold + second_hop - 1 similar to the survivor.
+    second_hop: float | None = Field(default=None, gt=0.0, le=1.0)
     image_phash_distance: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")
@@ -164,6 +168,9 @@ class NearDedupConfig(_Strict):
             raise ValueError("set both `bands` and `rows`, or neither (then they are chosen for the threshold)")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.second_hop is not None and self.second_hop < self.threshold:
+            raise ValueError(f"second_hop = {self.second_hop} is below threshold = {self.threshold}: set it to at least "
+                             "the threshold (a higher bar for the indirect step), or leave it out")
         return self
 
 

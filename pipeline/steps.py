@@ -620,17 +620,22 @@ def _apply_near(records: pl.DataFrame, near: pl.DataFrame, reason: str) -> pl.Da
 
     Text and image near-dup touch disjoint records, so earlier cluster evidence is kept as is.
     """
-    records = records.join(near.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim"}),
+    if "via" not in near.columns:
+        near = near.with_columns(pl.lit(None, pl.String).alias("via"))
+    records = records.join(near.rename({"duplicate_of": "_ndup", "cluster_id": "_cid", "similarity": "_sim", "via": "_via"}),
                            on=["unit", "row"], how="left")
     hit = pl.col("_ndup").is_not_null()
+    # A second-hop drop names the record it was reached through (similarity stays the one to the survivor).
+    why = pl.when(pl.col("_via").is_not_null()).then(
+        pl.concat_str(pl.lit(reason + ", second hop via "), pl.col("_via"))).otherwise(pl.lit(reason))
     return records.with_columns(
         decision=pl.when(hit).then(pl.lit(Decision.DROPPED_NEAR_DUPLICATE.value)).otherwise(pl.col("decision")),
         stage=pl.when(hit).then(pl.lit(Stage.NEAR_DEDUP.value)).otherwise(pl.col("stage")),
-        reason=pl.when(hit).then(pl.lit(reason)).otherwise(pl.col("reason")),
+        reason=pl.when(hit).then(why).otherwise(pl.col("reason")),
         duplicate_of=pl.coalesce(pl.col("duplicate_of"), pl.col("_ndup")),
         cluster_id=pl.coalesce(pl.col("cluster_id"), pl.col("_cid")),
         similarity=pl.coalesce(pl.col("similarity"), pl.col("_sim")),
-    ).drop("_ndup", "_cid", "_sim")
+    ).drop("_ndup", "_cid", "_sim", "_via")
 
 
 def _follow_to_survivor(records: pl.DataFrame) -> pl.DataFrame:

@@ -6,11 +6,14 @@ Usage::
     keys = band_keys(signatures, bands, rows)                  # (n, bands) uint64
     pairs = candidate_pairs([keys[:, k] for k in range(bands)])  # (m, 2) doc indexes, i < j
     sim = estimated_similarity(sig_a, sig_b)
+    stars = anti_chaining_stars(ordered_members, similarity, 0.8, protected)   # per component
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -166,6 +169,65 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     if pairs.size == 0:
         return np.arange(n)
     return _components(n, pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Star:
+    """One survivor and the records dropped for it: `similarity` to the survivor, and `via` the
+    dropped record through which an indirect (second-hop) drop was reached, or -1 for a direct one."""
+
+    survivor: int
+    dropped: list[int]
+    similarity: list[float]
+    via: list[int]
+
+
+def neighbour_lists(n: int, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR adjacency (indptr, indices) of `n` docs over undirected `pairs`, neighbours sorted."""
+    if pairs.size == 0:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64)
+    both = np.concatenate([pairs, pairs[:, ::-1]]).astype(np.int64)
+    both = both[np.lexsort((both[:, 1], both[:, 0]))]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(both[:, 0], minlength=n))]).astype(np.int64)
+    return indptr, both[:, 1].copy()
+
+
+def anti_chaining_stars(members: np.ndarray, similarity: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                        threshold: float, protected: np.ndarray,
+                        hop: tuple[np.ndarray, np.ndarray] | None = None) -> list[Star]:
+    """Split one connected component into stars without chaining (A~B, B~C, A!~C).
+
+    `members` come in survivor order (the preferred first). The first heads a star, and every
+    other member at least `threshold` similar to it is dropped for it; the rest start over.
+    Records in `protected` (doc-indexed bool: published ones) are never dropped, and a protected
+    head drops only unprotected records. With `hop` (the adjacency of `neighbour_lists` over pairs
+    verified at a second bar), a member adjacent there to a record just dropped directly is
+    dropped for the same survivor too: one indirect step at most, so no chain grows further.
+
+        # S~O 0.85, O~D 0.85, S~D 0.7, threshold 0.8: D stays apart, or goes via O with `hop`
+        anti_chaining_stars(np.array([s, o, d]), sim, 0.8, protected, hop=neighbour_lists(n, pairs))
+    """
+    stars: list[Star] = []
+    remaining = np.asarray(members, dtype=np.int64)
+    while len(remaining) > 1:
+        s, rest = remaining[0], remaining[1:]
+        sim = similarity(np.full(len(rest), s, dtype=np.int64), rest)
+        hit = (sim >= threshold) & ~protected[rest]
+        via = np.full(len(rest), -1, dtype=np.int64)
+        if hop is not None and hit.any():
+            indptr, indices = hop
+            rank = {int(d): k for k, d in enumerate(rest)}
+            direct = rest[hit]  # in survivor order, so `via` names the most preferred such record
+            for m in direct:
+                for x in indices[indptr[m]:indptr[m + 1]]:
+                    k = rank.get(int(x))
+                    if k is not None and not hit[k] and via[k] < 0 and not protected[x]:
+                        via[k] = m
+            hit |= via >= 0
+        if hit.any():
+            stars.append(Star(int(s), rest[hit].tolist(), sim[hit].tolist(), via[hit].tolist()))
+        remaining = rest[~hit & ~protected[rest]] if protected[s] else rest[~hit]
+    return stars
 
 
 def log2_histogram(sizes: list[int]) -> dict[str, int]:

@@ -5,7 +5,7 @@ On-disk artifacts, each inspectable and re-runnable:
     _work/minhash/uNNNNN.sig      raw uint32 signatures, one row per valid record of the unit
     _work/minhash/uNNNNN.parquet  unit, row, shingles, b00..bNN band keys (same row order)
     _work/near/candidates.parquet doc pairs sharing a band, with their estimated similarity
-    _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity
+    _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import NearDedupConfig
 from pipeline.dedup.lsh import (
+    anti_chaining_stars,
     band_keys,
     bucket_pairs,
     candidate_probability,
@@ -27,6 +28,7 @@ from pipeline.dedup.lsh import (
     components,
     estimated_similarity,
     log2_histogram,
+    neighbour_lists,
     unique_pairs,
 )
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
@@ -215,8 +217,9 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int: the
     records still kept after exact dedup. `external` lists (run_id, band keys, signatures) of
     the corpus index; those records always survive. Returns (unit, row, duplicate_of,
-    cluster_id, similarity) for every dropped record and every survivor of this run's records
-    that heads a cluster, plus statistics for the manifest.
+    cluster_id, similarity, via) for every dropped record and every survivor of this run's records
+    that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
+    through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
     """
     bd = banding(cfg)
     files, sig_paths = _sources(work, list(external))
@@ -243,10 +246,10 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "signed": ours.height, "without_shingles": live.height - ours.height, "index_records": ext.height,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
-                                 "cluster_id": pl.Int64, "similarity": pl.Float64})
+                                 "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String})
     if ours.height == 0 or n < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
-                      "cluster_sizes": {}})
+                      "second_hop": cfg.second_hop, "dropped_second_hop": 0, "cluster_sizes": {}})
         return empty, stats
 
     is_ext = docs["external"].to_numpy()
@@ -303,36 +306,36 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         .sort(["label", "priority", "degree", rank_col, "order_str", "order_int"],
               descending=[False, True, True, True, False, False], nulls_last=True)
     )
-    clusters: list[tuple[int, list[int], list[float]]] = []
+    protected = is_ext  # published records never go
+    # The second hop follows candidate pairs verified at `second_hop` (already computed above).
+    hop = (neighbour_lists(n, pairs[sims >= cfg.second_hop]) if cfg.second_hop is not None and pairs.size else None)
+    clusters = []
     g_docs = grouped["doc"].to_numpy()
     boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
     for members in np.split(g_docs, boundaries) if g_docs.size else []:
-        remaining = members
-        while len(remaining) > 1:
-            s, rest = remaining[0], remaining[1:]
-            sim = similarity(np.full(len(rest), s, dtype=np.int64), rest)
-            # Anti-chaining: only what is itself similar to the survivor goes; published records never go.
-            hit = (sim >= cfg.threshold) & ~is_ext[rest]
-            if hit.any():
-                clusters.append((int(s), rest[hit].tolist(), sim[hit].tolist()))
-            remaining = rest[~hit & ~is_ext[rest]] if is_ext[s] else rest[~hit]
+        clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
 
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
     rows = docs["row"].to_numpy()
     # Cluster ids in a fixed order: clusters headed by published records (by id), then by this run's (input order).
-    clusters.sort(key=lambda c: (0, rid[c[0]], 0) if is_ext[c[0]] else (1, int(units[c[0]]), int(rows[c[0]])))
-    out = {"unit": [], "row": [], "duplicate_of": [], "cluster_id": [], "similarity": []}
-    sizes, against_index = [], 0
-    for cid, (s, dropped, sims_d) in enumerate(clusters):
-        sizes.append(len(dropped) + 1)
+    clusters.sort(key=lambda c: (0, rid[c.survivor], 0) if is_ext[c.survivor]
+                  else (1, int(units[c.survivor]), int(rows[c.survivor])))
+    out = {"unit": [], "row": [], "duplicate_of": [], "cluster_id": [], "similarity": [], "via": []}
+    sizes, against_index, second_hop_drops = [], 0, 0
+    for cid, star in enumerate(clusters):
+        s = star.survivor
+        sizes.append(len(star.dropped) + 1)
         if is_ext[s]:
-            against_index += len(dropped)
+            against_index += len(star.dropped)
         else:
-            for k, v in (("unit", units[s]), ("row", rows[s]), ("duplicate_of", None), ("cluster_id", cid), ("similarity", None)):
+            for k, v in (("unit", units[s]), ("row", rows[s]), ("duplicate_of", None), ("cluster_id", cid),
+                         ("similarity", None), ("via", None)):
                 out[k].append(v)
-        for d, sv in zip(dropped, sims_d):
-            for k, v in (("unit", units[d]), ("row", rows[d]), ("duplicate_of", rid[s]), ("cluster_id", cid), ("similarity", float(sv))):
+        for d, sv, via in zip(star.dropped, star.similarity, star.via):
+            second_hop_drops += via >= 0
+            for k, v in (("unit", units[d]), ("row", rows[d]), ("duplicate_of", rid[s]), ("cluster_id", cid),
+                         ("similarity", float(sv)), ("via", rid[via] if via >= 0 else None)):
                 out[k].append(v)
     result = pl.DataFrame(out, schema=empty.schema)
     with atomic_path(work / "near" / "decisions.parquet") as tmp:
@@ -343,6 +346,8 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "clusters": len(sizes),
         "dropped": int(sum(sizes) - len(sizes)),
         "dropped_against_index": against_index,
+        "second_hop": cfg.second_hop,
+        "dropped_second_hop": int(second_hop_drops),
         "cluster_sizes": log2_histogram(sizes),
     })
     return result, stats

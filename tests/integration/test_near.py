@@ -56,6 +56,16 @@ def test_a_chain_drops_only_what_is_similar_to_the_survivor(chain, run_pipeline)
     assert set(shards["id"]) == {"a", "c", "z0", "z1", "z2", "z3", "z4"}
 
 
+def test_a_second_hop_drops_the_end_of_a_chain_for_the_survivor_and_says_through_whom(chain, run_pipeline):
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
+                                       dedup={"near": {"second_hop": 0.8}})
+    c = ledger.filter(pl.col("record_id") == "c").row(0, named=True)
+    assert c["decision"] == "dropped_near_duplicate" and c["duplicate_of"] == "a"
+    assert c["reason"].endswith("second hop via b")
+    assert 0.6 <= c["similarity"] < 0.8                  # to the survivor: threshold + second_hop - 1 at least
+    assert manifest["near_dedup"]["dropped_second_hop"] == 1 and manifest["near_dedup"]["cluster_sizes"] == {"3-4": 1}
+
+
 def test_source_priority_beats_length(chain, tmp_path, run_pipeline):
     lines = chain.read_text().splitlines()
     (tmp_path / "hi.jsonl").write_text(lines[1] + "\n")      # b alone, in a high-priority source

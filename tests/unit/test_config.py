@@ -92,3 +92,10 @@ def test_the_sample_config_is_valid():
     assert [s.kind for s in cfg.sources] == ["jsonl", "csv", "text_dir", "image_dir"]
     assert cfg.safety.hash_lists[0].path.endswith("data_samples/hashlists/sample-list.csv")
     assert cfg.schedule is not None
+
+
+def test_a_second_hop_below_the_near_threshold_is_rejected():
+    source = {"sources": [{"name": "a", "kind": "jsonl", "paths": ["x"]}]}
+    with pytest.raises(ConfigError, match="second_hop"):
+        parse_config({**source, "dedup": {"near": {"threshold": 0.8, "second_hop": 0.7}}})
+    assert parse_config({**source, "dedup": {"near": {"threshold": 0.8, "second_hop": 0.9}}}).dedup.near.second_hop == 0.9

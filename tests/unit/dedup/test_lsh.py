@@ -10,12 +10,14 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from pipeline.dedup.lsh import (
+    anti_chaining_stars,
     band_keys,
     bucket_pairs,
     candidate_probability,
     choose_bands,
     components,
     log2_histogram,
+    neighbour_lists,
     unique_pairs,
 )
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, signatures
@@ -91,3 +93,51 @@ def test_an_impossible_threshold_is_rejected_by_the_config(threshold):
 
     with pytest.raises(Exception):
         NearDedupConfig(threshold=threshold)
+
+
+def _matrix_similarity(matrix: dict[tuple[int, int], float]):
+    """A similarity callable over a small symmetric table (absent pairs: 0)."""
+    def sim(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return np.array([matrix.get((min(a, b), max(a, b)), 0.0) for a, b in zip(left, right)])
+    return sim
+
+
+# A tiny cluster: S is the longest copy (so it heads the cluster), O the original, D an edit of O.
+# S~O 0.85 and O~D 0.85, but S~D only 0.70: below the 0.8 threshold.
+S, O, D = 0, 1, 2
+TRIANGLE = {(S, O): 0.85, (O, D): 0.85, (S, D): 0.70}
+NOBODY_PUBLISHED = np.zeros(3, dtype=bool)
+
+
+def test_anti_chaining_keeps_a_record_apart_when_it_only_resembles_a_dropped_one():
+    stars = anti_chaining_stars(np.array([S, O, D]), _matrix_similarity(TRIANGLE), 0.8, NOBODY_PUBLISHED)
+    assert [(st.survivor, st.dropped, st.via) for st in stars] == [(S, [O], [-1])]  # D survives alone
+
+
+def test_a_second_hop_drops_it_for_the_same_survivor_and_names_the_record_in_between():
+    hop = neighbour_lists(3, np.array([[S, O], [O, D]]))  # the pairs verified at the second bar
+    stars = anti_chaining_stars(np.array([S, O, D]), _matrix_similarity(TRIANGLE), 0.8, NOBODY_PUBLISHED, hop)
+    assert len(stars) == 1
+    assert (stars[0].survivor, stars[0].dropped, stars[0].via) == (S, [O, D], [-1, O])
+    assert stars[0].similarity == [0.85, 0.70]  # always the similarity to the survivor
+
+
+def test_the_second_hop_never_reaches_further_than_one_step():
+    # S~A~B~C, each step 0.85, nothing else similar: with one extra hop B goes via A, C does not.
+    a, b, c = 1, 2, 3
+    chain = {(S, a): 0.85, (a, b): 0.85, (b, c): 0.85}
+    hop = neighbour_lists(4, np.array([[S, a], [a, b], [b, c]]))
+    stars = anti_chaining_stars(np.array([S, a, b, c]), _matrix_similarity(chain), 0.8, np.zeros(4, dtype=bool), hop)
+    assert [(st.survivor, st.dropped) for st in stars] == [(S, [a, b])]  # C is left alone: it survives
+
+
+def test_the_second_hop_never_drops_a_published_record():
+    hop = neighbour_lists(3, np.array([[S, O], [O, D]]))
+    published = np.array([False, False, True])  # D is already in someone's training data
+    stars = anti_chaining_stars(np.array([S, O, D]), _matrix_similarity(TRIANGLE), 0.8, published, hop)
+    assert [(st.survivor, st.dropped) for st in stars] == [(S, [O])]
+
+
+def test_neighbour_lists_are_symmetric_and_sorted():
+    indptr, indices = neighbour_lists(4, np.array([[0, 2], [0, 1], [2, 3]]))
+    assert [indices[indptr[k]:indptr[k + 1]].tolist() for k in range(4)] == [[1, 2], [0], [0, 3], [2]]
