@@ -726,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         "command_line": shlex.join([sys.executable, *sys.argv]),
         "machine": info,
         "settings": {"threshold": THRESHOLD, "num_perm": NUM_PERM, "seed": SEED, "lock": LOCK,
+                     "ours_dedup_overrides": json.loads(os.environ.get("HYGIENE_BENCH_OURS_DEDUP", "{}")),
                      "repeats_ours": args.repeats, "peer_repeats": args.peer_repeats,
                      "peer_budget_s": args.peer_budget_s, "peer_max_seconds": args.peer_max_seconds,
                      "quiet_threshold_cores": args.quiet_threshold, "quiet_max_wait_s": args.quiet_max_wait,
