@@ -93,6 +93,10 @@ OUR_LIBS = ("numba", "numpy", "polars", "pyarrow", "psutil", "datasketch", "hygi
 # Shared helpers (also imported by neardup_scale.py; cmd_out, median, results_path come from common.py)
 
 
+STAGE_FILES = ("pipeline/dedup/*.py", "pipeline/steps.py", "pipeline/plan.py", "pipeline/executor.py",
+               "pipeline/config.py", "pipeline/fileio.py", "pipeline/sources/*.py")
+
+
 def pipeline_digest() -> dict:
     """sha256 (names + contents) of the near-dup stage's files and of all of pipeline/*.py: shows
     whether the code under test changed during the run (other sessions edit this tree)."""
