@@ -26,7 +26,6 @@ from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import RunPlan, make_plan, wait_for_digests  # noqa: E402
 from pipeline.publish import finalize, stage_ledger  # noqa: E402
-from pipeline.spill import release_held  # noqa: E402
 
 
 def _retry_unless_pipeline_error(task, task_run, state) -> bool:
@@ -165,7 +164,6 @@ def clean_flow(config: dict) -> dict:
             # The input digests hashed in this process: before another may publish, and never
             # left running after a failed flow.
             wait_for_digests(work)
-            release_held(work)  # the parsed batches pass 1 kept in memory for pass 2
         summary = finalize_task(work)
     logger.info("run %s published to %s", summary["run_id"], cfg.output.dir)
     return summary

@@ -279,9 +279,6 @@ class UnitConfig(_Strict):
     # in the scratch space, about the size of the parsed records) so each input is parsed once.
     # false: pass 2 reads and parses the inputs again, and no extra disk is needed.
     spill: bool = True
-    # Of those, how many bytes (for the whole run) stay in memory instead of going to disk; only
-    # with the thread runner and without the PII stage, whose steps may run in other processes.
-    spill_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
 
 
 class RunnerConfig(_Strict):

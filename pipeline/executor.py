@@ -16,7 +16,6 @@ from pipeline.config import RunConfig
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, wait_for_digests
 from pipeline.publish import finalize, stage_ledger
-from pipeline.spill import release_held
 from pipeline.steps import barrier, cleanup_tmp, pass1, pass2, shard_ids
 
 
@@ -32,7 +31,6 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
             _run_steps(cfg, work, ids, workers, on_unit)
         finally:
             wait_for_digests(work)  # never left running after a failed run
-            release_held(work)  # the parsed batches pass 1 kept in memory for pass 2
         return finalize(work)
 
 

@@ -36,7 +36,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
 from pipeline.sinks.shards import ShardWriter, plan_shards
-from pipeline.spill import SpillUnavailable, SpillWriter, read_spill
+from pipeline.spill import SpillWriter, read_spill
 from pipeline.sources import Batch, Reject, is_image_source, reader_for
 from pipeline.sources.base import string_digests
 
@@ -331,7 +331,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     near = plan.config.dedup.near
     signer = SignatureWriter(work / "minhash", unit_id, near) if near.enabled else None
     source = plan.source(unit.source)
-    spill = (SpillWriter(work, unit_id, _spill_memory_budget(plan.config))
+    spill = (SpillWriter(work, unit_id)
              if plan.config.units.spill and reader_for(unit.kind).spill and not is_image_source(source) else None)
     try:
         with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
@@ -355,8 +355,6 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         raise
     if signer is not None:
         signer.close()
-    if spill is not None:
-        spill.close()
     if collector.incidents:
         write_incidents(work / "quarantine" / f"{_unit_name(unit_id)}.jsonl", collector.incidents)
     schema = merge_schemas(collector.schemas)
@@ -371,20 +369,10 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         "text_bytes": collector.text_bytes,
         "file_error": file_error,
         "spilled": spill.batches if spill is not None else None,
-        "held": spill.held if spill is not None else [],
-        "holder": spill.holder if spill is not None else None,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(done, result)
     return result
-
-
-def _spill_memory_budget(cfg) -> int:
-    """Bytes of parsed batches pass 1 may hold in memory: only when every step that reads them
-    runs in this process (the thread runner, no PII worker processes); 0 otherwise."""
-    if cfg.runner.kind != "thread" or (cfg.pii is not None and cfg.pii.enabled):
-        return 0
-    return cfg.units.spill_memory_bytes
 
 
 def _read_schema(path: Path) -> pa.Schema:
@@ -576,14 +564,10 @@ def iter_unit_rows(plan: RunPlan, unit_id: int, keep_rows: np.ndarray):
     if keep_rows.size == 0:
         return
     last = keep_rows[-1]
-    done = _read_done(plan.work_dir / "pass1" / f"{_unit_name(unit_id)}.json") or {}
-    batches = None
-    if done.get("spilled") is not None:
-        try:
-            batches = read_spill(plan.work_dir, unit_id, done["spilled"], done.get("held"), done.get("holder"))
-        except SpillUnavailable:  # held by a process that is gone (a resumed run) or elsewhere
-            batches = None
-    if batches is None:
+    spilled = (_read_done(plan.work_dir / "pass1" / f"{_unit_name(unit_id)}.json") or {}).get("spilled")
+    if spilled is not None:
+        batches = read_spill(plan.work_dir, unit_id, spilled)
+    else:
         batches = ((b.table, b.rows) for b in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units))
     try:
         for table, rows in batches:
