@@ -24,7 +24,7 @@ from pipeline import steps  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
-from pipeline.plan import RunPlan, make_plan, wait_for_digests  # noqa: E402
+from pipeline.plan import RunPlan, make_plan, start_input_digests, wait_for_digests  # noqa: E402
 from pipeline.publish import finalize, stage_ledger  # noqa: E402
 
 
@@ -147,6 +147,7 @@ def clean_flow(config: dict) -> dict:
         progress = _Progress()
         try:
             _run_phase(progress, "read", pass1_task, work, ids, "records")
+            start_input_digests(work)  # beside the barrier and pass 2, on the core they leave idle
             barrier_task(work)
             if cfg.pii is not None and cfg.pii.enabled:
                 try:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from pipeline.config import RunConfig
 from pipeline.fileio import output_lock
-from pipeline.plan import make_plan, wait_for_digests
+from pipeline.plan import make_plan, start_input_digests, wait_for_digests
 from pipeline.publish import finalize, stage_ledger
 from pipeline.steps import barrier, cleanup_tmp, pass1, pass2, shard_ids
 
@@ -40,6 +40,7 @@ def _run_steps(cfg: RunConfig, work: str, ids: list[int], workers: int, on_unit)
         for r in pool.map(lambda i: pass1(work, i), ids):
             if on_unit:
                 on_unit("pass1", r)
+        start_input_digests(work)  # beside the barrier and pass 2, on the core they leave idle
         barrier(work)
         if cfg.pii is not None and cfg.pii.enabled:
             from pipeline.pii.pool import pii_unit_isolated, pii_workers, shutdown

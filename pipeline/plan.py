@@ -3,7 +3,7 @@
 Usage::
 
     plan = make_plan(cfg)          # lists inputs, splits them into units, writes _work/plan.json
-                                   # (input digests: a background thread, RunPlan.with_digests)
+                                   # (input digests: start_input_digests after pass 1, RunPlan.with_digests)
     plan = RunPlan.load(work_dir)  # in a task, possibly in another process
 """
 
@@ -149,12 +149,9 @@ def _read_digests(work: Path) -> dict[tuple[str, str], str]:
     return {(d["source"], d["path"]): d["sha256"] for d in json.loads(path.read_text())}
 
 
-def _digest_inputs(work: Path, inputs: list[InputFile], planned: threading.Event | None = None) -> dict[tuple[str, str], str]:
-    """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)
-    once the plan is saved (`planned` is set when the planner has saved it, or has failed)."""
+def _digest_inputs(work: Path, inputs: list[InputFile]) -> dict[tuple[str, str], str]:
+    """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)."""
     digests = {(f.source, f.path): sha256_path(f.path) for f in inputs}
-    if planned is not None:
-        planned.wait()
     with _DIGESTS_LOCK:
         if not (work / PLAN_FILE).exists():  # the run was published (or discarded) meanwhile
             return digests
@@ -171,12 +168,24 @@ def wait_for_digests(work_dir: str | os.PathLike) -> None:
         running.join()
 
 
-def _digest_in_background(work: Path, inputs: list[InputFile], planned: threading.Event) -> None:
-    """Hash the inputs while the planner finishes and pass 1 reads them (the hash runs without the
-    GIL); a failure is left to `RunPlan.with_digests`, which hashes again at the end of the run."""
+def start_input_digests(work_dir: str | os.PathLike) -> None:
+    """Hash the inputs whose digests the planner deferred, in a background thread of this process
+    (the hash runs without the GIL). The runners start it when pass 1 is done, so that it fills the
+    core the single-threaded barrier and the last shards of pass 2 leave idle instead of taking one
+    from pass 1. A failure, or a process that ends first, is left to `RunPlan.with_digests`, which
+    hashes what is missing when the run is finalized."""
+    work = Path(work_dir)
+    if str(work) in _DIGEST_THREADS:
+        return
+    plan = RunPlan.load(work)
+    done = _read_digests(work)
+    missing = [f for f in plan.inputs if f.sha256 is None and (f.source, f.path) not in done]
+    if not missing:
+        return
+
     def run() -> None:
         try:
-            _digest_inputs(work, inputs, planned)
+            _digest_inputs(work, missing)
         except Exception:  # noqa: BLE001 - retried, and reported, by with_digests
             log.debug("background input digest failed", exc_info=True)
 
@@ -294,24 +303,14 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
         shutil.rmtree(work)
     work.mkdir(parents=True)
 
-    planned = threading.Event()
-    if any(f.sha256 is None for f in inputs):  # from here on, beside the rest of the run
-        _digest_in_background(work, [f for f in inputs if f.sha256 is None], planned)
     units: list[Unit] = []
     by_source: dict[str, list[InputFile]] = {}
     for f in inputs:
         by_source.setdefault(f.source, []).append(f)
-    try:
-        for s in cfg.sources:
-            for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
-                units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
-        return _new_plan(cfg, digest, out_dir, inputs, units, skipped, matcher)
-    except BaseException:
-        planned.set()
-        wait_for_digests(work)  # a failed plan leaves no thread writing into its scratch space
-        raise
-    finally:
-        planned.set()  # the digests are written only into a saved plan's scratch space
+    for s in cfg.sources:
+        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
+            units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
+    return _new_plan(cfg, digest, out_dir, inputs, units, skipped, matcher)
 
 
 def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile], units: list[Unit],

@@ -1,11 +1,11 @@
-"""Input digests are computed beside pass 1, and the manifest always has them right."""
+"""Input digests are computed in the background after pass 1, and the manifest always has them right."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
 
-from pipeline.plan import DIGESTS_FILE, RunPlan, _DIGEST_THREADS, make_plan
+from pipeline.plan import DIGESTS_FILE, RunPlan, _DIGEST_THREADS, make_plan, start_input_digests
 from pipeline.publish import finalize
 from pipeline.steps import barrier, pass1, pass2, shard_ids
 from tests.conftest import REPO, build_config
@@ -30,6 +30,8 @@ def _run_steps(work: str) -> dict:
 def test_the_plan_defers_digests_and_the_manifest_records_the_true_ones(tmp_path):
     plan = make_plan(build_config(tmp_path / "run", _sources(tmp_path)))
     assert all(f.sha256 is None for f in plan.inputs)
+    assert str(plan.work_dir) not in _DIGEST_THREADS  # not while pass 1 needs both cores
+    start_input_digests(plan.work_dir)
     _DIGEST_THREADS[str(plan.work_dir)].join()
     assert (plan.work_dir / DIGESTS_FILE).exists()
     manifest = _run_steps(str(plan.work_dir))
@@ -40,6 +42,7 @@ def test_the_plan_defers_digests_and_the_manifest_records_the_true_ones(tmp_path
 
 def test_digests_lost_with_a_killed_process_are_computed_when_the_run_finishes(tmp_path):
     plan = make_plan(build_config(tmp_path / "run", _sources(tmp_path)))
+    start_input_digests(plan.work_dir)
     _DIGEST_THREADS.pop(str(plan.work_dir)).join()
     (plan.work_dir / DIGESTS_FILE).unlink()  # as if the process that hashed them was killed first
     manifest = _run_steps(str(plan.work_dir))
