@@ -87,3 +87,15 @@ def test_shards_close_at_the_row_or_byte_target():
     assert plan_shards(np.array([1] * 7), 3, 10**9).tolist() == [0, 0, 0, 1, 1, 1, 2]
     assert plan_shards(np.array([4, 4, 4, 20, 1]), 100, 10).tolist() == [0, 0, 1, 2, 3]
     assert plan_shards(np.array([], dtype=np.int64), 3, 10).tolist() == []
+
+
+def test_text_columns_are_written_plain_and_without_statistics_the_others_with_both(tmp_path):
+    with writer(tmp_path, plain_columns=frozenset({"text"})) as w:
+        w.write(table(4))
+    meta = pq.ParquetFile(w.files[0].path).metadata.row_group(0)
+    rid, text = meta.column(0), meta.column(1)
+    assert rid.is_stats_set and rid.statistics.min == "r0" and rid.statistics.max == "r2"
+    assert "RLE_DICTIONARY" in rid.encodings
+    assert not text.is_stats_set
+    assert "RLE_DICTIONARY" not in text.encodings
+    assert pq.read_table(w.files[0].path)["text"].to_pylist() == ["x" * 10] * 4
