@@ -442,10 +442,13 @@ def index() -> None:
 
 
 @index.command("rebuild")
-@click.argument("state_dir", type=click.Path(file_okay=False))
+@click.argument("state_dir")  # a path or an fsspec URL (s3://bucket/state): not a click.Path
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 def index_rebuild(state_dir, run_dirs) -> None:
-    """Recreate the index in STATE_DIR from the published RUN_DIRS (checked against their manifests)."""
+    """Recreate the index in STATE_DIR (a directory or an fsspec URL) from the published RUN_DIRS.
+
+    Each run is checked against its manifest first.
+    """
     from pipeline.dedup.index import rebuild
 
     with exits_on_error():

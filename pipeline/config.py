@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.dedup.index_store import is_url
 from pipeline.errors import ConfigError
 from pipeline.pii.config import PiiConfig
 
@@ -405,7 +406,9 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     sources = tuple(s.model_copy(update={"paths": tuple(absolute(x) for x in s.paths)}) for s in cfg.sources)
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir.replace("{date}", today))})
-    state = cfg.state.model_copy(update={"dir": absolute(cfg.state.dir)}) if cfg.state is not None else None
+    state = cfg.state
+    if state is not None and not is_url(state.dir):  # an fsspec URL (s3://...) is used as written
+        state = state.model_copy(update={"dir": absolute(state.dir)})
     signing = cfg.signing.model_copy(update={"key": absolute(cfg.signing.key)}) if cfg.signing.key else cfg.signing
     lists = tuple(h.model_copy(update={"path": absolute(h.path)}) for h in cfg.safety.hash_lists)
     confirmed = absolute(cfg.safety.confirmed_list) if cfg.safety.confirmed_list else None

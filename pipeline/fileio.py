@@ -41,9 +41,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_bytes(obj: object) -> bytes:
+    """An object as indented, key-sorted JSON with a final newline: the form every JSON file here has."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     """Write an object as indented, key-sorted JSON atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def sha256_path(path: str | os.PathLike, chunk: int = 8 * 1024 * 1024) -> str:

@@ -1,7 +1,7 @@
 """The corpus index: what earlier runs published, so a new run drops copies of it.
 
-Layout under the state directory (a local path by default; files are plain Parquet and raw
-uint32 signatures, one set per published run)::
+Layout under the state directory (a local path by default, or any fsspec URL; files are plain
+Parquet and raw uint32 signatures, one set per published run)::
 
     index.json                 format version, parameters, and the published runs with file digests
     exact/<run_id>.parquet     key (sha256 of normalised text), record_id      -- exact dedup
@@ -11,7 +11,8 @@ uint32 signatures, one set per published run)::
 
 A run reads the index before deciding, and adds its own survivors only after it has published,
 by writing its files and then replacing index.json atomically: a run that fails leaves the
-index as it was.
+index as it was. A remote state directory (s3://, gs://, memory://, ...) is read through a
+verified local mirror and written files first, index.json last (`index_store`).
 
 Usage::
 
@@ -24,6 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,15 +37,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_path, atomic_write_json, sha256_path
+from pipeline.dedup.index_store import INDEX_FILE, CorpusIndexError, RemoteStateDir, local_state_dir
+from pipeline.fileio import atomic_path, atomic_write_json, json_bytes, sha256_path
 
 INDEX_FORMAT_VERSION = 1
-INDEX_FILE = "index.json"
-
-
-class CorpusIndexError(PipelineError):
-    """The corpus index is missing a file, corrupted, or of another version or configuration."""
 
 
 def index_params(cfg) -> dict:
@@ -57,50 +56,93 @@ def index_params(cfg) -> dict:
     }
 
 
-def _rebuild_hint(state_dir: Path) -> str:
+def _rebuild_hint(state_dir: Path | str) -> str:
     return f"recreate it with `hygiene index rebuild {state_dir} RUN_DIR...` (the published run directories)"
+
+
+def _validated(raw: str | bytes, where: str, state_dir: Path | str, params: dict) -> dict:
+    """index.json's contents, checked for format version and dedup parameters."""
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise CorpusIndexError(f"{where}: the corpus index is unreadable ({e.__class__.__name__}); {_rebuild_hint(state_dir)}") from e
+    if not isinstance(meta, dict) or meta.get("format_version") != INDEX_FORMAT_VERSION:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CorpusIndexError(
+            f"{where}: corpus index format {found!r}, this version reads {INDEX_FORMAT_VERSION}; {_rebuild_hint(state_dir)}")
+    if meta.get("params") != params:
+        raise CorpusIndexError(
+            f"{where}: the index was built with other dedup settings ({json.dumps(meta.get('params'), sort_keys=True)}); "
+            f"use the same settings, another state directory, or {_rebuild_hint(state_dir)}")
+    return meta
 
 
 @dataclass
 class CorpusIndex:
-    """A validated corpus index."""
+    """A validated corpus index.
+
+    `root` is where its files are read: the state directory itself, or for a remote one
+    (`remote` set) a local mirror in a temporary directory, removed with this object.
+    """
 
     root: Path
     meta: dict
+    remote: RemoteStateDir | None = None
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike, cfg) -> "CorpusIndex":
         """Open (or start) the index under `state_dir`, checking version, parameters and every file digest."""
-        root = Path(state_dir)
-        path = root / INDEX_FILE
         params = index_params(cfg)
+        root = local_state_dir(state_dir)
+        if root is None:
+            return cls._open_remote(RemoteStateDir.parse(state_dir), params)
+        path = root / INDEX_FILE
         if not path.exists():
             return cls(root, {"format_version": INDEX_FORMAT_VERSION, "params": params, "runs": []})
         try:
-            meta = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            raw = path.read_text()
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8
             raise CorpusIndexError(f"{path}: the corpus index is unreadable ({e.__class__.__name__}); {_rebuild_hint(root)}") from e
-        if not isinstance(meta, dict) or meta.get("format_version") != INDEX_FORMAT_VERSION:
-            found = meta.get("format_version") if isinstance(meta, dict) else None
-            raise CorpusIndexError(
-                f"{path}: corpus index format {found!r}, this version reads {INDEX_FORMAT_VERSION}; {_rebuild_hint(root)}")
-        if meta.get("params") != params:
-            raise CorpusIndexError(
-                f"{path}: the index was built with other dedup settings ({json.dumps(meta.get('params'), sort_keys=True)}); "
-                f"use the same settings, another state directory, or {_rebuild_hint(root)}")
-        idx = cls(root, meta)
+        idx = cls(root, _validated(raw, str(path), root, params))
         idx.verify()
         return idx
 
+    @classmethod
+    def _open_remote(cls, remote: RemoteStateDir, params: dict) -> "CorpusIndex":
+        raw = remote.read_index()
+        if raw is None:
+            return cls._mirrored(remote, {"format_version": INDEX_FORMAT_VERSION, "params": params, "runs": []})
+        idx = cls._mirrored(remote, _validated(raw, remote.where(INDEX_FILE), remote.url, params))
+        idx.verify()
+        return idx
+
+    @classmethod
+    def _mirrored(cls, remote: RemoteStateDir, meta: dict) -> "CorpusIndex":
+        """An index over a fresh local mirror of `remote` (TMPDIR), deleted when the index is."""
+        mirror = Path(tempfile.mkdtemp(prefix="hygiene-index-"))
+        idx = cls(mirror, meta, remote)
+        weakref.finalize(idx, shutil.rmtree, mirror, True)
+        return idx
+
+    @property
+    def location(self) -> str:
+        """The state directory as configured: its URL when remote, else its path."""
+        return self.remote.url if self.remote is not None else str(self.root)
+
+    def _where(self, rel: str) -> str:
+        return self.remote.where(rel) if self.remote is not None else str(self.root / rel)
+
     def verify(self) -> None:
-        """Every file named in index.json exists with its recorded digest."""
+        """Every file named in index.json exists with its recorded digest (fetched first when remote)."""
         for run in self.meta["runs"]:
             for rel, digest in run["files"].items():
                 p = self.root / rel
-                if not p.exists():
-                    raise CorpusIndexError(f"{p}: a file of the corpus index is missing; {_rebuild_hint(self.root)}")
+                present = self.remote.fetch(rel, p) if self.remote is not None else p.exists()
+                if not present:
+                    raise CorpusIndexError(f"{self._where(rel)}: a file of the corpus index is missing; {_rebuild_hint(self.location)}")
                 if sha256_path(p) != digest:
-                    raise CorpusIndexError(f"{p}: a file of the corpus index is corrupted (digest mismatch); {_rebuild_hint(self.root)}")
+                    raise CorpusIndexError(f"{self._where(rel)}: a file of the corpus index is corrupted (digest mismatch); "
+                                           f"{_rebuild_hint(self.location)}")
 
     @property
     def runs(self) -> list[dict]:
@@ -132,7 +174,11 @@ class CorpusIndex:
 
     def add_run(self, run_id: str, out_dir: str, exact: pl.DataFrame, near_keys: pa.Table | None,
                 near_sig: np.ndarray | None, inputs: pl.DataFrame) -> None:
-        """Add a published run's survivors, then replace index.json (the commit point)."""
+        """Add a published run's survivors, then replace index.json (the commit point).
+
+        For a remote state directory the files are written in the mirror, uploaded, and only then
+        is index.json written: a failure before that leaves the remote index unchanged.
+        """
         files: dict[str, str] = {}
 
         def put_parquet(rel: str, table) -> None:
@@ -155,12 +201,18 @@ class CorpusIndex:
         runs = [r for r in self.runs if r["run_id"] != run_id]
         runs.append({"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
                      "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        self.meta = {**self.meta, "runs": runs}
-        atomic_write_json(self.root / INDEX_FILE, self.meta)
+        meta = {**self.meta, "runs": runs}
+        if self.remote is None:
+            atomic_write_json(self.root / INDEX_FILE, meta)
+        else:
+            for rel in files:
+                self.remote.upload(self.root / rel, rel)
+            self.remote.commit_index(json_bytes(meta))
+        self.meta = meta
 
     def summary(self) -> dict:
         """What the manifest records about the index a run was checked against."""
-        return {"path": str(self.root), "format_version": INDEX_FORMAT_VERSION,
+        return {"path": self.location, "format_version": INDEX_FORMAT_VERSION,
                 "runs": [r["run_id"] for r in self.runs], "records": sum(r["records"] for r in self.runs)}
 
 
@@ -191,10 +243,18 @@ def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> 
     for d, _m, cfg in runs:
         if index_params(cfg) != index_params(cfg0):
             raise CorpusIndexError(f"{d}: was deduplicated with other settings than {runs[0][0]}; index them separately")
-    root = Path(state_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / INDEX_FILE).unlink(missing_ok=True)
-    idx = CorpusIndex(root, {"format_version": INDEX_FORMAT_VERSION, "params": index_params(cfg0), "runs": []})
+    meta = {"format_version": INDEX_FORMAT_VERSION, "params": index_params(cfg0), "runs": []}
+    root = local_state_dir(state_dir)
+    if root is None:
+        remote = RemoteStateDir.parse(state_dir)
+        remote.remove_index()
+        idx = CorpusIndex._mirrored(remote, meta)
+    else:
+        if root.exists() and not root.is_dir():
+            raise CorpusIndexError(f"{root}: exists and is not a directory; name a state directory to rebuild the index in")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / INDEX_FILE).unlink(missing_ok=True)
+        idx = CorpusIndex(root, meta)
     for d, manifest, cfg in runs:
         for f in manifest["outputs"]["shards"]:
             if sha256_path(d / f["path"]) != f["sha256"]:

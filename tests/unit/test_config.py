@@ -25,6 +25,11 @@ def test_a_minimal_config_fills_defaults_and_resolves_paths_against_its_folder(t
     assert cfg.dedup.exact.enabled is True
 
 
+def test_a_state_url_is_kept_as_written_and_a_state_path_resolves_against_the_folder(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL + "state: {dir: s3://bucket/state}\n")).state.dir == "s3://bucket/state"
+    assert load_config(write(tmp_path, MINIMAL + "state: {dir: state}\n")).state.dir == str(tmp_path / "state")
+
+
 def test_an_unknown_key_names_the_file_and_the_key(tmp_path):
     p = write(tmp_path, MINIMAL + "outptu: {dir: x}\n")
     with pytest.raises(ConfigError) as e:
