@@ -36,15 +36,17 @@ def ledger(run):
     return pl.read_parquet(str(run / "ledger" / "*.parquet"))
 
 
-def test_a_later_run_drops_exact_and_near_copies_of_published_records(tmp_path, corpus):
-    first = run_local(cfg(tmp_path, corpus, "r1"))
+def publish_then_copy(tmp_path, corpus, config_for) -> tuple[dict, dict]:
+    """Publish run r1 over a.jsonl, then run r2 with b.jsonl added: a near and an exact copy of a
+    published record (long-001) and a fresh one. Checks r2's decisions; returns both manifests."""
+    first = run_local(config_for("r1"))
     lines = (corpus / "a.jsonl").read_text().splitlines()
     orig = json.loads(lines[1])                      # long-001: not edited in part-2
     near = {**orig, "id": "new-near", "text": orig["text"].replace("Field notes", "Field notes, revised,")}
     exact = {**orig, "id": "new-exact"}
     fresh = {"id": "new-fresh", "text": "a record nobody has published before, with enough words to shingle it"}
     (corpus / "b.jsonl").write_text("\n".join(json.dumps(r) for r in (near, exact, fresh)) + "\n")
-    second = run_local(cfg(tmp_path, corpus, "r2"))
+    second = run_local(config_for("r2"))
     rows = {r["record_id"]: r for r in ledger(tmp_path / "r2").to_dicts()}
     assert set(rows) == {"new-near", "new-exact", "new-fresh"}          # a.jsonl was skipped
     assert rows["new-exact"]["decision"] == "dropped_duplicate"
@@ -52,6 +54,11 @@ def test_a_later_run_drops_exact_and_near_copies_of_published_records(tmp_path, 
     assert rows["new-near"]["decision"] == "dropped_near_duplicate"
     assert rows["new-near"]["duplicate_of"] == f"{first['run_id']}/long-001"
     assert rows["new-fresh"]["decision"] == "kept"
+    return first, second
+
+
+def test_a_later_run_drops_exact_and_near_copies_of_published_records(tmp_path, corpus):
+    first, second = publish_then_copy(tmp_path, corpus, lambda out: cfg(tmp_path, corpus, out))
     assert second["skipped_inputs"][0]["processed_in_run"] == first["run_id"]
     assert second["near_dedup"]["dropped_against_index"] == 1
     assert second["corpus_index"]["runs"] == [first["run_id"]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import shutil
 import tempfile
 import uuid
 
@@ -16,18 +15,9 @@ from pipeline.cli import main
 from pipeline.dedup.index import CorpusIndexError
 from pipeline.errors import RejectionsError
 from pipeline.executor import run_local
-from tests.conftest import REPO, build_config
-from tests.integration.test_index import ledger
+from tests.conftest import build_config
+from tests.integration.test_index import corpus, publish_then_copy  # noqa: F401 - `corpus` is a fixture
 
-WEB = REPO / "data_samples" / "web"
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    shutil.copy(WEB / "part-2.jsonl", d / "a.jsonl")
-    return d
 
 
 @pytest.fixture
@@ -60,21 +50,7 @@ def remote_bytes(url: str) -> bytes:
 
 
 def test_a_later_run_drops_copies_of_records_published_to_a_remote_index(tmp_path, corpus, state, mirrors):
-    first = run_local(cfg(tmp_path, corpus, "r1", state))
-    lines = (corpus / "a.jsonl").read_text().splitlines()
-    orig = json.loads(lines[1])                      # long-001: not edited in part-2
-    near = {**orig, "id": "new-near", "text": orig["text"].replace("Field notes", "Field notes, revised,")}
-    exact = {**orig, "id": "new-exact"}
-    fresh = {"id": "new-fresh", "text": "a record nobody has published before, with enough words to shingle it"}
-    (corpus / "b.jsonl").write_text("\n".join(json.dumps(r) for r in (near, exact, fresh)) + "\n")
-    second = run_local(cfg(tmp_path, corpus, "r2", state))
-    rows = {r["record_id"]: r for r in ledger(tmp_path / "r2").to_dicts()}
-    assert set(rows) == {"new-near", "new-exact", "new-fresh"}          # a.jsonl was skipped
-    assert rows["new-exact"]["decision"] == "dropped_duplicate"
-    assert rows["new-exact"]["duplicate_of"] == f"{first['run_id']}/long-001"
-    assert rows["new-near"]["decision"] == "dropped_near_duplicate"
-    assert rows["new-near"]["duplicate_of"] == f"{first['run_id']}/long-001"
-    assert rows["new-fresh"]["decision"] == "kept"
+    first, second = publish_then_copy(tmp_path, corpus, lambda out: cfg(tmp_path, corpus, out, state))
     assert second["near_dedup"]["dropped_against_index"] == 1
     assert second["corpus_index"] == {**second["corpus_index"], "path": state, "runs": [first["run_id"]]}
     index = json.loads(remote_bytes(f"{state}/index.json"))
