@@ -143,6 +143,7 @@ class PiiEngine:
         self._analyzer = None
         self._nlp = None
         self._nlp_engine = None
+        self._greedy = None
         self.model_info: dict = {}
         self.components: list[str] = []
         # One detection at a time per engine: spaCy pipelines are not documented as thread-safe,
@@ -169,6 +170,11 @@ class PiiEngine:
         nlp = spacy.load(self.cfg.model, exclude=excluded)
         nlp.max_length = max(nlp.max_length, self.cfg.chunk_chars + 1)
         self._nlp = nlp
+        self._greedy = None
+        if self.cfg.ner_decoder == "batched" and self.components == ["ner"]:
+            from pipeline.pii.greedy_ner import GreedyNer
+
+            self._greedy = GreedyNer.for_pipe(nlp.get_pipe("ner"))
         self._nlp_engine = _TrimmedSpacyNlpEngine(nlp, self.cfg.language)
 
         registry = RecognizerRegistry(supported_languages=[self.cfg.language])
@@ -252,6 +258,7 @@ class PiiEngine:
             "entities": list(self.cfg.all_entities()),
             "thresholds": {e: self.cfg.threshold_for(e) for e in self.cfg.all_entities()},
             "ner_candidates_only": self.cfg.ner_candidates_only,
+            "ner_decoder": "batched" if self._greedy is not None else "spacy",
             "recognizers": sorted(r.name for r in self._analyzer.registry.recognizers) if self._analyzer else [],
         }
 
@@ -326,12 +333,26 @@ class PiiEngine:
                 texts.append(chunk[seg_start:seg_end])
         found: list[list[tuple[int, int, str]]] = [[] for _ in chunks]
         docs: list = [None] * len(chunks)
-        for (ci, pos), doc in zip(pieces, self._nlp.pipe(texts, batch_size=self.cfg.batch_size)):
+        for (ci, pos), doc in zip(pieces, self._pipe(texts)):
             if pos == 0 and len(doc.text) == len(chunks[ci]):
                 docs[ci] = doc
             for e in doc.ents:
                 found[ci].append((pos + e.start_char, pos + e.end_char, e.label_))
         return list(zip(found, docs))
+
+    def _pipe(self, texts: list[str]) -> Iterable:
+        """spaCy docs of the texts with NER entities set: `nlp.pipe`, or the same model through
+        the batched greedy decoder (`pipeline.pii.greedy_ner`)."""
+        if self._greedy is None:
+            yield from self._nlp.pipe(texts, batch_size=self.cfg.batch_size)
+            return
+        from spacy.tokens import Span as SpacySpan
+
+        for i in range(0, len(texts), self.cfg.batch_size):
+            docs = [self._nlp.make_doc(t) for t in texts[i:i + self.cfg.batch_size]]
+            for doc, ents in zip(docs, self._greedy(docs)):
+                doc.set_ents([SpacySpan(doc, s, e, label=label) for s, e, label in ents], default="outside")
+                yield doc
 
     def _analyze(self, chunk: str, ents: list[tuple[int, int, str]], ner_doc=None) -> Iterable[Span]:
         if not chunk.strip():

@@ -1,0 +1,109 @@
+"""The batched greedy NER decoder gives spaCy's own entities, on real and on awkward text."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from pipeline.pii.config import DEFAULT_MODEL, PiiConfig
+from pipeline.pii.engine import PiiEngine
+from pipeline.pii.greedy_ner import GreedyNer
+from tests.conftest import REPO, SHARED_DATA
+
+spacy = pytest.importorskip("spacy")
+
+AWKWARD = [
+    "",
+    " ",
+    "\n\n\t ",
+    "Smith",
+    "John",
+    "Mary Ann Smith",
+    "Mary  \n\n  Ann   Smith lives in New York City.\n\n",
+    "Dr. Jane Doe met Prof. John Smith in Paris, France on 3 March 2021 at 10:30 am.",
+    "Call me, Ishmael. Some years ago - never mind how long precisely - I went to sea.",
+    "ALL CAPS: BARACK OBAMA VISITED BERLIN AND PARIS",
+    "lower case: barack obama visited berlin and paris",
+    "Mixed scripts: Владимир Путин, 李小龍 and José Müller met in Zürich.",
+    "Numbers 4111 1111 1111 1111 and 123-45-6789 next to Alice Johnson and Bob.",
+    "End with a name: Alice",
+    "   Leading spaces then Bob Marley",
+    "Tabs\tbetween\tGeorge\tWashington\tand\tAbraham\tLincoln",
+    "The European Union and the United Nations met in Geneva, Switzerland.",
+]
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    return spacy.load(DEFAULT_MODEL, exclude=["tagger", "parser", "lemmatizer", "attribute_ruler", "tok2vec", "senter"])
+
+
+def _texts() -> list[str]:
+    texts = list(AWKWARD)
+    bench = SHARED_DATA / "pii" / "bench_paragraphs" / "corpus.jsonl"
+    if bench.exists():
+        with bench.open() as f:
+            texts += [json.loads(line)["text"] for _, line in zip(range(400), f)]
+    for path in sorted((REPO / "data_samples").rglob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+                texts.append(rec["text"])
+    texts.append(" ".join(texts[:60]))     # one long document (thousands of tokens) in the batch
+    return texts
+
+
+def _spacy_ents(nlp, texts):
+    return [sorted((e.start, e.end, e.label_) for e in doc.ents) for doc in nlp.pipe(texts, batch_size=64)]
+
+
+def test_same_entities_as_spacy(nlp):
+    texts = _texts()
+    assert len(texts) > 300
+    expected = _spacy_ents(nlp, texts)
+    decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))
+    assert decoder is not None
+    got = []
+    for i in range(0, len(texts), 64):        # batches mix empty, short and long documents
+        got += decoder([nlp.make_doc(t) for t in texts[i:i + 64]])
+    mismatched = [i for i, (a, b) in enumerate(zip(expected, got)) if a != b]
+    assert mismatched == []
+    assert sum(len(e) for e in expected) > 500       # the comparison covers many entities
+    assert {label for ents in expected for _, _, label in ents} >= {"PERSON", "GPE", "ORG", "DATE"}
+
+
+def test_batch_order_does_not_matter(nlp):
+    texts = _texts()[:120]
+    decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))
+    forward = decoder([nlp.make_doc(t) for t in texts])
+    backward = decoder([nlp.make_doc(t) for t in reversed(texts)])
+    assert forward == list(reversed(backward))
+    assert forward == [decoder([nlp.make_doc(t)])[0] for t in texts]
+
+
+def test_refuses_preset_entities(nlp):
+    decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))
+    doc = nlp("Alice met Bob in Paris.")          # entities already set by spaCy's NER
+    with pytest.raises(ValueError, match="preset entities"):
+        decoder([doc])
+
+
+def test_other_architectures_fall_back():
+    not_a_parser = types.SimpleNamespace(model=types.SimpleNamespace(name="transformer_listener", attrs={}))
+    assert GreedyNer.for_pipe(not_a_parser) is None
+
+
+def test_engine_results_do_not_depend_on_the_decoder():
+    texts = _texts()[:200]
+    batched = PiiEngine(PiiConfig()).setup()
+    plain = PiiEngine(PiiConfig(ner_decoder="spacy")).setup()
+    assert batched.describe()["ner_decoder"] == "batched"
+    assert plain.describe()["ner_decoder"] == "spacy"
+    found = batched.detect(texts)
+    assert found == plain.detect(texts)
+    assert sum(1 for spans in found for s in spans if s.entity == "PERSON") > 50
