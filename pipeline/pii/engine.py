@@ -26,6 +26,7 @@ is the same or better (bench/pii_accuracy.py, bench/pii_speed.py measure both):
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import re
@@ -333,8 +334,8 @@ class PiiEngine:
                 texts.append(chunk[seg_start:seg_end])
         found: list[list[tuple[int, int, str]]] = [[] for _ in chunks]
         docs: list = [None] * len(chunks)
-        for (ci, pos), doc in zip(pieces, self._pipe(texts)):
-            if pos == 0 and len(doc.text) == len(chunks[ci]):
+        for (ci, pos), text, doc in zip(pieces, texts, self._pipe(texts)):
+            if pos == 0 and len(text) == len(chunks[ci]):
                 docs[ci] = doc
             for e in doc.ents:
                 found[ci].append((pos + e.start_char, pos + e.end_char, e.label_))
@@ -412,6 +413,13 @@ class _TrimmedSpacyNlpEngine:
         has_lemmas = "lemmatizer" in nlp.pipe_names
         ner_conf = NerModelConfiguration(**conf["ner_model_configuration"])
 
+        vocab = nlp.vocab
+
+        @functools.lru_cache(maxsize=1 << 16)
+        def word_flags(word: str) -> tuple[bool, bool]:
+            lexeme = vocab[word]
+            return lexeme.is_stop, lexeme.is_punct
+
         class TrimmedSpacyNlpEngine(SpacyNlpEngine):
             """SpacyNlpEngine whose model is given, whose lemmas fall back to lower-cased tokens."""
 
@@ -422,6 +430,14 @@ class _TrimmedSpacyNlpEngine:
 
             def load(self) -> None:  # the pipeline is loaded already
                 return None
+
+            # Presidio asks these for every token of every text (context keywords): the same
+            # vocabulary lookups, remembered.
+            def is_stopword(self, word: str, language: str) -> bool:
+                return word_flags(word)[0]
+
+            def is_punct(self, word: str, language: str) -> bool:
+                return word_flags(word)[1]
 
             def artifacts(self, doc) -> NlpArtifacts:
                 """NlpArtifacts of a doc whose entities were set by `PiiEngine._ner`."""

@@ -27,6 +27,7 @@ benchmark corpora).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -173,7 +174,8 @@ class GreedyNer:
             h += f1[np.where(opened, soffs[:k] + es, 0)]
             h += f2[np.where(opened, ids0 - 1, 0)]
             h += self._bl
-            h = h.reshape(k, -1, self._pieces).max(axis=2)
+            h = h.reshape(k, -1, self._pieces)
+            h = functools.reduce(np.maximum, [h[:, :, p] for p in range(1, self._pieces)], h[:, :, 0])
             scores = self._ops.gemm(h, self._W, trans2=True)
             scores += self._bu
             if len(self._unseen):
