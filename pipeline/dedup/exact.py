@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from pipeline.config import NormalizeConfig
 from pipeline.sources.base import string_digests
+from pipeline.sources.jsonscan import _ZERO, _zero_bytes
 
 
 # Byte tables of the compiled ASCII path: what each byte becomes, and whether it is whitespace
@@ -51,36 +52,111 @@ def _end_row(good, flags, j, pos, first, trim, out):
     return pos
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _ascii_normalise(data, offsets, out_byte, is_ws, trim, out, out_offsets, ascii_rows, same):
-    """Normalise every row that is pure ASCII (NFC/NFKC leave ASCII unchanged): each byte through
-    `out_byte` (lowercasing), a run of whitespace to one space, trimmed when `trim`. Rows with
-    any non-ASCII byte are flagged and their output discarded, for the general path. `same`
-    flags the ASCII rows that normalisation left as they were (their key is their content digest).
+_H = np.uint64(0x8080808080808080)
+_SPACES = np.uint64(0x2020202020202020)
+_UPPER_LO = np.uint64(0x3F3F3F3F3F3F3F3F)  # an ASCII byte plus this has its high bit set from 'A' on
+_UPPER_HI = np.uint64(0x2525252525252525)  # ... and plus this, from past 'Z' on
+_B0 = np.uint64(0xFF)
 
-    Branch-free in the inner loop (every byte is stored, the write position advances unless the
-    byte continues a whitespace run): text has a space every few bytes, which a branch on
-    "is this whitespace" mispredicts often enough to cost three times the time.
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _plain_word(w, prev, collapse, lower):
+    """An eight-byte word of a row on the fast path: (fits, the word normalised, whether a byte
+    changed, whether it ends in a space). It fits when it is pure ASCII and, when collapsing, has
+    no byte below 0x20 and no space after a space (inside it, or after the previous word's last
+    byte when `prev`): it then normalises to itself, lowercased when `lower`."""
+    if w & _H:
+        return False, w, False, False
+    up = _ZERO
+    out = w
+    if lower:
+        up = (w + _UPPER_LO) & ~(w + _UPPER_HI) & _H
+        out = w | (up >> np.uint64(2))
+    if not collapse:
+        return True, out, up != _ZERO, False
+    if (w - _SPACES) & ~w & _H:  # some byte below 0x20: tab, newline or another control byte
+        return False, w, False, False
+    sp = _zero_bytes(w ^ _SPACES)
+    if sp & ((sp << np.uint64(8)) | (np.uint64(prev) << np.uint64(7))):
+        return False, w, False, False
+    return True, out, up != _ZERO, (sp >> np.uint64(63)) != _ZERO
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _store_word(out, pos, v):
+    for q in range(8):
+        out[pos + q] = np.uint8((v >> np.uint64(8 * q)) & _B0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ascii_bytes(data, k, end, out, pos, out_byte, is_ws, prev, seen, diff):
+    """Bytes k..end of a row one at a time: each through `out_byte`, a whitespace run to one space.
+
+    Branch-free (every byte is stored, the write position advances unless the byte continues a
+    whitespace run): a branch on "is this whitespace" mispredicts often enough to cost three times
+    the time."""
+    for q in range(k, end):
+        b = data[q]
+        w = is_ws[b]
+        seen |= b
+        o = out_byte[b]
+        diff |= o ^ b
+        out[pos] = o
+        pos += 1 - (w & prev)
+        prev = w
+    return pos, prev, seen, diff
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _ascii_normalise(data, words, offsets, out_byte, is_ws, trim, lower, out, out_offsets, changed, ascii_rows, same):
+    """Normalise every row that is pure ASCII (NFC/NFKC leave ASCII unchanged): each byte through
+    `out_byte` (lowercasing), a run of whitespace to one space, trimmed when `trim`. `words` is
+    `data` as 64-bit words: aligned words that need no change but lowercasing are taken whole.
+
+    Flags the ASCII rows (`ascii_rows`) and those normalisation leaves as they were (`same`:
+    their key is their content digest). Only the other ASCII rows are kept in `out`: returns
+    their number m; row j of the output (`out_offsets[j]:out_offsets[j+1]`) is input row
+    `changed[j]`. A row is abandoned at its first non-ASCII word (the general path takes it).
     """
     pos = 0
+    m = 0
     for i in range(offsets.shape[0] - 1):
-        out_offsets[i] = pos
+        s = offsets[i]
+        e = offsets[i + 1]
         first = pos
         prev = trim  # a whitespace run at the very start is dropped when trimming
         seen = 0
         diff = 0
-        for k in range(offsets[i], offsets[i + 1]):
-            b = data[k]
-            w = is_ws[b]
-            seen |= b
-            o = out_byte[b]
-            diff |= o ^ b
-            out[pos] = o
-            pos += 1 - (w & prev)
-            prev = w
-        pos = _end_row(seen < 0x80, ascii_rows, i, pos, first, trim, out)
-        same[i] = seen < 0x80 and diff == 0 and pos - first == offsets[i + 1] - offsets[i]
-    out_offsets[offsets.shape[0] - 1] = pos
+        head = min(e, (s + 7) & ~7)
+        pos, prev, seen, diff = _ascii_bytes(data, s, head, out, pos, out_byte, is_ws, prev, seen, diff)
+        k = head
+        while k + 8 <= e and seen < 0x80:
+            fits, v, up, ends = _plain_word(words[k >> 3], prev, trim, lower)
+            if fits:
+                _store_word(out, pos, v)
+                pos += 8
+                if up:
+                    diff = 1
+                prev = 1 if ends else 0
+            else:
+                pos, prev, seen, diff = _ascii_bytes(data, k, k + 8, out, pos, out_byte, is_ws, prev, seen, diff)
+            k += 8
+        if seen < 0x80:
+            pos, prev, seen, diff = _ascii_bytes(data, k, e, out, pos, out_byte, is_ws, prev, seen, diff)
+        good = seen < 0x80
+        ascii_rows[i] = good
+        if good and trim and pos > first and out[pos - 1] == 32:
+            pos -= 1
+        unchanged = good and diff == 0 and pos - first == e - s
+        same[i] = unchanged
+        if good and not unchanged:
+            changed[m] = i
+            out_offsets[m] = first
+            m += 1
+        else:
+            pos = first
+    out_offsets[m] = pos
+    return m
 
 
 # Non-ASCII White_Space (the ASCII part is in _ASCII_WS); U+2000 and U+2001 are NFC singletons.
@@ -148,10 +224,11 @@ def _compute_char_classes(form: str, collapse: bool) -> tuple[np.ndarray, np.nda
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _unicode_normalise_rows(data, offsets, rows, bmp, emoji, is_ws, collapse, out, out_offsets, ok):
+def _unicode_normalise_rows(data, words, offsets, rows, bmp, emoji, is_ws, collapse, out, out_offsets, ok):
     """Normalise the rows `rows` (UTF-8 with non-ASCII characters) whose every character has
     class 1 or 2 in `bmp`/`emoji`: copy, whitespace runs to one space, trimmed when `collapse`.
-    A row with any other character is flagged not ok (the general path takes it)."""
+    A row with any other character is flagged not ok (the general path takes it). Aligned
+    eight-byte runs of plain ASCII (see `_plain_word`) are copied whole."""
     pos = 0
     for j in range(rows.shape[0]):
         i = rows[j]
@@ -162,6 +239,14 @@ def _unicode_normalise_rows(data, offsets, rows, bmp, emoji, is_ws, collapse, ou
         k = offsets[i]
         end = offsets[i + 1]
         while k < end:
+            if (k & 7) == 0 and k + 8 <= end:
+                fits, v, _, ends = _plain_word(words[k >> 3], prev, collapse, False)
+                if fits:
+                    _store_word(out, pos, v)
+                    pos += 8
+                    k += 8
+                    prev = 1 if ends else 0
+                    continue
             b = data[k]
             if b < 0x80:
                 if is_ws[b]:
@@ -211,7 +296,7 @@ def _unicode_normalise_rows(data, offsets, rows, bmp, emoji, is_ws, collapse, ou
 def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig, digests: list[bytes] | None = None) -> list[bytes]:
     """Keys with the ASCII rows normalised in compiled code, most others too (characters the
     Unicode form leaves alone), and only the rest through the general path. A row normalisation
-    leaves as it is has its content digest (`digests`, when given) as its key: the same sha256."""
+    leaves as it is has its content digest (`digests` when given, else computed) as its key."""
     arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
     arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
     n = len(arr)
@@ -220,42 +305,39 @@ def _fast_keys(text: pa.Array | pa.ChunkedArray, cfg: NormalizeConfig, digests: 
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    out = np.empty(int(offsets[-1] - offsets[0]) + 1, dtype=np.uint8)
+    words = data[: data.size // 8 * 8].view(np.uint64)
+    out = np.empty(int(offsets[-1] - offsets[0]) + 8, dtype=np.uint8)
     out_offsets = np.empty(n + 1, dtype=np.int64)
+    changed = np.empty(n, dtype=np.int64)
     ascii_rows = np.empty(n, dtype=np.bool_)
     same = np.empty(n, dtype=np.bool_)
     out_byte, is_ws = _tables(cfg.lowercase, cfg.collapse_whitespace)
-    _ascii_normalise(data, offsets, out_byte, is_ws, int(cfg.collapse_whitespace), out, out_offsets, ascii_rows, same)
-    # The normalised rows as one string array over the output buffer (a non-ASCII row is empty
-    # there and replaced below), hashed column-wise.
-    normalised = pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out))
-    if digests is None or not same.any():
-        keys: list[bytes] = string_digests(normalised)
-    else:
-        keys = list(digests)
-        changed = np.flatnonzero(~same)
-        if changed.size:
-            for i, k in zip(changed.tolist(), string_digests(normalised.take(pa.array(changed)))):
-                keys[i] = k
+    m = _ascii_normalise(data, words, offsets, out_byte, is_ws, int(cfg.collapse_whitespace), cfg.lowercase,
+                         out, out_offsets, changed, ascii_rows, same)
+    keys = np.empty(n, dtype=object)
+    if digests is not None:
+        keys[:] = digests
+    elif same.any():
+        keys[same] = string_digests(arr.filter(pa.array(same)))
+    if m:
+        # The rows normalisation changed, as one string array over the output buffer, hashed column-wise.
+        normalised = pa.LargeStringArray.from_buffers(m, pa.py_buffer(out_offsets[: m + 1]), pa.py_buffer(out))
+        keys[changed[:m]] = string_digests(normalised)
     rest = np.flatnonzero(~ascii_rows)
     if rest.size and not cfg.lowercase:  # case folding beyond ASCII stays with the general path
         bmp, emoji = _char_classes(cfg.unicode, cfg.collapse_whitespace)
         size = int((offsets[rest + 1] - offsets[rest]).sum())
-        out2 = np.empty(size + 1, dtype=np.uint8)
+        out2 = np.empty(size + 8, dtype=np.uint8)
         out2_offsets = np.empty(rest.size + 1, dtype=np.int64)
         ok = np.empty(rest.size, dtype=np.bool_)
-        _unicode_normalise_rows(data, offsets, rest, bmp, emoji, is_ws, int(cfg.collapse_whitespace),
+        _unicode_normalise_rows(data, words, offsets, rest, bmp, emoji, is_ws, int(cfg.collapse_whitespace),
                                 out2, out2_offsets, ok)
         done = string_digests(pa.LargeStringArray.from_buffers(rest.size, pa.py_buffer(out2_offsets), pa.py_buffer(out2)))
-        for i, k, good in zip(rest.tolist(), done, ok.tolist()):
-            if good:
-                keys[i] = k
+        keys[rest[ok]] = [k for k, good in zip(done, ok.tolist()) if good]
         rest = rest[~ok]
     if rest.size:
-        slow = string_digests(normalize_text(arr.take(pa.array(rest)), cfg))
-        for i, k in zip(rest.tolist(), slow):
-            keys[i] = k
-    return keys
+        keys[rest] = string_digests(normalize_text(arr.take(pa.array(rest)), cfg))
+    return keys.tolist()
 
 
 def _unicode_normalise(text: pa.Array | pa.ChunkedArray, form: str) -> pa.Array | pa.ChunkedArray:

@@ -127,3 +127,26 @@ def test_the_compiled_unicode_path_gives_the_same_keys_as_the_general_path(texts
     assert exact_keys(arr, cfg) == general
     # With the content digests at hand, a row normalisation leaves alone reuses its digest.
     assert exact_keys(arr, cfg, string_digests(arr)) == general
+
+
+# Long rows of words: the compiled paths take aligned eight-byte words whole, so the rules must
+# hold across word edges (a space ending one word and starting the next, a tab or a capital or a
+# non-ASCII character anywhere in a word) and at every alignment of the rows (slices).
+_WORDS = st.sampled_from(["the", "Quick", "brown", "FOX", "jumps", "over", "a", "lazy", "dog.", "caf\u00e9", "na\u00efve",
+                          "e\u0301", "\u4e2d\u6587", "x" * 9, "don\u2019t"])
+_GAPS = st.sampled_from([" ", " ", " ", "  ", "\t", "\n\n", " \n", "\u00a0", "\u3000 ", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(_WORDS, _GAPS), max_size=60).map(lambda ws: "".join(a + b for a, b in ws)), max_size=8),
+       st.integers(0, 7), st.sampled_from(["NFC", "none"]), st.booleans(), st.booleans())
+def test_the_word_at_a_time_paths_give_the_same_keys_as_the_general_path(texts, skip, form, lowercase, collapse):
+    import hashlib
+
+    cfg = NormalizeConfig(unicode=form, lowercase=lowercase, collapse_whitespace=collapse)
+    arr = pa.array(["pad" * skip] + texts, pa.large_string()).slice(1)  # rows start off the first one's alignment
+    shifted = pa.array([" " * skip + "".join(texts)] + texts, pa.large_string()).slice(1)
+    general = [hashlib.sha256(s.encode()).digest() for s in normalize_text(arr, cfg).to_pylist()]
+    assert exact_keys(arr, cfg) == general
+    assert exact_keys(shifted, cfg) == general
+    assert exact_keys(arr, cfg, string_digests(arr)) == general
