@@ -83,8 +83,9 @@ def _zstd_blocks(raw, block: int) -> Iterator[bytes]:
 def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]:
     """Yield the bytes of `path` (decompressed for .gz/.zst; the byte range [start, stop) if plain).
 
-    A plain range comes in pieces that end at a line end (all but possibly the last), so no
-    piece is copied to join it with the next: the bytes after the last newline are read again.
+    A plain range comes in pieces of about `block` bytes that end at a line end (all but possibly
+    the last), each read exactly: the last newline before a piece's end is found by reading a
+    little of its tail first, so no piece is cut out of a larger read (a copy of the input).
     """
     with open(path, "rb") as raw:
         if path.endswith(".gz"):
@@ -92,22 +93,35 @@ def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]
         elif path.endswith(".zst"):
             yield from _zstd_blocks(raw, min(block, 1 << 20))
         else:
-            pos, want = start, block
+            pos = start
             while pos < stop:
+                end = min(pos + block, stop)
+                if end < stop:
+                    cut = _line_end_before(raw, pos, end)
+                    end = cut if cut > pos else min(_next_line_start(raw, end, stop), stop)  # a line longer than a block
                 raw.seek(pos)
-                data = raw.read(min(want, stop - pos))
+                data = raw.read(end - pos)
                 if not data:
                     return
-                if pos + len(data) < stop:
-                    cut = data.rfind(b"\n")
-                    if cut < 0:  # a line longer than the block: read a longer piece
-                        want *= 2
-                        continue
-                    if cut + 1 < len(data):
-                        data = data[: cut + 1]
                 pos += len(data)
-                want = block
                 yield data
+
+
+def _line_end_before(f, start: int, end: int, window: int = 64 * 1024) -> int:
+    """The offset just after the last newline in [start, end) of a file, or `start` if there is none."""
+    hi = end
+    while hi > start:
+        lo = max(start, hi - window)
+        f.seek(lo)
+        tail = f.read(hi - lo)
+        i = tail.rfind(b"\n")
+        if i >= 0:
+            return lo + i + 1
+        if len(tail) < hi - lo:  # the file is shorter than planned: the reader reports what is missing
+            return start
+        hi = lo
+        window *= 2
+    return start
 
 
 def _count_newlines(path: str, start: int, stop: int) -> int:

@@ -528,3 +528,23 @@ def test_unit_row_offsets_from_the_hashing_read_match_a_fresh_count(tmp_path):
     assert len(indexed) > 8
     assert [u.row_offset for u in indexed] == [u.row_offset for u in counted]
     assert [u.row_offset for u in indexed] == [p.read_bytes()[: u.start].count(b"\n") for u in indexed]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=40), st.integers(1, 700), st.booleans(), st.data())
+def test_plain_ranges_come_in_whole_lines_that_join_to_the_range(lengths, block, final_newline, data):
+    from pipeline.sources.jsonl import read_blocks
+
+    body = b"".join(b"x" * n + b"\n" for n in lengths)
+    body = body if final_newline else body[:-1]
+    line_starts = [0] + [i + 1 for i, b in enumerate(body) if b == 10 and i + 1 < len(body)]
+    start = data.draw(st.sampled_from(line_starts))
+    stop = data.draw(st.sampled_from([s for s in line_starts if s > start] + [len(body)]))
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as f:
+        f.write(body)
+        f.flush()
+        pieces = list(read_blocks(f.name, start, stop, block))
+    assert b"".join(pieces) == body[start:stop]
+    assert all(p.endswith(b"\n") and p for p in pieces[:-1])
+    # A piece is at most a block unless one line is longer than the block.
+    assert all(len(p) <= block or p.count(b"\n") <= 1 for p in pieces)
