@@ -228,9 +228,8 @@ def _warm_kernels(cfg: RunConfig) -> None:
 
         from pipeline.dedup.exact import exact_keys
         from pipeline.sinks.shards import plan_shards
-        from pipeline.sources.jsonscan import count_newlines, scan_chunk
+        from pipeline.sources.jsonscan import scan_chunk
 
-        count_newlines(np.zeros(16, dtype=np.uint8))  # first: the planner counts lines meanwhile
         scan_chunk(b"{}\n")
         exact_keys(pa.array(["a  b", "caf\u00e9 b"], pa.large_string()), cfg.dedup.exact.normalize)
         plan_shards(np.ones(1, dtype=np.int64), 1, 1024)

@@ -235,27 +235,6 @@ def _scan(data, words, table):
     return newlines, lone, distinct
 
 
-_ONES = np.uint64(0x0101010101010101)
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_newline_words(words):
-    n = 0
-    for j in range(words.shape[0]):
-        hits = _zero_bytes(words[j] ^ _NEWLINES) >> np.uint64(7)
-        n += np.int64((hits * _ONES) >> np.uint64(56))
-    return n
-
-
-def count_newlines(data: np.ndarray) -> int:
-    """The newline bytes of a uint8 array, counted eight at a time without the GIL."""
-    head = min((-data.ctypes.data) % 8, data.size)  # up to the first 8-byte aligned address
-    n = int(np.count_nonzero(data[:head] == 10))
-    body = data[head:]
-    k = body.size // 8 * 8
-    return n + int(_count_newline_words(body[:k].view(np.uint64))) + int(np.count_nonzero(body[k:] == 10))
-
-
 def _top_paths(hashes: np.ndarray) -> np.ndarray:
     """The distinct paths of the members of the lines' objects (whatever their kinds)."""
     return np.unique(hashes[(hashes & np.uint64(8)) != 0] >> np.uint64(4))

@@ -205,15 +205,25 @@ def test_a_value_of_another_kind_is_inferred_again():
 def test_newline_counts_over_any_byte_range_of_a_file(data, cut_start, cut_end):
     import tempfile
 
-    import numpy as np
-
     from pipeline.sources.jsonl import _count_newlines
-    from pipeline.sources.jsonscan import count_newlines
 
     start, stop = min(cut_start, len(data)), max(min(cut_start, len(data)), len(data) - cut_end)
-    arr = np.frombuffer(data, dtype=np.uint8)
-    assert count_newlines(arr[start:stop]) == data[start:stop].count(b"\n")
     with tempfile.NamedTemporaryFile() as f:
         f.write(data)
         f.flush()
         assert _count_newlines(f.name, start, stop) == data[start:stop].count(b"\n")
+
+
+def test_newline_counts_across_block_edges(tmp_path):
+    import numpy as np
+
+    from pipeline.sources.jsonl import _count_newlines
+
+    block = 8 << 20  # what _count_newlines counts at a time
+    data = np.random.default_rng(7).choice(np.array([97, 98, 10], dtype=np.uint8), size=2 * block + 12345).tobytes()
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(data)
+    edges = [0, 1, block - 1, block, block + 1, 2 * block, len(data) - 1, len(data)]
+    for start in edges:
+        for stop in edges:
+            assert _count_newlines(str(path), start, stop) == data[start:stop].count(b"\n")
