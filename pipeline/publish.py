@@ -43,7 +43,7 @@ def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
             "source": pa.array([unit.source] * decisions.height, pa.string()),
             "location": decisions["location"].to_arrow(),
             "row": decisions["row"].to_arrow(),
-            "content_sha256": pa.array([d.hex() if d is not None else None for d in decisions["content_sha256"].to_list()], pa.string()),
+            "content_sha256": decisions["content_sha256"].bin.encode("hex").to_arrow(),
             "decision": decisions["decision"].to_arrow(),
             "stage": decisions["stage"].to_arrow(),
             "reason": decisions["reason"].to_arrow(),
