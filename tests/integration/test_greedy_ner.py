@@ -107,3 +107,25 @@ def test_engine_results_do_not_depend_on_the_decoder():
     found = batched.detect(texts)
     assert found == plain.detect(texts)
     assert sum(1 for spans in found for s in spans if s.entity == "PERSON") > 50
+
+
+def test_scoring_context_in_place_gives_presidio_s_own_results():
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    texts = _texts()[:200] + [
+        "My ssn is 078-05-1120 and my card number 4111 1111 1111 1111.",
+        "Phone: 212-555-0123, call me. Email me at jane.doe@example.com, my email.",
+        "IBAN GB82 WEST 1234 5698 7654 32 for the bank transfer; IP 192.168.0.1 of the server.",
+    ]
+    engine = PiiEngine(PiiConfig()).setup()
+    found = engine.detect(texts)
+    engine._analyzer.context_aware_enhancer = LemmaContextAwareEnhancer()  # Presidio's default, deep copy and all
+    assert engine.detect(texts) == found
+
+    class NoContext(LemmaContextAwareEnhancer):
+        def enhance_using_context(self, text, raw_results, *args, **kwargs):
+            return raw_results
+
+    # Context words do change results here, so the comparison covers the enhancer's edits.
+    engine._analyzer.context_aware_enhancer = NoContext()
+    assert engine.detect(texts) != found
