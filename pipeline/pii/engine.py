@@ -445,6 +445,24 @@ class _TrimmedSpacyNlpEngine:
             lexeme = vocab[word]
             return lexeme.is_stop, lexeme.is_punct
 
+        class LazyKeywordsArtifacts(NlpArtifacts):
+            """NlpArtifacts whose context keywords (a stop-word and punctuation test per token) are
+            worked out when first read: only the context enhancer reads them, and only for a
+            result of a recognizer that has context words, which most texts do not produce."""
+
+            def __init__(self, entities, tokens, tokens_indices, lemmas, nlp_engine, language, scores=None):
+                self.entities = entities
+                self.tokens = tokens
+                self.lemmas = lemmas
+                self.tokens_indices = tokens_indices
+                self.nlp_engine = nlp_engine
+                self.scores = scores if scores else [0.85] * len(entities)
+                self._language = language
+
+            @functools.cached_property
+            def keywords(self) -> list[str]:
+                return NlpArtifacts.set_keywords(self.nlp_engine, self.lemmas, self._language)
+
         class TrimmedSpacyNlpEngine(SpacyNlpEngine):
             """SpacyNlpEngine whose model is given, whose lemmas fall back to lower-cased tokens."""
 
@@ -475,7 +493,7 @@ class _TrimmedSpacyNlpEngine:
                     lemmas = [t.lemma_ or t.lower_ for t in doc]
                 else:  # read through arrays: building a Token object per token costs more than NER here
                     lemmas = [strings[h] for h in doc.to_array("LOWER").tolist()]
-                return NlpArtifacts(entities=entities, tokens=doc, tokens_indices=doc.to_array("IDX").tolist(),
-                                    lemmas=lemmas, nlp_engine=self, language=lang, scores=scores)
+                return LazyKeywordsArtifacts(entities=entities, tokens=doc, tokens_indices=doc.to_array("IDX").tolist(),
+                                             lemmas=lemmas, nlp_engine=self, language=lang, scores=scores)
 
         return TrimmedSpacyNlpEngine()

@@ -77,6 +77,22 @@ def test_same_entities_as_spacy(nlp):
     assert {label for ents in expected for _, _, label in ents} >= {"PERSON", "GPE", "ORG", "DATE"}
 
 
+def test_the_fast_encoder_computes_thinc_s_token_vectors_bit_for_bit(nlp):
+    import numpy as np
+
+    decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))
+    assert decoder._fast is not None             # the small English model's encoder is the one it replays
+    docs = [nlp.make_doc(t) for t in _texts()[:150] if t]
+    fast = decoder._tokvecs(docs)
+    fast_path, decoder._fast = decoder._fast, None
+    try:
+        thinc_path = decoder._tokvecs(docs)
+    finally:
+        decoder._fast = fast_path
+    assert fast.shape == thinc_path.shape and fast.shape[0] > 5000
+    assert np.array_equal(fast, thinc_path)
+
+
 def test_batch_order_does_not_matter(nlp):
     texts = _texts()[:120]
     decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))
@@ -109,7 +125,7 @@ def test_engine_results_do_not_depend_on_the_decoder():
     assert sum(1 for spans in found for s in spans if s.entity == "PERSON") > 50
 
 
-def test_scoring_context_in_place_gives_presidio_s_own_results():
+def test_lazy_context_scoring_gives_presidio_s_own_results():
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     texts = _texts()[:200] + [
@@ -121,6 +137,19 @@ def test_scoring_context_in_place_gives_presidio_s_own_results():
     found = engine.detect(texts)
     engine._analyzer.context_aware_enhancer = LemmaContextAwareEnhancer()  # Presidio's default, deep copy and all
     assert engine.detect(texts) == found
+    # ... and with Presidio's own NlpArtifacts (context keywords worked out for every text).
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
+    lazy = engine._nlp_engine.artifacts
+
+    def eager(doc):
+        a = lazy(doc)
+        return NlpArtifacts(entities=a.entities, tokens=a.tokens, tokens_indices=a.tokens_indices, lemmas=a.lemmas,
+                            nlp_engine=a.nlp_engine, language="en", scores=a.scores)
+
+    engine._nlp_engine.artifacts = eager
+    assert engine.detect(texts) == found
+    engine._nlp_engine.artifacts = lazy
 
     class NoContext(LemmaContextAwareEnhancer):
         def enhance_using_context(self, text, raw_results, *args, **kwargs):
