@@ -31,7 +31,7 @@ precedes the timing. Reported per run: wall seconds, docs/s and MB/s (UTF-8 byte
 MB = 10^6), docs per CPU-second (user+sys of the process, all threads), CPU/wall, peak RSS of the
 process (`ru_maxrss`: the kernel's high-water mark, includes the loaded texts), and the cores other
 processes used during the run (machine busy CPU minus ours, over the wall). Tables give medians
-over --repeats and the speed-up of ours over each plain system (ratio of medians, and the median of
+over --repeats (systems run in the given order on odd repeats, reversed on even ones) and the speed-up of ours over each plain system (ratio of medians, and the median of
 the per-repeat ratios).
 
 Corpora:
@@ -593,7 +593,9 @@ def main() -> None:
     runs = []
     for rep in range(1, args.repeats + 1):
         for c, info in corpora.items():
-            for s in systems:
+            # The order alternates between repeats, so no system always runs right after another's
+            # long run (this machine's speed drifts with recent load).
+            for s in (systems if rep % 2 else list(reversed(systems))):
                 limit = args.plain_limit if (c == "large" and s in PLAIN) else None
                 spans_out = run_dir / f"spans-{c}-{s}-r{rep}.json"
                 rec = run_worker(s, c, Path(info["path"]), limit, args, code, spans_out)
