@@ -107,6 +107,78 @@ class _MaxoutNorm:
         return out
 
 
+@functools.lru_cache(maxsize=None)
+def _fused_kernel():
+    """The compiled tail of one encoder block (numba, imported only when a decoder is built)."""
+    import numba
+
+    f32 = np.float32
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def _pairwise96(v):
+        # numpy's float32 sum of a contiguous row of 96 (< 128): eight running sums, then a tree
+        r0, r1, r2, r3, r4, r5, r6, r7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+        for k in range(8, 96, 8):
+            r0 += v[k]
+            r1 += v[k + 1]
+            r2 += v[k + 2]
+            r3 += v[k + 3]
+            r4 += v[k + 4]
+            r5 += v[k + 5]
+            r6 += v[k + 6]
+            r7 += v[k + 7]
+        return ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def maxout_moments(Y, b, T, mu, var):
+        """From the block's product Y (piece-major, no bias): bias and maxout over 3 pieces into
+        T, and each row's mean and variance (+1e-08) as numpy's float32 `mean`/`var` give them."""
+        x = np.empty(96, dtype=f32)
+        for i in range(Y.shape[0]):
+            t = T[i]
+            for o in range(96):
+                a = Y[i, o] + b[o]
+                c = Y[i, 96 + o] + b[96 + o]
+                if c > a:
+                    a = c
+                c = Y[i, 192 + o] + b[192 + o]
+                if c > a:
+                    a = c
+                t[o] = a
+            m = f32(_pairwise96(t) / f32(96))
+            for o in range(96):
+                d = t[o] - m
+                x[o] = d * d
+            mu[i] = m
+            var[i] = f32(_pairwise96(x) / f32(96)) + f32(1e-08)
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def norm_residual(T, mu, inv, G, beta, X, X_out, cols):
+        """thinc's layer norm of T with the per-row mean and var**-0.5, the residual sum into
+        X_out, and each row placed in `cols` as the next block's seq2col input (previous, own
+        and next row; zeros past the ends)."""
+        n = X.shape[0]
+        for i in range(n):
+            m = mu[i]
+            r = inv[i]
+            for o in range(96):
+                h = (T[i, o] - m) * r
+                h = h * G[o]
+                h = h + beta[o]
+                v = X[i, o] + h
+                X_out[i, o] = v
+                cols[i, 96 + o] = v
+                if i + 1 < n:
+                    cols[i + 1, o] = v
+                if i > 0:
+                    cols[i - 1, 192 + o] = v
+        for o in range(96):
+            cols[0, o] = 0
+            cols[n - 1, 192 + o] = 0
+
+    return maxout_moments, norm_residual
+
+
 def _maxout_norm_nodes(chain):
     """(maxout, layernorm) of a `maxout>>layernorm>>dropout` chain with dropout 0, else ValueError."""
     nodes = {n.name: n for n in chain.walk()}
@@ -148,10 +220,28 @@ class _FastEncoder:
             if window.attrs.get("window_size") != 1:
                 raise ValueError("window")
             self.blocks.append(_MaxoutNorm(inner))
+        # The compiled tail covers the small English model's shape: width 96, three pieces, float32.
+        self.fused = all(b.nO == 96 and b.nP == 3 and b.W.dtype == np.float32 for b in self.blocks)
 
     def __call__(self, per_doc: list) -> list:
         lengths = np.asarray([len(x) for x in per_doc], dtype=np.int32)
         X = self.ops.flatten(per_doc, pad=self.pad)
+        if self.fused and X.shape[0]:
+            maxout_moments, norm_residual = _fused_kernel()
+            n = X.shape[0]
+            cols = _seq2col1(X)
+            Y = np.empty((n, 3 * 96), dtype=np.float32)
+            T = np.empty((n, 96), dtype=np.float32)
+            mu = np.empty((n, 1), dtype=np.float32)
+            var = np.empty((n, 1), dtype=np.float32)
+            for block in self.blocks:
+                np.matmul(cols, block.W.T, out=Y)
+                maxout_moments(Y, block.b, T, mu[:, 0], var[:, 0])
+                inv = var ** (-1.0 / 2.0)   # numpy's float32 power, as thinc's layer norm takes it
+                X_next = np.empty_like(X)
+                norm_residual(T, mu[:, 0], inv[:, 0], block.G, block.beta, X, X_next, cols)
+                X = X_next
+            return self.ops.unflatten(X, lengths, pad=self.pad)
         for block in self.blocks:
             X = X + block(_seq2col1(X))
         return self.ops.unflatten(X, lengths, pad=self.pad)
