@@ -161,17 +161,23 @@ def _fused_kernel():
         for i in range(n):
             m = mu[i]
             r = inv[i]
+            x_out = X_out[i]
             for o in range(96):
                 h = (T[i, o] - m) * r
                 h = h * G[o]
                 h = h + beta[o]
-                v = X[i, o] + h
-                X_out[i, o] = v
-                cols[i, 96 + o] = v
-                if i + 1 < n:
-                    cols[i + 1, o] = v
-                if i > 0:
-                    cols[i - 1, 192 + o] = v
+                x_out[o] = X[i, o] + h
+            own = cols[i]
+            for o in range(96):
+                own[96 + o] = x_out[o]
+            if i + 1 < n:
+                below = cols[i + 1]
+                for o in range(96):
+                    below[o] = x_out[o]
+            if i > 0:
+                above = cols[i - 1]
+                for o in range(96):
+                    above[192 + o] = x_out[o]
         for o in range(96):
             cols[0, o] = 0
             cols[n - 1, 192 + o] = 0
