@@ -25,6 +25,7 @@ from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import RunPlan, make_plan, start_input_digests, wait_for_digests  # noqa: E402
+from pipeline.spill import release_memory_spill  # noqa: E402
 from pipeline.publish import finalize, stage_ledger  # noqa: E402
 
 
@@ -160,6 +161,9 @@ def clean_flow(config: dict) -> dict:
             ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
             _run_phase(progress, "write", pass2_task, work, steps.shard_ids(work), "kept")
             ledger.result()
+        except BaseException:
+            release_memory_spill(plan)
+            raise
         finally:
             progress.stop()
             # The input digests hashed in this process: before another may publish, and never

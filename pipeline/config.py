@@ -276,10 +276,16 @@ class UnitConfig(_Strict):
     target_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     target_rows: int = Field(default=200_000, ge=1)
     batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    # Keep the parsed batches of JSONL, CSV and text inputs between the passes (uncompressed Arrow
-    # in the scratch space, about the size of the parsed records) so each input is parsed once.
-    # false: pass 2 reads and parses the inputs again, and no extra disk is needed.
+    # Keep the parsed batches of JSONL, CSV and text inputs between the passes (uncompressed Arrow,
+    # about the size of the parsed records) so each input is parsed once. false: pass 2 reads and
+    # parses the inputs again, and no extra space is needed.
     spill: bool = True
+    # Where the kept batches go: "memory" is a private directory on the RAM-backed tmpfs
+    # /dev/shm (writing there costs a fifth of the CPU of a disk file system's page cache),
+    # "output" the run's scratch space next to the outputs, "auto" memory when /dev/shm is a
+    # tmpfs with room for twice the estimate and the estimate is under a third of the available
+    # memory, else output. A kept batch that is gone (a reboot before a resumed run) is read again.
+    spill_to: Literal["auto", "memory", "output"] = "auto"
 
 
 class RunnerConfig(_Strict):

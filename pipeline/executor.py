@@ -16,6 +16,7 @@ from pipeline.config import RunConfig
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, start_input_digests, wait_for_digests
 from pipeline.publish import finalize, stage_ledger
+from pipeline.spill import release_memory_spill
 from pipeline.steps import barrier, cleanup_tmp, pass1, pass2, shard_ids
 
 
@@ -29,6 +30,9 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
         ids = [u.unit_id for u in plan.units]
         try:
             _run_steps(cfg, work, ids, workers, on_unit)
+        except BaseException:
+            release_memory_spill(plan)
+            raise
         finally:
             wait_for_digests(work)  # never left running after a failed run
         return finalize(work)

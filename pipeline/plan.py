@@ -24,6 +24,7 @@ from pipeline.config import RunConfig, parse_config
 from pipeline.errors import OutputError, PlanError
 from pipeline.fileio import atomic_write_json, sha256_path
 from pipeline.sources import InputFile, Unit, reader_for
+from pipeline.spill import choose_spill_dir, claim, remove_spill, sweep_memory_spills
 
 log = logging.getLogger(__name__)
 _DIGESTS_LOCK = threading.Lock()
@@ -50,6 +51,7 @@ class RunPlan:
     skipped_inputs: list[dict] = field(default_factory=list)
     hash_lists: list[dict] = field(default_factory=list)
     waivers: list[dict] = field(default_factory=list)
+    spill_dir: str | None = None  # a memory spill directory (units.spill_to), else the scratch space
 
     @property
     def resumed(self) -> bool:
@@ -60,6 +62,11 @@ class RunPlan:
     def work_dir(self) -> Path:
         """Scratch space of the run, removed once the outputs are published."""
         return Path(self.out_dir) / WORK_DIR
+
+    @property
+    def spill_root(self) -> Path:
+        """Where pass 1 keeps the parsed batches of its units (see `pipeline.spill`)."""
+        return Path(self.spill_dir) if self.spill_dir else self.work_dir / "spill"
 
     def with_digests(self) -> "RunPlan":
         """This plan with every input's sha256: those the planner deferred come from the digest
@@ -97,6 +104,7 @@ class RunPlan:
             "skipped_inputs": self.skipped_inputs,
             "hash_lists": self.hash_lists,
             "waivers": self.waivers,
+            "spill_dir": self.spill_dir,
         }
 
     @classmethod
@@ -115,6 +123,7 @@ class RunPlan:
             skipped_inputs=d.get("skipped_inputs", []),
             hash_lists=d.get("hash_lists", []),
             waivers=d.get("waivers", []),
+            spill_dir=d.get("spill_dir"),
         )
 
     def save(self) -> None:
@@ -297,6 +306,8 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
             old.save()
             return old
         log.info("discarding the scratch space of an earlier, different run")
+        if old is not None and old.spill_dir:
+            remove_spill(Path(old.spill_dir))
     if work.exists():
         wait_for_digests(work)  # an earlier plan's digest thread in this process may still write there
         shutil.rmtree(work)
@@ -316,8 +327,15 @@ def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile
               skipped: list[dict], matcher) -> RunPlan:
     """A fresh plan over the units, saved in the scratch space."""
     prev = out_dir / "manifest.json"
+    run_id = str(uuid.uuid4())
+    spill = None
+    if cfg.units.spill:
+        sweep_memory_spills()
+        # Parsed records take about their input's size; compressed inputs several times it.
+        estimate = sum(f.bytes * (5 if f.path.endswith((".gz", ".zst")) else 1.2) for f in inputs)
+        spill = choose_spill_dir("output" if cfg.runner.dask_address else cfg.units.spill_to, int(estimate), run_id)
     plan = RunPlan(
-        run_id=str(uuid.uuid4()),
+        run_id=run_id,
         started_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         config=cfg,
         config_sha256=digest,
@@ -328,6 +346,9 @@ def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile
         skipped_inputs=skipped,
         hash_lists=matcher.summary(),
         waivers=matcher.waivers,
+        spill_dir=spill,
     )
     plan.save()
+    if spill:
+        claim(Path(spill), plan.work_dir, run_id)
     return plan

@@ -25,6 +25,7 @@ from pipeline.plan import RunPlan
 from pipeline.safety.quarantine import add_confirmed, merge_incidents
 from pipeline.sinks.card import CARD, CROISSANT, write_metadata
 from pipeline.sinks.shards import ShardWriter, WrittenFile
+from pipeline.spill import remove_spill
 from pipeline.steps import _read_done, _read_schema, _unit_name, index_additions, shard_ids
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def finalize(work_dir: str) -> dict:
         CorpusIndex.open(plan.config.state.dir, plan.config).add_run(
             plan.run_id, plan.out_dir, exact, near_keys, near_sig, inputs)
     shutil.rmtree(work)
+    if plan.spill_dir:
+        remove_spill(Path(plan.spill_dir))
     return manifest
 
 

@@ -36,7 +36,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.schema_merge import cast_to_schema, merge_schemas
 from pipeline.sinks.shards import ShardWriter, plan_shards
-from pipeline.spill import SpillWriter, read_spill
+from pipeline.spill import SpillWriter, read_spill, spill_complete
 from pipeline.sources import Batch, Reject, is_image_source, reader_for
 from pipeline.sources.base import string_digests
 
@@ -331,7 +331,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     near = plan.config.dedup.near
     signer = SignatureWriter(work / "minhash", unit_id, near) if near.enabled else None
     source = plan.source(unit.source)
-    spill = (SpillWriter(work, unit_id)
+    spill = (SpillWriter(plan.spill_root, unit_id)
              if plan.config.units.spill and reader_for(unit.kind).spill and not is_image_source(source) else None)
     try:
         with atomic_path(work / "pass1" / f"{_unit_name(unit_id)}.parquet") as tmp:
@@ -566,8 +566,8 @@ def iter_unit_rows(plan: RunPlan, unit_id: int, keep_rows: np.ndarray):
         return
     last = keep_rows[-1]
     spilled = (_read_done(plan.work_dir / "pass1" / f"{_unit_name(unit_id)}.json") or {}).get("spilled")
-    if spilled is not None:
-        batches = read_spill(plan.work_dir, unit_id, spilled)
+    if spilled is not None and spill_complete(plan.spill_root, unit_id, spilled):
+        batches = read_spill(plan.spill_root, unit_id, spilled)
     else:
         batches = ((b.table, b.rows) for b in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units))
     try:
