@@ -87,7 +87,8 @@ def claim(root: Path, work_dir: Path, run_id: str) -> None:
     base.mkdir(mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)
     root.mkdir(mode=0o700, exist_ok=True)
-    (root / _OWNER).write_text(json.dumps({"run_id": run_id, "work_dir": str(work_dir)}))
+    # An absolute path: a sweep may run in another process with another working directory.
+    (root / _OWNER).write_text(json.dumps({"run_id": run_id, "work_dir": str(Path(work_dir).resolve())}))
 
 
 def remove_spill(root: Path) -> None:

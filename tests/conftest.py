@@ -39,3 +39,25 @@ def run_pipeline(tmp_path):
         return manifest, ledger, shards
 
     return _run
+
+
+@pytest.fixture(autouse=True)
+def _free_memory_spills(tmp_path):
+    """Tests that stop a run midway leave its memory spill (RAM) behind: removed after the test."""
+    yield
+    import json
+    import shutil
+
+    from pipeline.spill import memory_spill_base
+
+    base = memory_spill_base()
+    if not base.is_dir():
+        return
+    root = str(tmp_path.resolve())
+    for d in base.iterdir():
+        try:
+            owner = json.loads((d / "owner.json").read_text())["work_dir"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if owner.startswith(root):
+            shutil.rmtree(d, ignore_errors=True)
