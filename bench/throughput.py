@@ -10,7 +10,9 @@ each in a fresh Python subprocess, alternating, --repeats times:
 For each run: the wall seconds of the work itself (measured in the child after its imports),
 MB/s = input bytes / that wall (MB = 10^6 bytes), the peak RSS of the whole subprocess
 (`ru_maxrss` from `os.wait4`, i.e. the kernel's high-water mark over all its threads, plus
-a psutil-sampled peak of the summed RSS of its process tree as a cross-check), its CPU
+a psutil-sampled peak of the summed RSS of its process tree as a cross-check, and the sampled
+peak growth of the machine's shared/tmpfs memory, where the pipeline's memory spill lives
+outside any RSS), its CPU
 seconds, and the outer wall (interpreter start-up and imports included). The medians and the
 ratio pipeline/ceiling (target: >= 0.50) are printed as a markdown table and written with the
 machine info, the command line and every individual run to bench/results/throughput-<date>.json.
@@ -187,6 +189,7 @@ class TreeRssSampler(threading.Thread):
         self.pid, self.interval = pid, interval
         self.peak = 0
         self.samples = 0
+        self.shm_peak_growth = 0  # tmpfs/shared memory (the pipeline's memory spill is there, not in RSS)
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -196,7 +199,9 @@ class TreeRssSampler(threading.Thread):
             root = psutil.Process(self.pid)
         except psutil.Error:
             return
+        shm0 = psutil.virtual_memory().shared
         while not self._halt.is_set():
+            self.shm_peak_growth = max(self.shm_peak_growth, psutil.virtual_memory().shared - shm0)
             try:
                 procs = [root] + root.children(recursive=True)
                 total = 0
@@ -248,6 +253,7 @@ def run_child(kind: str, spec: dict, log_dir: Path, run_no: int, prefix: list[st
         "outer_wall_s": round(outer, 3),
         "peak_rss_mib": round(ru.ru_maxrss * 1024 / MiB, 1),          # ru_maxrss is KiB on Linux
         "peak_tree_rss_sampled_mib": round(sampler.peak / MiB, 1),
+        "peak_shmem_growth_mib": round(sampler.shm_peak_growth / MiB, 1),
         "rss_samples": sampler.samples,
         "cpu_user_s": round(ru.ru_utime, 2),
         "cpu_sys_s": round(ru.ru_stime, 2),
@@ -357,7 +363,7 @@ def _median(runs: list[dict], key: str) -> float | None:
 
 
 def summarize(runs: list[dict]) -> dict:
-    keys = ("wall_s", "mb_per_s", "peak_rss_mib", "peak_tree_rss_sampled_mib", "cpu_user_s", "cpu_sys_s",
+    keys = ("wall_s", "mb_per_s", "peak_rss_mib", "peak_tree_rss_sampled_mib", "peak_shmem_growth_mib", "cpu_user_s", "cpu_sys_s",
             "cpu_util", "outer_wall_s", "output_bytes", "other_cores_busy")
     out = {}
     for kind in ("ceiling", "pipeline"):
@@ -423,13 +429,13 @@ def markdown(summary: dict, runs: list[dict], corpus: dict, info_before: dict, u
              + f" (tree sha256 {code['tree_sha256'][:12]}).")
     L.append("")
     L.append("| job | runs | wall s (median) | MB/s | peak RSS MiB (ru_maxrss) | peak tree RSS MiB (sampled) "
-             "| CPU user+sys s | CPU / wall | process wall s (incl. start-up) | other work, cores busy |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|")
+             "| tmpfs growth MiB (sampled) | CPU user+sys s | CPU / wall | process wall s (incl. start-up) | other work, cores busy |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in ("ceiling", "pipeline"):
         s = summary[kind]
         cpu = None if s["cpu_user_s"] is None else s["cpu_user_s"] + s["cpu_sys_s"]
         L.append(f"| {kind} | {s['runs']} | {_fmt(s['wall_s'], 2)} | {_fmt(s['mb_per_s'])} | {_fmt(s['peak_rss_mib'], 0)} "
-                 f"| {_fmt(s['peak_tree_rss_sampled_mib'], 0)} | {_fmt(cpu)} | {_fmt(s['cpu_util'], 2)} "
+                 f"| {_fmt(s['peak_tree_rss_sampled_mib'], 0)} | {_fmt(s['peak_shmem_growth_mib'], 0)} | {_fmt(cpu)} | {_fmt(s['cpu_util'], 2)} "
                  f"| {_fmt(s['outer_wall_s'], 2)} | {_fmt(s['other_cores_busy'], 2)} |")
     L.append("")
     ratio = summary["ratio_pipeline_over_ceiling"]
