@@ -84,8 +84,11 @@ def _plain_word(w, prev, collapse, lower):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _store_word(out, pos, v):
+    # Unsigned indices: without numba's negative-index handling LLVM merges the eight byte
+    # stores into one unaligned 8-byte store.
+    p = np.uint64(pos)
     for q in range(8):
-        out[pos + q] = np.uint8((v >> np.uint64(8 * q)) & _B0)
+        out[p + np.uint64(q)] = np.uint8((v >> np.uint64(8 * q)) & _B0)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
