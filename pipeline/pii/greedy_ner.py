@@ -195,10 +195,10 @@ def _maxout_norm_nodes(chain):
     return nodes["maxout"], nodes["layernorm"]
 
 
-def _seq2col1(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def _seq2col1(X: np.ndarray) -> np.ndarray:
     """thinc's `seq2col(X, nW=1)` of one sequence: each row with its neighbours, zeros past the ends."""
     n, d = X.shape
-    out = np.empty((n, 3 * d), dtype=X.dtype) if out is None else out
+    out = np.empty((n, 3 * d), dtype=X.dtype)
     out[1:, :d] = X[:-1]
     out[:1, :d] = 0
     out[:, d:2 * d] = X
@@ -228,21 +228,6 @@ class _FastEncoder:
             self.blocks.append(_MaxoutNorm(inner))
         # The compiled tail covers the small English model's shape: width 96, three pieces, float32.
         self.fused = all(b.nO == 96 and b.nP == 3 and b.W.dtype == np.float32 for b in self.blocks)
-        self._kept: dict[str, np.ndarray] = {}
-
-    # Work arrays up to this size are kept between batches: fresh ones cost a page fault per 4 KiB.
-    KEEP_BYTES = 64 << 20
-
-    def _work(self, name: str, rows: int, cols: int) -> np.ndarray:
-        """A float32 (rows, cols) work array, reused from earlier batches when it fits."""
-        kept = self._kept.get(name)
-        if kept is not None and kept.shape[0] >= rows and kept.shape[1] == cols:
-            return kept[:rows]
-        if rows * cols * 4 > self.KEEP_BYTES:
-            return np.empty((rows, cols), dtype=np.float32)
-        capacity = min(max(rows, int(rows * 1.25)), self.KEEP_BYTES // (cols * 4))
-        self._kept[name] = np.empty((capacity, cols), dtype=np.float32)
-        return self._kept[name][:rows]
 
     def __call__(self, per_doc: list) -> list:
         lengths = np.asarray([len(x) for x in per_doc], dtype=np.int32)
@@ -250,17 +235,16 @@ class _FastEncoder:
         if self.fused and X.shape[0]:
             maxout_moments, norm_residual = _fused_kernel()
             n = X.shape[0]
-            cols = _seq2col1(X, self._work("cols", n, 3 * 96))
-            Y = self._work("Y", n, 3 * 96)
-            T = self._work("T", n, 96)
-            mu = self._work("mu", n, 1)
-            var = self._work("var", n, 1)
-            for k, block in enumerate(self.blocks):
+            cols = _seq2col1(X)
+            Y = np.empty((n, 3 * 96), dtype=np.float32)
+            T = np.empty((n, 96), dtype=np.float32)
+            mu = np.empty((n, 1), dtype=np.float32)
+            var = np.empty((n, 1), dtype=np.float32)
+            for block in self.blocks:
                 np.matmul(cols, block.W.T, out=Y)
                 maxout_moments(Y, block.b, T, mu[:, 0], var[:, 0])
                 inv = var ** (-1.0 / 2.0)   # numpy's float32 power, as thinc's layer norm takes it
-                # The last block's output is returned (as views): it never goes into a kept array.
-                X_next = self._work(f"X{k % 2}", n, 96) if k + 1 < len(self.blocks) else np.empty_like(X)
+                X_next = np.empty_like(X)
                 norm_residual(T, mu[:, 0], inv[:, 0], block.G, block.beta, X, X_next, cols)
                 X = X_next
             return self.ops.unflatten(X, lengths, pad=self.pad)
