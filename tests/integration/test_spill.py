@@ -25,9 +25,24 @@ def test_the_sample_run_gives_byte_identical_shards_and_ledger_with_and_without_
     assert with_spill["conservation"]["overall"] == without["conservation"]["overall"]
 
 
-def test_pass_2_reads_the_spilled_batches_and_not_the_input_again(tmp_path, monkeypatch):
+def _sample_source(tmp_path):
     src = shutil.copy(REPO / "data_samples" / "web" / "part-0.jsonl", tmp_path / "p.jsonl")
-    sources = [{"name": "w", "kind": "jsonl", "paths": [str(src)]}]
+    return [{"name": "w", "kind": "jsonl", "paths": [str(src)]}]
+
+
+def _finish(work: str, out, reference_dir, reference: dict) -> dict:
+    """The barrier, pass 2 and finalize of a run whose pass 1 is done; its outputs must equal the reference run's."""
+    barrier(work)
+    for s in shard_ids(work):
+        pass2(work, s)
+    manifest = finalize(work)
+    assert file_digests(out) == file_digests(reference_dir)
+    assert manifest["conservation"]["overall"] == reference["conservation"]["overall"]
+    return manifest
+
+
+def test_pass_2_reads_the_spilled_batches_and_not_the_input_again(tmp_path, monkeypatch):
+    sources = _sample_source(tmp_path)
     reference = run_local(build_config(tmp_path / "reference", sources, units={"target_bytes": 4096}))
 
     plan = make_plan(build_config(tmp_path / "run", sources, units={"target_bytes": 4096}))
@@ -40,20 +55,13 @@ def test_pass_2_reads_the_spilled_batches_and_not_the_input_again(tmp_path, monk
 
     with monkeypatch.context() as m:
         m.setattr(JsonlReader, "read", no_second_read)
-        barrier(work)
-        for s in shard_ids(work):
-            pass2(work, s)
-    manifest = finalize(work)
-
-    assert file_digests(tmp_path / "run") == file_digests(tmp_path / "reference")
-    assert manifest["conservation"]["overall"] == reference["conservation"]["overall"]
+        _finish(work, tmp_path / "run", tmp_path / "reference", reference)
     assert not (tmp_path / "run" / "_work").exists()  # the spill goes with the scratch space
     assert not plan.spill_root.exists()
 
 
 def test_a_killed_pass_1_leaves_no_spill_that_a_rerun_would_trust(tmp_path):
-    src = shutil.copy(REPO / "data_samples" / "web" / "part-0.jsonl", tmp_path / "p.jsonl")
-    cfg = build_config(tmp_path / "run", [{"name": "w", "kind": "jsonl", "paths": [str(src)]}])
+    cfg = build_config(tmp_path / "run", _sample_source(tmp_path))
     plan = make_plan(cfg)
     stale = plan.spill_root / "u00000"
     stale.mkdir(parents=True, exist_ok=True)
@@ -63,11 +71,6 @@ def test_a_killed_pass_1_leaves_no_spill_that_a_rerun_would_trust(tmp_path):
     assert sorted(p.name for p in stale.iterdir()) == [f"b{k:05d}.arrow" for k in range(result["spilled"])]
     for d in (stale.parent, stale):  # record content: owner-only
         assert d.stat().st_mode & 0o077 == 0
-
-
-def _sample_source(tmp_path):
-    src = shutil.copy(REPO / "data_samples" / "web" / "part-0.jsonl", tmp_path / "p.jsonl")
-    return [{"name": "w", "kind": "jsonl", "paths": [str(src)]}]
 
 
 needs_shm = pytest.mark.skipif(not spill_mod._shm_is_tmpfs(), reason="no tmpfs at /dev/shm")
@@ -86,12 +89,7 @@ def test_a_memory_spill_lives_on_dev_shm_gives_the_same_outputs_and_goes_at_publ
     assert sorted(p.name for p in plan.spill_root.iterdir())[:2] == ["owner.json", "u00000"]
     for d in (plan.spill_root.parent, plan.spill_root, plan.spill_root / "u00000"):
         assert d.stat().st_mode & 0o077 == 0  # record content in a world-writable place: owner-only
-    barrier(work)
-    for s in shard_ids(work):
-        pass2(work, s)
-    manifest = finalize(work)
-    assert file_digests(tmp_path / "mem") == file_digests(tmp_path / "disk")
-    assert manifest["conservation"]["overall"] == on_disk["conservation"]["overall"]
+    _finish(work, tmp_path / "mem", tmp_path / "disk", on_disk)
     assert not plan.spill_root.exists()
     assert RunPlan.from_json(plan.to_json()).spill_dir == plan.spill_dir
 
@@ -105,12 +103,7 @@ def test_a_lost_memory_spill_is_read_again_from_the_input(tmp_path):
     for u in plan.units:
         pass1(work, u.unit_id)
     shutil.rmtree(plan.spill_root / "u00001")  # as a reboot between the passes would leave it
-    barrier(work)
-    for s in shard_ids(work):
-        pass2(work, s)
-    manifest = finalize(work)
-    assert file_digests(tmp_path / "mem") == file_digests(tmp_path / "ref")
-    assert manifest["conservation"]["overall"] == reference["conservation"]["overall"]
+    _finish(work, tmp_path / "mem", tmp_path / "ref", reference)
 
 
 @needs_shm
