@@ -42,9 +42,13 @@ def run_pipeline(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _free_memory_spills(tmp_path):
-    """Tests that stop a run midway leave its memory spill (RAM) behind: removed after the test."""
+def _free_memory_spills(request):
+    """Tests that stop a run midway leave its memory spill (RAM) behind: removed after the test.
+    Only tests with a `tmp_path` run pipelines; no temporary directory is made for the others."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
+    if tmp is None:
+        return
     import json
     import shutil
 
@@ -53,7 +57,7 @@ def _free_memory_spills(tmp_path):
     base = memory_spill_base()
     if not base.is_dir():
         return
-    root = str(tmp_path.resolve())
+    root = str(tmp.resolve())
     for d in base.iterdir():
         try:
             owner = json.loads((d / "owner.json").read_text())["work_dir"]
