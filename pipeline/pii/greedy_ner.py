@@ -32,6 +32,7 @@ benchmark corpora).
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -185,6 +186,86 @@ def _fused_kernel():
     return maxout_moments, norm_residual
 
 
+@functools.lru_cache(maxsize=None)
+def _decode_kernel():
+    """The greedy decode of one group of documents, compiled (numba)."""
+    import numba
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False)
+    def greedy(cached, closed, W, bu, bl, pieces, mask, kind, lab, unseen, soffs, slens, space,
+               ent_doc, ent_start, ent_end, ent_label):
+        """Decode documents sorted by length, longest first; document d's token t has row
+        soffs[d] + t of `cached` (the lower layer's output, row 0 its padding) and of `closed`
+        (the scores of the state with no entity open, whose features are all padding but B0).
+        Step t advances every document longer than t, as spaCy's batch does; returns the number
+        of entities written to ent_* (document, first token, end token, label)."""
+        n, n_act = len(slens), W.shape[0]
+        hidden = W.shape[1]
+        opened_at = np.full(n, -1, dtype=np.int64)   # first token of the open entity, -1: none
+        cur = np.zeros(n, dtype=np.int64)             # label of the open entity, 0: none
+        scores = np.empty((n, n_act), dtype=np.float32)
+        h = np.empty(hidden, dtype=np.float32)
+        found = 0
+        active = n
+        for t in range(slens[0] if n else 0):
+            while slens[active - 1] <= t:
+                active -= 1
+            lowest = np.inf
+            for d in range(active):
+                row = soffs[d] + t
+                s = scores[d]
+                if opened_at[d] < 0:
+                    s[:] = closed[row]
+                else:
+                    # B0, E0 and B0-1 summed in spaCy's order, the bias, maxout, the upper layer
+                    f1 = soffs[d] + opened_at[d]
+                    for o in range(hidden):
+                        m = np.float32(0)
+                        for p in range(pieces):
+                            j = o * pieces + p
+                            v = cached[row, 0, j] + cached[f1, 1, j]
+                            v = v + cached[row - 1, 2, j]
+                            v = v + bl[j]
+                            if p == 0 or v > m:
+                                m = v
+                        h[o] = m
+                    # the upper layer's dot products, each product exact and summed in float64
+                    for a in range(n_act):
+                        acc = 0.0
+                        for o in range(hidden):
+                            acc += np.float64(h[o]) * np.float64(W[a, o])
+                        s[a] = np.float32(acc) + bu[a]
+                if len(unseen):
+                    for a in range(n_act):
+                        if s[a] < lowest:
+                            lowest = s[a]
+            for d in range(active):
+                s = scores[d]
+                for a in unseen:     # spaCy gives classes never seen in training the batch's lowest score
+                    s[a] = lowest
+                row = soffs[d] + t
+                code = cur[d] * 4 + (slens[d] - 1 == t) * 2 + space[row]
+                best = -1
+                for a in range(n_act):     # the first maximum among the valid actions
+                    if mask[code, a] == 0 and (best < 0 or s[a] > s[best]):
+                        best = a
+                k = kind[best]
+                if k == 0:
+                    opened_at[d] = t
+                    cur[d] = lab[best]
+                elif k == 2:
+                    ent_doc[found], ent_start[found], ent_end[found], ent_label[found] = d, opened_at[d], t + 1, cur[d]
+                    found += 1
+                    opened_at[d] = -1
+                    cur[d] = 0
+                elif k == 3:
+                    ent_doc[found], ent_start[found], ent_end[found], ent_label[found] = d, t, t + 1, lab[best]
+                    found += 1
+        return found
+
+    return greedy
+
+
 def _maxout_norm_nodes(chain):
     """(maxout, layernorm) of a `maxout>>layernorm>>dropout` chain with dropout 0, else ValueError."""
     nodes = {n.name: n for n in chain.walk()}
@@ -207,10 +288,34 @@ def _seq2col1(X: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Buffers:
+    """Work arrays reused from one group of documents to the next: a group's arrays stay in the
+    caches, and no batch pays the page faults of fresh large allocations (measured: a fifth of
+    the encoder's time on a cold 1,000-paragraph run). A group larger than the capacity (one
+    very long document) gets arrays of its own, freed after it."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._arrays: dict[tuple, np.ndarray] = {}
+
+    def get(self, name: str, rows: int, *shape: int) -> np.ndarray:
+        if rows > self.capacity:
+            return np.empty((rows, *shape), dtype=np.float32)
+        key = (name, *shape)
+        a = self._arrays.get(key)
+        if a is None:
+            a = self._arrays[key] = np.empty((self.capacity, *shape), dtype=np.float32)
+        return a[:rows]
+
+
 class _FastEncoder:
-    """spaCy's `MaxoutWindowEncoder.v2` with window 1 for inference: thinc's flatten with its
-    padding rows, then per block seq2col, maxout, layer norm and the residual sum, as
-    `with_array(clone(residual(...)))` computes them."""
+    """spaCy's `MaxoutWindowEncoder.v2` with window 1 for inference, one group of documents at a
+    time: thinc's flatten with its padding rows, then per block seq2col, maxout, layer norm and
+    the residual sum, as `with_array(clone(residual(...)))` computes them.
+
+    Each document's rows depend only on its own rows: the encoder's receptive field (one row per
+    block) does not reach past the padding rows thinc puts between documents (`pad` is at least
+    the number of blocks, checked), so a group gives the same rows as the whole batch."""
 
     def __init__(self, encode, ops):
         self.ops = ops
@@ -226,35 +331,56 @@ class _FastEncoder:
             if window.attrs.get("window_size") != 1:
                 raise ValueError("window")
             self.blocks.append(_MaxoutNorm(inner))
+        if self.pad < len(self.blocks):
+            raise ValueError("pad")
+        self.width = self.blocks[0].nO
         # The compiled tail covers the small English model's shape: width 96, three pieces, float32.
         self.fused = all(b.nO == 96 and b.nP == 3 and b.W.dtype == np.float32 for b in self.blocks)
 
-    def __call__(self, per_doc: list) -> list:
-        lengths = np.asarray([len(x) for x in per_doc], dtype=np.int32)
-        X = self.ops.flatten(per_doc, pad=self.pad)
-        if self.fused and X.shape[0]:
-            maxout_moments, norm_residual = _fused_kernel()
-            n = X.shape[0]
-            cols = _seq2col1(X)
-            Y = np.empty((n, 3 * 96), dtype=np.float32)
-            T = np.empty((n, 96), dtype=np.float32)
-            mu = np.empty((n, 1), dtype=np.float32)
-            var = np.empty((n, 1), dtype=np.float32)
+    def padded_rows(self, lengths: np.ndarray) -> np.ndarray:
+        """The row of each token of the documents in thinc's padded layout."""
+        doc = np.repeat(np.arange(len(lengths)), lengths)
+        return np.arange(len(doc)) + self.pad * (doc + 1)
+
+    def __call__(self, vectors: np.ndarray, lengths: np.ndarray, buffers: _Buffers) -> np.ndarray:
+        """The encoder's rows for documents whose embedded rows are `vectors` (concatenated,
+        `lengths[i]` rows each; no empty document), concatenated the same way."""
+        rows = self.pad * (len(lengths) + 1) + len(vectors)
+        where = self.padded_rows(lengths)
+        X = buffers.get("X", rows, self.width)
+        X[:] = 0
+        X[where] = vectors
+        if not self.fused:
             for block in self.blocks:
-                np.matmul(cols, block.W.T, out=Y)
-                maxout_moments(Y, block.b, T, mu[:, 0], var[:, 0])
-                inv = var ** (-1.0 / 2.0)   # numpy's float32 power, as thinc's layer norm takes it
-                X_next = np.empty_like(X)
-                norm_residual(T, mu[:, 0], inv[:, 0], block.G, block.beta, X, X_next, cols)
-                X = X_next
-            return self.ops.unflatten(X, lengths, pad=self.pad)
+                X = X + block(_seq2col1(X))
+            return X[where]
+        maxout_moments, norm_residual = _fused_kernel()
+        cols = buffers.get("cols", rows, 3 * 96)
+        cols[1:, :96] = X[:-1]
+        cols[:1, :96] = 0
+        cols[:, 96:192] = X
+        cols[:-1, 192:] = X[1:]
+        cols[-1:, 192:] = 0
+        Y = buffers.get("Y", rows, 3 * 96)
+        T = buffers.get("T", rows, 96)
+        mu = buffers.get("mu", rows, 1)[:, 0]
+        var = buffers.get("var", rows, 1)[:, 0]
+        X_next = buffers.get("X_next", rows, 96)
         for block in self.blocks:
-            X = X + block(_seq2col1(X))
-        return self.ops.unflatten(X, lengths, pad=self.pad)
+            np.matmul(cols, block.W.T, out=Y)
+            maxout_moments(Y, block.b, T, mu, var)
+            inv = var ** (-1.0 / 2.0)   # numpy's float32 power, as thinc's layer norm takes it
+            norm_residual(T, mu, inv, block.G, block.beta, X, X_next, cols)
+            X, X_next = X_next, X
+        return X[where]
 
 
 class GreedyNer:
     """Batch greedy decoder for one spaCy `EntityRecognizer`; build with `for_pipe`."""
+
+    # Documents are encoded and decoded in groups of about this many rows (tokens plus thinc's
+    # padding): a group's work arrays fit in the caches (4,096 rows of 288 floats: 4.5 MiB).
+    GROUP_ROWS = 4096
 
     def __init__(self, ner, *, numpy_blas: bool = True):
         model = ner.model
@@ -274,10 +400,15 @@ class GreedyNer:
                 self._fast = (_MaxoutNorm(maxout.layers[0]), _FastEncoder(encode, self._ops))
             except (ValueError, KeyError, StopIteration):
                 self._fast = None
-        self._W = upper.get_param("W")
-        self._bu = upper.get_param("b")
-        self._bl = self._lower.get_param("b").reshape(-1)
+        self._W = np.ascontiguousarray(upper.get_param("W"), dtype=np.float32)
+        self._bu = np.ascontiguousarray(upper.get_param("b"), dtype=np.float32)
+        self._bl = np.ascontiguousarray(self._lower.get_param("b").reshape(-1), dtype=np.float32)
         self._pieces = self._lower.get_dim("nP")
+        lw = self._lower.get_param("W")
+        self._lower_W = lw.reshape(-1, self._lower.get_dim("nI"))      # (nF * nO * nP, nI), as spaCy's forward
+        self._lower_pad = self._lower.get_param("pad").reshape(-1)
+        self._buffers = _Buffers(self.GROUP_ROWS + 16)
+        self._lock = threading.Lock()
         names = [ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)]
         self._unseen = np.array(sorted(model.attrs.get("unseen_classes", ())), dtype=np.int64)
         kind = np.array([_KINDS.index(n[0]) for n in names], dtype=np.int64)
@@ -335,98 +466,109 @@ class GreedyNer:
     def __call__(self, docs: Sequence) -> list[list[tuple[int, int, str]]]:
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1, user_api="blas"):
+        with self._lock, threadpool_limits(limits=1, user_api="blas"):
             return self._decode(list(docs))
 
-    def _tokvecs(self, docs: list):
-        """The tok2vec output for the docs' tokens, concatenated. The embedding stage depends
-        on each token's own features only (NORM, PREFIX, SUFFIX, SHAPE), so it runs once per
-        distinct feature row of the batch (a third of the rows on English prose) and is
-        gathered back; the convolutions then see exactly the rows `predict` would give them."""
-        if self._embed_parts is None:
-            return self._t2v.predict(docs)
-        features, embed, maxout, encode, to_array, linear = self._embed_parts
-        rows = features.predict(docs)
-        lengths = [len(r) for r in rows]
-        table = np.concatenate(rows)
+    def _embedded(self, docs: list) -> np.ndarray:
+        """The embedding stage's rows for the docs' tokens, concatenated. It depends on each
+        token's own features only (NORM, PREFIX, SUFFIX, SHAPE), so it runs once per distinct
+        feature row of the batch (a third of the rows on English prose) and is gathered back."""
+        features, embed, _, _, _, _ = self._embed_parts
+        fast_maxout, _ = self._fast
+        table = np.concatenate(features.predict(docs))
         keys = np.ascontiguousarray(table).view(np.dtype((np.void, table.dtype.itemsize * table.shape[1]))).ravel()
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        if self._fast is not None:
-            fast_maxout, fast_encode = self._fast
-            vectors = fast_maxout(embed.predict(table[first]))[inverse]
-            per_doc = np.split(vectors, np.cumsum(lengths)[:-1])
-            return linear.predict(to_array.predict(fast_encode(per_doc)))
-        vectors = maxout.predict(embed.predict(table[first]))[inverse]
-        per_doc = np.split(vectors, np.cumsum(lengths)[:-1])
-        return linear.predict(to_array.predict(encode.predict(per_doc)))
+        return fast_maxout(embed.predict(table[first]))[inverse.reshape(-1)]
+
+    def _groups(self, lengths: np.ndarray) -> list[tuple[int, int]]:
+        """Consecutive runs [i, j) of documents (none empty) of about GROUP_ROWS rows in all."""
+        pad = self._fast[1].pad if self._fast is not None else 0
+        groups, i, rows = [], 0, pad
+        for j, n in enumerate(lengths.tolist()):
+            if j > i and rows + n + pad > self.GROUP_ROWS:
+                groups.append((i, j))
+                i, rows = j, pad
+            rows += n + pad
+        if i < len(lengths):
+            groups.append((i, len(lengths)))
+        return groups
+
+    def _group_tokvecs(self, vectors: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """tok2vec's output for one group from its embedded rows: the encoder, then the
+        parser's linear projection (thinc's `Linear`, through the same BLAS product)."""
+        _, _, _, _, _, linear = self._embed_parts
+        return linear.predict(self._fast[1](vectors, lengths, self._buffers))
+
+    def _tokvecs(self, docs: list) -> np.ndarray:
+        """The tok2vec output for the docs' tokens, concatenated: the rows `predict` gives."""
+        if self._fast is None:
+            return self._t2v.predict(docs)
+        with self._lock:
+            lengths = np.array([len(d) for d in docs], dtype=np.int64)
+            lengths = lengths[lengths > 0]
+            vectors = self._embedded(docs)
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            parts = [self._group_tokvecs(vectors[starts[i]:starts[j]], lengths[i:j]) for i, j in self._groups(lengths)]
+            return np.concatenate(parts) if parts else self._t2v.predict(docs)
 
     def _decode(self, docs: list) -> list[list[tuple[int, int, str]]]:
         from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
 
         out: list[list[tuple[int, int, str]]] = [[] for _ in docs]
         lens = np.array([len(d) for d in docs], dtype=np.int64)
-        todo = [d for d in docs if len(d)]
-        if not todo:
+        idx = np.nonzero(lens)[0]
+        if not len(idx):
             return out
+        todo = [docs[i] for i in idx.tolist()]
+        lens = lens[idx]
         attrs = np.concatenate([d.to_array([IS_SPACE, ENT_IOB, SENT_START]).reshape(-1, 3) for d in todo])
         if attrs[:, 1].any():
             raise ValueError("GreedyNer decodes documents without preset entities only")
         # A sentence start after a document's first token would forbid entities across it
         # (spaCy's rule); documents from the tokenizer have none, and only they come here.
-        starts = attrs[:, 2] == 1
-        starts[np.concatenate([[0], np.cumsum(lens[lens > 0])[:-1]])] = False
-        if starts.any():
+        starts = np.concatenate([[0], np.cumsum(lens)])
+        sent = attrs[:, 2] == 1
+        sent[starts[:-1]] = False
+        if sent.any():
             raise ValueError("GreedyNer decodes documents without sentence boundaries only")
-        tokvecs = self._tokvecs(todo)
-        cached, _ = self._lower(tokvecs, is_train=False)      # row 0: padding, then one row per token
-        cached = cached.reshape(cached.shape[0], cached.shape[1], -1)
-        f0, f1, f2 = cached[:, 0], cached[:, 1], cached[:, 2]
-        space = np.concatenate([[0], attrs[:, 0]]).astype(np.int64)
-
-        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]) + 1
-        order = np.argsort(-lens, kind="stable")
-        order = order[lens[order] > 0]
-        slens, soffs = lens[order], offsets[order]
-        n = len(order)
-        ent_start = np.full(n, -1, dtype=np.int64)   # token index of the open entity, -1: none
-        cur = np.zeros(n, dtype=np.int64)            # label of the open entity, 0: none
-        found = []
-        active = n
-        for t in range(int(slens[0])):
-            while slens[active - 1] <= t:
-                active -= 1
-            k = active
-            ids0 = soffs[:k] + t
-            es = ent_start[:k]
-            opened = es >= 0
-            h = f0[ids0]
-            h += f1[np.where(opened, soffs[:k] + es, 0)]
-            h += f2[np.where(opened, ids0 - 1, 0)]
-            h += self._bl
-            h = h.reshape(k, -1, self._pieces)
-            h = functools.reduce(np.maximum, [h[:, :, p] for p in range(1, self._pieces)], h[:, :, 0])
-            scores = self._ops.gemm(h, self._W, trans2=True)
-            scores += self._bu
-            if len(self._unseen):
-                scores[:, self._unseen] = scores.min()
-            code = cur[:k] * 4 + (slens[:k] - 1 == t) * 2 + space[ids0]
-            scores += self._mask[code]
-            act = scores.argmax(axis=1)
-            kind, lab = self._kind[act], self._lab[act]
-            began = np.nonzero(kind == 0)[0]
-            ent_start[began] = t
-            cur[began] = lab[began]
-            closed = np.nonzero(kind == 2)[0]
-            if len(closed):
-                found.append((closed, ent_start[closed].copy(), t + 1, cur[closed].copy()))
-                ent_start[closed] = -1
-                cur[closed] = 0
-            unit = np.nonzero(kind == 3)[0]
-            if len(unit):
-                found.append((unit, np.full(len(unit), t), t + 1, lab[unit]))
-        for rows, begins, end, labels in found:
-            for doc_i, b, lb in zip(order[rows].tolist(), begins.tolist(), labels.tolist()):
-                out[doc_i].append((b, end, self.labels[lb]))
+        space = attrs[:, 0].astype(np.int64)
+        if self._fast is not None:
+            vectors = self._embedded(todo)
+        else:
+            tokvecs = self._t2v.predict(todo)
+        for i, j in self._groups(lens):
+            a, b = starts[i], starts[j]
+            tv = self._group_tokvecs(vectors[a:b], lens[i:j]) if self._fast is not None else tokvecs[a:b]
+            for d, begin, end, label in self._decode_group(tv, lens[i:j], space[a:b]):
+                out[idx[i + d]].append((begin, end, self.labels[label]))
         for ents in out:
             ents.sort()
         return out
+
+    def _decode_group(self, tokvecs: np.ndarray, lens: np.ndarray, space: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """(document within the group, first token, end token, label index) of each entity."""
+        n = len(tokvecs)
+        nF, width = self._lower.get_dim("nF"), len(self._bl)
+        # spaCy's PrecomputableAffine: one product for every token and feature slot, row 0 padding
+        cached = self._buffers.get("lower", n + 1, nF * width)
+        np.matmul(tokvecs, self._lower_W.T, out=cached[1:])
+        cached[0] = self._lower_pad
+        cached = cached.reshape(n + 1, nF, width)
+        # Scores of the state with no entity open (features E0 and B0-1 are padding): one product
+        # for all tokens instead of one per decoding step.
+        h = cached[1:, 0] + cached[0, 1]
+        h += cached[0, 2]
+        h += self._bl
+        h = h.reshape(n, -1, self._pieces)
+        h = functools.reduce(np.maximum, [h[:, :, p] for p in range(1, self._pieces)], h[:, :, 0])
+        closed = self._buffers.get("closed", n + 1, len(self._bu))
+        np.matmul(h, self._W.T, out=closed[1:])
+        closed[1:] += self._bu
+        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]) + 1
+        order = np.argsort(-lens, kind="stable")
+        ent = [np.empty(n, dtype=np.int64) for _ in range(4)]
+        found = _decode_kernel()(cached, closed, self._W, self._bu, self._bl, self._pieces, self._mask,
+                                 self._kind, self._lab, self._unseen, offsets[order], lens[order],
+                                 np.concatenate([[0], space]), *ent)
+        docs, begins, ends, labels = (e[:found] for e in ent)
+        return list(zip(order[docs].tolist(), begins.tolist(), ends.tolist(), labels.tolist()))

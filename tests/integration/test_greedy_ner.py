@@ -137,13 +137,16 @@ def test_lazy_context_scoring_gives_presidio_s_own_results():
     found = engine.detect(texts)
     engine._analyzer.context_aware_enhancer = LemmaContextAwareEnhancer()  # Presidio's default, deep copy and all
     assert engine.detect(texts) == found
-    # ... and with Presidio's own NlpArtifacts (context keywords worked out for every text).
+    # ... and with Presidio's own NlpArtifacts (context keywords worked out for every text), its
+    # entities read from spaCy's doc.ents (Span objects) as Presidio's spaCy engine reads them.
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
     lazy = engine._nlp_engine.artifacts
 
-    def eager(doc):
-        a = lazy(doc)
+    def eager(doc, ents):
+        doc.set_ents([doc.char_span(s, e, label=label) for s, e, label in ents], default="outside")
+        a = engine._nlp_engine._doc_to_nlp_artifact(doc, "en")
+        assert all(type(e).__name__ == "Span" for e in a.entities)
         return NlpArtifacts(entities=a.entities, tokens=a.tokens, tokens_indices=a.tokens_indices, lemmas=a.lemmas,
                             nlp_engine=a.nlp_engine, language="en", scores=a.scores)
 
