@@ -35,37 +35,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import regex
+
 from pipeline.errors import ConfigError
 from pipeline.pii.config import DEFAULT_MODEL, DEFAULT_MODEL_PIP, PiiConfig
 
 log = logging.getLogger(__name__)
 
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
-_DIGITS = str.maketrans("", "", "0123456789")
+_ASCII_DIGITS = str.maketrans("", "", "0123456789")
+_ANY_DIGIT = re.compile(r"\d")
 
 
 def _digits(text: str) -> int:
-    return len(text) - len(text.translate(_DIGITS))
+    """Decimal digits in the text, in any script: what `\\d` matches (and int() reads)."""
+    if text.isascii():
+        return len(text) - len(text.translate(_ASCII_DIGITS))
+    return len(_ANY_DIGIT.findall(text))
 
 
+# Presidio's pattern recognizers search with these flags (`PatternRecognizer.global_regex_flags`,
+# IbanRecognizer's own); a prefilter that shares a pattern's character classes uses the same.
+_PRESIDIO_FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
 _IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+# Every IPv6 pattern of Presidio's IpRecognizer holds "::" or ":h:" (h: 1-4 hex digits).
+_IPV6_HINT = regex.compile(r":[0-9A-Fa-f]{0,4}:", _PRESIDIO_FLAGS)
 _MAC_HINT = re.compile(r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.")
+# IbanRecognizer (case-sensitive): two capital letters and two digits open every match.
+_IBAN_HINT = regex.compile(r"[A-Z]{2}[0-9]{2}", regex.DOTALL | regex.MULTILINE)
+# UsSsnRecognizer: 5 digits-4, 3-6, 3-2-4, 9 digits, 3[- .]2[- .]4: each starts with 3 digits,
+# an optional separator and 2 digits.
+_SSN_HINT = re.compile(r"[0-9]{3}[- .]?[0-9]{2}")
+# UsItinRecognizer: 9, two digits, an optional separator, then 5x, 6x, 7x, 8x or 9x.
+_ITIN_HINT = regex.compile(r"9\d{2}[- ]?[5-9]", _PRESIDIO_FLAGS)
+# UsPassportRecognizer: nine digits, or a letter and eight digits.
+_PASSPORT_HINT = re.compile(r"[0-9]{8}")
+# CryptoRecognizer: (bc1|[13]) and 25 or more of its characters ("bc1..." holds "1" and 25 of them).
+_CRYPTO_HINT = regex.compile(r"[13][a-zA-HJ-NP-Z0-9]{25}", _PRESIDIO_FLAGS)
 
 # A recognizer for these types can only match a text that passes the test (each pattern of the
-# Presidio recognizer needs that many digits, or that character); other types always run.
+# Presidio recognizer, or of ours, needs that many digits, or that substring); other types
+# always run. `tests/integration/test_pii.py` compares the results with and without these tests.
 _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
     "EMAIL_ADDRESS": lambda t, d: "@" in t,
     "CREDIT_CARD": lambda t, d: d >= 12,
-    "US_SSN": lambda t, d: d >= 9,
-    "US_ITIN": lambda t, d: d >= 9,
+    "US_SSN": lambda t, d: d >= 9 and _SSN_HINT.search(t) is not None,
+    "US_ITIN": lambda t, d: d >= 9 and _ITIN_HINT.search(t) is not None,
     "US_BANK_NUMBER": lambda t, d: d >= 8,
-    "US_PASSPORT": lambda t, d: d >= 8,
+    "US_PASSPORT": lambda t, d: d >= 8 and _PASSPORT_HINT.search(t) is not None,
     "MEDICAL_LICENSE": lambda t, d: d >= 7,
-    "IBAN_CODE": lambda t, d: d >= 2,
-    # IPv4 needs digit.d.d.digit; every IPv6 form has at least two colons.
-    "IP_ADDRESS": lambda t, d: (d >= 4 and _IPV4_HINT.search(t) is not None) or t.count(":") >= 2,
+    "IBAN_CODE": lambda t, d: d >= 2 and _IBAN_HINT.search(t) is not None,
+    # IPv4 needs digit.d.d.digit
+    "IP_ADDRESS": lambda t, d: (d >= 4 and _IPV4_HINT.search(t) is not None) or _IPV6_HINT.search(t) is not None,
     "MAC_ADDRESS": lambda t, d: _MAC_HINT.search(t) is not None,
-    "CRYPTO": lambda t, d: d >= 1,
+    "CRYPTO": lambda t, d: d >= 1 and _CRYPTO_HINT.search(t) is not None,
 }
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -453,18 +476,30 @@ class _TrimmedSpacyNlpEngine:
             return lexeme.is_stop, lexeme.is_punct
 
         class LazyKeywordsArtifacts(NlpArtifacts):
-            """NlpArtifacts whose context keywords (a stop-word and punctuation test per token) are
-            worked out when first read: only the context enhancer reads them, and only for a
-            result of a recognizer that has context words, which most texts do not produce."""
+            """NlpArtifacts whose lemmas, token offsets and context keywords (a stop-word and
+            punctuation test per token) are worked out when first read: only the context enhancer
+            reads them, and only for a result of a recognizer that has context words, which most
+            texts do not produce."""
 
-            def __init__(self, entities, tokens, tokens_indices, lemmas, nlp_engine, language, scores=None):
+            def __init__(self, entities, tokens, nlp_engine, language, scores=None):
                 self.entities = entities
                 self.tokens = tokens
-                self.lemmas = lemmas
-                self.tokens_indices = tokens_indices
                 self.nlp_engine = nlp_engine
                 self.scores = scores if scores else [0.85] * len(entities)
                 self._language = language
+
+            @functools.cached_property
+            def lemmas(self) -> list[str]:
+                doc = self.tokens
+                if has_lemmas:
+                    return [t.lemma_ or t.lower_ for t in doc]
+                # read through arrays: building a Token object per token costs more than NER here
+                strings = doc.vocab.strings
+                return [strings[h] for h in doc.to_array("LOWER").tolist()]
+
+            @functools.cached_property
+            def tokens_indices(self) -> list[int]:
+                return self.tokens.to_array("IDX").tolist()
 
             @functools.cached_property
             def keywords(self) -> list[str]:
@@ -501,13 +536,7 @@ class _TrimmedSpacyNlpEngine:
                 return self._artifacts(doc, entities, scores, lang)
 
             def _artifacts(self, doc, entities, scores, lang):
-                strings = doc.vocab.strings
-                if has_lemmas:
-                    lemmas = [t.lemma_ or t.lower_ for t in doc]
-                else:  # read through arrays: building a Token object per token costs more than NER here
-                    lemmas = [strings[h] for h in doc.to_array("LOWER").tolist()]
-                return LazyKeywordsArtifacts(entities=entities, tokens=doc, tokens_indices=doc.to_array("IDX").tolist(),
-                                             lemmas=lemmas, nlp_engine=self, language=lang, scores=scores)
+                return LazyKeywordsArtifacts(entities=entities, tokens=doc, nlp_engine=self, language=lang, scores=scores)
 
         return TrimmedSpacyNlpEngine()
 

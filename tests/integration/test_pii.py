@@ -14,7 +14,7 @@ from pipeline.executor import run_local
 from pipeline.pii.config import PiiConfig
 from pipeline.pii.engine import PiiEngine, model_install_hint
 from pipeline.pii.redact import resolve
-from tests.conftest import build_config
+from tests.conftest import SHARED_DATA, build_config
 
 RECORDS = [
     {"id": "a", "text": "Please write to maria.gonzalez@example.com about the invoice."},
@@ -80,6 +80,45 @@ def test_a_text_over_spacy_s_million_character_limit_is_chunked(engine):
     spans = engine.detect([text])[0]
     assert [text[s.start:s.end] for s in spans] == ["far.away@example.com"]
     assert time.perf_counter() - t0 < 120
+
+
+# Texts each recognizer behind a prefilter matches, also written with digits of other scripts
+# (Presidio's and our patterns read \\d as any decimal digit).
+TRIGGER_TEXTS = [
+    "ITIN 912-70-1234 and 912 85 1234 and 912701234, taxpayer id.",
+    "Passport C03005988 or 123456789; bank account 12345678901; DEA AB1234563.",
+    "SSN 078-05-1120, 078 05 1120, 078.05.1120, 07805-1120, 078-051120 and 078051120.",
+    "IBAN GB82 WEST 1234 5698 7654 32, DE89370400440532013000; lower case gb82west12345698765432.",
+    "Hosts ::1, fe80::1ff:fe23:4567:890a, 2001:db8::ff00:42:8329, ::ffff:192.0.2.128 and 10.0.0.1/24.",
+    "MACs 00:1A:2b:3C:4d:5E, 00-1a-2b-3c-4d-5e and 001a.2b3c.4d5e.",
+    "Wallets 1BoatSLRHtKNngkdXEeobR76b53LETtpyT, 3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy and bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.",
+    "Mail jane.doe@example.com, card 4111 1111 1111 1111, phone +44 20 7946 0958.",
+    "Arabic-Indic digits: card ٤١١١ ١١١١ ١١١١ ١١١١, ITIN ٩١٢-٧٠-١٢٣٤, phone ٢١٢-٥٥٥-٠١٢٣.",
+    "Fullwidth digits: ９１２-７０-１２３４ and ４１１１ １１１１ １１１１ １１１１.",
+    "Times 10:30:00 and 12:45, versions 1.2.3.4.5, ratios 3:2:1, nothing else.",
+]
+
+
+def test_prefilters_never_change_what_is_found():
+    """Each cheap test that skips a recognizer (`_TRIGGERS`, the phone digit count) is a necessary
+    condition of that recognizer's patterns: with every prefilter on or off the spans are the same."""
+    from pipeline.pii.engine import _TRIGGERS
+
+    texts = list(TRIGGER_TEXTS)
+    bench = SHARED_DATA / "pii" / "bench_paragraphs" / "corpus.jsonl"
+    if bench.exists():
+        with bench.open() as f:
+            texts += [json.loads(line)["text"] for _, line in zip(range(300), f)]
+    entities = tuple(sorted({*_TRIGGERS, "PHONE_NUMBER"}))
+    # thresholds near zero: the very weak patterns' matches count too
+    eng = PiiEngine(PiiConfig(entities=entities, thresholds={e: 0.01 for e in entities})).setup()
+    assert {e for e, _ in eng._triggered} == set(_TRIGGERS)
+    with_prefilters = eng.detect(texts)
+    eng._triggered = [(e, lambda t, d: True) for e, _ in eng._triggered]
+    eng._phone_min_digits = 0
+    assert eng.detect(texts) == with_prefilters
+    found = {s.entity for spans in with_prefilters[:len(TRIGGER_TEXTS)] for s in spans}
+    assert found >= set(_TRIGGERS)
 
 
 def test_custom_recognizers_deny_lists_allow_lists_and_thresholds_apply():
