@@ -154,6 +154,9 @@ def _offline_tldextract() -> None:
     from presidio_analyzer.predefined_recognizers.generic import email_recognizer
 
     extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    # Read the bundled list now, once per process (as a model is loaded at set-up), not at the
+    # first e-mail address of the data; a broken installation fails here, before any work.
+    extractor("example.com")
     email_recognizer.tldextract = types.SimpleNamespace(extract=extractor)
 
 
