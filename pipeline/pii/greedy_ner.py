@@ -10,23 +10,29 @@ not in the network but in its per-token state machine, whose compiled helpers ta
 the GIL on every call (about 40% of NER time measured with `perf` on spaCy 3.8.18). That state
 machine is tiny for NER: every action consumes exactly one token, so step t of the decode is
 token t of every document. This module runs the same network (spaCy's own tok2vec and
-precomputed lower layer, the same weights) and replays the decode with numpy over the whole
-batch at once: feature ids B0, E0 and B0-1 as `StateC.set_context_tokens` builds them for
-three features, summed in the same order as `sum_state_features`, maxout, the upper layer,
-spaCy's unseen-class rule, `BiluoPushDown`'s validity rules for documents without preset
-entities, and the first maximum among valid actions (`arg_max_if_valid`).
+precomputed lower layer, the same weights) and replays the decode in one compiled loop per group
+of documents (`_decode_kernel`): feature ids B0, E0 and B0-1 as `StateC.set_context_tokens`
+builds them for three features, summed in the same order as `sum_state_features`, maxout, the
+upper layer, spaCy's unseen-class rule, `BiluoPushDown`'s validity rules for documents without
+preset entities, and the first maximum among valid actions (`arg_max_if_valid`). Most steps have
+no entity open; their features E0 and B0-1 are the padding row, so their scores are one matrix
+product over all tokens, computed before the loop.
 
-`tests/unit/pii/test_greedy_ner.py` and `bench/pii_speed.py --check-ner` compare the entities
-with `nlp.pipe`'s on real text.
+`tests/integration/test_greedy_ner.py` compares the entities with `nlp.pipe`'s on real and on
+awkward text.
 
 The token vectors are spaCy's tok2vec, with its maxout layers run piece-major (`_MaxoutNorm`,
 `_FastEncoder`): the same products and the same layer-norm arithmetic, bit for bit the same
-vectors (tested), in half thinc's time; another tok2vec shape goes through thinc.
+vectors (tested), in half thinc's time; another tok2vec shape goes through thinc. Documents go
+through the encoder and the decode in groups of about `GreedyNer.GROUP_ROWS` rows whose work arrays
+(`_Buffers`) are reused: they stay in the caches, and no batch pays the page faults of fresh
+allocations of tens of megabytes.
 
 The matrix products go through numpy's BLAS (single-threaded while decoding, so a worker uses
-one core) instead of thinc's bundled BLIS: about 1.4x faster here; in rare near-ties the last
-bits of a score can differ from spaCy's, which could flip a decision (none seen on the
-benchmark corpora).
+one core) instead of thinc's bundled BLIS: about 1.4x faster here. The upper layer's product for
+a step with an entity open is a compiled dot product (exact products summed in float64). In rare
+near-ties the last bits of a score can therefore differ from spaCy's, which could flip a
+decision (none seen on the test and benchmark corpora).
 """
 
 from __future__ import annotations
