@@ -54,22 +54,23 @@ def _digits(text: str) -> int:
     return len(_ANY_DIGIT.findall(text))
 
 
-# Presidio's pattern recognizers search with these flags (`PatternRecognizer.global_regex_flags`,
-# IbanRecognizer's own); a prefilter that shares a pattern's character classes uses the same.
+# Presidio's registry loads its pattern recognizers with these flags (`global_regex_flags` 26 in
+# its default recognizer configuration: case-insensitive). The prefilters below are compiled with
+# them too, so each character class means what it means in the recognizer's own patterns.
 _PRESIDIO_FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
-_IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+_IPV4_HINT = regex.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d", _PRESIDIO_FLAGS)
 # Every IPv6 pattern of Presidio's IpRecognizer holds "::" or ":h:" (h: 1-4 hex digits).
 _IPV6_HINT = regex.compile(r":[0-9A-Fa-f]{0,4}:", _PRESIDIO_FLAGS)
-_MAC_HINT = re.compile(r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.")
-# IbanRecognizer (case-sensitive): two capital letters and two digits open every match.
-_IBAN_HINT = regex.compile(r"[A-Z]{2}[0-9]{2}", regex.DOTALL | regex.MULTILINE)
+_MAC_HINT = regex.compile(r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.", _PRESIDIO_FLAGS)
+# IbanRecognizer: two letters and two digits open every match.
+_IBAN_HINT = regex.compile(r"[A-Z]{2}[0-9]{2}", _PRESIDIO_FLAGS)
 # UsSsnRecognizer: 5 digits-4, 3-6, 3-2-4, 9 digits, 3[- .]2[- .]4: each starts with 3 digits,
 # an optional separator and 2 digits.
-_SSN_HINT = re.compile(r"[0-9]{3}[- .]?[0-9]{2}")
+_SSN_HINT = regex.compile(r"[0-9]{3}[- .]?[0-9]{2}", _PRESIDIO_FLAGS)
 # UsItinRecognizer: 9, two digits, an optional separator, then 5x, 6x, 7x, 8x or 9x.
 _ITIN_HINT = regex.compile(r"9\d{2}[- ]?[5-9]", _PRESIDIO_FLAGS)
 # UsPassportRecognizer: nine digits, or a letter and eight digits.
-_PASSPORT_HINT = re.compile(r"[0-9]{8}")
+_PASSPORT_HINT = regex.compile(r"[0-9]{8}", _PRESIDIO_FLAGS)
 # CryptoRecognizer: (bc1|[13]) and 25 or more of its characters ("bc1..." holds "1" and 25 of them).
 _CRYPTO_HINT = regex.compile(r"[13][a-zA-HJ-NP-Z0-9]{25}", _PRESIDIO_FLAGS)
 
