@@ -78,3 +78,20 @@ def median(xs):
     """The median of the values that are not None (None when there are none)."""
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def jsonl_texts(paths) -> list[str]:
+    """The string "text" of every JSON-object line of the files, in order; other lines (the
+    samples hold malformed ones on purpose) are skipped."""
+    import json
+
+    texts = []
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+                texts.append(rec["text"])
+    return texts

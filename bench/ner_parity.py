@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 DATA = ROOT.parent / "shared" / "data" / "pii"
 LARGE = Path("/tmp/hygiene-bench/pii-speed")
 
+from common import jsonl_texts  # noqa: E402
+
 
 def load_sets(names: list[str], large_docs: int, seed: int) -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {}
@@ -53,16 +55,7 @@ def load_sets(names: list[str], large_docs: int, seed: int) -> dict[str, list[st
         for name in ("synth_dataset_v2", "generated_large"):
             sets[name] = [r["full_text"] for r in json.loads((DATA / "presidio_research" / f"{name}.json").read_text())]
     if "samples" in names:
-        texts = []
-        for path in sorted((ROOT / "data_samples").rglob("*.jsonl")):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict) and isinstance(rec.get("text"), str):
-                    texts.append(rec["text"])
-        sets["data_samples"] = texts
+        sets["data_samples"] = jsonl_texts(sorted((ROOT / "data_samples").rglob("*.jsonl")))
     return sets
 
 

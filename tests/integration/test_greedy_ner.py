@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from bench.common import jsonl_texts
 from pipeline.pii.config import DEFAULT_MODEL, PiiConfig
 from pipeline.pii.engine import PiiEngine
 from pipeline.pii.greedy_ner import GreedyNer
@@ -46,14 +47,7 @@ def _texts() -> list[str]:
     if bench.exists():
         with bench.open() as f:
             texts += [json.loads(line)["text"] for _, line in zip(range(400), f)]
-    for path in sorted((REPO / "data_samples").rglob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("text"), str):
-                texts.append(rec["text"])
+    texts += jsonl_texts(sorted((REPO / "data_samples").rglob("*.jsonl")))
     texts.append(" ".join(texts[:60]))     # one long document (thousands of tokens) in the batch
     return texts
 
