@@ -130,6 +130,26 @@ def test_prefilters_never_change_what_is_found():
     assert found >= set(_TRIGGERS)
 
 
+def test_a_worker_s_spacy_vocabulary_stays_within_its_budget():
+    """spaCy keeps a string and a lexeme for every new token; the engine loads its model afresh
+    between calls once its budget is spent, and the results do not change."""
+    eng = PiiEngine(PiiConfig()).setup()
+    eng.VOCAB_NEW_STRINGS = 2_000
+    texts = [f"Ticket T{i}-{i * 7919} from user{i}@example.com about build {i * 31}.{i % 97}; ask Jane Doe in Paris."
+             for i in range(3_000)]
+    start = len(eng._nlp.vocab.strings)
+    found, sizes = [], []
+    for i in range(0, len(texts), 500):
+        found += eng.detect(texts[i:i + 500])
+        sizes.append(len(eng._nlp.vocab.strings) - start)
+    assert eng.reloads >= 2
+    assert max(sizes) < 2_000 + 5_000          # the budget plus one call's new strings (about 6 a text)
+    eng.VOCAB_NEW_STRINGS = 10**9               # no reload: the vocabulary only grows
+    assert eng.detect(texts) == found
+    assert len(eng._nlp.vocab.strings) - start > 15_000
+    assert sum(1 for spans in found for s in spans if s.entity == "EMAIL_ADDRESS") == len(texts)
+
+
 def test_custom_recognizers_deny_lists_allow_lists_and_thresholds_apply():
     eng = PiiEngine(PiiConfig(
         entities=("EMAIL_ADDRESS", "PERSON"),
