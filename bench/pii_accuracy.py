@@ -13,7 +13,9 @@ first run it; "plain-same" is the same restricted to our default entity list; "o
 
 Gold labels are presidio-evaluator's; they map to Presidio's names as the datasets' READMEs say
 (GPE, STREET_ADDRESS, LOCATION, ADDRESS -> LOCATION; DOMAIN_NAME -> URL; PREFIX, TITLE, AGE,
-ZIP_CODE, ORGANIZATION have no default Presidio recognizer and are not scored).
+ZIP_CODE, ORGANIZATION have no default Presidio recognizer and are not scored). The fourth set,
+"nemo-fixtures", is NeMo Curator's 72 inline-tagged test lines (mostly US street addresses),
+tags mapped as in NEMO_TAGS.
 
 Matching rule: a predicted span is a true positive when it overlaps a gold span of the same type
 by at least one character ("overlap"); each gold span is matched at most once, each prediction
@@ -49,6 +51,29 @@ GOLD_MAP = {"GPE": "LOCATION", "STREET_ADDRESS": "LOCATION", "LOCATION": "LOCATI
             "DATE_TIME": "DATE_TIME", "NRP": "NRP", "EMAIL_ADDRESS": "EMAIL_ADDRESS", "US_SSN": "US_SSN",
             "IP_ADDRESS": "IP_ADDRESS", "IBAN_CODE": "IBAN_CODE", "US_DRIVER_LICENSE": "US_DRIVER_LICENSE"}
 UNSCORED = {"ORGANIZATION", "TITLE", "AGE", "ZIP_CODE", "PREFIX"}
+# NeMo Curator's inline tags (nemo_curator_pii_tests/README.md) -> Presidio's names.
+NEMO_TAGS = {"name": "PERSON", "email": "EMAIL_ADDRESS", "phone_number": "PHONE_NUMBER", "ssn": "US_SSN",
+             "address": "LOCATION", "birth_date": "DATE_TIME", "card_no": "CREDIT_CARD",
+             "credit_card_number": "CREDIT_CARD", "ip_address": "IP_ADDRESS"}
+
+
+def nemo_fixtures(folder: Path) -> list[tuple[str, list[tuple[str, int, int]]]]:
+    """NeMo Curator's tagged test lines as (text without tags, [(type, start, end)])."""
+    import re
+
+    rows = []
+    for path in sorted(folder.glob("*.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            text, spans, pos = "", [], 0
+            for m in re.finditer(r"<([a-z_]+)>([^<]*)</\1>", line):
+                text += line[pos:m.start()]
+                spans.append((NEMO_TAGS[m.group(1)], len(text), len(text) + len(m.group(2))))
+                text += m.group(2)
+                pos = m.end()
+            rows.append((text + line[pos:], spans))
+    return rows
 
 
 def load_sets(limit: int | None) -> dict[str, list[tuple[str, list[tuple[str, int, int]]]]]:
@@ -61,6 +86,7 @@ def load_sets(limit: int | None) -> dict[str, list[tuple[str, list[tuple[str, in
         data = json.loads((DATA / "presidio_research" / file).read_text())
         sets[name] = [(r["full_text"], [(GOLD_MAP[s["entity_type"]], s["start_position"], s["end_position"])
                                         for s in r["spans"] if s["entity_type"] not in UNSCORED]) for r in data]
+    sets["nemo-fixtures"] = nemo_fixtures(DATA / "nemo_curator_pii_tests")
     if limit:
         sets = {k: v[:limit] for k, v in sets.items()}
     return sets
