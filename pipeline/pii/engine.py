@@ -168,6 +168,8 @@ class PiiEngine:
     # New spaCy strings a worker keeps before its model is loaded afresh: about 330 MB (measured
     # about 650 bytes per new token type: string, lexeme, tokenizer cache entry).
     VOCAB_NEW_STRINGS = 500_000
+    # Characters of text whose spaCy docs one detection slice keeps alive at most (about 100 MB of docs).
+    SLICE_CHARS = 1_000_000
 
     def __init__(self, cfg: PiiConfig):
         self.cfg = cfg
@@ -308,19 +310,32 @@ class PiiEngine:
         if self._analyzer is None:
             self._setup()
         self._bound_vocabulary()
-        chunks: list[tuple[int, str, int, int, int]] = []   # (text index, chunk, offset, own start, own end)
+        out: list[list[Span]] = [[] for _ in texts]
+        # Chunks go through NER and the recognizers a slice at a time (batch_size chunks, at most
+        # SLICE_CHARS characters), so only one slice's spaCy docs are alive however many texts a
+        # call holds (2,000 long records would otherwise keep gigabytes of docs).
+        batch: list[tuple[int, str, int, int, int]] = []   # (text index, chunk, offset, own start, own end)
+        chars = 0
         for i, text in enumerate(texts):
             for off, own_s, own_e in chunk_bounds(len(text), self.cfg.chunk_chars, self.cfg.chunk_overlap):
-                chunks.append((i, text[off:off + self.cfg.chunk_chars], off, own_s, own_e))
-        out: list[list[Span]] = [[] for _ in texts]
+                chunk = text[off:off + self.cfg.chunk_chars]
+                batch.append((i, chunk, off, own_s, own_e))
+                chars += len(chunk)
+                if len(batch) >= self.cfg.batch_size or chars >= self.SLICE_CHARS:
+                    self._detect_chunks(batch, out)
+                    batch, chars = [], 0
+        if batch:
+            self._detect_chunks(batch, out)
+        for spans in out:
+            spans.sort(key=lambda s: (s.start, s.end, s.entity))
+        return out
+
+    def _detect_chunks(self, chunks: list[tuple[int, str, int, int, int]], out: list[list[Span]]) -> None:
         ner = self._ner([c[1] for c in chunks]) if self.components else [([], None) for _ in chunks]
         for (i, chunk, off, own_s, own_e), (ents, doc) in zip(chunks, ner):
             for s in self._analyze(chunk, ents, doc):
                 if own_s <= s.start + off < own_e:
                     out[i].append(Span(s.entity, s.start + off, s.end + off, s.score))
-        for spans in out:
-            spans.sort(key=lambda s: (s.start, s.end, s.entity))
-        return out
 
     def _bound_vocabulary(self) -> None:
         """Keep the vocabulary a worker grows within a budget. spaCy adds a string and a lexeme

@@ -72,6 +72,24 @@ def test_spans_at_chunk_boundaries_are_found_once_with_exact_offsets():
     assert [(s.start, s.end) for s in spans] == planted
 
 
+def test_a_call_with_many_long_texts_is_detected_a_slice_at_a_time():
+    """Only one slice of chunks (batch_size chunks, SLICE_CHARS characters) has spaCy docs at a
+    time; slicing does not change what is found."""
+    filler = "Plain words about the weather and nothing else. "
+    texts = [filler * (40 + 60 * (k % 3)) + f"Write to person{k}@example.com or ask Jane Doe in Berlin. " + filler * 20
+             for k in range(12)] + ["short one, call 212-555-0123", ""]
+    expected = PiiEngine(PiiConfig(chunk_chars=2_000, chunk_overlap=200)).setup().detect(texts)   # one slice
+    eng = PiiEngine(PiiConfig(batch_size=3, chunk_chars=2_000, chunk_overlap=200)).setup()
+    eng.SLICE_CHARS = 5_000
+    seen = []
+    real = eng._detect_chunks
+    eng._detect_chunks = lambda chunks, out: (seen.append(chunks), real(chunks, out))
+    got = eng.detect(texts)
+    assert [[(s.entity, s.start, s.end) for s in x] for x in got] == [[(s.entity, s.start, s.end) for s in x] for x in expected]
+    assert len(seen) > 10 and all(len(c) <= 3 and sum(len(x[1]) for x in c) < 5_000 + 2_000 for c in seen)
+    assert sum(1 for spans in got for s in spans if s.entity == "EMAIL_ADDRESS") == 12
+
+
 def test_a_text_over_spacy_s_million_character_limit_is_chunked(engine):
     sentence = "this is an unremarkable lower case sentence about nothing. "
     text = sentence * 20_000 + "Reach me at far.away@example.com please. " + sentence * 2_000
