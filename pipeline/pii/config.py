@@ -138,9 +138,10 @@ class PiiConfig(_Strict):
     # lower-cased text and names whose context sentence was skipped (PERSON F1 -0.01 to -0.035
     # on the labelled sets, bench/pii_accuracy.py), so it is off by default.
     ner_candidates_only: bool = False
-    # How the NER model's entities are decoded: "batched" replays spaCy's greedy decode over a
-    # whole batch with numpy (pipeline/pii/greedy_ner.py: the same model and entities, about 2x
-    # faster); "spacy" uses `nlp.pipe`. Models of another architecture always use `nlp.pipe`.
+    # How the NER model's entities are decoded: "batched" runs spaCy's network and replays its
+    # greedy decode in a compiled loop over groups of documents (pipeline/pii/greedy_ner.py: the
+    # same model and entities, about 7x faster); "spacy" uses `nlp.pipe`. Models of another
+    # architecture always use `nlp.pipe`.
     ner_decoder: Literal["batched", "spacy"] = "batched"
     batch_size: int = Field(default=256, ge=1, le=100_000)
     # Detect again in the texts that hold PII, with the found values replaced by tags: the

@@ -323,8 +323,7 @@ class _FastEncoder:
     block) does not reach past the padding rows thinc puts between documents (`pad` is at least
     the number of blocks, checked), so a group gives the same rows as the whole batch."""
 
-    def __init__(self, encode, ops):
-        self.ops = ops
+    def __init__(self, encode):
         self.pad = encode.attrs["pad"]
         (stack,) = encode.layers
         blocks = stack.layers if stack.name.count("residual(") > 1 else [stack]
@@ -397,13 +396,12 @@ class GreedyNer:
             ops = _blas_ops()
             for node in (*self._t2v.walk(), *self._lower.walk(), *upper.walk()):
                 node.ops = ops
-        self._ops = upper.ops
         self._embed_parts = _embed_parts(self._t2v)
         self._fast = None
         if self._embed_parts is not None:
             try:
                 _, _, maxout, encode, _, _ = self._embed_parts
-                self._fast = (_MaxoutNorm(maxout.layers[0]), _FastEncoder(encode, self._ops))
+                self._fast = (_MaxoutNorm(maxout.layers[0]), _FastEncoder(encode))
             except (ValueError, KeyError, StopIteration):
                 self._fast = None
         self._W = np.ascontiguousarray(upper.get_param("W"), dtype=np.float32)
