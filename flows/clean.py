@@ -20,13 +20,14 @@ from prefect.futures import as_completed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.artifacts import publish_run_artifacts  # noqa: E402
-from pipeline import steps  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
+from pipeline.core.builder import beside_write, build_steps, run_step  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
-from pipeline.plan import RunPlan, make_plan, start_input_digests, wait_for_digests  # noqa: E402
+from pipeline.plan import RunPlan, make_plan, wait_for_digests  # noqa: E402
+from pipeline.publish import finalize  # noqa: E402
+from pipeline.run.workdir import cleanup_tmp, shard_ids  # noqa: E402
 from pipeline.spill import release_memory_spill  # noqa: E402
-from pipeline.publish import finalize, stage_ledger  # noqa: E402
 
 
 def _retry_unless_pipeline_error(task, task_run, state) -> bool:
@@ -40,52 +41,37 @@ def _retry_unless_pipeline_error(task, task_run, state) -> bool:
     return False
 
 
-@task(name="pass1", task_run_name="pass1-u{unit_id}", retries=2, retry_delay_seconds=1,
+@task(name="unit-step", task_run_name="{step}-u{item}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_pipeline_error)
-def pass1_task(work_dir: str, unit_id: int) -> dict:
-    """Read, validate and key one unit."""
-    return steps.pass1(work_dir, unit_id)
+def unit_task(work_dir: str, step: str, item: int, processes: bool = False) -> dict:
+    """One per-unit step (pass 1, a per-unit stage) on one unit."""
+    workers = 1
+    if processes:
+        plan = RunPlan.load(work_dir)
+        if plan.config.runner.kind == "thread":  # GIL-bound work: the shared worker processes
+            from pipeline.run.procpool import pool_workers
+
+            workers = pool_workers(work_dir, plan.config.runner.max_workers)
+    return run_step(work_dir, step, item, workers)
 
 
-@task(name="barrier")
-def barrier_task(work_dir: str) -> dict:
-    """Global decisions across all units."""
-    return steps.barrier(work_dir)
-
-
-@task(name="pass2", task_run_name="pass2-s{shard_id}", retries=2, retry_delay_seconds=1,
+@task(name="shard-step", task_run_name="{step}-s{item}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_pipeline_error)
-def pass2_task(work_dir: str, shard_id: int) -> dict:
+def shard_task(work_dir: str, step: str, item: int) -> dict:
     """Write one output shard."""
-    return steps.pass2(work_dir, shard_id)
+    return run_step(work_dir, step, item)
 
 
-@task(name="pii", task_run_name="pii-u{unit_id}", retries=2, retry_delay_seconds=1,
-      retry_condition_fn=_retry_unless_pipeline_error)
-def pii_task(work_dir: str, unit_id: int) -> dict:
-    """Detect PII in one unit's kept records (spans and verdicts only: offsets, never values)."""
-    plan = RunPlan.load(work_dir)
-    if plan.config.runner.kind == "thread":
-        from pipeline.pii.pool import pii_unit_isolated, pii_workers
-
-        return pii_unit_isolated(work_dir, unit_id, pii_workers(work_dir, plan.config.runner.max_workers))
-    from pipeline.pii.step import pii_unit
-
-    return pii_unit(work_dir, unit_id)
-
-
-@task(name="pii-decide")
-def pii_decide_task(work_dir: str) -> dict:
-    """Fold the PII verdicts into the decisions; plan the output shards again."""
-    from pipeline.pii.step import pii_decide
-
-    return pii_decide(work_dir)
+@task(name="global-step", task_run_name="{step}")
+def global_task(work_dir: str, step: str) -> dict | None:
+    """A global step (the barrier, a per-unit stage's fold)."""
+    return run_step(work_dir, step)
 
 
 @task(name="ledger", retries=2, retry_delay_seconds=1, retry_condition_fn=_retry_unless_pipeline_error)
 def ledger_task(work_dir: str) -> dict:
     """Write the ledger parts (no record content) into the scratch space."""
-    return stage_ledger(work_dir)["rows"]
+    return beside_write(work_dir)["rows"]
 
 
 @task(name="finalize")
@@ -126,41 +112,48 @@ class _Progress:
             self.bar.stop()
 
 
-def _run_phase(progress: _Progress, name: str, fn, work: str, ids: list[int], count_key: str) -> None:
+def _run_phase(progress: _Progress, step, work: str, ids: list[int]) -> None:
     """Submit one task per id and wait for all of them, advancing the progress bar as they finish."""
-    tid, started, done = progress.phase(name, len(ids)), time.perf_counter(), [0]
-    for fut in as_completed([fn.submit(work, i) for i in ids]):
-        progress.advance(tid, fut.result()[count_key], started, done)
+    tid, started, done = progress.phase(step.name, len(ids)), time.perf_counter(), [0]
+    if step.scope == "unit":
+        futures = [unit_task.submit(work, step.name, i, step.processes) for i in ids]
+    else:
+        futures = [shard_task.submit(work, step.name, i) for i in ids]
+    for fut in as_completed(futures):
+        progress.advance(tid, fut.result()[step.count_key], started, done)
 
 
 @flow(name="hygiene-clean", log_prints=False)
 def clean_flow(config: dict) -> dict:
-    """Plan, run pass 1 per unit, decide globally, run pass 2 per unit, finalize and publish."""
+    """Plan, then run the builder's steps (one task per unit, shard or global step), finalize and publish."""
     cfg = parse_config(config, "flow parameter 'config'")
     logger = get_run_logger()
     with output_lock(cfg.output.dir):
         plan = make_plan(cfg, max_workers=cfg.runner.max_workers)
         work = str(plan.work_dir)
-        steps.cleanup_tmp(work)
+        cleanup_tmp(work)
         ids = [u.unit_id for u in plan.units]
         logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(ids),
                     " (resumed)" if plan.resumed else "")
         progress = _Progress()
         try:
-            _run_phase(progress, "read", pass1_task, work, ids, "records")
-            start_input_digests(work)  # beside the barrier and pass 2, on the core they leave idle
-            barrier_task(work)
-            if cfg.pii is not None and cfg.pii.enabled:
-                try:
-                    _run_phase(progress, "pii", pii_task, work, ids, "scanned")
-                finally:
-                    from pipeline.pii.pool import shutdown
+            for step in build_steps(cfg):
+                if step.scope == "background":
+                    run_step(work, step.name)  # in this process: beside the barrier and pass 2
+                elif step.scope == "global":
+                    global_task(work, step.name)
+                elif step.scope == "unit":
+                    try:
+                        _run_phase(progress, step, work, ids)
+                    finally:
+                        if step.processes:
+                            from pipeline.run.procpool import shutdown
 
-                    shutdown()
-                pii_decide_task(work)
-            ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
-            _run_phase(progress, "write", pass2_task, work, steps.shard_ids(work), "kept")
-            ledger.result()
+                            shutdown()
+                else:
+                    ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
+                    _run_phase(progress, step, work, shard_ids(work))
+                    ledger.result()
         except BaseException:
             release_memory_spill(plan)
             raise

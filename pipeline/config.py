@@ -331,6 +331,17 @@ class ScheduleConfig(_Strict):
         return value
 
 
+class StageEntryConfig(_Strict):
+    """One entry of `stages:`: a built-in kind (its options stay in its section), an installed
+    `hygiene.stages` entry point, or your own class as `module:Class` with its options in `config`."""
+
+    kind: str = Field(min_length=1)
+    config: dict = Field(default_factory=dict)
+    # The folder a `module:Class` is imported from besides the environment: the config file's
+    # folder, filled in when the file is loaded.
+    search_path: str | None = None
+
+
 class RunConfig(_Strict):
     """The whole configuration of one cleaning run."""
 
@@ -347,6 +358,9 @@ class RunConfig(_Strict):
     signing: SigningConfig = SigningConfig()
     safety: SafetyConfig = SafetyConfig()
     pii: PiiConfig | None = None
+    # The run's stages in order; absent: the stages the sections above imply (safety, exact and
+    # near dedup when enabled, PII when configured), as before the stage contract.
+    stages: tuple[StageEntryConfig, ...] | None = None
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> "RunConfig":
@@ -398,8 +412,15 @@ def load_config(path: str | Path) -> RunConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    cfg = parse_config(data, p)
-    return resolve_paths(cfg, p.parent)
+    cfg = resolve_paths(parse_config(data, p), p.parent)
+    if cfg.stages is not None:
+        from pipeline.core.registry import resolve_stages
+
+        try:
+            resolve_stages(cfg)  # unknown kinds, bad options, wrong order: before any work
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from e
+    return cfg
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
@@ -422,5 +443,9 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     pii = cfg.pii
     if pii is not None and pii.hmac_key.file:
         pii = pii.model_copy(update={"hmac_key": pii.hmac_key.model_copy(update={"file": absolute(pii.hmac_key.file)})})
+    stages = cfg.stages
+    if stages is not None:
+        stages = tuple(e.model_copy(update={"search_path": str(base.resolve())}) if ":" in e.kind and not e.search_path
+                       else e for e in stages)
     return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing,
-                                  "safety": safety, "pii": pii})
+                                  "safety": safety, "pii": pii, "stages": stages})

@@ -1,5 +1,7 @@
 """A plain local executor: runs a plan's steps on a thread pool, without Prefect.
 
+The steps and their order come from `pipeline.core.builder`; this module only schedules them.
+
 Usage::
 
     from pipeline.config import load_config
@@ -13,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from pipeline.config import RunConfig
+from pipeline.core.builder import beside_write, build_steps, run_step
 from pipeline.fileio import output_lock
-from pipeline.plan import make_plan, start_input_digests, wait_for_digests
-from pipeline.publish import finalize, stage_ledger
+from pipeline.plan import make_plan, wait_for_digests
+from pipeline.publish import finalize
+from pipeline.run.workdir import cleanup_tmp, shard_ids
 from pipeline.spill import release_memory_spill
-from pipeline.steps import barrier, cleanup_tmp, pass1, pass2, shard_ids
 
 
 def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str, dict], None] | None = None) -> dict:
@@ -39,28 +42,34 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
 
 
 def _run_steps(cfg: RunConfig, work: str, ids: list[int], workers: int, on_unit) -> None:
-    """Pass 1, the barrier, PII and pass 2 (with the ledger beside it) on a thread pool."""
+    """Every step of the run, in the builder's order, on a thread pool."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for r in pool.map(lambda i: pass1(work, i), ids):
-            if on_unit:
-                on_unit("pass1", r)
-        start_input_digests(work)  # beside the barrier and pass 2, on the core they leave idle
-        barrier(work)
-        if cfg.pii is not None and cfg.pii.enabled:
-            from pipeline.pii.pool import pii_unit_isolated, pii_workers, shutdown
-            from pipeline.pii.step import pii_decide
-
-            procs = pii_workers(work, workers)
-            try:
-                for r in pool.map(lambda i: pii_unit_isolated(work, i, procs), ids):
+        for step in build_steps(cfg):
+            if step.scope in ("global", "background"):
+                run_step(work, step.name)
+            elif step.scope == "unit":
+                _run_units(pool, work, step, ids, workers, on_unit)
+            else:  # shards, with the ledger beside them: it fills a worker that runs out of shards
+                shards = [pool.submit(run_step, work, step.name, i) for i in shard_ids(work)]
+                ledger = pool.submit(beside_write, work)
+                for f in shards:
                     if on_unit:
-                        on_unit("pii", r)
-            finally:
-                shutdown()
-            pii_decide(work)
-        shards = [pool.submit(pass2, work, i) for i in shard_ids(work)]
-        ledger = pool.submit(stage_ledger, work)  # beside pass 2: it fills a worker that runs out of shards
-        for f in shards:
+                        on_unit(step.name, f.result())
+                ledger.result()
+
+
+def _run_units(pool: ThreadPoolExecutor, work: str, step, ids: list[int], workers: int, on_unit) -> None:
+    procs = 1
+    if step.processes:
+        from pipeline.run.procpool import pool_workers
+
+        procs = pool_workers(work, workers)
+    try:
+        for r in pool.map(lambda i: run_step(work, step.name, i, procs), ids):
             if on_unit:
-                on_unit("pass2", f.result())
-        ledger.result()
+                on_unit(step.name, r)
+    finally:
+        if step.processes:
+            from pipeline.run.procpool import shutdown
+
+            shutdown()

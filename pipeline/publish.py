@@ -16,7 +16,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.audit.chain import archive_replaced, chain_lock, location_of, read_head, set_head
-from pipeline.audit.ledger import LEDGER_SCHEMA
+from pipeline.audit.ledger import ledger_schema
+from pipeline.core.registry import run_stages
 from pipeline.audit.manifest import build_manifest, validate_manifest
 from pipeline.audit.signing import KEY_ENV, key_id, load_private_key, make_statement, sign_envelope, signing_key_path
 from pipeline.errors import SourceError
@@ -26,7 +27,8 @@ from pipeline.safety.quarantine import add_confirmed, merge_incidents
 from pipeline.sinks.card import CARD, CROISSANT, write_metadata
 from pipeline.sinks.shards import ShardWriter, WrittenFile
 from pipeline.spill import remove_spill
-from pipeline.steps import _read_done, _read_schema, _unit_name, index_additions, shard_ids
+from pipeline.run.index_feed import index_additions
+from pipeline.run.workdir import read_done, read_schema, shard_ids, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ METADATA_FILES = (CARD, CROISSANT)
 OUTPUT_DIRS = ("shards", "ledger")
 
 
-def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
+def ledger_table(unit, decisions: pl.DataFrame, schema: pa.Schema = ledger_schema(False)) -> pa.Table:
     """A unit's ledger rows from its decisions (content digests as hex; never content)."""
     table = pa.Table.from_pydict(
         {
@@ -58,9 +60,10 @@ def ledger_table(unit, decisions: pl.DataFrame) -> pa.Table:
             "hash_distance": decisions["hash_distance"].to_arrow(),
             "pii_counts": _column_or_null(decisions, "pii_counts"),
             "pii_action": _column_or_null(decisions, "pii_action"),
+            **({"evidence": _column_or_null(decisions, "evidence")} if "evidence" in schema.names else {}),
         }
     )
-    return table.cast(LEDGER_SCHEMA)
+    return table.cast(schema)
 
 
 def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
@@ -70,11 +73,12 @@ def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
 def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
     """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
     cfg = plan.config
-    with ShardWriter(directory, LEDGER_SCHEMA, max_rows=cfg.output.ledger_part_rows,
+    schema = ledger_schema(any(s.origin != "built-in" for s in run_stages(cfg)))
+    with ShardWriter(directory, schema, max_rows=cfg.output.ledger_part_rows,
                      name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
                      compression="zstd") as writer:
         for u in plan.units:
-            writer.write(ledger_table(u, pl.read_parquet(work / "decisions" / f"{_unit_name(u.unit_id)}.parquet")))
+            writer.write(ledger_table(u, pl.read_parquet(work / "decisions" / f"{unit_name(u.unit_id)}.parquet"), schema))
     return writer.files
 
 
@@ -83,7 +87,7 @@ def stage_ledger(work_dir: str) -> dict:
     barrier and the PII decision), so it can run beside pass 2; finalize publishes them."""
     work = Path(work_dir)
     done = work / "ledger.json"
-    if (cached := _read_done(done)) is not None:
+    if (cached := read_done(done)) is not None:
         return cached
     plan = RunPlan.load(work)
     directory = work / "ledger"
@@ -132,9 +136,9 @@ def finalize(work_dir: str) -> dict:
     work = Path(work_dir)
     plan = RunPlan.load(work).with_digests()
     _check_inputs_unchanged(plan)
-    pass1 = [_read_done(work / "pass1" / f"{_unit_name(u.unit_id)}.json") for u in plan.units]
-    pass2 = [_read_done(work / "pass2" / f"s{s:05d}.json") for s in shard_ids(str(work))]
-    barrier = _read_done(work / "barrier.json")
+    pass1 = [read_done(work / "pass1" / f"{unit_name(u.unit_id)}.json") for u in plan.units]
+    pass2 = [read_done(work / "pass2" / f"s{s:05d}.json") for s in shard_ids(str(work))]
+    barrier = read_done(work / "barrier.json")
     final = work / "final"
     outputs = _assemble(plan, work, pass2, final)
     # build_manifest reads the ledger through the run dir's relative paths: point it at final/.
@@ -143,10 +147,10 @@ def finalize(work_dir: str) -> dict:
         plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
     )
-    schema = _read_schema(work / "output.schema")
+    schema = read_schema(work / "output.schema")
     manifest["outputs"]["metadata"] = write_metadata(final, manifest, schema, plan.config.name)
     manifest["quarantine"] = merge_incidents(work, final)
-    if plan.config.pii is not None and plan.config.pii.enabled:
+    if "pii" in {s.kind for s in run_stages(plan.config)}:
         from pipeline.audit.manifest import pii_section
 
         manifest["pii"] = pii_section(plan, work, pass2, [str(final / f["path"]) for f in outputs["ledger"]])

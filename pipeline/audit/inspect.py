@@ -16,7 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.audit.ledger import Stage
+from pipeline.core.decisions import Category
+from pipeline.core.registry import manifest_decisions
 from pipeline.audit.verify import load_manifest, verify_run
 from pipeline.errors import PipelineError
 
@@ -38,8 +39,9 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     ledger = _ledger(run_dir, manifest)
+    kept = list(manifest_decisions(manifest).names(Category.KEPT))
     removals = (
-        ledger.filter(~pl.col("decision").is_in(["kept", "kept_redacted"]))
+        ledger.filter(~pl.col("decision").is_in(kept))
         .group_by("source", "decision", "stage", "reason").agg(pl.len().alias("records"))
         .sort(["records", "source", "reason"], descending=[True, False, False]).collect()
     )
@@ -54,7 +56,7 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
                    "skipped": len(manifest.get("skipped_inputs", []))},
         "sources": [{**s, **{k: c["per_source"][s["name"]][k] for k in ("input", "kept", "dropped", "quarantined", "rejected")}}
                     for s in manifest["sources"]],
-        "funnel": ordered_stages(manifest["stages"]),
+        "funnel": ordered_stages(manifest["stages"], manifest),
         "totals": {k: c["overall"][k] for k in ("input", "kept", "kept_redacted", "dropped", "quarantined", "rejected")},
         "removals": removals.to_dicts(),
         "near_dedup": manifest.get("near_dedup"),
@@ -106,7 +108,10 @@ def explain(run_dir: Path, record_id: str) -> dict:
         "evidence": {},
         "ledger_rows_with_this_id": rows.height,
     }
-    if row["decision"] == "quarantined":
+    table = manifest_decisions(manifest)
+    category = table.category(row["decision"]) if row["decision"] in table else None
+    story["category"] = category.value if category is not None else None
+    if category == Category.QUARANTINED:
         story["evidence"] = {k: row.get(k) for k in ("hash_list", "hash_entry", "hash_type", "distance") if k in row}
         return story
     if row.get("duplicate_of"):
@@ -123,27 +128,36 @@ def explain(run_dir: Path, record_id: str) -> dict:
         story["evidence"]["cluster_id"] = row["cluster_id"]
         story["evidence"]["similarity_to_survivor"] = row.get("similarity")
         story["evidence"]["cluster"] = members.to_dicts()
-    if row["decision"] in ("kept", "kept_redacted"):
+    if category == Category.KEPT:
         story["evidence"]["shard"] = _find_shard(run_dir, manifest, record_id)
     for k in ("pii_counts", "pii_action"):
         if row.get(k) is not None:
             story["evidence"][k] = row[k]
+    if row.get("evidence"):
+        story["evidence"].update(json.loads(row["evidence"]))
     return story
 
 
-def ordered_stages(stages: dict) -> dict:
-    """Stages in pipeline order (the manifest's JSON keys are sorted alphabetically)."""
-    order = [s.value for s in Stage]
+# The funnel of manifests written before the stage contract recorded it.
+_HISTORIC_FUNNEL = ["read", "safety", "identity", "exact_dedup", "near_dedup", "pii", "output"]
+
+
+def ordered_stages(stages: dict, manifest: dict | None = None) -> dict:
+    """Stages in pipeline order (the manifest's JSON keys are sorted alphabetically): the funnel the
+    manifest records, then the output."""
+    funnel = ((manifest or {}).get("pipeline") or {}).get("funnel")
+    order = [*funnel, "output"] if funnel else _HISTORIC_FUNNEL
     return dict(sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 def _stages(manifest: dict, row: dict) -> list[dict]:
     """Each stage the record went through, with what it decided."""
     out = []
-    for name in ordered_stages(manifest["stages"]):
+    kept = manifest_decisions(manifest).names(Category.KEPT)
+    for name in ordered_stages(manifest["stages"], manifest):
         if name == row["stage"]:
             out.append({"stage": name, "result": row["decision"], "reason": row["reason"]})
-            if row["decision"] not in ("kept", "kept_redacted"):
+            if row["decision"] not in kept:
                 break
         else:
             out.append({"stage": name, "result": "passed"})

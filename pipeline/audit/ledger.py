@@ -1,37 +1,14 @@
-"""The per-record ledger: one row per input record, its final decision and the evidence; never content."""
+"""The per-record ledger: one row per input record, its final decision and the evidence; never content.
+
+Which decisions exist and what they mean (kept, dropped, quarantined, rejected) is data: the
+run's `DecisionTable` (`pipeline.core.decisions`), recorded in the manifest.
+"""
 
 from __future__ import annotations
-
-from enum import Enum
 
 import pyarrow as pa
 
 LEDGER_VERSION = 1
-
-
-class Decision(str, Enum):
-    """The final decision of a record."""
-
-    KEPT = "kept"
-    KEPT_REDACTED = "kept_redacted"
-    DROPPED_DUPLICATE = "dropped_duplicate"
-    DROPPED_NEAR_DUPLICATE = "dropped_near_duplicate"
-    DROPPED_PII = "dropped_pii"
-    QUARANTINED = "quarantined"
-    REJECTED = "rejected"
-
-
-class Stage(str, Enum):
-    """The stage that made a record's final decision."""
-
-    READ = "read"
-    SAFETY = "safety"
-    IDENTITY = "identity"
-    EXACT_DEDUP = "exact_dedup"
-    NEAR_DEDUP = "near_dedup"
-    PII = "pii"
-    OUTPUT = "output"
-
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -58,6 +35,11 @@ LEDGER_SCHEMA = pa.schema(
     ],
     metadata={"hygiene.ledger_version": str(LEDGER_VERSION)},
 )
+# The evidence of a user's stage (compact JSON, e.g. {"words":3,"min_words":5}); the column exists
+# in runs that have such a stage, so the ledger of every other run keeps its historic bytes.
+EVIDENCE_FIELD = pa.field("evidence", pa.string())
 
-DROPPED = (Decision.DROPPED_DUPLICATE.value, Decision.DROPPED_NEAR_DUPLICATE.value, Decision.DROPPED_PII.value)
-KEPT = (Decision.KEPT.value, Decision.KEPT_REDACTED.value)
+
+def ledger_schema(with_evidence: bool) -> pa.Schema:
+    """The ledger schema of a run (with the `evidence` column when a user's stage runs)."""
+    return LEDGER_SCHEMA.append(EVIDENCE_FIELD) if with_evidence else LEDGER_SCHEMA

@@ -21,7 +21,8 @@ from pathlib import Path
 import jsonschema
 import polars as pl
 
-from pipeline.audit.ledger import DROPPED, LEDGER_VERSION, Decision
+from pipeline.audit.ledger import LEDGER_VERSION
+from pipeline.core.decisions import IDENTITY_STAGE, OUTPUT_STAGE, READ_STAGE, Category, DecisionTable
 from pipeline.errors import ManifestError
 
 MANIFEST_SCHEMA_VERSION = "1.0"
@@ -92,21 +93,30 @@ def count_decisions(ledger_paths: list[str]) -> pl.DataFrame:
     )
 
 
-def conservation(counts: pl.DataFrame, sources: list[str]) -> dict:
-    """input = kept + dropped + quarantined + rejected, per source and overall."""
+def conservation(counts: pl.DataFrame, sources: list[str], table: DecisionTable) -> dict:
+    """input = kept + dropped + quarantined + rejected, per source and overall; the category of
+    each decision comes from the run's decision table."""
+    names = [k.name for k in table.kinds()]
+    kept_redacted = "kept_redacted"
 
     def totals(df: pl.DataFrame) -> dict:
-        by = {d: int(df.filter(pl.col("decision") == d)["n"].sum()) for d in (x.value for x in Decision)}
+        by = {d: int(df.filter(pl.col("decision") == d)["n"].sum()) for d in names}
+        unknown = int(df.filter(~pl.col("decision").is_in(names))["n"].sum())
+
+        def cat(c: Category) -> int:
+            return sum(by[d] for d in table.names(c))
+
         t = {
             "input": int(df["n"].sum()),
-            "kept": by[Decision.KEPT.value] + by[Decision.KEPT_REDACTED.value],
-            "kept_redacted": by[Decision.KEPT_REDACTED.value],
-            "dropped": sum(by[d] for d in DROPPED),
-            "quarantined": by[Decision.QUARANTINED.value],
-            "rejected": by[Decision.REJECTED.value],
+            "kept": cat(Category.KEPT),
+            "kept_redacted": by.get(kept_redacted, 0),
+            "dropped": cat(Category.DROPPED),
+            "quarantined": cat(Category.QUARANTINED),
+            "rejected": cat(Category.REJECTED),
             "by_decision": by,
         }
-        t["balanced"] = t["input"] == t["kept"] + t["dropped"] + t["quarantined"] + t["rejected"]
+        # A decision outside the table counts in no category, so the totals cannot balance.
+        t["balanced"] = unknown == 0 and t["input"] == t["kept"] + t["dropped"] + t["quarantined"] + t["rejected"]
         return t
 
     per_source = {s: totals(counts.filter(pl.col("source") == s)) for s in sources}
@@ -114,39 +124,26 @@ def conservation(counts: pl.DataFrame, sources: list[str]) -> dict:
     return {"per_source": per_source, "overall": overall, "balanced": overall["balanced"] and all(v["balanced"] for v in per_source.values())}
 
 
-def stage_stats(counts: pl.DataFrame, exact_enabled: bool, near_enabled: bool = False, pii_enabled: bool = False) -> dict:
-    """Per-stage seen/kept/dropped counts; for every stage `seen == kept + dropped`."""
-    total = int(counts["n"].sum())
+def funnel_order(stage_kinds: list[str], record_kinds: set[str]) -> list[str]:
+    """The funnel's stages in the order records meet them: reading, the per-record stages (safety
+    first), record identity, then the barrier and per-unit stages."""
+    record = [k for k in stage_kinds if k in record_kinds]
+    rest = [k for k in stage_kinds if k not in record_kinds]
+    return [READ_STAGE, *record, IDENTITY_STAGE, *rest]
 
-    def n(stage: str) -> int:
-        return int(counts.filter(pl.col("stage") == stage)["n"].sum())
 
-    read_rejected = n("read")
-    quarantined = n("safety")
-    identity_rejected = n("identity")
-    after_read = total - read_rejected
-    after_safety = after_read - quarantined
-    after_identity = after_safety - identity_rejected
-    stats = {
-        "read": {"seen": total, "kept": after_read, "dropped": read_rejected},
-        "safety": {"seen": after_read, "kept": after_safety, "dropped": quarantined},
-        "identity": {"seen": after_safety, "kept": after_identity, "dropped": identity_rejected},
-    }
-    seen = after_identity
-    if exact_enabled:
-        d = n("exact_dedup")
-        stats["exact_dedup"] = {"seen": seen, "kept": seen - d, "dropped": d}
+def stage_stats(counts: pl.DataFrame, order: list[str], table: DecisionTable) -> dict:
+    """Per-stage seen/kept/dropped counts in funnel order; for every stage `seen == kept + dropped`.
+    A stage's `dropped` counts the records it took out of the kept category."""
+    kept_names = list(table.names(Category.KEPT))
+    stats = {}
+    seen = int(counts["n"].sum())
+    for stage in order:
+        d = int(counts.filter((pl.col("stage") == stage) & ~pl.col("decision").is_in(kept_names))["n"].sum())
+        stats[stage] = {"seen": seen, "kept": seen - d, "dropped": d}
         seen -= d
-    if near_enabled:
-        d = n("near_dedup")
-        stats["near_dedup"] = {"seen": seen, "kept": seen - d, "dropped": d}
-        seen -= d
-    if pii_enabled:
-        d = int(counts.filter((pl.col("stage") == "pii") & (pl.col("decision") != Decision.KEPT_REDACTED.value))["n"].sum())
-        stats["pii"] = {"seen": seen, "kept": seen - d, "dropped": d}
-        seen -= d
-    kept = int(counts.filter(pl.col("decision").is_in([Decision.KEPT.value, Decision.KEPT_REDACTED.value]))["n"].sum())
-    stats["output"] = {"seen": seen, "kept": kept, "dropped": seen - kept}
+    kept = int(counts.filter(pl.col("decision").is_in(kept_names))["n"].sum())
+    stats[OUTPUT_STAGE] = {"seen": seen, "kept": kept, "dropped": seen - kept}
     return stats
 
 
@@ -168,7 +165,12 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         elif (f.source, f.path) in records_per_input:
             entry["records"] = records_per_input[(f.source, f.path)]
         inputs.append(entry)
-    cons = conservation(counts, sources)
+    from pipeline.core.registry import decision_table, describe_run, run_stages
+
+    table = decision_table(plan.config)
+    specs = run_stages(plan.config)
+    order = funnel_order([sp.kind for sp in specs], {sp.kind for sp in specs if sp.placement.value == "record"})
+    cons = conservation(counts, sources, table)
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "kind": "hygiene-run-manifest",
@@ -187,11 +189,11 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         ],
         "inputs": inputs,
         "units": len(plan.units),
-        "stages": stage_stats(counts, plan.config.dedup.exact.enabled, plan.config.dedup.near.enabled,
-                              plan.config.pii is not None and plan.config.pii.enabled),
-        "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs),
+        "stages": stage_stats(counts, order, table),
+        "pipeline": {"stages": describe_run(plan.config), "decisions": table.to_json(), "funnel": order},
+        "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs, table),
         "rejections": {
-            "by_reason": _reasons(ledger_abs),
+            "by_reason": _reasons(ledger_abs, table),
             "file_errors": sorted({r["file_error"] for r in pass1 if r.get("file_error")}),
         },
         "outputs": outputs,
@@ -213,25 +215,25 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
     }
 
 
-def _near_section(stats: dict | None, ledger_paths: list[str]) -> dict | None:
+def _near_section(stats: dict | None, ledger_paths: list[str], table: DecisionTable) -> dict | None:
     """The near-dup parameters and statistics, plus drops per source."""
     if stats is None:
         return None
     per_source = {}
     if ledger_paths:
-        df = (pl.scan_parquet(ledger_paths).filter(pl.col("decision") == Decision.DROPPED_NEAR_DUPLICATE.value)
+        df = (pl.scan_parquet(ledger_paths).filter(pl.col("stage") == "near_dedup")
               .group_by("source").agg(pl.len().alias("n")).sort("source").collect())
         per_source = {s: int(n) for s, n in zip(df["source"].to_list(), df["n"].to_list())}
     return {**stats, "dropped_per_source": per_source}
 
 
-def _reasons(ledger_paths: list[str]) -> dict:
+def _reasons(ledger_paths: list[str], table: DecisionTable) -> dict:
     """Counts of rejection reasons (reasons never hold content)."""
     if not ledger_paths:
         return {}
     df = (
         pl.scan_parquet(ledger_paths)
-        .filter(pl.col("decision") == Decision.REJECTED.value)
+        .filter(pl.col("decision").is_in(list(table.names(Category.REJECTED))))
         .group_by("reason")
         .agg(pl.len().alias("n"))
         .sort("reason")
@@ -243,8 +245,9 @@ def _reasons(ledger_paths: list[str]) -> dict:
 def pii_section(plan, work: Path, pass2: list[dict], ledger_paths: list[str]) -> dict:
     """PII totals per entity type and per source (recounted from the ledger), the engine and the
     actions, and the residual scan of the output: counts only, never values."""
+    from pipeline.core.registry import run_stages
+    from pipeline.core.runtime import stage_instance
     from pipeline.pii.redact import hmac_key, key_id
-    from pipeline.pii.step import engine_for
 
     cfg = plan.config.pii
     ledger = pl.scan_parquet(ledger_paths) if ledger_paths else None
@@ -263,14 +266,14 @@ def pii_section(plan, work: Path, pass2: list[dict], ledger_paths: list[str]) ->
     if cfg.residual_scan.enabled:
         residual = {"records": 0, "spans": 0, "by_entity": {}, "sample_fraction": cfg.residual_scan.sample_fraction}
         for r in pass2:
-            part = r.get("residual_pii") or {}
+            part = (r.get("write_stages") or {}).get("pii") or {}
             residual["records"] += part.get("records", 0)
             residual["spans"] += part.get("spans", 0)
             for e, n in part.get("by_entity", {}).items():
                 residual["by_entity"][e] = residual["by_entity"].get(e, 0) + n
         residual["by_entity"] = dict(sorted(residual["by_entity"].items()))
     return {
-        "engine": engine_for(cfg).describe(),
+        "engine": stage_instance(next(sp for sp in run_stages(plan.config) if sp.kind == "pii"), plan).describe(),
         "actions": {e: cfg.action_for(e) for e in cfg.all_entities()},
         "record_rule": cfg.record_rule.model_dump(mode="json"),
         "hmac_key_id": key_id(hmac_key(cfg)),

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.audit.chain import find_manifest
 from pipeline.audit.manifest import conservation, count_decisions, ledger_digest, manifest_json_schema
+from pipeline.core.registry import manifest_decisions
 from pipeline.audit.signing import (
     SignatureError,
     load_public_key,
@@ -181,7 +182,7 @@ def _check_conservation(r: VerifyReport, run_dir: Path, manifest: dict) -> None:
     ledger_paths = [str(run_dir / f["path"]) for f in manifest["outputs"]["ledger"]]
     counts = count_decisions(ledger_paths)
     sources = [s["name"] for s in manifest["sources"]]
-    recount = conservation(counts, sources)
+    recount = conservation(counts, sources, manifest_decisions(manifest))
     if not recount["balanced"]:
         r.add("conservation", False, "the ledger does not balance: input != kept + dropped + quarantined + rejected")
         return

@@ -21,8 +21,8 @@ import orjson
 from pipeline.config import SourceConfig, UnitConfig
 from pipeline.errors import ConfigError
 from pipeline.pii.config import PiiConfig
+from pipeline.pii.engine import PiiEngine
 from pipeline.pii.redact import resolve
-from pipeline.pii.step import engine_for
 from pipeline.sources import reader_for
 
 _BATCH = 2_000
@@ -95,7 +95,7 @@ def scan_paths(paths: list[str], cfg: PiiConfig | None = None, *, text_field: st
     """Detect PII in every record of the paths; write spans (JSONL) if asked; return the summary."""
     sources, fields, run_pii = sources_for(paths, text_field, id_field)
     cfg = cfg or run_pii or PiiConfig()
-    engine = engine_for(cfg)
+    engine = PiiEngine(cfg).setup()
     by_entity: dict[str, dict[str, int]] = {}
     records = with_pii = spans_total = 0
     out = None

@@ -67,6 +67,12 @@ def preprocessing_protocol(manifest: dict) -> str:
                      f"{'character' if nd['char_ngrams'] else 'word'} {nd['ngram']}-grams, Jaccard threshold {nd['threshold']}, "
                      f"{nd['bands']} bands x {nd['rows']} rows (probability {nd['candidate_probability_at_threshold']:.3f} of flagging "
                      "a pair at the threshold), candidates verified, clusters without chaining.")
+    for stage in (manifest.get("pipeline") or {}).get("stages", []):
+        if stage.get("origin") == "built-in":
+            continue  # described above in their own words
+        dropped = st.get(stage["kind"], {}).get("dropped", 0)
+        steps.append(f"Stage {stage['kind']} ({stage.get('origin')}, {stage.get('runs')}): {stage.get('description') or 'no description'}; "
+                     f"{dropped:,} record(s) removed by it.")
     if manifest.get("skipped_inputs"):
         steps.append(f"{len(manifest['skipped_inputs'])} input file(s) already processed by earlier runs were skipped.")
     steps.append(f"{o['kept']:,} records were kept. Every input record has one row in the ledger (ledger/*.parquet) "

@@ -1,0 +1,83 @@
+"""The step builder: the only place where the order of a run lives.
+
+It turns a config's stage list into the steps that both the Prefect flow (`flows/clean.py`) and
+the Prefect-free executor (`pipeline.executor`) run, one after the other:
+
+    read        per unit   pass 1: read, validate, per-record stages, keys (`pipeline.run.pass1`)
+    digests     background hash the inputs beside the barrier and pass 2
+    barrier     global     record-id uniqueness, the barrier stages, the shard plan
+    <stage>     per unit   each per-unit stage after dedup (e.g. `pii`), then
+    <stage>-fold global    its verdicts folded into the decisions, shards planned again
+    write       per shard  pass 2 with the write-time stages; beside it, the ledger
+
+Runners call a step by name with `run_step(work_dir, name, id)`, so a remote worker needs only
+the step's name and the scratch path.
+
+Usage::
+
+    for step in build_steps(cfg):
+        ...  # schedule step.scope == "unit" once per unit, "shard" once per shard, "global" once
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.registry import stages_at
+from pipeline.core.stage import Placement
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run: its name, how it is scheduled and what its result counts."""
+
+    name: str
+    scope: str                    # "unit" | "global" | "shard" | "background"
+    count_key: str | None = None  # the field of a unit/shard result the progress display counts
+    stage: str | None = None      # the stage a per-unit stage step runs
+    processes: bool = False       # GIL-bound work: the thread runner sends its units to processes
+    retries: bool = False         # I/O steps are retried on transient errors
+
+
+def build_steps(cfg) -> list[Step]:
+    """The run's steps, in order."""
+    steps = [Step("read", "unit", "records", retries=True), Step("digests", "background"), Step("barrier", "global")]
+    for spec in stages_at(cfg, Placement.UNIT):
+        steps.append(Step(spec.kind, "unit", "scanned", stage=spec.kind, processes=spec.cls.needs_processes,
+                          retries=True))
+        steps.append(Step(f"{spec.kind}-fold", "global", stage=spec.kind))
+    steps.append(Step("write", "shard", "kept", retries=True))
+    return steps
+
+
+def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1) -> dict | None:
+    """Run the step called `name` (for unit and shard steps, on unit or shard `item`).
+
+    `workers` > 1 lets a GIL-bound per-unit stage use that many worker processes (thread runner)."""
+    from pipeline.plan import start_input_digests
+    from pipeline.run.barrier import barrier
+    from pipeline.run.pass1 import pass1
+    from pipeline.run.pass2 import pass2
+    from pipeline.run.unit_stages import fold_unit_stage
+
+    if name == "read":
+        return pass1(work_dir, item)
+    if name == "digests":
+        start_input_digests(work_dir)
+        return None
+    if name == "barrier":
+        return barrier(work_dir)
+    if name == "write":
+        return pass2(work_dir, item)
+    if name.endswith("-fold"):
+        return fold_unit_stage(work_dir, name[: -len("-fold")])
+    from pipeline.run.procpool import unit_stage_isolated
+
+    return unit_stage_isolated(work_dir, name, item, workers)
+
+
+def beside_write(work_dir: str) -> dict:
+    """The ledger, written beside pass 2 once every decision is final."""
+    from pipeline.publish import stage_ledger
+
+    return stage_ledger(work_dir)

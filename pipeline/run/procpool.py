@@ -1,0 +1,60 @@
+"""Process-level parallelism for per-unit stages bound to the GIL (`Stage.needs_processes`, e.g.
+spaCy's NER), whatever runs the steps.
+
+With a thread-based runner, each unit's work is sent to a shared pool of worker processes
+(spawned, so no lock held by a thread is inherited), each of which sets the stage up once.
+Runners that already use processes (Dask) call `unit_stage` directly.
+
+Usage::
+
+    workers = pool_workers(work_dir, 2)
+    result = unit_stage_isolated(work_dir, "pii", unit_id, workers)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+from pipeline.run.unit_stages import kept_text_bytes, unit_stage
+
+# Below this much kept text, starting worker processes (each loads spaCy and Presidio: seconds)
+# costs more than it saves; the work then runs in the calling process, which keeps its stage.
+POOL_MIN_BYTES = 4 * 1024 * 1024
+
+_LOCK = threading.Lock()
+_POOL: ProcessPoolExecutor | None = None
+_WORKERS = 0
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    global _POOL, _WORKERS
+    with _LOCK:
+        if _POOL is None or _WORKERS != workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=True)
+            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            _WORKERS = workers
+        return _POOL
+
+
+def pool_workers(work_dir: str, workers: int) -> int:
+    """How many worker processes a GIL-bound per-unit stage of this run should use (1: none, in process)."""
+    return workers if kept_text_bytes(work_dir) >= POOL_MIN_BYTES else 1
+
+
+def unit_stage_isolated(work_dir: str, kind: str, unit_id: int, workers: int) -> dict:
+    """Run `unit_stage` in the shared worker pool (in this process when `workers` is 1)."""
+    if workers <= 1:
+        return unit_stage(work_dir, kind, unit_id)
+    return _pool(workers).submit(unit_stage, work_dir, kind, unit_id).result()
+
+
+def shutdown() -> None:
+    """Stop the worker processes (their loaded models are freed)."""
+    global _POOL
+    with _LOCK:
+        if _POOL is not None:
+            _POOL.shutdown(wait=True)
+            _POOL = None

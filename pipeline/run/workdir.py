@@ -1,0 +1,51 @@
+"""Names and small helpers of the run's scratch space (`OUTPUT/_work/`), shared by every step.
+
+    pass1/uNNNNN.parquet|.schema|.json   keys (no content), the unit's schema, its done-marker
+    decisions/uNNNNN.parquet             one row per record: decision, stage, reason, evidence, shard
+    stages/<kind>/uNNNNN.*               a per-unit stage's verdicts and artifacts
+    pass2/sNNNNN.json                    a written shard's done-marker
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+
+def unit_name(unit_id: int) -> str:
+    """The file stem of a unit's scratch files."""
+    return f"u{unit_id:05d}"
+
+
+def read_done(path: Path) -> dict | None:
+    """A step's done-marker (its result), or None when the step has not finished."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_schema(path: Path) -> pa.Schema:
+    """An Arrow schema stored as an empty IPC file."""
+    with pa.ipc.open_file(path) as r:
+        return r.schema
+
+
+def write_schema(path: Path, schema: pa.Schema) -> None:
+    """Store an Arrow schema as an empty IPC file (atomically)."""
+    from pipeline.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with pa.ipc.new_file(tmp, schema) as w:
+            w.write_table(schema.empty_table())
+
+
+def shard_ids(work_dir: str) -> list[int]:
+    """Ids of the output shards the barrier planned."""
+    return list(range(len(json.loads((Path(work_dir) / "shards.json").read_text()))))
+
+
+def cleanup_tmp(work_dir: str) -> None:
+    """Remove temporary files a killed attempt left behind (never finished outputs)."""
+    for p in Path(work_dir).rglob(".*.tmp*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)

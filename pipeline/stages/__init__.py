@@ -1,0 +1,1 @@
+"""Built-in stages, one module each, on the contract of `pipeline.core.stage`."""
