@@ -161,14 +161,14 @@ def test_a_second_column_named_image_beside_the_image_column_fails_naming_the_fi
 def test_pii_scans_the_caption_of_an_image_column_source(tmp_path):
     from types import SimpleNamespace
 
-    from pipeline.pii.step import text_fields
+    from pipeline.stages.pii import text_fields
     from pipeline.sources import is_image_source
     from tests.conftest import build_config
 
     cfg = build_config(tmp_path / "out", [pq_source(tmp_path), {"name": "plain", "kind": "parquet", "paths": [str(tmp_path)]}],
                        pii={"fields": ["alt"]})
     plan = SimpleNamespace(config=cfg, source=lambda name: next(s for s in cfg.sources if s.name == name))
-    assert text_fields(plan, "pq") == ["caption", "alt"]
+    assert text_fields(plan.config, "pq") == ["caption", "alt"]
     assert [is_image_source(s) for s in cfg.sources] == [True, False]
 
 

@@ -304,7 +304,7 @@ def test_the_pii_scan_command_writes_offsets_and_a_summary(tmp_path):
 def test_detection_in_worker_processes_publishes_the_same_bytes_as_in_process(tmp_path, monkeypatch):
     import hashlib
 
-    import pipeline.pii.pool as pool
+    import pipeline.run.procpool as pool
 
     rows = [{"id": f"r{i}", "text": f"Record {i}: write to person{i}@example.com or call Ann Lee."} for i in range(40)]
     parts = []

@@ -7,7 +7,10 @@ import shutil
 
 from pipeline.plan import DIGESTS_FILE, RunPlan, _DIGEST_THREADS, make_plan, start_input_digests
 from pipeline.publish import finalize
-from pipeline.steps import barrier, pass1, pass2, shard_ids
+from pipeline.run.barrier import barrier
+from pipeline.run.pass1 import pass1
+from pipeline.run.pass2 import pass2
+from pipeline.run.workdir import shard_ids
 from tests.conftest import REPO, build_config
 
 

@@ -13,7 +13,10 @@ from pipeline.executor import run_local
 from pipeline.plan import RunPlan, make_plan
 from pipeline.publish import finalize
 from pipeline.sources.jsonl import JsonlReader
-from pipeline.steps import barrier, pass1, pass2, shard_ids
+from pipeline.run.barrier import barrier
+from pipeline.run.pass1 import pass1
+from pipeline.run.pass2 import pass2
+from pipeline.run.workdir import shard_ids
 from tests.conftest import REPO, build_config
 from tests.integration.test_run import file_digests, sample_config
 
@@ -123,7 +126,9 @@ def test_memory_spills_no_run_can_use_are_swept_and_a_failed_run_frees_its_own(t
     def boom(*_a, **_k):
         raise RuntimeError("the barrier failed")
 
-    monkeypatch.setattr(executor, "barrier", boom)
+    import pipeline.run.barrier as barrier_mod
+
+    monkeypatch.setattr(barrier_mod, "barrier", boom)  # run_step resolves it at call time
     cfg = build_config(tmp_path / "failed", sources, units={"spill_to": "memory"})
     with pytest.raises(RuntimeError):
         executor.run_local(cfg)

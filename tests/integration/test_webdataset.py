@@ -175,10 +175,10 @@ def test_the_same_shards_give_byte_identical_output_shards_twice(run_pipeline, s
 def test_pii_scans_the_caption_of_a_webdataset_sample_and_no_field_of_an_image_folder(tmp_path):
     from types import SimpleNamespace
 
-    from pipeline.pii.step import text_fields
+    from pipeline.stages.pii import text_fields
     from tests.conftest import build_config
 
     cfg = build_config(tmp_path / "out", [wds([tmp_path]), {"name": "img", "kind": "image_dir", "paths": [str(IMAGES)]}],
                        pii={"fields": ["json"]})
     plan = SimpleNamespace(config=cfg, source=lambda name: next(s for s in cfg.sources if s.name == name))
-    assert text_fields(plan, "wds") == ["txt", "json"] and text_fields(plan, "img") == []
+    assert text_fields(plan.config, "wds") == ["txt", "json"] and text_fields(plan.config, "img") == []
