@@ -196,6 +196,39 @@ def validate(config) -> None:
 
 
 @main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Also list the stages this config names (your own `module:Class` stages).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stages as JSON.")
+def stages(config_path, as_json) -> None:
+    """List the available stages: built-in, installed (`hygiene.stages` entry points) and a config's own."""
+    import json as _json
+
+    from pipeline.core.registry import describe_available
+
+    with exits_on_error():
+        cfg = load_config(config_path) if config_path else None
+        found = describe_available(cfg)
+    if as_json:
+        click.echo(_json.dumps(found, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    t = Table(title="stages")
+    for c in ("kind", "origin", "runs", "decisions", "config"):
+        t.add_column(c)
+    for d in found:
+        if "error" in d:
+            t.add_row(d["kind"], d["origin"], "-", "-", d["error"])
+            continue
+        conf = d["config"]
+        keys = (f"section {conf['section']}" if "section" in conf else
+                ", ".join(f"{k}={v['default']!r}" for k, v in conf["keys"].items()) or "-")
+        decisions = ", ".join(f"{n} ({v['category']})" for n, v in d["decisions"].items()) or "-"
+        t.add_row(d["kind"], d["origin"], d["runs"], decisions, keys)
+    _console().print(t)
+
+
+@main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--next", "show_next", type=click.IntRange(min=1), help="Print the next N fire times and exit.")
 @click.option("--name", default=None, help="Deployment name (default: the config's name).")
