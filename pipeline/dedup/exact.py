@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from pipeline.config import NormalizeConfig
 from pipeline.sources.base import string_digests
-from pipeline.sources.jsonscan import _ZERO, _zero_bytes
+from pipeline.sources.jsonscan import ZERO, zero_bytes
 
 
 # Byte tables of the compiled ASCII path: what each byte becomes, and whether it is whitespace
@@ -67,19 +67,19 @@ def _plain_word(w, prev, collapse, lower):
     byte when `prev`): it then normalises to itself, lowercased when `lower`."""
     if w & _H:
         return False, w, False, False
-    up = _ZERO
+    up = ZERO
     out = w
     if lower:
         up = (w + _UPPER_LO) & ~(w + _UPPER_HI) & _H
         out = w | (up >> np.uint64(2))
     if not collapse:
-        return True, out, up != _ZERO, False
+        return True, out, up != ZERO, False
     if (w - _SPACES) & ~w & _H:  # some byte below 0x20: tab, newline or another control byte
         return False, w, False, False
-    sp = _zero_bytes(w ^ _SPACES)
+    sp = zero_bytes(w ^ _SPACES)
     if sp & ((sp << np.uint64(8)) | (np.uint64(prev) << np.uint64(7))):
         return False, w, False, False
-    return True, out, up != _ZERO, (sp >> np.uint64(63)) != _ZERO
+    return True, out, up != ZERO, (sp >> np.uint64(63)) != ZERO
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

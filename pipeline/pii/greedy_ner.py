@@ -1,5 +1,9 @@
 """spaCy's greedy NER decoding, vectorised over a batch: the same model, the same entities.
 
+(About 580 lines, over the ~500 of STYLE.md, on purpose: one algorithm, spaCy's encoder and
+greedy decode replayed with the model's own weights, whose compiled kernels share buffers and
+feature layouts; its parity with `nlp.pipe` is tested as a whole.)
+
 Usage::
 
     decoder = GreedyNer.for_pipe(nlp.get_pipe("ner"))   # None if the component is not supported

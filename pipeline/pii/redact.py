@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.pii.config import PiiConfig
-from pipeline.pii.engine import Span
+from pipeline.pii.spans import Span
 
 
 def resolve(spans: Sequence[Span]) -> list[Span]:

@@ -32,7 +32,7 @@ WDS_TEXT = "txt"
 def sources_for(paths: list[str], text_field: str, id_field: str | None) -> tuple[list[dict], list[str], PiiConfig | None]:
     """Source configs for the paths (formats inferred from names), the fields to scan, and the
     PII config of a run directory if one was given."""
-    from pipeline.cli import sources_from_inputs
+    from pipeline.sources.inputs import sources_from_inputs
 
     sources: list[dict] = []
     fields = [text_field]

@@ -56,7 +56,7 @@ _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
 _BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
 _QUOTES = np.uint64(0x2222222222222222)
-_ZERO = np.uint64(0)
+ZERO = np.uint64(0)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 # Value kinds, in the low 3 bits of a shape hash; bit 3 marks a member of the line's own object.
@@ -66,7 +66,7 @@ _TABLE = 4096  # open-addressing table of distinct shape hashes; past half full 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _zero_bytes(t):
+def zero_bytes(t):
     """The high bit of every byte of `t` that is zero, and no other bit (exact, no carries)."""
     y = (t & _LOW7) + _LOW7
     return ~(y | t | _LOW7)
@@ -85,14 +85,14 @@ def _mix(a, b):
 def _emit(table, path, kind, top):
     """Insert (path, kind) into the hash table (`top`: a member of the line's object); returns 1
     when it was new, else 0. The caller keeps the table at most half full."""
-    h = (path & ~np.uint64(15)) | np.uint64(kind) | (np.uint64(8) if top else _ZERO)
+    h = (path & ~np.uint64(15)) | np.uint64(kind) | (np.uint64(8) if top else ZERO)
     mask = table.shape[0] - 1
     i = np.int64(h >> np.uint64(17)) & mask
     while True:
         v = table[i]
         if v == h:
             return 0
-        if v == _ZERO:
+        if v == ZERO:
             table[i] = h
             return 1
         i = (i + 1) & mask
@@ -130,9 +130,9 @@ def _string_end(data, words, k):
         j = k >> 3
         if j < nw:
             w = words[j]
-            hits = _zero_bytes(w ^ _QUOTES) | _zero_bytes(w ^ _BACKSLASHES) | _zero_bytes(w ^ _NEWLINES)
+            hits = zero_bytes(w ^ _QUOTES) | zero_bytes(w ^ _BACKSLASHES) | zero_bytes(w ^ _NEWLINES)
             hits &= _ALL << np.uint64((k & 7) * 8)
-            if hits == _ZERO:
+            if hits == ZERO:
                 k = (j + 1) << 3
                 continue
             k = (j << 3) + (trailing_zeros(hits) >> 3)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
-from pipeline.sources.validate import _without_string_views, is_string_type, split_valid, true_rows
+from pipeline.sources.validate import without_string_views, is_string_type, split_valid, true_rows
 
 IMAGE = "image"
 """The output column of an image-column source's image bytes."""
@@ -127,7 +127,7 @@ def image_rows(table: pa.Table, rows: np.ndarray, source, path: str) -> Batch:
     if name != IMAGE and IMAGE in table.column_names:
         raise SourceError(f"{path}: a column '{IMAGE}' besides image_column '{name}'; the output names the "
                           f"image column '{IMAGE}', so rename one of them or set `image_column: {IMAGE}`")
-    table = _without_string_views(table)
+    table = without_string_views(table)
     n = table.num_rows
     reasons: list[str | None] = [None] * n
     blobs, paths = None, None

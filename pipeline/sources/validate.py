@@ -25,7 +25,7 @@ def is_string_type(t: pa.DataType) -> bool:
     return t in _STRING_TYPES
 
 
-def _without_string_views(table: pa.Table) -> pa.Table:
+def without_string_views(table: pa.Table) -> pa.Table:
     """`table` with string_view columns cast to large_string, the type the output schema uses.
 
     Arrow has no filter, take or string-length kernels for string_view, so a batch holding such
@@ -52,7 +52,7 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
     must exist, be non-null and non-empty, and be a string or an integer (integers are turned
     into strings).
     """
-    table = _without_string_views(table)
+    table = without_string_views(table)
     n = table.num_rows
     reasons: list[str | None] = [None] * n
     text_field, id_field = source.text_field, source.id_field
