@@ -101,7 +101,9 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
     from concurrent.futures import ThreadPoolExecutor
 
     import pipeline.dedup.near as near_mod
-    import pipeline.steps as steps
+    import pipeline.stages.near as near_stage
+    from pipeline.run.barrier import barrier
+    from pipeline.run.pass1 import pass1
     from pipeline.config import parse_config
     from pipeline.plan import make_plan
 
@@ -121,7 +123,7 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
                 acc["signature_add_s"] += time.perf_counter() - t0
 
     near_mod.SignatureWriter.add = add
-    orig_resolve = steps.resolve_near
+    orig_resolve = near_stage.resolve_near
 
     def resolve(*a, **kw):
         t0 = time.perf_counter()
@@ -130,7 +132,7 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
         finally:
             acc["resolve_near_s"] += time.perf_counter() - t0
 
-    steps.resolve_near = resolve
+    near_stage.resolve_near = resolve
 
     # HYGIENE_BENCH_OURS_DEDUP (JSON, e.g. '{"near": {"threshold": 0.7}, "survivor": {"near_prefer": "central"}}')
     # runs ours with other dedup settings than the defaults.
@@ -146,9 +148,9 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
     work = str(plan.work_dir)
     ids = [u.unit_id for u in plan.units]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        p1 = list(pool.map(lambda i: steps.pass1(work, i), ids))
+        p1 = list(pool.map(lambda i: pass1(work, i), ids))
     t2 = time.perf_counter()
-    b = steps.barrier(work)
+    b = barrier(work)
     t3 = time.perf_counter()
     cpu = time.process_time() - c0
     return {

@@ -93,7 +93,7 @@ OUR_LIBS = ("numba", "numpy", "polars", "pyarrow", "psutil", "datasketch", "hygi
 # Shared helpers (also imported by neardup_scale.py; cmd_out, median, results_path come from common.py)
 
 
-STAGE_FILES = ("pipeline/dedup/*.py", "pipeline/steps.py", "pipeline/plan.py", "pipeline/executor.py",
+STAGE_FILES = ("pipeline/dedup/*.py", "pipeline/run/*.py", "pipeline/core/*.py", "pipeline/stages/*.py", "pipeline/plan.py", "pipeline/executor.py",
                "pipeline/config.py", "pipeline/fileio.py", "pipeline/sources/*.py")
 
 
