@@ -84,6 +84,11 @@ def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def refresh_entry_points() -> None:
+    """Look for `hygiene.stages` entry points again (after installing a package in this process)."""
+    _entry_points.cache_clear()
+
+
 def stage_class(kind: str, search_path: str | None = None) -> tuple[type[Stage], str]:
     """(class, origin) for a built-in kind, an entry-point name or `module:Class`."""
     if kind in BUILTIN:

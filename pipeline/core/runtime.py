@@ -14,16 +14,29 @@ from pipeline.core.registry import StageSpec
 from pipeline.core.stage import Stage
 from pipeline.core.verdicts import StageError
 
-_INSTANCES: dict[tuple[str, str, str], Stage] = {}
+# A long-lived process (a served deployment, a Dask worker) runs many runs: instances are kept for
+# the few most recent configs only, so models of old configs are freed.
+KEEP_CONFIGS = 4
+_INSTANCES: dict[tuple[str, str], Stage] = {}
 _LOCK = threading.Lock()
 
 
 def stage_instance(spec: StageSpec, plan) -> Stage:
-    """The process's set-up instance of `spec` for the plan's run; StageError naming the stage when
-    a user stage fails to set up."""
-    key = (plan.run_id, plan.config.digest(), spec.kind)
+    """The process's set-up instance of `spec` for the plan's config; StageError naming the stage
+    when a user stage fails to set up. Runs of one config write to one output directory, which
+    they hold locked, so an instance serves one run at a time; it is pointed at the current plan."""
+    digest = plan.config.digest()
+    key = (digest, spec.kind)
     with _LOCK:
-        if key not in _INSTANCES:
+        if key in _INSTANCES and _INSTANCES[key].plan.run_id != plan.run_id and spec.kind == "safety":
+            del _INSTANCES[key]  # hash lists are loaded afresh for every run (they may have been updated)
+        if key in _INSTANCES:
+            _INSTANCES[key].plan = plan
+        else:
+            digests = list(dict.fromkeys(d for d, _ in _INSTANCES))
+            for old in digests[: max(0, len(digests) - KEEP_CONFIGS + 1)]:
+                for k in [k for k in _INSTANCES if k[0] == old]:
+                    del _INSTANCES[k]
             stage = spec.build(plan.config)
             stage.plan = plan
             try:
@@ -36,8 +49,7 @@ def stage_instance(spec: StageSpec, plan) -> Stage:
         return _INSTANCES[key]
 
 
-def release(run_id: str) -> None:
-    """Forget the instances of a finished run (their resources are freed with them)."""
+def release_all() -> None:
+    """Forget every instance (their resources are freed with them)."""
     with _LOCK:
-        for key in [k for k in _INSTANCES if k[0] == run_id]:
-            del _INSTANCES[key]
+        _INSTANCES.clear()

@@ -7,7 +7,6 @@ and `human_viewed: false`.
 
 Usage::
 
-    matcher = matcher_for(plan)                  # one per process and config, lists loaded once
     write_incidents(path, incidents)
     merge_incidents(work_dir, run_dir)           # at publication
     summarize_incidents(run_dir)                 # for `hygiene incidents RUN`
@@ -17,32 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.fileio import sha256_path
-from pipeline.safety.matcher import Matcher
 
 INCIDENTS = "quarantine/incidents.jsonl"
-_cache: dict[str, Matcher] = {}
-_lock = threading.Lock()
-
-
-def matcher_for(plan) -> Matcher:
-    """The plan's matcher, built once per process (lists can be large), checked against the plan's digests."""
-    key = plan.config.digest()
-    with _lock:
-        if key not in _cache:
-            m = Matcher.from_config(plan.config)
-            expected = {h["name"]: h.get("sha256") for h in plan.hash_lists}
-            for hl, _ in m.lists:
-                if hl.name in expected and expected[hl.name] != hl.sha256:
-                    from pipeline.safety.hashlist import HashListError
-
-                    raise HashListError(f"{hl.path}: hash list '{hl.name}' changed during the run; run again")
-            _cache[key] = m
-        return _cache[key]
 
 
 def incident(match, record_id: str, source: str, uri: str, location: str, row: int) -> dict:

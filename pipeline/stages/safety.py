@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BatchContext, RecordStage, Verdicts
-from pipeline.safety.quarantine import incident, matcher_for
+from pipeline.safety.hashlist import HashListError
+from pipeline.safety.matcher import Matcher
+from pipeline.safety.quarantine import incident
 
 QUARANTINED = DecisionKind("quarantined", Category.QUARANTINED,
                            "matched a hash list of known prohibited material; quarantined, never copied")
@@ -32,7 +34,12 @@ class SafetyStage(RecordStage):
     config_section = "safety"
 
     def setup(self) -> "SafetyStage":
-        self.matcher = matcher_for(self.plan)
+        """Load and validate every list (fail closed), and check each is the list the plan recorded."""
+        self.matcher = Matcher.from_config(self.plan.config)
+        expected = {h["name"]: h.get("sha256") for h in self.plan.hash_lists}
+        for hl, _ in self.matcher.lists:
+            if hl.name in expected and expected[hl.name] != hl.sha256:
+                raise HashListError(f"{hl.path}: hash list '{hl.name}' changed during the run; run again")
         return self
 
     def active(self) -> bool:
