@@ -122,10 +122,12 @@ class UnitReader:
     # -- per-record stages ---------------------------------------------------------------------
 
     def _run_stages(self, table: pa.Table, rows: np.ndarray, rids: list, extra: dict, text_field: str | None,
-                    decided: KeyRows, common: dict) -> np.ndarray:
+                    decided: KeyRows, common: dict) -> tuple[np.ndarray, list[str | None] | None]:
         """Run every record stage in order on the rows still kept; decided rows become key rows.
-        Returns the boolean mask of rows still kept."""
+        Returns the boolean mask of rows still kept and, when a user's stage recorded evidence for
+        kept rows (e.g. a detected language), that evidence per row as compact JSON."""
         keep = np.ones(table.num_rows, dtype=bool)
+        kept_evidence: list[dict] | None = None
         for spec, stage in self.stages:
             idx = np.flatnonzero(keep)
             if idx.size == 0:
@@ -148,15 +150,25 @@ class UnitReader:
             verdicts = check_verdicts(spec.kind, verdicts, idx.size, self.table)
             for j, d in enumerate(verdicts.decision):
                 if d is None:
+                    if verdicts.evidence and stage is not self.safety:
+                        ev = {k: v[j] for k, v in verdicts.evidence.items() if v[j] is not None}
+                        if ev:
+                            kept_evidence = kept_evidence or [{} for _ in range(table.num_rows)]
+                            kept_evidence[int(idx[j])].update(ev)
                     continue
                 i = int(idx[j])
                 ev = {k: v[j] for k, v in verdicts.evidence.items()}
+                if kept_evidence is not None:
+                    ev = {**kept_evidence[i], **ev}
                 typed = {k: ev.pop(k) for k in _SAFETY_EVIDENCE if k in ev} if stage is self.safety else {}
                 decided.add(**{k: v[i] for k, v in common.items()}, decision=d, stage=spec.kind,
                             reason=verdicts.reason[j], **typed,
                             evidence=json.dumps(ev, sort_keys=True, separators=(",", ":"), default=str) if ev else None)
                 keep[i] = False
-        return keep
+        if kept_evidence is None:
+            return keep, None
+        return keep, [json.dumps(e, sort_keys=True, separators=(",", ":"), default=str) if e else None
+                      for e in kept_evidence]
 
     # -- text ----------------------------------------------------------------------------------
 
@@ -181,9 +193,11 @@ class UnitReader:
             # Safety first: a matched record goes no further than this point, not even into a signature.
             common = {"row": batch.rows.tolist(), "record_id": rids, "location": locs, "content_sha256": digests,
                       "order_str": ostr, "order_int": oint}
-            keep = self._run_stages(table, batch.rows, rids, {"digests": digests, "locations": locs, "uris": uris,
-                                                             "incidents": self.incidents}, src.text_field,
-                                    self.rows, common)
+            keep, evidence = self._run_stages(table, batch.rows, rids, {"digests": digests, "locations": locs,
+                                                                        "uris": uris, "incidents": self.incidents},
+                                              src.text_field, self.rows, common)
+            if evidence is not None:
+                evidence = [e for e, k in zip(evidence, keep) if k]
             if not keep.all():
                 kept = np.flatnonzero(keep)
                 table = table.filter(pa.array(keep))
@@ -195,7 +209,7 @@ class UnitReader:
             keys = exact_keys(text, self.plan.config.dedup.exact.normalize, digests)
             self.rows.extend(n, row=batch.rows.tolist(), record_id=rids, location=locs, content_sha256=digests,
                              key=keys, text_bytes=pc.binary_length(text).to_pylist(), order_str=ostr, order_int=oint,
-                             quality=self._quality(table))
+                             quality=self._quality(table), evidence=evidence)
             self.schemas.append(table.schema)
             if self.spill is not None:
                 self.spill.add(table, batch.rows)
@@ -256,7 +270,7 @@ class UnitReader:
             common = {"row": [rows[i] for i in ok], "record_id": sub_rids, "location": locs, "content_sha256": digests,
                       "order_str": [ostr[i] for i in ok], "order_int": [oint[i] for i in ok],
                       "pdq_quality": [hashed[i].pdq_quality for i in ok]}
-            keep = self._run_stages(sub, batch.rows[idx], sub_rids,
+            keep, evidence = self._run_stages(sub, batch.rows[idx], sub_rids,
                                     {"image_hashes": [hashed[i] for i in ok], "digests": digests, "locations": where,
                                      "uris": uris, "incidents": self.incidents}, None, self.rows, common)
             for j in np.flatnonzero(keep):
@@ -265,7 +279,8 @@ class UnitReader:
                 self.rows.add(row=rows[i], record_id=rids[i], location=locs[j], content_sha256=digests[j],
                               reason=None if (h.pdq_quality or 0) >= 50 else f"pdq unhashable (quality {h.pdq_quality})",
                               key=digests[j], text_bytes=len(blobs[i]), order_str=ostr[i], order_int=oint[i],
-                              phash=h.phash, pdq_quality=h.pdq_quality)
+                              phash=h.phash, pdq_quality=h.pdq_quality,
+                              evidence=evidence[j] if evidence is not None else None)
         drop = getattr(src, "keep", "bytes") == "path"
         schema = table.schema.remove(table.schema.get_field_index("image")) if drop else table.schema
         self.schemas.append(schema)

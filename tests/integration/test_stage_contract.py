@@ -173,3 +173,26 @@ def test_a_broken_user_stage_fails_the_run_before_anything_is_published(tmp_path
     with pytest.raises(StageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_local(parse_config(data))
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+class _TagsOnly(RecordStage):
+    kind = "tags_only"
+
+    def process(self, table, ctx):
+        return Verdicts([None] * table.num_rows, [None] * table.num_rows,
+                        {"chars": [len(t) for t in table[ctx.text_field].to_pylist()]})
+
+
+def test_a_user_stage_s_evidence_on_kept_records_reaches_the_ledger(tmp_path):
+    import polars as pl
+
+    corpus = _corpus(tmp_path / "in", 30)
+    data = {"sources": [{"name": "t", "kind": "jsonl", "paths": [str(corpus)], "id_field": "id"}],
+            "output": {"dir": str(tmp_path / "out")}, "dedup": {"near": {"enabled": False}},
+            "stages": [{"kind": "safety"}, {"kind": "tests.integration.test_stage_contract:_TagsOnly"},
+                       {"kind": "exact_dedup"}]}
+    run_local(parse_config(data))
+    ledger = pl.read_parquet(str(tmp_path / "out" / "ledger" / "*.parquet"))
+    kept = ledger.filter(pl.col("decision") == "kept")
+    assert kept.height > 0 and kept["evidence"].is_not_null().all()
+    assert {"chars"} == set(json.loads(kept["evidence"][0]))
