@@ -90,7 +90,15 @@ _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
     "IP_ADDRESS": lambda t, d: (d >= 4 and _IPV4_HINT.search(t) is not None) or _IPV6_HINT.search(t) is not None,
     "MAC_ADDRESS": lambda t, d: _MAC_HINT.search(t) is not None,
     "CRYPTO": lambda t, d: d >= 1 and _CRYPTO_HINT.search(t) is not None,
+    # a digit and a street, unit, box or address word (pipeline/pii/address.py)
+    "STREET_ADDRESS": lambda t, d: d >= 1 and _address_hint(t),
 }
+
+def _address_hint(text: str) -> bool:
+    from pipeline.pii.address import address_hint
+
+    return address_hint(text)
+
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 # The start of a word that is capitalised, or written in a script without case (conservative).
