@@ -60,7 +60,7 @@ PLACE_BONUS = 0.15     # a place after a comma or on a line of its own
 CODE_BONUS = 0.15      # a postal code after a place or on a line of its own
 NUMBER_BONUS = 0.1     # a second house number before the line ("9660 Paul-Nevermann-Platz 77")
 CORNER_BONUS = 0.15    # "... and Kishiev Avenue"
-CONTEXT_BONUS = 0.25   # an address word among the six words before
+CONTEXT_BONUS = 0.3    # an address word among the six words before
 
 MAX_NAMES = 5          # words in a street name ("Via Santa Teresa degli Scalzi" has four)
 MAX_PARTS = 8          # units, places, regions and codes after a street line
@@ -127,7 +127,10 @@ into onto over under after before about between while when where which who whom 
 each every some such one two three four five six seven eight nine ten per via""".split())
 # Lower-case words inside street and place names ("Rue de la Paix", "Ústí nad Labem").
 PARTICLES = frozenset("""de da do dos das del della delle dei degli di du des la le les van von der den
-het ter te à al el y e i nad pod na am an im auf bei zum zur""".split())
+het ter te à al el y e i nad pod na am an im auf bei zum zur z ze v u pri dalla dello alla ai sul
+sulla""".split())
+# Elided articles that start a capitalised name ("Avenue d'Ouchy", "Rue l'Abbé").
+_ELISION = re.compile(r"[dlDL]['’][^\W\d_]")
 # A number after one of these is no house number ("Chapter 12 Street Fighter", "Figure 3 Road map").
 NOT_HOUSE_BEFORE = frozenset("""chapter section sec page p pp figure fig table tab version v ver step
 part volume vol episode ep season level lvl grade class item line lines issue pr rfc no nr number
@@ -231,6 +234,8 @@ class _Finder:
         self.kind, self.start, self.end, self.text = kind, start, end, text
         self.low = [t.lower().rstrip(".") for t in text]
         self.n = len(kind)
+        # a window with no capital at all: names cannot be told by their capitals
+        self.lower_text = view == view.lower()
 
     # -- token tests -----------------------------------------------------------------------
 
@@ -279,7 +284,15 @@ class _Finder:
             return True
         if low in FUNCTION_WORDS or low in self.lx["units"]:
             return False
-        return w[0].isupper() or (lower and w.islower())
+        return w[0].isupper() or (lower and w.islower()) or (_ELISION.match(w) is not None and w[2].isupper())
+
+    def names_before_mixed(self, i: int) -> int:
+        """Like `names_before`, with lower-case words inside the name ("Árpád fejedelem útja",
+        "Boriñaur enparantza") as long as the name starts with a capital."""
+        j = self.names_before(i, True)
+        while j < i and not (self.text[j][0].isupper() or self.lower_text):
+            j += 1
+        return j
 
     def names_before(self, i: int, lower: bool) -> int:
         """Index of the first of the name tokens that end right before token i (i if none)."""
@@ -309,7 +322,7 @@ class _Finder:
                 continue
             if self.kind[i] != WORD:
                 continue
-            low, lower = self.low[i], self.text[i].islower()
+            low, lower = self.low[i], self.text[i].islower() and self.lower_text
             if low not in lx["hint"] and not (len(low) > 5 and low.endswith(_glued()[1])):
                 continue
             if self.typed(i, "after"):
@@ -323,14 +336,14 @@ class _Finder:
                     out.append(_Line(j - 1, last, score, ["street type" if strong else "weak street type"]))
             if self.typed(i, "foreign") and self.house_number(i + 1) and self.adjacent(i, i + 1):
                 # names + type + number ("Wilhelmsens vei 83", "Victor Hugo u. 49")
-                j = self.names_before(i, False)
+                j = self.names_before_mixed(i)
                 if j < i:
                     strong = low in lx["foreign_strong"]
                     out.append(_Line(j, i + 1, TYPED_LINE if strong else WEAK_LINE,
                                      ["street type" if strong else "weak street type"]))
             if self.typed(i, "prefix"):
                 # type + names + number ("Via Leopardi 83"), number + type + names ("29 Rue de Tanger")
-                j = self.names_after(i + 1, lower)
+                j = self.names_after(i + 1, lower or self.typed(i, "prefix_strong"))
                 if j > i + 1:
                     before = self.house_number(i - 1) and self.adjacent(i - 1, i)
                     after = self.house_number(j) and self.adjacent(j - 1, j)
@@ -339,8 +352,11 @@ class _Finder:
                             score = LOWER_LINE if self.lower_case(i + 1, j - 1) else TYPED_LINE
                         else:
                             score = CAPITAL_WEAK if self.text[i][0].isupper() else WEAK_LINE
-                        out.append(_Line(i - 1 if before else i, j if after else j - 1, score,
-                                         ["street type" if score >= CAPITAL_WEAK else "weak street type"]))
+                        line = _Line(i - 1 if before else i, j if after else j - 1, score,
+                                     ["street type" if score >= CAPITAL_WEAK else "weak street type"])
+                        if before and after:
+                            line.add("second number", NUMBER_BONUS)
+                        out.append(line)
             m = glued.fullmatch(low)
             if m is not None and self.house_number(i + 1) and self.adjacent(i, i + 1):
                 # a type glued to the name, number after ("Hadikgasse 49", "Hugo de Grootlaan 177")
@@ -404,7 +420,8 @@ class _Finder:
     def unit(self, k: int) -> int | None:
         """Last token of a unit at k ("Apt. 5", "Suite 900", "# 12", "apt 4B"), or None."""
         if self.punct(k, "#"):
-            return k + 1 if k + 1 < self.n and self.kind[k + 1] == NUM and self.end[k] == self.start[k + 1] else None
+            glued = k + 1 < self.n and self.end[k] == self.start[k + 1]
+            return k + 1 if k + 1 < self.n and self.kind[k + 1] == NUM and (glued or self.adjacent(k, k + 1)) else None
         if not self.word(k) or self.low[k] not in self.lx["units"]:
             return None
         j = k + 1 + self.punct(k + 1, "#")
@@ -424,7 +441,7 @@ class _Finder:
 
     def postal(self, k: int) -> int | None:
         """Last token of a postal code at k, or None."""
-        if k >= self.n or self.kind[k] not in (NUM, WORD):
+        if k >= self.n or self.kind[k] not in (NUM, WORD, IDENT):
             return None
         m = _POSTAL.match(self.view, self.start[k])
         if m is None or (m.end() < len(self.view) and self.view[m.end()].isalnum()):
@@ -446,6 +463,8 @@ class _Finder:
             w, low = self.text[j], self.low[j]
             if low in self.lx["units"] or (low in FUNCTION_WORDS and not (j > k and low in ("and", "of"))):
                 break
+            if j > k and self.region(j) and self.postal(j + 1) is not None and self.adjacent(j, j + 1):
+                break       # "North Attleboro MA 02760": the region starts the next part
             if not (w[0].isupper() or (j > k and low in PARTICLES) or (lower and w.islower())):
                 break
             j += 1
@@ -474,6 +493,9 @@ class _Finder:
         k, lines, parts, after_unit = c.last + 1, 0, 0, False
         while k < self.n and parts < MAX_PARTS:
             prev_end = self.end[c.last]
+            if self.punct(k, ".") and self.kind[c.last] == NUM and self.start[k] == prev_end and (
+                    k + 1 >= self.n or self.kind[k + 1] == NL or self.unit(k + 1) is not None):
+                k += 1      # "Erzsébet tér 19.", "Victor Hugo u. 49. Suite 638"
             k, nl, comma = self.skip_separators(k)
             if k >= self.n or self.start[k] - prev_end > MAX_GAP:
                 break
@@ -505,10 +527,18 @@ class _Finder:
                     c.last, k, parts = k, k + 1, parts + 1
                     continue
             code = self.postal(k)
-            if code is not None and (nl or comma or after_unit or "place" in c.why) and self.ends_part(code + 1):
-                c.last, k, parts = code, code + 1, parts + 1
-                c.add("code", CODE_BONUS)
-                continue
+            if code is not None and (nl or comma or after_unit or "place" in c.why):
+                if self.ends_part(code + 1):
+                    c.last, k, parts = code, code + 1, parts + 1
+                    c.add("code", CODE_BONUS)
+                    continue
+                # a postal code before the place ("10115 Berlin", "75002 Paris", "110 00 Praha 1")
+                place = self.place(code + 1, lower) if self.adjacent(code, code + 1) else None
+                if place is not None and (self.ends_part(place + 1) or self.postal(place + 1) is not None):
+                    last = place + 1 if self.postal(place + 1) is not None and self.adjacent(place, place + 1) else place
+                    c.last, k, parts = last, last + 1, parts + 1
+                    c.add("postal", POSTAL_BONUS)
+                    continue
             place = self.place(k, lower)
             if place is None:
                 break
