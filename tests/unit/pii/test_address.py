@@ -152,11 +152,21 @@ def test_street_address_is_a_default_entity_served_by_a_builtin_recognizer():
     assert rec.analyze(text, entities=["PERSON"]) == []
 
 
-def test_a_name_inside_an_address_is_part_of_the_address():
-    """The engine drops NER names wholly inside an address, so the union is labelled an address
-    (a street named after a person, the city of an address)."""
-    from pipeline.pii.engine import Span, _inside_addresses_dropped
+def test_a_name_overlapping_an_address_keeps_only_its_part_outside_it():
+    """The engine cuts NER names back to their part outside an address, so the union is labelled
+    an address (a street named after a person, the city of an address, a name run on into the
+    address lines below it)."""
+    from pipeline.pii.engine import Span, _names_cut_at_addresses
 
-    spans = [Span("STREET_ADDRESS", 10, 60, 0.6), Span("PERSON", 15, 29, 0.85), Span("LOCATION", 40, 51, 0.85),
-             Span("PERSON", 0, 8, 0.85), Span("LOCATION", 55, 70, 0.85)]
-    assert _inside_addresses_dropped(spans) == [spans[0], spans[3], spans[4]]
+    text = "Thea Kokshoorn\n1765 Nelson Mandela Drive\nSpringfield and Ann Lee in Paris"
+    street = text.index("1765")
+    end = text.index(" and Ann")
+    spans = [Span("STREET_ADDRESS", street, end, 0.75),
+             Span("PERSON", 0, text.index("Drive"), 0.85),                       # runs into the address
+             Span("PERSON", text.index("Nelson"), text.index(" Drive"), 0.85),   # inside it
+             Span("LOCATION", text.index("Springfield"), end, 0.85),             # inside it
+             Span("PERSON", text.index("Ann"), text.index(" in"), 0.85),         # outside
+             Span("EMAIL_ADDRESS", street, street + 4, 1.0)]                    # not a NER type: kept
+    got = [(s.entity, text[s.start:s.end]) for s in _names_cut_at_addresses(text, spans)]
+    assert got == [("STREET_ADDRESS", text[street:end]), ("PERSON", "Thea Kokshoorn"), ("PERSON", "Ann Lee"),
+                   ("EMAIL_ADDRESS", "1765")]
