@@ -136,6 +136,9 @@ NOT_HOUSE_BEFORE = frozenset("""chapter section sec page p pp figure fig table t
 part volume vol episode ep season level lvl grade class item line lines issue pr rfc no nr number
 hours hour minutes minute seconds days weeks months years year top""".split())
 DIRECTIONS = frozenset("n s e w ne nw se sw north south east west".split())
+# Capitalised words that open a line after an address but are no place: greetings, sign-offs.
+NOT_PLACES = frozenset("""thanks thank regards sincerely best cheers yours dear hi hello kind warm many
+phone tel fax mobile email e-mail web website note please""".split())
 
 _MILITARY = re.compile(
     r"(?:(?:PSC|CMR|Unit)[ ]\d{1,5},?[ ]Box[ ]\d{1,5}|(?:USNS|USS|USCGC|USNV|USAV)[ ][^\W\d_](?:[^\W\d_]|['’.\- ]){0,40}?)"
@@ -461,7 +464,7 @@ class _Finder:
         j = k
         while j < self.n and j - k < 4 and (j == k or self.adjacent(j - 1, j)) and self.word(j):
             w, low = self.text[j], self.low[j]
-            if low in self.lx["units"] or (low in FUNCTION_WORDS and not (j > k and low in ("and", "of"))):
+            if low in self.lx["units"] or low in NOT_PLACES or (low in FUNCTION_WORDS and not (j > k and low in ("and", "of"))):
                 break
             if j > k and self.region(j) and self.postal(j + 1) is not None and self.adjacent(j, j + 1):
                 break       # "North Attleboro MA 02760": the region starts the next part
@@ -547,6 +550,8 @@ class _Finder:
             caps = all(self.text[x].isupper() for x in range(k, nxt) if len(self.text[x]) > 1)
             if not ((nl or comma or after_unit or caps) and (self.ends_part(nxt) or followed)):
                 break
+            if nl and self.punct(nxt, "!?"):
+                break       # a line of its own that ends a sentence ("Thanks!") is no place
             c.last, k, parts = place, nxt, parts + 1
             c.add("place", PLACE_BONUS)
 
