@@ -449,6 +449,8 @@ class _Finder:
         m = _POSTAL.match(self.view, self.start[k])
         if m is None or (m.end() < len(self.view) and self.view[m.end()].isalnum()):
             return None
+        if re.match(r"[ \t]*[-.(]?[ \t]*\d", self.view[m.end():m.end() + 4]):
+            return None     # more digit groups follow: a phone number ("07700 900123"), not a postal code
         j = k
         while j + 1 < self.n and self.start[j + 1] < m.end():
             j += 1

@@ -170,3 +170,8 @@ def test_a_name_overlapping_an_address_keeps_only_its_part_outside_it():
     got = [(s.entity, text[s.start:s.end]) for s in _names_cut_at_addresses(text, spans)]
     assert got == [("STREET_ADDRESS", text[street:end]), ("PERSON", "Thea Kokshoorn"), ("PERSON", "Ann Lee"),
                    ("EMAIL_ADDRESS", "1765")]
+
+
+def test_a_phone_number_on_the_line_after_an_address_is_not_its_postal_code():
+    text = "Jane Roe\n742 Evergreen Terrace\nSuite 900\nSpringfield\n07700 900123 mobile"
+    assert found(text) == ["742 Evergreen Terrace\nSuite 900\nSpringfield"]
