@@ -94,7 +94,15 @@ _TRIGGERS: dict[str, Callable[[str, int], bool]] = {
     "IP_ADDRESS": lambda t, d: (d >= 4 and _IPV4_HINT.search(t) is not None) or _IPV6_HINT.search(t) is not None,
     "MAC_ADDRESS": lambda t, d: _MAC_HINT.search(t) is not None,
     "CRYPTO": lambda t, d: d >= 1 and _CRYPTO_HINT.search(t) is not None,
+    # a digit and a street, unit, box or address word (pipeline/pii/address.py)
+    "STREET_ADDRESS": lambda t, d: d >= 1 and _address_hint(t),
 }
+
+def _address_hint(text: str) -> bool:
+    from pipeline.pii.address import address_hint
+
+    return address_hint(text)
+
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 # The start of a word that is capitalised, or written in a script without case (conservative).
@@ -439,8 +447,47 @@ class PiiEngine:
         results = self._analyzer.analyze(
             chunk, language=self.cfg.language, entities=entities, nlp_artifacts=artifacts,
             allow_list=list(self.cfg.allow_list) or None, allow_list_match=self.cfg.allow_list_match)
-        return [Span(r.entity_type, r.start, r.end, round(float(r.score), 4)) for r in results
-                if r.entity_type in self._all and r.score >= self.cfg.threshold_for(r.entity_type) and r.end > r.start]
+        spans = [Span(r.entity_type, r.start, r.end, round(float(r.score), 4)) for r in results
+                 if r.entity_type in self._all and r.score >= self.cfg.threshold_for(r.entity_type) and r.end > r.start]
+        return _names_cut_at_addresses(chunk, spans)
+
+
+def _names_cut_at_addresses(text: str, spans: list[Span]) -> list[Span]:
+    """Spans with the NER names cut back to their part outside any street address.
+
+    A street named after a person ("1765 Nelson Mandela Drive") or the city of an address is
+    part of the address; the small NER model also runs a name on into the address lines below
+    it ("Thea Kokshoorn\\n\\n324 Helmstok 174 ..."). Overlapping spans are merged later and
+    labelled by the highest score (pipeline/pii/redact.py), which the NER model's 0.85 would
+    win, so a name keeps only its characters outside addresses (none: it is dropped; white space
+    and punctuation at the cut are left out). Every letter and digit stays covered by some span."""
+    addresses = sorted((s.start, s.end) for s in spans if s.entity == "STREET_ADDRESS")
+    if not addresses:
+        return spans
+    out = []
+    for s in spans:
+        if s.entity not in NER_ENTITIES or not any(a < s.end and s.start < b for a, b in addresses):
+            out.append(s)
+            continue
+        pos = s.start
+        for a, b in addresses:
+            if a < s.end and b > pos:
+                _keep_piece(text, s, pos, a, out)
+                pos = max(pos, b)
+        _keep_piece(text, s, pos, s.end, out)
+    return out
+
+
+_CUT_CHARS = " \t\r\n,;:.-"
+
+
+def _keep_piece(text: str, s: Span, lo: int, hi: int, out: list[Span]) -> None:
+    """Append the part [lo, hi) of span s, trimmed of white space and punctuation, if any is left."""
+    piece = text[lo:hi]
+    if hi > lo and piece.strip(_CUT_CHARS):
+        lo += len(piece) - len(piece.lstrip(_CUT_CHARS))
+        hi -= len(piece) - len(piece.rstrip(_CUT_CHARS))
+        out.append(Span(s.entity, lo, hi, s.score))
 
 
 def chunk_bounds(length: int, size: int, overlap: int) -> list[tuple[int, int, int]]:

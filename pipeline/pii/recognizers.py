@@ -20,6 +20,8 @@ Usage::
   lists of years) and scores the rest by how phone-like the shape is; words such as "phone" or
   "fax" next to the number raise the score. Weak shapes (a bare digit run, space-separated
   groups) stay under the 0.4 threshold unless such a word is near.
+- `StreetAddressRecognizer` (pipeline/pii/address.py) adds STREET_ADDRESS, which Presidio has no
+  recognizer for: street lines, units, places and postal codes, P.O. boxes, military addresses.
 """
 
 from __future__ import annotations
@@ -482,7 +484,10 @@ class HygienePhoneRecognizer(LocalRecognizer):
 
 def builtin_recognizers(language: str) -> list:
     """Our recognizers for a language; each lists the Presidio recognizers it `replaces`."""
+    from pipeline.pii.address import StreetAddressRecognizer
+
     if language != "en":
         return []
     return [HygieneCreditCardRecognizer(supported_language=language),
-            HygienePhoneRecognizer(supported_language=language)]
+            HygienePhoneRecognizer(supported_language=language),
+            StreetAddressRecognizer(supported_language=language)]

@@ -118,6 +118,8 @@ TRIGGER_TEXTS = [
     "Card ٤١١١ ١١١١ ١١١١ ١١١١.", "ITIN ٩١٢-٧٠-١٢٣٤.", "Phone ٢١٢-٥٥٥-٠١٢٣.",
     "ITIN ９１２-７０-１２３４.", "Card ４１１１ １１１１ １１１１ １１１１.",
     "Times 10:30:00 and 12:45, versions 1.2.3.4.5, ratios 3:2:1, nothing else.",
+    "Ship to 1234 Oak Street, Apt 5, Springfield, IL 62704.", "Write to Hauptstraße 5, 10115 Berlin.",
+    "PO Box 77, Anytown, TX 75001.", "PSC 4355, Box 4187\nAPO AP 28906", "lives at 90833 Penteli 210, Mela",
 ]
 
 
@@ -187,6 +189,8 @@ def test_nemo_curator_s_tagged_fixtures():
     # separators): our recognizer leaves such a number below its threshold
     assert res["PHONE_NUMBER"]["tp"] == 5 and res["PHONE_NUMBER"]["fn"] == 1 and res["PHONE_NUMBER"]["fp"] == 0
     assert res["PERSON"]["tp"] >= 5
+    # 51 US street addresses ("777 Brockton Avenue, Abington MA 2351"): every one found, as an address
+    assert (res["STREET_ADDRESS"]["tp"], res["STREET_ADDRESS"]["fp"], res["STREET_ADDRESS"]["fn"]) == (51, 0, 0)
 
 
 def test_a_worker_s_spacy_vocabulary_stays_within_its_budget():
@@ -261,6 +265,29 @@ def test_a_run_redacts_drops_and_audits_without_storing_values(tmp_path, monkeyp
     written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file() and "shards" not in f.parts)
     for value in (b"maria.gonzalez", b"078-05-1121", b"4111 1111", b"test-key-0123"):
         assert value not in written
+
+
+def test_street_addresses_are_redacted_by_their_action_and_counted_like_any_type(tmp_path):
+    rows = [{"id": "a", "text": "Please ship the parts to 1234 Oak Street, Apt 5, Springfield, IL 62704 by Friday."},
+            {"id": "b", "text": "Jane Roe\n742 Evergreen Terrace\nSuite 900\nSpringfield, OR 97403\nThanks!"},
+            {"id": "c", "text": "Chapter 12 Street Fighter covers 3 levels and 12 boxes."}]
+    out = tmp_path / "run"
+    manifest = run_local(build_config(out, _write(tmp_path, rows), pii={"actions": {"STREET_ADDRESS": "mask"}},
+                                      dedup={"near": {"enabled": False}}))
+    ledger = {r["record_id"]: r for r in pl.read_parquet(str(out / "ledger" / "*.parquet")).iter_rows(named=True)}
+    shards = pl.read_parquet(str(out / "shards" / "*.parquet"))
+    text = dict(zip(shards["record_id"], shards["text"]))
+    assert text["a"] == "Please ship the parts to " + "*" * len("1234 Oak Street, Apt 5, Springfield, IL 62704") + " by Friday."
+    assert "Evergreen" not in text["b"] and "97403" not in text["b"] and text["b"].endswith("\nThanks!")
+    assert text["c"] == rows[2]["text"] and ledger["c"]["pii_action"] == "clean"
+    assert json.loads(ledger["a"]["pii_counts"]) == {"STREET_ADDRESS": 1}
+    assert json.loads(ledger["b"]["pii_counts"])["STREET_ADDRESS"] == 1
+    p = manifest["pii"]
+    assert p["by_entity"]["STREET_ADDRESS"] == 2 and p["actions"]["STREET_ADDRESS"] == "mask"
+    assert "STREET_ADDRESS" in p["engine"]["entities"] and "StreetAddressRecognizer" in p["engine"]["recognizers"]
+    assert verify_run(out).ok
+    written = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file() and "shards" not in f.parts)
+    assert b"Oak Street" not in written and b"Evergreen" not in written
 
 
 def test_the_record_rule_drops_a_record_that_is_mostly_personal_data(tmp_path):
