@@ -36,15 +36,15 @@ def _is_compressed(path: str) -> bool:
 def read_blocks(path: str, start: int, stop: int, block: int, budget: DecompressionBudget | None = None) -> Iterator[bytes]:
     """Yield the bytes of `path` (decompressed for .gz/.zst; the byte range [start, stop) if plain).
 
-    Compressed files come in pieces of at most about min(`block`, 1 MiB) bytes, counted against
-    `budget`. A plain range comes in pieces of about `block` bytes that end at a line end, each
+    Compressed files come in pieces of about `block` bytes, counted against `budget` as they
+    are decompressed. A plain range comes in pieces of about `block` bytes that end at a line end, each
     read exactly: the last newline before a piece's end is found by reading a little of its tail
     first, so no piece is cut out of a larger read (a copy of the input). A piece without any
     newline is a whole block of a line longer than a block, never the whole line.
     """
     with open(path, "rb") as raw:
         if _is_compressed(path):
-            yield from decompressed_blocks(raw, codec_for_name(path), min(block, 1 << 20), budget)
+            yield from decompressed_blocks(raw, codec_for_name(path), block, budget)
         else:
             pos = start
             while pos < stop:

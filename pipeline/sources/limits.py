@@ -40,6 +40,9 @@ DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard
 # most about 128 MiB whatever the input. Costs about a fifth more decompression time than 1 MiB feeds.
 _ZSTD_FEED = 4096
 
+# xz's dictionary size comes from the file's header; xz -9 needs about 65 MiB to decode.
+_XZ_MEMLIMIT = 512 * 1024 * 1024
+
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
 _SUFFIXES = ((".gz", "gzip"), (".tgz", "gzip"), (".zst", "zstd"), (".bz2", "bz2"), (".xz", "xz"))
 
@@ -151,27 +154,45 @@ def sniff_codec(head: bytes) -> str | None:
 
 
 def decompressed_blocks(raw, codec: str, block: int, budget: DecompressionBudget | None = None) -> Iterator[bytes]:
-    """The decompressed bytes of `raw` (a binary file) in pieces of at most about `block` bytes.
+    """The decompressed bytes of `raw` (a binary file) in pieces of about `block` bytes (at most
+    twice that; no codec call returns more than min(`block`, 1 MiB), but for zstd, see `_ZSTD_FEED`).
 
     Concatenated members or frames are read on; everything decodable before damage is yielded
-    before the codec's error, and a stream cut short raises EOFError. With a budget, a SourceError
-    is raised before the first piece that would take the file past its allowance.
+    before the codec's error, and a stream cut short raises EOFError. With a budget, the output
+    is counted as it comes and a SourceError raised once past the allowance, after what came before.
     """
-    pieces = _zstd_pieces(raw, block) if codec == "zstd" else _stdlib_pieces(raw, codec, block)
-    for piece in pieces:
-        if budget is not None:
-            budget.add(len(piece))
-        yield piece
+    step = min(block, 1 << 20)
+    calls = _zstd_pieces(raw) if codec == "zstd" else _stdlib_pieces(raw, codec, step)
+    out: list[bytes] = []
+    size = 0
+    try:
+        for piece in calls:
+            if budget is not None:
+                budget.add(len(piece))
+            out.append(piece)
+            size += len(piece)
+            if size >= block:
+                yield b"".join(out)
+                out, size = [], 0
+    except (SourceError, *DECOMPRESSION_ERRORS):
+        if out:
+            yield b"".join(out)
+        raise
+    if out:
+        yield b"".join(out)
 
 
-def _stdlib_pieces(raw, codec: str, block: int) -> Iterator[bytes]:
-    """gzip, bz2 and xz through the standard library, asking each call for at most `block` bytes."""
+def _stdlib_pieces(raw, codec: str, step: int) -> Iterator[bytes]:
+    """gzip, bz2 and xz through the standard library, each call asked for at most `step` bytes.
+
+    Input is read 64 KiB at a time: zlib copies the input a call leaves over (`unconsumed_tail`)
+    on every call, which for a large read and a high ratio would copy it again and again."""
     make: Callable = {"gzip": lambda: zlib.decompressobj(wbits=31), "bz2": bz2.BZ2Decompressor,
-                      "xz": lzma.LZMADecompressor}[codec]
+                      "xz": lambda: lzma.LZMADecompressor(memlimit=_XZ_MEMLIMIT)}[codec]
     is_zlib = codec == "gzip"
     d = None
     while True:
-        data = raw.read(block)
+        data = raw.read(64 * 1024)
         if not data:
             if d is not None:
                 raise EOFError("compressed stream ended before its end-of-stream marker")
@@ -179,7 +200,7 @@ def _stdlib_pieces(raw, codec: str, block: int) -> Iterator[bytes]:
         while data or d is not None:
             if d is None:
                 d = make()
-            out = d.decompress(data, block)
+            out = d.decompress(data, step)
             if out:
                 yield out
             if d.eof:
@@ -189,7 +210,7 @@ def _stdlib_pieces(raw, codec: str, block: int) -> Iterator[bytes]:
                 continue
             if is_zlib:
                 data = d.unconsumed_tail
-                if not data and len(out) < block:  # all input taken and no output held back
+                if not data and len(out) < step:  # all input taken and no output held back
                     break
             else:
                 data = b""
@@ -197,19 +218,15 @@ def _stdlib_pieces(raw, codec: str, block: int) -> Iterator[bytes]:
                     break
 
 
-def _zstd_pieces(raw, block: int) -> Iterator[bytes]:
-    """Concatenated zstd frames, fed `_ZSTD_FEED` bytes at a time, output gathered into pieces of
-    about `block` bytes. Each frame is followed to its end, so a file cut inside one is caught
-    (`stream_reader` reports that as a clean end of stream and would drop the rest unseen)."""
+def _zstd_pieces(raw) -> Iterator[bytes]:
+    """Concatenated zstd frames, fed `_ZSTD_FEED` bytes at a time. Each frame is followed to its end,
+    so a file cut inside one is caught (`stream_reader` reports that as a clean end of stream and
+    would drop the rest unseen)."""
     dctx = zstandard.ZstdDecompressor()
     d = None
-    out: list[bytes] = []
-    size = 0
     while True:
-        data = raw.read(block)
+        data = raw.read(1 << 20)
         if not data:
-            if out:
-                yield b"".join(out)
             if d is not None:
                 raise zstandard.ZstdError("compressed stream ended inside a zstd frame")
             return
@@ -219,21 +236,12 @@ def _zstd_pieces(raw, block: int) -> Iterator[bytes]:
                 d = dctx.decompressobj()
             feed = view[pos : pos + _ZSTD_FEED]
             pos += len(feed)
-            try:
-                got = d.decompress(feed)
-            except zstandard.ZstdError:
-                if out:
-                    yield b"".join(out)
-                raise
+            got = d.decompress(feed)
             if got:
-                out.append(got)
-                size += len(got)
+                yield got
             if d.eof:
                 pos -= len(d.unused_data)  # the next frame starts in what this feed left over
                 d = None
-            if size >= block:
-                yield b"".join(out)
-                out, size = [], 0
 
 
 class BlockStream(io.RawIOBase):
@@ -280,7 +288,7 @@ def cell_bytes(col: pa.ChunkedArray) -> np.ndarray | None:
     if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0:
         col, t = pc.struct_field(col, "bytes"), t.field("bytes").type
     if pa.types.is_dictionary(t) and _var_length(t.value_type):
-        parts = [pc.take(pc.binary_length(c.dictionary), c.indices) for c in col.chunks]
+        parts = [pc.take(pc.binary_length(c.dictionary), c.indices).cast(pa.int64()) for c in col.chunks]
         lengths = pa.chunked_array(parts, pa.int64()) if parts else pa.chunked_array([], pa.int64())
     elif _var_length(t):
         lengths = pc.binary_length(col)
