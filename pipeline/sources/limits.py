@@ -64,25 +64,27 @@ def image_too_large(size: int, limits, what: str = "image", at_least: bool = Fal
 
 def read_bounded(path: str, limit: int, what: str = "file", digest: bool = True) -> tuple[bytes, tuple[int, bytes | None] | None]:
     """(the bytes of a file, None), or (b"", (its size, its sha256 or None)) when it holds more than
-    `limit` bytes: then at most `limit` + 1 MiB of it is in memory at once (its digest is computed
-    streaming; `digest=False` stops at the limit and gives the size on disk)."""
+    `limit` bytes. A file larger than the limit on disk is never read into memory: it is digested
+    1 MiB at a time, or with `digest=False` not read at all."""
     try:
         with open(path, "rb") as f:
-            # Sized from the file, so a small file costs no buffer of `limit` bytes; read on if it grew.
-            want = min(limit, os.fstat(f.fileno()).st_size) + 1
-            data = f.read(want)
-            if len(data) == want <= limit:
-                data += f.read(limit + 1 - len(data))
-            if len(data) <= limit:
-                return data, None
+            size = os.fstat(f.fileno()).st_size
+            head = b""
+            if size <= limit:
+                # Sized from the file, so a small file costs no buffer of `limit` bytes; read on if it grew.
+                head = f.read(size + 1)
+                if len(head) == size + 1 <= limit:
+                    head += f.read(limit + 1 - len(head))
+                if len(head) <= limit:
+                    return head, None
             if not digest:
-                return b"", (max(len(data), os.fstat(f.fileno()).st_size), None)
-            h, size = hashlib.sha256(data), len(data)
-            del data
+                return b"", (max(size, len(head)), None)
+            h, n = hashlib.sha256(head), len(head)
+            del head
             while piece := f.read(1 << 20):
                 h.update(piece)
-                size += len(piece)
-            return b"", (size, h.digest())
+                n += len(piece)
+            return b"", (n, h.digest())
     except OSError as e:
         raise SourceError(f"{path}: cannot read {what} ({e.strerror})") from e
 
