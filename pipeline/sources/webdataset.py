@@ -1,8 +1,10 @@
 """WebDataset-style `.tar` shards: members sharing a key (`dir/000123.jpg`, `.json`, `.txt`) form one
 sample, and one sample is one record (`key`, `path`, `image` bytes, `json` and `txt` sidecar text).
 
-Shards are streamed in tar order (`tarfile` mode `r|*`), so `.tar.gz`, `.tgz`, `.tar.bz2` and
-`.tar.xz` are read too; memory holds one batch and the set of keys seen in the current shard.
+Shards are streamed in tar order (`tarfile` mode `r|`); a compressed shard (`.tar.gz`, `.tgz`,
+`.tar.bz2`, `.tar.xz`, told by its first bytes) is inflated in bounded pieces against its budget
+(`units.limits`), and a member over its size limit is skipped unread, by its header's size. Memory
+holds one batch and the set of keys seen in the current shard.
 One unit is one shard and a record's row is the sample's 0-based index within its shard.
 Members other than the image and the `.json`/`.txt` sidecars (`.cls`, `.npy`, ...) are ignored,
 as are members whose name has no key (`.hidden`) and non-file members (directories, links).
