@@ -270,6 +270,27 @@ class SigningConfig(_Strict):
     key: str | None = None
 
 
+class LimitsConfig(_Strict):
+    """Bounds on what one input may make a reader hold or decompress, so a decompression bomb or a
+    runaway record is stopped in bounded memory and time instead of taking the machine."""
+
+    # 64 MiB: over ten times the longest real documents (a long book is 1-5 MB; the largest Project
+    # Gutenberg texts, dictionaries, about 30 MB), and small enough that the few copies a record
+    # passes through (raw line, parsed column, normalised text) stay well inside a worker's memory.
+    max_record_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    # 256 MiB: above the raw pixels of the largest image the decoder accepts (50 Mpx x 4 bytes = 200 MB).
+    max_image_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    # Decompressed bytes per compressed input (.gz, .zst, .tar.gz, Parquet pages): 1 TiB is several
+    # times the largest single shards of public corpora, and about half an hour of one core to inflate.
+    max_decompressed_bytes: int | None = Field(default=1024**4, ge=1)
+    # Real text corpora compress 3-30x (heavily duplicated ones up to about 80x with zstd --long);
+    # a bomb inflates about 1000x (gzip's ceiling) or far more (zstd). Checked once a file has
+    # produced more than `ratio_exempt_bytes`: small, very repetitive files are never stopped, and
+    # a bomb of tiny records still adds at most about 20 million of them (13-byte JSON lines).
+    max_compression_ratio: float | None = Field(default=100.0, ge=1.0)
+    ratio_exempt_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+
+
 class UnitConfig(_Strict):
     """How inputs are split into units of work."""
 
@@ -286,6 +307,8 @@ class UnitConfig(_Strict):
     # tmpfs with room for twice the estimate and the estimate is under a third of the available
     # memory, else output. A kept batch that is gone (a reboot before a resumed run) is read again.
     spill_to: Literal["auto", "memory", "output"] = "auto"
+    # Readers receive this section, so the limits reach every reader without a new parameter.
+    limits: LimitsConfig = LimitsConfig()
 
 
 class RunnerConfig(_Strict):

@@ -9,13 +9,14 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.fileio import sha256_path
 from pipeline.sources.base import Batch, InputFile, Reader, Unit, expand_paths, require_unique_relpaths
-from pipeline.sources.parquet import image_rows
-from pipeline.sources.validate import split_valid
+from pipeline.sources.limits import DECOMPRESSION_ERRORS, DecompressionBudget, codec_for_name, decompressed_blocks
+from pipeline.sources.parquet import columnar_batch
 
 # Hub access must never be attempted: these must be set before `datasets` is imported.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -35,10 +36,8 @@ def _batches(table: pa.Table, start: int, source, units: UnitConfig, path: str) 
     if source.image_column and table.num_rows:  # images: about `batch_bytes` per batch
         chunk = min(chunk, max(1, units.batch_bytes * table.num_rows // max(1, table.nbytes)))
     for rb in table.to_batches(max_chunksize=chunk):
-        t = pa.Table.from_batches([rb])
-        rows = np.arange(row, row + t.num_rows, dtype=np.int64)
-        row += t.num_rows
-        yield image_rows(t, rows, source, path) if source.image_column else split_valid(t, rows, source)
+        yield columnar_batch(pa.Table.from_batches([rb]), row, source, units.limits, path)
+        row += rb.num_rows
 
 
 class HfDiskReader(Reader):
@@ -120,6 +119,8 @@ class HfLoadReader(Reader):
     def plan(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "", workers: int = 1) -> list[Unit]:
         cache_dir = str(Path(work_dir) / "hf_cache")
         files = tuple(f.path for f in inputs)
+        for path in files:  # before datasets reads anything: it would read a bomb or a huge line whole
+            check_hf_input(path, source.builder, units.limits)
         ds = self._load(source, files, cache_dir)
         first = InputFile(source.name, cache_dir, source.split, 0, "", 0)
         return _row_units(self, source, first, ds.num_rows, units, files=files)
@@ -128,3 +129,50 @@ class HfLoadReader(Reader):
         ds = self._load(source, unit.files, unit.path)
         table = ds.data.table.slice(unit.start, unit.stop - unit.start)
         yield from _batches(table, unit.start, source, units, unit.path)
+
+
+def check_hf_input(path: str, builder: str, limits) -> None:
+    """Raise a SourceError if `load_dataset` could not read a file within `units.limits`.
+
+    datasets reads a JSON, CSV or text line whole and inflates a compressed file completely (into
+    its cache), so those files are streamed through here first, in bounded memory: a line over
+    `max_record_bytes` or a file past its decompression budget stops the run before datasets
+    starts. A Parquet file is checked from its metadata; its cells are checked as they are read.
+    """
+    budget = DecompressionBudget.for_file(path, limits)
+    if builder == "parquet":
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowInvalid, OSError) as e:
+            raise SourceError(f"{path}: not a readable Parquet file ({e.__class__.__name__})") from e
+        budget.check_total(sum(meta.row_group(rg).total_byte_size for rg in range(meta.num_row_groups)))
+        return
+    limit = limits.max_record_bytes
+    line, length = 0, 0  # the current line's number and the bytes of it seen so far
+    try:
+        with open(path, "rb") as raw:
+            codec = codec_for_name(path)
+            blocks = decompressed_blocks(raw, codec, 1 << 20, budget) if codec else iter(lambda: raw.read(1 << 20), b"")
+            for block in blocks:
+                ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+                if ends.size:
+                    gaps = np.diff(ends, prepend=-1)
+                    gaps[0] += length
+                    if int(gaps.max()) - 1 > limit:
+                        line += int(np.argmax(gaps - 1 > limit))
+                        length = limit + 1
+                        break
+                    line += ends.size
+                    length = len(block) - 1 - int(ends[-1])
+                else:
+                    length += len(block)
+                if length > limit:
+                    break
+    except DECOMPRESSION_ERRORS as e:
+        raise SourceError(f"{path}: cannot read past line {line} ({e.__class__.__name__}: the file is truncated or corrupt)") from e
+    if length > limit:
+        raise SourceError(
+            f"{path}: line {line} holds more than units.limits.max_record_bytes ({limit:,}) bytes, and "
+            f"load_dataset('{builder}') would read it whole; read the file with a `jsonl` or `csv` source, which "
+            "rejects such a record on its own, or raise the limit"
+        )

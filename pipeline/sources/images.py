@@ -12,6 +12,7 @@ import pyarrow as pa
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, Reject, Unit, expand_paths
+from pipeline.sources.limits import image_too_large, read_bounded
 from pipeline.sources.textdir import TextDirReader
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -37,11 +38,10 @@ class ImageDirReader(TextDirReader):
         for i, entry in enumerate(unit.files):
             path, relpath = entry.split("\t", 1)
             row = unit.row_offset + i
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as e:
-                raise SourceError(f"{path}: cannot read image file ({e.strerror})") from e
+            data, oversize = read_bounded(path, units.limits.max_image_bytes, "image file", digest=False)
+            if oversize is not None:
+                rejects.append(Reject(row, image_too_large(oversize[0], units.limits), None, relpath))
+                continue
             if not data:
                 rejects.append(Reject(row, "empty file", hashlib.sha256(b"").digest(), relpath))
                 continue

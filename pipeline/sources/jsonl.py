@@ -7,7 +7,6 @@ import io
 import mmap
 import os
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -15,11 +14,12 @@ import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
-import zstandard
 
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
+from pipeline.sources.limits import (DECOMPRESSION_ERRORS, DecompressionBudget, codec_for_name,
+                                    decompressed_blocks, record_too_large)
 from pipeline.sources.jsonscan import ChunkScan, KnownShape, scan_chunk, suspect_text_rows
 from pipeline.sources.validate import is_string_type, split_valid
 
@@ -33,72 +33,25 @@ def _is_compressed(path: str) -> bool:
     return path.endswith(_COMPRESSED)
 
 
-def _gzip_blocks(raw, block: int) -> Iterator[bytes]:
-    """Decompress a (multi-member) gzip stream, yielding everything decodable before any damage."""
-    d = zlib.decompressobj(wbits=31)
-    while True:
-        chunk = raw.read(block)
-        if not chunk:
-            if not d.eof:
-                raise EOFError("compressed stream ended before its end-of-stream marker")
-            return
-        while chunk:
-            out = d.decompress(chunk)
-            if out:
-                yield out
-            if d.eof:
-                chunk = d.unused_data
-                if chunk:
-                    d = zlib.decompressobj(wbits=31)
-            else:
-                chunk = b""
-
-
-def _zstd_blocks(raw, block: int) -> Iterator[bytes]:
-    """Decompress concatenated zstd frames, yielding everything decodable before any damage.
-
-    `stream_reader` reports a file cut inside a frame as a clean end of stream, which would drop
-    the rest of the file without a word; following each frame to its end catches the truncation.
-    """
-    dctx = zstandard.ZstdDecompressor()
-    d = None
-    while True:
-        chunk = raw.read(block)
-        if not chunk:
-            if d is not None:
-                raise zstandard.ZstdError("compressed stream ended inside a zstd frame")
-            return
-        while chunk:
-            if d is None:
-                d = dctx.decompressobj()
-            out = d.decompress(chunk)
-            if out:
-                yield out
-            if d.eof:
-                chunk, d = d.unused_data, None
-            else:
-                chunk = b""
-
-
-def read_blocks(path: str, start: int, stop: int, block: int) -> Iterator[bytes]:
+def read_blocks(path: str, start: int, stop: int, block: int, budget: DecompressionBudget | None = None) -> Iterator[bytes]:
     """Yield the bytes of `path` (decompressed for .gz/.zst; the byte range [start, stop) if plain).
 
-    A plain range comes in pieces of about `block` bytes that end at a line end (all but possibly
-    the last), each read exactly: the last newline before a piece's end is found by reading a
-    little of its tail first, so no piece is cut out of a larger read (a copy of the input).
+    Compressed files come in pieces of about `block` bytes, counted against `budget` as they
+    are decompressed. A plain range comes in pieces of about `block` bytes that end at a line end, each
+    read exactly: the last newline before a piece's end is found by reading a little of its tail
+    first, so no piece is cut out of a larger read (a copy of the input). A piece without any
+    newline is a whole block of a line longer than a block, never the whole line.
     """
     with open(path, "rb") as raw:
-        if path.endswith(".gz"):
-            yield from _gzip_blocks(raw, min(block, 1 << 20))
-        elif path.endswith(".zst"):
-            yield from _zstd_blocks(raw, min(block, 1 << 20))
+        if _is_compressed(path):
+            yield from decompressed_blocks(raw, codec_for_name(path), block, budget)
         else:
             pos = start
             while pos < stop:
                 end = min(pos + block, stop)
                 if end < stop:
                     cut = _line_end_before(raw, pos, end)
-                    end = cut if cut > pos else min(_next_line_start(raw, end, stop), stop)  # a line longer than a block
+                    end = cut if cut > pos else end  # no newline in the block: the reader carries it
                 raw.seek(pos)
                 data = raw.read(end - pos)
                 if not data:
@@ -239,36 +192,84 @@ class JsonlReader(Reader):
         return out
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
+        limits = units.limits
+        budget = DecompressionBudget.for_file(unit.path, limits) if _is_compressed(unit.path) else None
         line_no = unit.row_offset
-        carry = b""
+        carry: list[bytes] = []  # the start of a line that ends in a later block
+        carried = 0
+        long_line: _LongLine | None = None  # a line over max_record_bytes, streamed past
         at_file_start = unit.start == 0
         known: KnownShape | None = None  # the schema of the unit's last inferred chunk, to reuse
         try:
-            for block in read_blocks(unit.path, unit.start, unit.stop, units.batch_bytes):
-                data = carry + block if carry else block
+            for block in read_blocks(unit.path, unit.start, unit.stop, units.batch_bytes, budget):
+                if long_line is not None:
+                    end = block.find(b"\n")
+                    if end < 0:
+                        long_line.add(block)
+                        continue
+                    long_line.add(memoryview(block)[:end])
+                    yield long_line.batch(limits)
+                    line_no += 1
+                    long_line = None
+                    block = block[end + 1 :]
                 if at_file_start:
+                    data = b"".join((*carry, block))
                     if len(data) < len(_BOM) and _BOM.startswith(data):
-                        carry = data
+                        carry, carried = [data], len(data)
                         continue
                     # A byte order mark is encoding metadata, not part of the first record.
-                    data = data[len(_BOM) :] if data.startswith(_BOM) else data
-                    at_file_start = False
-                cut = data.rfind(b"\n")
+                    block = data[len(_BOM) :] if data.startswith(_BOM) else data
+                    carry, carried, at_file_start = [], 0, False
+                cut = block.rfind(b"\n")
                 if cut < 0:
-                    carry = data
+                    if block:
+                        carry.append(block)
+                        carried += len(block)
+                    if carried > limits.max_record_bytes:
+                        long_line, carry, carried = _LongLine(line_no, carry), [], 0
                     continue
-                chunk, carry = data[: cut + 1], data[cut + 1 :]
-                scan = scan_chunk(chunk)
-                batch, known = self._parse(chunk, line_no, source, scan, known)
-                yield batch
-                line_no += scan.newlines
-            if carry:
-                chunk = carry + b"\n"
-                yield self._parse(chunk, line_no, source, scan_chunk(chunk), known)[0]
-        except (EOFError, OSError, zlib.error, zstandard.ZstdError) as e:
+                chunk = b"".join((*carry, block[: cut + 1])) if carry else block[: cut + 1]
+                batches, known, lines = self._parse_bounded(chunk, line_no, source, known, limits)
+                yield from batches
+                line_no += lines
+                rest = block[cut + 1 :]
+                carry, carried = ([rest], len(rest)) if rest else ([], 0)
+                if carried > limits.max_record_bytes:
+                    long_line, carry, carried = _LongLine(line_no, carry), [], 0
+            if long_line is not None:  # the last line, without a final newline
+                yield long_line.batch(limits)
+            elif carry:
+                chunk = b"".join(carry) + b"\n"
+                yield from self._parse_bounded(chunk, line_no, source, known, limits)[0]
+        except DECOMPRESSION_ERRORS as e:
             raise SourceError(
                 f"{unit.path}: cannot read past line {line_no} ({e.__class__.__name__}: the file is truncated or corrupt)"
             ) from e
+
+    def _parse_bounded(self, chunk: bytes, first_line: int, source, known: KnownShape | None,
+                       limits) -> tuple[list[Batch], KnownShape | None, int]:
+        """The batches of a chunk of whole lines, the schema to reuse, and the lines it held. A line
+        longer than `max_record_bytes` is rejected with its size and digest and never parsed."""
+        if len(chunk) <= limits.max_record_bytes + 1:  # no line can be too long: the usual case, no extra pass
+            scan = scan_chunk(chunk)
+            batch, known = self._parse(chunk, first_line, source, scan, known)
+            return [batch], known, scan.newlines
+        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        over = np.flatnonzero(ends - starts > limits.max_record_bytes).tolist()
+        batches: list[Batch] = []
+        pos, line = 0, 0  # the byte and the line number (within the chunk) of the next line to parse
+        for i in [*over, None]:
+            s = len(chunk) if i is None else int(starts[i])
+            if s > pos:
+                piece = chunk[pos:s]
+                batch, known = self._parse(piece, first_line + line, source, scan_chunk(piece), known)
+                batches.append(batch)
+            if i is not None:
+                e = int(ends[i])
+                batches.append(_LongLine(first_line + i, [memoryview(chunk)[s:e]]).batch(limits))
+                pos, line = e + 1, i + 1
+        return batches, known, len(ends)
 
     def _parse(self, chunk: bytes, first_line: int, source, scan: ChunkScan,
                known: KnownShape | None = None) -> tuple[Batch, KnownShape | None]:
@@ -387,6 +388,25 @@ class JsonlReader(Reader):
         batch = split_valid(table, np.asarray(good_rows, dtype=np.int64), source)
         batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.row)
         return batch
+
+
+class _LongLine:
+    """A line over `max_record_bytes`: streamed past, only its size and digest are kept."""
+
+    def __init__(self, row: int, parts: list) -> None:
+        self.row, self.size, self.hash = row, 0, hashlib.sha256()
+        for part in parts:
+            self.add(part)
+
+    def add(self, data) -> None:
+        """Count and digest more of the line."""
+        self.hash.update(data)
+        self.size += len(data)
+
+    def batch(self, limits) -> Batch:
+        """A batch holding only the line's rejection."""
+        reject = Reject(self.row, record_too_large(self.size, limits), self.hash.digest())
+        return Batch(pa.table({}), np.zeros(0, dtype=np.int64), [reject])
 
 
 def _nonblank(lines: list[bytes]) -> list[int]:

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
+from pipeline.sources.limits import DecompressionBudget, reject_oversize
 from pipeline.sources.validate import without_string_views, is_string_type, split_valid, true_rows
 
 IMAGE = "image"
@@ -62,14 +63,30 @@ class ParquetReader(Reader):
             groups = [pf.metadata.row_group(rg) for rg in range(unit.start, unit.stop)]
             nrows, nbytes = sum(g.num_rows for g in groups), sum(g.total_byte_size for g in groups)
             chunk = min(chunk, max(1, units.batch_bytes * nrows // max(1, nbytes)))
+        # What the row groups inflate to, from the file's metadata, counted from the file's start so
+        # that the budget does not depend on how the file was split into units.
+        budget = DecompressionBudget.for_file(unit.path, units.limits)
+        inflated = sum(pf.metadata.row_group(rg).total_byte_size for rg in range(unit.start))
         try:
-            for rb in pf.iter_batches(batch_size=chunk, row_groups=range(unit.start, unit.stop)):
-                table = pa.Table.from_batches([rb])
-                rows = np.arange(row, row + table.num_rows, dtype=np.int64)
-                row += table.num_rows
-                yield image_rows(table, rows, source, unit.path) if source.image_column else split_valid(table, rows, source)
+            for rg in range(unit.start, unit.stop):
+                inflated += pf.metadata.row_group(rg).total_byte_size
+                budget.check_total(inflated)
+                for rb in pf.iter_batches(batch_size=chunk, row_groups=[rg]):
+                    yield columnar_batch(pa.Table.from_batches([rb]), row, source, units.limits, unit.path)
+                    row += rb.num_rows
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{unit.path}: cannot read past row {row} ({e.__class__.__name__}: corrupt Parquet data)") from e
+
+
+def columnar_batch(table: pa.Table, first_row: int, source, limits, path: str) -> Batch:
+    """A batch of rows read from a columnar input (Parquet, HF datasets): rows over a size limit are
+    rejected with their size, then text or image records are checked as such."""
+    rows = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+    table, rows, oversize = reject_oversize(without_string_views(table), rows, limits, source.image_column)
+    batch = image_rows(table, rows, source, path) if source.image_column else split_valid(table, rows, source)
+    if oversize:
+        batch.rejects = sorted(oversize + batch.rejects, key=lambda r: r.row)
+    return batch
 
 
 def _is_binary(t: pa.DataType) -> bool:

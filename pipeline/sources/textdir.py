@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import UnitConfig
-from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit, expand_paths, require_unique_relpaths
+from pipeline.sources.limits import read_bounded, record_too_large
 from pipeline.sources.validate import split_valid
 
 
@@ -52,11 +52,11 @@ class TextDirReader(Reader):
         size = 0
         for i, entry in enumerate(unit.files, start=unit.row_offset):
             path, relpath = entry.split("\t", 1)
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as e:
-                raise SourceError(f"{path}: cannot read text file ({e.strerror})") from e
+            data, oversize = read_bounded(path, units.limits.max_record_bytes, "text file")
+            if oversize is not None:
+                size, digest = oversize
+                rejects.append(Reject(i, record_too_large(size, units.limits), digest, relpath))
+                continue
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:

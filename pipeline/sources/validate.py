@@ -9,6 +9,9 @@ import pyarrow.compute as pc
 from pipeline.sources.base import Batch, Reject
 
 _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
+_INVISIBLE = r"^[\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*$"
+INVISIBLE_TEXT = "no visible character (only whitespace, control or format characters)"
+"""The reason of a text with nothing to read, such as zero-width spaces or NUL bytes."""
 
 
 def true_rows(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -77,6 +80,10 @@ def split_valid(table: pa.Table, rows: np.ndarray, source, relpaths: list[str] |
         blank = pc.fill_null(pc.or_(pc.equal(pc.binary_length(col), 0), pc.utf8_is_space(col)), False)
         for i in true_rows(blank):
             reasons[i] = reasons[i] or "empty or whitespace-only text"
+        # A text of zero-width spaces, byte order marks or control characters is as empty as a blank
+        # one, but not whitespace to Unicode. (RE2 stops at the first visible character: cheap.)
+        for i in true_rows(pc.fill_null(pc.match_substring_regex(col, _INVISIBLE), False)):
+            reasons[i] = reasons[i] or INVISIBLE_TEXT
 
     ids: list | None = None
     if id_field is not None:

@@ -1,8 +1,10 @@
 """WebDataset-style `.tar` shards: members sharing a key (`dir/000123.jpg`, `.json`, `.txt`) form one
 sample, and one sample is one record (`key`, `path`, `image` bytes, `json` and `txt` sidecar text).
 
-Shards are streamed in tar order (`tarfile` mode `r|*`), so `.tar.gz`, `.tgz`, `.tar.bz2` and
-`.tar.xz` are read too; memory holds one batch and the set of keys seen in the current shard.
+Shards are streamed in tar order (`tarfile` mode `r|`); a compressed shard (`.tar.gz`, `.tgz`,
+`.tar.bz2`, `.tar.xz`, told by its first bytes) is inflated in bounded pieces against its budget
+(`units.limits`), and a member over its size limit is skipped unread, by its header's size. Memory
+holds one batch and the set of keys seen in the current shard.
 One unit is one shard and a record's row is the sample's 0-based index within its shard.
 Members other than the image and the `.json`/`.txt` sidecars (`.cls`, `.npy`, ...) are ignored,
 as are members whose name has no key (`.hidden`) and non-file members (directories, links).
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -24,6 +25,8 @@ import pyarrow as pa
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
+from pipeline.sources.limits import (DECOMPRESSION_ERRORS, BlockStream, DecompressionBudget, decompressed_blocks,
+                                    sniff_codec, too_large)
 
 WDS_SCHEMA = pa.schema([("key", pa.string()), ("path", pa.string()), ("image", pa.large_binary()),
                         ("json", pa.large_string()), ("txt", pa.large_string())])
@@ -65,6 +68,18 @@ class _Sample:
     members: dict[str, bytes] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     repeated: bool = False
+    too_large: str | None = None  # the reason, when a member was over its size limit (and left unread)
+
+
+def _stream(raw, path: str, limits):
+    """The tar stream of a shard: the file itself, or its bytes decompressed in bounded pieces and
+    counted against the shard's decompression budget (`tarfile`'s own streaming inflates a
+    buffer's worth of input in one call, which for bz2 can be gigabytes)."""
+    codec = sniff_codec(raw.read(6))
+    raw.seek(0)
+    if codec is None:
+        return raw
+    return BlockStream(decompressed_blocks(raw, codec, 1 << 20, DecompressionBudget.for_file(path, limits)))
 
 
 class WebDatasetReader(Reader):
@@ -84,8 +99,10 @@ class WebDatasetReader(Reader):
         current: _Sample | None = None
         row = 0
         tarinfo, state = _tracking_tarinfo()
+        limits = units.limits
         try:
-            with tarfile.open(unit.path, mode="r|*", tarinfo=tarinfo) as tf:
+            with open(unit.path, "rb") as raw, tarfile.open(fileobj=_stream(raw, unit.path, limits), mode="r|",
+                                                            tarinfo=tarinfo) as tf:
                 while (member := tf.next()) is not None:
                     tf.members = []  # streaming: do not keep every header of the shard
                     parts = split_member(member.name) if member.isfile() else None
@@ -101,20 +118,30 @@ class WebDatasetReader(Reader):
                         seen.add(key)
                         row += 1
                     ext = ext.lower()
-                    if ext in current.members:
+                    if ext in current.names:
                         current.repeated = True
                     elif ext in exts or ext in ("json", "txt"):
-                        current.members[ext] = tf.extractfile(member).read()
                         current.names[ext] = member.name
+                        # The header gives the size: a member over its limit is skipped unread.
+                        knob, cap = ("max_image_bytes", limits.max_image_bytes) if ext in exts else \
+                            ("max_record_bytes", limits.max_record_bytes)
+                        if member.size > cap:
+                            current.too_large = current.too_large or too_large(f"member .{ext}", member.size, knob, cap)
+                        else:
+                            current.members[ext] = tf.extractfile(member).read()
                 if state["end"] != _CLEAN_END:
                     raise EOFError("the archive ends without its end-of-archive marker")
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        except (tarfile.TarError, *DECOMPRESSION_ERRORS) as e:
             if out.rows or out.rejects:
                 yield out.flush()
             raise SourceError(
                 f"{unit.path}: cannot read past sample {row - 1 if current else 0} "
                 f"({e.__class__.__name__}: the tar file is truncated or corrupt)"
             ) from e
+        except SourceError:  # past the decompression budget: the samples before it stay
+            if out.rows or out.rejects:
+                yield out.flush()
+            raise
         if current is not None:
             out.add(current, exts)
         if out.rows or out.rejects:
@@ -139,6 +166,8 @@ class _BatchBuilder:
         reason, json_text, txt = None, None, None
         if s.repeated:
             reason = "repeated sample key"
+        elif s.too_large:
+            reason = s.too_large
         elif not images:
             reason = "sample has no image member"
         elif len(images) > 1:
@@ -156,7 +185,7 @@ class _BatchBuilder:
                 reason = "sidecar .txt is not valid UTF-8"
         if reason is not None:
             blobs = tuple(s.members[e] for e in images)
-            member = s.names[images[0]] if images else None
+            member = s.names[images[0]] if images else next((s.names[e] for e in s.names if e in exts), None)
             self.rejects.append(Reject(s.row, reason, digest, None, rid, images=blobs, member=member))
             return
         for k, v in (("key", s.key), ("path", f"{self.relpath}#{s.names[images[0]]}"), ("image", image),

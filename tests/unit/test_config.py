@@ -104,3 +104,14 @@ def test_a_second_hop_below_the_near_threshold_is_rejected():
     with pytest.raises(ConfigError, match="second_hop"):
         parse_config({**source, "dedup": {"near": {"threshold": 0.8, "second_hop": 0.7}}})
     assert parse_config({**source, "dedup": {"near": {"threshold": 0.8, "second_hop": 0.9}}}).dedup.near.second_hop == 0.9
+
+
+def test_limits_live_under_units_and_may_be_switched_off_but_not_made_negative():
+    cfg = parse_config({"sources": [{"name": "w", "kind": "jsonl", "paths": ["d"]}],
+                        "units": {"limits": {"max_record_bytes": 1024, "max_compression_ratio": None}}})
+    assert cfg.units.limits.max_record_bytes == 1024 and cfg.units.limits.max_compression_ratio is None
+    assert cfg.units.limits.max_decompressed_bytes == 1 << 40  # defaults for the rest
+    with pytest.raises(ConfigError, match=r"units.limits.max_record_bytes: Input should be greater than or equal to 1"):
+        parse_config({"sources": [{"name": "w", "kind": "jsonl", "paths": ["d"]}], "units": {"limits": {"max_record_bytes": 0}}})
+    with pytest.raises(ConfigError, match=r"units.limits.max_line_bytes: Extra inputs are not permitted"):
+        parse_config({"sources": [{"name": "w", "kind": "jsonl", "paths": ["d"]}], "units": {"limits": {"max_line_bytes": 5}}})

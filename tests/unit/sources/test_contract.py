@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import RunConfig, UnitConfig, parse_config
+from pipeline.errors import SourceError
 from pipeline.sources import IMAGE_KINDS, READERS, Unit
 
 from tests.unit.sources.support import plan_source, read_units
@@ -24,35 +26,35 @@ SMALL = UnitConfig(target_bytes=1024, target_rows=4, batch_bytes=1024)
 WHOLE = UnitConfig()
 
 
-def _jsonl(root: Path) -> dict:
-    (root / "data.jsonl").write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(TEXTS)))
+def _jsonl(root: Path, texts: list[str] = TEXTS) -> dict:
+    (root / "data.jsonl").write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts)))
     return {"kind": "jsonl", "paths": [str(root / "data.jsonl")]}
 
 
-def _csv(root: Path) -> dict:
-    (root / "data.csv").write_text("text,n\n" + "".join(f'"{t}",{i}\n' for i, t in enumerate(TEXTS)))
+def _csv(root: Path, texts: list[str] = TEXTS) -> dict:
+    (root / "data.csv").write_text("text,n\n" + "".join(f'"{t}",{i}\n' for i, t in enumerate(texts)))
     return {"kind": "csv", "paths": [str(root / "data.csv")]}
 
 
-def _parquet(root: Path) -> dict:
-    pq.write_table(pa.table({"text": TEXTS, "n": list(range(len(TEXTS)))}), root / "data.parquet", row_group_size=3)
+def _parquet(root: Path, texts: list[str] = TEXTS) -> dict:
+    pq.write_table(pa.table({"text": texts, "n": list(range(len(texts)))}), root / "data.parquet", row_group_size=3)
     return {"kind": "parquet", "paths": [str(root / "data.parquet")]}
 
 
-def _text_dir(root: Path) -> dict:
-    for i, t in enumerate(TEXTS):
+def _text_dir(root: Path, texts: list[str] = TEXTS) -> dict:
+    for i, t in enumerate(texts):
         (root / "docs").mkdir(exist_ok=True)
         (root / "docs" / f"{i:02d}.txt").write_text(t)
     return {"kind": "text_dir", "paths": [str(root / "docs")]}
 
 
-def _hf_disk(root: Path) -> dict:
-    datasets.Dataset.from_dict({"text": TEXTS, "n": list(range(len(TEXTS)))}).save_to_disk(str(root / "ds"))
+def _hf_disk(root: Path, texts: list[str] = TEXTS) -> dict:
+    datasets.Dataset.from_dict({"text": texts, "n": list(range(len(texts)))}).save_to_disk(str(root / "ds"))
     return {"kind": "hf_disk", "paths": [str(root / "ds")]}
 
 
-def _hf_load(root: Path) -> dict:
-    _jsonl(root)
+def _hf_load(root: Path, texts: list[str] = TEXTS) -> dict:
+    _jsonl(root, texts)
     return {"kind": "hf_load", "builder": "json", "paths": [str(root / "data.jsonl")]}
 
 
@@ -144,3 +146,25 @@ def test_describe_is_stable_for_unchanged_inputs(case):
 
     assert first == second
     assert all(len(f.sha256) == 64 and f.source == "s" for f in first)
+
+
+# The same records with the sixth made longer than the limit below.
+LONG = [t if i != 5 else "x" * 5000 for i, t in enumerate(TEXTS)]
+LIMITED = UnitConfig(limits={"max_record_bytes": 2000})
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_a_record_over_max_record_bytes_is_rejected_with_its_size_and_the_rest_is_read(kind, tmp_path):
+    spec = BUILDERS[kind](tmp_path, LONG)
+    source = parse_config({"sources": [{"name": "s", **spec}], "output": {"dir": str(tmp_path / "out")}}).sources[0]
+    if kind == "hf_load":  # datasets would read the line whole: the file is refused before it starts
+        with pytest.raises(SourceError, match=r"data.jsonl: line 5 holds more than units.limits.max_record_bytes \(2,000\)"):
+            read(source, LIMITED, tmp_path / "work")
+        return
+
+    result = read(source, LIMITED, tmp_path / "work")
+
+    assert result.texts() == [t for t in LONG if t and len(t) < 2000]
+    (over,) = [r for r in result.rejects if r.row == 5]
+    assert re.fullmatch(r"record of 5,\d\d\d bytes exceeds units.limits.max_record_bytes \(2,000\)", over.reason)
+    assert len(result.rejects) == 3

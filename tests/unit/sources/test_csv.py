@@ -210,3 +210,44 @@ def test_each_file_is_one_unit_and_a_directory_lists_only_csv_files(tmp_path):
         ("a.csv", 0, 0, -1, 0),
         ("b.csv", 0, 0, -1, 0),
     ]
+
+
+# --- units.limits ----------------------------------------------------------------------------------
+
+def limited(n: int) -> UnitConfig:
+    return UnitConfig(limits={"max_record_bytes": n})
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_a_row_over_the_limit_is_streamed_past_and_the_next_rows_keep_their_numbers(tmp_path, newline):
+    long_row = b'"' + b"quoted line\n" * 500 + b'with ""quotes""",1'  # many short lines inside one field
+    rows = [b"text,n", b"first,0", long_row, b"x" * 3000 + b",2", b"last,3"]
+    p = csv_file(tmp_path, newline.join(rows) + newline)
+
+    result = read_source(source(p), limited(1000))
+
+    assert result.records == [{"text": "first", "n": "0"}, {"text": "last", "n": "3"}]
+    assert result.rows == [0, 3]
+    assert [(r.row, r.reason) for r in result.rejects] == [
+        (1, f"record of {len(long_row) + len(newline):,} bytes exceeds units.limits.max_record_bytes (1,000)"),
+        (2, f"record of {3002 + len(newline):,} bytes exceeds units.limits.max_record_bytes (1,000)"),
+    ]
+    assert [r.raw_sha256 for r in result.rejects] == [sha256(long_row + newline), sha256(b"x" * 3000 + b",2" + newline)]
+
+
+def test_a_crlf_split_by_the_skip_is_not_a_blank_row(tmp_path):
+    # The first read of a row takes budget + 1 characters, then pieces of 1 MiB: the row's length
+    # puts the end of one piece right after its "\r".
+    budget, piece = 1000, 1 << 20
+    long_row = b"y" * (piece + budget - 2) + b",1"
+    assert (len(long_row) + 1 - (budget + 1)) % piece == 0
+    p = csv_file(tmp_path, b"text,n\r\nfirst,0\r\n" + long_row + b"\r\nlast,2\r\n")
+    result = read_source(source(p), limited(budget))
+    assert result.records == [{"text": "first", "n": "0"}, {"text": "last", "n": "2"}]
+    assert [(r.row, r.raw_sha256) for r in result.rejects] == [(1, sha256(long_row + b"\r\n"))]
+
+
+def test_a_header_over_the_limit_is_a_file_error(tmp_path):
+    p = csv_file(tmp_path, b"h" * 5000 + b",n\nx,1\n")
+    with pytest.raises(SourceError, match="the CSV header is larger than units.limits.max_record_bytes"):
+        read_source(source(p), limited(1000))

@@ -248,3 +248,31 @@ def test_load_dataset_over_a_broken_file_is_a_source_error_naming_the_source(tmp
 
     with pytest.raises(SourceError, match="source 's': load_dataset\\('json'\\) failed"):
         plan_source(load(tmp_path / "broken.jsonl"), work_dir=tmp_path / "work")
+
+
+# --- units.limits ----------------------------------------------------------------------------------
+
+def test_a_saved_dataset_row_over_the_limit_is_rejected_by_its_cell_sizes(tmp_path):
+    path = saved(tmp_path, "ds", {"text": ["a", "b" * 5000, "c"], "meta": ["m", "", "m" * 3000]})
+    result = read_source(disk(path), UnitConfig(limits={"max_record_bytes": 2000}), tmp_path / "work")
+    assert result.texts() == ["a"]
+    assert [(r.row, r.reason) for r in result.rejects] == [
+        (1, "record of 5,000 bytes exceeds units.limits.max_record_bytes (2,000)"),
+        (2, "record of 3,001 bytes exceeds units.limits.max_record_bytes (2,000)"),
+    ]
+
+
+def test_load_dataset_files_are_checked_before_datasets_reads_them(tmp_path):
+    import gzip
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(3)))
+    assert read_source(load(good), UnitConfig(limits={"max_record_bytes": 100}), tmp_path / "w1").texts() == ["t0", "t1", "t2"]
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(gzip.compress(b'{"text": "x"}\n' * 400_000))  # 5.6 MB in about 30 KB
+    with pytest.raises(SourceError, match=r"bomb.jsonl.gz: decompresses to more than [\d,]+ bytes \(over 100 times"):
+        plan_source(load(bomb), UnitConfig(limits={"ratio_exempt_bytes": 1 << 20}), tmp_path / "w2")
+    text = tmp_path / "long.txt"
+    text.write_text("short\n" + "y" * 5000 + "\n")
+    with pytest.raises(SourceError, match=r"long.txt: line 1 holds more than units.limits.max_record_bytes \(1,000\)"):
+        plan_source(load(text, builder="text"), UnitConfig(limits={"max_record_bytes": 1000}), tmp_path / "w3")

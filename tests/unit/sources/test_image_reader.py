@@ -32,3 +32,16 @@ def test_a_folder_without_images_is_a_clear_error(tmp_path):
     src = ImageDirSourceConfig(kind="image_dir", name="img", paths=(str(tmp_path),))
     with pytest.raises(SourceError, match="no image file"):
         reader_for("image_dir").list_inputs(src)
+
+
+def test_an_image_file_over_max_image_bytes_is_rejected_by_its_size_unread(tmp_path):
+    (tmp_path / "small.png").write_bytes(b"\x89PNG small")
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG" + b"\0" * 10_000)
+    src = ImageDirSourceConfig(kind="image_dir", name="img", paths=(str(tmp_path),))
+    reader = reader_for("image_dir")
+    units = UnitConfig(limits={"max_image_bytes": 4096})
+    inputs = [reader.describe(src, p, r) for p, r in reader.list_inputs(src)]
+    batches = [b for u in reader.plan(src, inputs, units) for b in reader.read(u, src, units)]
+    assert [p for b in batches for p in b.table["path"].to_pylist()] == ["small.png"]
+    assert [(r.relpath, r.reason, r.raw_sha256) for b in batches for r in b.rejects] == [
+        ("huge.png", "image of 10,004 bytes exceeds units.limits.max_image_bytes (4,096)", None)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import tempfile
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -532,7 +534,7 @@ def test_unit_row_offsets_from_the_hashing_read_match_a_fresh_count(tmp_path):
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=40), st.integers(1, 700), st.booleans(), st.data())
-def test_plain_ranges_come_in_whole_lines_that_join_to_the_range(lengths, block, final_newline, data):
+def test_plain_ranges_come_in_pieces_of_at_most_a_block_that_join_to_the_range(lengths, block, final_newline, data):
     from pipeline.sources.jsonl import read_blocks
 
     body = b"".join(b"x" * n + b"\n" for n in lengths)
@@ -545,6 +547,134 @@ def test_plain_ranges_come_in_whole_lines_that_join_to_the_range(lengths, block,
         f.flush()
         pieces = list(read_blocks(f.name, start, stop, block))
     assert b"".join(pieces) == body[start:stop]
-    assert all(p.endswith(b"\n") and p for p in pieces[:-1])
-    # A piece is at most a block unless one line is longer than the block.
-    assert all(len(p) <= block or p.count(b"\n") <= 1 for p in pieces)
+    assert all(pieces)
+    # A piece ends at a line end, or is a whole block of a line longer than a block (never the
+    # whole line at once: a line may be gigabytes long).
+    assert all(p.endswith(b"\n") or (b"\n" not in p and len(p) == block) for p in pieces[:-1])
+    assert all(len(p) <= block for p in pieces)
+
+
+# --- units.limits: a line over max_record_bytes is streamed past, never held whole ---------------
+
+def limited(max_record_bytes: int = 1000, batch_bytes: int = 1 << 20, **kw) -> UnitConfig:
+    return UnitConfig(batch_bytes=batch_bytes, limits={"max_record_bytes": max_record_bytes, **kw})
+
+
+def long_line_file(tmp_path: Path, name: str, long_text_bytes: int, compress=None) -> tuple[Path, bytes]:
+    long = record("a" * long_text_bytes)
+    body = b"".join(line + b"\n" for line in (record("before"), long, b"", record("after")))
+    p = tmp_path / name
+    p.write_bytes(compress(body) if compress else body)
+    return p, long
+
+
+@pytest.mark.parametrize("batch_bytes", [1024, 4096, 1 << 20], ids=["spans-blocks", "spans-some", "inside-a-chunk"])
+@pytest.mark.parametrize("name,compress", [("d.jsonl", None), ("d.jsonl.gz", gzip.compress),
+                                           ("d.jsonl.zst", zstandard.ZstdCompressor().compress)])
+def test_a_line_over_max_record_bytes_is_rejected_with_its_size_and_digest(tmp_path, name, compress, batch_bytes):
+    p, long = long_line_file(tmp_path, name, 5000, compress)
+
+    result = read_source(source(p), limited(1000, batch_bytes))
+
+    assert result.texts() == ["before", "after"] and result.rows == [0, 3]
+    (reject,) = result.rejects
+    assert reject.row == 1
+    assert reject.reason == f"record of {len(long):,} bytes exceeds units.limits.max_record_bytes (1,000)"
+    assert reject.raw_sha256 == sha256(long)
+
+
+def test_a_line_at_the_limit_is_read_and_one_byte_more_is_not(tmp_path):
+    exact = record("x" * 100)
+    over = record("y" * 101)
+    p = jsonl(tmp_path, [exact, over])
+    result = read_source(source(p), limited(len(exact), batch_bytes=1024))
+    assert result.texts() == ["x" * 100]
+    assert [r.row for r in result.rejects] == [1]
+
+
+@pytest.mark.parametrize("ending", [b"", b"\r\n"], ids=["no-newline", "crlf"])
+def test_an_over_long_last_line_is_rejected_whatever_its_ending(tmp_path, ending):
+    long = record("z" * 3000)
+    p = jsonl(tmp_path, record("a") + b"\r\n" + long + ending)
+    result = read_source(source(p), limited(1000, batch_bytes=1024))
+    assert result.texts() == ["a"]
+    (reject,) = result.rejects
+    # As for any rejected line, the digest covers the line without its "\n" (a "\r" stays).
+    assert (reject.row, reject.raw_sha256) == (1, sha256(long + ending[:1]))
+
+
+def test_an_over_long_first_line_after_a_byte_order_mark_is_rejected(tmp_path):
+    long = record("b" * 3000)
+    p = jsonl(tmp_path, b"\xef\xbb\xbf" + long + b"\n" + record("next") + b"\n")
+    result = read_source(source(p), limited(1000, batch_bytes=1024))
+    assert result.texts() == ["next"] and result.rows == [1]
+    assert result.rejects[0].raw_sha256 == sha256(long)
+
+
+def test_split_units_reject_the_same_long_lines_as_one_unit(tmp_path):
+    lines = [record("w" * (5000 if i % 7 == 3 else 50), n=i) for i in range(200)]
+    p = jsonl(tmp_path, lines)
+    whole = read_source(source(p), UnitConfig(target_bytes=1 << 30, batch_bytes=4096, limits={"max_record_bytes": 2000}))
+    split = read_source(source(p), UnitConfig(target_bytes=20_000, batch_bytes=4096, limits={"max_record_bytes": 2000}))
+    assert len(split.units) > 3
+    assert (split.records, split.rows) == (whole.records, whole.rows)
+    assert [(r.row, r.reason) for r in split.rejects] == [(r.row, r.reason) for r in whole.rejects]
+    assert [r.row for r in whole.rejects] == [i for i in range(200) if i % 7 == 3]
+
+
+def gzip_bomb(path: Path, line_bytes: int) -> Path:
+    """A .jsonl.gz whose second line holds `line_bytes` of one repeated character (about 1/1000 of that on disk)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as f:
+        f.write(c.compress(record("first") + b"\n" + b'{"text": "'))
+        piece = b"a" * (4 << 20)
+        for i in range(0, line_bytes, len(piece)):
+            f.write(c.compress(piece[: min(len(piece), line_bytes - i)]))
+        f.write(c.compress(b'"}\n' + record("third") + b"\n") + c.flush())
+    return path
+
+
+def test_a_200_mb_line_in_a_gzip_bomb_is_streamed_past_in_bounded_memory(tmp_path):
+    p = gzip_bomb(tmp_path / "bomb.jsonl.gz", 200 * 1000 * 1000)
+    assert p.stat().st_size < 300_000
+    tracemalloc.start()
+    try:
+        result = read_source(source(p), UnitConfig(batch_bytes=1 << 20,
+                                                   limits={"max_record_bytes": 1 << 20, "max_compression_ratio": None}))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.texts() == ["first", "third"] and result.rows == [0, 2]
+    (reject,) = result.rejects
+    assert reject.reason == "record of 200,000,012 bytes exceeds units.limits.max_record_bytes (1,048,576)"
+    assert peak < 16 << 20  # the limit and a few 1 MiB pieces (input, its tail, output), never the line
+
+
+def test_with_the_default_limits_a_100_mib_line_is_rejected_without_holding_more_than_the_limit(tmp_path):
+    p = gzip_bomb(tmp_path / "big.jsonl.gz", 100 << 20)  # inflates 1000x, but stays under ratio_exempt_bytes
+    tracemalloc.start()
+    try:
+        result = read_source(source(p), UnitConfig(batch_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.texts() == ["first", "third"]
+    assert result.rejects[0].reason == f"record of {(100 << 20) + 12:,} bytes exceeds units.limits.max_record_bytes (67,108,864)"
+    assert peak < (64 << 20) + (8 << 20)
+
+
+def test_a_compressed_file_past_its_budget_raises_a_source_error_after_its_earlier_records(tmp_path):
+    p = gzip_bomb(tmp_path / "bomb.jsonl.gz", 30 << 20)
+    units = UnitConfig(limits={"max_record_bytes": 1 << 20, "ratio_exempt_bytes": 4 << 20})
+    reader = JsonlReader()
+    (unit,) = plan_source(source(p), units)
+    batches = []
+    with pytest.raises(SourceError) as e:
+        for batch in reader.read(unit, source(p), units):
+            batches.append(batch)
+    assert str(e.value).startswith(f"{p}: decompresses to more than 4,194,304 bytes (over 100 times its ")
+    assert "units.limits.max_compression_ratio" in str(e.value)
+    assert [t for b in batches for t in b.table.to_pylist()] == [{"text": "first"}]
+    absolute = UnitConfig(limits={"max_decompressed_bytes": 2 << 20, "max_compression_ratio": None})
+    with pytest.raises(SourceError, match=r"more than 2,097,152 bytes \(units.limits.max_decompressed_bytes\)"):
+        list(reader.read(unit, source(p), absolute))

@@ -204,3 +204,39 @@ def test_a_missing_id_rejects_its_row_and_a_missing_id_column_rejects_the_file(t
         (1, "id field 'id' is missing or null"),
         (0, "missing id field 'id'"),
     ]
+
+
+# --- units.limits ----------------------------------------------------------------------------------
+
+def test_a_huge_cell_becomes_a_rejected_row_and_its_neighbours_are_read(tmp_path):
+    table = pa.table({"text": ["a", "b" * (3 << 20), "c"], "n": [0, 1, 2]})
+    p = parquet(tmp_path, table)
+    result = read_source(source(p), UnitConfig(limits={"max_record_bytes": 1 << 20}))
+    assert result.texts() == ["a", "c"] and result.rows == [0, 2]
+    assert [(r.row, r.reason) for r in result.rejects] == [
+        (1, "record of 3,145,728 bytes exceeds units.limits.max_record_bytes (1,048,576)")]
+
+
+def test_a_file_whose_row_groups_inflate_past_the_budget_stops_after_the_groups_before(tmp_path):
+    # 64 rows of 64 KiB of one character: about 4 MiB in memory, a few KiB on disk.
+    table = pa.table({"text": ["z" * 65536] * 64, "n": list(range(64))})
+    p = tmp_path / "bomb.parquet"
+    pq.write_table(table, p, row_group_size=8, compression="zstd", use_dictionary=False)
+    assert p.stat().st_size < 40_000
+    units = UnitConfig(limits={"max_compression_ratio": 10, "ratio_exempt_bytes": 1 << 20})
+    (unit,) = plan_source(source(p), units)
+    rows = []
+    with pytest.raises(SourceError, match=r"bomb.parquet: decompresses to more than 1,048,576 bytes"):
+        for batch in ParquetReader().read(unit, source(p), units):
+            rows.extend(batch.rows.tolist())
+    assert rows == list(range(8))  # row groups of 512 KiB: the second takes the file past 1 MiB
+    with_ratio_off = UnitConfig(limits={"max_compression_ratio": None})
+    assert len(read_units(source(p), [unit], with_ratio_off).rows) == 64
+
+
+def test_image_cells_over_max_image_bytes_are_rejected(tmp_path):
+    table = pa.table({"image": pa.array([b"\x89PNG small", b"\x89PNG" + b"\0" * 5000], pa.binary()), "caption": ["a", "b"]})
+    p = parquet(tmp_path, table)
+    result = read_source(source(p, image_column="image"), UnitConfig(limits={"max_image_bytes": 4096}))
+    assert result.rows == [0]
+    assert [r.reason for r in result.rejects] == ["image of 5,004 bytes exceeds units.limits.max_image_bytes (4,096)"]

@@ -159,3 +159,11 @@ def test_a_file_keeps_its_row_number_whatever_the_grouping_into_units(tmp_path):
     assert len(small_units.units) == 4
     assert small_units.rows == one_unit.rows == [0, 1, 2, 3, 5, 6]
     assert [(r.row, r.relpath) for r in small_units.rejects] == [(4, "f4.txt")]
+
+
+def test_a_text_file_over_max_record_bytes_is_rejected_with_its_size_without_being_kept(tmp_path):
+    root = write(tmp_path / "docs", {"a.txt": b"small", "b.txt": b"y" * 5000, "c.txt": b"also small"})
+    result = read_source(source(root), UnitConfig(limits={"max_record_bytes": 1000}))
+    assert result.texts() == ["small", "also small"]
+    assert [(r.relpath, r.reason, r.raw_sha256) for r in result.rejects] == [
+        ("b.txt", "record of 5,000 bytes exceeds units.limits.max_record_bytes (1,000)", sha256(b"y" * 5000))]

@@ -183,3 +183,18 @@ def test_the_input_table_is_not_modified():
 
     assert table.to_pylist() == before
     assert table["id"].type == pa.int64()
+
+
+@pytest.mark.parametrize("text", ["\u200b", "\u200b \u200b", "\x00", "\ufeff", "\u00ad", " \u2028 \x7f\t"])
+def test_a_text_without_any_visible_character_is_rejected(text):
+    batch = split_valid(pa.table({"text": [text, "visible"]}), rows(2), source())
+    assert batch.table["text"].to_pylist() == ["visible"]
+    assert [(r.row, r.reason) for r in batch.rejects] == [
+        (100, "no visible character (only whitespace, control or format characters)")]
+
+
+@pytest.mark.parametrize("text", ["!!!", "a", "\u0301", "🙂", "x\u200b", "\u3000-"])
+def test_one_word_punctuation_only_and_combining_mark_texts_are_kept(text):
+    # Such records are data: exact dedup treats them like any other, and near-duplicate
+    # detection leaves out those with no word to shingle.
+    assert split_valid(pa.table({"text": [text]}), rows(1), source()).rejects == []

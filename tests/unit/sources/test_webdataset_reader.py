@@ -89,3 +89,49 @@ def test_a_file_that_is_not_a_tar_is_a_source_error(tmp_path):
 def test_an_id_field_other_than_key_or_path_is_a_config_error():
     with pytest.raises(ConfigError, match="key` or `path"):
         source("/tmp/x.tar", id_field="caption")
+
+
+def test_members_over_their_limit_are_skipped_unread_and_reject_their_sample(tmp_path, monkeypatch):
+    members = [("000.png", PNG), ("000.txt", b"ok"),
+               ("001.png", b"\x89PNG" + b"\0" * 5000), ("001.txt", b"caption"),
+               ("002.png", PNG), ("002.json", b'{"k": "' + b"v" * 3000 + b'"}'),
+               ("003.png", PNG)]
+    tar = write_tar(tmp_path / "s.tar", members)
+    read_sizes = []
+    original = tarfile.ExFileObject.read if hasattr(tarfile, "ExFileObject") else None
+
+    def spy(self, *args):
+        data = original(self, *args)
+        read_sizes.append(len(data))
+        return data
+
+    if original is not None:
+        monkeypatch.setattr(tarfile.ExFileObject, "read", spy)
+    units = UnitConfig(limits={"max_image_bytes": 4096, "max_record_bytes": 1000})
+    result = read_source(source(tar), units)
+    assert result.rows == [0, 3]
+    assert [(r.row, r.reason, r.member) for r in result.rejects] == [
+        (1, "member .png of 5,004 bytes exceeds units.limits.max_image_bytes (4,096)", "001.png"),
+        (2, "member .json of 3,009 bytes exceeds units.limits.max_record_bytes (1,000)", "002.png"),
+    ]
+    assert result.rejects[1].images == (PNG,)  # a sample's images that were read are still matched
+    assert original is None or max(read_sizes) < 1000
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_a_compressed_shard_past_its_budget_keeps_the_samples_before_and_names_the_limit(tmp_path, mode):
+    members = [(f"{i:03d}.png", PNG) for i in range(3)] + [("003.png", b"\0" * (3 << 20))] + [("004.png", PNG)]
+    tar = write_tar(tmp_path / f"s.tar.{mode[2:]}", members, mode)
+    assert tar.stat().st_size < 100_000
+    units = UnitConfig(batch_bytes=1024, limits={"max_compression_ratio": 10, "ratio_exempt_bytes": 1 << 20})
+    src = source(tar)
+    from pipeline.sources import reader_for
+    from tests.unit.sources.support import plan_source
+
+    reader = reader_for("webdataset")
+    (unit,) = plan_source(src, units)
+    rows = []
+    with pytest.raises(SourceError, match=r"s\.tar\.\w+: decompresses to more than 1,048,576 bytes .*max_compression_ratio"):
+        for batch in reader.read(unit, src, units):
+            rows.extend(batch.rows.tolist())
+    assert rows == [0, 1, 2]
