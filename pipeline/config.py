@@ -161,6 +161,10 @@ class NearDedupConfig(_Strict):
     # record dropped directly for the survivor (never further). Jaccard distance is a metric, so
     # such a record is still at least threshold + second_hop - 1 similar to the survivor.
     second_hop: float | None = Field(default=None, gt=0.0, le=1.0)
+    # Boilerplate: a signature minimum found in at least this many of the run's records (a shared
+    # header, footer, notice) is left out of the similarity, so two different pages of one site do
+    # not look alike and a page with added boilerplate still matches its source. 0: off.
+    boilerplate_min_docs: int = Field(default=50, ge=0)
     image_phash_distance: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")

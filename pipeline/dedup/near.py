@@ -20,15 +20,20 @@ import pyarrow.parquet as pq
 
 from pipeline.config import NearDedupConfig
 from pipeline.dedup.lsh import (
+    MIN_CONTENT_POSITIONS,
+    CommonValues,
+    Star,
     anti_chaining_stars,
     band_keys,
     bucket_pairs,
     candidate_probability,
+    central_stars,
     choose_bands,
     components,
-    estimated_similarity,
+    decision_similarity,
     log2_histogram,
     neighbour_lists,
+    pair_similarity,
     unique_pairs,
 )
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
@@ -249,7 +254,9 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
                                  "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String})
     if ours.height == 0 or n < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
-                      "second_hop": cfg.second_hop, "dropped_second_hop": 0, "cluster_sizes": {}})
+                      "second_hop": cfg.second_hop, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
+                      "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
+                      "pairs_vetoed_by_content": 0})
         return empty, stats
 
     is_ext = docs["external"].to_numpy()
@@ -263,57 +270,94 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         pairs = pairs[~(is_ext[pairs[:, 0]] & is_ext[pairs[:, 1]])]  # published pairs were settled before
 
     store = SignatureStore(sig_paths, cfg.num_perm)
+    units_arr, sig_idx = docs["unit"].to_numpy(), docs["sig_idx"].to_numpy()
+    # Boilerplate: minima that recur in many of this run's records (see lsh.CommonValues).
+    cv = None
+    if cfg.boilerplate_min_docs and ours.height >= cfg.boilerplate_min_docs:
+        cv = CommonValues(ours.height, cfg.num_perm, cfg.boilerplate_min_docs)
+        for u in np.unique(units_arr[~is_ext]):
+            cv.add(store._map(int(u)), sig_idx[(units_arr == u) & ~is_ext])
     involved = np.unique(pairs) if pairs.size else np.empty(0, np.int64)
-    sigs = (store.gather(docs["unit"].to_numpy()[involved], docs["sig_idx"].to_numpy()[involved]) if involved.size
+    sigs = (store.gather(units_arr[involved], sig_idx[involved]) if involved.size
             else np.empty((0, cfg.num_perm), np.uint32))
+    common = cv.common(sigs) if cv is not None else None
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
     if exact:
         own_involved = involved[~is_ext[involved]]
-        flat, set_offs = ShingleSetStore(work / "minhash").gather(docs["unit"].to_numpy()[own_involved],
-                                                                  docs["sig_idx"].to_numpy()[own_involved])
+        flat, set_offs = ShingleSetStore(work / "minhash").gather(units_arr[own_involved], sig_idx[own_involved])
         set_pos = np.full(n, -1, dtype=np.int64)  # doc -> its set in (flat, set_offs)
         set_pos[own_involved] = np.arange(own_involved.size)
 
-    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Estimated Jaccard from signatures, or exact shingle Jaccard between this run's records."""
-        est = estimated_similarity(sigs[pos[left]], sigs[pos[right]])
-        if not exact:
-            return est
-        both_own = ~is_ext[left] & ~is_ext[right]
-        est[both_own] = pair_jaccard(flat, set_offs, set_pos[left[both_own]], set_pos[right[both_own]])
-        return est
+    def similarity_parts(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(decision similarity, estimated Jaccard, content Jaccard, content positions) of doc pairs."""
+        est, content, positions = pair_similarity(sigs, common, pos[left], pos[right])
+        sim = decision_similarity(est, content, positions)
+        if exact:  # the exact shingle Jaccard between this run's records, never above the content estimate
+            both_own = ~is_ext[left] & ~is_ext[right]
+            j = pair_jaccard(flat, set_offs, set_pos[left[both_own]], set_pos[right[both_own]])
+            est, sim = est.copy(), sim.copy()
+            est[both_own] = j
+            # no boilerplate position: the exact Jaccard; else never above the content estimate
+            sim[both_own] = np.where(positions[both_own] == cfg.num_perm, j, np.minimum(j, content[both_own]))
+        return sim, est, content, positions
 
-    sims = np.empty(len(pairs))
-    for s in range(0, len(pairs), 200_000):
-        chunk = pairs[s : s + 200_000]
-        sims[s : s + len(chunk)] = similarity(chunk[:, 0], chunk[:, 1])
+    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return similarity_parts(left, right)[0]
+
+    m = len(pairs)
+    sims, ests, contents, cpos = np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64)
+    for s in range(0, m, 500_000):
+        chunk = pairs[s : s + 500_000]
+        sims[s : s + len(chunk)], ests[s : s + len(chunk)], contents[s : s + len(chunk)], cpos[s : s + len(chunk)] = (
+            similarity_parts(chunk[:, 0], chunk[:, 1]))
     (work / "near").mkdir(exist_ok=True)
     with atomic_path(work / "near" / "candidates.parquet") as tmp:
         pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
-                      "similarity": sims}, schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64}).write_parquet(tmp)
-    verified = pairs[sims >= cfg.threshold] if pairs.size else pairs
-
-    labels = components(n, verified)
-    rank_col = "quality" if prefer == "quality" else "text_bytes"
-    # `central`: the record with the most verified neighbours heads its cluster, so anti-chaining
-    # keeps fewer of its members apart (measured in bench/neardup_quality.py).
-    degree = np.bincount(verified.ravel(), minlength=n) if (prefer == "central" and verified.size) else np.zeros(n, np.int64)
-    grouped = (
-        docs.with_columns(pl.Series("label", labels), pl.Series("degree", degree.astype(np.int64)))
-        .filter(pl.col("label").count().over("label") > 1)
-        .sort(["label", "priority", "degree", rank_col, "order_str", "order_int"],
-              descending=[False, True, True, True, False, False], nulls_last=True)
-    )
+                      "similarity": sims, "estimated_jaccard": ests, "content_jaccard": contents, "content_positions": cpos},
+                     schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64, "estimated_jaccard": pl.Float64,
+                             "content_jaccard": pl.Float64, "content_positions": pl.Int64}).write_parquet(tmp)
+    ok = sims >= cfg.threshold
+    verified = pairs[ok] if pairs.size else pairs
+    vetoed = int(np.sum((ests >= cfg.threshold) & ~ok))
     protected = is_ext  # published records never go
-    # The second hop follows candidate pairs verified at `second_hop` (already computed above).
-    hop = (neighbour_lists(n, pairs[sims >= cfg.second_hop]) if cfg.second_hop is not None and pairs.size else None)
+    hop_pairs = pairs[sims >= cfg.second_hop] if cfg.second_hop is not None and pairs.size else None
+
     clusters = []
-    g_docs = grouped["doc"].to_numpy()
-    boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
-    for members in np.split(g_docs, boundaries) if g_docs.size else []:
-        clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
+    if prefer == "central":
+        # Greedy star cover: the record with the most verified neighbours left heads the next
+        # star (ties: the longest, then input order); see lsh.central_stars.
+        prio = docs["priority"].to_numpy()
+        rank = np.empty(n, np.int64)
+        rank[docs.select(pl.arg_sort_by(["text_bytes", "order_str", "order_int"], descending=[True, False, False],
+                                        nulls_last=True)).to_series().to_numpy()] = np.arange(n)
+        surv, via_arr, dsim = central_stars(n, verified, sims[ok], prio, rank, protected, hop_pairs)
+        hop2 = np.flatnonzero(surv >= 0)
+        hop2 = hop2[via_arr[hop2] >= 0]
+        if hop2.size:
+            dsim[hop2] = similarity(hop2, surv[hop2])
+        dropped = np.flatnonzero(surv >= 0)
+        order = np.argsort(surv[dropped], kind="stable")
+        dropped = dropped[order]
+        heads, starts = np.unique(surv[dropped], return_index=True)
+        for h, grp in zip(heads, np.split(dropped, starts[1:])):
+            clusters.append(Star(int(h), grp.tolist(), dsim[grp].tolist(), via_arr[grp].tolist()))
+    else:
+        labels = components(n, verified)
+        rank_col = "quality" if prefer == "quality" else "text_bytes"
+        grouped = (
+            docs.with_columns(pl.Series("label", labels))
+            .filter(pl.col("label").count().over("label") > 1)
+            .sort(["label", "priority", rank_col, "order_str", "order_int"],
+                  descending=[False, True, True, False, False], nulls_last=True)
+        )
+        # The second hop follows candidate pairs verified at `second_hop` (already computed above).
+        hop = neighbour_lists(n, hop_pairs) if hop_pairs is not None else None
+        g_docs = grouped["doc"].to_numpy()
+        boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
+        for members in np.split(g_docs, boundaries) if g_docs.size else []:
+            clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
 
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
@@ -348,6 +392,10 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "dropped_against_index": against_index,
         "second_hop": cfg.second_hop,
         "dropped_second_hop": int(second_hop_drops),
+        "survivor_rule": prefer,
+        "boilerplate_min_docs": cfg.boilerplate_min_docs,
+        "involved_with_boilerplate": int(common.any(axis=1).sum()) if common is not None else 0,
+        "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })
     return result, stats
