@@ -640,10 +640,10 @@ def evaluate(truth, dec, jac, threshold: float) -> dict:
         a, b = g.filter("above"), g.filter(~pl.col("above"))
         by_edit_out[kind] = {
             "copies": g.height, "recall": round(float(g["linked"].mean()), 4),
-            "share_J_above": round(a.height / g.height, 4),
+            "share_J_above": round(a.height / g.height, 4) if g["jaccard"].null_count() < g.height else None,
             "recall_J_above": round(float(a["linked"].mean()), 4) if a.height else None,
             "recall_J_below": round(float(b["linked"].mean()), 4) if b.height else None,
-            "median_J": round(float(g["jaccard"].median()), 4),
+            "median_J": round(float(g["jaccard"].median()), 4) if g["jaccard"].null_count() < g.height else None,
         }
     a_all = copies.filter("above")
     return {
@@ -743,10 +743,10 @@ def ledger_checks(out: Path, threshold: float, truth) -> dict:
     }
 
 
-def run_tool(name: str, cmd: list[str], out: Path, env: dict) -> dict:
+def run_tool(name: str, cmd: list[str], out: Path, env: dict, lock: str = LOCK) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    full = ["flock", LOCK] + cmd
+    full = ["flock", lock] + cmd
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     with open(out / "stdout.log", "wb") as so, open(out / "stderr.log", "wb") as se:
@@ -803,7 +803,7 @@ def fmt_table(rows: list[dict], key: str = "eval") -> str:
             f"{pw['precision']:.4f}", f"{pw['recall']:.4f}", f"{pw['f1']:.4f}",
             f"{e['lost_clusters']['total']} ({e['lost_clusters']['multi_member']})",
             str(e["misattributed_drops"]["docs"]), f"{e['over_merged_groups']['groups']}",
-            f"{e['copy_recall']['all']:.4f} ({e['copy_recall']['J_above_threshold']:.4f})",
+            f"{e['copy_recall']['all']:.4f} ({e['copy_recall']['J_above_threshold'] or 0:.4f})",
             f"{r['timing']['work_s']:.1f}", f"{r['mb_s']:.2f}",
         ]) + " |")
     return "\n".join(lines)
@@ -812,7 +812,7 @@ def fmt_table(rows: list[dict], key: str = "eval") -> str:
 def fmt_edit_table(rows: list[dict]) -> str:
     kinds = sorted({k for r in rows for k in r["eval"]["by_edit"]})
     first = rows[0]["eval"]["by_edit"]
-    hdr = ["tool", "thr"] + [f"{k} ({first[k]['share_J_above']:.0%} J>=thr)" for k in kinds]
+    hdr = ["tool", "thr"] + [f"{k} ({first[k]['share_J_above'] or 0:.0%} J>=thr)" for k in kinds]
     lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for r in rows:
         be = r["eval"]["by_edit"]
@@ -839,7 +839,14 @@ def parent_main(args: argparse.Namespace) -> int:
                PYTHONHASHSEED="0")
     me = str(Path(__file__).resolve())
     jobs = []
-    tools = args.tools.split(",")
+    tools, depth, cur = [], 0, ""
+    for ch in args.tools + ",":  # commas inside {...} belong to a JSON value
+        depth += (ch == "{") - (ch == "}")
+        if ch == "," and depth == 0:
+            tools.append(cur)
+            cur = ""
+        else:
+            cur += ch
     thr = args.threshold
     ours_cmd = [sys.executable, me, "--child", "ours", "--input", str(corpus)]
     for tool in tools:
@@ -877,7 +884,7 @@ def parent_main(args: argparse.Namespace) -> int:
             print(f"[{dt.datetime.now():%H:%M:%S}] {tool} thr={t} rep={rep + 1} ...", file=sys.stderr, flush=True)
             commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
             dirty = subprocess.run(["git", "-C", str(REPO), "status", "--short", "pipeline"], capture_output=True, text=True).stdout.split("\n")
-            timing = run_tool(tool, cmd + ["--out", str(out)], out, env)
+            timing = run_tool(tool, cmd + ["--out", str(out)], out, env, args.lock)
             dec = pl.read_parquet(out / "decisions.parquet")
             is_ours = tool.startswith("ours")
             if is_ours and t is None:
@@ -1019,6 +1026,7 @@ def main() -> int:
                     help="comma list: ours (library defaults), ours-config:FILE (its dedup section), "
                          "ours-json:NAME={...} (dedup settings), ours-grid (--ours-thresholds), datatrove, datasketch, "
                          "datasketch-16x8")
+    ap.add_argument("--lock", default=LOCK, help="the flock every measured run holds (default: the machine's bench lock)")
     ap.add_argument("--ours-last", action="store_true", help="run the peers first and ours at the end")
     ap.add_argument("--no-jaccard", action="store_true", help="skip exact copy Jaccard, label audit and miss diagnosis "
                     "(always skipped above 200k documents: they hold every text in Python)")

@@ -105,16 +105,17 @@ def bucket_pairs(docs: np.ndarray, keys: np.ndarray, limit: int) -> np.ndarray:
     a star to the bucket's lowest doc in a larger one (so a huge bucket costs linear work)."""
     if docs.size < 2:
         return np.empty((0, 2), dtype=np.int64)
-    df = pl.DataFrame({"key": keys, "doc": docs}).sort("key", "doc")
-    sizes = df.group_by("key", maintain_order=True).agg(pl.len().alias("n"))["n"].to_numpy().astype(np.int64)
-    members = df["doc"].to_numpy().astype(np.int64)
+    docs = np.asarray(docs, dtype=np.int64)
+    order = np.lexsort((docs, keys))  # by key, then doc
+    k, members = keys[order], docs[order]
+    starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [len(k)]])).astype(np.int64)
     multi = sizes >= 2
     if not multi.any():
         return np.empty((0, 2), dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    starts, ends = offsets[:-1][multi], offsets[1:][multi]
-    keep = np.concatenate([members[s:e] for s, e in zip(starts, ends)])
-    lens = ends - starts
+    starts, lens = starts[multi], sizes[multi]
+    sel = np.repeat(starts, lens) + (np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens))
+    keep = members[sel]
     new_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     total = int(np.sum(np.where(lens <= limit, lens * (lens - 1) // 2, lens - 1)))
     a = np.empty(total, dtype=np.int64)
@@ -130,6 +131,10 @@ def unique_pairs(parts: list[np.ndarray]) -> np.ndarray:
     allp = np.concatenate(parts)
     if allp.size == 0:
         return allp.reshape(0, 2)
+    # one int64 per pair (i < j < 2**31): a 1-D unique instead of np.unique(axis=0)
+    if allp.max() < 2**31:
+        code = np.unique(allp[:, 0] << 32 | allp[:, 1])
+        return np.stack([code >> 32, code & 0xFFFFFFFF], axis=1)
     return np.unique(allp, axis=0)
 
 

@@ -142,12 +142,22 @@ class SignatureStore:
                                 else np.zeros((0, self.num_perm), np.uint32))
         return self._maps[unit]
 
+    def close(self) -> None:
+        """Unmap the files (their pages count in the process's resident memory while mapped)."""
+        self._maps.clear()
+
     def gather(self, units: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Signatures of (unit, index-in-unit) pairs, in the given order."""
+        """Signatures of (unit, index-in-unit) pairs, in the given order. Each file is read whole
+        and let go (mapped pages would stay resident until the store is closed)."""
         out = np.empty((len(units), self.num_perm), dtype=np.uint32)
-        for u in np.unique(units):
-            sel = np.flatnonzero(units == u)
-            out[sel] = self._map(int(u))[idx[sel]]
+        order = np.argsort(units, kind="stable")
+        su = units[order]
+        bounds = np.flatnonzero(np.concatenate([[True], su[1:] != su[:-1], [True]]))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            sel = order[a:b]
+            path = self.paths[int(su[a])]
+            block = np.fromfile(path, dtype=np.uint32).reshape(-1, self.num_perm)
+            out[sel] = block[idx[sel]]
         return out
 
 
@@ -189,16 +199,6 @@ def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[t
         files.append((-1 - k, str(keys), run_id))
         sig_paths[-1 - k] = sig
     return files, sig_paths
-
-
-def _read_band(files: list[tuple[int, str, str | None]], column: str) -> pl.DataFrame:
-    frames = []
-    for unit, path, run_id in files:
-        df = pl.read_parquet(path, columns=[column] + ([] if run_id else ["row"]))
-        if run_id is not None:
-            df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"))
-        frames.append(df.select(pl.lit(unit, pl.Int64).alias("unit"), pl.col("row").cast(pl.Int64), pl.col(column)))
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, column: pl.UInt64})
 
 
 def _external_docs(files: list[tuple[int, str, str | None]]) -> pl.DataFrame:
@@ -254,32 +254,63 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
                                  "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String})
     if ours.height == 0 or n < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
-                      "second_hop": cfg.second_hop, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
+                      "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
                       "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
                       "pairs_vetoed_by_content": 0})
         return empty, stats
 
     is_ext = docs["external"].to_numpy()
     key_frame = docs.select("unit", "row", "doc")
+    # Each band-key file is read once, in groups of bands (a file's rows are mapped to docs once).
+    names = _band_names(bd.bands)
+    doc_of = []  # per file: (rows of the file that are docs, their doc indexes)
+    for unit, path, run_id in files:
+        rows_in_file = (np.arange(pq.ParquetFile(path).metadata.num_rows, dtype=np.int64) if run_id is not None
+                        else pl.read_parquet(path, columns=["row"])["row"].to_numpy())
+        mine = key_frame.filter(pl.col("unit") == unit)
+        if run_id is not None:
+            pos_in_file = mine["row"].to_numpy()
+        else:
+            sorter = np.argsort(rows_in_file, kind="stable")
+            pos_in_file = sorter[np.searchsorted(rows_in_file, mine["row"].to_numpy(), sorter=sorter)]
+        doc_of.append((pos_in_file, mine["doc"].to_numpy()))
     parts = []
-    for name in _band_names(bd.bands):
-        band = _read_band(files, name).join(key_frame, on=["unit", "row"], how="inner")
-        parts.append(bucket_pairs(band["doc"].to_numpy(), band[name].to_numpy(), cfg.bucket_pair_limit))
+    group = 8
+    for g0 in range(0, len(names), group):
+        cols = names[g0 : g0 + group]
+        keys = {c: [] for c in cols}
+        docs_in = []
+        for (unit, path, _run_id), (at, dd) in zip(files, doc_of):
+            tab = pq.read_table(path, columns=cols)
+            for c in cols:
+                keys[c].append(tab.column(c).to_numpy()[at])
+            docs_in.append(dd)
+        all_docs = np.concatenate(docs_in) if docs_in else np.empty(0, np.int64)
+        for c in cols:
+            parts.append(bucket_pairs(all_docs, np.concatenate(keys[c]) if keys[c] else np.empty(0, np.uint64),
+                                      cfg.bucket_pair_limit))
+        del keys
     pairs = unique_pairs(parts)
     if pairs.size:
         pairs = pairs[~(is_ext[pairs[:, 0]] & is_ext[pairs[:, 1]])]  # published pairs were settled before
 
     store = SignatureStore(sig_paths, cfg.num_perm)
     units_arr, sig_idx = docs["unit"].to_numpy(), docs["sig_idx"].to_numpy()
-    # Boilerplate: minima that recur in many of this run's records (see lsh.CommonValues).
+    # Boilerplate: minima that recur in many of this run's signed records, exact copies included
+    # (a text copied a thousand times is boilerplate too; see lsh.CommonValues).
     cv = None
-    if cfg.boilerplate_min_docs and ours.height >= cfg.boilerplate_min_docs:
-        cv = CommonValues(ours.height, cfg.num_perm, cfg.boilerplate_min_docs)
-        for u in np.unique(units_arr[~is_ext]):
-            cv.add(store._map(int(u)), sig_idx[(units_arr == u) & ~is_ext])
+    signed_all = int(meta.filter(pl.col("shingles") > 0).height)
+    min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * signed_all)))
+    if cfg.boilerplate_min_docs and signed_all >= min_docs:
+        cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
+        for unit, shingles in meta.group_by("unit", maintain_order=True).agg(pl.col("shingles")).iter_rows():
+            # read, not mapped: a unit's signatures are held only while they are counted
+            cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
+                   np.flatnonzero(np.asarray(shingles) > 0))
     involved = np.unique(pairs) if pairs.size else np.empty(0, np.int64)
     sigs = (store.gather(units_arr[involved], sig_idx[involved]) if involved.size
             else np.empty((0, cfg.num_perm), np.uint32))
+    store.close()  # the gathered rows are all the rest needs: unmap the files
     common = cv.common(sigs) if cv is not None else None
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
@@ -322,7 +353,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     verified = pairs[ok] if pairs.size else pairs
     vetoed = int(np.sum((ests >= cfg.threshold) & ~ok))
     protected = is_ext  # published records never go
-    hop_pairs = pairs[sims >= cfg.second_hop] if cfg.second_hop is not None and pairs.size else None
+    hop_pairs = pairs[sims >= cfg.hop_bar] if cfg.hop_bar is not None and pairs.size else None
 
     clusters = []
     if prefer == "central":
@@ -390,10 +421,10 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "clusters": len(sizes),
         "dropped": int(sum(sizes) - len(sizes)),
         "dropped_against_index": against_index,
-        "second_hop": cfg.second_hop,
+        "second_hop": cfg.hop_bar,
         "dropped_second_hop": int(second_hop_drops),
         "survivor_rule": prefer,
-        "boilerplate_min_docs": cfg.boilerplate_min_docs,
+        "boilerplate_min_docs": cv.min_docs if cv is not None else 0,
         "involved_with_boilerplate": int(common.any(axis=1).sum()) if common is not None else 0,
         "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),

@@ -42,8 +42,13 @@ def chain(tmp_path):
     return path
 
 
+# The conservative option (configs/dedup-conservative.yaml): 0.8, no second hop, the longest survives.
+CONSERVATIVE = {"near": {"threshold": 0.8, "second_hop": None}, "survivor": {"near_prefer": "longest"}}
+
+
 def test_a_chain_drops_only_what_is_similar_to_the_survivor(chain, run_pipeline):
-    manifest, ledger, shards = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}])
+    manifest, ledger, shards = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
+                                            dedup=CONSERVATIVE)
     decisions = dict(zip(ledger["record_id"], ledger["decision"]))
     assert decisions["a"] == "kept"                       # the longest copy survives
     assert decisions["b"] == "dropped_near_duplicate"
@@ -58,7 +63,8 @@ def test_a_chain_drops_only_what_is_similar_to_the_survivor(chain, run_pipeline)
 
 def test_a_second_hop_drops_the_end_of_a_chain_for_the_survivor_and_says_through_whom(chain, run_pipeline):
     manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
-                                       dedup={"near": {"second_hop": 0.8}})
+                                       dedup={"near": {"threshold": 0.8, "second_hop": 0.8},
+                                              "survivor": {"near_prefer": "longest"}})
     c = ledger.filter(pl.col("record_id") == "c").row(0, named=True)
     assert c["decision"] == "dropped_near_duplicate" and c["duplicate_of"] == "a"
     assert c["reason"].endswith("second hop via b")
@@ -70,11 +76,12 @@ def test_source_priority_beats_length(chain, tmp_path, run_pipeline):
     lines = chain.read_text().splitlines()
     (tmp_path / "hi.jsonl").write_text(lines[1] + "\n")      # b alone, in a high-priority source
     (tmp_path / "lo.jsonl").write_text(lines[0] + "\n")      # a, longer
-    _, ledger, _ = run_pipeline([
-        {"name": "hi", "kind": "jsonl", "paths": [str(tmp_path / "hi.jsonl")], "id_field": "id", "priority": 5},
-        {"name": "lo", "kind": "jsonl", "paths": [str(tmp_path / "lo.jsonl")], "id_field": "id"},
-    ])
-    assert dict(zip(ledger["record_id"], ledger["duplicate_of"])) == {"b": None, "a": "b"}
+    for dedup in (CONSERVATIVE, {}):  # the conservative option and the defaults
+        _, ledger, _ = run_pipeline([
+            {"name": "hi", "kind": "jsonl", "paths": [str(tmp_path / "hi.jsonl")], "id_field": "id", "priority": 5},
+            {"name": "lo", "kind": "jsonl", "paths": [str(tmp_path / "lo.jsonl")], "id_field": "id"},
+        ], out=tmp_path / f"run{len(dedup)}", dedup=dedup)
+        assert dict(zip(ledger["record_id"], ledger["duplicate_of"])) == {"b": None, "a": "b"}
 
 
 def test_every_near_duplicate_names_a_kept_survivor_in_the_sample_run(run_pipeline):
@@ -126,7 +133,8 @@ def test_exact_verification_reports_the_true_shingle_jaccard(chain, run_pipeline
     from pipeline.dedup.minhash import normalize_for_shingles as norm, shingles
 
     manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
-                                       dedup={"near": {"verify": "exact"}})
+                                       dedup={"near": {"verify": "exact", "threshold": 0.8, "second_hop": None},
+                                              "survivor": {"near_prefer": "longest"}})
     b = ledger.filter(pl.col("record_id") == "b").row(0, named=True)
     texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in chain.read_text().splitlines()}
     import pyarrow as pa
@@ -159,7 +167,7 @@ def test_an_exact_copy_of_a_near_duplicate_names_the_final_survivor(chain, tmp_p
     b = json.loads(lines[1])
     p = tmp_path / "more.jsonl"
     p.write_text(chain.read_text() + json.dumps({"id": "b-copy", "text": b["text"]}) + "\n")
-    _, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}])
+    _, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}], dedup=CONSERVATIVE)
     rows = {r["record_id"]: r for r in ledger.to_dicts()}
     assert rows["b"]["decision"] == "dropped_near_duplicate" and rows["b"]["duplicate_of"] == "a"
     assert rows["b-copy"]["decision"] == "dropped_duplicate" and rows["b-copy"]["duplicate_of"] == "a"
@@ -179,8 +187,8 @@ def test_the_central_survivor_rule_keeps_the_copy_most_others_resemble(tmp_path,
     path = tmp_path / "star.jsonl"
     path.write_text("".join(json.dumps({"id": k, "text": " ".join(v)}) + "\n" for k, v in texts.items()))
     src = [{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}]
-    near = {"near": {"verify": "exact"}}
-    _, longest, _ = run_pipeline(src, out=tmp_path / "longest", dedup=near)
+    near = {"near": {"verify": "exact", "threshold": 0.8, "second_hop": None}}
+    _, longest, _ = run_pipeline(src, out=tmp_path / "longest", dedup={**near, "survivor": {"near_prefer": "longest"}})
     _, central, _ = run_pipeline(src, out=tmp_path / "central", dedup={**near, "survivor": {"near_prefer": "central"}})
     kept = lambda ledger: sorted(ledger.filter(pl.col("decision") == "kept")["record_id"])  # noqa: E731
     assert kept(longest) == ["a", "c", "d"]
