@@ -89,7 +89,9 @@ LOCK = "/tmp/hygiene-bench.lock"
 
 
 def _child_ours(args: argparse.Namespace, out: Path) -> dict:
-    sys.path.insert(0, str(REPO))
+    # --freeze-code: the parent's snapshot of the committed pipeline/ (so later edits of the
+    # checkout cannot change a run), else the checkout
+    sys.path.insert(0, os.environ.get("HYGIENE_BENCH_CODE") or str(REPO))
     import glob
 
     import polars as pl
@@ -136,7 +138,9 @@ def _child_ours(args: argparse.Namespace, out: Path) -> dict:
                            pl.Series("group", groups, dtype=pl.String), pl.col("duplicate_of").alias("target"))
     dec.write_parquet(out / "decisions.parquet")
     near = manifest.get("near_dedup") or manifest.get("dedup", {}).get("near") or {}
+    import pipeline
     return {"work_s": work, "manifest_near": near, "dedup_settings": cfg.dedup.model_dump(mode="json"),
+            "pipeline_imported_from": str(Path(pipeline.__file__).parent),
             "manifest_conservation": manifest.get("conservation")}
 
 
@@ -830,13 +834,27 @@ def parent_main(args: argparse.Namespace) -> int:
                                           args.corpus)
     nbytes = corpus.stat().st_size
     truth = pl.read_ndjson(corpus, schema={"id": pl.String, "cluster": pl.String, "edit": pl.String}).with_columns(
-        pl.col("cluster").alias("orig"))
+        pl.col("cluster").alias("orig"),
+        pl.when(pl.col("edit").str.contains("+", literal=True)).then(pl.lit("two_edits")).otherwise(pl.col("edit")).alias("edit"))
     with_texts = not args.no_jaccard and args.docs <= 200_000
     texts = Texts(corpus) if with_texts else None
     jac = (copy_jaccard(corpus, truth, texts) if with_texts
            else pl.DataFrame({"id": truth["id"], "jaccard": pl.Series([None] * truth.height, dtype=pl.Float64)}))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1",
                PYTHONHASHSEED="0")
+    frozen = None
+    if args.freeze_code:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        frozen = work / f"code-{commit[:12]}"
+        if not (frozen / "pipeline").exists():
+            tmp = frozen.with_name(frozen.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            arch = subprocess.run(["git", "-C", str(REPO), "archive", commit, "pipeline"], capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tmp)], input=arch, check=True)
+            tmp.rename(frozen)
+        env["HYGIENE_BENCH_CODE"] = str(frozen)
+        print(f"ours runs the committed pipeline/ of {commit} from {frozen}", file=sys.stderr)
     me = str(Path(__file__).resolve())
     jobs = []
     tools, depth, cur = [], 0, ""
@@ -909,14 +927,27 @@ def parent_main(args: argparse.Namespace) -> int:
             if not args.keep_outputs and is_ours:
                 shutil.rmtree(out / "run", ignore_errors=True)
 
+    for extra in args.merge_results or []:  # runs of an earlier invocation on the same corpus file
+        other = json.loads(Path(extra).read_text())
+        if other["corpus"].get("sha256") != file_sha256(corpus):
+            raise SystemExit(f"{extra}: another corpus")
+        for r in other["runs"]:
+            r["from_results_file"] = str(extra)
+            r["tool"] = r["tool"] + " *"
+            rows.append(r)
+            decisions.append(None)
+
     # Label audit: clusters that a tool merged and whose originals are near duplicates by content.
     audit = None
     if texts is not None:
         pairs = set()
         for dec in decisions:
-            pairs |= merged_cluster_pairs(truth, dec)
+            if dec is not None:
+                pairs |= merged_cluster_pairs(truth, dec)
         truth_adj, audit = adjusted_truth(truth, pairs, texts, thr)
         for row, dec in zip(rows, decisions):
+            if dec is None:
+                continue
             row["eval_adjusted"] = evaluate(truth_adj, dec, jac, row["threshold"] or thr)
             if row["tool"].startswith("ours") and row.get("banding"):
                 b, r_ = (int(x) for x in row["banding"].split(" x "))
@@ -971,7 +1002,7 @@ def parent_main(args: argparse.Namespace) -> int:
               "adjusted labels):\n")
         print(exp_md)
     ours = [r for r in rows if r["tool"] == "ours"]
-    dtv = [r for r in rows if r["tool"] == "datatrove"]
+    dtv = [r for r in rows if r["tool"].startswith("datatrove")]
     verdict = None
     if ours and dtv:
         o, d = ours[0]["eval"]["pairwise"], dtv[0]["eval"]["pairwise"]
@@ -998,7 +1029,7 @@ def parent_main(args: argparse.Namespace) -> int:
                       "sha256": file_sha256(corpus), "counts": counts,
                       "datatrove_input": str(split)},
            "threshold": thr, "metric_definitions": __doc__.split("Metrics", 1)[1].split("Usage::")[0].strip(),
-           "task_table_markdown": task_table, "label_audit": audit, "survivor_experiment": experiment, "survivor_experiment_markdown": exp_md, "runs": rows, "target": verdict, "table_markdown": table,
+           "task_table_markdown": task_table, "label_audit": audit, "frozen_code": str(frozen) if frozen else None, "survivor_experiment": experiment, "survivor_experiment_markdown": exp_md, "runs": rows, "target": verdict, "table_markdown": table,
            "table_adjusted_markdown": table_adj, "timing_markdown": timing_table, "by_edit_markdown": edits}
     path.write_text(json.dumps(doc, indent=1, default=str))
     print(f"\nwrote {path}")
@@ -1031,6 +1062,9 @@ def main() -> int:
     ap.add_argument("--no-jaccard", action="store_true", help="skip exact copy Jaccard, label audit and miss diagnosis "
                     "(always skipped above 200k documents: they hold every text in Python)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep our run directories")
+    ap.add_argument("--freeze-code", action="store_true", help="ours runs a snapshot of the committed pipeline/ (git archive HEAD)")
+    ap.add_argument("--merge-results", action="append", help="add the runs of an earlier results JSON of the same corpus "
+                    "(marked with *)")
     ap.add_argument("--ours-dedup", help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", default="/tmp/neardup-quality")
