@@ -147,8 +147,8 @@ class NearDedupConfig(_Strict):
 
     enabled: bool = True
     # Defaults measured in bench/README.md ("Near-duplicate quality"): 0.6 on the content similarity
-    # with one second hop and the central survivor; the conservative option is 0.8 without a hop
-    # (configs/dedup-conservative.yaml).
+    # (boilerplate left out) with the central survivor; the conservative option is 0.8 with the
+    # longest survivor (configs/dedup-conservative.yaml).
     threshold: float = Field(default=0.6, gt=0.0, le=1.0)
     num_perm: int = Field(default=128, ge=8, le=1024)
     seed: int = Field(default=1, ge=0)
@@ -163,8 +163,10 @@ class NearDedupConfig(_Strict):
     # One extra hop: also drop a record that is verified-similar at this bar to a record dropped
     # directly for the survivor (never further; the ledger names the record in between). Jaccard
     # distance is a metric, so such a record is still at least threshold + second_hop - 1 similar
-    # to the survivor. "threshold" (the default): the same bar as the threshold; null: no hop.
-    second_hop: float | Literal["threshold"] | None = "threshold"
+    # to the survivor. "threshold": the same bar as the threshold; null (the default): no hop.
+    # Off by default: it adds little (bench/README.md) and turns one borderline wrong drop into a
+    # lost document (both copies of it dropped) where a direct drop alone loses nothing.
+    second_hop: float | Literal["threshold"] | None = None
     # Boilerplate: a signature minimum found in at least max(boilerplate_min_docs,
     # boilerplate_min_share x signed records) of the run's records (a shared header, footer, notice)
     # is left out of the similarity, so two different pages of one site do not look alike and a
