@@ -194,3 +194,33 @@ def test_the_central_survivor_rule_keeps_the_copy_most_others_resemble(tmp_path,
     assert kept(longest) == ["a", "c", "d"]
     assert kept(central) == ["b"]
     assert set(central.filter(pl.col("decision") == "dropped_near_duplicate")["duplicate_of"]) == {"b"}
+
+
+def test_pages_sharing_a_template_keep_their_content_and_a_copy_with_added_boilerplate_goes(tmp_path, run_pipeline):
+    # 40 different short pages carry one site's long header and footer; the footer is also a short
+    # text copied 30 times on its own. By shingles the pages look alike (J about 0.7) and the short
+    # text is inside every page: without the boilerplate rule the pages are dropped for one another.
+    rng = random.Random(4)
+    header = "Home | News | Sports | Weather | Contact us | Subscribe | Sign in | Menu | Search " * 6
+    footer = "Page not found. The page you are looking for does not exist or has been moved."
+    bodies = [" ".join(f"b{rng.randrange(10**6)}" for _ in range(6)) for _ in range(40)]
+    rows = [{"id": f"p{k}", "text": f"{header}\n{b}\n{footer}"} for k, b in enumerate(bodies)]
+    rows += [{"id": f"f{k}", "text": footer} for k in range(30)]          # exact copies of the footer text
+    rows += [{"id": "copy0", "text": f"{bodies[0]} and nothing else"}]   # page 0's content without the template
+    long_body = " ".join(f"w{rng.randrange(10**6)}" for _ in range(80))
+    rows += [{"id": "long", "text": long_body}, {"id": "long+tpl", "text": f"{header}\n{long_body}\n{footer}"}]
+    p = tmp_path / "site.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}],
+                                       dedup={"near": {"boilerplate_min_docs": 20}})
+    d = dict(zip(ledger["record_id"], ledger["decision"]))
+    assert all(d[f"p{k}"] == "kept" for k in range(1, 40))              # different pages: all kept
+    assert sum(d[f"f{k}"] == "kept" for k in range(30)) == 1            # the short text survives once
+    assert d["long"] != d["long+tpl"]                                    # a page with added boilerplate is a copy
+    gone = ledger.filter(pl.col("record_id").is_in(["long", "long+tpl"]) & (pl.col("decision") == "dropped_near_duplicate"))
+    assert gone.height == 1 and gone["similarity"][0] >= 0.8             # content similarity, template left out
+    # the same run without the rule loses content: pages dropped for pages
+    _, plain, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}],
+                               out=tmp_path / "plain", dedup={"near": {"boilerplate_min_docs": 0}})
+    dp = dict(zip(plain["record_id"], plain["decision"]))
+    assert sum(dp[f"p{k}"] != "kept" for k in range(40)) >= 20      # 27 of 40 here
