@@ -87,7 +87,8 @@ def texts(df, variant: str) -> list[str]:
     return out
 
 
-def run_ours(ids: list[str], txt: list[str], work: Path, threshold: float, ngram: int, char: bool):
+def run_ours(ids: list[str], txt: list[str], work: Path, threshold: float | None, ngram: int | None, char: bool | None,
+             dedup: dict | None = None):
     import glob
 
     import polars as pl
@@ -103,14 +104,15 @@ def run_ours(ids: list[str], txt: list[str], work: Path, threshold: float, ngram
             f.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
     cfg = parse_config({"sources": [{"name": "bib", "kind": "jsonl", "paths": [str(src)], "id_field": "id"}],
                         "output": {"dir": str(work / "run")},
-                        "dedup": {"near": {"threshold": threshold, "ngram": ngram, "char_ngrams": char}}})
+                        "dedup": dedup if dedup is not None else
+                        {"near": {"threshold": threshold, "ngram": ngram, "char_ngrams": char}}})
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         manifest = run_local(cfg)
     secs = time.perf_counter() - t0
     led = pl.concat([pl.read_parquet(p) for p in sorted(glob.glob(str(work / "run" / "ledger" / "*.parquet")))])
     near = manifest.get("near_dedup") or {}
-    return led, secs, {"bands": near.get("bands"), "rows": near.get("rows")}
+    return led, secs, {"bands": near.get("bands"), "rows": near.get("rows"), "threshold_used": near.get("threshold")}
 
 
 def score(ids: list[str], groups: list[list[str]], led) -> dict:
@@ -198,6 +200,46 @@ def machine_info() -> dict:
     return info
 
 
+def named_configs(args) -> int:
+    """Full-record text ("full"), the library defaults and the conservative option, every set."""
+    import yaml
+
+    cons = (yaml.safe_load((REPO / "configs" / "dedup-conservative.yaml").read_text()) or {}).get("dedup") or {}
+    configs = {"defaults": {}, "conservative (configs/dedup-conservative.yaml)": cons,
+               "defaults before #16 (0.8, longest, no boilerplate rule)": {
+                   "near": {"threshold": 0.8, "second_hop": None, "boilerplate_min_docs": 0},
+                   "survivor": {"near_prefer": "longest"}}}
+    datasets = args.datasets.split(",")
+    runs, lines = [], ["| config | " + " | ".join(datasets) + " | mean pair F1 | mean pair P | mean pair R |",
+                       "|---|" + "---|" * (len(datasets) + 3)]
+    for name, dedup in configs.items():
+        f1s, ps, rs = [], [], []
+        for ds in datasets:
+            df, groups = load(ds)
+            ids = df["ID"].to_list()
+            led, secs, banding = run_ours(ids, texts(df, "full"), Path(args.work) / ds, None, None, None, dedup=dedup)
+            sc = score(ids, groups, led)
+            runs.append({"config": name, "dedup": dedup, "dataset": ds, "variant": "full", "seconds": round(secs, 2), **banding, **sc})
+            f1s.append(sc["pairwise"]["f1"]); ps.append(sc["pairwise"]["precision"]); rs.append(sc["pairwise"]["recall"])
+            print(f"{name:12.12} {ds:18} pair P {sc['pairwise']['precision']:.4f} R {sc['pairwise']['recall']:.4f} "
+                  f"F1 {sc['pairwise']['f1']:.4f}  upstream F1 {sc['upstream']['f1']:.4f}", file=sys.stderr, flush=True)
+        lines.append(f"| {name} | " + " | ".join(f"{f:.4f}" for f in f1s)
+                     + f" | **{sum(f1s) / len(f1s):.4f}** | {sum(ps) / len(ps):.4f} | {sum(rs) / len(rs):.4f} |")
+    table = "\n".join(lines)
+    print(table)
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / f"bib-dedupe-named-{dt.date.today().isoformat()}"
+    path, k = stem.with_suffix(".json"), 1
+    while path.exists():
+        k += 1
+        path = stem.with_name(f"{stem.name}-{k}.json")
+    path.write_text(json.dumps({"command": shlex.join([sys.executable, *sys.argv]), "when": dt.datetime.now().isoformat(timespec="seconds"),
+                                "machine": machine_info(), "table_markdown": table, "runs": runs}, indent=1, default=str))
+    print(f"wrote {path}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
@@ -206,11 +248,16 @@ def main() -> int:
     ap.add_argument("--variants", default="title,title_year,full")
     ap.add_argument("--work", default="/tmp/bib-dedupe-eval")
     ap.add_argument("--results-dir", default=str(HERE / "results"))
+    ap.add_argument("--named", action="store_true",
+                    help="instead of the grid: the full-record text with the library defaults and with "
+                         "configs/dedup-conservative.yaml; pairwise F1 per set and its mean over the sets")
     args = ap.parse_args()
 
     import logging
 
     logging.disable(logging.WARNING)
+    if args.named:
+        return named_configs(args)
     base = upstream_baselines()
     datasets = args.datasets.split(",")
     thresholds = [float(x) for x in args.thresholds.split(",")]

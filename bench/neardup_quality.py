@@ -89,7 +89,9 @@ LOCK = "/tmp/hygiene-bench.lock"
 
 
 def _child_ours(args: argparse.Namespace, out: Path) -> dict:
-    sys.path.insert(0, str(REPO))
+    # --freeze-code: the parent's snapshot of the committed pipeline/ (so later edits of the
+    # checkout cannot change a run), else the checkout
+    sys.path.insert(0, os.environ.get("HYGIENE_BENCH_CODE") or str(REPO))
     import glob
 
     import polars as pl
@@ -98,18 +100,21 @@ def _child_ours(args: argparse.Namespace, out: Path) -> dict:
     from pipeline.executor import run_local
 
     run_dir = out / "run"
+    if args.ours_dedup is not None:  # a named variant: these dedup settings over the library defaults
+        dedup = json.loads(args.ours_dedup)
+    else:  # the threshold grid of earlier runs
+        dedup = {"near": {"threshold": args.threshold, "verify": args.ours_verify, "second_hop": args.ours_second_hop},
+                 "survivor": {"near_prefer": args.ours_prefer}}
     cfg = parse_config({
         "sources": [{"name": "g", "kind": "jsonl", "paths": [str(args.input)], "id_field": "id"}],
         "output": {"dir": str(run_dir)},
-        "dedup": {"near": {"threshold": args.threshold, "verify": args.ours_verify,
-                           "second_hop": args.ours_second_hop},
-                  "survivor": {"near_prefer": args.ours_prefer}},
+        **({"dedup": dedup} if dedup else {}),
     })
     t0 = time.perf_counter()
     manifest = run_local(cfg)
     work = time.perf_counter() - t0
     led = pl.concat([pl.read_parquet(p) for p in sorted(glob.glob(str(run_dir / "ledger" / "*.parquet")))])
-    led = led.select("record_id", "decision", "duplicate_of", "cluster_id", "similarity", "text_bytes")
+    led = led.select("record_id", "decision", "duplicate_of", "cluster_id", "similarity", "text_bytes", "reason")
     # Predicted clusters: connected components of record -> duplicate_of (exact and near drops).
     parent: dict[str, str] = {}
 
@@ -130,10 +135,12 @@ def _child_ours(args: argparse.Namespace, out: Path) -> dict:
     roots = {find(r) for r in list(parent)}
     groups = [find(r) if r in parent or r in roots else None for r in ids]
     dec = led.with_columns(pl.col("decision").is_in(["kept", "kept_redacted"]).alias("kept"),
-                           pl.Series("group", groups, dtype=pl.String))
+                           pl.Series("group", groups, dtype=pl.String), pl.col("duplicate_of").alias("target"))
     dec.write_parquet(out / "decisions.parquet")
     near = manifest.get("near_dedup") or manifest.get("dedup", {}).get("near") or {}
-    return {"work_s": work, "manifest_near": near,
+    import pipeline
+    return {"work_s": work, "manifest_near": near, "dedup_settings": cfg.dedup.model_dump(mode="json"),
+            "pipeline_imported_from": str(Path(pipeline.__file__).parent),
             "manifest_conservation": manifest.get("conservation")}
 
 
@@ -210,22 +217,40 @@ def _child_datasketch(args: argparse.Namespace, out: Path) -> dict:
 
     word = re.compile(r"\w+")
     t0 = time.perf_counter()
-    ids, shingle_lists = [], []
-    with open(args.input, "rb") as f:
+    params = tuple(args.params) if args.params else None
+    lsh = MinHashLSH(threshold=args.threshold, num_perm=128, params=params)
+    ids, mhs, t_shingle, t_minhash, chunk = [], [], 0.0, 0.0, []
+
+    def flush(sess) -> None:
+        nonlocal t_minhash
+        s = time.perf_counter()
+        for k, m in zip(range(len(ids) - len(chunk), len(ids)), MinHash.bulk(chunk, num_perm=128)):
+            mhs.append(m if chunk[k - (len(ids) - len(chunk))] else None)
+        t_minhash += time.perf_counter() - s
+        chunk.clear()
+
+    # MinHash.bulk over chunks of 20,000 documents (the same signatures as one call; bounded memory),
+    # each inserted as soon as it is made.
+    with lsh.insertion_session() as sess, open(args.input, "rb") as f:
         for line in f:
+            s0 = time.perf_counter()
             rec = orjson.loads(line)
             ids.append(rec["id"])
             toks = word.findall(rec["text"].lower())
-            shingle_lists.append([" ".join(toks[i:i + 5]).encode() for i in range(len(toks) - 4)])
-    t_read = time.perf_counter()
-    mhs = MinHash.bulk(shingle_lists, num_perm=128)
+            chunk.append([" ".join(toks[i:i + 5]).encode() for i in range(len(toks) - 4)])
+            t_shingle += time.perf_counter() - s0
+            if len(chunk) == 20_000:
+                first = len(mhs)
+                flush(sess)
+                for i in range(first, len(mhs)):
+                    if mhs[i] is not None:
+                        sess.insert(i, mhs[i], check_duplication=False)
+        first = len(mhs)
+        flush(sess)
+        for i in range(first, len(mhs)):
+            if mhs[i] is not None:
+                sess.insert(i, mhs[i], check_duplication=False)
     t_sig = time.perf_counter()
-    params = tuple(args.params) if args.params else None
-    lsh = MinHashLSH(threshold=args.threshold, num_perm=128, params=params)
-    with lsh.insertion_session() as sess:
-        for i, (m, sh) in enumerate(zip(mhs, shingle_lists)):
-            if sh:
-                sess.insert(i, m, check_duplication=False)
     parent = np.arange(len(ids))
 
     def find(x: int) -> int:
@@ -234,8 +259,8 @@ def _child_datasketch(args: argparse.Namespace, out: Path) -> dict:
             x = parent[x]
         return x
 
-    for i, (m, sh) in enumerate(zip(mhs, shingle_lists)):
-        if not sh:
+    for i, m in enumerate(mhs):
+        if m is None:
             continue
         for j in lsh.query(m):
             ri, rj = find(i), find(j)
@@ -247,7 +272,8 @@ def _child_datasketch(args: argparse.Namespace, out: Path) -> dict:
     dec = pl.DataFrame({"record_id": ids, "kept": [r == i for i, r in enumerate(roots)],
                         "group": [ids[r] if sizes[r] > 1 else None for r in roots]})
     dec.write_parquet(out / "decisions.parquet")
-    return {"work_s": work, "stage_s": {"read_shingle": t_read - t0, "minhash": t_sig - t_read, "lsh_cc": work - (t_sig - t0)},
+    return {"work_s": work, "stage_s": {"read_shingle": t_shingle, "minhash": t_minhash,
+                                        "lsh_insert": t_sig - t0 - t_shingle - t_minhash, "query_cc": work - (t_sig - t0)},
             "config": {"threshold": args.threshold, "bands": lsh.b, "rows": lsh.r, "ngram": 5, "tokens": r"\w+ of lowercased text"}}
 
 
@@ -256,6 +282,15 @@ def _tree_rss_sampler(stop, result: dict, every: float = 0.25) -> None:
     (`ru_maxrss` of the flock'ed subprocess is no use here: Linux carries the forking parent's
     high-water mark across exec, and datatrove's forkserver workers are never waited for.)"""
     me, page = os.getpid(), os.sysconf("SC_PAGE_SIZE")
+
+    def shm_used() -> int:  # the pipeline's memory spill lives on /dev/shm, outside every RSS
+        try:
+            st = os.statvfs("/dev/shm")
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        except OSError:
+            return 0
+
+    shm0 = shm_used()
     while True:
         procs = {}
         for p in os.listdir("/proc"):
@@ -274,7 +309,10 @@ def _tree_rss_sampler(stop, result: dict, every: float = 0.25) -> None:
                     tree.add(pid)
                     frontier.append(pid)
         total = sum(procs[p][1] for p in tree if p in procs) * page
+        shm = max(0, shm_used() - shm0)
         result["peak"] = max(result.get("peak", 0), total)
+        result["peak_shm"] = max(result.get("peak_shm", 0), shm)
+        result["peak_total"] = max(result.get("peak_total", 0), total + shm)
         result["max_procs"] = max(result.get("max_procs", 0), len(tree))
         if stop.wait(every):
             return
@@ -292,9 +330,13 @@ def child_main(args: argparse.Namespace) -> None:
     sampler.start()
     res = fn(args, out)
     stop.set()
+    res["cpu_s_self_and_children"] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) + sum(
+        resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
     sampler.join()
     res["process_s"] = time.perf_counter() - T_START  # imports included, interpreter start-up excluded
     res["peak_tree_rss_mb"] = rss.get("peak", 0) / 2**20
+    res["peak_shm_growth_mb"] = rss.get("peak_shm", 0) / 2**20
+    res["peak_total_mb"] = rss.get("peak_total", 0) / 2**20  # RSS of the process tree + /dev/shm growth, same sample
     res["max_processes"] = rss.get("max_procs")
     res["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (out / "timing.json").write_text(json.dumps(res, default=str))
@@ -346,16 +388,20 @@ def fmt_timing(rows: list[dict], nbytes: int) -> str:
     return "\n".join(lines)
 
 
-def ensure_corpus(docs: int, work: Path, seed: int, max_words: int, max_chars: int) -> tuple[Path, Path, dict]:
+def ensure_corpus(docs: int, work: Path, seed: int, max_words: int, max_chars: int, kind: str = "web") -> tuple[Path, Path, dict]:
     """The corpus (cached under a name that carries every generator setting), and a 2-file split
     of it for datatrove's file sharding."""
-    stem = f"corpus-{docs}-s{seed}" + (f"-w{max_words}c{max_chars}" if max_words or max_chars else "")
+    if kind == "web":
+        stem = f"web-{docs}-s{seed}"
+        gen = [sys.executable, str(HERE / "neardup_webcorpus.py"), "--docs", str(docs), "--seed", str(seed)]
+    else:
+        stem = f"corpus-{docs}-s{seed}" + (f"-w{max_words}c{max_chars}" if max_words or max_chars else "")
+        gen = [sys.executable, str(HERE / "neardup_corpus.py"), "--docs", str(docs), "--seed", str(seed),
+               "--max-sentence-words", str(max_words), "--max-sentence-chars", str(max_chars)]
     path = work / f"{stem}.jsonl"
     meta_path = path.with_suffix(".counts.json")
     if not path.exists() or not meta_path.exists():
-        out = subprocess.run([sys.executable, str(HERE / "neardup_corpus.py"), "--docs", str(docs), "--out", str(path),
-                              "--seed", str(seed), "--max-sentence-words", str(max_words),
-                              "--max-sentence-chars", str(max_chars)], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(gen + ["--out", str(path)], check=True, capture_output=True, text=True).stdout
         meta_path.write_text(out.strip().splitlines()[-1])
     split = work / f"{stem}-2parts"
     if not split.exists():
@@ -598,10 +644,10 @@ def evaluate(truth, dec, jac, threshold: float) -> dict:
         a, b = g.filter("above"), g.filter(~pl.col("above"))
         by_edit_out[kind] = {
             "copies": g.height, "recall": round(float(g["linked"].mean()), 4),
-            "share_J_above": round(a.height / g.height, 4),
+            "share_J_above": round(a.height / g.height, 4) if g["jaccard"].null_count() < g.height else None,
             "recall_J_above": round(float(a["linked"].mean()), 4) if a.height else None,
             "recall_J_below": round(float(b["linked"].mean()), 4) if b.height else None,
-            "median_J": round(float(g["jaccard"].median()), 4),
+            "median_J": round(float(g["jaccard"].median()), 4) if g["jaccard"].null_count() < g.height else None,
         }
     a_all = copies.filter("above")
     return {
@@ -627,6 +673,49 @@ def evaluate(truth, dec, jac, threshold: float) -> dict:
     }
 
 
+def task_metrics(truth, dec) -> dict:
+    """Issue #16's definitions. A removable copy is every member of a true cluster but one.
+    A removal is correct when the removed record is a true copy of a (kept or removed) member of
+    its own true cluster: the record its drop names (`target`: ours' ledger `duplicate_of`) is in
+    its true cluster, or, for tools that name no record, its predicted cluster holds another
+    member of its true cluster. removal recall = correct removals, at most n-1 per true cluster of
+    n, / removable copies; precision = correct removals / removals; lost = true clusters
+    (singletons included) with no kept member."""
+    import polars as pl
+
+    cols = ["record_id", "kept", "group"] + (["target"] if "target" in dec.columns else [])
+    df = truth.select("id", "cluster").join(dec.select(cols), left_on="id", right_on="record_id", how="left")
+    df = df.with_columns(pl.col("kept").fill_null(False), pl.coalesce("group", "id").alias("group"))
+    if "target" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.String).alias("target"))
+    cl = truth.select(pl.col("id").alias("target"), pl.col("cluster").alias("target_cluster"))
+    df = df.join(cl, on="target", how="left")
+    mates = df.group_by("group", "cluster").agg(pl.len().alias("mates_in_group"))
+    df = df.join(mates, on=["group", "cluster"], how="left")
+    removed = df.filter(~pl.col("kept"))
+    removed = removed.with_columns(
+        pl.when(pl.col("target").is_not_null()).then(pl.col("target_cluster") == pl.col("cluster"))
+        .otherwise(pl.col("mates_in_group") > 1).fill_null(False).alias("correct"))
+    per = (df.group_by("cluster").agg(pl.len().alias("n"), pl.col("kept").sum().cast(pl.Int64).alias("k"))
+           .join(removed.group_by("cluster").agg(pl.col("correct").sum().cast(pl.Int64).alias("c")), on="cluster", how="left")
+           .with_columns(pl.col("c").fill_null(0)))
+    removable = int((per["n"] - 1).sum())
+    correct = int(removed["correct"].sum())
+    credited = int(per.select(pl.min_horizontal(pl.col("c"), pl.col("n") - 1).sum()).item())
+    lost = per.filter(pl.col("k") == 0)
+    wrong = removed.filter(~pl.col("correct"))
+    return {
+        "docs": df.height, "true_clusters": per.height, "removable_copies": removable, "removed": removed.height,
+        "correct_removals": correct, "removal_recall": round(credited / removable, 6) if removable else 1.0,
+        "precision": round(correct / removed.height, 6) if removed.height else 1.0,
+        "wrong_removals": wrong.height, "wrong_examples": wrong.sort("id").head(8).select("id", "cluster", "target", "group").to_dicts(),
+        "lost_clusters": lost.height, "lost_singletons": lost.filter(pl.col("n") == 1).height,
+        "lost_docs": int(lost["n"].sum()) if lost.height else 0,
+        "lost_examples": lost.sort("cluster").head(8)["cluster"].to_list(),
+        "kept": int(df["kept"].sum()), "ideal_kept": per.height,
+    }
+
+
 def ledger_checks(out: Path, threshold: float, truth) -> dict:
     """Consistency of our ledger: survivors kept, chains, similarity >= threshold, false merges."""
     import polars as pl
@@ -645,6 +734,12 @@ def ledger_checks(out: Path, threshold: float, truth) -> dict:
         "decisions": dict(led.group_by("decision").len().sort("decision").iter_rows()),
         "drop_targets_by_status": dict(target_status.value_counts().sort(target_status.name).iter_rows()),
         "near_drops_below_threshold": near.filter(pl.col("similarity") < threshold).height,
+        "near_drops": near.height,
+        "near_drops_without_similarity": near.filter(pl.col("similarity").is_null()).height,
+        "near_drops_without_reason": near.filter(pl.col("reason").is_null()).height,
+        "drops_naming_a_record_not_kept": drops.filter(~target_status.is_in(["kept", "kept_redacted"])).height,
+        "near_drops_second_hop": near.filter(pl.col("reason").str.contains("via")).height,
+        "reason_examples": near.filter(pl.col("reason").str.contains("via")).head(3).select("record_id", "duplicate_of", "similarity", "reason").to_dicts(),
         "near_drops_to_other_true_cluster": wrong.height,
         "wrong_examples": wrong.sort("similarity", descending=True).head(5).to_dicts(),
         "cluster_ids_with_several_survivors": led.filter(pl.col("cluster_id").is_not_null() & pl.col("duplicate_of").is_not_null())
@@ -652,10 +747,10 @@ def ledger_checks(out: Path, threshold: float, truth) -> dict:
     }
 
 
-def run_tool(name: str, cmd: list[str], out: Path, env: dict) -> dict:
+def run_tool(name: str, cmd: list[str], out: Path, env: dict, lock: str = LOCK) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    full = ["flock", LOCK] + cmd
+    full = ["flock", lock] + cmd
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     with open(out / "stdout.log", "wb") as so, open(out / "stderr.log", "wb") as se:
@@ -673,6 +768,32 @@ def run_tool(name: str, cmd: list[str], out: Path, env: dict) -> dict:
     return timing
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fmt_task_table(rows: list[dict], nbytes: int) -> str:
+    hdr = ["tool", "thr", "bands x rows", "removal recall", "precision", "lost clusters (singletons)", "wrong removals",
+           "kept / ideal", "wall s", "MB/s", "peak RSS MiB", "+ /dev/shm MiB", "peak total MiB", "CPU s"]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for r in rows:
+        t, tm = r["timing"], r["task"]
+        lines.append("| " + " | ".join([
+            r["tool"], str(r["threshold"]), r.get("banding", ""), f"{tm['removal_recall']:.4f}", f"{tm['precision']:.4f}",
+            f"{tm['lost_clusters']} ({tm['lost_singletons']})", str(tm["wrong_removals"]),
+            f"{tm['kept']:,} / {tm['ideal_kept']:,}", f"{t['work_s']:.1f}", f"{nbytes / MB / t['work_s']:.2f}",
+            f"{t.get('peak_tree_rss_mb', 0):.0f}", f"{t.get('peak_shm_growth_mb', 0):.0f}", f"{t.get('peak_total_mb', 0):.0f}",
+            f"{t.get('cpu_s_self_and_children', 0):.0f}",
+        ]) + " |")
+    return "\n".join(lines)
+
+
 def fmt_table(rows: list[dict], key: str = "eval") -> str:
     hdr = ["tool", "thr", "bands x rows", "kept", "acc", "rm P", "rm R", "rm F1", "pair P", "pair R", "pair F1",
            "lost (multi)", "misattr.", "over-merged", "copy R (J>=thr)", "work s", "MB/s"]
@@ -686,7 +807,7 @@ def fmt_table(rows: list[dict], key: str = "eval") -> str:
             f"{pw['precision']:.4f}", f"{pw['recall']:.4f}", f"{pw['f1']:.4f}",
             f"{e['lost_clusters']['total']} ({e['lost_clusters']['multi_member']})",
             str(e["misattributed_drops"]["docs"]), f"{e['over_merged_groups']['groups']}",
-            f"{e['copy_recall']['all']:.4f} ({e['copy_recall']['J_above_threshold']:.4f})",
+            f"{e['copy_recall']['all']:.4f} ({e['copy_recall']['J_above_threshold'] or 0:.4f})",
             f"{r['timing']['work_s']:.1f}", f"{r['mb_s']:.2f}",
         ]) + " |")
     return "\n".join(lines)
@@ -695,7 +816,7 @@ def fmt_table(rows: list[dict], key: str = "eval") -> str:
 def fmt_edit_table(rows: list[dict]) -> str:
     kinds = sorted({k for r in rows for k in r["eval"]["by_edit"]})
     first = rows[0]["eval"]["by_edit"]
-    hdr = ["tool", "thr"] + [f"{k} ({first[k]['share_J_above']:.0%} J>=thr)" for k in kinds]
+    hdr = ["tool", "thr"] + [f"{k} ({first[k]['share_J_above'] or 0:.0%} J>=thr)" for k in kinds]
     lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for r in rows:
         be = r["eval"]["by_edit"]
@@ -709,61 +830,131 @@ def parent_main(args: argparse.Namespace) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    corpus, split, counts = ensure_corpus(args.docs, work, args.seed, args.max_sentence_words, args.max_sentence_chars)
+    corpus, split, counts = ensure_corpus(args.docs, work, args.seed, args.max_sentence_words, args.max_sentence_chars,
+                                          args.corpus)
     nbytes = corpus.stat().st_size
     truth = pl.read_ndjson(corpus, schema={"id": pl.String, "cluster": pl.String, "edit": pl.String}).with_columns(
-        pl.col("cluster").alias("orig"))
-    texts = Texts(corpus)
-    jac = copy_jaccard(corpus, truth, texts)
+        pl.col("cluster").alias("orig"),
+        pl.when(pl.col("edit").str.contains("+", literal=True)).then(pl.lit("two_edits")).otherwise(pl.col("edit")).alias("edit"))
+    with_texts = not args.no_jaccard and args.docs <= 200_000
+    texts = Texts(corpus) if with_texts else None
+    jac = (copy_jaccard(corpus, truth, texts) if with_texts
+           else pl.DataFrame({"id": truth["id"], "jaccard": pl.Series([None] * truth.height, dtype=pl.Float64)}))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1",
                PYTHONHASHSEED="0")
+    frozen = None
+    if args.freeze_code:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        frozen = work / f"code-{commit[:12]}"
+        if not (frozen / "pipeline").exists():
+            tmp = frozen.with_name(frozen.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            arch = subprocess.run(["git", "-C", str(REPO), "archive", commit, "pipeline"], capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tmp)], input=arch, check=True)
+            tmp.rename(frozen)
+        env["HYGIENE_BENCH_CODE"] = str(frozen)
+        print(f"ours runs the committed pipeline/ of {commit} from {frozen}", file=sys.stderr)
     me = str(Path(__file__).resolve())
     jobs = []
-    tools = args.tools.split(",")
+    tools, depth, cur = [], 0, ""
+    for ch in args.tools + ",":  # commas inside {...} belong to a JSON value
+        depth += (ch == "{") - (ch == "}")
+        if ch == "," and depth == 0:
+            tools.append(cur)
+            cur = ""
+        else:
+            cur += ch
     thr = args.threshold
-    if "ours" in tools:
-        for t in sorted({thr, *[float(x) for x in args.ours_thresholds.split(",") if x]}, key=lambda x: (x != thr, x)):
-            jobs.append(("ours", t, [sys.executable, me, "--child", "ours", "--input", str(corpus), "--threshold", str(t),
-                                     "--ours-prefer", args.ours_prefer, "--ours-verify", args.ours_verify]
-                         + (["--ours-second-hop", str(args.ours_second_hop)] if args.ours_second_hop is not None else [])))
-    if "datatrove" in tools:
-        jobs.append(("datatrove", thr, [args.peers_python, me, "--child", "datatrove", "--input", str(split)]))
-    if "datasketch" in tools:
-        jobs.append(("datasketch", thr, [args.peers_python, me, "--child", "datasketch", "--input", str(corpus), "--threshold", str(thr)]))
-    if "datasketch-16x8" in tools:
-        jobs.append(("datasketch-16x8", thr, [args.peers_python, me, "--child", "datasketch", "--input", str(corpus),
-                                              "--threshold", str(thr), "--params", "16", "8"]))
+    ours_cmd = [sys.executable, me, "--child", "ours", "--input", str(corpus)]
+    for tool in tools:
+        if tool == "ours":  # the library defaults
+            jobs.append(("ours", None, ours_cmd + ["--ours-dedup", "{}"]))
+        elif tool.startswith("ours-config:"):  # the dedup section of a config file, e.g. ours-config:configs/dedup-conservative.yaml
+            import yaml
+            path = REPO / tool.split(":", 1)[1]
+            dedup = (yaml.safe_load(path.read_text()) or {}).get("dedup") or {}
+            jobs.append((f"ours ({path.name})", None, ours_cmd + ["--ours-dedup", json.dumps(dedup)]))
+        elif tool.startswith("ours-json:"):  # an experiment: NAME=JSON of dedup settings
+            name, js = tool.split(":", 1)[1].split("=", 1)
+            jobs.append((f"ours ({name})", None, ours_cmd + ["--ours-dedup", js]))
+        elif tool == "ours-grid":  # the threshold grid of earlier runs
+            for t in sorted({thr, *[float(x) for x in args.ours_thresholds.split(",") if x]}, key=lambda x: (x != thr, x)):
+                jobs.append(("ours", t, ours_cmd + ["--threshold", str(t), "--ours-prefer", args.ours_prefer,
+                                                    "--ours-verify", args.ours_verify]
+                             + (["--ours-second-hop", str(args.ours_second_hop)] if args.ours_second_hop is not None else [])))
+        elif tool == "datatrove":
+            jobs.append(("datatrove", thr, [args.peers_python, me, "--child", "datatrove", "--input", str(split)]))
+        elif tool == "datasketch":
+            jobs.append(("datasketch", thr, [args.peers_python, me, "--child", "datasketch", "--input", str(corpus), "--threshold", str(thr)]))
+        elif tool == "datasketch-16x8":
+            jobs.append(("datasketch-16x8", thr, [args.peers_python, me, "--child", "datasketch", "--input", str(corpus),
+                                                  "--threshold", str(thr), "--params", "16", "8"]))
+        else:
+            raise SystemExit(f"unknown tool {tool}")
+    if args.ours_last:  # the peers first (they take longest), ours on the final code at the end
+        jobs.sort(key=lambda j: j[0].startswith("ours"))
     rows, decisions = [], []
     for rep in range(args.repeats):
         for tool, t, cmd in jobs:
-            out = work / f"out-{args.docs}" / f"{tool}-{t}"
+            slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tool)
+            out = work / f"out-{args.corpus}-{args.docs}-s{args.seed}" / f"{slug}-{t}"
             print(f"[{dt.datetime.now():%H:%M:%S}] {tool} thr={t} rep={rep + 1} ...", file=sys.stderr, flush=True)
-            timing = run_tool(tool, cmd + ["--out", str(out)], out, env)
+            commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--short", "pipeline"], capture_output=True, text=True).stdout.split("\n")
+            timing = run_tool(tool, cmd + ["--out", str(out)], out, env, args.lock)
             dec = pl.read_parquet(out / "decisions.parquet")
-            ev = evaluate(truth, dec, jac, t)
+            is_ours = tool.startswith("ours")
+            if is_ours and t is None:
+                t = (timing.get("manifest_near") or {}).get("threshold")
+            ev = evaluate(truth, dec, jac, t or thr)
             row = {"tool": tool, "threshold": t, "repeat": rep + 1, "timing": timing, "mb_s": nbytes / MB / timing["work_s"],
-                   "eval": ev}
-            if tool == "ours":
+                   "eval": ev, "task": task_metrics(truth, dec), "git_commit_at_start": commit,
+                   "pipeline_uncommitted_at_start": [x for x in dirty if x]}
+            if is_ours:
                 near = timing.get("manifest_near") or {}
                 row["banding"] = f"{near.get('bands')} x {near.get('rows')}" if near.get("bands") else ""
                 row["ledger_checks"] = ledger_checks(out, t, truth)
             else:
                 c = timing.get("config", {})
                 row["banding"] = f"{c.get('bands')} x {c.get('rows')}"
-            print(f"    kept {ev['kept']} pairF1 {ev['pairwise']['f1']:.4f} work {timing['work_s']:.1f}s", file=sys.stderr, flush=True)
+            tm = row["task"]
+            print(f"    removal R {tm['removal_recall']:.4f} P {tm['precision']:.4f} lost {tm['lost_clusters']} "
+                  f"kept {tm['kept']} work {timing['work_s']:.1f}s peak {timing.get('peak_total_mb', 0):.0f} MB",
+                  file=sys.stderr, flush=True)
             rows.append(row)
             decisions.append(dec)
+            if not args.keep_outputs and is_ours:
+                shutil.rmtree(out / "run", ignore_errors=True)
+
+    for extra in args.merge_results or []:  # runs of an earlier invocation on the same corpus file
+        other = json.loads(Path(extra).read_text())
+        if other["corpus"].get("sha256") != file_sha256(corpus):
+            raise SystemExit(f"{extra}: another corpus")
+        for r in other["runs"]:
+            r["from_results_file"] = str(extra)
+            r["tool"] = r["tool"] + " *"
+            rows.append(r)
+            decisions.append(None)
 
     # Label audit: clusters that a tool merged and whose originals are near duplicates by content.
-    pairs = set()
-    for dec in decisions:
-        pairs |= merged_cluster_pairs(truth, dec)
-    truth_adj, audit = adjusted_truth(truth, pairs, texts, thr)
-    for row, dec in zip(rows, decisions):
-        row["eval_adjusted"] = evaluate(truth_adj, dec, jac, row["threshold"])
-        if row["tool"] == "ours":
-            b, r_ = (int(x) for x in row["banding"].split(" x "))
-            row["ours_missed_copy_diagnosis"] = diagnose_ours_misses(truth, dec, jac, texts, row["threshold"], b, r_)
+    audit = None
+    if texts is not None:
+        pairs = set()
+        for dec in decisions:
+            if dec is not None:
+                pairs |= merged_cluster_pairs(truth, dec)
+        truth_adj, audit = adjusted_truth(truth, pairs, texts, thr)
+        for row, dec in zip(rows, decisions):
+            if dec is None:
+                continue
+            row["eval_adjusted"] = evaluate(truth_adj, dec, jac, row["threshold"] or thr)
+            if row["tool"].startswith("ours") and row.get("banding"):
+                b, r_ = (int(x) for x in row["banding"].split(" x "))
+                row["ours_missed_copy_diagnosis"] = diagnose_ours_misses(truth, dec, jac, texts, row["threshold"], b, r_)
+    else:
+        for row in rows:
+            row["eval_adjusted"] = row["eval"]
 
     experiment, exp_md = None, None
     if args.survivor_experiment:
@@ -785,14 +976,18 @@ def parent_main(args: argparse.Namespace) -> int:
                              f"{a['copy_recall']['J_above_threshold']:.4f} | {e['same_keep_decision_as_pipeline']} |")
         exp_md = "\n".join(exp_lines)
 
+    task_table = fmt_task_table(rows, nbytes)
     table = fmt_table(rows)
     table_adj = fmt_table(rows, key="eval_adjusted")
     edits = fmt_edit_table(rows)
-    print(f"\n## Near-duplicate quality, {args.docs:,} docs ({nbytes / MB:.1f} MB), threshold {thr}\n")
+    print(f"\n## Near-duplicate quality, {args.corpus} corpus, seed {args.seed}, {args.docs:,} docs ({nbytes / MB:.1f} MB)\n")
+    print(task_table)
+    print("\nbib-dedupe's keep/drop scoring and pairwise scores:\n")
     print(table)
-    print(f"\nThe same scored against labels with {audit['clusters_joined']} true clusters joined whose originals have exact "
+    if audit:
+        print(f"\nThe same scored against labels with {audit['clusters_joined']} true clusters joined whose originals have exact "
           f"Jaccard >= {thr} ({audit['confirmed_pairs']} of {audit['checked_cluster_pairs']} merged cluster pairs checked):\n")
-    print(table_adj)
+        print(table_adj)
     timing_table = fmt_timing(rows, nbytes)
     print("\nTiming (each run a fresh subprocess under flock; work = after imports):\n")
     print(timing_table)
@@ -806,8 +1001,8 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"\nSurvivor-order what-if at {thr} (our method re-run outside the pipeline from its own functions, untimed; "
               "adjusted labels):\n")
         print(exp_md)
-    ours = [r for r in rows if r["tool"] == "ours" and r["threshold"] == thr]
-    dtv = [r for r in rows if r["tool"] == "datatrove"]
+    ours = [r for r in rows if r["tool"] == "ours"]
+    dtv = [r for r in rows if r["tool"].startswith("datatrove")]
     verdict = None
     if ours and dtv:
         o, d = ours[0]["eval"]["pairwise"], dtv[0]["eval"]["pairwise"]
@@ -830,10 +1025,11 @@ def parent_main(args: argparse.Namespace) -> int:
         path = base.with_name(f"{base.name}-{k}.json")
     doc = {"command": shlex.join([sys.executable, *sys.argv]), "when": dt.datetime.now().isoformat(timespec="seconds"),
            "machine": machine_info(), "peer_versions": peer_versions(args.peers_python),
-           "corpus": {"path": str(corpus), "docs": args.docs, "seed": args.seed, "bytes": nbytes, "counts": counts,
+           "corpus": {"kind": args.corpus, "path": str(corpus), "docs": args.docs, "seed": args.seed, "bytes": nbytes,
+                      "sha256": file_sha256(corpus), "counts": counts,
                       "datatrove_input": str(split)},
            "threshold": thr, "metric_definitions": __doc__.split("Metrics", 1)[1].split("Usage::")[0].strip(),
-           "label_audit": audit, "survivor_experiment": experiment, "survivor_experiment_markdown": exp_md, "runs": rows, "target": verdict, "table_markdown": table,
+           "task_table_markdown": task_table, "label_audit": audit, "frozen_code": str(frozen) if frozen else None, "survivor_experiment": experiment, "survivor_experiment_markdown": exp_md, "runs": rows, "target": verdict, "table_markdown": table,
            "table_adjusted_markdown": table_adj, "timing_markdown": timing_table, "by_edit_markdown": edits}
     path.write_text(json.dumps(doc, indent=1, default=str))
     print(f"\nwrote {path}")
@@ -843,7 +1039,8 @@ def parent_main(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--seed", type=int, default=20261202,
+                    help="corpus seed: 20261202 reports, 20261201 is the tuning seed (plain corpus: 20261122)")
     ap.add_argument("--max-sentence-words", type=int, default=60, help="generator limit (0: off, the corpus of earlier runs)")
     ap.add_argument("--max-sentence-chars", type=int, default=400, help="generator limit (0: off, the corpus of earlier runs)")
     ap.add_argument("--threshold", type=float, default=0.8)
@@ -854,7 +1051,21 @@ def main() -> int:
                     help="our verification (dedup.near.verify)")
     ap.add_argument("--ours-second-hop", type=float, default=None,
                     help="our dedup.near.second_hop (one indirect anti-chaining step at this bar; default off)")
-    ap.add_argument("--tools", default="ours,datatrove,datasketch,datasketch-16x8")
+    ap.add_argument("--corpus", default="web", choices=["web", "plain"],
+                    help="web: neardup_webcorpus.py (the harder one); plain: neardup_corpus.py (earlier runs)")
+    ap.add_argument("--tools", default="ours,ours-config:configs/dedup-conservative.yaml,datatrove,datasketch",
+                    help="comma list: ours (library defaults), ours-config:FILE (its dedup section), "
+                         "ours-json:NAME={...} (dedup settings), ours-grid (--ours-thresholds), datatrove, datasketch, "
+                         "datasketch-16x8")
+    ap.add_argument("--lock", default=LOCK, help="the flock every measured run holds (default: the machine's bench lock)")
+    ap.add_argument("--ours-last", action="store_true", help="run the peers first and ours at the end")
+    ap.add_argument("--no-jaccard", action="store_true", help="skip exact copy Jaccard, label audit and miss diagnosis "
+                    "(always skipped above 200k documents: they hold every text in Python)")
+    ap.add_argument("--keep-outputs", action="store_true", help="keep our run directories")
+    ap.add_argument("--freeze-code", action="store_true", help="ours runs a snapshot of the committed pipeline/ (git archive HEAD)")
+    ap.add_argument("--merge-results", action="append", help="add the runs of an earlier results JSON of the same corpus "
+                    "(marked with *)")
+    ap.add_argument("--ours-dedup", help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", default="/tmp/neardup-quality")
     ap.add_argument("--peers-python", default="/tmp/peers-quality/bin/python")

@@ -146,7 +146,10 @@ class NearDedupConfig(_Strict):
     """Near-duplicate detection with MinHash LSH, after exact dedup."""
 
     enabled: bool = True
-    threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    # Defaults measured in bench/README.md ("Near-duplicate quality"): 0.6 on the content similarity
+    # (boilerplate left out) with the central survivor; the conservative option is 0.8 with the
+    # longest survivor (configs/dedup-conservative.yaml).
+    threshold: float = Field(default=0.6, gt=0.0, le=1.0)
     num_perm: int = Field(default=128, ge=8, le=1024)
     seed: int = Field(default=1, ge=0)
     ngram: int = Field(default=5, ge=1, le=32)
@@ -157,10 +160,19 @@ class NearDedupConfig(_Strict):
     min_candidate_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
     bucket_pair_limit: int = Field(default=64, ge=2)
     verify: Literal["signature", "exact"] = "signature"
-    # One extra hop in anti-chaining: also drop a record that is verified-similar at this bar to a
-    # record dropped directly for the survivor (never further). Jaccard distance is a metric, so
-    # such a record is still at least threshold + second_hop - 1 similar to the survivor.
-    second_hop: float | None = Field(default=None, gt=0.0, le=1.0)
+    # One extra hop: also drop a record that is verified-similar at this bar to a record dropped
+    # directly for the survivor (never further; the ledger names the record in between). Jaccard
+    # distance is a metric, so such a record is still at least threshold + second_hop - 1 similar
+    # to the survivor. "threshold": the same bar as the threshold; null (the default): no hop.
+    # Off by default: it adds little (bench/README.md) and turns one borderline wrong drop into a
+    # lost document (both copies of it dropped) where a direct drop alone loses nothing.
+    second_hop: float | Literal["threshold"] | None = None
+    # Boilerplate: a signature minimum found in at least max(boilerplate_min_docs,
+    # boilerplate_min_share x signed records) of the run's records (a shared header, footer, notice)
+    # is left out of the similarity, so two different pages of one site do not look alike and a
+    # page with added boilerplate still matches its source. boilerplate_min_docs 0: off.
+    boilerplate_min_docs: int = Field(default=20, ge=0)
+    boilerplate_min_share: float = Field(default=1e-4, ge=0.0, le=1.0)
     image_phash_distance: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")
@@ -169,10 +181,17 @@ class NearDedupConfig(_Strict):
             raise ValueError("set both `bands` and `rows`, or neither (then they are chosen for the threshold)")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        if self.second_hop is not None and self.second_hop < self.threshold:
+        if isinstance(self.second_hop, float) and not 0.0 < self.second_hop <= 1.0:
+            raise ValueError(f"second_hop = {self.second_hop} must be in (0, 1]")
+        if isinstance(self.second_hop, float) and self.second_hop < self.threshold:
             raise ValueError(f"second_hop = {self.second_hop} is below threshold = {self.threshold}: set it to at least "
                              "the threshold (a higher bar for the indirect step), or leave it out")
         return self
+
+    @property
+    def hop_bar(self) -> float | None:
+        """The second hop's similarity bar, or None without a second hop."""
+        return self.threshold if self.second_hop == "threshold" else self.second_hop
 
 
 class SurvivorConfig(_Strict):
@@ -184,7 +203,7 @@ class SurvivorConfig(_Strict):
     """
 
     rule: Literal["priority_then_lowest_id"] = "priority_then_lowest_id"
-    near_prefer: Literal["longest", "quality", "central"] = "longest"
+    near_prefer: Literal["longest", "quality", "central"] = "central"
     quality_column: str | None = None
 
     @model_validator(mode="after")

@@ -20,15 +20,20 @@ import pyarrow.parquet as pq
 
 from pipeline.config import NearDedupConfig
 from pipeline.dedup.lsh import (
+    MIN_CONTENT_POSITIONS,
+    CommonValues,
+    Star,
     anti_chaining_stars,
     band_keys,
     bucket_pairs,
     candidate_probability,
+    central_stars,
     choose_bands,
     components,
-    estimated_similarity,
+    decision_similarity,
     log2_histogram,
     neighbour_lists,
+    pair_similarity,
     unique_pairs,
 )
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
@@ -137,12 +142,22 @@ class SignatureStore:
                                 else np.zeros((0, self.num_perm), np.uint32))
         return self._maps[unit]
 
+    def close(self) -> None:
+        """Unmap the files (their pages count in the process's resident memory while mapped)."""
+        self._maps.clear()
+
     def gather(self, units: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Signatures of (unit, index-in-unit) pairs, in the given order."""
+        """Signatures of (unit, index-in-unit) pairs, in the given order. Each file is read whole
+        and let go (mapped pages would stay resident until the store is closed)."""
         out = np.empty((len(units), self.num_perm), dtype=np.uint32)
-        for u in np.unique(units):
-            sel = np.flatnonzero(units == u)
-            out[sel] = self._map(int(u))[idx[sel]]
+        order = np.argsort(units, kind="stable")
+        su = units[order]
+        bounds = np.flatnonzero(np.concatenate([[True], su[1:] != su[:-1], [True]]))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            sel = order[a:b]
+            path = self.paths[int(su[a])]
+            block = np.fromfile(path, dtype=np.uint32).reshape(-1, self.num_perm)
+            out[sel] = block[idx[sel]]
         return out
 
 
@@ -184,16 +199,6 @@ def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[t
         files.append((-1 - k, str(keys), run_id))
         sig_paths[-1 - k] = sig
     return files, sig_paths
-
-
-def _read_band(files: list[tuple[int, str, str | None]], column: str) -> pl.DataFrame:
-    frames = []
-    for unit, path, run_id in files:
-        df = pl.read_parquet(path, columns=[column] + ([] if run_id else ["row"]))
-        if run_id is not None:
-            df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"))
-        frames.append(df.select(pl.lit(unit, pl.Int64).alias("unit"), pl.col("row").cast(pl.Int64), pl.col(column)))
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, column: pl.UInt64})
 
 
 def _external_docs(files: list[tuple[int, str, str | None]]) -> pl.DataFrame:
@@ -249,71 +254,141 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
                                  "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String})
     if ours.height == 0 or n < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
-                      "second_hop": cfg.second_hop, "dropped_second_hop": 0, "cluster_sizes": {}})
+                      "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
+                      "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
+                      "pairs_vetoed_by_content": 0})
         return empty, stats
 
     is_ext = docs["external"].to_numpy()
     key_frame = docs.select("unit", "row", "doc")
+    # Each band-key file is read once, in groups of bands (a file's rows are mapped to docs once).
+    names = _band_names(bd.bands)
+    doc_of = []  # per file: (rows of the file that are docs, their doc indexes)
+    for unit, path, run_id in files:
+        rows_in_file = (np.arange(pq.ParquetFile(path).metadata.num_rows, dtype=np.int64) if run_id is not None
+                        else pl.read_parquet(path, columns=["row"])["row"].to_numpy())
+        mine = key_frame.filter(pl.col("unit") == unit)
+        if run_id is not None:
+            pos_in_file = mine["row"].to_numpy()
+        else:
+            sorter = np.argsort(rows_in_file, kind="stable")
+            pos_in_file = sorter[np.searchsorted(rows_in_file, mine["row"].to_numpy(), sorter=sorter)]
+        doc_of.append((pos_in_file, mine["doc"].to_numpy()))
     parts = []
-    for name in _band_names(bd.bands):
-        band = _read_band(files, name).join(key_frame, on=["unit", "row"], how="inner")
-        parts.append(bucket_pairs(band["doc"].to_numpy(), band[name].to_numpy(), cfg.bucket_pair_limit))
+    group = 8
+    for g0 in range(0, len(names), group):
+        cols = names[g0 : g0 + group]
+        keys = {c: [] for c in cols}
+        docs_in = []
+        for (unit, path, _run_id), (at, dd) in zip(files, doc_of):
+            tab = pq.read_table(path, columns=cols)
+            for c in cols:
+                keys[c].append(tab.column(c).to_numpy()[at])
+            docs_in.append(dd)
+        all_docs = np.concatenate(docs_in) if docs_in else np.empty(0, np.int64)
+        for c in cols:
+            parts.append(bucket_pairs(all_docs, np.concatenate(keys[c]) if keys[c] else np.empty(0, np.uint64),
+                                      cfg.bucket_pair_limit))
+        del keys
     pairs = unique_pairs(parts)
     if pairs.size:
         pairs = pairs[~(is_ext[pairs[:, 0]] & is_ext[pairs[:, 1]])]  # published pairs were settled before
 
     store = SignatureStore(sig_paths, cfg.num_perm)
+    units_arr, sig_idx = docs["unit"].to_numpy(), docs["sig_idx"].to_numpy()
+    # Boilerplate: minima that recur in many of this run's signed records, exact copies included
+    # (a text copied a thousand times is boilerplate too; see lsh.CommonValues).
+    cv = None
+    signed_all = int(meta.filter(pl.col("shingles") > 0).height)
+    min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * signed_all)))
+    if cfg.boilerplate_min_docs and signed_all >= min_docs:
+        cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
+        for unit, shingles in meta.group_by("unit", maintain_order=True).agg(pl.col("shingles")).iter_rows():
+            # read, not mapped: a unit's signatures are held only while they are counted
+            cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
+                   np.flatnonzero(np.asarray(shingles) > 0))
     involved = np.unique(pairs) if pairs.size else np.empty(0, np.int64)
-    sigs = (store.gather(docs["unit"].to_numpy()[involved], docs["sig_idx"].to_numpy()[involved]) if involved.size
+    sigs = (store.gather(units_arr[involved], sig_idx[involved]) if involved.size
             else np.empty((0, cfg.num_perm), np.uint32))
+    store.close()  # the gathered rows are all the rest needs: unmap the files
+    common = cv.common(sigs) if cv is not None else None
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
     if exact:
         own_involved = involved[~is_ext[involved]]
-        flat, set_offs = ShingleSetStore(work / "minhash").gather(docs["unit"].to_numpy()[own_involved],
-                                                                  docs["sig_idx"].to_numpy()[own_involved])
+        flat, set_offs = ShingleSetStore(work / "minhash").gather(units_arr[own_involved], sig_idx[own_involved])
         set_pos = np.full(n, -1, dtype=np.int64)  # doc -> its set in (flat, set_offs)
         set_pos[own_involved] = np.arange(own_involved.size)
 
-    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Estimated Jaccard from signatures, or exact shingle Jaccard between this run's records."""
-        est = estimated_similarity(sigs[pos[left]], sigs[pos[right]])
-        if not exact:
-            return est
-        both_own = ~is_ext[left] & ~is_ext[right]
-        est[both_own] = pair_jaccard(flat, set_offs, set_pos[left[both_own]], set_pos[right[both_own]])
-        return est
+    def similarity_parts(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(decision similarity, estimated Jaccard, content Jaccard, content positions) of doc pairs."""
+        est, content, positions = pair_similarity(sigs, common, pos[left], pos[right])
+        sim = decision_similarity(est, content, positions)
+        if exact:  # the exact shingle Jaccard between this run's records, never above the content estimate
+            both_own = ~is_ext[left] & ~is_ext[right]
+            j = pair_jaccard(flat, set_offs, set_pos[left[both_own]], set_pos[right[both_own]])
+            est, sim = est.copy(), sim.copy()
+            est[both_own] = j
+            # no boilerplate position: the exact Jaccard; else never above the content estimate
+            sim[both_own] = np.where(positions[both_own] == cfg.num_perm, j, np.minimum(j, content[both_own]))
+        return sim, est, content, positions
 
-    sims = np.empty(len(pairs))
-    for s in range(0, len(pairs), 200_000):
-        chunk = pairs[s : s + 200_000]
-        sims[s : s + len(chunk)] = similarity(chunk[:, 0], chunk[:, 1])
+    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return similarity_parts(left, right)[0]
+
+    m = len(pairs)
+    sims, ests, contents, cpos = np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64)
+    for s in range(0, m, 500_000):
+        chunk = pairs[s : s + 500_000]
+        sims[s : s + len(chunk)], ests[s : s + len(chunk)], contents[s : s + len(chunk)], cpos[s : s + len(chunk)] = (
+            similarity_parts(chunk[:, 0], chunk[:, 1]))
     (work / "near").mkdir(exist_ok=True)
     with atomic_path(work / "near" / "candidates.parquet") as tmp:
         pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
-                      "similarity": sims}, schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64}).write_parquet(tmp)
-    verified = pairs[sims >= cfg.threshold] if pairs.size else pairs
-
-    labels = components(n, verified)
-    rank_col = "quality" if prefer == "quality" else "text_bytes"
-    # `central`: the record with the most verified neighbours heads its cluster, so anti-chaining
-    # keeps fewer of its members apart (measured in bench/neardup_quality.py).
-    degree = np.bincount(verified.ravel(), minlength=n) if (prefer == "central" and verified.size) else np.zeros(n, np.int64)
-    grouped = (
-        docs.with_columns(pl.Series("label", labels), pl.Series("degree", degree.astype(np.int64)))
-        .filter(pl.col("label").count().over("label") > 1)
-        .sort(["label", "priority", "degree", rank_col, "order_str", "order_int"],
-              descending=[False, True, True, True, False, False], nulls_last=True)
-    )
+                      "similarity": sims, "estimated_jaccard": ests, "content_jaccard": contents, "content_positions": cpos},
+                     schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64, "estimated_jaccard": pl.Float64,
+                             "content_jaccard": pl.Float64, "content_positions": pl.Int64}).write_parquet(tmp)
+    ok = sims >= cfg.threshold
+    verified = pairs[ok] if pairs.size else pairs
+    vetoed = int(np.sum((ests >= cfg.threshold) & ~ok))
     protected = is_ext  # published records never go
-    # The second hop follows candidate pairs verified at `second_hop` (already computed above).
-    hop = (neighbour_lists(n, pairs[sims >= cfg.second_hop]) if cfg.second_hop is not None and pairs.size else None)
+    hop_pairs = pairs[sims >= cfg.hop_bar] if cfg.hop_bar is not None and pairs.size else None
+
     clusters = []
-    g_docs = grouped["doc"].to_numpy()
-    boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
-    for members in np.split(g_docs, boundaries) if g_docs.size else []:
-        clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
+    if prefer == "central":
+        # Greedy star cover: the record with the most verified neighbours left heads the next
+        # star (ties: the longest, then input order); see lsh.central_stars.
+        prio = docs["priority"].to_numpy()
+        rank = np.empty(n, np.int64)
+        rank[docs.select(pl.arg_sort_by(["text_bytes", "order_str", "order_int"], descending=[True, False, False],
+                                        nulls_last=True)).to_series().to_numpy()] = np.arange(n)
+        surv, via_arr, dsim = central_stars(n, verified, sims[ok], prio, rank, protected, hop_pairs)
+        hop2 = np.flatnonzero(surv >= 0)
+        hop2 = hop2[via_arr[hop2] >= 0]
+        if hop2.size:
+            dsim[hop2] = similarity(hop2, surv[hop2])
+        dropped = np.flatnonzero(surv >= 0)
+        order = np.argsort(surv[dropped], kind="stable")
+        dropped = dropped[order]
+        heads, starts = np.unique(surv[dropped], return_index=True)
+        for h, grp in zip(heads, np.split(dropped, starts[1:])):
+            clusters.append(Star(int(h), grp.tolist(), dsim[grp].tolist(), via_arr[grp].tolist()))
+    else:
+        labels = components(n, verified)
+        rank_col = "quality" if prefer == "quality" else "text_bytes"
+        grouped = (
+            docs.with_columns(pl.Series("label", labels))
+            .filter(pl.col("label").count().over("label") > 1)
+            .sort(["label", "priority", rank_col, "order_str", "order_int"],
+                  descending=[False, True, True, False, False], nulls_last=True)
+        )
+        # The second hop follows candidate pairs verified at `second_hop` (already computed above).
+        hop = neighbour_lists(n, hop_pairs) if hop_pairs is not None else None
+        g_docs = grouped["doc"].to_numpy()
+        boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
+        for members in np.split(g_docs, boundaries) if g_docs.size else []:
+            clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
 
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
@@ -346,8 +421,12 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "clusters": len(sizes),
         "dropped": int(sum(sizes) - len(sizes)),
         "dropped_against_index": against_index,
-        "second_hop": cfg.second_hop,
+        "second_hop": cfg.hop_bar,
         "dropped_second_hop": int(second_hop_drops),
+        "survivor_rule": prefer,
+        "boilerplate_min_docs": cv.min_docs if cv is not None else 0,
+        "involved_with_boilerplate": int(common.any(axis=1).sum()) if common is not None else 0,
+        "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })
     return result, stats

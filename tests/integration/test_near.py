@@ -42,8 +42,13 @@ def chain(tmp_path):
     return path
 
 
+# The conservative option (configs/dedup-conservative.yaml): 0.8, no second hop, the longest survives.
+CONSERVATIVE = {"near": {"threshold": 0.8, "second_hop": None}, "survivor": {"near_prefer": "longest"}}
+
+
 def test_a_chain_drops_only_what_is_similar_to_the_survivor(chain, run_pipeline):
-    manifest, ledger, shards = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}])
+    manifest, ledger, shards = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
+                                            dedup=CONSERVATIVE)
     decisions = dict(zip(ledger["record_id"], ledger["decision"]))
     assert decisions["a"] == "kept"                       # the longest copy survives
     assert decisions["b"] == "dropped_near_duplicate"
@@ -58,7 +63,8 @@ def test_a_chain_drops_only_what_is_similar_to_the_survivor(chain, run_pipeline)
 
 def test_a_second_hop_drops_the_end_of_a_chain_for_the_survivor_and_says_through_whom(chain, run_pipeline):
     manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
-                                       dedup={"near": {"second_hop": 0.8}})
+                                       dedup={"near": {"threshold": 0.8, "second_hop": 0.8},
+                                              "survivor": {"near_prefer": "longest"}})
     c = ledger.filter(pl.col("record_id") == "c").row(0, named=True)
     assert c["decision"] == "dropped_near_duplicate" and c["duplicate_of"] == "a"
     assert c["reason"].endswith("second hop via b")
@@ -70,11 +76,12 @@ def test_source_priority_beats_length(chain, tmp_path, run_pipeline):
     lines = chain.read_text().splitlines()
     (tmp_path / "hi.jsonl").write_text(lines[1] + "\n")      # b alone, in a high-priority source
     (tmp_path / "lo.jsonl").write_text(lines[0] + "\n")      # a, longer
-    _, ledger, _ = run_pipeline([
-        {"name": "hi", "kind": "jsonl", "paths": [str(tmp_path / "hi.jsonl")], "id_field": "id", "priority": 5},
-        {"name": "lo", "kind": "jsonl", "paths": [str(tmp_path / "lo.jsonl")], "id_field": "id"},
-    ])
-    assert dict(zip(ledger["record_id"], ledger["duplicate_of"])) == {"b": None, "a": "b"}
+    for dedup in (CONSERVATIVE, {}):  # the conservative option and the defaults
+        _, ledger, _ = run_pipeline([
+            {"name": "hi", "kind": "jsonl", "paths": [str(tmp_path / "hi.jsonl")], "id_field": "id", "priority": 5},
+            {"name": "lo", "kind": "jsonl", "paths": [str(tmp_path / "lo.jsonl")], "id_field": "id"},
+        ], out=tmp_path / f"run{len(dedup)}", dedup=dedup)
+        assert dict(zip(ledger["record_id"], ledger["duplicate_of"])) == {"b": None, "a": "b"}
 
 
 def test_every_near_duplicate_names_a_kept_survivor_in_the_sample_run(run_pipeline):
@@ -126,7 +133,8 @@ def test_exact_verification_reports_the_true_shingle_jaccard(chain, run_pipeline
     from pipeline.dedup.minhash import normalize_for_shingles as norm, shingles
 
     manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(chain)], "id_field": "id"}],
-                                       dedup={"near": {"verify": "exact"}})
+                                       dedup={"near": {"verify": "exact", "threshold": 0.8, "second_hop": None},
+                                              "survivor": {"near_prefer": "longest"}})
     b = ledger.filter(pl.col("record_id") == "b").row(0, named=True)
     texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in chain.read_text().splitlines()}
     import pyarrow as pa
@@ -159,7 +167,7 @@ def test_an_exact_copy_of_a_near_duplicate_names_the_final_survivor(chain, tmp_p
     b = json.loads(lines[1])
     p = tmp_path / "more.jsonl"
     p.write_text(chain.read_text() + json.dumps({"id": "b-copy", "text": b["text"]}) + "\n")
-    _, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}])
+    _, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}], dedup=CONSERVATIVE)
     rows = {r["record_id"]: r for r in ledger.to_dicts()}
     assert rows["b"]["decision"] == "dropped_near_duplicate" and rows["b"]["duplicate_of"] == "a"
     assert rows["b-copy"]["decision"] == "dropped_duplicate" and rows["b-copy"]["duplicate_of"] == "a"
@@ -179,10 +187,40 @@ def test_the_central_survivor_rule_keeps_the_copy_most_others_resemble(tmp_path,
     path = tmp_path / "star.jsonl"
     path.write_text("".join(json.dumps({"id": k, "text": " ".join(v)}) + "\n" for k, v in texts.items()))
     src = [{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}]
-    near = {"near": {"verify": "exact"}}
-    _, longest, _ = run_pipeline(src, out=tmp_path / "longest", dedup=near)
+    near = {"near": {"verify": "exact", "threshold": 0.8, "second_hop": None}}
+    _, longest, _ = run_pipeline(src, out=tmp_path / "longest", dedup={**near, "survivor": {"near_prefer": "longest"}})
     _, central, _ = run_pipeline(src, out=tmp_path / "central", dedup={**near, "survivor": {"near_prefer": "central"}})
     kept = lambda ledger: sorted(ledger.filter(pl.col("decision") == "kept")["record_id"])  # noqa: E731
     assert kept(longest) == ["a", "c", "d"]
     assert kept(central) == ["b"]
     assert set(central.filter(pl.col("decision") == "dropped_near_duplicate")["duplicate_of"]) == {"b"}
+
+
+def test_pages_sharing_a_template_keep_their_content_and_a_copy_with_added_boilerplate_goes(tmp_path, run_pipeline):
+    # 40 different short pages carry one site's long header and footer; the footer is also a short
+    # text copied 30 times on its own. By shingles the pages look alike (J about 0.7) and the short
+    # text is inside every page: without the boilerplate rule the pages are dropped for one another.
+    rng = random.Random(4)
+    header = "Home | News | Sports | Weather | Contact us | Subscribe | Sign in | Menu | Search " * 6
+    footer = "Page not found. The page you are looking for does not exist or has been moved."
+    bodies = [" ".join(f"b{rng.randrange(10**6)}" for _ in range(6)) for _ in range(40)]
+    rows = [{"id": f"p{k}", "text": f"{header}\n{b}\n{footer}"} for k, b in enumerate(bodies)]
+    rows += [{"id": f"f{k}", "text": footer} for k in range(30)]          # exact copies of the footer text
+    rows += [{"id": "copy0", "text": f"{bodies[0]} and nothing else"}]   # page 0's content without the template
+    long_body = " ".join(f"w{rng.randrange(10**6)}" for _ in range(80))
+    rows += [{"id": "long", "text": long_body}, {"id": "long+tpl", "text": f"{header}\n{long_body}\n{footer}"}]
+    p = tmp_path / "site.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}],
+                                       dedup={"near": {"boilerplate_min_docs": 20}})
+    d = dict(zip(ledger["record_id"], ledger["decision"]))
+    assert all(d[f"p{k}"] == "kept" for k in range(1, 40))              # different pages: all kept
+    assert sum(d[f"f{k}"] == "kept" for k in range(30)) == 1            # the short text survives once
+    assert d["long"] != d["long+tpl"]                                    # a page with added boilerplate is a copy
+    gone = ledger.filter(pl.col("record_id").is_in(["long", "long+tpl"]) & (pl.col("decision") == "dropped_near_duplicate"))
+    assert gone.height == 1 and gone["similarity"][0] >= 0.8             # content similarity, template left out
+    # the same run without the rule loses content: pages dropped for pages
+    _, plain, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(p)], "id_field": "id"}],
+                               out=tmp_path / "plain", dedup={"near": {"boilerplate_min_docs": 0}})
+    dp = dict(zip(plain["record_id"], plain["decision"]))
+    assert sum(dp[f"p{k}"] != "kept" for k in range(40)) >= 20      # 27 of 40 here

@@ -141,3 +141,124 @@ def test_the_second_hop_never_drops_a_published_record():
 def test_neighbour_lists_are_symmetric_and_sorted():
     indptr, indices = neighbour_lists(4, np.array([[0, 2], [0, 1], [2, 3]]))
     assert [indices[indptr[k]:indptr[k + 1]].tolist() for k in range(4)] == [[1, 2], [0], [0, 3], [2]]
+
+
+# ------------------------------------------------------------------------------------------------
+# Central stars: every drop has a verified path of at most two edges to a kept record.
+
+from pipeline.dedup.lsh import CommonValues, central_stars, decision_similarity, pair_similarity  # noqa: E402
+
+
+def _check_every_drop_is_justified(n, edges, survivor, via, hop_edges=None):
+    """Each dropped record's survivor is kept; it is a verified neighbour of the survivor, or a
+    second-hop neighbour of a record dropped directly for the same survivor."""
+    e = {(min(a, b), max(a, b)) for a, b in edges}
+    h = {(min(a, b), max(a, b)) for a, b in (hop_edges if hop_edges is not None else edges)}
+    for d in range(n):
+        s = survivor[d]
+        if s < 0:
+            continue
+        assert survivor[s] == -1, f"{d} dropped for {s}, which is not kept"
+        if via[d] < 0:
+            assert (min(d, s), max(d, s)) in e
+        else:
+            m = via[d]
+            assert survivor[m] == s and via[m] < 0 and (min(d, m), max(d, m)) in h
+
+
+def test_a_chain_loses_no_content_with_central_stars_unlike_connected_components():
+    # A path 0-1-2-...-9: each record resembles only its neighbours (content drifts along the
+    # chain, so record 0 and record 9 share nothing). Connected components keep one record and
+    # drop nine, most of them unrelated to it: content lost. Central stars drop only records
+    # one verified edge (or one second hop) away from a kept record.
+    n = 10
+    edges = np.array([[i, i + 1] for i in range(n - 1)])
+    sims = np.full(len(edges), 0.85)
+    naive = components(n, edges)
+    assert len(set(naive.tolist())) == 1  # naive: one survivor for all ten
+    survivor, via, _sim = central_stars(n, edges, sims, np.zeros(n, np.int64), np.arange(n), np.zeros(n, bool), hop=edges)
+    _check_every_drop_is_justified(n, edges, survivor, via)
+    kept = [i for i in range(n) if survivor[i] < 0]
+    # every record is a kept one or within two edges of one (so no record is far from every kept record)
+    assert all(min(abs(i - k) for k in kept) <= 2 for i in range(n))
+    assert len(kept) >= 2
+    # without the second hop: within one edge
+    survivor, via, _sim = central_stars(n, edges, sims, np.zeros(n, np.int64), np.arange(n), np.zeros(n, bool))
+    _check_every_drop_is_justified(n, edges, survivor, via)
+    kept = [i for i in range(n) if survivor[i] < 0]
+    assert all(min(abs(i - k) for k in kept) <= 1 for i in range(n)) and (via < 0).all()
+
+
+def test_central_stars_head_the_record_most_others_resemble():
+    # 1 resembles 0, 2, 3 and 4; those resemble only 1. Longest-first would keep 0 and then
+    # could not drop 2, 3, 4 through it.
+    edges = np.array([[0, 1], [1, 2], [1, 3], [1, 4]])
+    survivor, via, sim = central_stars(5, edges, np.array([0.9, 0.8, 0.7, 0.95]), np.zeros(5, np.int64), np.arange(5),
+                                       np.zeros(5, bool))
+    assert survivor.tolist() == [1, -1, 1, 1, 1] and (via == -1).all()
+    assert sim.tolist()[0] == 0.9 and sim.tolist()[4] == 0.95
+
+
+def test_central_stars_never_drop_a_published_record_and_let_it_head_first():
+    edges = np.array([[0, 1], [1, 2], [1, 3]])
+    prio = np.array([2**62, 0, 0, 0])  # record 0 is published: it outranks the more central 1
+    survivor, via, _ = central_stars(4, edges, np.full(3, 0.9), prio, np.arange(4), np.array([True, False, False, False]))
+    assert survivor.tolist() == [-1, 0, -2, -2]  # 2 and 3 resemble only 1, which is gone: both stay
+    _check_every_drop_is_justified(4, edges, survivor, via)
+    survivor, via, _ = central_stars(4, edges, np.full(3, 0.9), prio, np.arange(4), np.array([True, False, False, False]),
+                                     hop=edges)
+    assert survivor.tolist() == [-1, 0, 0, 0] and via.tolist() == [-1, -1, 1, 1]  # second hop through 1
+
+
+def test_random_graphs_drop_only_with_a_short_verified_path_to_a_kept_record():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 40))
+        m = int(rng.integers(1, 3 * n))
+        e = rng.integers(0, n, size=(m, 2))
+        e = np.unique(np.sort(e[e[:, 0] != e[:, 1]], axis=1), axis=0)
+        if not len(e):
+            continue
+        hop = e[rng.random(len(e)) < 0.7]
+        protected = rng.random(n) < 0.1
+        survivor, via, _ = central_stars(n, e, rng.random(len(e)), np.where(protected, 2**62, 0), rng.permutation(n),
+                                         protected, hop=hop)
+        _check_every_drop_is_justified(n, e, survivor, via, hop)
+        assert not (protected & (survivor >= 0)).any()
+
+
+# ------------------------------------------------------------------------------------------------
+# Boilerplate: minima shared by many documents are left out of the content similarity.
+
+
+def _sigs(texts):
+    sig, _ = signatures(normalize_for_shingles(pa.array(texts, pa.large_string())), MinHashParams())
+    return sig
+
+
+def test_shared_boilerplate_does_not_make_different_pages_alike_but_added_boilerplate_still_matches():
+    rng = random.Random(8)
+    header = " ".join(f"nav{k}" for k in range(60))          # a long site header
+    bodies = [" ".join(f"w{rng.randrange(100000)}" for _ in range(25)) for _ in range(60)]
+    pages = [header + " " + b for b in bodies]               # 60 different pages of one site
+    texts = pages + [bodies[0]]                              # and page 0's body without the header
+    sig = _sigs(texts)
+    cv = CommonValues(len(texts), sig.shape[1], 20)
+    cv.add(sig, np.arange(len(texts)))
+    common = cv.common(sig)
+    est, content, positions = pair_similarity(sig, common, np.array([0, 0]), np.array([1, 60]))
+    sim = decision_similarity(est, content, positions)
+    assert est[0] > 0.5 and sim[0] < 0.2        # two different pages: alike by shingles, not by content
+    assert est[1] < 0.5 and sim[1] > 0.75       # a page and its body alone: one text by content (21 of 25
+    # content shingles: the 4 that span the header and the body are the page's own)
+    # without the sketch both estimates are the plain Jaccard
+    est2, content2, pos2 = pair_similarity(sig, None, np.array([0]), np.array([1]))
+    assert content2[0] == est2[0] == est[0] and pos2[0] == 128
+
+
+def test_common_values_never_undercount():
+    sig = _sigs([f"alpha beta gamma delta epsilon {k}" for k in range(30)] + ["totally different words here now"] * 3)
+    cv = CommonValues(33, sig.shape[1], 3)
+    cv.add(sig, np.arange(33))
+    common = cv.common(sig)
+    assert common[30:].all()  # three identical documents: each of their minima recurs three times
