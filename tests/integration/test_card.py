@@ -43,7 +43,8 @@ def test_croissant_lists_every_shard_with_its_digest_and_fills_the_rai_fields(ru
     assert objects == {f["path"]: f["sha256"] for f in manifest["outputs"]["shards"]}
     schema = pq.read_schema(out / manifest["outputs"]["shards"][0]["path"])
     assert [f["name"] for f in c["recordSet"][0]["field"]] == schema.names
-    assert "MinHash" in c["rai:dataPreprocessingProtocol"] and "0.8" in c["rai:dataPreprocessingProtocol"]
+    threshold = str(manifest["near_dedup"]["threshold"])
+    assert "MinHash" in c["rai:dataPreprocessingProtocol"] and f"threshold {threshold}" in c["rai:dataPreprocessingProtocol"]
     assert "No PII detection" in c["rai:personalSensitiveInformation"]
 
 
