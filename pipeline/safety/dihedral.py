@@ -15,7 +15,9 @@ transposes the buffer, so one pass over the pixels computes [A_H; A_H J] L (128 
 64 x 64 buffers of the axis reversals follow from it; their transposes give the other four. DCT and
 median threshold are the reference's. The result equals `pdq()` of the rotated or flipped pixels
 bit for bit on every benign vector and resize measured (tests/unit/safety/test_dihedral.py); float
-rounding can move a coefficient lying on the median, about one bit in several thousand images.
+rounding can move a coefficient lying on the median (a bit or two, rarely). Images under 64 px on a
+side are the exception: the reference repeats their pixels, many coefficients are zero up to
+rounding, and those bits are rounding noise in both implementations.
 
 The same map on a crop (rows r0:r1, cols c0:c1) hashes the crop without copying it, which is how
 a copy with a uniform border added is hashed after trimming (see `pipeline.safety.borders`).
@@ -180,8 +182,9 @@ def _bits_hex(coeffs: np.ndarray) -> str:
 
 def _quality(buf: np.ndarray) -> int:
     """computePDQImageDomainQualityMetric: summed vertical and horizontal gradients, truncated as ints."""
-    dv = np.trunc((buf[:-1, :] - buf[1:, :]) * 100 / 255)
-    dh = np.trunc((buf[:, :-1] - buf[:, 1:]) * 100 / 255)
+    b = buf.astype(np.float32)      # float arithmetic, then truncation to int, as the reference does
+    dv = np.trunc((b[:-1, :] - b[1:, :]) * np.float32(100) / np.float32(255))
+    dh = np.trunc((b[:, :-1] - b[:, 1:]) * np.float32(100) / np.float32(255))
     return int(min(100, int(np.abs(dv).sum() + np.abs(dh).sum()) // 90))
 
 

@@ -105,6 +105,7 @@ ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+ORIENTATION_UNDO = {**ORIENTATION_TRANSPOSE, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
 class DecodedImage(NamedTuple):
@@ -200,7 +201,10 @@ def decode_image_info(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with _rejecting("header"):
+            with _rejecting("header"), warnings.catch_warnings(record=True) as header_warnings:
+                # Pillow parses EXIF while opening (JPEG: for the DPI) and warns about damage there.
+                warnings.simplefilter("always")
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im = Image.open(fp, formats=list(formats))
             _check_size(im.size, max_pixels)
             _check_deadline(deadline, "header")
@@ -212,16 +216,22 @@ def decode_image_info(
                 if frames > 1 or im.tell() != 0:
                     im.seek(0)
             _check_deadline(deadline, "frame count")
+            # Pillow's TIFF loader turns the pixels itself and drops the tag: read it first.
+            tiff_tag = read_orientation(im) if im.format == "TIFF" else None
             with _rejecting("decode"):
                 if draft_max_side is not None and im.format in ("JPEG", "MPO"):
                     _draft(im, draft_max_side)
                 im.load()
             _check_size(im.size, max_pixels)
             _check_deadline(deadline, "decode")
-            orientation, exif_problem = read_orientation(im)
-            if policy is ExifPolicy.APPLY and orientation != 1:
+            orientation, exif_problem = tiff_tag or read_orientation(im)
+            if exif_problem is None and header_warnings:
+                exif_problem = f"damaged metadata ({len(header_warnings)} warning(s) reading the header)"
+            turned_by_pillow = tiff_tag is not None and ExifTags.Base.Orientation not in getattr(im, "tag_v2", {})
+            if orientation != 1 and (policy is ExifPolicy.APPLY) != turned_by_pillow:
                 with _rejecting("orientation"):
-                    im = im.transpose(ORIENTATION_TRANSPOSE[orientation])
+                    im = im.transpose(ORIENTATION_TRANSPOSE[orientation] if not turned_by_pillow
+                                      else ORIENTATION_UNDO[orientation])
                 _check_deadline(deadline, "orientation")
             with _rejecting("colour conversion"):
                 rgb = to_rgb(im)
@@ -282,19 +292,26 @@ def read_orientation(im: Image.Image) -> tuple[int, str | None]:
     counts as 1 (nothing to turn), with the problem named (types and numbers only, no content).
     """
     try:
-        value = im.getexif().get(ExifTags.Base.Orientation)
+        with warnings.catch_warnings(record=True) as caught:
+            # Pillow warns (instead of raising) about most damage; the warnings are counted, not printed.
+            warnings.simplefilter("always")
+            exif = im.getexif()
+            value = exif.get(ExifTags.Base.Orientation)
     except _DECODER_ERRORS + (RecursionError, MemoryError) as e:
         logger.debug("unreadable EXIF block (%s): orientation treated as 1", type(e).__name__)
         return 1, f"unreadable EXIF block ({type(e).__name__})"
+    damaged = f"damaged EXIF block ({len(caught)} warning(s))" if caught else None
+    if not exif and len(im.info.get("exif") or b"") > 6:
+        damaged = "unreadable EXIF block (no entry could be read)"
     if value is None:
-        return 1, None
+        return 1, damaged
     if isinstance(value, tuple) and len(value) == 1:     # a count-1 array of SHORT
         value = value[0]
     if isinstance(value, bool) or not isinstance(value, int):
         return 1, f"EXIF orientation of type {type(value).__name__}, not an integer"
     if not 1 <= value <= 8:
         return 1, f"EXIF orientation {value} outside 1-8" if -10**6 < value < 10**6 else "EXIF orientation outside 1-8"
-    return value, None
+    return value, damaged
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
