@@ -45,6 +45,10 @@ DOWNSAMPLED = 64
 DCT_SIDE = 16
 # Rows of pixels turned into luma and projected at a time: bounds the float copy to chunk x W.
 CHUNK_ROWS = 256
+CACHED_SIDE = 16384
+# Above this side the weight tables alone would hold about a float per pixel row, for images that
+# are mostly pathological (a 1 x 50,000,000 strip is within the pixel cap): no variants are made.
+MAX_SIDE = 32768
 _LUMA = (np.float32(0.299), np.float32(0.587), np.float32(0.114))
 
 # Each variant as (reverse rows, reverse columns, then transpose), applied to the image as shown.
@@ -89,7 +93,6 @@ def _window(n: int) -> int:
     return (n + 2 * DOWNSAMPLED - 1) // (2 * DOWNSAMPLED)
 
 
-@functools.lru_cache(maxsize=512)
 def _axis(n: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Row i of A_n as (lo[i], hi[i], weights[i]): nonzero on lo..hi-1 only (about n / 64 + 1 wide).
 
@@ -98,20 +101,24 @@ def _axis(n: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """
     w = _window(n)
     half = (w + 2) // 2
-    starts = np.maximum(0, np.arange(n) - (w - half))
-    ends = np.minimum(n - 1, np.arange(n) + half - 1) + 1
-    counts = (ends - starts).astype(np.float64)
+
+    def window(o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.maximum(0, o - (w - half)), np.minimum(n - 1, o + half - 1) + 1
+
     samples = ((np.arange(DOWNSAMPLED) + 0.5) * n / DOWNSAMPLED).astype(np.int64)
     los, his, weights = [], [], []
-    for s in samples:
-        ks = np.arange(starts[s], ends[s])                  # first pass: inputs averaged into s
-        lo, hi = int(starts[ks].min()), int(ends[ks].max())  # second pass: their own windows
+    for s in samples.tolist():
+        s0, s1 = window(np.array([s]))
+        ks = np.arange(s0[0], s1[0])                         # first pass: inputs averaged into s
+        starts, ends = window(ks)                            # second pass: their own windows
+        counts = (ends - starts).astype(np.float64)
+        lo, hi = int(starts.min()), int(ends.max())
         diff = np.zeros(hi - lo + 1)
-        np.add.at(diff, starts[ks] - lo, 1.0 / counts[ks])
-        np.add.at(diff, ends[ks] - lo, -1.0 / counts[ks])
+        np.add.at(diff, starts - lo, 1.0 / counts)
+        np.add.at(diff, ends - lo, -1.0 / counts)
         los.append(lo)
         his.append(hi)
-        weights.append(np.cumsum(diff[:-1]) / counts[s])
+        weights.append(np.cumsum(diff[:-1]) / ks.size)
     return np.array(los), np.array(his), tuple(weights)
 
 
@@ -143,7 +150,7 @@ _cached_plan = functools.lru_cache(maxsize=64)(_plan)
 def _project(n: int, block, width: int) -> np.ndarray:
     """[A_n; A_n J] @ M for an n x width matrix M given by block(a, b) -> M[a:b] (float32), by chunks."""
     # The plan holds about 12 floats per pixel row: cached for the common sizes only.
-    plan = _cached_plan(n) if n <= 16384 else _plan(n)
+    plan = _cached_plan(n) if n <= CACHED_SIDE else _plan(n)
     out = np.zeros((2 * DOWNSAMPLED, width), dtype=np.float64)
     for a, b, rows, s in plan:
         out[rows] += s @ block(a, b)
@@ -194,6 +201,9 @@ def pdq_dihedral_exact(rgb: np.ndarray, crop: Crop | None = None) -> PdqDihedral
     hexes[k] equals pdq(apply(rgb, DIHEDRAL_NAMES[k])).hex (see the module docstring); quality is
     the reference metric of the unrotated image (rotations do not change it).
     """
+    h, w = (rgb.shape[:2] if crop is None else (crop.r1 - crop.r0, crop.c1 - crop.c0))
+    if max(h, w) > MAX_SIDE:
+        raise ValueError(f"{h}x{w}: over MAX_SIDE ({MAX_SIDE}) on a side; hash the variants of a smaller image")
     bufs = _buffers(rgb, crop)
     d = _dct()
     coeffs = {k: d @ b @ d.T for k, b in bufs.items()}

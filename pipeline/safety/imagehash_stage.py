@@ -32,7 +32,7 @@ import logging
 from dataclasses import dataclass
 
 from pipeline.safety.borders import Border, find_border
-from pipeline.safety.dihedral import EXIF_STORED_AS, apply, pdq_dihedral_exact, phash_dihedral
+from pipeline.safety.dihedral import EXIF_STORED_AS, MAX_SIDE, apply, pdq_dihedral_exact, phash_dihedral
 from pipeline.safety.images import ImageRejected, decode_image_info
 from pipeline.safety.perceptual import DIHEDRAL_NAMES, PDQ_MIN_QUALITY, pdq, phash
 
@@ -101,8 +101,11 @@ def hash_image(data: bytes, dihedral: bool = False, *, variants: bool = True) ->
     h.pdq, h.pdq_quality = p.hex, p.quality
     if not variants:
         h.phash = phash(rgb)
-        if dihedral:
+        if dihedral and max(rgb.shape[:2]) <= MAX_SIDE:
             h.pdq_variants = pdq_dihedral_exact(rgb).hexes
+        return h
+    if max(rgb.shape[:2]) > MAX_SIDE:           # a pathological strip: the image's own hashes only
+        h.phash = phash(rgb)
         return h
     h.pdq_dihedral = pdq_dihedral_exact(rgb).hexes
     h.phash_dihedral = phash_dihedral(rgb)

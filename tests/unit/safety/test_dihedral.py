@@ -102,3 +102,16 @@ def test_the_exif_tables_agree_with_pillows_exif_transpose(tag):
     viewed = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB"))
     assert np.array_equal(viewed, shown)
     assert np.array_equal(apply(stored, EXIF_SHOWN_AS[tag]), shown)
+
+
+def test_a_pathological_strip_is_hashed_without_variants():
+    from pipeline.safety.dihedral import MAX_SIDE
+    from pipeline.safety.imagehash_stage import hash_image
+
+    strip = np.random.default_rng(0).integers(0, 256, (2, MAX_SIDE + 10, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(strip).save(buf, "PNG")
+    h = hash_image(buf.getvalue())
+    assert h.rejected is None and h.pdq is not None and h.pdq_dihedral is None and h.phash is not None
+    with pytest.raises(ValueError, match="MAX_SIDE"):
+        pdq_dihedral_exact(strip)
