@@ -4,8 +4,8 @@ Why not the reference core's own dihedral hashes (`pdqhash.compute_dihedral`): i
 flips the 16x16 DCT of the *original* image's 64x64 downsample, but the reference downsampling
 (two box-filter passes, then sampling at floor((i + 0.5) * n / 64)) is not symmetric when an axis
 is reversed. Measured on the benign PDQ vectors and their resizes: its hashes differ from
-`pdq(rotated image)` by 0-14 bits at 640-2048 px, 18-58 bits at 128-512 px and up to 114 bits on
-the 256x256 LabelMe photos, so a rotated small copy escapes.
+`pdq(rotated image)` by 0-14 bits at 640-2048 px, 18-58 bits at 128-512 px and 26-100 bits on
+the 256x256 LabelMe photos (quality 100), so a rotated small copy escapes.
 
 Here the reference downsampling is written as what it is, a linear map: the 64x64 buffer of an
 H x W luma image L is A_H L A_W^T, where row i of A_n (64 x n) is the sampling of row s_i of F_n^2

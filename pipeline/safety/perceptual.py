@@ -139,7 +139,7 @@ def pdq_dihedral(rgb: np.ndarray, *, convention: PdqConvention = PDQ_CONVENTION)
     hexes[k] is what pdq() gives for the image rotated by 90, 180, 270 degrees, flipped about the
     x axis, the y axis, the main and the anti diagonal (hexes[0]: the image itself); see
     `pipeline.safety.dihedral` for how, and for why not the reference core's `compute_dihedral`
-    (its flips are 0-14 bits off at 640-2048 px and up to 114 bits off on small images).
+    (its flips are 0-14 bits off at 640-2048 px and up to 100 bits off on 256 px photos).
     """
     from pipeline.safety.dihedral import pdq_dihedral_exact
 
