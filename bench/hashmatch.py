@@ -315,7 +315,7 @@ def w_variants(section: str, args) -> dict:
         if section == "borders":
             return hv.section_borders(Path(tmp))
         if section == "falsematch":
-            return hv.section_falsematch(Path(tmp), args.pool)
+            return hv.section_falsematch(Path(tmp), args.pool, Path(args.natural) if args.natural else None)
         if section == "badinput":
             return hv.section_badinput(Path(tmp))
         return hv.section_imagespeed(args.repeats, synthetic_jpegs)
@@ -423,6 +423,10 @@ def variant_rows(s: dict) -> list[tuple[str, str, str]]:
             ref = r["reference_photos"][typ]
             rows.append((f"false matches {typ}", "reference photos pairwise",
                          f"{ref['before']['pairs']} -> {ref['after']['pairs']}"))
+            if "natural_tiles" in r:
+                n = r["natural_tiles"]
+                rows.append((f"false matches {typ}", f"{n['tiles']} natural tiles of {n['photos']} photos, cross-photo",
+                             f"{n[typ]['before']['pairs']} -> {n[typ]['after']['pairs']}"))
             p = r["pool"][typ]
             rows.append((f"false matches {typ}", f"{r['pool']['images']} generated, pairwise / vs list",
                          f"{p['before']['pairs_within_radius']}/{p['before']['pool_vs_10_photo_list']} -> "
@@ -447,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--faiss-python", default="/tmp/peers-faiss/bin/python")
     ap.add_argument("--pool", type=int, default=3000, help="falsematch: generated images in the pool")
+    ap.add_argument("--natural", default=None, help="falsematch: a folder of benign photos to cut into tiles "
+                    "(e.g. skimage/data from the scikit-image wheel)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -486,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec["result"]["same_results_as_ours_on_all_queries"] = ours == theirs
         else:
             cmd = me + ["--worker", s, "--repeats", str(args.repeats), "--pool", str(args.pool)] + \
+                (["--natural", args.natural] if args.natural else []) + \
                 (["--data", str(data)] if s == "pdq" else [])
             rec = run_locked(s, cmd)
         report["sections"][s] = rec
