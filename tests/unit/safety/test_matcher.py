@@ -101,13 +101,17 @@ def test_one_colour_and_low_quality_images_never_match_through_any_variant(tmp_p
     assert not any(v.startswith("trimmed") for v, _ in m.queries(h, "pdq"))
 
 
-def test_phash_lists_get_the_same_variants(tmp_path):
+def test_phash_lists_get_the_stored_pixels_and_trimmed_variants_but_not_seven_more_looks(tmp_path):
     stored = np.ascontiguousarray(apply(SHOWN, EXIF_STORED_AS[8]))
     listed = hash_image(jpeg(stored, 8))
-    m = matcher(tmp_path, [(listed.phash, "photo", "")], typ="phash")
-    assert m.match_image(hash_image(jpeg(stored))).variant == "exif_orientation_8"
     raw = matcher(tmp_path, [(hash_image(jpeg(stored)).phash, "raw", "")], typ="phash")
     assert raw.match_image(listed).variant == "stored_pixels"
+    m = matcher(tmp_path, [(listed.phash, "photo", "")], typ="phash")
+    tagless = hash_image(jpeg(stored))
+    assert [v for v, _ in m.queries(tagless, "phash")] == ["image"] and m.match_image(tagless) is None
+    built = matcher(tmp_path, [(listed.phash, "photo", ""), (listed.phash_stored, "photo", "stored_pixels")], typ="phash")
+    assert built.match_image(tagless).list_variant == "stored_pixels"
+    assert m.match_image(hash_image(jpeg(framed(SHOWN, 20, 20, 20, 20, (0, 0, 0))))).variant == "trimmed"
 
 
 def test_the_incident_names_the_variant_and_holds_hashes_only(tmp_path):
