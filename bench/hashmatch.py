@@ -22,10 +22,29 @@ with `uptime` recorded before and after, so it never overlaps other benchmarks o
            range_search keeps distances < radius, so it is called with 32. Its results are checked
            against ours.
 
+Issue #16 sections (code in bench/hashmatch_variants.py; "before" = the hash of the image as shown
+and the old matcher, "after" = the defaults with EXIF-orientation and border variants). The four
+that measure no time run without the lock; `--no-lock` lets the timed ones run beside other jobs
+(before and after are timed alternately in one process, so their ratio holds; read the uptime):
+
+  orientation  10 listed reference photos stored under each EXIF orientation 1-8, 8 benign edits
+               each, saved with the tag, without it (stored order), without it (turned upright);
+               matched against plain / built / raw lists; and the issue's own case (one photo
+               tagged 6, its edits' tags lost).
+  borders      uniform borders of 2, 5, 10% in 5 colours, letterbox/pillarbox, crops of 5/10%:
+               PDQ distances before and after trimming, matches before/after.
+  falsematch   unrelated pairs within the radius (PDQ 31, pHash 6), before/after: the reference
+               photos pairwise and a generated pool (--pool images) pairwise and against the list.
+  badinput     every orientation tag in JPEG/PNG/WebP/TIFF, broken EXIF, flat, tiny, elongated
+               images: outcome counts, exceptions (must be 0), matches (must be 0).
+  imagespeed   hash_image images/s per core before/after (vectors, generated 1024 px, tagged,
+               framed), and match_image against a 100k-entry list before/after.
+
 Usage::
 
     .venv/bin/python bench/hashmatch.py                     # everything, 3 repeats
     .venv/bin/python bench/hashmatch.py --sections pdq,faiss --repeats 1
+    .venv/bin/python bench/hashmatch.py --sections orientation,borders,falsematch,badinput,imagespeed
 
 Results: bench/results/hashmatch-<date>.json (suffixed -2, -3, ... when it exists).
 """
@@ -284,8 +303,30 @@ print("BENCH_RESULT " + json.dumps(out))
 '''
 
 
+VARIANT_SECTIONS = ("orientation", "borders", "falsematch", "badinput", "imagespeed")
+
+
+def w_variants(section: str, args) -> dict:
+    import tempfile
+
+    import hashmatch_variants as hv
+
+    with tempfile.TemporaryDirectory(prefix="hashmatch-") as tmp:
+        if section == "orientation":
+            return hv.section_orientation(Path(tmp))
+        if section == "borders":
+            return hv.section_borders(Path(tmp))
+        if section == "falsematch":
+            return hv.section_falsematch(Path(tmp), args.pool, Path(args.natural) if args.natural else None)
+        if section == "badinput":
+            return hv.section_badinput(Path(tmp))
+        return hv.section_imagespeed(args.repeats, synthetic_jpegs)
+
+
 def worker(section: str, args) -> int:
-    if section == "decode":
+    if section in VARIANT_SECTIONS:
+        res = w_variants(section, args)
+    elif section == "decode":
         res = w_decode(args.repeats)
     elif section == "exact":
         res = w_exact(args.repeats)
@@ -301,8 +342,11 @@ def worker(section: str, args) -> int:
 # Driver
 
 
-def run_locked(name: str, cmd: list[str]) -> dict:
-    full = ["flock", LOCK] + cmd
+UNTIMED = ("orientation", "borders", "falsematch", "badinput")      # measure no time: no need to wait for the lock
+
+
+def run_locked(name: str, cmd: list[str], lock: bool = True) -> dict:
+    full = (["flock", LOCK] if lock else []) + cmd
     env = {**os.environ, **SINGLE_THREAD_ENV}
     rec: dict = {"section": name, "command": shlex.join(full), "uptime_before": cmd_out(["uptime"])}
     print(f"[{name}] {rec['command']}", flush=True)
@@ -353,8 +397,57 @@ def table(report: dict) -> str:
         rows.append(("PDQ 1M, r=31", "FAISS IndexBinaryMultiHash batch", f"{f['mih_batch']['per_second']:,.0f} queries/s"))
         rows.append(("PDQ 1M, r=31", "FAISS IndexBinaryMultiHash one at a time", f"{f['mih_single']['per_second']:,.0f} queries/s"))
         rows.append(("PDQ 1M, r=31", "FAISS IndexBinaryFlat batch", f"{f['flat_batch_200']['per_second']:,.1f} queries/s"))
+    rows += variant_rows(s)
     w = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}" for a, b, c in rows)
+
+
+def variant_rows(s: dict) -> list[tuple[str, str, str]]:
+    """Summary rows of the issue #16 sections."""
+    rows = []
+    if "result" in s.get("orientation", {}):
+        r = s["orientation"]["result"]
+        for label, v in r["issue_case"].items():
+            rows.append(("issue #16 case (1 of 10 tagged 6)", label, f"{v['matched']}/{v['copies']} matched"))
+        for kind, by_list in r["totals_all_orientations"].items():
+            for lst, w in by_list.items():
+                rows.append((f"orientation 1-8, {kind}", f"list {lst}",
+                             f"{w['before']['matched']}/{w['before']['copies']} -> {w['after']['matched']}/{w['after']['copies']}"
+                             f" (wrong entry {w['after']['wrong_entry']})"))
+    if "result" in s.get("borders", {}):
+        for case, v in s["borders"]["result"].items():
+            if "distance_before" in v:
+                t = v["distance_trimmed"]
+                rows.append((f"border/crop {case}", f"d {v['distance_before']['min']}-{v['distance_before']['max']}"
+                             + (f", trimmed {t['min']}-{t['max']}" if t else ", not trimmed"),
+                             f"{v['matched_before']} -> {v['matched_after']} ({v['matched_after_built_list']} built list)"
+                             f" of {len(v['photos'])}"))
+    if "result" in s.get("falsematch", {}):
+        r = s["falsematch"]["result"]
+        for typ in ("pdq", "phash"):
+            ref = r["reference_photos"][typ]
+            rows.append((f"false matches {typ}", "reference photos pairwise",
+                         f"{ref['before']['pairs']} -> {ref['after']['pairs']}"))
+            if "natural_tiles" in r:
+                n = r["natural_tiles"]
+                rows.append((f"false matches {typ}", f"{n['tiles']} natural tiles of {n['photos']} photos, cross-photo",
+                             f"{n[typ]['before']['pairs']} -> {n[typ]['after']['pairs']}"))
+            p = r["pool"][typ]
+            rows.append((f"false matches {typ}", f"{r['pool']['images']} generated, pairwise / vs list",
+                         f"{p['before']['pairs_within_radius']}/{p['before']['pool_vs_10_photo_list']} -> "
+                         f"{p['after']['pairs_within_radius']}/{p['after']['pool_vs_10_photo_list']}"))
+    if "result" in s.get("badinput", {}):
+        r = s["badinput"]["result"]
+        rows.append(("bad input", f"{r['cases']} cases", f"{r['exceptions']} exceptions, {r['pdq_matches']} + "
+                     f"{r['phash_matches']} matches"))
+    if "result" in s.get("imagespeed", {}):
+        r = s["imagespeed"]["result"]
+        for dset, v in r["hash_image"].items():
+            rows.append((f"hash_image {dset}", "before -> after",
+                         f"{v['before']['images_per_s']:,.1f} -> {v['after']['images_per_s']:,.1f} images/s"))
+        rows.append(("match_image 100k list", "before -> after",
+                     f"{r['match_image_100k_before']['per_s']:,.0f} -> {r['match_image_100k_after']['per_s']:,.0f} images/s"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default="decode,exact,pdq,faiss")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--faiss-python", default="/tmp/peers-faiss/bin/python")
+    ap.add_argument("--pool", type=int, default=3000, help="falsematch: generated images in the pool")
+    ap.add_argument("--no-lock", action="store_true", help="do not wait for the benchmark lock (timings then share "
+                    "the machine with other jobs: read the recorded uptime)")
+    ap.add_argument("--natural", default=None, help="falsematch: a folder of benign photos to cut into tiles "
+                    "(e.g. skimage/data from the scikit-image wheel)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -377,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "date": dt.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
         "python": platform.python_version(), "nproc": os.cpu_count(), "uptime_start": cmd_out(["uptime"]),
+        "cpu": next((ln.split(":", 1)[1].strip() for ln in (cmd_out(["lscpu"]) or "").splitlines()
+                     if ln.startswith("Model name")), None),
         "git_commit": cmd_out(["git", "rev-parse", "HEAD"]), "single_thread_env": SINGLE_THREAD_ENV,
         "versions": json.loads(cmd_out([sys.executable, "-c", "import json;from importlib.metadata import version as v;"
                                         "print(json.dumps({k: v(k) for k in ['numpy','numba','pillow','pdqhash','imagehash']}))"])
@@ -398,8 +498,10 @@ def main(argv: list[str] | None = None) -> int:
                 theirs = json.loads((WORK / "faiss-results.json").read_text())
                 rec["result"]["same_results_as_ours_on_all_queries"] = ours == theirs
         else:
-            cmd = me + ["--worker", s, "--repeats", str(args.repeats)] + (["--data", str(data)] if s == "pdq" else [])
-            rec = run_locked(s, cmd)
+            cmd = me + ["--worker", s, "--repeats", str(args.repeats), "--pool", str(args.pool)] + \
+                (["--natural", args.natural] if args.natural else []) + \
+                (["--data", str(data)] if s == "pdq" else [])
+            rec = run_locked(s, cmd, lock=s not in UNTIMED and not args.no_lock)
         report["sections"][s] = rec
     report["uptime_end"] = cmd_out(["uptime"])
     out = results_path("hashmatch")

@@ -383,24 +383,49 @@ def hashlist() -> None:
 @click.option("--from", "src", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of files.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The list to write (CSV).")
 @click.option("--name", default="local", show_default=True, help="The list name written in each row.")
-def hashlist_build(hash_type, src, out, name) -> None:
-    """Hash every file under --from into a CSV hash list (hash, type, entry_id, list)."""
-    from pipeline.safety.imagehash_stage import hash_image
-    from pipeline.fileio import atomic_write_bytes
+@click.option("--variants/--no-variants", default=True, show_default=True,
+              help="pdq/phash: also list a file's stored pixel order when it has an EXIF orientation tag, and the "
+                   "picture inside a uniform border, under the same entry id (column `variant`).")
+def hashlist_build(hash_type, src, out, name, variants) -> None:
+    """Hash every file under --from into a CSV hash list (hash, type, entry_id, list, variant).
 
-    rows, skipped = [], []
+    A photo with an EXIF orientation tag is hashed as shown; its copies that lost the tag keep
+    the stored pixel order, which is listed as a second row of the same entry (variant
+    `stored_pixels`). A file with a uniform border also lists the picture inside it (`trimmed`).
+    """
+    from pipeline.fileio import atomic_write_bytes
+    from pipeline.safety.imagehash_stage import hash_image, summarize
+    from pipeline.safety.perceptual import PDQ_MIN_QUALITY
+
+    perceptual = hash_type in ("pdq", "phash")
+    rows, skipped, hashed = [], [], []
     for p in sorted(q for q in Path(src).rglob("*") if q.is_file()):
-        h = hash_image(p.read_bytes())
+        h = hash_image(p.read_bytes(), variants=variants and perceptual)
+        hashed.append(h)
         value = getattr(h, hash_type)
-        if hash_type == "pdq" and (value is None or (h.pdq_quality or 0) < 50):
-            skipped.append(f"{p}: {h.rejected or f'PDQ quality {h.pdq_quality} < 50'}")
+        if hash_type == "pdq" and (value is None or (h.pdq_quality or 0) < PDQ_MIN_QUALITY):
+            skipped.append(f"{p}: {h.rejected or f'PDQ quality {h.pdq_quality} < {PDQ_MIN_QUALITY}'}")
             continue
         if value is None:
             skipped.append(f"{p}: {h.rejected}")
             continue
-        rows.append(f"{value},{hash_type},{p.relative_to(src)},{name}\n")
-    atomic_write_bytes(out, ("hash,type,entry_id,list\n" + "".join(rows)).encode())
+        entry = p.relative_to(src)
+        listed = {value: ""}
+        if variants and perceptual:
+            stored = h.pdq_stored if hash_type == "pdq" else h.phash_stored
+            trimmed = (h.pdq_trimmed if (h.pdq_trimmed_quality or 0) >= PDQ_MIN_QUALITY else None) \
+                if hash_type == "pdq" else h.phash_trimmed
+            for extra, variant in ((stored, "stored_pixels"), (trimmed[0] if trimmed else None, "trimmed")):
+                if extra is not None:
+                    listed.setdefault(extra, variant)
+        rows += [f"{v},{hash_type},{entry},{name},{variant}\n" for v, variant in listed.items()]
+    atomic_write_bytes(out, ("hash,type,entry_id,list,variant\n" + "".join(rows)).encode())
     click.echo(f"wrote {len(rows)} {hash_type} hash(es) to {out}")
+    counts = summarize(hashed)
+    tagged = sum(n for k, n in counts["exif_orientation"].items() if k != "1")
+    click.echo(f"files: {counts['images']}, rejected: {counts['rejected']}, PDQ unhashable: {counts['pdq_unhashable']}, "
+               f"with an EXIF orientation tag: {tagged}, EXIF problems: {counts['exif_problems']}, "
+               f"uniform border: {counts['border_trimmed']}")
     for sk in skipped:
         click.echo(f"skipped {sk}", err=True)
 

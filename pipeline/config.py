@@ -270,6 +270,11 @@ class SafetyConfig(_Strict):
     pdq_max_distance: int = Field(default=31, ge=0, le=256)
     phash_max_distance: int = Field(default=6, ge=0, le=64)
     dihedral: bool = False
+    # Match images whatever happened to their EXIF orientation tag: a tagged file also on its stored
+    # pixel order, an untagged one also as each tag would have shown it (issue #16).
+    exif_variants: bool = True
+    # Also match the picture inside a near-uniform border (a copy with a frame added).
+    trim_borders: bool = True
     confirmed_list: str | None = None
 
     @model_validator(mode="after")

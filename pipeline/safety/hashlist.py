@@ -7,8 +7,12 @@ Formats (the type may be declared per file, per column or per line):
 
     text    one hash per line; `# key: value` header lines (type, name, version, provider,
             updated); a line `-HASH` is a tombstone (the entry was withdrawn by the list owner)
-    csv     header with `hash` and optional `type`, `entry_id`, `list`, `deleted`
-    jsonl   {"hash": ..., "type": ..., "entry_id": ..., "deleted": false}
+    csv     header with `hash` and optional `type`, `entry_id`, `list`, `deleted`, `variant`
+    jsonl   {"hash": ..., "type": ..., "entry_id": ..., "deleted": false, "variant": ...}
+
+`variant` (optional, free text such as `stored_pixels` or `trimmed`) says which form of the listed
+file a hash was computed from when one entry has several (see `hygiene hashlist build`); incidents
+repeat it.
 
 Usage::
 
@@ -104,6 +108,7 @@ class HashList:
     version: str | None
     updated_at: str | None
     entries: dict[str, dict[str, str]] = field(default_factory=dict)   # type -> {hash: entry id}
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)  # type -> {hash: variant}, where given
     tombstones: int = 0
     lines: int = 0
 
@@ -130,7 +135,7 @@ def _detect_format(path: Path, declared: str) -> str:
 
 
 def _records(path: Path, fmt: str, default_type: str | None):
-    """Yield (line number, hash, type, entry id, deleted) and collect header metadata."""
+    """Yield (line number, hash, type, entry id, deleted, variant) and collect header metadata."""
     meta: dict[str, str] = {}
     try:
         text = path.read_text(encoding="utf-8")
@@ -151,14 +156,15 @@ def _records(path: Path, fmt: str, default_type: str | None):
                 continue
             deleted = line.startswith("-")
             value = line[1:].strip() if deleted else line
-            out.append((n, value, meta.get("type", default_type), None, deleted))
+            out.append((n, value, meta.get("type", default_type), None, deleted, None))
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "hash" not in reader.fieldnames:
             raise HashListError(f"{path}: a CSV hash list needs a header with a `hash` column")
         for n, row in enumerate(reader, 2):
             deleted = str(row.get("deleted") or "").strip().lower() in ("1", "true", "yes", "deleted")
-            out.append((n, row["hash"] or "", row.get("type") or default_type, row.get("entry_id") or None, deleted))
+            out.append((n, row["hash"] or "", row.get("type") or default_type, row.get("entry_id") or None, deleted,
+                        row.get("variant") or None))
     elif fmt == "jsonl":
         for n, raw in enumerate(text.splitlines(), 1):
             if not raw.strip():
@@ -166,12 +172,14 @@ def _records(path: Path, fmt: str, default_type: str | None):
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError:
-                out.append((n, None, None, None, False))
+                out.append((n, None, None, None, False, None))
                 continue
             if not isinstance(obj, dict) or "hash" not in obj:
-                out.append((n, None, None, None, False))
+                out.append((n, None, None, None, False, None))
                 continue
-            out.append((n, str(obj["hash"]), obj.get("type") or default_type, obj.get("entry_id"), bool(obj.get("deleted"))))
+            variant = obj.get("variant")
+            out.append((n, str(obj["hash"]), obj.get("type") or default_type, obj.get("entry_id"), bool(obj.get("deleted")),
+                        str(variant) if variant else None))
     else:
         raise HashListError(f"{path}: unknown hash list format {fmt!r} (text, csv or jsonl)")
     return out, meta
@@ -183,9 +191,10 @@ def load_hash_list(cfg) -> HashList:
     fmt = _detect_format(path, cfg.format)
     records, meta = _records(path, fmt, cfg.type)
     entries: dict[str, dict[str, str]] = {}
+    variants: dict[str, dict[str, str]] = {}
     removed: dict[str, set[str]] = {}
     problems: list[str] = []
-    for n, value, typ, entry_id, deleted in records:
+    for n, value, typ, entry_id, deleted, variant in records:
         if value is None:
             problems.append(f"line {n}: not a JSON object with a `hash`")
             continue
@@ -204,9 +213,14 @@ def load_hash_list(cfg) -> HashList:
         if deleted:
             removed.setdefault(typ, set()).add(h)
             entries.get(typ, {}).pop(h, None)
+            variants.get(typ, {}).pop(h, None)
         else:
             removed.get(typ, set()).discard(h)
             entries.setdefault(typ, {})[h] = entry_id or f"{cfg.name}:{n}"
+            if variant:
+                variants.setdefault(typ, {})[h] = variant
+            else:
+                variants.get(typ, {}).pop(h, None)
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise HashListError(f"{path}: {len(problems)} malformed line(s): {shown}. Fix the list; the run did not start")
@@ -214,7 +228,7 @@ def load_hash_list(cfg) -> HashList:
     return HashList(
         name=cfg.name, path=str(path), sha256=sha256_path(path), provider=cfg.provider or meta.get("provider"),
         version=cfg.version or meta.get("version"), updated_at=_iso(updated, path),
-        entries=entries, tombstones=sum(len(v) for v in removed.values()), lines=len(records),
+        entries=entries, variants=variants, tombstones=sum(len(v) for v in removed.values()), lines=len(records),
     )
 
 

@@ -28,9 +28,11 @@ Pillow's clipping at 255, which turns most 16-bit images white.
 
 EXIF orientation: `exif="apply"` (the default) rotates/flips the pixels as a viewer shows them, so
 a hash of a phone photo matches the hash of its screenshot; `exif="ignore"` hashes the stored
-pixel order (what the PDQ reference tools and `threatexchange` do). With dihedral PDQ hashes the
-choice does not change whether a match is found. An EXIF block too broken to read is treated as
-orientation 1.
+pixel order (what the PDQ reference tools and `threatexchange` do). `decode_image_info` also says
+which tag it found, so the caller can hash the stored pixel order too (an edited copy that lost the
+tag keeps it). The pixels are turned with `Image.transpose` only: the EXIF block is never rewritten,
+so a broken block cannot make a decodable image unusable. An EXIF block too broken to read, or an
+orientation value outside 1-8, is treated as orientation 1 and reported in `exif_problem`.
 
 Usage::
 
@@ -39,6 +41,7 @@ Usage::
     except ImageRejected as e:
         record_unhashable(e.reason.value)               # e.g. "too_many_pixels"
     small = decode_image(data, draft_max_side=512)      # JPEG only: decode at 1/2, 1/4 or 1/8 scale
+    info = decode_image_info(data)                      # DecodedImage(rgb, orientation=6, exif_problem=None)
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ import struct
 import time
 import warnings
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
 
@@ -93,6 +97,23 @@ class ExifPolicy(enum.Enum):
 
     APPLY = "apply"
     IGNORE = "ignore"
+
+
+# EXIF orientation -> the transpose a viewer applies to the stored pixels (as PIL's exif_transpose).
+ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+ORIENTATION_UNDO = {**ORIENTATION_TRANSPOSE, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+class DecodedImage(NamedTuple):
+    """Decoded pixels and what the decoder learned about the file's EXIF orientation."""
+
+    rgb: np.ndarray
+    orientation: int             # the tag found, 1-8 (1 when absent or unusable); applied unless exif="ignore"
+    exif_problem: str | None     # why an EXIF block or orientation value was ignored (no content)
 
 
 class ImageRejected(PipelineError):
@@ -145,6 +166,21 @@ def decode_image(
     the smallest scale whose longer side is still >= `draft_max_side`. It is several times faster
     and changes PDQ hashes by a few bits (see bench/hashmatch.py). Other formats ignore it.
     """
+    return decode_image_info(data, max_pixels=max_pixels, max_frames=max_frames, exif=exif,
+                             draft_max_side=draft_max_side, time_limit_s=time_limit_s, formats=formats).rgb
+
+
+def decode_image_info(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_frames: int = 1,
+    exif: ExifPolicy | str = ExifPolicy.APPLY,
+    draft_max_side: int | None = None,
+    time_limit_s: float | None = DEFAULT_TIME_LIMIT_S,
+    formats: tuple[str, ...] = ALLOWED_FORMATS,
+) -> DecodedImage:
+    """`decode_image`, also returning the EXIF orientation found and any EXIF problem."""
     policy = ExifPolicy(exif)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"decode_image takes bytes, not {type(data).__name__}")
@@ -165,7 +201,10 @@ def decode_image(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with _rejecting("header"):
+            with _rejecting("header"), warnings.catch_warnings(record=True) as header_warnings:
+                # Pillow parses EXIF while opening (JPEG: for the DPI) and warns about damage there.
+                warnings.simplefilter("always")
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im = Image.open(fp, formats=list(formats))
             _check_size(im.size, max_pixels)
             _check_deadline(deadline, "header")
@@ -177,22 +216,29 @@ def decode_image(
                 if frames > 1 or im.tell() != 0:
                     im.seek(0)
             _check_deadline(deadline, "frame count")
+            # Pillow's TIFF loader turns the pixels itself and drops the tag: read it first.
+            tiff_tag = read_orientation(im) if im.format == "TIFF" else None
             with _rejecting("decode"):
                 if draft_max_side is not None and im.format in ("JPEG", "MPO"):
                     _draft(im, draft_max_side)
                 im.load()
             _check_size(im.size, max_pixels)
             _check_deadline(deadline, "decode")
-            if policy is ExifPolicy.APPLY:
+            orientation, exif_problem = tiff_tag or read_orientation(im)
+            if exif_problem is None and header_warnings:
+                exif_problem = f"damaged metadata ({len(header_warnings)} warning(s) reading the header)"
+            turned_by_pillow = tiff_tag is not None and ExifTags.Base.Orientation not in getattr(im, "tag_v2", {})
+            if orientation != 1 and (policy is ExifPolicy.APPLY) != turned_by_pillow:
                 with _rejecting("orientation"):
-                    im = _apply_orientation(im)
+                    im = im.transpose(ORIENTATION_TRANSPOSE[orientation] if not turned_by_pillow
+                                      else ORIENTATION_UNDO[orientation])
                 _check_deadline(deadline, "orientation")
             with _rejecting("colour conversion"):
                 rgb = to_rgb(im)
             _check_deadline(deadline, "colour conversion")
         finally:
             fp.close()
-    return rgb
+    return DecodedImage(rgb, orientation, exif_problem)
 
 
 @contextlib.contextmanager
@@ -239,15 +285,33 @@ def _draft(im: Image.Image, max_side: int) -> None:
             return
 
 
-def _apply_orientation(im: Image.Image) -> Image.Image:
+def read_orientation(im: Image.Image) -> tuple[int, str | None]:
+    """The EXIF (or XMP) orientation tag of a loaded image, 1-8, and why it was ignored if it was.
+
+    Never raises on a malformed block: an unreadable block or a value that is not an integer 1-8
+    counts as 1 (nothing to turn), with the problem named (types and numbers only, no content).
+    """
     try:
-        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-    except _DECODER_ERRORS as e:
+        with warnings.catch_warnings(record=True) as caught:
+            # Pillow warns (instead of raising) about most damage; the warnings are counted, not printed.
+            warnings.simplefilter("always")
+            exif = im.getexif()
+            value = exif.get(ExifTags.Base.Orientation)
+    except _DECODER_ERRORS + (RecursionError, MemoryError) as e:
         logger.debug("unreadable EXIF block (%s): orientation treated as 1", type(e).__name__)
-        return im
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
-        return ImageOps.exif_transpose(im)
-    return im
+        return 1, f"unreadable EXIF block ({type(e).__name__})"
+    damaged = f"damaged EXIF block ({len(caught)} warning(s))" if caught else None
+    if not exif and len(im.info.get("exif") or b"") > 6:
+        damaged = "unreadable EXIF block (no entry could be read)"
+    if value is None:
+        return 1, damaged
+    if isinstance(value, tuple) and len(value) == 1:     # a count-1 array of SHORT
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 1, f"EXIF orientation of type {type(value).__name__}, not an integer"
+    if not 1 <= value <= 8:
+        return 1, f"EXIF orientation {value} outside 1-8" if -10**6 < value < 10**6 else "EXIF orientation outside 1-8"
+    return value, damaged
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:

@@ -134,13 +134,16 @@ def pdq(rgb: np.ndarray, *, convention: PdqConvention = PDQ_CONVENTION) -> PdqHa
 
 
 def pdq_dihedral(rgb: np.ndarray, *, convention: PdqConvention = PDQ_CONVENTION) -> PdqDihedral:
-    """The 8 PDQ hashes of the image's rotations and flips, from one pass (reference core's DCT trick).
+    """The 8 PDQ hashes of the image's rotations and flips (order of DIHEDRAL_NAMES), from one pass.
 
-    hexes[0] equals pdq(rgb).hex; the others are what pdq() gives for the image rotated by 90, 180,
-    270 degrees, flipped about the x axis, the y axis, the main and the anti diagonal.
+    hexes[k] is what pdq() gives for the image rotated by 90, 180, 270 degrees, flipped about the
+    x axis, the y axis, the main and the anti diagonal (hexes[0]: the image itself); see
+    `pipeline.safety.dihedral` for how, and for why not the reference core's `compute_dihedral`
+    (its flips are 0-14 bits off at 640-2048 px and up to 100 bits off on 256 px photos).
     """
-    vectors, quality = _pdqhash().compute_dihedral(_prepare(rgb, convention))
-    return PdqDihedral([_bits_to_hex(v) for v in vectors], int(quality))
+    from pipeline.safety.dihedral import pdq_dihedral_exact
+
+    return pdq_dihedral_exact(_prepare(rgb, convention))
 
 
 def phash(rgb: np.ndarray) -> str:

@@ -2,7 +2,9 @@
 
 Files: `_work/quarantine/uNNNNN.jsonl` per unit during the run, merged at publication into
 `RUN/quarantine/incidents.jsonl` (directory 0700, file 0600). Each line: record id, source and
-location (uri, row), every computed hash, list name/version/entry id, hash type, distance, when,
+location (uri, row), every computed hash, list name/version/entry id, hash type, distance, which
+variant of the image matched (`variant`: `image`, `stored_pixels`, `exif_orientation_6`,
+`trimmed`, ...; `variant_hash`: that hash; `list_variant`: the list's own variant column), when,
 and `human_viewed: false`.
 
 Usage::
@@ -30,6 +32,8 @@ def incident(match, record_id: str, source: str, uri: str, location: str, row: i
         "record_id": record_id, "source": source, "uri": uri, "location": location, "row": row,
         "hashes": match.hashes, "list": match.list, "list_version": match.version, "entry_id": match.entry_id,
         "hash_type": match.hash_type, "distance": match.distance, "matched_on": match.matched_on,
+        "variant": getattr(match, "variant", None), "variant_hash": getattr(match, "variant_hash", None),
+        "list_variant": getattr(match, "list_variant", None),
         "detected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "human_viewed": False,
     }
 

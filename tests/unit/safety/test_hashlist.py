@@ -34,6 +34,18 @@ def test_a_text_list_reads_its_header_and_honours_tombstones(tmp_path):
     assert (hl.version, hl.provider, hl.updated_at[:10]) == ("7", "T", "2026-11-01")
 
 
+def test_a_variant_column_names_which_form_of_the_listed_file_a_hash_came_from(tmp_path):
+    pdq_a, pdq_b = HASH_TYPES["pdq"].example, "0f" * 32
+    c = tmp_path / "l.csv"
+    c.write_text(f"hash,type,entry_id,list,variant\n{pdq_a},pdq,p.jpg,x,\n{pdq_b},pdq,p.jpg,x,stored_pixels\n")
+    hl = load_hash_list(cfg(c))
+    assert hl.entries == {"pdq": {pdq_a: "p.jpg", pdq_b: "p.jpg"}} and hl.variants == {"pdq": {pdq_b: "stored_pixels"}}
+    j = tmp_path / "l.jsonl"
+    j.write_text(json.dumps({"hash": pdq_b, "type": "pdq", "variant": "trimmed"}) + "\n"
+                 + json.dumps({"hash": pdq_b, "type": "pdq", "deleted": True}) + "\n")
+    assert load_hash_list(cfg(j)).variants == {"pdq": {}}
+
+
 def test_csv_and_jsonl_lists_carry_types_entry_ids_and_deletions(tmp_path):
     c = tmp_path / "l.csv"
     c.write_text(f"hash,type,entry_id,deleted\n{SHA},sha256,E1,\n{'a' * 32},md5,E2,\n{'a' * 32},md5,E2,true\n")

@@ -198,6 +198,62 @@ def test_exif_orientation_is_applied_by_default_and_can_be_ignored():
         decode_image(data, exif="sideways")
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_every_orientation_tag_in_every_format_is_reported_applied_and_undone(tag, fmt):
+    from PIL import ImageOps
+
+    stored = Image.fromarray(reference_rgb())
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    data = encode(stored, fmt, exif=exif.tobytes(), **({"lossless": True} if fmt == "WEBP" else {}))
+    info = images.decode_image_info(data)
+    assert info.orientation == tag and info.exif_problem is None
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(encode(stored, "PNG", exif=exif.tobytes())))))
+    # Pillow's TIFF loader turns the pixels itself and drops the tag; both come out the same here.
+    tol = 4 if fmt == "JPEG" else 0          # mean absolute error
+    assert info.rgb.shape == shown.shape and np.abs(info.rgb.astype(int) - shown).mean() <= tol
+    raw = decode_image(data, exif="ignore")
+    assert raw.shape == (120, 160, 3) and np.abs(raw.astype(int) - reference_rgb()).mean() <= tol
+
+
+def exif_block(typ: int, count: int, value: bytes) -> bytes:
+    """A hand-made EXIF block whose orientation entry has any type, count and value."""
+    entry = struct.pack("<HHI", 0x0112, typ, count) + value[:4].ljust(4, b"\x00")
+    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1) + entry + struct.pack("<I", 0)
+
+
+def broken_exif_jpegs() -> dict[str, bytes]:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    good = encode(Image.fromarray(reference_rgb()), "JPEG", exif=exif)
+    i = good.index(b"Exif\x00\x00")
+    tiff, end = i + 6, i - 2 + int.from_bytes(good[i - 2:i], "big")
+    jpeg = lambda block: encode(Image.fromarray(reference_rgb()), "JPEG", exif=block)  # noqa: E731
+    return {
+        "garbage": good[:tiff] + bytes(range(7, 27)) + good[tiff + 20:],
+        "bad byte order": good[:tiff] + b"XX" + good[tiff + 2:],
+        "IFD offset past the end": good[:tiff + 4] + b"\xff\xff\xff\x00" + good[tiff + 8:],
+        "entry count huge": good[:tiff + 8] + b"\xff\xff" + good[tiff + 10:],
+        "block cut after its header": good[:i - 4] + b"\xff\xe1\x00\x0cExif\x00\x00II*\x00" + good[end:],
+        "orientation 0": jpeg(exif_block(3, 1, b"\x00\x00")),
+        "orientation 9": jpeg(exif_block(3, 1, b"\x09\x00")),
+        "orientation 65535": jpeg(exif_block(3, 1, b"\xff\xff")),
+        "orientation as text": jpeg(exif_block(2, 2, b"6\x00")),
+        "orientation as a rational out of the block": jpeg(exif_block(5, 1, struct.pack("<I", 4000))),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(broken_exif_jpegs()))
+def test_a_broken_exif_block_is_counted_never_fatal_and_never_turns_the_pixels(name, recwarn):
+    info = images.decode_image_info(broken_exif_jpegs()[name])
+    assert info.rgb.shape in ((120, 160, 3), (160, 120, 3))
+    assert info.exif_problem, name                       # counted: the hashing stage reports it
+    if info.orientation == 1:
+        assert info.rgb.shape == (120, 160, 3)
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]     # recorded, not printed
+
+
 def test_draft_mode_decodes_a_big_jpeg_at_a_reduced_scale_and_leaves_other_formats_alone():
     big = Image.fromarray(np.repeat(np.repeat(reference_rgb(), 10, axis=0), 10, axis=1))   # 1600 x 1200
     assert decode_image(encode(big, "JPEG"), draft_max_side=512).shape == (600, 800, 3)

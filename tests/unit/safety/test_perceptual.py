@@ -150,8 +150,10 @@ def test_rotations_and_flips_match_only_through_the_dihedral_hashes(vectors):
             assert hamming(variant, original.hexes[0]) > 100, rel
             # File k is the transform DIHEDRAL_NAMES[k] of the original: that hash matches it, no other does.
             distances = [hamming(variant, h) for h in original.hexes]
-            # The CLI's nearest-neighbour squash does not commute with rotation: up to 18 bits there.
-            assert distances[k] <= (10 if conv is FULL else 20) and sorted(distances)[1] > 100, (rel, distances)
+            # Full resolution: only the files' own JPEG re-encoding is left (0-2 bits; the reference core's
+            # compute_dihedral was up to 8 off here). The CLI's nearest-neighbour squash does not commute
+            # with rotation: up to 12 bits there.
+            assert distances[k] <= (4 if conv is FULL else 20) and sorted(distances)[1] > 90, (rel, distances)
 
 
 def _group(rel: str) -> str:
