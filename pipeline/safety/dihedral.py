@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.safety.perceptual import DIHEDRAL_NAMES, PdqDihedral
+from pipeline.safety.pdq_types import DIHEDRAL_NAMES, PdqDihedral
 
 DOWNSAMPLED = 64
 DCT_SIDE = 16

@@ -38,15 +38,14 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.safety.pdq_types import DIHEDRAL_NAMES, PDQ_MIN_QUALITY, PdqDihedral  # noqa: F401 - re-exported
 
 PDQ_BITS = 256
 PDQ_WORDS = PDQ_BITS // 64
-PDQ_MIN_QUALITY = 50
 PDQ_MATCH_DISTANCE = 31
 # The benign bridge photo of the ThreatExchange test vectors (full-resolution convention).
 PDQ_EXAMPLE = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
 CLI_DOWNSAMPLE_DIMS = 512
-DIHEDRAL_NAMES = ("original", "rotate90", "rotate180", "rotate270", "flipx", "flipy", "flipplus1", "flipminus1")
 
 
 class HashFormatError(PipelineError):
@@ -72,18 +71,6 @@ class PdqHash(NamedTuple):
     @property
     def hashable(self) -> bool:
         """Whether the quality reaches PDQ_MIN_QUALITY; below it, record the image as unhashable."""
-        return self.quality >= PDQ_MIN_QUALITY
-
-
-class PdqDihedral(NamedTuple):
-    """The 8 dihedral PDQ hashes (order of DIHEDRAL_NAMES) of one image, and its quality."""
-
-    hexes: list[str]
-    quality: int
-
-    @property
-    def hashable(self) -> bool:
-        """Whether the quality reaches PDQ_MIN_QUALITY."""
         return self.quality >= PDQ_MIN_QUALITY
 
 
