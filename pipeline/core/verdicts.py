@@ -91,3 +91,17 @@ def check_verdicts(stage: str, verdicts: object, n: int, table: DecisionTable) -
             raise StageError(f"stage '{stage}' returned decision '{d}' without a reason (row {i} of the batch); "
                              "every decision needs a reason for the ledger")
     return verdicts
+
+
+def run_batch(spec, stage, table, ctx, decisions: DecisionTable) -> Verdicts:
+    """A record or unit stage's `process` on one batch, its verdicts checked. An exception from a
+    user's stage becomes a StageError naming the stage (a built-in stage's propagates as it is)."""
+    try:
+        verdicts = stage.process(table, ctx)
+    except PipelineError:
+        raise
+    except Exception as e:
+        if spec.origin == "built-in":
+            raise
+        raise StageError(f"stage '{spec.kind}' raised {e.__class__.__name__} in process(): {e}") from e
+    return check_verdicts(spec.kind, verdicts, table.num_rows, decisions)

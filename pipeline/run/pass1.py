@@ -20,8 +20,8 @@ from pipeline.core.decisions import READ_STAGE, REJECTED
 from pipeline.core.registry import decision_table, stages_at
 from pipeline.core.runtime import stage_instance
 from pipeline.core.stage import BatchContext, Placement
-from pipeline.core.verdicts import StageError, check_verdicts
-from pipeline.errors import PipelineError, SourceError
+from pipeline.core.verdicts import run_batch
+from pipeline.errors import SourceError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.dedup.exact import exact_keys
 from pipeline.plan import RunPlan
@@ -139,15 +139,7 @@ class UnitReader:
                          for k, v in extra.items()}
             ctx = BatchContext(self.source.name, text_field, rows[idx], [rids[i] for i in idx], self.unit.unit_id,
                                self.plan.work_dir, sub_extra)
-            try:
-                verdicts = stage.process(sub, ctx)
-            except PipelineError:
-                raise
-            except Exception as e:
-                if spec.origin == "built-in":
-                    raise
-                raise StageError(f"stage '{spec.kind}' raised {e.__class__.__name__} in process(): {e}") from e
-            verdicts = check_verdicts(spec.kind, verdicts, idx.size, self.table)
+            verdicts = run_batch(spec, stage, sub, ctx, self.table)
             for j, d in enumerate(verdicts.decision):
                 if d is None:
                     if verdicts.evidence and stage is not self.safety:

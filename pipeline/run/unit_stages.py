@@ -21,7 +21,7 @@ from pipeline.core.decisions import Category
 from pipeline.core.registry import decision_table, run_stages
 from pipeline.core.runtime import stage_instance
 from pipeline.core.stage import BatchContext
-from pipeline.core.verdicts import StageError, apply_verdicts, check_verdicts
+from pipeline.core.verdicts import apply_verdicts, run_batch
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
@@ -84,15 +84,7 @@ def unit_stage(work_dir: str, kind: str, unit_id: int) -> dict:
             for lo in range(0, table.num_rows, stage.batch_rows):
                 part, part_rows = table.slice(lo, stage.batch_rows), rows[lo:lo + stage.batch_rows]
                 ctx = BatchContext(source.name, text_field, part_rows, rids[lo:lo + stage.batch_rows], unit_id, work)
-                try:
-                    verdicts = stage.process(part, ctx)
-                except PipelineError:
-                    raise
-                except Exception as e:
-                    if spec.origin == "built-in":
-                        raise
-                    raise StageError(f"stage '{kind}' raised {e.__class__.__name__} in process(): {e}") from e
-                verdicts = check_verdicts(kind, verdicts, part.num_rows, table_d)
+                verdicts = run_batch(spec, stage, part, ctx, table_d)
                 cols["row"].extend(part_rows.tolist())
                 cols["decision"].extend(verdicts.decision)
                 cols["reason"].extend(verdicts.reason)
