@@ -227,13 +227,9 @@ def named_configs(args) -> int:
                      + f" | **{sum(f1s) / len(f1s):.4f}** | {sum(ps) / len(ps):.4f} | {sum(rs) / len(rs):.4f} |")
     table = "\n".join(lines)
     print(table)
-    results_dir = Path(args.results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stem = results_dir / f"bib-dedupe-named-{dt.date.today().isoformat()}"
-    path, k = stem.with_suffix(".json"), 1
-    while path.exists():
-        k += 1
-        path = stem.with_name(f"{stem.name}-{k}.json")
+    from common import results_path
+
+    path = results_path("bib-dedupe-named", None, args.results_dir)
     path.write_text(json.dumps({"command": shlex.join([sys.executable, *sys.argv]), "when": dt.datetime.now().isoformat(timespec="seconds"),
                                 "machine": machine_info(), "table_markdown": table, "runs": runs}, indent=1, default=str))
     print(f"wrote {path}")

@@ -60,12 +60,12 @@ def machine_info(libs: tuple[str, ...] = ()) -> dict:
             "git_status_porcelain": (cmd_out(["git", "status", "--porcelain"]) or "").splitlines()}
 
 
-def results_path(prefix: str, explicit: str | None) -> Path:
-    """`explicit`, or bench/results/<prefix>-<date>.json, suffixed -2, -3 ... when taken."""
+def results_path(prefix: str, explicit: str | None, directory: str | Path | None = None) -> Path:
+    """`explicit`, or <directory, default bench/results>/<prefix>-<date>.json, suffixed -2, -3 ... when taken."""
     if explicit:
         return Path(explicit)
-    d = HERE / "results"
-    d.mkdir(exist_ok=True)
+    d = Path(directory) if directory is not None else HERE / "results"
+    d.mkdir(parents=True, exist_ok=True)
     base = f"{prefix}-{dt.date.today().isoformat()}"
     p, n = d / f"{base}.json", 2
     while p.exists():

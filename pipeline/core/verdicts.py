@@ -37,6 +37,9 @@ def apply_verdicts(records: pl.DataFrame, verdicts: pl.DataFrame, stage: str, ta
     if unknown:
         raise StageError(f"stage '{stage}' returned decisions it does not declare: {', '.join(sorted(unknown))}; "
                          "list them in the stage's `decisions`")
+    evidence = [c for c in verdicts.columns if c not in ("_i", "decision", "reason")]
+    if verdicts.height == 0:  # nothing to scatter over the whole frame: only the evidence columns must exist
+        return records.with_columns([pl.lit(None, verdicts.schema[c]).alias(c) for c in evidence if c not in records.columns])
     n = records.height
     at = verdicts["_i"]
     kept = list(table.names(Category.KEPT))
@@ -45,7 +48,6 @@ def apply_verdicts(records: pl.DataFrame, verdicts: pl.DataFrame, stage: str, ta
         pl.repeat(None, n, dtype=pl.String, eager=True).alias("_vd").scatter(at, verdicts["decision"]),
         pl.repeat(None, n, dtype=pl.String, eager=True).alias("_vr").scatter(at, verdicts["reason"]),
     )
-    evidence = [c for c in verdicts.columns if c not in ("_i", "decision", "reason")]
     scattered = []
     for c in evidence:
         dtype = verdicts.schema[c]

@@ -183,7 +183,8 @@ class UnitReader:
             locs = batch.relpaths or [self.unit.relpath] * n
             uris = locs if batch.relpaths else [self.unit.path] * n
             # Safety first: a matched record goes no further than this point, not even into a signature.
-            common = {"row": batch.rows.tolist(), "record_id": rids, "location": locs, "content_sha256": digests,
+            rows = batch.rows.tolist()
+            common = {"row": rows, "record_id": rids, "location": locs, "content_sha256": digests,
                       "order_str": ostr, "order_int": oint}
             keep, evidence = self._run_stages(table, batch.rows, rids, {"digests": digests, "locations": locs,
                                                                         "uris": uris, "incidents": self.incidents},
@@ -195,11 +196,11 @@ class UnitReader:
                 table = table.filter(pa.array(keep))
                 batch = Batch(table, batch.rows[keep], batch.rejects, [locs[i] for i in kept] if batch.relpaths else None)
                 pick = lambda xs: [xs[i] for i in kept]  # noqa: E731
-                text, digests, rids, ostr, oint, locs = (table[src.text_field], pick(digests), pick(rids), pick(ostr),
-                                                         pick(oint), pick(locs))
+                text, digests, rids, ostr, oint, locs, rows = (table[src.text_field], pick(digests), pick(rids),
+                                                               pick(ostr), pick(oint), pick(locs), pick(rows))
                 n = table.num_rows
             keys = exact_keys(text, self.plan.config.dedup.exact.normalize, digests)
-            self.rows.extend(n, row=batch.rows.tolist(), record_id=rids, location=locs, content_sha256=digests,
+            self.rows.extend(n, row=rows, record_id=rids, location=locs, content_sha256=digests,
                              key=keys, text_bytes=pc.binary_length(text).to_pylist(), order_str=ostr, order_int=oint,
                              quality=self._quality(table), evidence=evidence)
             self.schemas.append(table.schema)
