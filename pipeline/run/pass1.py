@@ -31,7 +31,7 @@ from pipeline.schema_merge import merge_schemas
 from pipeline.sources import Batch, Reject, is_image_source, reader_for
 from pipeline.sources.base import string_digests
 from pipeline.spill import SpillWriter
-from pipeline.stages.safety import match_reason
+from pipeline.stages.safety import QUARANTINED, SafetyStage, match_reason
 
 RECORD_ID = "record_id"
 KEYS_SCHEMA = pa.schema(
@@ -302,7 +302,7 @@ class UnitReader:
         if found is None:
             return False
         m, h = found
-        self.rows.add(row=r.row, record_id=rid, location=loc, decision="quarantined", stage=self.stage_kind_safety,
+        self.rows.add(row=r.row, record_id=rid, location=loc, decision=QUARANTINED.name, stage=SafetyStage.kind,
                       reason=match_reason(m), content_sha256=bytes.fromhex(h.sha256), order_str=rid, order_int=r.row,
                       hash_list=m.list, hash_entry=m.entry_id, hash_type=m.hash_type, hash_distance=m.distance,
                       pdq_quality=h.pdq_quality)
@@ -311,8 +311,6 @@ class UnitReader:
         self.incidents.append(incident(m, rid, self.source.name, uri, where, r.row))
         self.next_row = max(self.next_row, r.row + 1)
         return True
-
-    stage_kind_safety = "safety"
 
     def flush(self) -> None:
         """Write the rows collected so far (rows of later batches always come after earlier ones)."""
