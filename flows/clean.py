@@ -1,4 +1,4 @@
-"""The cleaning flow: one Prefect task per unit and step; the work itself lives in `pipeline`.
+"""The cleaning flow: one Prefect task per unit, stage task or shard and step; the work itself lives in `pipeline`.
 
 Usage::
 
@@ -8,8 +8,6 @@ Usage::
 
 from __future__ import annotations
 
-import sys
-import time
 
 from flows.settings import apply_offline_defaults
 
@@ -21,12 +19,14 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
-from pipeline.core.builder import beside_write, build_steps, run_step  # noqa: E402
+from pipeline.core.builder import beside_write, build_steps, run_step, step_items  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
-from pipeline.plan import RunPlan, make_plan, wait_for_digests  # noqa: E402
+from pipeline.plan import make_plan, wait_for_digests  # noqa: E402
+from pipeline.progress import Progress  # noqa: E402
 from pipeline.publish import finalize  # noqa: E402
-from pipeline.run.workdir import cleanup_tmp, shard_ids  # noqa: E402
+from pipeline.run.timings import StepClock, record_step, start_run  # noqa: E402
+from pipeline.run.workdir import cleanup_tmp  # noqa: E402
 from pipeline.spill import release_memory_spill  # noqa: E402
 
 
@@ -43,15 +43,15 @@ def _retry_unless_pipeline_error(task, task_run, state) -> bool:
 
 @task(name="unit-step", task_run_name="{step}-u{item}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_pipeline_error)
-def unit_task(work_dir: str, step: str, item: int, processes: bool = False) -> dict:
-    """One per-unit step (pass 1, a per-unit stage) on one unit."""
-    workers = 1
-    if processes:
-        plan = RunPlan.load(work_dir)
-        if plan.config.runner.kind == "thread":  # GIL-bound work: the shared worker processes
-            from pipeline.run.procpool import pool_workers
+def unit_task(work_dir: str, step: str, item: int) -> dict:
+    """One per-unit step (pass 1) on one unit."""
+    return run_step(work_dir, step, item)
 
-            workers = pool_workers(work_dir, plan.config.runner.max_workers)
+
+@task(name="stage-task", task_run_name="{step}-t{item}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=_retry_unless_pipeline_error)
+def stage_task(work_dir: str, step: str, item: int, workers: int = 1) -> dict:
+    """One task (a few MiB of kept text) of a per-unit stage; `workers` > 1: in the shared worker processes."""
     return run_step(work_dir, step, item, workers)
 
 
@@ -82,45 +82,30 @@ def finalize_task(work_dir: str) -> dict:
     return {"run_id": m["run_id"], "conservation": m["conservation"]["overall"], "outputs": len(m["outputs"]["shards"])}
 
 
-class _Progress:
-    """Units done and records/s on a terminal; silent when stderr is not a TTY."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.bar = None
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), transient=False)
-            self.bar.start()
-
-    def phase(self, name: str, total: int):
-        if not self.enabled:
-            return None
-        return self.bar.add_task(name, total=total, rate="")
-
-    def advance(self, tid, records: int, started: float, done_records: list[int]) -> None:
-        if not self.enabled:
-            return
-        done_records[0] += records
-        rate = done_records[0] / max(time.perf_counter() - started, 1e-9)
-        self.bar.update(tid, advance=1, rate=f"{rate:,.0f} records/s")
-
-    def stop(self) -> None:
-        if self.enabled:
-            self.bar.stop()
-
-
-def _run_phase(progress: _Progress, step, work: str, ids: list[int]) -> None:
-    """Submit one task per id and wait for all of them, advancing the progress bar as they finish."""
-    tid, started, done = progress.phase(step.name, len(ids)), time.perf_counter(), [0]
+def _run_phase(progress: Progress, step, work: str, workers: int) -> list[dict]:
+    """Submit one task per item and wait for all of them, advancing the progress bar as they finish."""
+    ids = step_items(work, step)
+    bar = progress.phase(step.name, len(ids))
     if step.scope == "unit":
-        futures = [unit_task.submit(work, step.name, i, step.processes) for i in ids]
+        futures = [unit_task.submit(work, step.name, i) for i in ids]
+    elif step.scope == "task":
+        futures = [stage_task.submit(work, step.name, i, workers) for i in ids]
     else:
         futures = [shard_task.submit(work, step.name, i) for i in ids]
+    results = []
     for fut in as_completed(futures):
-        progress.advance(tid, fut.result()[step.count_key], started, done)
+        results.append(fut.result())
+        bar.advance(results[-1], step.count_key)
+    return results
+
+
+def _stage_workers(work: str, step, cfg: RunConfig) -> int:
+    """Worker processes for a GIL-bound per-unit stage under the thread runner (Dask workers are processes)."""
+    if not step.processes or cfg.runner.kind != "thread":
+        return 1
+    from pipeline.run.procpool import pool_workers
+
+    return pool_workers(work, step.stage, cfg.runner.max_workers)
 
 
 @flow(name="hygiene-clean", log_prints=False)
@@ -129,22 +114,26 @@ def clean_flow(config: dict) -> dict:
     cfg = parse_config(config, "flow parameter 'config'")
     logger = get_run_logger()
     with output_lock(cfg.output.dir):
+        clock = StepClock()
         plan = make_plan(cfg, max_workers=cfg.runner.max_workers)
         work = str(plan.work_dir)
         cleanup_tmp(work)
-        ids = [u.unit_id for u in plan.units]
-        logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(ids),
+        start_run(work, clock)
+        record_step(work, "plan", "global", clock)
+        logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(plan.units),
                     " (resumed)" if plan.resumed else "")
-        progress = _Progress()
+        progress = Progress()
         try:
             for step in build_steps(cfg):
+                clock = StepClock()
                 if step.scope == "background":
-                    run_step(work, step.name)  # in this process: beside the barrier and pass 2
+                    results = [run_step(work, step.name)]  # in this process: beside the barrier and pass 2
                 elif step.scope == "global":
-                    global_task(work, step.name)
-                elif step.scope == "unit":
+                    results = [global_task(work, step.name)]
+                elif step.scope in ("unit", "task"):
                     try:
-                        _run_phase(progress, step, work, ids)
+                        results = _run_phase(progress, step, work, _stage_workers(work, step, cfg))
+                        clock.stop()  # before the worker processes exit: their CPU counts
                     finally:
                         if step.processes:
                             from pipeline.run.procpool import shutdown
@@ -152,8 +141,9 @@ def clean_flow(config: dict) -> dict:
                             shutdown()
                 else:
                     ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
-                    _run_phase(progress, step, work, shard_ids(work))
+                    results = _run_phase(progress, step, work, 1)
                     ledger.result()
+                record_step(work, step.name, step.scope, clock, results)
         except BaseException:
             release_memory_spill(plan)
             raise

@@ -87,8 +87,13 @@ def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, ful
         cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full, hash_lists)
         if no_prefect:
             from pipeline.executor import run_local
+            from pipeline.progress import Progress
 
-            manifest = run_local(cfg)
+            progress = Progress()
+            try:
+                manifest = run_local(cfg, progress=progress)
+            finally:
+                progress.stop()
         else:
             from flows.clean import run_flow
 
@@ -117,7 +122,9 @@ def _print_summary(cfg: RunConfig, manifest: dict) -> None:
         types = ", ".join(f"{e} {n:,}" for e, n in pii["by_entity"].items()) or "none found"
         res = pii.get("residual_scan")
         console.print(f"PII: {acts.get('redacted', 0):,} record(s) redacted, {acts.get('dropped', 0):,} dropped "
-                      f"(spans: {types})" + (f"; residual scan: {res['spans']:,} span(s) in {res['records']:,} records"
+                      f"(spans: {types})" + (f"; residual scan: {res.get('records_with_residual', res['spans']):,} of {res['records']:,} "
+                                             f"sampled records" + (f" (rate <= {res['upper_bound']:.3%} at "
+                                                                   f"{res['confidence']:.0%})" if "upper_bound" in res else "")
                                              if res else ""))
 
 

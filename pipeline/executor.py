@@ -15,24 +15,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from pipeline.config import RunConfig
-from pipeline.core.builder import beside_write, build_steps, run_step
+from pipeline.core.builder import beside_write, build_steps, run_step, step_items
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, wait_for_digests
+from pipeline.progress import Progress
 from pipeline.publish import finalize
-from pipeline.run.workdir import cleanup_tmp, shard_ids
+from pipeline.run.timings import StepClock, record_step, start_run
+from pipeline.run.workdir import cleanup_tmp
 from pipeline.spill import release_memory_spill
 
 
-def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str, dict], None] | None = None) -> dict:
-    """Run the whole pipeline in this process and return the manifest."""
+def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str, dict], None] | None = None,
+              progress: Progress | None = None) -> dict:
+    """Run the whole pipeline in this process and return the manifest (`progress`: bars per phase)."""
     workers = workers or cfg.runner.max_workers
     with output_lock(cfg.output.dir):
+        clock = StepClock()
         plan = make_plan(cfg, max_workers=workers)
         work = str(plan.work_dir)
         cleanup_tmp(work)
-        ids = [u.unit_id for u in plan.units]
+        start_run(work, clock)
+        record_step(work, "plan", "global", clock)
         try:
-            _run_steps(cfg, work, ids, workers, on_unit)
+            _run_steps(cfg, work, workers, on_unit, progress or Progress(enabled=False))
         except BaseException:
             release_memory_spill(plan)
             raise
@@ -41,35 +46,50 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
         return finalize(work)
 
 
-def _run_steps(cfg: RunConfig, work: str, ids: list[int], workers: int, on_unit) -> None:
-    """Every step of the run, in the builder's order, on a thread pool."""
+def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progress) -> None:
+    """Every step of the run, in the builder's order, on a thread pool; each step is timed."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for step in build_steps(cfg):
+            clock = StepClock()
             if step.scope in ("global", "background"):
-                run_step(work, step.name)
-            elif step.scope == "unit":
-                _run_units(pool, work, step, ids, workers, on_unit)
+                results = [run_step(work, step.name)]
+            elif step.scope in ("unit", "task"):
+                results = _run_items(pool, work, step, workers, on_unit, clock, progress)
             else:  # shards, with the ledger beside them: it fills a worker that runs out of shards
-                shards = [pool.submit(run_step, work, step.name, i) for i in shard_ids(work)]
+                ids = step_items(work, step)
+                bar = progress.phase(step.name, len(ids))
+                shards = [pool.submit(run_step, work, step.name, i) for i in ids]
                 ledger = pool.submit(beside_write, work)
+                results = []
                 for f in shards:
+                    results.append(f.result())
+                    bar.advance(results[-1], step.count_key)
                     if on_unit:
-                        on_unit(step.name, f.result())
+                        on_unit(step.name, results[-1])
                 ledger.result()
+            record_step(work, step.name, step.scope, clock, results)
 
 
-def _run_units(pool: ThreadPoolExecutor, work: str, step, ids: list[int], workers: int, on_unit) -> None:
+def _run_items(pool: ThreadPoolExecutor, work: str, step, workers: int, on_unit, clock: StepClock,
+               progress: Progress) -> list[dict]:
     procs = 1
     if step.processes:
         from pipeline.run.procpool import pool_workers
 
-        procs = pool_workers(work, workers)
+        procs = pool_workers(work, step.stage, workers)
+    ids = step_items(work, step)
+    bar = progress.phase(step.name, len(ids))
+    results = []
     try:
         for r in pool.map(lambda i: run_step(work, step.name, i, procs), ids):
+            results.append(r)
+            bar.advance(r, step.count_key)
             if on_unit:
                 on_unit(step.name, r)
+        clock.stop()  # before the worker processes exit: their CPU counts
     finally:
         if step.processes:
             from pipeline.run.procpool import shutdown
 
             shutdown()
+    return results

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def _check_inputs_unchanged(plan: RunPlan) -> None:
 
 def finalize(work_dir: str) -> dict:
     """Write the manifest and publish shards, ledger and manifest into the run directory."""
+    t0 = time.perf_counter()
     work = Path(work_dir)
     plan = RunPlan.load(work).with_digests()
     _check_inputs_unchanged(plan)
@@ -153,7 +155,8 @@ def finalize(work_dir: str) -> dict:
     if "pii" in {s.kind for s in run_stages(plan.config)}:
         from pipeline.audit.manifest import pii_section
 
-        manifest["pii"] = pii_section(plan, work, pass2, [str(final / f["path"]) for f in outputs["ledger"]])
+        manifest["pii"] = pii_section(plan, work, [str(final / f["path"]) for f in outputs["ledger"]])
+    manifest["timings"] = _timings(plan, work, pass1, barrier, pass2, time.perf_counter() - t0)
     location = location_of(Path(plan.out_dir))
     with chain_lock(location):
         head = read_head(location)
@@ -180,6 +183,17 @@ def finalize(work_dir: str) -> dict:
     if plan.spill_dir:
         remove_spill(Path(plan.spill_dir))
     return manifest
+
+
+def _timings(plan: RunPlan, work: Path, pass1: list[dict], barrier: dict, pass2: list[dict], publish_s: float) -> dict:
+    """The manifest's `timings` (publishing measured up to the signature)."""
+    from pipeline.core.registry import stages_at
+    from pipeline.core.stage import Placement
+    from pipeline.run.timings import timings_section
+    from pipeline.run.unit_stages import task_results
+
+    unit_stages = {s.kind: task_results(str(work), s.kind) for s in stages_at(plan.config, Placement.UNIT)}
+    return timings_section(str(work), pass1, barrier, pass2, unit_stages, publish_s)
 
 
 def manifest_previous(plan: RunPlan) -> dict | None:

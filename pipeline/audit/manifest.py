@@ -242,7 +242,7 @@ def _reasons(ledger_paths: list[str], table: DecisionTable) -> dict:
     return {r: int(n) for r, n in zip(df["reason"].to_list(), df["n"].to_list())}
 
 
-def pii_section(plan, work: Path, pass2: list[dict], ledger_paths: list[str]) -> dict:
+def pii_section(plan, work: Path, ledger_paths: list[str]) -> dict:
     """PII totals per entity type and per source (recounted from the ledger), the engine and the
     actions, and the residual scan of the output: counts only, never values."""
     from pipeline.core.registry import run_stages
@@ -264,14 +264,15 @@ def pii_section(plan, work: Path, pass2: list[dict], ledger_paths: list[str]) ->
         actions_taken = {a: int(n) for a, n in acts.sort("pii_action").iter_rows()}
     residual = None
     if cfg.residual_scan.enabled:
-        residual = {"records": 0, "spans": 0, "by_entity": {}, "sample_fraction": cfg.residual_scan.sample_fraction}
-        for r in pass2:
-            part = (r.get("write_stages") or {}).get("pii") or {}
-            residual["records"] += part.get("records", 0)
-            residual["spans"] += part.get("spans", 0)
-            for e, n in part.get("by_entity", {}).items():
-                residual["by_entity"][e] = residual["by_entity"].get(e, 0) + n
-        residual["by_entity"] = dict(sorted(residual["by_entity"].items()))
+        from pipeline.pii.residual import summarize
+        from pipeline.run.tasks import planned
+        from pipeline.run.unit_stages import task_results
+
+        population = planned(str(work), "pii")["records"]
+        stage = stage_instance(next(sp for sp in run_stages(plan.config) if sp.kind == "pii"), plan)
+        fraction = stage.residual_fraction(work)
+        residual = summarize([r.get("residual") or {} for r in task_results(str(work), "pii")], cfg.residual_scan,
+                             population, fraction)
     return {
         "engine": stage_instance(next(sp for sp in run_stages(plan.config) if sp.kind == "pii"), plan).describe(),
         "actions": {e: cfg.action_for(e) for e in cfg.all_entities()},

@@ -6,7 +6,8 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
     read        per unit   pass 1: read, validate, per-record stages, keys (`pipeline.run.pass1`)
     digests     background hash the inputs beside the barrier and pass 2
     barrier     global     record-id uniqueness, the barrier stages, the shard plan
-    <stage>     per unit   each per-unit stage after dedup (e.g. `pii`), then
+    <stage>     per task   each per-unit stage after dedup (e.g. `pii`), on tasks of a few MiB of
+                           kept text (`pipeline.run.tasks`), then
     <stage>-fold global    its verdicts folded into the decisions, shards planned again
     write       per shard  pass 2 with the write-time stages; beside it, the ledger
 
@@ -16,7 +17,8 @@ the step's name and the scratch path.
 Usage::
 
     for step in build_steps(cfg):
-        ...  # schedule step.scope == "unit" once per unit, "shard" once per shard, "global" once
+        items = step_items(work_dir, step)   # unit, task or shard ids ("global": run once)
+        ...
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Step:
     """One step of a run: its name, how it is scheduled and what its result counts."""
 
     name: str
-    scope: str                    # "unit" | "global" | "shard" | "background"
+    scope: str                    # "unit" | "task" | "global" | "shard" | "background"
     count_key: str | None = None  # the field of a unit/shard result the progress display counts
     stage: str | None = None      # the stage a per-unit stage step runs
     processes: bool = False       # GIL-bound work: the thread runner sends its units to processes
@@ -43,15 +45,31 @@ def build_steps(cfg) -> list[Step]:
     """The run's steps, in order."""
     steps = [Step("read", "unit", "records", retries=True), Step("digests", "background"), Step("barrier", "global")]
     for spec in stages_at(cfg, Placement.UNIT):
-        steps.append(Step(spec.kind, "unit", "scanned", stage=spec.kind, processes=spec.cls.needs_processes,
+        steps.append(Step(spec.kind, "task", "scanned", stage=spec.kind, processes=spec.cls.needs_processes,
                           retries=True))
         steps.append(Step(f"{spec.kind}-fold", "global", stage=spec.kind))
     steps.append(Step("write", "shard", "kept", retries=True))
     return steps
 
 
+def step_items(work_dir: str, step: Step) -> list[int]:
+    """The ids a unit, task or shard step runs on (planned when first asked: a per-unit stage's
+    tasks once the steps before it are done, the shards once the decisions are final)."""
+    from pipeline.plan import RunPlan
+    from pipeline.run.tasks import plan_tasks
+    from pipeline.run.workdir import shard_ids
+
+    if step.scope == "unit":
+        return [u.unit_id for u in RunPlan.load(work_dir).units]
+    if step.scope == "task":
+        return [t.task_id for t in plan_tasks(work_dir, step.stage)]
+    if step.scope == "shard":
+        return shard_ids(work_dir)
+    return []
+
+
 def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1) -> dict | None:
-    """Run the step called `name` (for unit and shard steps, on unit or shard `item`).
+    """Run the step called `name` (for unit, task and shard steps, on unit, task or shard `item`).
 
     `workers` > 1 lets a GIL-bound per-unit stage use that many worker processes (thread runner)."""
     from pipeline.plan import start_input_digests

@@ -135,6 +135,7 @@ class BatchContext:
     unit_id: int
     work_dir: Path
     extra: dict = field(default_factory=dict)   # per-batch values the core computed (digests, image hashes, ...)
+    task: int | None = None          # a per-unit stage's task (`pipeline.run.tasks`); None in pass 1
 
 
 class Stage:
@@ -180,8 +181,12 @@ class RecordStage(Stage):
 
 
 class UnitStage(Stage):
-    """Runs per unit after deduplication, on the records still kept: `process` returns verdicts;
-    `begin_unit`/`end_unit` bracket one unit (e.g. to write the unit's artifacts)."""
+    """Runs after deduplication on the records still kept, one task at a time: a task is a slice
+    of one unit's kept records holding a few MiB of text (`pipeline.run.tasks.StageTask`: its
+    `task_id`, `unit_id`, `first_row`, `last_row` and `name`), so the work spreads over every
+    worker whatever the unit layout. `process` returns verdicts; `begin_task`/`end_task` bracket
+    one task (e.g. to write the task's artifacts, named by `task.name`); tasks of one unit may run
+    at the same time in one process, so keep per-task state keyed by `task.task_id`."""
 
     placements = (Placement.UNIT,)
     batch_rows: ClassVar[int] = 2_000
@@ -191,16 +196,20 @@ class UnitStage(Stage):
         text stage): its units are then not read at all."""
         return True
 
-    def begin_unit(self, unit_id: int, work_dir: Path) -> None:
-        """Called before the unit's first batch."""
+    def begin_task(self, task, work_dir: Path) -> None:
+        """Called before the task's first batch."""
 
     def process(self, table: pa.Table, ctx: BatchContext) -> Verdicts:
-        """Verdicts for the rows of `table`."""
+        """Verdicts for the rows of `table` (`ctx.task` names the task)."""
         raise NotImplementedError
 
-    def end_unit(self, unit_id: int, work_dir: Path) -> dict:
-        """Called after the unit's last batch; returns small additive counters for the manifest."""
+    def end_task(self, task, work_dir: Path) -> dict:
+        """Called after the task's last batch; returns small additive counters for the manifest
+        (numbers, or dicts of numbers, summed over the tasks)."""
         return {}
+
+    def abort_task(self, task, work_dir: Path) -> None:
+        """Called instead of `end_task` when the task failed: drop its state."""
 
 
 @dataclass

@@ -107,8 +107,14 @@ class ResidualScanConfig(_Strict):
     """Scan the run's own output again after redaction; the manifest records what it finds."""
 
     enabled: bool = True
-    # A deterministic sample (by record id) keeps the scan's cost bounded on big runs.
-    sample_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    # The scan looks at a deterministic sample (by record id) of the records the stage keeps. By
+    # default the sample is sized so that a clean sample bounds the rate of records with residual
+    # PII below `target_rate` at `confidence` (about 3,300 records, whatever the corpus size); the
+    # manifest records the rate and its upper bound, which the sign-off policy compares. Set
+    # `sample_fraction` to scan a fixed share instead (1.0: every kept record).
+    sample_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    target_rate: float = Field(default=0.001, gt=0.0, lt=1.0)
 
 
 class PiiConfig(_Strict):

@@ -118,6 +118,7 @@ class UnitReader:
         self.schemas: list[pa.Schema] = []
         self.next_row = unit.row_offset
         self.records = self.valid = self.text_bytes = 0
+        self.stage_seconds: dict[str, list[float]] = {}   # per record stage: [wall, thread CPU]
 
     # -- per-record stages ---------------------------------------------------------------------
 
@@ -139,7 +140,11 @@ class UnitReader:
                          for k, v in extra.items()}
             ctx = BatchContext(self.source.name, text_field, rows[idx], [rids[i] for i in idx], self.unit.unit_id,
                                self.plan.work_dir, sub_extra)
+            t0, c0 = time.perf_counter(), time.thread_time()
             verdicts = run_batch(spec, stage, sub, ctx, self.table)
+            spent = self.stage_seconds.setdefault(spec.kind, [0.0, 0.0])
+            spent[0] += time.perf_counter() - t0
+            spent[1] += time.thread_time() - c0
             for j, d in enumerate(verdicts.decision):
                 if d is None:
                     if verdicts.evidence and stage is not self.safety:
@@ -329,7 +334,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     done = work / "pass1" / f"{unit_name(unit_id)}.json"
     if (cached := read_done(done)) is not None:
         return cached
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     plan = RunPlan.load(work)
     unit = plan.units[unit_id]
     file_error = None
@@ -373,6 +378,8 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         "file_error": file_error,
         "spilled": spill.batches if spill is not None else None,
         "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(time.thread_time() - c0, 3),
+        "stage_seconds": {k: [round(w, 3), round(c, 3)] for k, (w, c) in reader.stage_seconds.items()},
     }
     atomic_write_json(done, result)
     return result

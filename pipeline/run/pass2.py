@@ -31,7 +31,7 @@ def pass2(work_dir: str, shard_id: int) -> dict:
     done = work / "pass2" / f"s{shard_id:05d}.json"
     if (cached := read_done(done)) is not None:
         return cached
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     plan = RunPlan.load(work)
     cfg = plan.config
     meta = json.loads((work / "shards.json").read_text())[shard_id]
@@ -42,9 +42,10 @@ def pass2(work_dir: str, shard_id: int) -> dict:
                          compression_level=cfg.output.compression_level,
                          plain_columns=frozenset(s.text_field for s in cfg.sources if not is_image_source(s)))
     hooks = [(s.kind, stage_instance(s, plan).open_shard(shard_id, work)) for s in stages_at(cfg, Placement.WRITE)]
+    spent = {kind: [0.0, 0.0] for kind, _ in hooks}
     with writer:
         for unit_id in range(meta["first_unit"], meta["last_unit"] + 1):
-            _write_unit_rows(plan, work, unit_id, shard_id, schema, writer, hooks)
+            _write_unit_rows(plan, work, unit_id, shard_id, schema, writer, hooks, spent)
     written = sum(f.rows for f in writer.files)
     if written != meta["rows"]:
         raise SourceError(
@@ -53,13 +54,15 @@ def pass2(work_dir: str, shard_id: int) -> dict:
         )
     (f,) = writer.files
     result = {"shard_id": shard_id, "shard": f.to_dict(), "kept": written, "seconds": round(time.perf_counter() - t0, 3),
-              "write_stages": {kind: hook.stats() for kind, hook in hooks}}
+              "cpu_seconds": round(time.thread_time() - c0, 3),
+              "write_stages": {kind: hook.stats() for kind, hook in hooks},
+              "stage_seconds": {k: [round(w, 3), round(c, 3)] for k, (w, c) in spent.items()}}
     atomic_write_json(done, result)
     return result
 
 
 def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, schema: pa.Schema, writer: ShardWriter,
-                     hooks: list) -> None:
+                     hooks: list, spent: dict[str, list[float]]) -> None:
     """Append the rows of one unit that belong to `shard_id`, in row order, through the write-time stages."""
     unit = plan.units[unit_id]
     mine = (
@@ -71,15 +74,18 @@ def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, sch
         return
     keep_rows = mine["row"].to_numpy()
     keep_ids = mine["record_id"].to_arrow()
-    transforms = [hook.unit(unit_id, keep_rows) for _kind, hook in hooks]
+    transforms = [(kind, hook.unit(unit_id, keep_rows)) for kind, hook in hooks]
     source = plan.source(unit.source)
     for table, rows in iter_unit_rows(plan, unit_id, keep_rows):
         if is_image_source(source) and getattr(source, "keep", "bytes") == "path":
             table = table.drop_columns(["image"])
         # Rows are unique within a unit, so the kept rows locate their record ids directly.
         rids = keep_ids.take(pa.array(np.searchsorted(keep_rows, rows)))
-        for apply in transforms:
+        for kind, apply in transforms:
+            t0, c0 = time.perf_counter(), time.thread_time()
             table = apply(table, rows, rids)
+            spent[kind][0] += time.perf_counter() - t0
+            spent[kind][1] += time.thread_time() - c0
         if RECORD_ID in table.column_names:
             table = table.drop_columns([RECORD_ID])
         writer.write(cast_to_schema(table.add_column(0, RECORD_ID, rids), schema))

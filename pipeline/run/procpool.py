@@ -7,8 +7,8 @@ Runners that already use processes (Dask) call `unit_stage` directly.
 
 Usage::
 
-    workers = pool_workers(work_dir, 2)
-    result = unit_stage_isolated(work_dir, "pii", unit_id, workers)
+    workers = pool_workers(work_dir, "pii", 2)
+    result = unit_stage_isolated(work_dir, "pii", task_id, workers)
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-from pipeline.run.unit_stages import kept_text_bytes, unit_stage
+from pipeline.run.tasks import planned, plan_tasks
+from pipeline.run.unit_stages import unit_stage
 
 # Below this much kept text, starting worker processes (each loads spaCy and Presidio: seconds)
 # costs more than it saves; the work then runs in the calling process, which keeps its stage.
@@ -39,16 +40,17 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return _POOL
 
 
-def pool_workers(work_dir: str, workers: int) -> int:
+def pool_workers(work_dir: str, kind: str, workers: int) -> int:
     """How many worker processes a GIL-bound per-unit stage of this run should use (1: none, in process)."""
-    return workers if kept_text_bytes(work_dir) >= POOL_MIN_BYTES else 1
+    plan_tasks(work_dir, kind)
+    return workers if planned(work_dir, kind)["text_bytes"] >= POOL_MIN_BYTES else 1
 
 
-def unit_stage_isolated(work_dir: str, kind: str, unit_id: int, workers: int) -> dict:
-    """Run `unit_stage` in the shared worker pool (in this process when `workers` is 1)."""
+def unit_stage_isolated(work_dir: str, kind: str, task_id: int, workers: int) -> dict:
+    """Run `unit_stage` on one task in the shared worker pool (in this process when `workers` is 1)."""
     if workers <= 1:
-        return unit_stage(work_dir, kind, unit_id)
-    return _pool(workers).submit(unit_stage, work_dir, kind, unit_id).result()
+        return unit_stage(work_dir, kind, task_id)
+    return _pool(workers).submit(unit_stage, work_dir, kind, task_id).result()
 
 
 def shutdown() -> None:

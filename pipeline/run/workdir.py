@@ -2,7 +2,7 @@
 
     pass1/uNNNNN.parquet|.schema|.json   keys (no content), the unit's schema, its done-marker
     decisions/uNNNNN.parquet             one row per record: decision, stage, reason, evidence, shard
-    stages/<kind>/uNNNNN.*               a per-unit stage's verdicts and artifacts
+    stages/<kind>/tasks.json, tNNNNN.*   a per-unit stage's task plan, verdicts and artifacts per task
     pass2/sNNNNN.json                    a written shard's done-marker
 """
 

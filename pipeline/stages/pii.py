@@ -1,18 +1,19 @@
-"""The PII stage: detect per unit after deduplication (spans: offsets, never values), redact at
-write time, and scan the redacted output again for residual PII.
+"""The PII stage: detect per task after deduplication (spans: offsets, never values), scan a
+sample of the redacted text again for residual PII, and redact at write time.
 
-    per unit      `process` detects in the kept records' text fields; verdicts: kept_redacted,
+    per task      `process` detects in the kept records' text fields; verdicts: kept_redacted,
                   dropped_pii (an action or the record rule says drop) or rejected (detection
-                  failed); evidence: pii_counts (spans per entity type) and pii_action
-    at write      the stored spans are applied to the re-read text; the residual scan runs detection
-                  over (a deterministic sample of) the redacted text
+                  failed); evidence: pii_counts (spans per entity type) and pii_action. The
+                  records of the residual sample are redacted as pass 2 will write them and
+                  scanned again (`pipeline.pii.residual`)
+    at write      the stored spans are applied to the re-read text
 
-Detection runs after deduplication, so no work is spent on copies that are dropped anyway.
+Detection runs after deduplication, so no work is spent on copies that are dropped anyway, and
+per task (a few MiB of kept text), so it runs on every worker whatever the input's layout.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -25,8 +26,8 @@ import pyarrow.parquet as pq
 from pipeline.core.decisions import REJECTED, Category, DecisionKind
 from pipeline.core.stage import BatchContext, Placement, UnitStage, Verdicts, WriteStage
 from pipeline.pii.engine import PiiEngine, Span
-from pipeline.pii.redact import Redactor, hmac_key, resolve
-from pipeline.run.workdir import unit_name
+from pipeline.pii.redact import Redactor, hmac_key
+from pipeline.pii.residual import ResidualScan, sample_fraction
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +94,35 @@ class PiiStage(UnitStage, WriteStage):
     def scans(self, source_name: str) -> bool:
         return bool(text_fields(self.run_config, source_name))
 
-    def begin_unit(self, unit_id: int, work_dir: Path) -> None:
-        self._unit[unit_id] = {"spans": {k: [] for k in SPANS_SCHEMA.names}, "not_text": set(), "by_entity": {},
-                               "spans_n": 0, "with_pii": 0, "dropped": 0, "errors": 0}
+    def residual_fraction(self, work_dir: Path) -> float | None:
+        """The residual scan's sample fraction for this run (None when the scan is off)."""
+        if not self.config.residual_scan.enabled:
+            return None
+        from pipeline.run.tasks import planned
+
+        return sample_fraction(self.config.residual_scan, planned(str(work_dir), self.kind)["records"])
+
+    def begin_task(self, task, work_dir: Path) -> None:
+        fraction = self.residual_fraction(work_dir)
+        self._unit[task.task_id] = {
+            "spans": {k: [] for k in SPANS_SCHEMA.names}, "not_text": set(), "by_entity": {},
+            "spans_n": 0, "with_pii": 0, "dropped": 0, "errors": 0,
+            "residual": ResidualScan(self.engine.detect, fraction) if fraction is not None else None}
 
     def process(self, table: pa.Table, ctx: BatchContext) -> Verdicts:
-        state = self._unit[ctx.unit_id]
+        state = self._unit[ctx.task]
         n = table.num_rows
         per_record: list[list[tuple[str, Span]]] = [[] for _ in range(n)]
         chars = np.zeros(n, dtype=np.int64)
         errors: list[str | None] = [None] * n
+        fields: dict[str, list] = {}
         for field in text_fields(self.run_config, ctx.source):
             values = _string_column(table, field)
             if values is None:
                 if field in table.column_names:
                     state["not_text"].add(field)
                 continue
+            fields[field] = values
             idx = [i for i, v in enumerate(values) if v]
             for i in idx:
                 chars[i] += len(values[i])
@@ -143,9 +157,27 @@ class PiiStage(UnitStage, WriteStage):
                 out.append(None)
                 action.append("clean")
             counts_ev.append(counts)
+        if state["residual"] is not None:
+            self._residual(state["residual"], ctx.record_ids, action, fields, per_record)
         v = Verdicts.from_rows(out)
         v.evidence = {"pii_action": action, "pii_counts": counts_ev}
         return v
+
+    def _residual(self, scan: ResidualScan, record_ids: list[str], action: list[str], fields: dict[str, list],
+                  per_record: list[list[tuple[str, Span]]]) -> None:
+        """Scan the sampled records the stage keeps, redacted as pass 2 will write them."""
+        sampled = []
+        for i in scan.sample(record_ids):
+            if action[i] not in ("clean", "redacted"):
+                continue
+            redacted = []
+            for field, values in fields.items():
+                if values[i] is None:
+                    continue
+                spans = sorted((s for f, s in per_record[i] if f == field), key=lambda s: s.start)
+                redacted.append(self.redactor.apply_with_positions(values[i], spans) if spans else (values[i], []))
+            sampled.append(redacted)
+        scan.scan(sampled)
 
     def _detect(self, texts: list[str], errors: list, idx: list[int]) -> list[list[Span]]:
         """Detect over a batch; if the batch fails, retry record by record and mark the failures."""
@@ -162,21 +194,27 @@ class PiiStage(UnitStage, WriteStage):
                 out.append([])
         return out
 
-    def end_unit(self, unit_id: int, work_dir: Path) -> dict:
-        state = self._unit.pop(unit_id, None)
+    def end_task(self, task, work_dir: Path) -> dict:
+        state = self._unit.pop(task.task_id, None)
         if state is None:
             return {}
         out = Path(work_dir) / "stages" / self.kind
         out.mkdir(parents=True, exist_ok=True)
         from pipeline.fileio import atomic_path
 
-        with atomic_path(out / f"{unit_name(unit_id)}.spans.parquet") as tmp:
+        with atomic_path(out / f"{task.name}.spans.parquet") as tmp:
             pq.write_table(pa.Table.from_pydict(state["spans"], SPANS_SCHEMA), tmp)
         for field in sorted(state["not_text"]):
-            log.warning("unit %d: column %r is not text; the PII stage did not scan it", unit_id, field)
-        return {"spans": state["spans_n"], "with_pii": state["with_pii"], "dropped": state["dropped"],
-                "errors": state["errors"], "by_entity": dict(sorted(state["by_entity"].items())),
-                "fields_not_text": sorted(state["not_text"])}
+            log.warning("unit %d: column %r is not text; the PII stage did not scan it", task.unit_id, field)
+        result = {"spans": state["spans_n"], "with_pii": state["with_pii"], "dropped": state["dropped"],
+                  "errors": state["errors"], "by_entity": dict(sorted(state["by_entity"].items())),
+                  "fields_not_text": sorted(state["not_text"])}
+        if state["residual"] is not None:
+            result["residual"] = state["residual"].to_dict()
+        return result
+
+    def abort_task(self, task, work_dir: Path) -> None:
+        self._unit.pop(task.task_id, None)
 
     # -- at write time -------------------------------------------------------------------------
 
@@ -185,85 +223,38 @@ class PiiStage(UnitStage, WriteStage):
 
 
 class _ShardRedaction:
-    """One shard's redaction and residual scan (per shard: shards are written in parallel)."""
+    """One shard's redaction (per shard: shards are written in parallel)."""
 
     def __init__(self, stage: PiiStage, work: Path) -> None:
         self.stage, self.work = stage, work
-        cfg = stage.config
-        self.residual = ResidualScan(stage) if cfg.residual_scan.enabled else None
 
     def unit(self, unit_id: int, rows: np.ndarray):
         """The redaction of one unit's kept rows: stored spans applied to the re-read text."""
-        path = self.work / "stages" / self.stage.kind / f"{unit_name(unit_id)}.spans.parquet"
+        from pipeline.run.tasks import unit_tasks
+
         spans: dict[tuple[int, str], list[Span]] = {}
-        if path.exists():
-            df = pl.read_parquet(path).filter(pl.col("row").is_in(rows.tolist()))
-            for r in df.sort("row", "field", "start").iter_rows(named=True):
+        wanted = rows.tolist()
+        for task in unit_tasks(str(self.work), self.stage.kind).get(unit_id, []):
+            if task.last_row < wanted[0] or task.first_row > wanted[-1]:
+                continue
+            df = pl.read_parquet(self.work / "stages" / self.stage.kind / f"{task.name}.spans.parquet")
+            for r in df.filter(pl.col("row").is_in(wanted)).sort("row", "field", "start").iter_rows(named=True):
                 spans.setdefault((r["row"], r["field"]), []).append(Span(r["entity"], r["start"], r["end"], r["score"]))
         fields = text_fields(self.stage.run_config, self.stage.plan.units[unit_id].source)
-        return lambda table, rows, record_ids: self._apply(table, rows, record_ids, fields, spans)
+        return lambda table, rows, record_ids: self._apply(table, rows, fields, spans)
 
-    def _apply(self, table: pa.Table, rows: np.ndarray, record_ids: pa.Array, fields, spans) -> pa.Table:
-        """The table with each scanned text column redacted; feeds the residual scan."""
-        residual = self.residual
-        sample = residual.sample(record_ids) if residual is not None else None
+    def _apply(self, table: pa.Table, rows: np.ndarray, fields, spans) -> pa.Table:
+        """The table with each scanned text column redacted."""
         for field in fields:
             values = _string_column(table, field)
             if values is None:
                 continue
-            tokens: dict[int, list[tuple[int, int]]] = {}
             for i, row in enumerate(rows.tolist()):
                 found = spans.get((row, field))
                 if found and values[i] is not None:
-                    values[i], tokens[i] = self.stage.redactor.apply_with_positions(values[i], found)
-            if residual is not None:
-                residual.scan([values[i] for i in sample if values[i]], [tokens.get(i, []) for i in sample if values[i]])
+                    values[i] = self.stage.redactor.apply(values[i], found)
             table = table.set_column(table.column_names.index(field), field, pa.array(values, table.column(field).type))
-        if residual is not None:
-            residual.records += len(sample)
         return table
 
     def stats(self) -> dict | None:
-        return self.residual.to_dict() if self.residual is not None else None
-
-
-class ResidualScan:
-    """Detection over the redacted output: spans not inside a redaction token are residual PII."""
-
-    def __init__(self, stage: PiiStage):
-        self.stage = stage
-        self.fraction = stage.config.residual_scan.sample_fraction
-        self.records = 0
-        self.spans = 0
-        self.by_entity: dict[str, int] = {}
-
-    def sample(self, record_ids: pa.Array) -> list[int]:
-        """Positions of the records in the deterministic sample (by a hash of the record id)."""
-        if self.fraction >= 1.0:
-            return list(range(len(record_ids)))
-        cut = int(self.fraction * 2**32)
-        return [i for i, r in enumerate(record_ids.to_pylist())
-                if int.from_bytes(hashlib.sha256(r.encode()).digest()[:4], "big") < cut]
-
-    def scan(self, texts: list[str], tokens: list[list[tuple[int, int]]]) -> None:
-        if not texts:
-            return
-        for text, spans, toks in zip(texts, self.stage.engine.detect(texts), tokens):
-            for s in resolve(spans):
-                if not _inside_tokens(text, s, toks):
-                    self.spans += 1
-                    self.by_entity[s.entity] = self.by_entity.get(s.entity, 0) + 1
-
-    def to_dict(self) -> dict:
-        return {"records": self.records, "spans": self.spans, "by_entity": dict(sorted(self.by_entity.items())),
-                "sample_fraction": self.fraction}
-
-
-def _inside_tokens(text: str, span: Span, tokens: list[tuple[int, int]]) -> bool:
-    """True when every letter or digit of the span lies inside inserted redaction tokens
-    (a detector that tags "<PERSON> <PERSON>" as one name has found no residual PII)."""
-    inside = [(a, b) for a, b in tokens if a < span.end and span.start < b]
-    for i in range(span.start, span.end):
-        if text[i].isalnum() and not any(a <= i < b for a, b in inside):
-            return False
-    return True
+        return None

@@ -18,6 +18,7 @@ from pipeline.core.registry import BUILTIN, decision_table, run_stages, stage_cl
 from pipeline.core.runtime import stage_instance
 from pipeline.core.stage import BatchContext, Placement, RecordStage, StageStats, Verdicts
 from pipeline.executor import run_local
+from pipeline.run.tasks import StageTask
 from tests.conftest import REPO
 
 EXAMPLE = "short_docs:ShortDocsFilter"
@@ -107,21 +108,33 @@ def test_a_batch_stage_returns_one_verdict_per_row_and_leaves_its_input_alone(tm
     from pipeline.sources.base import string_digests
 
     extra = {"digests": string_digests(table["text"]), "locations": ["l"] * 4, "uris": ["u"] * 4, "incidents": []}
-    ctx = BatchContext("t", "text", np.arange(4, dtype=np.int64), before["id"], 0, plan.work_dir, extra)
+    ctx = BatchContext("t", "text", np.arange(4, dtype=np.int64), before["id"], 0, plan.work_dir, extra, task=0)
+    task = StageTask(0, 0, 0, 3, 4, sum(len(t) for t in texts))
     if spec.placement == Placement.UNIT:
-        stage.begin_unit(0, plan.work_dir)
+        _plan_one_task(plan.work_dir, spec.kind, task)
+        stage.begin_task(task, plan.work_dir)
     v = stage.process(table, ctx)
     empty = stage.process(table.slice(0, 0), BatchContext("t", "text", np.arange(0, dtype=np.int64), [], 0,
                                                           plan.work_dir, {k: ([] if isinstance(x, list) else x)
-                                                                          for k, x in extra.items()}))
+                                                                          for k, x in extra.items()}, task=0))
     if spec.placement == Placement.UNIT:
-        stage.end_unit(0, plan.work_dir)
+        stage.end_task(task, plan.work_dir)
     assert isinstance(v, Verdicts) and len(v) == 4 and len(v.reason) == 4
     assert all(len(col) == 4 for col in v.evidence.values())
     assert table.to_pydict() == before
     table_d = decision_table(cfg)
     assert all(d is None or d in table_d for d in v.decision)
     assert len(empty) == 0
+
+
+def _plan_one_task(work_dir, kind: str, task) -> None:
+    """A task plan of one task, as `plan_tasks` would write it after the barrier."""
+    from pipeline.fileio import atomic_write_json
+
+    path = work_dir / "stages" / kind / "tasks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"stage": kind, "target_bytes": 1 << 20, "records": task.records,
+                             "text_bytes": task.text_bytes, "tasks": [task.to_dict()]})
 
 
 def test_stage_statistics_add_up():
