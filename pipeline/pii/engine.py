@@ -358,7 +358,10 @@ class PiiEngine:
         from pipeline.pii.redact import resolve, second_pass
 
         spans = [resolve(s) for s in self.detect(texts)]
-        return second_pass(self.detect, texts, spans) if self.cfg.second_pass else spans
+        if not self.cfg.second_pass:
+            return spans
+        w = self.cfg.second_pass_window
+        return second_pass(self.detect, texts, spans, window=(w, w) if w is not None else None)
 
     def _candidate(self, sentence: str) -> bool:
         first = _FIRST_WORD.search(sentence)

@@ -18,9 +18,11 @@ below; the three string operations are a few lines here.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -145,13 +147,14 @@ class Redactor:
 
 
 def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence[str],
-                spans: list[list[Span]]) -> list[list[Span]]:
+                spans: list[list[Span]], window: tuple[int, int] | None = None) -> list[list[Span]]:
     """Detect again in the texts with their spans replaced by type tags, and add what is new.
 
     Replacing "Questions to Hiro Sato at hiro@example.com" by "... at <EMAIL_ADDRESS>" changes
     the context the NER model sees, and it often then finds the name it missed: the residual
     scan of the output found exactly these. Only texts with a span go round again; new spans are
     mapped back to the original offsets (a span touching a tag grows to cover the tagged value).
+    `window` = (reach, margin): only the words near each tag are read again (`_detect_tagged`).
     """
     todo = [i for i, s in enumerate(spans) if s]
     if not todo:
@@ -163,20 +166,18 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
             keep, token = texts[i][pos:s.start], f"<{s.entity}>"
             parts += (keep, token)
             out_len += len(keep)
-            where.append((out_len, out_len + len(token), s.start, s.end))
+            where.append((out_len, out_len + len(token), s.start, s.end, s.entity))
             out_len += len(token)
             pos = s.end
         parts.append(texts[i][pos:])
         tagged.append("".join(parts))
         maps.append(where)
-    # The whole tagged text goes round again (as the residual scan of the output will see it):
-    # looking only at the sentences holding a tag measured fewer recovered names.
     extra: dict[int, list[Span]] = {}
-    for k, found in enumerate(detect(tagged)):
+    for k, found in enumerate(_detect_tagged(detect, tagged, maps, window)):
         where = maps[k]
         for s in found:
             a, b = _to_original(s.start, where, False), _to_original(s.end, where, True)
-            if any(ts <= a and b <= te for _, _, ts, te in where):
+            if any(ts <= a and b <= te for _, _, ts, te, _ in where):
                 continue  # only a tag (or part of one) again
             extra.setdefault(k, []).append(Span(s.entity, a, b, s.score))
     out = list(spans)
@@ -186,10 +187,57 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
     return out
 
 
-def _to_original(pos: int, where: list[tuple[int, int, int, int]], is_end: bool) -> int:
+def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None) -> list[list[Span]]:
+    """Spans in the tagged texts: whole texts, or (`window` = (reach, margin) in words) only the
+    pieces around the tags, keeping the spans that touch a tag's reach.
+
+    A tag changes what the NER model sees only near it: each token's vector depends on a few
+    tokens each side (4 for spaCy's small CNN models), and the decoder's state on the tokens just
+    before. So each tag's piece is the tag with `reach` words each side, read with `margin` more
+    words of context each side (so the vectors inside the reach are those of the whole text);
+    pieces that overlap are merged, and only spans that overlap a reach are kept."""
+    if window is None:
+        return detect(tagged)
+    reach, margin = window[0], window[1]
+    around = window[2] if len(window) > 2 else None
+    pieces: list[tuple[int, int, int, list[tuple[int, int]]]] = []   # (text, lo, hi, reaches)
+    for k, text in enumerate(tagged):
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        starts = [a for a, _ in words]
+        ends = [b for _, b in words]
+        spans = []
+        for ts, te, _, _, entity in maps[k]:
+            if around is not None and entity not in around:
+                continue
+            a = bisect.bisect_right(ends, ts)            # first word ending after the tag starts
+            b = max(a, bisect.bisect_left(starts, te) - 1)  # last word starting before the tag ends
+            r_lo, r_hi = max(0, a - reach), min(len(words) - 1, b + reach)
+            o_lo, o_hi = max(0, r_lo - margin), min(len(words) - 1, r_hi + margin)
+            spans.append((words[o_lo][0], words[o_hi][1], words[r_lo][0], words[r_hi][1]))
+        spans.sort()
+        for lo, hi, rlo, rhi in spans:
+            if pieces and pieces[-1][0] == k and lo <= pieces[-1][2]:
+                _, plo, phi, reaches = pieces[-1]
+                pieces[-1] = (k, plo, max(phi, hi), [*reaches, (rlo, rhi)])
+            else:
+                pieces.append((k, lo, hi, [(rlo, rhi)]))
+    out: list[list[Span]] = [[] for _ in tagged]
+    found = detect([tagged[k][lo:hi] for k, lo, hi, _ in pieces]) if pieces else []
+    for (k, lo, _hi, reaches), spans in zip(pieces, found):
+        for s in spans:
+            a, b = s.start + lo, s.end + lo
+            if any(a < rhi and rlo < b for rlo, rhi in reaches):
+                out[k].append(Span(s.entity, a, b, s.score))
+    return out
+
+
+_WORD = re.compile(r"\S+")
+
+
+def _to_original(pos: int, where: list[tuple[int, int, int, int, str]], is_end: bool) -> int:
     """Map an offset in the tagged text back to the original text."""
     shift = 0
-    for ts, te, os_, oe in where:
+    for ts, te, os_, oe, _ in where:
         if pos < ts or (is_end and pos == ts):
             break
         if pos < te or (is_end and pos == te):

@@ -131,3 +131,46 @@ def test_a_second_pass_span_over_a_tag_alone_is_not_new():
     text = "Mail ann@example.com now."
     out = second_pass(lambda texts: [[Span("PERSON", 5, 20, 0.85)] for _ in texts], [text], [[Span("EMAIL_ADDRESS", 5, 20, 1.0)]])
     assert out == [[Span("EMAIL_ADDRESS", 5, 20, 1.0)]]
+
+
+def test_the_windowed_second_pass_reads_only_the_words_near_each_tag_and_keeps_spans_within_reach():
+    from pipeline.pii.redact import second_pass
+
+    far = " ".join(f"w{i}" for i in range(40))
+    text = f"{far} Questions to Hiro Sato at hiro@example.com today. {far} Zed Alpha ends it."
+    email = text.index("hiro@")
+    seen = []
+
+    def detect(texts):
+        seen.extend(texts)
+        out = []
+        for x in texts:  # a "model" that finds both names wherever they are in what it is given
+            out.append([Span("PERSON", x.find(n), x.find(n) + len(n), 0.85) for n in ("Hiro Sato", "Zed Alpha") if n in x])
+        return out
+
+    out = second_pass(detect, [text], [[Span("EMAIL_ADDRESS", email, email + 16, 1.0)]], window=(4, 4))
+    (piece,) = seen
+    assert piece.split()[0] == "w37" and piece.split()[-1] == "w6" and "Zed" not in piece  # 4 + 4 words each side
+    assert piece.split().index("<EMAIL_ADDRESS>") == 8
+    assert [(s.entity, text[s.start:s.end]) for s in out[0]] == [("PERSON", "Hiro Sato"), ("EMAIL_ADDRESS", "hiro@example.com")]
+
+
+def test_a_windowed_second_pass_drops_spans_found_only_in_the_context_margin():
+    from pipeline.pii.redact import second_pass
+
+    text = "Ann Bell w1 w2 w3 w4 w5 w6 at ann@example.com."
+    email = text.index("ann@")
+    out = second_pass(lambda texts: [[Span("PERSON", x.find("Ann Bell"), x.find("Ann Bell") + 8, 0.85)]
+                                     if "Ann Bell" in x else [] for x in texts],
+                      [text], [[Span("EMAIL_ADDRESS", email, email + 15, 1.0)]], window=(2, 10))
+    assert [s.entity for s in out[0]] == ["EMAIL_ADDRESS"]      # read as context, 7 words away: not within reach 2
+
+
+def test_overlapping_tag_windows_are_read_once():
+    from pipeline.pii.redact import second_pass
+
+    text = "Call a@example.com or b@example.com or c@example.com soon."
+    spans = [Span("EMAIL_ADDRESS", m, m + 13, 1.0) for m in (text.index("a@"), text.index("b@"), text.index("c@"))]
+    seen = []
+    second_pass(lambda texts: (seen.extend(texts), [[] for _ in texts])[1], [text], [spans], window=(3, 3))
+    assert seen == ["Call <EMAIL_ADDRESS> or <EMAIL_ADDRESS> or <EMAIL_ADDRESS> soon."]
