@@ -453,8 +453,10 @@ def index_rebuild(state_dir, run_dirs) -> None:
 
 
 from pipeline.cli_pii import pii as _pii_group  # noqa: E402 - registered after `main` exists
+from pipeline.cli_sample import sample as _sample_command  # noqa: E402
 
 main.add_command(_pii_group)
+main.add_command(_sample_command)
 
 if __name__ == "__main__":
     main()

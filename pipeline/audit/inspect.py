@@ -26,7 +26,7 @@ class RecordNotFound(PipelineError):
     """The record id is not in the run's ledger."""
 
 
-def _ledger(run_dir: Path, manifest: dict) -> pl.LazyFrame:
+def ledger_frame(run_dir: Path, manifest: dict) -> pl.LazyFrame:
     paths = [str(run_dir / f["path"]) for f in manifest["outputs"]["ledger"]]
     if not paths:
         return pl.LazyFrame(schema={"record_id": pl.String, "source": pl.String, "decision": pl.String,
@@ -38,7 +38,7 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
     """The steward's first look: inputs, funnel, removals by reason and source, verification."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
-    ledger = _ledger(run_dir, manifest)
+    ledger = ledger_frame(run_dir, manifest)
     kept = list(manifest_decisions(manifest).names(Category.KEPT))
     removals = (
         ledger.filter(~pl.col("decision").is_in(kept))
@@ -85,7 +85,7 @@ def explain(run_dir: Path, record_id: str) -> dict:
     """Everything the run knows about one record: where it came from, each stage, the evidence."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
-    ledger = _ledger(run_dir, manifest)
+    ledger = ledger_frame(run_dir, manifest)
     rows = ledger.filter(pl.col("record_id") == record_id).collect()
     if rows.height == 0:
         raise RecordNotFound(f"{record_id!r} is not in the ledger of run {manifest['run_id']} ({run_dir}); "
@@ -188,7 +188,7 @@ def _flatten(d, prefix: str = "") -> dict:
 def diff_runs(run_a: Path, run_b: Path, limit: int = 50) -> dict:
     """What changed from run A to run B: counts per stage and reason, decisions, config, inputs."""
     ma, mb = load_manifest(Path(run_a)), load_manifest(Path(run_b))
-    la, lb = _ledger(Path(run_a), ma), _ledger(Path(run_b), mb)
+    la, lb = ledger_frame(Path(run_a), ma), ledger_frame(Path(run_b), mb)
 
     def counts(lf: pl.LazyFrame) -> dict:
         df = lf.group_by("stage", "decision", "reason").agg(pl.len().alias("n")).collect()
