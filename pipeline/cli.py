@@ -284,13 +284,15 @@ def diff(run_a, run_b, as_json, limit) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
-def report(run_dir, out) -> None:
+@click.option("--samples", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Add N records of each dropped decision, read back from the inputs with PII masked.")
+def report(run_dir, out, samples) -> None:
     """Write a self-contained HTML report of RUN_DIR (no network needed to view it)."""
     from pipeline.audit.report import render_report
     from pipeline.fileio import atomic_write_bytes
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        page = render_report(Path(run_dir))
+        page = render_report(Path(run_dir), samples=samples)
     atomic_write_bytes(out, page.encode())
     click.echo(f"wrote {out}")
 

@@ -20,26 +20,6 @@ EXIT_REFUSED = 4
 """Exit code when a quarantined record was asked for (refused, nothing read)."""
 
 _STYLE = {"-": "red strike", "+": "bold green"}
-_VISIBLE = str.maketrans({" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"})
-
-
-def visible(pieces: list[list[str]]) -> list[list[str]]:
-    """Changed pieces that are only whitespace, drawn visibly (· for a space, ↵ for a line break)."""
-    return [[op, t.translate(_VISIBLE) if op != "=" and not t.strip() else t] for op, t in pieces]
-
-
-def condensed(pieces: list[list[str]], context: int = 120) -> list[list[str]]:
-    """The diff with long unchanged stretches cut to `context` characters around each change."""
-    out = []
-    for i, (op, text) in enumerate(pieces):
-        if op == "=" and len(text) > 2 * context + 5:
-            head = text[:context] if i > 0 else ""
-            tail = text[-context:] if i < len(pieces) - 1 else ""
-            text = (head + " … " + tail) if head or tail else " … "
-        out.append([op, text])
-    return out
-
-
 def _content_lines(c: dict) -> tuple[str, str | None]:
     """(a one-line description, the text to print or None)."""
     if c.get("status") not in ("ok", "unverified"):
@@ -88,6 +68,8 @@ def show_samples(s: dict, console, plain: bool) -> None:
         if "phash_distance" in r:
             line(f"pHash distance to the survivor: {r['phash_distance']} bits")
         if r.get("diff") is not None:
+            from pipeline.audit.sample import condensed, visible
+
             pieces = visible(condensed(r["diff"]))
             if all(op == "=" for op, _ in r["diff"]):
                 line("diff: the shown texts are identical (after masking)")

@@ -203,6 +203,26 @@ def plain_diff(pieces: list[list[str]]) -> str:
     return "".join(marks[op][0] + text + marks[op][1] for op, text in pieces)
 
 
+_VISIBLE = str.maketrans({" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"})
+
+
+def visible(pieces: list[list[str]]) -> list[list[str]]:
+    """Changed pieces that are only whitespace, drawn visibly (· for a space, ↵ for a line break)."""
+    return [[op, t.translate(_VISIBLE) if op != "=" and not t.strip() else t] for op, t in pieces]
+
+
+def condensed(pieces: list[list[str]], context: int = 120) -> list[list[str]]:
+    """The diff with long unchanged stretches cut to `context` characters around each change."""
+    out = []
+    for i, (op, text) in enumerate(pieces):
+        if op == "=" and len(text) > 2 * context + 5:
+            head = text[:context] if i > 0 else ""
+            tail = text[-context:] if i < len(pieces) - 1 else ""
+            text = (head + " … " + tail) if head or tail else " … "
+        out.append([op, text])
+    return out
+
+
 def _image_info(data: bytes) -> dict:
     """Metadata of an image (never its bytes): size, digests, dimensions, perceptual hashes."""
     import hashlib
