@@ -271,13 +271,15 @@ def explain(run_dir, record_id, as_json) -> None:
 @click.argument("run_b", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 @click.option("--limit", default=50, show_default=True, help="How many changed records to list.")
-def diff(run_a, run_b, as_json, limit) -> None:
-    """What changed from RUN_A to RUN_B: counts per stage and reason, decisions, config, inputs."""
+@click.option("--reason", help="Only changes where a decision or stage is this, or a decision or reason starts with it.")
+def diff(run_a, run_b, as_json, limit, reason) -> None:
+    """What changed from RUN_A to RUN_B: counts per stage and reason, decisions (with the stage that
+    caused each change), config, inputs."""
     from pipeline.audit.inspect import diff_runs, to_json
     from pipeline.cli_views import show_diff
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        d = diff_runs(Path(run_a), Path(run_b), limit=limit)
+        d = diff_runs(Path(run_a), Path(run_b), limit=limit, reason=reason)
     click.echo(to_json(d)) if as_json else show_diff(d, _console())
 
 

@@ -168,11 +168,23 @@ class Masker:
         if not texts:
             return [], []
         if self._engine is None:
-            from pipeline.pii.engine import PiiEngine
-
-            self._engine = PiiEngine(self.config).setup()
+            self._engine = _engine(self.config)
         spans = self._engine.detect_for_redaction(texts)
         return [self._redactor.apply(t, s) for t, s in zip(texts, spans)], [len(s) for s in spans]
+
+
+_ENGINES: dict = {}
+
+
+def _engine(cfg):
+    """One set-up PII engine per config in this process (loading spaCy takes seconds): `hygiene report
+    --samples` masks every decision's sample with one engine."""
+    from pipeline.pii.engine import PiiEngine
+
+    key = cfg.model_dump_json()
+    if key not in _ENGINES:
+        _ENGINES[key] = PiiEngine(cfg).setup()
+    return _ENGINES[key]
 
 
 def word_diff(a: str, b: str) -> list[list[str]]:
