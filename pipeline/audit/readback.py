@@ -120,7 +120,7 @@ def _read_source(manifest: dict, name: str, items: list[Wanted], units_cfg: Unit
                 continue
             units.append(Unit(unit_id=0, source=name, kind=src.kind, path=entry["path"], relpath=w.location, part=0,
                               start=0, stop=1, row_offset=w.row, files=(f"{entry['path']}\t{w.location}",)))
-        _scan(reader, src, units, units_cfg, need, out, by_location_only=True)
+        _scan(reader, src, units, units_cfg, need, out, every_unit=True)
     else:
         locations = {w.location for w in items}
         # hf_load reads every file as one dataset whose location is its split: then plan over all inputs.
@@ -132,7 +132,7 @@ def _read_source(manifest: dict, name: str, items: list[Wanted], units_cfg: Unit
             files = [reader.describe(src, i["path"], i["relpath"], digest=False) for i in chosen]
             with tempfile.TemporaryDirectory(prefix="hygiene-sample-") as work:
                 units = reader.plan(src, _as_inputs(files), units_cfg, work_dir=work, workers=1)
-                _scan(reader, src, units, units_cfg, need, out, by_location_only=False)
+                _scan(reader, src, units, units_cfg, need, out, every_unit=False)
         except (PipelineError, OSError, pa.ArrowException) as e:
             for k in list(need):
                 out[k] = ReadBack(UNREADABLE, note=f"cannot read the input again ({e.__class__.__name__}: {e})")
@@ -147,13 +147,13 @@ def _as_inputs(files: list[InputFile]) -> list[InputFile]:
 
 
 def _scan(reader, src, units: list[Unit], units_cfg: UnitConfig, need: dict[Key, Wanted], out: dict[Key, ReadBack],
-          by_location_only: bool) -> None:
+          every_unit: bool) -> None:
     """Read the units in order, taking only the needed rows; stop as soon as every one is found."""
     image = is_image_source(src)
     for unit in units:
         if not need:
             return
-        if not by_location_only and unit.relpath not in {k[1] for k in need}:
+        if not every_unit and unit.relpath not in {k[1] for k in need}:
             continue
         for batch in reader.read(unit, src, units_cfg):
             locs = batch.relpaths or [unit.relpath] * batch.table.num_rows

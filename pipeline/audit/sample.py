@@ -115,14 +115,12 @@ def _select(ledger: pl.LazyFrame, table, reason: str | None, record_ids: tuple[s
                              "Give a decision name, a prefix of one, or the start of a reason string")
 
 
-def _pick(rows: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+def _pick(rows: pl.LazyFrame, n: int, seed: int) -> pl.DataFrame:
     """n rows chosen by seed: ordered by sha256(seed, id, source, location, row), whatever the ledger's part order."""
-    if rows.height == 0:
-        return rows
     key = pl.concat_str([pl.lit(str(seed)), pl.col("record_id"), pl.col("source"), pl.col("location"),
                          pl.col("row").cast(pl.String)], separator="\x1f")
     return (rows.with_columns(key.alias("_k")).with_columns(plh.col("_k").chash.sha2_256().alias("_k"))
-            .sort("_k", "record_id", "row").head(n).drop("_k"))
+            .sort("_k", "record_id", "row").head(n).drop("_k").collect())
 
 
 class Masker:
@@ -137,13 +135,20 @@ class Masker:
         from pipeline.pii.config import PiiConfig
         from pipeline.pii.redact import Redactor, hmac_key
 
+        from pydantic import ValidationError
+
         raw = (manifest.get("config") or {}).get("pii")
-        cfg = PiiConfig.model_validate(raw) if raw and raw.get("enabled", True) else None
         notes = []
+        try:
+            cfg = PiiConfig.model_validate(raw) if raw and raw.get("enabled", True) else None
+        except ValidationError:
+            cfg = None   # a PII section this version cannot read: still mask, with the defaults
+            notes.append("the run's PII settings are not readable by this version")
         if cfg is None:
             cfg = PiiConfig()
             self.mode = "default"
-            notes.append("the run had no PII stage: masked with the default recognizers, as <TYPE> tags")
+            why = notes.pop() if notes else "the run had no PII stage"
+            notes.append(f"{why}: masked with the default recognizers, as <TYPE> tags")
         else:
             self.mode = "run policy"
             notes.append("masked as the run's PII policy would")
@@ -262,10 +267,20 @@ def _content(got: ReadBack | None, masked: str | None, spans: int | None, max_ch
         return c
     if got.image is not None:
         return {**c, **_image_info(got.image)}
-    text = masked if masked is not None else got.text
-    c.update(kind="text", chars=full_chars, text=text[:max_chars], truncated=full_chars > max_chars,
+    text = masked if masked is not None else printable(got.text)
+    c.update(kind="text", chars=full_chars, text=text[:max_chars], truncated=len(text) > max_chars or full_chars > max_chars,
              masked_spans=spans)
     return c
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """The text with control characters (a terminal escape, say) and bidirectional overrides written as
+    escapes (\\x1b, \\u202e), so that printing a record cannot drive the terminal or reorder what is shown."""
+    text = text.replace("\r\n", "\n")
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) <= 0xFF else f"\\u{ord(m.group()):04x}", text)
 
 
 def _evidence(row: dict) -> dict:
@@ -291,24 +306,28 @@ def sample_records(run_dir: Path, reason: str | None = None, *, record_ids: tupl
     rows, matched_by = _select(ledger, table, reason, record_ids, run_dir, manifest["run_id"])
     quarantined = list(table.names(Category.QUARANTINED))
     q_ids, q_keys = _quarantine_keys(run_dir)
-    all_rows = rows.collect()
     is_q = (pl.col("decision").is_in(quarantined) | pl.col("record_id").is_in(list(q_ids))
             | pl.concat_str([pl.col("source"), pl.col("location"), pl.col("row").cast(pl.String)], separator="\x1f")
             .is_in(["\x1f".join(map(str, k)) for k in q_keys]))
-    candidates = all_rows.filter(~is_q)
-    excluded = all_rows.height - candidates.height
+    tally = rows.select(pl.len().alias("all"), is_q.sum().alias("q")).collect().row(0, named=True)
+    excluded, matching = int(tally["q"]), int(tally["all"] - tally["q"])
     if record_ids and excluded:
         raise _refusal(run_dir, "a record asked for is listed in the incident file")
-    chosen = candidates if record_ids else _pick(candidates, n, seed)
+    candidates = rows.filter(~is_q)
+    chosen = candidates.collect() if record_ids else _pick(candidates, n, seed)
     picked = chosen.to_dicts()
     survivors = _survivors(ledger, table, picked, quarantined, q_ids, q_keys)
     wanted = [Wanted(r["source"], r["location"], r["row"], r.get("content_sha256")) for r in picked]
     wanted += [Wanted(s["source"], s["location"], s["row"], s.get("content_sha256")) for s in survivors.values()
                if s is not _QUARANTINED]
-    refused = {(r["source"], r["location"], r["row"]) for r in all_rows.filter(is_q).to_dicts()} | q_keys
+    # Every quarantined place of the run (not only of this selection): the reader refuses to return any of them.
+    refused = {tuple(k) for k in ledger.filter(is_q).select("source", "location", "row").collect().iter_rows()} | q_keys
     got = read_back(manifest, list({w.key: w for w in wanted}.values()), refused)
 
-    masker = masker if masker is not None or not mask else Masker(manifest)
+    if not mask:
+        masker = None
+    elif masker is None:
+        masker = Masker(manifest)
     texts = {k: g.text for k, g in got.items() if g.text is not None and g.status in (OK, UNVERIFIED)}
     masked, spans = {}, {}
     if texts:
@@ -318,7 +337,7 @@ def sample_records(run_dir: Path, reason: str | None = None, *, record_ids: tupl
             out, counts = masker.mask(cut)
         else:
             out, counts = cut, [None] * len(cut)
-        masked = {k: m[:max_chars] for k, m in zip(keys, out)}
+        masked = {k: printable(m) for k, m in zip(keys, out)}
         spans = dict(zip(keys, counts))
 
     def content(row: dict) -> dict:
@@ -351,7 +370,7 @@ def sample_records(run_dir: Path, reason: str | None = None, *, record_ids: tupl
         records.append(item)
     return {
         "run_id": manifest["run_id"], "run_dir": str(run_dir), "asked": reason or list(record_ids),
-        "matched_by": matched_by, "matching": candidates.height, "quarantined_excluded": excluded,
+        "matched_by": matched_by, "matching": matching, "quarantined_excluded": excluded,
         "incident_file": str(run_dir / INCIDENTS) if excluded else None, "seed": seed, "n": n, "max_chars": max_chars,
         "masking": {"mode": masker.mode if masker else "off",
                     "note": masker.note if masker else "NOT masked (--no-mask): personal data is shown in clear"},

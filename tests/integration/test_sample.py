@@ -173,3 +173,19 @@ def test_diff_attributes_each_changed_decision_to_the_stage_that_caused_it(corpu
     assert only["total"] == 1 and only["records"][0]["record_id"] == "doc-1"
     out = CliRunner().invoke(main, ["diff", str(corpus / "b"), str(corpus / "a"), "--reason", "dropped_short"])
     assert out.exit_code == 0 and "kept → dropped_short  (by short_docs)" in out.output
+
+
+def test_long_binary_looking_and_right_to_left_texts_are_cut_and_printed_safely(tmp_path):
+    big = " ".join(f"word{i % 97}" for i in range(40_000))
+    weird = "\x1b[2J\x07 \u202eevil\u202c שלום עולם 😀 mixed Ωmega"
+    rows = [{"id": i, "text": t} for i, t in (("big", big), ("big-copy", big), ("weird", weird), ("weird-copy", weird))]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_local(build_config(tmp_path / "run", [{"name": "w", "kind": "jsonl", "paths": [str(tmp_path / "in")], "id_field": "id"}]))
+    s = sample_records(tmp_path / "run", "dropped_duplicate", max_chars=100)
+    got = {r["record_id"]: r["content"] for r in s["records"]}
+    assert got["big-copy"]["truncated"] and len(got["big-copy"]["text"]) == 100 and got["big-copy"]["chars"] == len(big)
+    text = got["weird-copy"]["text"]
+    assert "\x1b" not in text and "\\x1b[2J" in text and "\\u202e" in text and "שלום עולם 😀" in text
+    out = CliRunner().invoke(main, ["sample", str(tmp_path / "run"), "--record", "weird-copy"])
+    assert out.exit_code == 0 and "\x1b" not in out.output and "\x07" not in out.output
