@@ -189,3 +189,54 @@ def test_long_binary_looking_and_right_to_left_texts_are_cut_and_printed_safely(
     assert "\x1b" not in text and "\\x1b[2J" in text and "\\u202e" in text and "שלום עולם 😀" in text
     out = CliRunner().invoke(main, ["sample", str(tmp_path / "run"), "--record", "weird-copy"])
     assert out.exit_code == 0 and "\x1b" not in out.output and "\x07" not in out.output
+
+
+def _texts() -> list[str]:
+    return [f"record number {i} " + "w" * (i * 41 % 300) for i in range(10)] + ["record number 7 " + "w" * (7 * 41 % 300)]
+
+
+def _write(kind: str, root) -> dict:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = _texts()
+    root.mkdir()
+    if kind in ("jsonl", "hf_load"):
+        (root / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        return {"kind": kind, "paths": [str(root / "d.jsonl")], **({"builder": "json"} if kind == "hf_load" else {})}
+    if kind == "csv":
+        (root / "d.csv").write_text("text\n" + "".join(f'"{t}"\n' for t in texts))
+        return {"kind": "csv", "paths": [str(root / "d.csv")]}
+    if kind == "parquet":
+        pq.write_table(pa.table({"text": texts}), root / "d.parquet", row_group_size=3)
+        return {"kind": "parquet", "paths": [str(root / "d.parquet")]}
+    if kind == "hf_disk":
+        datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(root / "ds"))
+        return {"kind": "hf_disk", "paths": [str(root / "ds")]}
+    for i, t in enumerate(texts):
+        (root / f"{i:02d}.txt").write_text(t)
+    return {"kind": "text_dir", "paths": [str(root)]}
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet", "text_dir", "hf_disk", "hf_load"])
+def test_every_text_reader_reads_a_removed_record_back_across_unit_splits(tmp_path, kind):
+    spec = _write(kind, tmp_path / "in")
+    run_local(build_config(tmp_path / "run", [{"name": "s", **spec}],
+                           units={"target_bytes": 1024, "target_rows": 4, "batch_bytes": 1024}))
+    (r,) = sample_records(tmp_path / "run", "dropped_duplicate", mask=False)["records"]
+    assert r["content"]["status"] == "ok" and r["content"]["text"] == _texts()[7]
+    assert r["survivor"]["content"]["status"] == "ok" and all(op == "=" for op, _ in r["diff"])
+
+
+def test_a_webdataset_image_is_described_by_its_hashes_never_its_bytes(tmp_path):
+    from tests.integration.test_webdataset import sample as wds_sample, wds, write_tar
+
+    tar = write_tar(tmp_path / "in" / "shard-000.tar", wds_sample("s/0", "field-0.png", caption="a synthetic caption")
+                    + wds_sample("s/1", "field-0.png", caption="the same picture again"))
+    run_local(build_config(tmp_path / "run", [wds([tar])]))
+    (r,) = sample_records(tmp_path / "run", "dropped_duplicate", mask=False)["records"]
+    c = r["content"]
+    assert c["status"] == "ok" and c["kind"] == "image" and (c["width"], c["height"]) == (192, 192)
+    assert c["sha256"] == hashlib.sha256((REPO / "data_samples" / "images" / "field-0.png").read_bytes()).hexdigest()
+    assert "text" not in c and r["phash_distance"] == 0
