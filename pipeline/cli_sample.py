@@ -72,8 +72,11 @@ def show_samples(s: dict, console, plain: bool) -> None:
 
             pieces = visible(condensed(r["diff"]))
             if all(op == "=" for op, _ in r["diff"]):
-                line("diff: the shown texts are identical (after masking)")
+                over = f" in their first {r['diff_chars']:,} characters" if r.get("diff_chars") else ""
+                line(f"diff: identical to the survivor's text{over} (after masking)")
                 continue
+            if r.get("diff_chars"):
+                line(f"(compared over the first {r['diff_chars']:,} characters)")
             line("diff (survivor → this record; [-only in the survivor-] {+only in this record+}):" if plain else
                  "diff (survivor → this record; red struck: only in the survivor, green: only in this record):")
             if plain:

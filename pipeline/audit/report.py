@@ -110,7 +110,8 @@ def _samples_html(run_dir: Path, n: int, removals: list[dict]) -> str:
                 if sv["content"].get("kind") != "text":
                     parts.append(_content_html(sv["content"]))
             if r.get("diff") is not None and all(op == "=" for op, _ in r["diff"]):
-                parts.append('<p class="meta">identical to the survivor\'s text as shown (after masking)</p>')
+                over = f' in their first {r["diff_chars"]:,} characters' if r.get("diff_chars") else ""
+                parts.append(f'<p class="meta">identical to the survivor\'s text{over} (after masking)</p>')
             elif r.get("diff") is not None:
                 marks = {"-": "del", "+": "ins"}
                 body = "".join(f"<{marks[op]}>{_esc(t)}</{marks[op]}>" if op in marks else _esc(t)

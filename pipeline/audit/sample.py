@@ -35,6 +35,9 @@ DEFAULT_MAX_CHARS = 2000
 # Masking a text cut at exactly max_chars could leave the first half of a value (a card number
 # with spaces) undetected at the cut: mask a longer prefix, then cut the masked text.
 _MASK_MARGIN = 500
+# A duplicate and its survivor are compared over more than is printed (an edit near the end of a long
+# near duplicate is what a steward looks for); the diff prints only the changes and their context.
+DIFF_CHARS = 10_000
 _EVIDENCE_COLUMNS = ("duplicate_of", "cluster_id", "similarity", "pii_action")
 
 
@@ -330,9 +333,12 @@ def sample_records(run_dir: Path, reason: str | None = None, *, record_ids: tupl
         masker = Masker(manifest)
     texts = {k: g.text for k, g in got.items() if g.text is not None and g.status in (OK, UNVERIFIED)}
     masked, spans = {}, {}
+    compare = max(max_chars, DIFF_CHARS)
     if texts:
         keys = list(texts)
-        cut = [texts[k][:max_chars + max(_MASK_MARGIN, max_chars)] for k in keys]
+        pair_keys = {(r["source"], r["location"], r["row"]) for r in picked if r.get("duplicate_of")}
+        pair_keys |= {(v["source"], v["location"], v["row"]) for v in survivors.values() if v is not _QUARANTINED}
+        cut = [texts[k][:(compare if k in pair_keys else max_chars) + max(_MASK_MARGIN, max_chars)] for k in keys]
         if masker is not None:
             out, counts = masker.mask(cut)
         else:
@@ -364,7 +370,10 @@ def sample_records(run_dir: Path, reason: str | None = None, *, record_ids: tupl
                                     "row": s["row"], "decision": s["decision"], "content": content(s)}
                 a, b = item["survivor"]["content"], item["content"]
                 if a.get("kind") == "text" and b.get("kind") == "text":
-                    item["diff"] = word_diff(a["text"], b["text"])
+                    ka = (s["source"], s["location"], s["row"])
+                    kb = (r["source"], r["location"], r["row"])
+                    item["diff"] = word_diff(masked.get(ka, a["text"])[:compare], masked.get(kb, b["text"])[:compare])
+                    item["diff_chars"] = compare if max(a["chars"], b["chars"]) > compare else None
                 elif a.get("kind") == "image" and b.get("kind") == "image" and a.get("phash") and b.get("phash"):
                     item["phash_distance"] = bin(int(a["phash"], 16) ^ int(b["phash"], 16)).count("1")
         records.append(item)

@@ -71,6 +71,9 @@ def test_a_near_duplicate_is_shown_beside_its_survivor_with_the_differences_mark
     removed = "".join(t for op, t in r["diff"] if op == "-")
     assert "Subscribe to our newsletter" in removed   # the survivor's footer, absent from the dropped copy
     assert plain_diff(r["diff"]).count("[-") >= 1
+    (cut,) = sample_records(corpus / "a", "dropped_near_duplicate", max_chars=300, masker=masker_a)["records"]
+    assert len(cut["content"]["text"]) == 300 and cut["content"]["truncated"]
+    assert "Subscribe to our newsletter" in "".join(t for op, t in cut["diff"] if op == "-")   # compared past the cut
     out = CliRunner().invoke(main, ["sample", str(corpus / "a"), "--reason", "dropped_near", "--seed", "3"])
     assert out.exit_code == 0, out.output
     assert "long-002" in out.output and "[- Subscribe to our newsletter" in out.output   # not a TTY: plain markers
