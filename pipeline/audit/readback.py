@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from pipeline.config import SourceConfig, UnitConfig
 from pipeline.errors import PipelineError
 from pipeline.sources import is_image_source, reader_for
-from pipeline.sources.base import InputFile, Unit
+from pipeline.sources.base import Unit
 from pipeline.sources.parquet import IMAGE
 from pipeline.sources.textdir import TextDirReader
 
@@ -131,19 +131,17 @@ def _read_source(manifest: dict, name: str, items: list[Wanted], units_cfg: Unit
         try:
             files = [reader.describe(src, i["path"], i["relpath"], digest=False) for i in chosen]
             with tempfile.TemporaryDirectory(prefix="hygiene-sample-") as work:
-                units = reader.plan(src, _as_inputs(files), units_cfg, work_dir=work, workers=1)
+                units = reader.plan(src, sorted(files, key=lambda f: (f.relpath, f.path)), units_cfg, work_dir=work, workers=1)
                 _scan(reader, src, units, units_cfg, need, out, every_unit=False)
         except (PipelineError, OSError, pa.ArrowException) as e:
+            # Our own errors name files, never content; a third-party message might quote a line: only its type.
+            why = f"{e.__class__.__name__}: {e}" if isinstance(e, PipelineError) else e.__class__.__name__
             for k in list(need):
-                out[k] = ReadBack(UNREADABLE, note=f"cannot read the input again ({e.__class__.__name__}: {e})")
+                out[k] = ReadBack(UNREADABLE, note=f"cannot read the input again ({why})")
             need.clear()
     for k in need:
         out[k] = ReadBack(CHANGED, note=f"row {k[2]} of {k[1]} is no longer in the input")
     return out
-
-
-def _as_inputs(files: list[InputFile]) -> list[InputFile]:
-    return sorted(files, key=lambda f: (f.relpath, f.path))
 
 
 def _scan(reader, src, units: list[Unit], units_cfg: UnitConfig, need: dict[Key, Wanted], out: dict[Key, ReadBack],
