@@ -278,26 +278,30 @@ def explain(run_dir, record_id, as_json) -> None:
 @click.argument("run_b", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 @click.option("--limit", default=50, show_default=True, help="How many changed records to list.")
-def diff(run_a, run_b, as_json, limit) -> None:
-    """What changed from RUN_A to RUN_B: counts per stage and reason, decisions, config, inputs."""
+@click.option("--reason", help="Only changes where a decision or stage is this, or a decision or reason starts with it.")
+def diff(run_a, run_b, as_json, limit, reason) -> None:
+    """What changed from RUN_A to RUN_B: counts per stage and reason, decisions (with the stage that
+    caused each change), config, inputs."""
     from pipeline.audit.inspect import diff_runs, to_json
     from pipeline.cli_views import show_diff
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        d = diff_runs(Path(run_a), Path(run_b), limit=limit)
+        d = diff_runs(Path(run_a), Path(run_b), limit=limit, reason=reason)
     click.echo(to_json(d)) if as_json else show_diff(d, _console())
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
-def report(run_dir, out) -> None:
+@click.option("--samples", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Add N records of each dropped decision, read back from the inputs with PII masked.")
+def report(run_dir, out, samples) -> None:
     """Write a self-contained HTML report of RUN_DIR (no network needed to view it)."""
     from pipeline.audit.report import render_report
     from pipeline.fileio import atomic_write_bytes
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        page = render_report(Path(run_dir))
+        page = render_report(Path(run_dir), samples=samples)
     atomic_write_bytes(out, page.encode())
     click.echo(f"wrote {out}")
 
@@ -460,8 +464,10 @@ def index_rebuild(state_dir, run_dirs) -> None:
 
 
 from pipeline.cli_pii import pii as _pii_group  # noqa: E402 - registered after `main` exists
+from pipeline.cli_sample import sample as _sample_command  # noqa: E402
 
 main.add_command(_pii_group)
+main.add_command(_sample_command)
 
 if __name__ == "__main__":
     main()

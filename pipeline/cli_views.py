@@ -110,9 +110,20 @@ def show_diff(d: dict, console: Console) -> None:
             c.add_row(k, _n(v["a"]), _n(v["b"]))
         console.print(c)
     dc = d["decision_changes"]
-    console.print(f"records whose decision changed: {dc['total']:,}" + (f" (first {len(dc['records'])})" if dc["total"] > len(dc["records"]) else ""))
+    console.print(f"records whose decision changed: {dc['total']:,}" + (f" (matching {dc['filter']!r})" if dc.get("filter") else ""))
+    if dc.get("transitions"):
+        t = Table(title="decision changes (A → B) and the stage that caused them")
+        for col in ("A", "B", "caused by", "records"):
+            t.add_column(col, justify="right" if col == "records" else "left")
+        for r in dc["transitions"]:
+            t.add_row(r["a"] or "(absent)", r["b"] or "(absent)", r["cause"], _n(r["records"]))
+        console.print(t)
+        console.print("per stage: " + ", ".join(f"{k} {_n(v)}" for k, v in dc["by_stage"].items()))
+    if dc["records"]:
+        console.print(f"records" + (f" (first {len(dc['records'])})" if dc["total"] > len(dc["records"]) else "") + ":")
     for r in dc["records"]:
-        console.print(f"  {r['record_id']}: {r['a'] or '(absent)'} → {r['b'] or '(absent)'}")
+        why = f"  (by {r['cause']})" if r.get("cause") else ""
+        console.print(f"  {r['record_id']}: {r['a'] or '(absent)'} → {r['b'] or '(absent)'}{why}")
     if d["config_changes"]:
         console.print("config changes:")
         for k, v in d["config_changes"].items():

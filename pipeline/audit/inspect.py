@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.core.decisions import Category
+from pipeline.core.decisions import OUTPUT_STAGE, Category
 from pipeline.core.registry import manifest_decisions
 from pipeline.audit.verify import load_manifest, verify_run
 from pipeline.errors import PipelineError
@@ -26,7 +26,7 @@ class RecordNotFound(PipelineError):
     """The record id is not in the run's ledger."""
 
 
-def _ledger(run_dir: Path, manifest: dict) -> pl.LazyFrame:
+def ledger_frame(run_dir: Path, manifest: dict) -> pl.LazyFrame:
     paths = [str(run_dir / f["path"]) for f in manifest["outputs"]["ledger"]]
     if not paths:
         return pl.LazyFrame(schema={"record_id": pl.String, "source": pl.String, "decision": pl.String,
@@ -38,7 +38,7 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
     """The steward's first look: inputs, funnel, removals by reason and source, verification."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
-    ledger = _ledger(run_dir, manifest)
+    ledger = ledger_frame(run_dir, manifest)
     kept = list(manifest_decisions(manifest).names(Category.KEPT))
     removals = (
         ledger.filter(~pl.col("decision").is_in(kept))
@@ -85,7 +85,7 @@ def explain(run_dir: Path, record_id: str) -> dict:
     """Everything the run knows about one record: where it came from, each stage, the evidence."""
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
-    ledger = _ledger(run_dir, manifest)
+    ledger = ledger_frame(run_dir, manifest)
     rows = ledger.filter(pl.col("record_id") == record_id).collect()
     if rows.height == 0:
         raise RecordNotFound(f"{record_id!r} is not in the ledger of run {manifest['run_id']} ({run_dir}); "
@@ -185,10 +185,16 @@ def _flatten(d, prefix: str = "") -> dict:
     return out
 
 
-def diff_runs(run_a: Path, run_b: Path, limit: int = 50) -> dict:
-    """What changed from run A to run B: counts per stage and reason, decisions, config, inputs."""
+def diff_runs(run_a: Path, run_b: Path, limit: int = 50, reason: str | None = None) -> dict:
+    """What changed from run A to run B: counts per stage and reason, decisions, config, inputs.
+
+    Each record whose decision changed is attributed to the stage that caused it: the stage that
+    removed it in B, else the stage that had removed it in A, else (kept in both, e.g. kept →
+    kept_redacted) the stage that marked it. `reason` keeps only the changes where either side's
+    decision or stage is `reason`, a decision starts with it, or a reason string starts with it.
+    """
     ma, mb = load_manifest(Path(run_a)), load_manifest(Path(run_b))
-    la, lb = _ledger(Path(run_a), ma), _ledger(Path(run_b), mb)
+    la, lb = ledger_frame(Path(run_a), ma), ledger_frame(Path(run_b), mb)
 
     def counts(lf: pl.LazyFrame) -> dict:
         df = lf.group_by("stage", "decision", "reason").agg(pl.len().alias("n")).collect()
@@ -198,13 +204,32 @@ def diff_runs(run_a: Path, run_b: Path, limit: int = 50) -> dict:
     count_changes = {k: {"a": ca.get(k, 0), "b": cb.get(k, 0)} for k in sorted(set(ca) | set(cb)) if ca.get(k, 0) != cb.get(k, 0)}
     # Records are matched on (record id, source, location, row): a repeated id stays two records.
     key = ["record_id", "source", "location", "row"]
-    joined = (
-        la.select(*key, pl.col("decision").alias("a"), pl.col("reason").alias("reason_a"))
-        .join(lb.select(*key, pl.col("decision").alias("b"), pl.col("reason").alias("reason_b")),
+    kept_a = list(manifest_decisions(ma).names(Category.KEPT))
+    kept_b = list(manifest_decisions(mb).names(Category.KEPT))
+    a, b = pl.col("a"), pl.col("b")
+    cause = (pl.when(a.is_null()).then(pl.lit("(new in B)"))
+             .when(b.is_null()).then(pl.lit("(absent from B)"))
+             .when(~b.is_in(kept_b)).then(pl.col("stage_b"))
+             .when(~a.is_in(kept_a)).then(pl.col("stage_a"))
+             .when(pl.col("stage_b") != OUTPUT_STAGE).then(pl.col("stage_b"))
+             .otherwise(pl.col("stage_a")))
+    changed = (
+        la.select(*key, pl.col("decision").alias("a"), pl.col("reason").alias("reason_a"), pl.col("stage").alias("stage_a"))
+        .join(lb.select(*key, pl.col("decision").alias("b"), pl.col("reason").alias("reason_b"), pl.col("stage").alias("stage_b")),
               on=key, how="full", coalesce=True)
-        .filter(pl.col("a").is_null() | pl.col("b").is_null() | (pl.col("a") != pl.col("b")))
-        .sort("record_id").collect()
+        .filter(a.is_null() | b.is_null() | (a != b))
+        .with_columns(cause.alias("cause"))
     )
+    if reason:
+        changed = changed.filter(
+            (a == reason) | (b == reason) | (pl.col("stage_a") == reason) | (pl.col("stage_b") == reason)
+            | a.str.starts_with(reason) | b.str.starts_with(reason)
+            | pl.col("reason_a").str.starts_with(reason) | pl.col("reason_b").str.starts_with(reason))
+    joined = changed.sort("record_id").collect()
+    transitions = (joined.group_by("a", "b", "cause").agg(pl.len().alias("records"))
+                   .sort(["records", "a", "b"], descending=[True, False, False], nulls_last=True).to_dicts())
+    by_stage = {r["cause"]: r["records"] for r in
+                joined.group_by("cause").agg(pl.len().alias("records")).sort(["records", "cause"], descending=[True, False]).to_dicts()}
     fa, fb = _flatten(ma["config"]), _flatten(mb["config"])
     config_changes = {k: {"a": fa.get(k), "b": fb.get(k)} for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
     ia = {(i["source"], i["relpath"]): i["sha256"] for i in ma["inputs"]}
@@ -220,7 +245,8 @@ def diff_runs(run_a: Path, run_b: Path, limit: int = 50) -> dict:
         "totals": {k: {"a": ma["conservation"]["overall"][k], "b": mb["conservation"]["overall"][k]}
                    for k in ("input", "kept", "dropped", "quarantined", "rejected")},
         "count_changes": count_changes,
-        "decision_changes": {"total": joined.height, "records": joined.head(limit).to_dicts()},
+        "decision_changes": {"total": joined.height, "records": joined.head(limit).to_dicts(),
+                             "transitions": transitions, "by_stage": by_stage, "filter": reason},
         "config_changes": config_changes,
         "config_sha256": {"a": ma["config_sha256"], "b": mb["config_sha256"]},
         "input_changes": input_changes,

@@ -22,6 +22,9 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px s
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f5f9}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #dde;border-radius:8px;padding:.7rem 1rem;min-width:9rem}
 .card b{display:block;font-size:1.4rem}svg text{font-size:12px;fill:#1d2330}
+.sample{border:1px solid #dde;border-radius:8px;padding:.5rem 1rem;margin:.7rem 0}.sample p{margin:.3rem 0}
+pre{white-space:pre-wrap;word-break:break-word;background:#f7f8fb;padding:.5rem;border-radius:4px;font-size:.85rem}
+del{background:#fde2e1;color:#b3261e}ins{background:#dcf5e3;color:#127a3a;text-decoration:none;font-weight:600}
 """
 
 
@@ -60,8 +63,69 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def render_report(run_dir: Path) -> str:
-    """The report of one run as a single HTML string."""
+def _content_html(c: dict) -> str:
+    if c.get("status") not in ("ok", "unverified"):
+        return f'<p class="warn">{_esc(c.get("status"))}: {_esc(c.get("note"))}</p>'
+    check = "sha256 verified" if c["status"] == "ok" else "not verified (no digest in the ledger)"
+    if c.get("kind") == "image":
+        dims = f'{c["width"]}×{c["height"]}, ' if "width" in c else ""
+        return (f'<p class="meta">image: {dims}{c["bytes"]:,} bytes, sha256 {_esc(c["sha256"])}, pdq {_esc(c.get("pdq"))}, '
+                f'phash {_esc(c.get("phash"))} ({check}; bytes not shown)</p>')
+    cut = f', first {len(c["text"]):,} shown' if c.get("truncated") else ""
+    return (f'<p class="meta">text: {c["chars"]:,} chars{cut} ({check}, {_esc(c.get("masked_spans"))} PII span(s) masked)</p>'
+            f'<pre class="text">{_esc(c["text"])}</pre>')
+
+
+def _samples_html(run_dir: Path, n: int, removals: list[dict]) -> str:
+    """N records of each dropped decision, read back, masked, with survivors and marked differences."""
+    from pipeline.audit.sample import Masker, condensed, sample_records, visible
+    from pipeline.audit.verify import load_manifest
+    from pipeline.core.decisions import Category
+    from pipeline.core.registry import manifest_decisions
+
+    manifest = load_manifest(run_dir)
+    table = manifest_decisions(manifest)
+    present = {r["decision"] for r in removals}
+    decisions = [d for d in table.names(Category.DROPPED) if d in present]
+    if not decisions:
+        return '<p id="samples" class="meta">No record was dropped: nothing to sample.</p>'
+    masker = Masker(manifest)
+    parts = [f'<p class="meta" id="samples">{n} record(s) per dropped decision, chosen by seed 0 '
+             f'(<code>hygiene sample RUN --reason DECISION</code> shows others). Personal data: {_esc(masker.note)}. '
+             'Quarantined records are never shown.</p>']
+    for d in decisions:
+        s = sample_records(run_dir, d, n=n, seed=0, masker=masker)
+        parts.append(f'<section class="sample-group" id="samples-{_esc(d)}" data-decision="{_esc(d)}">'
+                     f'<h3>{_esc(d)}: {s["matching"]:,} record(s), {len(s["records"])} shown</h3>')
+        for r in s["records"]:
+            ev = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r["evidence"].items())
+            parts.append(f'<div class="sample" data-record-id="{_esc(r["record_id"])}">'
+                         f'<p><b>{_esc(r["record_id"])}</b> <span class="meta">{_esc(r["source"])}: {_esc(r["location"])} '
+                         f'row {r["row"]}</span></p><p>{_esc(r["stage"])}: {_esc(r["reason"])}</p>'
+                         + (f'<p class="meta">evidence: {_esc(ev)}</p>' if ev else "") + _content_html(r["content"]))
+            sv = r.get("survivor")
+            if sv:
+                parts.append(f'<p>survivor <b>{_esc(sv["record_id"])}</b>'
+                             + (f' ({_esc(sv.get("decision"))})' if sv.get("decision") else "") + "</p>")
+                if sv["content"].get("kind") != "text":
+                    parts.append(_content_html(sv["content"]))
+            if r.get("diff") is not None and all(op == "=" for op, _ in r["diff"]):
+                over = f' in their first {r["diff_chars"]:,} characters' if r.get("diff_chars") else ""
+                parts.append(f'<p class="meta">identical to the survivor\'s text{over} (after masking)</p>')
+            elif r.get("diff") is not None:
+                marks = {"-": "del", "+": "ins"}
+                body = "".join(f"<{marks[op]}>{_esc(t)}</{marks[op]}>" if op in marks else _esc(t)
+                               for op, t in visible(condensed(r["diff"])))
+                parts.append('<p class="meta">differences from the survivor (struck: only in the survivor; '
+                             f'green: only in this record):</p><pre class="diff">{body}</pre>')
+            parts.append("</div>")
+        parts.append("</section>")
+    return "".join(parts)
+
+
+def render_report(run_dir: Path, samples: int = 0) -> str:
+    """The report of one run as a single HTML string; `samples` > 0 adds that many read-back records
+    per dropped decision (masked; never a quarantined record)."""
     s = summarize(Path(run_dir))
     signoff = s["signoff"]
     t = s["totals"]
@@ -104,6 +168,8 @@ def render_report(run_dir: Path) -> str:
             f'<p class="meta">Threshold {nd["threshold"]}, {nd["bands"]}×{nd["rows"]} bands (probability of flagging a pair at the '
             f'threshold {nd["candidate_probability_at_threshold"]:.3f}), {nd["candidate_pairs"]:,} candidate pairs, '
             f'{nd["verified_pairs"]:,} verified, {nd["clusters"]:,} clusters.</p>')
+    samples_html = (f'<h2>Samples of removed records</h2>{_samples_html(Path(run_dir), samples, s["removals"])}'
+                    if samples > 0 else "")
     data = json.dumps({"totals": t, "funnel": s["funnel"], "run_id": s["run_id"]}, sort_keys=True)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hygiene run {_esc(s['run_id'])}</title>
@@ -121,6 +187,6 @@ def render_report(run_dir: Path) -> str:
 <h2>Near-duplicate clusters by size</h2>{near}{clusters}
 <h2>PII by entity type</h2>{pii_html}
 <h2>Hash lists</h2>{hash_lists}
-<script type="application/json" id="run-data">{html.escape(data, quote=False)}</script>
+{samples_html}<script type="application/json" id="run-data">{html.escape(data, quote=False)}</script>
 </body></html>
 """

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 SAMPLE = str(REPO / "configs" / "sample.yaml")
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["schedule"], ["validate"]])
+@pytest.mark.parametrize("args", [[], ["run"], ["schedule"], ["validate"], ["sample"]])
 def test_every_command_explains_itself(args):
     result = CliRunner().invoke(main, [*args, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output and len(result.output) > 80

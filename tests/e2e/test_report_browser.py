@@ -77,3 +77,24 @@ def test_the_report_needs_no_network(report):
     html = report[0].read_text()
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
     assert "<script src" not in html and "<link" not in html
+
+
+def test_the_samples_section_renders_masked_text_and_marked_differences(browser, report):
+    from selenium.webdriver.common.by import By
+
+    page, manifest = report
+    run = page.parent / "run"
+    with_samples = page.with_name("report-samples.html")
+    with_samples.write_text(render_report(run, samples=2))
+    browser.get(with_samples.as_uri())
+    groups = browser.find_elements(By.CSS_SELECTOR, "section.sample-group")
+    assert {g.get_attribute("data-decision") for g in groups} == {"dropped_duplicate", "dropped_near_duplicate"}
+    removed = browser.find_elements(By.CSS_SELECTOR, "#samples-dropped_near_duplicate pre.diff del, "
+                                                     "#samples-dropped_near_duplicate pre.diff ins")
+    assert removed and all(e.size["height"] > 0 for e in removed)   # differences really laid out
+    texts = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "pre.text"))
+    assert "@example.com" not in texts                                  # masked as the run's policy would
+    shown = {e.get_attribute("data-record-id") for e in browser.find_elements(By.CSS_SELECTOR, "div.sample")}
+    assert not shown & {"web-planted", "images/field-4.png"}          # never a quarantined record
+    html = with_samples.read_text()
+    assert "https://" not in html and "<script src" not in html
