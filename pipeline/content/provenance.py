@@ -111,8 +111,9 @@ class Markers:
         return {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}.get(self.format)
 
 
-def find_markers(data: bytes, max_xmp_bytes: int = MAX_XMP_BYTES) -> Markers:
-    """Walk the container's structure (never the pixels) for XMP and C2PA; never raises."""
+def find_markers(data: bytes | memoryview, max_xmp_bytes: int = MAX_XMP_BYTES) -> Markers:
+    """Walk the container's structure (never the pixels) for XMP and C2PA; never raises. `data` may
+    be a memoryview (e.g. of an Arrow buffer): only the packet found is copied."""
     if data[:2] == b"\xff\xd8":
         return _jpeg(data, max_xmp_bytes)
     if data[:8] == PNG_SIG:
@@ -122,11 +123,15 @@ def find_markers(data: bytes, max_xmp_bytes: int = MAX_XMP_BYTES) -> Markers:
     return _other(data, max_xmp_bytes)
 
 
-def _bounded(m: Markers, packet: bytes, max_xmp_bytes: int) -> None:
+def _at(data, pos: int, sig: bytes) -> bool:
+    return data[pos:pos + len(sig)] == sig
+
+
+def _bounded(m: Markers, packet, max_xmp_bytes: int) -> None:
     if len(packet) > max_xmp_bytes:
         m.problem = f"xmp packet of {len(packet)} bytes > {max_xmp_bytes}, not read"
     elif m.xmp is None:
-        m.xmp = packet
+        m.xmp = bytes(packet)
 
 
 def _jpeg(data: bytes, max_xmp_bytes: int) -> Markers:
@@ -153,9 +158,9 @@ def _jpeg(data: bytes, max_xmp_bytes: int) -> Markers:
             what = "C2PA (APP11) segment" if m.c2pa_cut else "segment"
             m.problem = f"jpeg: {what} at byte {i} runs past the end of the file"
             return m
-        if marker == 0xE1 and data.startswith(JPEG_XMP_SIG, i + 4):
+        if marker == 0xE1 and _at(data, i + 4, JPEG_XMP_SIG):
             _bounded(m, data[i + 4 + len(JPEG_XMP_SIG):end], max_xmp_bytes)
-        elif marker == 0xEB and data.startswith(b"JP", i + 4) and b"jumb" in data[i + 4:i + 40]:
+        elif marker == 0xEB and _at(data, i + 4, b"JP") and b"jumb" in bytes(data[i + 4:i + 40]):
             m.c2pa = True                                 # APP11: a JUMBF box (ISO 19566-5), C2PA's carrier
         i = end
     if i < n:
@@ -168,14 +173,14 @@ def _png(data: bytes, max_xmp_bytes: int) -> Markers:
     n, i = len(data), 8
     while i + 8 <= n:
         length = int.from_bytes(data[i:i + 4], "big")
-        kind = data[i + 4:i + 8]
+        kind = bytes(data[i + 4:i + 8])
         end = i + 12 + length
         if end > n:
             m.c2pa_cut = kind == b"caBX"
             m.problem = f"png: chunk {kind!r} at byte {i} runs past the end of the file"
             return m
-        if kind == b"iTXt" and data.startswith(PNG_XMP_KEYWORD, i + 8):
-            packet, problem = _itxt_text(data[i + 8 + len(PNG_XMP_KEYWORD):i + 8 + length], max_xmp_bytes)
+        if kind == b"iTXt" and _at(data, i + 8, PNG_XMP_KEYWORD):
+            packet, problem = _itxt_text(bytes(data[i + 8 + len(PNG_XMP_KEYWORD):i + 8 + length]), max_xmp_bytes)
             if packet is not None:
                 _bounded(m, packet, max_xmp_bytes)
             m.problem = m.problem or problem
@@ -213,7 +218,7 @@ def _webp(data: bytes, max_xmp_bytes: int) -> Markers:
     m = Markers("webp")
     n, i = len(data), 12
     while i + 8 <= n:
-        kind = data[i:i + 4]
+        kind = bytes(data[i:i + 4])
         length = int.from_bytes(data[i + 4:i + 8], "little")
         end = i + 8 + length
         if end > n:
@@ -232,6 +237,7 @@ def _other(data: bytes, max_xmp_bytes: int) -> Markers:
     # GIF, TIFF, HEIF/AVIF, ...: no walker; look for the packet and the JUMBF box by their signatures
     # (a memchr-speed search over the bytes).
     m = Markers("other")
+    data = bytes(data)
     start = data.find(b"<x:xmpmeta")
     if start >= 0:
         stop = data.find(b"</x:xmpmeta>", start)
@@ -455,7 +461,7 @@ class Provenance:
         return self.c2pa.validation
 
 
-def inspect_image(data: bytes, inspector: C2paInspector | None, max_xmp_bytes: int = MAX_XMP_BYTES,
+def inspect_image(data: bytes | memoryview, inspector: C2paInspector | None, max_xmp_bytes: int = MAX_XMP_BYTES,
                   prefer: tuple[str, ...] = AI_SOURCE_TYPES) -> Provenance:
     """The provenance facts of one image's bytes; `inspector=None` skips C2PA (XMP only)."""
     out = Provenance()

@@ -31,6 +31,8 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.content.provenance import (AI_SOURCE_TYPES, MAX_XMP_BYTES, C2paInspector, Provenance, inspect_image,
@@ -110,8 +112,8 @@ class AiProvenanceStage(RecordStage):
         decision: list[str | None] = [None] * n
         reason: list[str | None] = [None] * n
         evidence: dict[str, list] = {}
-        for i, blob in enumerate(table[IMAGE_COLUMN].to_pylist()):
-            facts = inspect_image(blob or b"", self.inspector, cfg.max_xmp_bytes, cfg.drop_source_types)
+        for i, blob in enumerate(_views(table[IMAGE_COLUMN])):
+            facts = inspect_image(blob, self.inspector, cfg.max_xmp_bytes, cfg.drop_source_types)
             why = self.ai_reason(facts)
             ev = {
                 "provenance_source": facts.source,
@@ -164,6 +166,24 @@ class AiProvenanceStage(RecordStage):
                 "require_trusted_signer": cfg.require_trusted_signer,
                 "trust_anchors_sha256": getattr(self, "anchors_sha256", None), "c2pa_python": c2pa.__version__,
                 "c2pa_sdk": c2pa.sdk_version(), "network": "off (no remote manifests, OCSP or trust-list fetches)"}
+
+
+def _views(column):
+    """A read-only view of each value's bytes, without copying them out of Arrow (the walk reads a
+    few bytes of most images; copying every image out would cost more than the walk)."""
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        if not (pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type)):
+            yield from (v or b"" for v in chunk.to_pylist())      # e.g. a binary view column: copied
+            continue
+        _, offsets, data = chunk.buffers()[:3]
+        width = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        at = np.frombuffer(offsets, dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1].tolist()
+        whole = memoryview(data).cast("B") if data is not None else memoryview(b"")   # Arrow exports signed chars
+        nulls = chunk.is_null().to_numpy(zero_copy_only=False).tolist() if chunk.null_count else [False] * len(chunk)
+        for i, null in enumerate(nulls):
+            yield b"" if null else whole[at[i]:at[i + 1]]
 
 
 def _signature_text(validation: str) -> str:

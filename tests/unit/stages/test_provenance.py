@@ -310,3 +310,17 @@ def test_an_image_run_records_the_evidence_in_the_ledger_and_drops_by_config(tmp
     st = manifest["stages"]["ai_provenance"]
     assert st["dropped"] == 3 and st["seen"] == st["kept"] + st["dropped"]
     assert "dropped_ai_generated" in manifest["pipeline"]["decisions"]
+
+
+def test_binary_large_binary_sliced_and_null_image_columns_read_alike(cases):
+    stage = _stage(mode="drop")
+    names = ["plain.jpg", "c2pa_ai.jpg", "xmp_ai.jpg", "xmp_camera.jpg"]
+    blobs = [cases[n] for n in names]
+    want = [None, "dropped_ai_generated", "dropped_ai_generated", None]
+    for typ in (pa.binary(), pa.large_binary()):
+        table = pa.table({"image": pa.chunked_array([pa.array(blobs[:2], typ), pa.array(blobs[2:] + [None], typ)])})
+        ctx = BatchContext("img", None, np.arange(5, dtype=np.int64), list("abcde"), 0, None, {})
+        assert stage.process(table, ctx).decision == want + [None]
+        sliced = table.slice(1, 3)
+        ctx = BatchContext("img", None, np.arange(3, dtype=np.int64), list("abc"), 0, None, {})
+        assert stage.process(sliced, ctx).decision == want[1:4]
