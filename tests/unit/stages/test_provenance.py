@@ -324,3 +324,13 @@ def test_binary_large_binary_sliced_and_null_image_columns_read_alike(cases):
         sliced = table.slice(1, 3)
         ctx = BatchContext("img", None, np.arange(3, dtype=np.int64), list("abc"), 0, None, {})
         assert stage.process(sliced, ctx).decision == want[1:4]
+
+
+def test_threads_sharing_one_inspector_read_alike(cases):
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = C2paInspector()
+    names = ["c2pa_ai.jpg", "c2pa_camera.jpg", "c2pa_ai_tampered.jpg", "plain.jpg"] * 5
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda n: inspect_image(cases[n], shared).c2pa_validation, names))
+    assert got == [EXPECTED[n][2] for n in names]
