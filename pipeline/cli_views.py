@@ -48,9 +48,20 @@ def show_summary(s: dict, console: Console) -> None:
         console.print(f"PII ({model.get('name')} {model.get('version')}): records {pii['records_by_action'] or '{}'}; "
                       f"spans by type {pii['by_entity'] or '{}'}; actions {pii['actions']}")
         res = pii.get("residual_scan")
-        console.print("residual PII scan: " + ("not run" if not res else
-                      f"{res['spans']:,} span(s) in {res['records']:,} records scanned (sample {res['sample_fraction']:g}) "
-                      f"{res['by_entity'] or ''}"))
+        if not res:
+            console.print("residual PII scan: not run")
+        elif "upper_bound" in res:
+            scope = ("every kept record" if res["full"]
+                     else f"sample {res['sample_fraction']:g} of {res['population']:,}")
+            console.print(f"residual PII scan: {res['records_with_residual']:,} of {res['records']:,} scanned records "
+                          f"({scope}) "
+                          f"hold residual PII: rate {res['rate']:.3%}, {res['confidence']:.0%} upper bound "
+                          f"{res['upper_bound']:.3%}; {res['spans']:,} span(s) {res['by_entity'] or ''}")
+        else:
+            console.print(f"residual PII scan: {res['spans']:,} span(s) in {res['records']:,} records scanned "
+                          f"(sample {res['sample_fraction']:g}) {res['by_entity'] or ''}")
+    if s.get("timings"):
+        show_timings(s["timings"], console)
     console.print(f"quarantined: {s['quarantined']:,}; hash lists: {len(s['hash_lists']) or 'none configured'}")
     sig = s["signature"]
     console.print("signature: " + (f"signed (ed25519, key {sig['keyid'][:16]}…)" if sig["signed"] else "[yellow]unsigned[/]"))
@@ -63,6 +74,28 @@ def show_summary(s: dict, console: Console) -> None:
                   f"{'[green]PASSED[/]' if so['passed'] else '[red]FAILED[/]'} ({so['policy']}) by {so['approver']} at {so['at']}"
                   + (f"; failed: {', '.join(so['failed_rules'])}" if so["failed_rules"] else "")))
     console.print(f"output: {s['outputs']['shards']} shard(s), {s['outputs']['rows']:,} rows, {s['outputs']['bytes']:,} bytes")
+
+
+def show_timings(tm: dict, console: Console) -> None:
+    """Where the run's time went: per phase (wall, CPU of the process tree, CPU/wall, MB/s) and per stage."""
+    t = Table(title=f"time per phase ({tm.get('cpu') or 'unknown CPU'}, {tm.get('cores') or '?'} cores; "
+                    f"total {tm.get('total_wall_s') or 0:,.1f} s)")
+    for c in ("phase", "items", "wall s", "CPU s", "CPU/wall", "MB/s"):
+        t.add_column(c, justify="left" if c == "phase" else "right")
+    for p in tm["phases"]:
+        t.add_row(p["name"], _n(p.get("items", 1)), f"{p['wall_s']:,.2f}",
+                  "-" if p.get("cpu_s") is None else f"{p['cpu_s']:,.2f}",
+                  "-" if p.get("cpu_per_wall") is None else f"{p['cpu_per_wall']:.2f}",
+                  "-" if p.get("mb_per_s") is None else f"{p['mb_per_s']:,.3f}")
+    console.print(t)
+    st = Table(title="time per stage (a stage's wall time sums its tasks, which overlap on several workers)")
+    for c in ("stage", "wall s", "CPU s"):
+        st.add_column(c, justify="left" if c == "stage" else "right")
+    for name, v in tm["stages"].items():
+        st.add_row(name, f"{v['wall_s']:,.2f}", f"{v['cpu_s']:,.2f}")
+    if tm.get("residual_scan"):
+        st.add_row("residual PII scan (inside pii)", f"{tm['residual_scan']['wall_s']:,.2f}", f"{tm['residual_scan']['cpu_s']:,.2f}")
+    console.print(st)
 
 
 def show_story(st: dict, console: Console) -> None:

@@ -61,6 +61,7 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
         "removals": removals.to_dicts(),
         "near_dedup": manifest.get("near_dedup"),
         "pii": manifest.get("pii"),
+        "timings": manifest.get("timings"),
         "quarantined": c["overall"]["quarantined"],
         "hash_lists": manifest.get("hash_lists", []),
         "signature": manifest["signature"],

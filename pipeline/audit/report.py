@@ -168,6 +168,20 @@ def render_report(run_dir: Path, samples: int = 0) -> str:
             f'<p class="meta">Threshold {nd["threshold"]}, {nd["bands"]}×{nd["rows"]} bands (probability of flagging a pair at the '
             f'threshold {nd["candidate_probability_at_threshold"]:.3f}), {nd["candidate_pairs"]:,} candidate pairs, '
             f'{nd["verified_pairs"]:,} verified, {nd["clusters"]:,} clusters.</p>')
+    tm = s.get("timings")
+    timings_html = ('<p id="timings" class="meta">This run recorded no timings (written before they were measured).</p>'
+                    if not tm else
+                    f'<p class="meta">{_esc(tm.get("cpu") or "unknown CPU")}, {tm.get("cores") or "?"} cores; total '
+                    f'{tm.get("total_wall_s") or 0:,.1f} s. CPU is the process tree\'s (the run and its worker processes).</p>'
+                    + _table(["phase", "items", "wall s", "CPU s", "CPU/wall", "MB/s"],
+                             [[p["name"], p.get("items", 1), f'{p["wall_s"]:,.2f}',
+                               "-" if p.get("cpu_s") is None else f'{p["cpu_s"]:,.2f}',
+                               "-" if p.get("cpu_per_wall") is None else f'{p["cpu_per_wall"]:.2f}',
+                               "-" if p.get("mb_per_s") is None else f'{p["mb_per_s"]:,.3f}'] for p in tm["phases"]],
+                             {1, 2, 3, 4, 5}, "timings")
+                    + _table(["stage", "wall s (summed over tasks)", "CPU s"],
+                             [[k, f'{v["wall_s"]:,.2f}', f'{v["cpu_s"]:,.2f}'] for k, v in tm["stages"].items()],
+                             {1, 2}, "stage-timings"))
     samples_html = (f'<h2>Samples of removed records</h2>{_samples_html(Path(run_dir), samples, s["removals"])}'
                     if samples > 0 else "")
     data = json.dumps({"totals": t, "funnel": s["funnel"], "run_id": s["run_id"]}, sort_keys=True)
@@ -187,6 +201,7 @@ def render_report(run_dir: Path, samples: int = 0) -> str:
 <h2>Near-duplicate clusters by size</h2>{near}{clusters}
 <h2>PII by entity type</h2>{pii_html}
 <h2>Hash lists</h2>{hash_lists}
+<h2>Where the time went</h2>{timings_html}
 {samples_html}<script type="application/json" id="run-data">{html.escape(data, quote=False)}</script>
 </body></html>
 """
