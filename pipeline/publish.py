@@ -73,7 +73,9 @@ def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
 def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
     """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
     cfg = plan.config
-    schema = ledger_schema(any(s.origin != "built-in" for s in run_stages(cfg)))
+    # The historic built-in stages (options in their own sections) write typed columns; a user's
+    # stage and every stage configured under `config:` (adult_image, ...) write `evidence`.
+    schema = ledger_schema(any(s.origin != "built-in" or s.cls.config_section is None for s in run_stages(cfg)))
     with ShardWriter(directory, schema, max_rows=cfg.output.ledger_part_rows,
                      name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
                      compression="zstd") as writer:

@@ -32,6 +32,8 @@ BUILTIN = {
     "exact_dedup": "pipeline.stages.exact:ExactDedupStage",
     "near_dedup": "pipeline.stages.near:NearDedupStage",
     "pii": "pipeline.stages.pii:PiiStage",
+    "adult_image": "pipeline.stages.adult:AdultImageStage",
+    "adult_text": "pipeline.stages.adult:AdultTextStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

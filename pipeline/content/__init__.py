@@ -1,0 +1,1 @@
+"""Content screening kernels behind the content-filter stages (adult-content detection, term lists)."""
