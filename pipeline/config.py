@@ -384,9 +384,8 @@ class StageEntryConfig(_Strict):
 
     kind: str = Field(min_length=1)
     config: dict = Field(default_factory=dict)
-    # The config file's folder, filled in when the file is loaded for a `module:Class` (imported
-    # from there besides the environment) and for an entry with options (relative file names in
-    # them, e.g. adult_text's `terms_file`, resolve there).
+    # The config file's folder, filled in when the file is loaded: a `module:Class` is imported from
+    # there too, and relative file names in options (adult_text's `terms_file`) resolve there.
     search_path: str | None = None
 
 
@@ -493,8 +492,6 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         pii = pii.model_copy(update={"hmac_key": pii.hmac_key.model_copy(update={"file": absolute(pii.hmac_key.file)})})
     stages = cfg.stages
     if stages is not None:
-        # A `module:Class` is imported from the config's folder, and a stage with options may name
-        # files relative to it (e.g. adult_text's `terms_file`): both entries record the folder.
         stages = tuple(e.model_copy(update={"search_path": str(base.resolve())})
                        if (":" in e.kind or e.config) and not e.search_path else e for e in stages)
     return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing,

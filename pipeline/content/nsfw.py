@@ -79,8 +79,8 @@ def model_path() -> Path:
     """The ONNX file inside the installed nudenet wheel, found without importing the package."""
     spec = importlib.util.find_spec("nudenet")
     if spec is None or not spec.submodule_search_locations:
-        raise DetectorError("the adult_image stage needs nudenet 3.4.2 (its wheel ships the model): "
-                            "pip install 'nudenet==3.4.2' 'onnxruntime==1.31.1'")
+        raise DetectorError("the adult_image stage needs nudenet 3.4.2 (its wheel ships the model, AGPL-3.0): "
+                            "pip install 'hygiene-pipeline[adult]'")
     path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
     if not path.is_file():
         raise DetectorError(f"nudenet is installed but its model file {MODEL_FILE} is missing; reinstall nudenet==3.4.2")
@@ -125,7 +125,8 @@ class NudeNetModel:
             import cv2
             import onnxruntime as ort
         except ImportError as e:
-            raise DetectorError(f"the adult_image stage needs onnxruntime and OpenCV (nudenet's dependencies): {e}") from e
+            raise DetectorError("the adult_image stage needs onnxruntime and OpenCV (nudenet's dependencies): "
+                                f"pip install 'hygiene-pipeline[adult]' ({e})") from e
         self._cv2 = cv2
         self.path = path or model_path()
         options = ort.SessionOptions()

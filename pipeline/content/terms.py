@@ -92,6 +92,7 @@ class TermList:
         self.origin = origin
         self.digest = hashlib.sha256("\n".join(self.terms).encode("utf-8")).hexdigest()
         self._ids = {t: term_id(t) for t in self.terms}
+        self._spaced = any(" " in t for t in self.terms)     # matches may hold other whitespace runs
         # (?!\w) ends a whole word in any script; the text is already case-folded, so no IGNORECASE.
         self.pattern = re.compile(_trie_pattern(list(self.terms)) + r"(?!\w)", re.DOTALL)
 
@@ -119,8 +120,9 @@ class TermList:
         counts: dict[str, int] = {}
         if not text:
             return counts
+        spaced = self._spaced
         for m in self.pattern.finditer(normalize(text)):
-            t = _SPACE.sub(" ", m.group(0))
+            t = _SPACE.sub(" ", m.group(0)) if spaced else m.group(0)
             counts[t] = counts.get(t, 0) + 1
         return counts
 

@@ -12,15 +12,15 @@ the highest score of each configured class. Modes: `score` records the scores; `
 `adult_flagged`; `drop` drops an image whose score of any configured class reaches its threshold
 (`dropped_adult`, reason `adult_image FEMALE_BREAST_EXPOSED 0.812 >= 0.6`). Evidence of every
 screened image, kept or dropped: `adult_top` (the configured class scoring highest, absent when
-none was detected), `adult_score` (its score, 0.0 when none) and `adult_score_<CLASS>` per
-configured class detected, rounded to 3 decimals. An image it cannot decode is rejected with the
+none was detected), `adult_score` (its score, 0.0 when none) and `adult_scores` ({class: score}
+of the configured classes detected), rounded to 3 decimals. An image it cannot decode is rejected with the
 decoder's reason. Text records are kept without evidence.
 
 `adult_text` (per record, pass 1, text records only) counts whole-word, case-insensitive matches
 of a user's term list (`pipeline.content.terms`) and tags or drops a record whose matches reach
 `min_matches` or whose matches per word reach `min_density` (`dropped_adult_text`, reason
-`adult_text.matches 3 >= 2`). Evidence: `adult_matches` (the total), `adult_term_<id>` per matched
-term (its count), `adult_density` when `min_density` is set, `adult_flagged` in tag mode. Terms
+`adult_text.matches 3 >= 2`). Evidence: `adult_matches` (the total), `adult_terms` ({term id: count}
+of the matched terms), `adult_density` when `min_density` is set, `adult_flagged` in tag mode. Terms
 are named by id (a hash prefix, `pipeline.content.terms.term_id`), not spelled out, unless
 `term_ids: plain`: the ledger carries no content, and a list of explicit terms is content.
 Image records are kept without evidence.
@@ -153,7 +153,9 @@ class AdultImageStage(RecordStage):
         if ctx.text_field is not None or "image" not in table.column_names or n == 0:
             return Verdicts.keep_all(n)
         c = self.config
-        rows, ev = [], {"adult_top": [None] * n, "adult_score": [None] * n}
+        # One value per key and row (a dict, not a key per class): a dropped row's evidence keeps
+        # every key of its batch, so keys that only some rows have would make it depend on batching.
+        rows, ev = [], {"adult_top": [None] * n, "adult_score": [None] * n, "adult_scores": [None] * n}
         if c.mode == "tag":
             ev["adult_flagged"] = [None] * n
         for i, s in enumerate(self.scores(table["image"].to_pylist())):
@@ -162,8 +164,7 @@ class AdultImageStage(RecordStage):
                 continue
             top = max(s, key=lambda k: (s[k], -c.classes.index(k)), default=None)
             ev["adult_top"][i], ev["adult_score"][i] = top, s.get(top, 0.0)
-            for k, v in s.items():
-                ev.setdefault(f"adult_score_{k}", [None] * n)[i] = v
+            ev["adult_scores"][i] = s or None
             hits = [(v, k) for k, v in s.items() if v >= c.threshold_of(k)]
             if c.mode == "tag":
                 ev["adult_flagged"][i] = bool(hits)
@@ -243,7 +244,7 @@ class AdultTextStage(RecordStage):
         c = self.config
         count = self.terms.count if c.term_ids == "plain" else self.terms.count_ids
         rows = []
-        ev = {"adult_matches": [None] * n}
+        ev = {"adult_matches": [None] * n, "adult_terms": [None] * n}
         if c.min_density is not None:
             ev["adult_density"] = [None] * n
         if c.mode == "tag":
@@ -252,8 +253,7 @@ class AdultTextStage(RecordStage):
             found = count(text) if isinstance(text, str) else {}
             total = sum(found.values())
             ev["adult_matches"][i] = total
-            for t, k in found.items():
-                ev.setdefault(f"adult_term_{t}", [None] * n)[i] = k
+            ev["adult_terms"][i] = found or None
             why = None
             if c.min_matches is not None and total >= c.min_matches:
                 why = f"adult_text.matches {total} >= {c.min_matches}"
