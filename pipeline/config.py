@@ -384,8 +384,8 @@ class StageEntryConfig(_Strict):
 
     kind: str = Field(min_length=1)
     config: dict = Field(default_factory=dict)
-    # The folder a `module:Class` is imported from besides the environment: the config file's
-    # folder, filled in when the file is loaded.
+    # The config file's folder, filled in when the file is loaded: a `module:Class` is imported from
+    # there too, and relative file names in options (adult_text's `terms_file`) resolve there.
     search_path: str | None = None
 
 
@@ -492,7 +492,7 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         pii = pii.model_copy(update={"hmac_key": pii.hmac_key.model_copy(update={"file": absolute(pii.hmac_key.file)})})
     stages = cfg.stages
     if stages is not None:
-        stages = tuple(e.model_copy(update={"search_path": str(base.resolve())}) if ":" in e.kind and not e.search_path
-                       else e for e in stages)
+        stages = tuple(e.model_copy(update={"search_path": str(base.resolve())})
+                       if (":" in e.kind or e.config) and not e.search_path else e for e in stages)
     return cfg.model_copy(update={"sources": sources, "output": output, "state": state, "signing": signing,
                                   "safety": safety, "pii": pii, "stages": stages})

@@ -1,1 +1,2 @@
-"""Readers of what a record's content says about itself (e.g. an image's provenance metadata)."""
+"""Content kernels behind the content-filter stages: what an image's metadata says about its provenance,
+adult-content detection, term lists."""

@@ -33,6 +33,8 @@ BUILTIN = {
     "near_dedup": "pipeline.stages.near:NearDedupStage",
     "pii": "pipeline.stages.pii:PiiStage",
     "ai_provenance": "pipeline.stages.provenance:AiProvenanceStage",
+    "adult_image": "pipeline.stages.adult:AdultImageStage",
+    "adult_text": "pipeline.stages.adult:AdultTextStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

@@ -154,7 +154,7 @@ class UnitReader:
                             kept_evidence[int(idx[j])].update(ev)
                     continue
                 i = int(idx[j])
-                ev = {k: v[j] for k, v in verdicts.evidence.items()}
+                ev = {k: v[j] for k, v in verdicts.evidence.items() if v[j] is not None}
                 if kept_evidence is not None:
                     ev = {**kept_evidence[i], **ev}
                 typed = {k: ev.pop(k) for k in _SAFETY_EVIDENCE if k in ev} if stage is self.safety else {}

@@ -24,6 +24,8 @@ from tests.conftest import REPO
 EXAMPLE = "short_docs:ShortDocsFilter"
 EXAMPLE_DIR = str(REPO / "examples" / "stages")
 KINDS = [*BUILTIN, EXAMPLE]
+# Options for the built-in stages that have no usable default (a term list is the user's own).
+OPTIONS = {"adult_text": {"terms": ["w7", "w13"], "min_matches": 1}}
 
 
 def _corpus(folder: Path, n: int = 120) -> Path:
@@ -52,6 +54,8 @@ def _config(kind: str, corpus: Path, out: Path, target_bytes: int) -> dict:
         data["safety"] = {"hash_lists": [{"name": "sample", "path": str(REPO / "data_samples/hashlists/sample-list.csv"),
                                           "version": "1"}]}
     entry = {"kind": kind, "search_path": EXAMPLE_DIR} if kind == EXAMPLE else {"kind": kind}
+    if kind in OPTIONS:
+        entry["config"] = OPTIONS[kind]
     data["stages"] = [entry] if kind == "safety" else [{"kind": "safety"}, entry]
     return data
 
