@@ -51,6 +51,9 @@ _ASCII_DIGITS = str.maketrans("", "", "0123456789")
 _ANY_DIGIT = re.compile(r"\d")
 
 
+_EDGE_PUNCT = re.compile(r"^\W+|\W+$")
+
+
 def _digits(text: str) -> int:
     """Decimal digits in the text, in any script: what `\\d` matches (and int() reads)."""
     if text.isascii():
@@ -361,7 +364,13 @@ class PiiEngine:
         if not self.cfg.second_pass:
             return spans
         w = self.cfg.second_pass_window
-        return second_pass(self.detect, texts, spans, window=(w, w) if w is not None else None)
+        return second_pass(self.detect, texts, spans, window=(w, w) if w is not None else None,
+                           candidate=self._could_be_name if self.cfg.second_pass_names_only else None)
+
+    def _could_be_name(self, word: str) -> bool:
+        """A word (punctuation around it ignored) that could be part of a name: capitalised and not a stop word."""
+        w = _EDGE_PUNCT.sub("", word)
+        return bool(w) and w[0].isupper() and w.lower() not in self._stop_words
 
     def _candidate(self, sentence: str) -> bool:
         first = _FIRST_WORD.search(sentence)

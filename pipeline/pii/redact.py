@@ -147,14 +147,17 @@ class Redactor:
 
 
 def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence[str],
-                spans: list[list[Span]], window: tuple[int, int] | None = None) -> list[list[Span]]:
+                spans: list[list[Span]], window: tuple[int, int] | None = None,
+                candidate: Callable[[str], bool] | None = None) -> list[list[Span]]:
     """Detect again in the texts with their spans replaced by type tags, and add what is new.
 
     Replacing "Questions to Hiro Sato at hiro@example.com" by "... at <EMAIL_ADDRESS>" changes
     the context the NER model sees, and it often then finds the name it missed: the residual
     scan of the output found exactly these. Only texts with a span go round again; new spans are
     mapped back to the original offsets (a span touching a tag grows to cover the tagged value).
-    `window` = (reach, margin): only the words near each tag are read again (`_detect_tagged`).
+    `window` = (reach, margin): only the words near each tag are read again (`_detect_tagged`);
+    with `candidate` (a word -> bool test, e.g. "could be part of a name"), only the tags with such
+    a word within reach: elsewhere the changed context has nothing new to find.
     """
     todo = [i for i, s in enumerate(spans) if s]
     if not todo:
@@ -173,7 +176,7 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
         tagged.append("".join(parts))
         maps.append(where)
     extra: dict[int, list[Span]] = {}
-    for k, found in enumerate(_detect_tagged(detect, tagged, maps, window)):
+    for k, found in enumerate(_detect_tagged(detect, tagged, maps, window, candidate)):
         where = maps[k]
         for s in found:
             a, b = _to_original(s.start, where, False), _to_original(s.end, where, True)
@@ -187,7 +190,8 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
     return out
 
 
-def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None) -> list[list[Span]]:
+def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None,
+                   candidate: Callable[[str], bool] | None = None) -> list[list[Span]]:
     """Spans in the tagged texts: whole texts, or (`window` = (reach, margin) in words) only the
     pieces around the tags, keeping the spans that touch a tag's reach.
 
@@ -212,6 +216,9 @@ def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None) 
             a = bisect.bisect_right(ends, ts)            # first word ending after the tag starts
             b = max(a, bisect.bisect_left(starts, te) - 1)  # last word starting before the tag ends
             r_lo, r_hi = max(0, a - reach), min(len(words) - 1, b + reach)
+            if candidate is not None and not any(candidate(text[words[w][0]:words[w][1]])
+                                                 for w in range(r_lo, r_hi + 1) if not a <= w <= b):
+                continue
             o_lo, o_hi = max(0, r_lo - margin), min(len(words) - 1, r_hi + margin)
             spans.append((words[o_lo][0], words[o_hi][1], words[r_lo][0], words[r_hi][1]))
         spans.sort()

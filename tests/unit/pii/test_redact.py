@@ -174,3 +174,14 @@ def test_overlapping_tag_windows_are_read_once():
     seen = []
     second_pass(lambda texts: (seen.extend(texts), [[] for _ in texts])[1], [text], [spans], window=(3, 3))
     assert seen == ["Call <EMAIL_ADDRESS> or <EMAIL_ADDRESS> or <EMAIL_ADDRESS> soon."]
+
+
+def test_with_a_name_test_only_tags_near_a_possible_name_are_read_again():
+    from pipeline.pii.redact import second_pass
+
+    text = "the invoice went to a@example.com today and it was paid in full. Then Hiro Sato wrote to b@example.com again."
+    spans = [Span("EMAIL_ADDRESS", text.index(x), text.index(x) + 13, 1.0) for x in ("a@example.com", "b@example.com")]
+    seen = []
+    second_pass(lambda texts: (seen.extend(texts), [[] for _ in texts])[1], [text], [spans], window=(4, 0),
+                candidate=lambda w: w[:1].isupper() and w.strip(".") not in {"Then"})
+    assert seen == ["Hiro Sato wrote to <EMAIL_ADDRESS> again."]        # the first tag has no capitalised word near it
