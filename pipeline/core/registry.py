@@ -32,6 +32,7 @@ BUILTIN = {
     "exact_dedup": "pipeline.stages.exact:ExactDedupStage",
     "near_dedup": "pipeline.stages.near:NearDedupStage",
     "pii": "pipeline.stages.pii:PiiStage",
+    "language": "pipeline.stages.language:LanguageStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

@@ -118,6 +118,7 @@ class UnitReader:
         self.schemas: list[pa.Schema] = []
         self.next_row = unit.row_offset
         self.records = self.valid = self.text_bytes = 0
+        self.stage_counts: dict[str, dict[str, int]] = {}   # per stage: the sum of its Verdicts.counts
 
     # -- per-record stages ---------------------------------------------------------------------
 
@@ -140,6 +141,10 @@ class UnitReader:
             ctx = BatchContext(self.source.name, text_field, rows[idx], [rids[i] for i in idx], self.unit.unit_id,
                                self.plan.work_dir, sub_extra)
             verdicts = run_batch(spec, stage, sub, ctx, self.table)
+            if verdicts.counts:
+                acc = self.stage_counts.setdefault(spec.kind, {})
+                for k, v in verdicts.counts.items():
+                    acc[k] = acc.get(k, 0) + int(v)
             for j, d in enumerate(verdicts.decision):
                 if d is None:
                     if verdicts.evidence and stage is not self.safety:
@@ -374,5 +379,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         "spilled": spill.batches if spill is not None else None,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if reader.stage_counts:  # the per-record stages' own counters (Verdicts.counts), for the manifest
+        result["stage_counts"] = {k: dict(sorted(v.items())) for k, v in sorted(reader.stage_counts.items())}
     atomic_write_json(done, result)
     return result
