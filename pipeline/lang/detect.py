@@ -70,6 +70,8 @@ def normalize_code(code: str) -> str:
 
 def clean(text: str) -> str:
     """The deterministic preprocessing of every text: controls and noncharacters → spaces."""
+    if text.isprintable():  # most texts: nothing to replace (a C-speed check, ~30x cheaper than the regex)
+        return text
     return _CONTROL.sub(" ", text)
 
 
