@@ -53,6 +53,18 @@ _NONCHARS = "".join(f"\\U{p:08x}\\U{p + 1:08x}" for p in range(0x1FFFE, 0x110000
 _CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff\\ufdd0-\\ufdef\\ufffe\\uffff{_NONCHARS}]+")
 # A letter in any script (Unicode categories L*, and the combining marks of abugidas after one).
 _LETTER = re.compile(r"[^\W\d_]")
+# The letters of the scripts that lid.176's languages are written in (Unicode blocks): Latin,
+# Greek, Cyrillic, Armenian, Hebrew, Arabic, Syriac, Thaana, the Brahmic scripts of India and Sri
+# Lanka, Thai, Lao, Tibetan, Myanmar, Georgian, Hangul, Ethiopic, Khmer, Mongolian, CJK and kana.
+_FASTTEXT_SCRIPTS = re.compile(
+    "[A-Za-z\u00c0-\u024f\u1e00-\u1eff\u2c60-\u2c7f\ua720-\ua7ff\uab30-\uab6f"
+    "\u0370-\u03ff\u1f00-\u1fff\u0400-\u052f\u1c80-\u1c8f\u2de0-\u2dff\ua640-\ua69f"
+    "\u0530-\u058f\u0590-\u05ff\ufb1d-\ufb4f\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff"
+    "\u0700-\u074f\u0780-\u07bf\u0900-\u0dff\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f"
+    "\u10a0-\u10ff\u1c90-\u1cbf\u2d00-\u2d2f\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
+    "\u1200-\u139f\u2d80-\u2ddf\u1780-\u17ff\u1800-\u18af"
+    "\u2e80-\u2fdf\u3005-\u3007\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\U00020000-\U0002fa1f]")
 # Codes whose form differs between models and ISO 639-1 users: one spelling per language.
 ALIASES = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "nb": "no", "zh-hant": "zh", "zh-hans": "zh", "sr-me": "sr"}
 
@@ -167,6 +179,11 @@ def _fasttext_scorer() -> tuple[Callable[[str], tuple[str, float]], ModelInfo]:
     labels = model.predict("a", k=-1, threshold=-1.0)[0]
 
     def score(text: str) -> tuple[str, float]:
+        # fastText answers for any input, Tifinagh included (German, 0.79): a text whose letters
+        # are mostly in scripts none of its languages is written in has no language it can name.
+        letters = len(_LETTER.findall(text))
+        if len(_FASTTEXT_SCRIPTS.findall(text)) * 2 < letters:
+            return UNKNOWN, 0.0
         # Only line ends trouble fastText; clean() has turned them into spaces.
         found, probs = model.predict(text, k=1)
         if not found:
