@@ -30,7 +30,7 @@ def show_summary(s: dict, console: Console) -> None:
     counted = {name: st for name, st in s["funnel"].items() if st.get("counts")}
     for name, st in counted.items():  # a stage's own counters (e.g. records per language), per source
         sources = sorted(st.get("counts_by_source") or {})
-        c = Table(title=f"{name}: records per value (all sources, then per source)")
+        c = Table(title=f"{name}: records per value")
         for col in ("value", "records", *sources):
             c.add_column(col, justify="left" if col == "value" else "right")
         rows = sorted(st["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
