@@ -27,6 +27,18 @@ def show_summary(s: dict, console: Console) -> None:
     for name, st in s["funnel"].items():
         f.add_row(name, _n(st["seen"]), _n(st["kept"]), _n(st["dropped"]))
     console.print(f)
+    counted = {name: st for name, st in s["funnel"].items() if st.get("counts")}
+    for name, st in counted.items():  # a stage's own counters (e.g. records per language), per source
+        sources = sorted(st.get("counts_by_source") or {})
+        c = Table(title=f"{name}: records per value")
+        for col in ("value", "records", *sources):
+            c.add_column(col, justify="left" if col == "value" else "right")
+        rows = sorted(st["counts"].items(), key=lambda kv: (-kv[1], kv[0]))
+        for key, total in rows[:40]:
+            c.add_row(key, _n(total), *(_n(st["counts_by_source"][src].get(key, 0)) for src in sources))
+        console.print(c)
+        if len(rows) > 40:
+            console.print(f"  … and {len(rows) - 40} more values (inspect --json lists them all)")
     if s["removals"]:
         r = Table(title="removals by reason and source")
         for c in ("source", "decision", "stage", "reason", "records"):

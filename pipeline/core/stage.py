@@ -69,11 +69,15 @@ class Verdicts:
 
     `evidence` holds extra values per row (JSON-serialisable scalars) that the ledger records
     beside the decision, e.g. a measured value and the threshold it was compared with.
+    `counts` are additive counters over the batch (e.g. records per detected language): pass 1
+    sums them per source and the manifest shows them under the stage's statistics
+    (`stages.<kind>.counts` and `counts_by_source`). Keys are short labels, never content.
     """
 
     decision: list[str | None]
     reason: list[str | None]
     evidence: dict[str, list] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.decision)

@@ -12,6 +12,8 @@ Usage::
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import polars as pl
 
 from pipeline.core.decisions import Category, DecisionTable, UnknownDecisionError
@@ -80,6 +82,9 @@ def check_verdicts(stage: str, verdicts: object, n: int, table: DecisionTable) -
     for name, values in verdicts.evidence.items():
         if len(values) != n:
             raise StageError(f"stage '{stage}': evidence '{name}' has {len(values)} values for {n} rows")
+    for key, value in verdicts.counts.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+            raise StageError(f"stage '{stage}': counts must map names (str) to non-negative ints; got {key!r}: {value!r}")
     for d in set(verdicts.decision) - {None}:
         try:
             cat = table.category(d)

@@ -119,6 +119,7 @@ class UnitReader:
         self.next_row = unit.row_offset
         self.records = self.valid = self.text_bytes = 0
         self.stage_seconds: dict[str, list[float]] = {}   # per record stage: [wall, thread CPU]
+        self.stage_counts: dict[str, dict[str, int]] = {}   # per stage: the sum of its Verdicts.counts
 
     # -- per-record stages ---------------------------------------------------------------------
 
@@ -145,6 +146,10 @@ class UnitReader:
             spent = self.stage_seconds.setdefault(spec.kind, [0.0, 0.0])
             spent[0] += time.perf_counter() - t0
             spent[1] += time.thread_time() - c0
+            if verdicts.counts:
+                acc = self.stage_counts.setdefault(spec.kind, {})
+                for k, v in verdicts.counts.items():
+                    acc[k] = acc.get(k, 0) + int(v)
             for j, d in enumerate(verdicts.decision):
                 if d is None:
                     if verdicts.evidence and stage is not self.safety:
@@ -381,5 +386,7 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         "cpu_seconds": round(time.thread_time() - c0, 3),
         "stage_seconds": {k: [round(w, 3), round(c, 3)] for k, (w, c) in reader.stage_seconds.items()},
     }
+    if reader.stage_counts:  # the per-record stages' own counters (Verdicts.counts), for the manifest
+        result["stage_counts"] = {k: dict(sorted(v.items())) for k, v in sorted(reader.stage_counts.items())}
     atomic_write_json(done, result)
     return result

@@ -1,0 +1,1 @@
+"""Language identification: detectors whose models ship inside their wheels (no download)."""
