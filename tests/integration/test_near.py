@@ -224,3 +224,24 @@ def test_pages_sharing_a_template_keep_their_content_and_a_copy_with_added_boile
                                out=tmp_path / "plain", dedup={"near": {"boilerplate_min_docs": 0}})
     dp = dict(zip(plain["record_id"], plain["decision"]))
     assert sum(dp[f"p{k}"] != "kept" for k in range(40)) >= 20      # 27 of 40 here
+
+
+def test_the_short_document_pass_drops_a_word_swapped_short_copy_and_names_its_path(tmp_path, run_pipeline):
+    rng = random.Random(7)
+    source = "the quiet harbour town woke slowly while the fishing boats drifted past the old lighthouse"
+    words = source.split()
+    words[3], words[4] = words[4], words[3]
+    rows = [{"id": "src", "text": source}, {"id": "swap", "text": " ".join(words)}]
+    rows += [{"id": f"o{i}", "text": " ".join(f"v{rng.randrange(10**6)}" for _ in range(12))} for i in range(5)]
+    path = tmp_path / "short.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = [{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}]
+    _, ledger, _ = run_pipeline(src, out=tmp_path / "off")
+    assert ledger.filter(pl.col("decision") == "dropped_near_duplicate").height == 0   # word 5-grams miss it
+    manifest, ledger, _ = run_pipeline(src, out=tmp_path / "on",
+                                       dedup={"near": {"short_pass_max_words": 100, "short_pass_threshold": 0.75}})
+    drop = ledger.filter(pl.col("decision") == "dropped_near_duplicate")
+    assert drop.height == 1 and set(drop["record_id"]) | set(drop["duplicate_of"]) == {"src", "swap"}
+    assert "short-document pass" in drop["reason"][0] and drop["similarity"][0] >= 0.75
+    sp = manifest["near_dedup"]["short_pass"]
+    assert sp["verified_pairs"] == 1 and sp["pairs_added"] == 1 and sp["dropped"] == 1
