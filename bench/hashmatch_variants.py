@@ -17,7 +17,7 @@ Sections (each returns a JSON-ready dict):
                provider hashing with the tag ignored, as the reference tools do). Plus the
                issue's exact case: one of the 10 photos tagged 6, its 80 edits' tags lost.
   borders      uniform borders of 2, 5, 10% (per side) in 5 colours, letterbox and pillarbox bars,
-               a frame on the listed original, crops of 5 and 10%: distances before and after
+               a frame on the listed original, crops of 5, 10 and 20% (centred, one corner, one side): distances before and after
                trimming, and matches before/after.
   falsematch   unrelated pairs within the radius, before/after: the reference photos pairwise
                (different pictures only), and a pool of generated images pairwise (PDQ r=31,
@@ -239,11 +239,13 @@ def section_borders(tmp: Path) -> dict:
     cases["border_5pct_white_one_side"] = lambda a: add_border(a, 0, 0.05, 0, 0, COLOURS["white"])
     cases["border_5pct_white_and_tag_lost_o6"] = lambda a: add_border(np.ascontiguousarray(apply(a, "rotate90")),
                                                                       0.05, 0.05, 0.05, 0.05, COLOURS["white"])
-    for pct in (5, 10):
+    for pct in (5, 10, 20):  # crops: pct of each dimension cut (centred: half from each side)
         cases[f"crop_{pct}pct_centred"] = lambda a, p=pct / 200: a[round(p * a.shape[0]):a.shape[0] - round(p * a.shape[0]),
                                                                    round(p * a.shape[1]):a.shape[1] - round(p * a.shape[1])]
         cases[f"crop_{pct}pct_one_corner"] = lambda a, p=pct / 100: a[:a.shape[0] - round(p * a.shape[0]),
                                                                       :a.shape[1] - round(p * a.shape[1])]
+        cases[f"crop_{pct}pct_right_side"] = lambda a, p=pct / 100: a[:, :a.shape[1] - round(p * a.shape[1])]
+        cases[f"crop_{pct}pct_top_side"] = lambda a, p=pct / 100: a[round(p * a.shape[0]):, :]
     listed_old = {n: hash_image(encode(a), variants=False) for n, a in pics.items()}
     listed_new = {n: hash_image(encode(a)) for n, a in pics.items()}
     m_before = _matcher([r for n, h in listed_old.items() for r in _list_rows(h, n, False)], tmp, "b-plain", after=False)

@@ -75,6 +75,10 @@ def show_summary(s: dict, console: Console) -> None:
     if s.get("timings"):
         show_timings(s["timings"], console)
     console.print(f"quarantined: {s['quarantined']:,}; hash lists: {len(s['hash_lists']) or 'none configured'}")
+    q = s.get("quarantine") or {}
+    if q.get("variant_matches"):
+        console.print("  matched through a variant: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in q["variant_matches"].items())
+                      + "; by variant: " + ", ".join(f"{k} {v}" for k, v in q.get("by_variant", {}).items()))
     sig = s["signature"]
     console.print("signature: " + (f"signed (ed25519, key {sig['keyid'][:16]}…)" if sig["signed"] else "[yellow]unsigned[/]"))
     v = s["verification"]

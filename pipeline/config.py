@@ -173,6 +173,8 @@ class NearDedupConfig(_Strict):
     # page with added boilerplate still matches its source. boilerplate_min_docs 0: off.
     boilerplate_min_docs: int = Field(default=20, ge=0)
     boilerplate_min_share: float = Field(default=1e-4, ge=0.0, le=1.0)
+    short_pass_max_words: int = Field(default=0, ge=0)  # short-document pass (dedup/short_pass.py); 0 off: bench/README
+    short_pass_threshold: float = Field(default=0.85, gt=0.0, le=1.0)  # exact content char-5-gram Jaccard (>= threshold too)
     image_phash_distance: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")

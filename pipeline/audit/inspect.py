@@ -63,6 +63,7 @@ def summarize(run_dir: Path, verify: bool = True) -> dict:
         "pii": manifest.get("pii"),
         "timings": manifest.get("timings"),
         "quarantined": c["overall"]["quarantined"],
+        "quarantine": manifest.get("quarantine"),
         "hash_lists": manifest.get("hash_lists", []),
         "signature": manifest["signature"],
         "verification": None if report is None else {"ok": report.ok, "failures": [f.__dict__ for f in report.failures]},

@@ -4,6 +4,8 @@ On-disk artifacts, each inspectable and re-runnable:
 
     _work/minhash/uNNNNN.sig      raw uint32 signatures, one row per valid record of the unit
     _work/minhash/uNNNNN.parquet  unit, row, shingles, b00..bNN band keys (same row order)
+    _work/minhash/uNNNNN.short.parquet  row, normalised text of the unit's short records
+                                  (`short_pass_max_words`; the short-document pass, see short_pass.py)
     _work/near/candidates.parquet doc pairs sharing a band, with their estimated similarity
     _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via
 """
@@ -37,6 +39,7 @@ from pipeline.dedup.lsh import (
     unique_pairs,
 )
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
+from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.fileio import atomic_path
 
 
@@ -87,6 +90,11 @@ class SignatureWriter:
         self._sets_tmp = self.sets_path.with_name(f".{self.sets_path.name}.tmp")
         self._sets_file = open(self._sets_tmp, "wb") if self.exact else None
         self._writer = pq.ParquetWriter(self._keys_tmp, self.schema, compression="zstd")
+        self.short_path = directory / f"u{unit_id:05d}{SHORT_FILE_SUFFIX}"
+        self._short_tmp = self.short_path.with_name(f".{self.short_path.name}.tmp")
+        self._short_schema = pa.schema([("row", pa.int64()), ("text", pa.large_string())])
+        self._short_writer = (pq.ParquetWriter(self._short_tmp, self._short_schema, compression="zstd")
+                              if cfg.short_pass_max_words > 0 else None)
 
     def add(self, text: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> None:
         """Sign the texts of one batch (rows are their row numbers)."""
@@ -101,6 +109,12 @@ class SignatureWriter:
             cols["set_len"] = np.diff(offsets)
         cols.update({n: keys[:, k] for k, n in enumerate(_band_names(self.banding.bands))})
         self._writer.write_table(pa.table(cols, schema=self.schema))
+        if self._short_writer is not None:
+            words = word_counts(normalised)
+            short = np.flatnonzero((words > 0) & (words <= self.cfg.short_pass_max_words))
+            if short.size:
+                self._short_writer.write_table(pa.table({"row": np.asarray(rows)[short], "text": normalised.take(pa.array(short))},
+                                                        schema=self._short_schema))
 
     def close(self) -> None:
         """Finish both files and move them to their final names."""
@@ -112,16 +126,26 @@ class SignatureWriter:
             self._sets_file.close()
             self._sets_tmp.replace(self.sets_path)
         self._keys_tmp.replace(self.keys_path)
+        if self._short_writer is not None:
+            self._short_writer.close()
+            self._short_tmp.replace(self.short_path)
 
     def abort(self) -> None:
         """Drop the partial files."""
         self._writer.close()
+        if self._short_writer is not None:
+            self._short_writer.close()
+            self._short_tmp.unlink(missing_ok=True)
         self._sig_file.close()
         self._sig_tmp.unlink(missing_ok=True)
         self._keys_tmp.unlink(missing_ok=True)
         if self._sets_file is not None:
             self._sets_file.close()
             self._sets_tmp.unlink(missing_ok=True)
+
+
+PATH_WORDS = "words"    # the drop's edge was verified by the word pass (MinHash over word n-grams)
+PATH_SHORT = "short"    # by the short-document pass only (exact content character 5-gram Jaccard)
 
 
 EXTERNAL_PRIORITY = 2**62  # published records always survive: they are already in someone's training data
@@ -191,7 +215,7 @@ class ShingleSetStore:
 def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
     """(unit, band-key parquet, run id or None) per signature file; units of index parts are negative."""
     files, sig_paths = [], {}
-    for p in sorted((work / "minhash").glob("u*.parquet")):
+    for p in sorted(q for q in (work / "minhash").glob("u*.parquet") if not q.name.endswith(SHORT_FILE_SUFFIX)):
         unit = int(p.stem[1:])
         files.append((unit, str(p), None))
         sig_paths[unit] = p.with_suffix(".sig")
@@ -251,7 +275,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "signed": ours.height, "without_shingles": live.height - ours.height, "index_records": ext.height,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
-                                 "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String})
+                                 "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})
     if ours.height == 0 or n < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
                       "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
@@ -307,7 +331,11 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
             # read, not mapped: a unit's signatures are held only while they are counted
             cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
                    np.flatnonzero(np.asarray(shingles) > 0))
-    involved = np.unique(pairs) if pairs.size else np.empty(0, np.int64)
+    # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
+    # signatures are gathered too (the clustering compares them with their other neighbours).
+    short = run_short_pass([(u, Path(p)) for u, p, _r in own], key_frame, cfg, min_docs)
+    stats["short_pass"] = short.stats
+    involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
     sigs = (store.gather(units_arr[involved], sig_idx[involved]) if involved.size
             else np.empty((0, cfg.num_perm), np.uint32))
     store.close()  # the gathered rows are all the rest needs: unmap the files
@@ -334,9 +362,6 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
             sim[both_own] = np.where(positions[both_own] == cfg.num_perm, j, np.minimum(j, content[both_own]))
         return sim, est, content, positions
 
-    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        return similarity_parts(left, right)[0]
-
     m = len(pairs)
     sims, ests, contents, cpos = np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64)
     for s in range(0, m, 500_000):
@@ -354,6 +379,25 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     vetoed = int(np.sum((ests >= cfg.threshold) & ~ok))
     protected = is_ext  # published records never go
     hop_pairs = pairs[sims >= cfg.hop_bar] if cfg.hop_bar is not None and pairs.size else None
+    verified_sims = sims[ok]
+
+    # The short-document pass's pairs join the verified graph; a pair both passes verified keeps
+    # the word pass's similarity.
+    short_new = np.zeros(len(short.code), bool)
+    if short.pairs.size:
+        word_code = (verified[:, 0] << 32 | verified[:, 1]) if verified.size else np.zeros(0, np.int64)
+        short_new = ~np.isin(short.code, word_code)
+        verified = np.concatenate([verified.reshape(-1, 2), short.pairs[short_new]])
+        verified_sims = np.concatenate([verified_sims, short.sims[short_new]])
+        if hop_pairs is not None:
+            hop_pairs = np.concatenate([hop_pairs.reshape(-1, 2), short.pairs[short_new & (short.sims >= cfg.hop_bar)]])
+    short.added = short_new
+    short.stats["pairs_added"] = int(short_new.sum())
+
+    def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The decision similarity, or the short pass's exact content Jaccard where that is higher."""
+        sim = similarity_parts(left, right)[0]
+        return np.maximum(sim, short.lookup(left, right)) if short.pairs.size else sim
 
     clusters = []
     if prefer == "central":
@@ -363,7 +407,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         rank = np.empty(n, np.int64)
         rank[docs.select(pl.arg_sort_by(["text_bytes", "order_str", "order_int"], descending=[True, False, False],
                                         nulls_last=True)).to_series().to_numpy()] = np.arange(n)
-        surv, via_arr, dsim = central_stars(n, verified, sims[ok], prio, rank, protected, hop_pairs)
+        surv, via_arr, dsim = central_stars(n, verified, verified_sims, prio, rank, protected, hop_pairs)
         hop2 = np.flatnonzero(surv >= 0)
         hop2 = hop2[via_arr[hop2] >= 0]
         if hop2.size:
@@ -396,7 +440,8 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     # Cluster ids in a fixed order: clusters headed by published records (by id), then by this run's (input order).
     clusters.sort(key=lambda c: (0, rid[c.survivor], 0) if is_ext[c.survivor]
                   else (1, int(units[c.survivor]), int(rows[c.survivor])))
-    out = {"unit": [], "row": [], "duplicate_of": [], "cluster_id": [], "similarity": [], "via": []}
+    out = {"unit": [], "row": [], "duplicate_of": [], "cluster_id": [], "similarity": [], "via": [], "path": []}
+    through_short = 0
     sizes, against_index, second_hop_drops = [], 0, 0
     for cid, star in enumerate(clusters):
         s = star.survivor
@@ -405,12 +450,19 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
             against_index += len(star.dropped)
         else:
             for k, v in (("unit", units[s]), ("row", rows[s]), ("duplicate_of", None), ("cluster_id", cid),
-                         ("similarity", None), ("via", None)):
+                         ("similarity", None), ("via", None), ("path", None)):
                 out[k].append(v)
-        for d, sv, via in zip(star.dropped, star.similarity, star.via):
+        # which pass justified each drop: the edge to its survivor (or, for a second hop, to `via`)
+        ends = np.array([via if via >= 0 else s for via in star.via], dtype=np.int64)
+        dropped_arr = np.asarray(star.dropped, dtype=np.int64)
+        by_short = (short.only(dropped_arr, ends) if short.pairs.size and dropped_arr.size
+                    else np.zeros(len(star.dropped), bool))
+        for d, sv, via, sh in zip(star.dropped, star.similarity, star.via, by_short):
             second_hop_drops += via >= 0
+            through_short += bool(sh)
             for k, v in (("unit", units[d]), ("row", rows[d]), ("duplicate_of", rid[s]), ("cluster_id", cid),
-                         ("similarity", float(sv)), ("via", rid[via] if via >= 0 else None)):
+                         ("similarity", float(sv)), ("via", rid[via] if via >= 0 else None),
+                         ("path", PATH_SHORT if sh else PATH_WORDS)):
                 out[k].append(v)
     result = pl.DataFrame(out, schema=empty.schema)
     with atomic_path(work / "near" / "decisions.parquet") as tmp:
@@ -429,4 +481,5 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })
+    stats["short_pass"]["dropped"] = through_short
     return result, stats

@@ -147,8 +147,12 @@ class Matcher:
                 return []
         else:
             own, dihedral, stored, trimmed = h.phash, h.phash_dihedral, h.phash_stored, h.phash_trimmed
-            if own is None:
+            # A picture PDQ rates as too flat to hash has no meaningful pHash either: every one-colour
+            # image but black hashes to 8000000000000000, so red would match a listed green.
+            if own is None or (h.pdq_quality is not None and h.pdq_quality < PDQ_MIN_QUALITY):
                 return []
+            if h.pdq_trimmed_quality is not None and h.pdq_trimmed_quality < PDQ_MIN_QUALITY:
+                trimmed = None
         out: dict[str, str] = {}
         # pHash (64 bits, radius 6, no quality score) cannot afford 7 more looks at every untagged
         # image: on 406 tiles of natural photos they made 4 false pairs (dark, nearly plain tiles),

@@ -60,14 +60,48 @@ def write_incidents(path: Path, incidents: list[dict]) -> None:
     _write_private(path, [json.dumps(i, sort_keys=True) + "\n" for i in incidents])
 
 
+VARIANT_KINDS = ("exif_orientation", "dihedral", "border_trimmed", "list_variant")
+
+
+def variant_kinds(rec: dict) -> list[str]:
+    """Which kinds of variant an incident matched through (none: the image's own hash, a digest or text):
+    `exif_orientation` (the stored pixels of a tagged file, or a tag the copy may have lost),
+    `dihedral` (a rotation or flip as such), `border_trimmed` (the picture inside a uniform border),
+    `list_variant` (the list's own row for a variant, e.g. the stored pixels of a listed photo)."""
+    kinds = []
+    for name in (rec.get("variant") or "").split("+"):
+        kind = ("border_trimmed" if name == "trimmed" else
+                "exif_orientation" if name == "stored_pixels" or name.startswith("exif_orientation_") else
+                None if name in ("", "image") else "dihedral")
+        if kind and kind not in kinds:
+            kinds.append(kind)
+    if rec.get("list_variant"):
+        kinds.append("list_variant")
+    return kinds
+
+
+def count_variants(rows: list[dict]) -> dict:
+    """Matches per variant name and per kind of variant (an incident can count in two kinds)."""
+    by_variant: dict[str, int] = {}
+    by_kind = {k: 0 for k in VARIANT_KINDS}
+    for r in rows:
+        name = r.get("variant") or ("image" if r.get("hash_type") in ("pdq", "phash") else r.get("hash_type") or "-")
+        by_variant[name] = by_variant.get(name, 0) + 1
+        for k in variant_kinds(r):
+            by_kind[k] += 1
+    return {"by_variant": dict(sorted(by_variant.items())), "variant_matches": by_kind}
+
+
 def merge_incidents(work: Path, final: Path) -> dict | None:
-    """Merge the units' incidents (in unit order) into final/quarantine/incidents.jsonl; its manifest entry."""
+    """Merge the units' incidents (in unit order) into final/quarantine/incidents.jsonl; its manifest
+    entry: path, count, digest, and the matches per variant (no hashes, no ids)."""
     parts = sorted((work / "quarantine").glob("u*.jsonl")) if (work / "quarantine").exists() else []
     if not parts:
         return None
     lines = [line for p in parts for line in p.read_text().splitlines(keepends=True)]
     _write_private(final / INCIDENTS, lines)
-    return {"path": INCIDENTS, "count": len(lines), "sha256": sha256_path(final / INCIDENTS)}
+    counts = count_variants([json.loads(line) for line in lines if line.strip()])
+    return {"path": INCIDENTS, "count": len(lines), "sha256": sha256_path(final / INCIDENTS), **counts}
 
 
 def add_confirmed(confirmed_list: str, run_dir: Path) -> int:
@@ -89,7 +123,8 @@ def summarize_incidents(run_dir: Path) -> dict:
     """Counts per list, hash type and source, for the trust-and-safety team (no content, no hashes)."""
     path = Path(run_dir) / INCIDENTS
     if not path.exists():
-        return {"count": 0, "by_list": {}, "by_type": {}, "by_source": {}, "human_viewed": 0, "path": None}
+        return {"count": 0, "by_list": {}, "by_type": {}, "by_source": {}, "human_viewed": 0, "path": None,
+                **count_variants([])}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     def count(key):
         out: dict[str, int] = {}
@@ -97,6 +132,7 @@ def summarize_incidents(run_dir: Path) -> dict:
             out[str(r[key])] = out.get(str(r[key]), 0) + 1
         return dict(sorted(out.items()))
     return {"count": len(rows), "by_list": count("list"), "by_type": count("hash_type"), "by_source": count("source"),
+            **count_variants(rows),
             "human_viewed": sum(1 for r in rows if r.get("human_viewed")), "path": str(path),
-            "records": [{k: r[k] for k in ("record_id", "source", "location", "row", "list", "entry_id", "hash_type",
-                                             "distance", "detected_at")} for r in rows]}
+            "records": [{k: r.get(k) for k in ("record_id", "source", "location", "row", "list", "entry_id", "hash_type",
+                                                 "distance", "variant", "detected_at")} for r in rows]}

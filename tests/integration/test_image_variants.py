@@ -66,6 +66,8 @@ def test_a_built_list_catches_tag_less_and_framed_copies_and_bad_input_is_never_
     for colour in (0, 255):
         save(corpus / f"flat-{colour}.png", np.full((240, 320, 3), colour, np.uint8), fmt="PNG")
         save(corpus / f"flat-{colour}-o6.jpg", np.full((240, 320, 3), colour, np.uint8), tag=6)
+    for name, rgb in (("red", (200, 30, 30)), ("green", (30, 200, 30))):  # every one-colour pHash but black's is 8000...
+        save(corpus / f"flat-{name}.png", np.full((240, 320, 3), rgb, np.uint8), fmt="PNG")
     (corpus / "not-an-image.jpg").write_bytes(b"\xff\xd8 not really")
 
     cfg = build_config(tmp_path / "out", [{"name": "img", "kind": "image_dir", "paths": [str(corpus)], "keep": "path"}],
@@ -76,7 +78,10 @@ def test_a_built_list_catches_tag_less_and_framed_copies_and_bad_input_is_never_
     assert {k for k, v in decision.items() if v == "quarantined"} == copies
     assert decision["not-an-image.jpg"] == "rejected"
     assert all(decision[k] in ("kept", "dropped_near_duplicate", "dropped_duplicate") for k in decision
-               if k.startswith(("unrelated", "broken-exif", "flat")))
+               if k.startswith(("unrelated", "broken-exif")))
+    # One-colour images of different colours (and different files of one colour) are not near duplicates.
+    assert all(v == "kept" for k, v in decision.items() if k.startswith("flat")) and manifest["near_dedup"]["images"][
+        "too_flat_to_compare"] >= 6
     reasons = dict(zip(ledger["location"], ledger["reason"]))
     assert all("unhashable" in reasons[k] for k in decision if k.startswith("flat") and decision[k] == "kept")
     incidents = [json.loads(x) for x in (tmp_path / "out" / "quarantine" / "incidents.jsonl").read_text().splitlines()]
@@ -86,6 +91,18 @@ def test_a_built_list_catches_tag_less_and_framed_copies_and_bad_input_is_never_
     assert by_loc["b-tag-kept.jpg"]["variant"] == "image" and by_loc["b-tag-kept.jpg"]["hashes"]["exif_orientation"] == 8
     assert by_loc["c-framed.jpg"]["variant"] == "trimmed" and by_loc["c-framed.jpg"]["hashes"]["border"] == [20, 20, 25, 25]
     assert by_loc["c-framed-tag-lost.jpg"]["variant"] == "trimmed+exif_orientation_6"
+    # The manifest counts the matches per variant (no ids, no hashes), and `hygiene inspect` shows them.
+    q = manifest["quarantine"]
+    assert sum(q["by_variant"].values()) == len(incidents)
+    assert q["by_variant"]["trimmed"] == 1 and q["by_variant"]["trimmed+exif_orientation_6"] == 1
+    assert q["variant_matches"]["border_trimmed"] == 2 and q["variant_matches"]["dihedral"] == 0
+    tag_lost = [by_loc[k] for k in ("a-tag-lost.jpg", "b-tag-lost.jpg", "c-framed-tag-lost.jpg")]
+    assert q["variant_matches"]["exif_orientation"] + q["variant_matches"]["list_variant"] >= len(tag_lost)
+    assert all(i["variant"] != "image" or i["list_variant"] == "stored_pixels" for i in tag_lost)
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "out"), "--no-verify"])
+    text = " ".join(shown.output.split())  # the terminal view wraps long lines
+    assert shown.exit_code == 0 and "matched through a variant: border trimmed 2," in text
+    assert f"exif orientation {q['variant_matches']['exif_orientation']}" in text and "trimmed+exif_orientation_6 1" in text
     assert all(set(i["hashes"]) <= {"sha256", "md5", "sha1", "pdq", "pdq_quality", "phash", "exif_orientation", "border"}
                for i in incidents)
 

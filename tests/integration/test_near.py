@@ -224,3 +224,53 @@ def test_pages_sharing_a_template_keep_their_content_and_a_copy_with_added_boile
                                out=tmp_path / "plain", dedup={"near": {"boilerplate_min_docs": 0}})
     dp = dict(zip(plain["record_id"], plain["decision"]))
     assert sum(dp[f"p{k}"] != "kept" for k in range(40)) >= 20      # 27 of 40 here
+
+
+def test_the_short_document_pass_drops_a_word_swapped_short_copy_and_names_its_path(tmp_path, run_pipeline):
+    rng = random.Random(7)
+    source = "the quiet harbour town woke slowly while the fishing boats drifted past the old lighthouse"
+    words = source.split()
+    words[3], words[4] = words[4], words[3]
+    rows = [{"id": "src", "text": source}, {"id": "swap", "text": " ".join(words)}]
+    rows += [{"id": f"o{i}", "text": " ".join(f"v{rng.randrange(10**6)}" for _ in range(12))} for i in range(5)]
+    path = tmp_path / "short.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = [{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}]
+    _, ledger, _ = run_pipeline(src, out=tmp_path / "off")
+    assert ledger.filter(pl.col("decision") == "dropped_near_duplicate").height == 0   # word 5-grams miss it
+    manifest, ledger, _ = run_pipeline(src, out=tmp_path / "on",
+                                       dedup={"near": {"short_pass_max_words": 100, "short_pass_threshold": 0.75}})
+    drop = ledger.filter(pl.col("decision") == "dropped_near_duplicate")
+    assert drop.height == 1 and set(drop["record_id"]) | set(drop["duplicate_of"]) == {"src", "swap"}
+    assert "short-document pass" in drop["reason"][0] and drop["similarity"][0] >= 0.75
+    sp = manifest["near_dedup"]["short_pass"]
+    assert sp["verified_pairs"] == 1 and sp["pairs_added"] == 1 and sp["dropped"] == 1
+
+
+def test_thousands_of_identical_short_texts_one_word_and_empty_documents_are_counted_and_one_copy_survives(
+        tmp_path, run_pipeline):
+    rows = [{"id": f"m{i:04d}", "text": "Please enable JavaScript to view this page."} for i in range(2000)]
+    rows += [{"id": f"w{i}", "text": w} for i, w in enumerate(["Loading", "loading", "LOADING!", "Seethingly", "feign"])]
+    rows += [{"id": f"e{i}", "text": t} for i, t in enumerate(["", "   ", "\n\t", "!!! ...", "—"])]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for dedup in ({}, {"near": {"short_pass_max_words": 100}}):
+        out = tmp_path / f"run{len(dedup)}"
+        manifest, ledger, shards = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}],
+                                                out=out, dedup=dedup)
+        assert ledger.height == len(rows) and manifest["conservation"]["balanced"]
+        d = dict(zip(ledger["record_id"], ledger["decision"]))
+        kept_mass = [k for k, v in d.items() if k.startswith("m") and v == "kept"]
+        assert kept_mass == ["m0000"] and sum(v == "dropped_duplicate" for k, v in d.items() if k.startswith("m")) == 1999
+        # one word: case and punctuation variants are near copies (one survives), different words never are
+        variants = {k: d[k] for k in ("w0", "w1", "w2")}
+        assert sorted(variants.values()) == ["dropped_near_duplicate", "dropped_near_duplicate", "kept"]
+        survivor = next(k for k, v in variants.items() if v == "kept")
+        dup_of = dict(zip(ledger["record_id"], ledger["duplicate_of"]))
+        assert all(dup_of[k] == survivor for k, v in variants.items() if v != "kept") and d["w3"] == d["w4"] == "kept"
+        # empty or whitespace-only: rejected with a reason; empty after normalisation (punctuation only):
+        # kept as they are, with no signature, so never anyone's near duplicate
+        reasons = dict(zip(ledger["record_id"], ledger["reason"]))
+        assert all(d[f"e{i}"] == "rejected" and "empty" in reasons[f"e{i}"] for i in range(3))
+        assert d["e3"] == d["e4"] == "kept"
+        assert manifest["near_dedup"]["without_shingles"] == 2

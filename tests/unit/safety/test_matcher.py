@@ -132,3 +132,25 @@ def test_old_callers_keep_working():
     assert a.pdq == b.pdq and len(a.pdq_variants) == 8 and b.pdq_variants is None and b.pdq_dihedral is None
     bare = ImageHashes("0" * 64, "0" * 32, "0" * 40, pdq=a.pdq, pdq_quality=100, pdq_variants=a.pdq_variants)
     assert Matcher([], [], None).queries(bare, "pdq")[0] == ("image", a.pdq)
+
+
+def test_a_phash_list_never_matches_a_one_colour_image_of_another_colour(tmp_path):
+    # Every one-colour image but black has the pHash 8000000000000000: red would match a listed green.
+    green, red = (hash_image(jpeg(np.full((240, 320, 3), c, np.uint8))) for c in ((30, 200, 30), (200, 30, 30)))
+    assert green.phash == red.phash and red.pdq_quality < 50
+    m = matcher(tmp_path, [(green.phash, "green", ""), (hash_image(jpeg(SHOWN)).phash, "photo", "")], typ="phash")
+    assert m.match_image(red) is None and m.queries(red, "phash") == []
+    assert m.match_image(hash_image(jpeg(SHOWN, blur=1.0))).entry_id == "photo"   # a real picture still matches
+
+
+def test_the_manifest_counts_matches_per_variant_and_kind():
+    from pipeline.safety.quarantine import count_variants
+
+    rows = [{"variant": "image", "hash_type": "pdq"}, {"variant": None, "hash_type": "sha256"},
+            {"variant": "exif_orientation_6", "hash_type": "pdq"}, {"variant": "stored_pixels", "hash_type": "phash"},
+            {"variant": "rotate90", "hash_type": "pdq"}, {"variant": "trimmed+exif_orientation_6", "hash_type": "pdq"},
+            {"variant": "image", "list_variant": "stored_pixels", "hash_type": "pdq"}]
+    c = count_variants(rows)
+    assert c["variant_matches"] == {"exif_orientation": 3, "dihedral": 1, "border_trimmed": 1, "list_variant": 1}
+    assert c["by_variant"] == {"exif_orientation_6": 1, "image": 2, "rotate90": 1, "sha256": 1, "stored_pixels": 1,
+                               "trimmed+exif_orientation_6": 1}

@@ -1,0 +1,258 @@
+"""The short-document pass of near-duplicate detection: character shingles of content, exact verification.
+
+Word 5-grams cannot see that two short texts are copies: a word swap in a 10-word text changes
+most of its 5-grams, and a header or footer added to a 15-word text makes up most of the copy's
+signature, so the copy never shares an LSH band with its source (bench/README.md, issue #16).
+For records of at most `short_pass_max_words` normalised words (an option, off by default), this pass compares their CONTENT
+by character 5-grams:
+
+1. boilerplate is removed first, on words: a word 5-gram (for a text of fewer than 5 words, the
+   whole text) found in at least `min_docs` of the short records (exact copies included, the same
+   floor as the signature rule in `lsh.CommonValues`) marks its words as boilerplate; what is left
+   is the record's content text;
+2. content texts with at least MIN_SHINGLES distinct character 5-grams are MinHashed and banded
+   (candidates only);
+3. every candidate pair is verified on the EXACT Jaccard of the two content 5-gram sets; a pair at
+   or above `threshold` is a near-duplicate edge like a verified pair of the word pass.
+
+Two short texts that share only a template are not similar here (the template is not content), a
+text too short to judge (fewer than MIN_SHINGLES content shingles) is never paired, and nothing
+is decided on an estimate.
+
+Usage::
+
+    content = content_texts(normalised_short_texts, min_docs=20)
+    pairs, sims, stats = short_pairs(content, threshold=0.85, min_shingles=MIN_SHINGLES)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numba
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from pipeline.dedup.lsh import band_keys, bucket_pairs, choose_bands, unique_pairs
+from pipeline.dedup.minhash import MinHashParams, pair_jaccard, shingle_sets, signatures
+
+SHORT_FILE_SUFFIX = ".short.parquet"
+WORD_NGRAM = 5
+CHAR_NGRAM = 5
+# Content character 5-grams a record needs to be paired at all (about 5 words): below it, two
+# different texts that share a title pattern look alike (measured on the tuning seed, bench/README.md).
+MIN_SHINGLES = 24
+
+
+def _arrow_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1].copy()
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+def word_counts(normalised: pa.Array) -> np.ndarray:
+    """Words of each normalised text (single spaces between words; 0 for an empty text)."""
+    data, offsets = _arrow_buffers(normalised)
+    spaces = np.concatenate([[0], np.cumsum(data == 32)]) if data.size else np.zeros(1, np.int64)
+    n_sp = spaces[offsets[1:]] - spaces[offsets[:-1]]
+    return np.where(offsets[1:] > offsets[:-1], n_sp + 1, 0).astype(np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fnv64(data, start, end):
+    h = np.uint64(0xCBF29CE484222325)
+    for k in range(start, end):
+        h = (h ^ np.uint64(data[k])) * np.uint64(0x100000001B3)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _word_starts(data, start, end, out):
+    """Token start offsets of one text, plus a virtual start after the end; returns the count."""
+    if end <= start:
+        return 0
+    out[0] = start
+    m = 1
+    for k in range(start, end):
+        if data[k] == 32:
+            out[m] = k + 1
+            m += 1
+    out[m] = end + 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _grams(data, offsets, ngram, out_hash, out_doc):
+    """Every distinct-position word n-gram hash of each text (a text of fewer words: one of the whole)."""
+    pos = 0
+    starts = np.empty(0, dtype=np.int64)
+    for i in range(offsets.shape[0] - 1):
+        s, e = offsets[i], offsets[i + 1]
+        if starts.shape[0] < e - s + 2:
+            starts = np.empty(e - s + 2, dtype=np.int64)
+        m = _word_starts(data, s, e, starts)
+        if m == 0:
+            continue
+        if m < ngram:
+            out_hash[pos] = _fnv64(data, s, e)
+            out_doc[pos] = i
+            pos += 1
+            continue
+        for u in range(m - ngram + 1):
+            out_hash[pos] = _fnv64(data, starts[u], starts[u + ngram] - 1)
+            out_doc[pos] = i
+            pos += 1
+    return pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _strip(data, offsets, ngram, common, out, out_offsets):
+    """Copy each text without the words covered by a common n-gram (`common`: one flag per n-gram,
+    in `_grams` order)."""
+    g = 0
+    w = 0
+    starts = np.empty(0, dtype=np.int64)
+    cover = np.empty(0, dtype=np.bool_)
+    for i in range(offsets.shape[0] - 1):
+        out_offsets[i] = w
+        s, e = offsets[i], offsets[i + 1]
+        if starts.shape[0] < e - s + 2:
+            starts = np.empty(e - s + 2, dtype=np.int64)
+            cover = np.empty(e - s + 2, dtype=np.bool_)
+        m = _word_starts(data, s, e, starts)
+        if m == 0:
+            continue
+        cover[:m] = False
+        if m < ngram:
+            if common[g]:
+                cover[:m] = True
+            g += 1
+        else:
+            for u in range(m - ngram + 1):
+                if common[g]:
+                    cover[u:u + ngram] = True
+                g += 1
+        first = True
+        for u in range(m):
+            if cover[u]:
+                continue
+            if not first:
+                out[w] = 32
+                w += 1
+            for k in range(starts[u], starts[u + 1] - 1):
+                out[w] = data[k]
+                w += 1
+            first = False
+    out_offsets[offsets.shape[0] - 1] = w
+
+
+def content_texts(normalised: pa.Array, min_docs: int, count_in: np.ndarray | None = None) -> pa.Array:
+    """Each normalised text without its boilerplate words: the words of every word 5-gram found in
+    at least `min_docs` of the texts (counted once per text; `count_in`, a bool mask, limits which
+    texts are counted, e.g. this run's own records; None: all). `min_docs` 0: nothing is removed."""
+    data, offsets = _arrow_buffers(normalised)
+    n = len(offsets) - 1
+    if n == 0 or min_docs <= 0:
+        return normalised.cast(pa.large_string())
+    cap = int(offsets[-1] - offsets[0]) + n
+    h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
+    m = _grams(data, offsets, WORD_NGRAM, h, d)
+    h, d = h[:m], d[:m]
+    counted = np.ones(m, bool) if count_in is None else np.asarray(count_in, bool)[d]
+    # documents per gram: each (gram, text) once
+    per = (pl.DataFrame({"h": h[counted], "d": d[counted]}).unique().group_by("h").len()
+           .filter(pl.col("len") >= min_docs))
+    frequent = per["h"].to_numpy()
+    common = np.isin(h, frequent) if frequent.size else np.zeros(m, bool)
+    out = np.empty(max(1, int(offsets[-1] - offsets[0])), np.uint8)
+    out_offsets = np.zeros(n + 1, np.int64)
+    _strip(data, offsets, WORD_NGRAM, common, out, out_offsets)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets.tobytes()),
+                                            pa.py_buffer(out[: out_offsets[-1]].tobytes()))
+
+
+def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm: int = 128, seed: int = 1,
+                eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pairs (i < j, indexes into `content`) whose content character-5-gram sets have an exact
+    Jaccard of at least `threshold`, with that Jaccard, and statistics. Only texts with at least
+    `min_shingles` distinct content 5-grams (and in `eligible`, a bool mask, when given) take part."""
+    params = MinHashParams(num_perm=num_perm, seed=seed, ngram=CHAR_NGRAM, char_ngrams=True, short_docs="skip")
+    n = len(content)
+    flat, offs = shingle_sets(content, params)
+    sizes = np.diff(offs)
+    ok = sizes >= max(1, min_shingles)
+    if eligible is not None:
+        ok &= np.asarray(eligible, bool)
+    docs = np.flatnonzero(ok)
+    stats = {"records": int(n), "compared": int(docs.size)}
+    if docs.size < 2:
+        stats.update({"candidate_pairs": 0, "verified_pairs": 0})
+        return np.empty((0, 2), np.int64), np.empty(0), stats
+    sig, _ = signatures(content.take(pa.array(docs)), params)
+    bands, rows, _p = choose_bands(num_perm, threshold, 0.95)
+    keys = band_keys(sig, bands, rows)
+    pairs = unique_pairs([bucket_pairs(docs, keys[:, k], 64) for k in range(bands)])
+    sims = pair_jaccard(flat, offs, pairs[:, 0], pairs[:, 1]) if pairs.size else np.empty(0)
+    keep = sims >= threshold
+    stats.update({"bands": bands, "rows": rows, "candidate_pairs": int(len(pairs)), "verified_pairs": int(keep.sum())})
+    return pairs[keep], sims[keep], stats
+
+
+class ShortPass:
+    """The short-document pass's verified pairs (doc indexes, i < j) and exact similarities, with
+    look-ups by pair."""
+
+    def __init__(self, pairs: np.ndarray, sims: np.ndarray, stats: dict) -> None:
+        order = np.argsort(pairs[:, 0] << 32 | pairs[:, 1]) if pairs.size else np.zeros(0, np.int64)
+        self.pairs, self.sims, self.stats = pairs[order].reshape(-1, 2), sims[order], stats
+        self.code = self.pairs[:, 0] << 32 | self.pairs[:, 1]
+        self.added = np.zeros(len(self.code), bool)  # not verified by the word pass (set by resolve_near)
+
+    def _find(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b = np.minimum(left, right).astype(np.int64), np.maximum(left, right).astype(np.int64)
+        code = a << 32 | b
+        at = np.minimum(np.searchsorted(self.code, code), max(0, len(self.code) - 1))
+        hit = (self.code[at] == code) if len(self.code) else np.zeros(len(code), bool)
+        return at, hit
+
+    def lookup(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The pass's similarity of each pair, or 0 when it did not verify it."""
+        at, hit = self._find(left, right)
+        return np.where(hit, self.sims[at] if len(self.sims) else 0.0, 0.0)
+
+    def only(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Pairs this pass verified and the word pass did not (set by `resolve_near`)."""
+        at, hit = self._find(left, right)
+        return hit & (self.added[at] if len(self.code) else False)
+
+
+def run_short_pass(key_files: list[tuple[int, Path]], key_frame: pl.DataFrame, cfg, min_docs: int) -> ShortPass:
+    """The pass over this run's short texts (the `.short.parquet` beside each unit's band-key file
+    in `key_files`); `key_frame` maps (unit, row) to the doc index of the near-duplicate stage.
+    Records not among the docs (exact copies, earlier decisions) count towards boilerplate but are
+    never paired. `cfg` is the NearDedupConfig."""
+    none = ShortPass(np.empty((0, 2), np.int64), np.empty(0), {"max_words": cfg.short_pass_max_words})
+    if cfg.short_pass_max_words <= 0:
+        return none
+    frames = []
+    for unit, path in key_files:
+        sp = path.with_name(path.stem + SHORT_FILE_SUFFIX)
+        if sp.exists():
+            frames.append(pl.read_parquet(sp).with_columns(pl.lit(unit, pl.Int64).alias("unit")))
+    if not frames:
+        return none
+    texts = pl.concat(frames).join(key_frame, on=["unit", "row"], how="left")
+    threshold = max(cfg.threshold, cfg.short_pass_threshold)
+    content = content_texts(texts["text"].to_arrow(), min_docs if cfg.boilerplate_min_docs else 0)
+    doc = texts["doc"].fill_null(-1).to_numpy()
+    is_doc = texts["doc"].is_not_null().to_numpy()
+    pairs, sims, stats = short_pairs(content, threshold, MIN_SHINGLES, cfg.num_perm, cfg.seed, is_doc)
+    stats = {"max_words": cfg.short_pass_max_words, "threshold": threshold, "min_shingles": MIN_SHINGLES, **stats}
+    if pairs.size:
+        pairs = np.sort(doc[pairs].astype(np.int64), axis=1)
+    return ShortPass(pairs, sims, stats)
