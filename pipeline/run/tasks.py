@@ -34,8 +34,9 @@ MIB = 1024 * 1024
 # that is not full) shows; above 8 MiB two workers no longer share the tail of a run evenly.
 TASK_MIN_BYTES = 1 * MIB
 TASK_MAX_BYTES = 8 * MIB
-# Aim for this many tasks per worker, so a worker that drew slow texts does not hold the run up.
-TASKS_PER_WORKER = 4
+# Aim for this many tasks per worker, so a worker that drew slow texts does not hold the run up
+# (the last task of a run runs alone: the smaller the tasks, the shorter that tail).
+TASKS_PER_WORKER = 8
 # A record's cost beyond its text (empty or image records are not free).
 RECORD_OVERHEAD_BYTES = 64
 TASK_MAX_RECORDS = 50_000

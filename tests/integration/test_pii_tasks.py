@@ -25,7 +25,7 @@ def test_rows_are_cut_into_consecutive_tasks_of_about_the_target():
     assert cut_rows(rows, cost, 10**9, max_records=30) == [(0, 29), (30, 59), (60, 89), (90, 99)]
     assert cut_rows(rows[:0], cost[:0], 1_000) == []
     assert task_bytes(0, 2) == TASK_MIN_BYTES and task_bytes(10**12, 2) == TASK_MAX_BYTES
-    assert task_bytes(40 * 2**20, 2) == 5 * 2**20                          # 4 tasks per worker
+    assert task_bytes(40 * 2**20, 2) == int(2.5 * 2**20)                   # 8 tasks per worker
 
 
 def _digests(out):
