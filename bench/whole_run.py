@@ -120,13 +120,13 @@ def run_plain(corpus: Path, n: int, config: Path) -> dict:
     return res
 
 
-def run_ours(corpus: Path, out_dir: Path, config: Path, prefect: bool) -> dict:
+def run_ours(corpus: Path, out_dir: Path, config: Path, prefect: bool, code: Path = REPO) -> dict:
     import psutil
 
     cmd = [sys.executable, "-m", "pipeline.cli", "run", str(config), "--input", str(corpus), "--output", str(out_dir)]
     if not prefect:
         cmd.append("--no-prefect")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(code)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me = psutil.Process(proc.pid)
@@ -197,12 +197,16 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--plain-docs", type=int, default=300)
-    ap.add_argument("--config", default=str(REPO / "configs" / "sample.yaml"))
+    ap.add_argument("--config", default=None)
     ap.add_argument("--work", default="/tmp/hygiene-wholerun")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--prefect", action="store_true", help="run through the Prefect flow (default: --no-prefect)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--code", default=str(REPO),
+                    help="the checkout whose pipeline runs (e.g. a worktree of an older commit, for a before/after "
+                         "in the same session); its own configs/sample.yaml unless --config is given")
     args = ap.parse_args()
+    args.config = args.config or str(Path(args.code) / "configs" / "sample.yaml")
 
     work = Path(args.work)
     corpus_dir = work / f"corpus-{args.docs}-{args.seed}"
@@ -219,7 +223,7 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(out_dir)
-        r = run_ours(corpus, out_dir, Path(args.config), args.prefect)
+        r = run_ours(corpus, out_dir, Path(args.config), args.prefect, Path(args.code))
         r["mb_per_s"] = meta["text_bytes"] / 1e6 / r["wall_s"]
         r["cpu_per_wall"] = r["cpu_s"] / r["wall_s"] if r["cpu_s"] else None
         runs.append(r)
@@ -234,7 +238,7 @@ def main() -> None:
     sample_ids = {json.loads(line)["id"] for line, _ in zip(open(corpus, encoding="utf-8"), range(args.plain_docs))}
     result = {
         "machine": machine_info(("presidio-analyzer", "spacy", "polars", "pyarrow")),
-        "corpus": meta, "config": args.config, "prefect": args.prefect, "repeats": args.repeats,
+        "corpus": meta, "config": args.config, "code": args.code, "prefect": args.prefect, "repeats": args.repeats,
         "plain": [{k: v for k, v in p.items() if k != "spans"} for p in plains],
         "ours": [{"wall_s": round(r["wall_s"], 2), "mb_per_s": round(r["mb_per_s"], 4),
                   "cpu_per_wall": round(r["cpu_per_wall"], 3) if r["cpu_per_wall"] else None} for r in runs],
@@ -248,6 +252,8 @@ def main() -> None:
     }
     path = results_path("whole-run", args.out)
     path.write_text(json.dumps(result, indent=2))
+    if not m.get("timings"):
+        print("(this checkout records no timings)")
     print(f"\nwhole run {ours_mb:.3f} MB/s = {result['speedup_vs_plain_single_core']}x plain Presidio's single-core "
           f"{plain_mb:.4f} MB/s")
     print("phases:")
