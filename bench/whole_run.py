@@ -128,7 +128,7 @@ def run_ours(corpus: Path, out_dir: Path, config: Path, prefect: bool, code: Pat
         cmd.append("--no-prefect")
     env = {**os.environ, "PYTHONPATH": str(code)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     me = psutil.Process(proc.pid)
     samples = []  # (t, cpu seconds of the tree)
     seen: dict[int, float] = {}
