@@ -158,9 +158,11 @@ class AdultImageStage(RecordStage):
         rows, ev = [], {"adult_top": [None] * n, "adult_score": [None] * n, "adult_scores": [None] * n}
         if c.mode == "tag":
             ev["adult_flagged"] = [None] * n
+        counts: dict[str, int] = {}
         for i, s in enumerate(self.scores(table["image"].to_pylist())):
             if isinstance(s, str):
                 rows.append((REJECTED.name, f"adult_image: {s}"))
+                counts["rejected_undecodable"] = counts.get("rejected_undecodable", 0) + 1
                 continue
             top = max(s, key=lambda k: (s[k], -c.classes.index(k)), default=None)
             ev["adult_top"][i], ev["adult_score"][i] = top, s.get(top, 0.0)
@@ -168,6 +170,11 @@ class AdultImageStage(RecordStage):
             hits = [(v, k) for k, v in s.items() if v >= c.threshold_of(k)]
             if c.mode == "tag":
                 ev["adult_flagged"][i] = bool(hits)
+            counts["screened"] = counts.get("screened", 0) + 1
+            if hits:
+                counts["flagged"] = counts.get("flagged", 0) + 1
+                for _, k in hits:
+                    counts[f"flagged.{k}"] = counts.get(f"flagged.{k}", 0) + 1
             if hits and c.mode == "drop":
                 v, k = max(hits, key=lambda h: (h[0], -c.classes.index(h[1])))
                 rows.append((DROPPED_ADULT.name, f"adult_image {k} {v:.{SCORE_DIGITS}f} >= {c.threshold_of(k):g}"))
@@ -175,6 +182,7 @@ class AdultImageStage(RecordStage):
                 rows.append(None)
         v = Verdicts.from_rows(rows)
         v.evidence = ev
+        v.counts = counts
         return v
 
 
@@ -244,6 +252,7 @@ class AdultTextStage(RecordStage):
         c = self.config
         count = self.terms.count if c.term_ids == "plain" else self.terms.count_ids
         rows = []
+        counts: dict[str, int] = {}
         ev = {"adult_matches": [None] * n, "adult_terms": [None] * n}
         if c.min_density is not None:
             ev["adult_density"] = [None] * n
@@ -265,7 +274,13 @@ class AdultTextStage(RecordStage):
                     why = f"adult_text.density {density:g} >= {c.min_density:g}"
             if c.mode == "tag":
                 ev["adult_flagged"][i] = why is not None
+            if total:
+                counts["records_matched"] = counts.get("records_matched", 0) + 1
+                counts["term_matches"] = counts.get("term_matches", 0) + total
+            if why is not None:
+                counts["flagged"] = counts.get("flagged", 0) + 1
             rows.append((DROPPED_ADULT_TEXT.name, why) if why is not None and c.mode == "drop" else None)
         v = Verdicts.from_rows(rows)
         v.evidence = ev
+        v.counts = counts
         return v

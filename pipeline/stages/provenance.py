@@ -112,6 +112,7 @@ class AiProvenanceStage(RecordStage):
         decision: list[str | None] = [None] * n
         reason: list[str | None] = [None] * n
         evidence: dict[str, list] = {}
+        counts: dict[str, int] = {}
         for i, blob in enumerate(_views(table[IMAGE_COLUMN])):
             facts = inspect_image(blob, self.inspector, cfg.max_xmp_bytes, cfg.drop_source_types)
             why = self.ai_reason(facts)
@@ -133,7 +134,12 @@ class AiProvenanceStage(RecordStage):
                     ev["ai_reason"] = why
             for k, v in ev.items():
                 evidence.setdefault(k, [None] * n)[i] = v
-        return Verdicts(decision, reason, evidence)
+            for key in (f"source.{facts.source}", f"c2pa.{(facts.c2pa_validation or 'absent').split(':')[0]}",
+                        *([f"type.{facts.source_type}"] if facts.source_type else []),
+                        *(["ai_generated"] if why is not None else []),
+                        *(["provenance_problems"] if facts.problems else [])):
+                counts[key] = counts.get(key, 0) + 1
+        return Verdicts(decision, reason, evidence, counts)
 
     def ai_reason(self, p: Provenance) -> str | None:
         """Why the image counts as model output under this config (the ledger reason), or None."""
