@@ -32,6 +32,10 @@ BUILTIN = {
     "exact_dedup": "pipeline.stages.exact:ExactDedupStage",
     "near_dedup": "pipeline.stages.near:NearDedupStage",
     "pii": "pipeline.stages.pii:PiiStage",
+    "gopher_quality": "pipeline.stages.quality:GopherQualityStage",
+    "gopher_repetition": "pipeline.stages.quality:GopherRepetitionStage",
+    "c4_quality": "pipeline.stages.quality:C4QualityStage",
+    "fineweb_quality": "pipeline.stages.quality:FineWebQualityStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 
