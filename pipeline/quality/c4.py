@@ -5,9 +5,9 @@ document; the document is dropped with fewer than `min_num_sentences` sentences 
 otherwise its text becomes the kept lines joined by newlines.
 
 Sentences are counted only when the answer is not already known: every kept line has at least one
-sentence, and a line has at most one more sentence than it has sentence-ending characters (spaCy's
-sentencizer starts a sentence only after one). Between those bounds the lines go through the same
-splitter datatrove uses (spaCy's blank pipeline with its sentencizer).
+sentence, so with `min_num_sentences` kept lines the document passes; a line whose sentence-ending
+characters all sit at its end has exactly one (spaCy's sentencizer starts a sentence only after one).
+Other lines go through the splitter datatrove uses (spaCy's blank pipeline with its sentencizer).
 
 Usage::
 
@@ -26,6 +26,8 @@ from pipeline.quality.rules import Failure
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
 ELLIPSIS = "..."
+PREFIX_CHARS = 4096
+_SPACE = re.compile(r"\s")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -67,16 +69,28 @@ class SentenceSplitter:
 
         self.nlp = spacy.blank(language)
         self.nlp.add_pipe("sentencizer")
-        self.ends = frozenset(self.nlp.get_pipe("sentencizer").punct_chars)
+        self._ends_str = "".join(sorted(self.nlp.get_pipe("sentencizer").punct_chars))
+        self._ends_re = re.compile("[" + re.escape(self._ends_str) + "]")
 
-    def count(self, line: str) -> int:
-        """Sentences in a line (at least 1, as datatrove's span arithmetic gives for any text)."""
-        self.nlp.max_length = len(line) + 10
-        return max(1, sum(1 for _ in self.nlp(line).sents))
+    def count(self, line: str, cap: int) -> int:
+        """Sentences in a line if fewer than `cap`, else some number >= `cap` (at least 1, as datatrove's
+        span arithmetic gives for any text). A line whose sentence-ending characters all sit in its
+        final run has one sentence: spaCy is skipped. The sentencizer decides left to right, so a
+        prefix cut at a space has no more sentences than the line: a long line is tried by its start."""
+        if not self._ends_re.search(line.rstrip(self._ends_str)):
+            return 1
+        if len(line) > PREFIX_CHARS:
+            cut = _SPACE.search(line, PREFIX_CHARS)
+            if cut is not None:
+                n = self._sentences(line[: cut.start()])
+                if n >= cap:
+                    return n
+        return self._sentences(line)
 
-    def upper_bound(self, line: str) -> int:
-        """At most this many sentences: one plus the sentence-ending characters."""
-        return 1 + sum(line.count(c) for c in self.ends if c in line)
+    def _sentences(self, text: str) -> int:
+        self.nlp.max_length = len(text) + 10
+        with self.nlp.memory_zone():
+            return max(1, sum(1 for _ in self.nlp(text).sents))
 
 
 def c4_quality(texts: list[str], p: C4Params, splitter: SentenceSplitter) -> list[C4Result]:
@@ -116,8 +130,11 @@ def _one(text: str, p: C4Params, splitter: SentenceSplitter) -> C4Result:
         kept.append(line)
     removed = {k: v for k, v in by.items() if v}
     if p.min_num_sentences != -1 and len(kept) < p.min_num_sentences:
-        bound = sum(splitter.upper_bound(x) for x in kept)
-        n = bound if bound < p.min_num_sentences else sum(splitter.count(x) for x in kept)
+        n = 0
+        for x in kept:
+            n += splitter.count(x, p.min_num_sentences - n)
+            if n >= p.min_num_sentences:
+                break
         if n < p.min_num_sentences:
             return C4Result(Failure("c4.min_num_sentences", n, "<", p.min_num_sentences), None, len(lines),
                             len(lines) - len(kept), removed)
