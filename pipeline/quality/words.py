@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import threading
 from functools import lru_cache
 from importlib import resources
 from itertools import chain, repeat
@@ -229,3 +230,18 @@ class WordVocab:
     def tokens(self, text: str) -> list[str]:
         """The words of one text (for explanations and tests)."""
         return [self.words[i] for w in self.chunks_words(text.split()) for i in w]
+
+
+_SHARED: dict[str, WordVocab] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_vocab(language: str) -> WordVocab:
+    """One vocabulary per language in this process, shared by the quality stages (a chunk is
+    tokenised once for all of them); hold its `lock` while encoding."""
+    with _SHARED_LOCK:
+        if language not in _SHARED:
+            vocab = WordVocab(language)
+            vocab.lock = threading.Lock()
+            _SHARED[language] = vocab
+        return _SHARED[language]

@@ -31,7 +31,7 @@ from pipeline.core.stage import BatchContext, Placement, RecordStage, UnitStage,
 from pipeline.quality.c4 import C4Params, C4Result, SentenceSplitter, c4_quality
 from pipeline.quality.fineweb import FineWebParams, fineweb_quality
 from pipeline.quality.gopher import GopherQualityParams, GopherRepetitionParams, gopher_quality, gopher_repetition
-from pipeline.quality.words import WordVocab
+from pipeline.quality.words import shared_vocab
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class _WordRuleStage(RecordStage):
     dropped: DecisionKind
 
     def setup(self) -> "_WordRuleStage":
-        self.vocab = WordVocab(self.config.language)
-        self._lock = threading.Lock()  # units of pass 1 run in threads; the vocabulary is shared
+        self.vocab = shared_vocab(self.config.language)
+        self._lock = self.vocab.lock  # units of pass 1 run in threads; the vocabulary is shared
         return self
 
     def rules(self, texts: list[str]) -> list:
