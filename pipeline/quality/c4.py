@@ -7,7 +7,7 @@ otherwise its text becomes the kept lines joined by newlines.
 Sentences are counted only when the answer is not already known: every kept line has at least one
 sentence, so with `min_num_sentences` kept lines the document passes; a line whose sentence-ending
 characters all sit at its end has exactly one (spaCy's sentencizer starts a sentence only after one).
-Other lines go through the splitter datatrove uses (spaCy's blank pipeline with its sentencizer).
+Other lines replay spaCy's sentencizer (what datatrove's splitter runs) on spaCy's tokens of the line.
 
 Usage::
 
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.quality.rules import Failure
+from pipeline.quality.words import shared_vocab
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
 ELLIPSIS = "..."
-PREFIX_CHARS = 4096
-_SPACE = re.compile(r"\s")
+_WHITESPACE_RUNS = re.compile(r"(\s+)")  # str.isspace, as str.split and spaCy's tokenizer use
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -62,35 +62,41 @@ class C4Result:
 
 
 class SentenceSplitter:
-    """datatrove's `split_into_sentences` for one language: spaCy's blank pipeline plus its sentencizer."""
+    """datatrove's `split_into_sentences` count for one language: spaCy's sentencizer over spaCy's
+    tokens, replayed on the shared word vocabulary (the tokens of each chunk, plus one whitespace
+    token for every whitespace run other than a single space, as spaCy's tokenizer makes them)."""
 
     def __init__(self, language: str = "en") -> None:
-        import spacy
-
-        self.nlp = spacy.blank(language)
-        self.nlp.add_pipe("sentencizer")
-        self._ends_str = "".join(sorted(self.nlp.get_pipe("sentencizer").punct_chars))
+        self.vocab = shared_vocab(language)
+        ends = self.vocab.nlp.create_pipe("sentencizer").punct_chars
+        self.ends = frozenset(ends)
+        self._ends_str = "".join(sorted(ends))
         self._ends_re = re.compile("[" + re.escape(self._ends_str) + "]")
 
     def count(self, line: str, cap: int) -> int:
-        """Sentences in a line if fewer than `cap`, else some number >= `cap` (at least 1, as datatrove's
-        span arithmetic gives for any text). A line whose sentence-ending characters all sit in its
-        final run has one sentence: spaCy is skipped. The sentencizer decides left to right, so a
-        prefix cut at a space has no more sentences than the line: a long line is tried by its start."""
+        """Sentences in a line (at least 1, as datatrove's span arithmetic gives for any text), counted
+        up to `cap`. A line whose sentence-ending characters all sit in its final run has one: the
+        sentencizer starts a sentence only after one."""
         if not self._ends_re.search(line.rstrip(self._ends_str)):
             return 1
-        if len(line) > PREFIX_CHARS:
-            cut = _SPACE.search(line, PREFIX_CHARS)
-            if cut is not None:
-                n = self._sentences(line[: cut.start()])
-                if n >= cap:
-                    return n
-        return self._sentences(line)
-
-    def _sentences(self, text: str) -> int:
-        self.nlp.max_length = len(text) + 10
-        with self.nlp.memory_zone():
-            return max(1, sum(1 for _ in self.nlp(text).sents))
+        parts = _WHITESPACE_RUNS.split(line)  # chunk, whitespace, chunk, ...; a chunk may be "" at either end
+        with self.vocab.lock:
+            found = iter(self.vocab.chunks_words([c for c in parts[0::2] if c]))
+            chunk_words = [next(found) if c else () for c in parts[0::2]]
+            words, is_punct = self.vocab.words, self.vocab.is_punct
+            n, seen = 1, False
+            for k, ws in enumerate([None, *parts[1::2]]):
+                if ws is not None and ws != " " and seen:  # a whitespace token: neither punctuation nor an end
+                    n, seen = n + 1, False
+                for w in chunk_words[k]:
+                    end = words[w] in self.ends
+                    if seen and not end and not is_punct[w]:
+                        n, seen = n + 1, False
+                        if n >= cap:
+                            return n
+                    elif end:
+                        seen = True
+            return n
 
 
 def c4_quality(texts: list[str], p: C4Params, splitter: SentenceSplitter) -> list[C4Result]:

@@ -25,7 +25,7 @@ import json
 import threading
 from functools import lru_cache
 from importlib import resources
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from pipeline.errors import ConfigError
 # tokenisation never depends on it, so results are the same before and after.
 MAX_CHUNKS = 2_000_000
 _MISSING = np.iinfo(np.int64).min
+_COLUMNS = (("length", np.int64), ("non_symbol", np.bool_), ("alpha", np.bool_),
+            ("h1", np.uint64), ("p1", np.uint64), ("h2", np.uint64), ("p2", np.uint64))
 # Polynomial hashes of a word's characters modulo 2**64, so that the hash of a concatenation of
 # words follows from the words' hashes (Gopher's duplicated n-grams compare "".join(words) strings).
 # Two independent odd bases: a chance collision of both is about 2**-128 per pair.
@@ -74,6 +76,9 @@ class WordVocab:
                               "use a spaCy language code such as en, fr, de") from e
         self.language = language
         self._punct, _ = punctuation()
+        from spacy.attrs import IS_PUNCT
+
+        self._is_punct = self.nlp.vocab.lex_attr_getters[IS_PUNCT]
         # Strings the tokenizer treats specially ("cannot" -> "can", "not"; "gonna"; "Im"): never one word
         # without asking spaCy.
         self._specials = frozenset(self.nlp.tokenizer.rules or {})
@@ -85,8 +90,8 @@ class WordVocab:
         self.memo: dict[str, int] = {}
         self.ids: dict[str, int] = {}
         self.words: list[str] = []
-        self._props: list[tuple] = []
-        self._arrays = None
+        self.is_punct: list[bool] = []  # spaCy's IS_PUNCT of each word (its sentencizer reads it)
+        self._cols = {name: np.zeros(1024, dtype) for name, dtype in _COLUMNS}
         self._multi: list[tuple[int, ...]] = []
         self._multi_arrays = None
 
@@ -98,46 +103,40 @@ class WordVocab:
         if i is None:
             i = self.ids[word] = len(self.words)
             self.words.append(word)
-            nonsym = any(ch not in self._punct for ch in word)
-            alpha = any(ch.isalpha() for ch in word)
-            self._props.append((len(word), nonsym, alpha, *_hashes(word)))
-            self._arrays = None
+            self.is_punct.append(bool(self._is_punct(word)))
+            cols = self._cols
+            if i == cols["length"].shape[0]:
+                for name in cols:
+                    cols[name] = np.concatenate([cols[name], np.zeros_like(cols[name])])
+            h1, p1, h2, p2 = _hashes(word)
+            cols["length"][i] = len(word)
+            cols["non_symbol"][i] = any(ch not in self._punct for ch in word)
+            cols["alpha"][i] = any(ch.isalpha() for ch in word)
+            cols["h1"][i], cols["p1"][i], cols["h2"][i], cols["p2"][i] = h1, p1, h2, p2
         return i
 
-    def _arrays_now(self):
-        if self._arrays is None:
-            p = self._props
-            self._arrays = (
-                np.fromiter((x[0] for x in p), np.int64, len(p)),
-                np.fromiter((x[1] for x in p), np.bool_, len(p)),
-                np.fromiter((x[2] for x in p), np.bool_, len(p)),
-                np.fromiter((x[3] for x in p), np.uint64, len(p)),
-                np.fromiter((x[4] for x in p), np.uint64, len(p)),
-                np.fromiter((x[5] for x in p), np.uint64, len(p)),
-                np.fromiter((x[6] for x in p), np.uint64, len(p)),
-            )
-        return self._arrays
+    def _col(self, name: str) -> np.ndarray:
+        return self._cols[name][: len(self.words)]
 
     @property
     def length(self) -> np.ndarray:
         """Characters per word id."""
-        return self._arrays_now()[0]
+        return self._col("length")
 
     @property
     def non_symbol(self) -> np.ndarray:
         """True for a word with a character outside datatrove's punctuation set."""
-        return self._arrays_now()[1]
+        return self._col("non_symbol")
 
     @property
     def alpha(self) -> np.ndarray:
         """True for a word with at least one letter (`str.isalpha`)."""
-        return self._arrays_now()[2]
+        return self._col("alpha")
 
     @property
     def hashes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(hash, base**len) for the first base, then for the second, modulo 2**64, per word id."""
-        a = self._arrays_now()
-        return a[3], a[4], a[5], a[6]
+        return self._col("h1"), self._col("p1"), self._col("h2"), self._col("p2")
 
     # -- encoding --------------------------------------------------------------------------------
 
@@ -186,10 +185,11 @@ class WordVocab:
     def codes(self, chunks: list[str]) -> np.ndarray:
         """The memo code of each chunk (see `_reset`), learning the chunks not seen yet."""
         codes = np.fromiter(map(self.memo.get, chunks, repeat(_MISSING)), np.int64, len(chunks))
-        miss = np.flatnonzero(codes == _MISSING)
-        if miss.size:
-            self._learn(list(dict.fromkeys(chunks[i] for i in miss.tolist())))
-            codes[miss] = np.fromiter((self.memo[chunks[i]] for i in miss.tolist()), np.int64, miss.size)
+        miss = codes == _MISSING
+        if miss.any():
+            missing = list(compress(chunks, miss.tolist()))
+            self._learn(list(dict.fromkeys(missing)))
+            codes[miss] = np.fromiter(map(self.memo.__getitem__, missing), np.int64, len(missing))
         return codes
 
     def expand(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +224,23 @@ class WordVocab:
         np.cumsum(np.fromiter(map(len, per_text), np.int64, len(per_text)), out=chunk_off[1:])
         word_end = np.zeros(len(flat) + 1, dtype=np.int64)
         np.cumsum(counts, out=word_end[1:])
-        self._arrays_now()
         return ids, word_end[chunk_off]
+
+    def count(self, texts: list[str]) -> np.ndarray:
+        """Words per text (what `encode` gives as offsets, without the ids)."""
+        if len(self.memo) > MAX_CHUNKS:
+            self._reset()
+        per_text = [t.split() for t in texts]
+        codes = self.codes(list(chain.from_iterable(per_text)))
+        counts = np.ones(codes.shape[0], dtype=np.int64)
+        multi = np.flatnonzero(codes < 0)
+        if multi.size:
+            counts[multi] = self._multi_now()[1][-codes[multi] - 1]
+        chunk_off = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, per_text), np.int64, len(per_text)), out=chunk_off[1:])
+        word_end = np.zeros(codes.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=word_end[1:])
+        return np.diff(word_end[chunk_off])
 
     def tokens(self, text: str) -> list[str]:
         """The words of one text (for explanations and tests)."""
