@@ -37,6 +37,9 @@ MANIFEST = "manifest.json"
 ATTESTATION = "attestation.dsse.json"
 METADATA_FILES = (CARD, CROISSANT)
 OUTPUT_DIRS = ("shards", "ledger")
+# Built-in stages whose evidence has typed ledger columns; any other stage (a user's, or a built-in
+# filter such as the quality stages) records its evidence in the `evidence` column.
+TYPED_EVIDENCE_KINDS = frozenset({"safety", "exact_dedup", "near_dedup", "pii"})
 
 
 def ledger_table(unit, decisions: pl.DataFrame, schema: pa.Schema = ledger_schema(False)) -> pa.Table:
@@ -67,9 +70,6 @@ def ledger_table(unit, decisions: pl.DataFrame, schema: pa.Schema = ledger_schem
     return table.cast(schema)
 
 
-_TYPED_EVIDENCE_STAGES = frozenset({"safety", "exact_dedup", "near_dedup", "pii"})
-
-
 def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
     return df[name].to_arrow() if name in df.columns else pa.nulls(df.height, pa.string())
 
@@ -77,9 +77,7 @@ def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
 def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
     """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
     cfg = plan.config
-    # The built-in stages before the language stage record their evidence in typed columns; every
-    # other stage (a user's, or a filter such as `language`) in the JSON `evidence` column.
-    schema = ledger_schema(any(s.origin != "built-in" or s.kind not in _TYPED_EVIDENCE_STAGES for s in run_stages(cfg)))
+    schema = ledger_schema(any(s.origin != "built-in" or s.kind not in TYPED_EVIDENCE_KINDS for s in run_stages(cfg)))
     with ShardWriter(directory, schema, max_rows=cfg.output.ledger_part_rows,
                      name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
                      compression="zstd") as writer:

@@ -36,6 +36,10 @@ BUILTIN = {
     "adult_image": "pipeline.stages.adult:AdultImageStage",
     "adult_text": "pipeline.stages.adult:AdultTextStage",
     "language": "pipeline.stages.language:LanguageStage",
+    "gopher_quality": "pipeline.stages.quality:GopherQualityStage",
+    "gopher_repetition": "pipeline.stages.quality:GopherRepetitionStage",
+    "c4_quality": "pipeline.stages.quality:C4QualityStage",
+    "fineweb_quality": "pipeline.stages.quality:FineWebQualityStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

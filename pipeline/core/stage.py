@@ -257,6 +257,10 @@ class WriteStage(Stage):
     change), and `stats()`, additive counters recorded per shard."""
 
     placements = (Placement.WRITE,)
+    # True when the transform derives its edit from the text it is given (e.g. C4's line removal
+    # applies its rules again) rather than from positions in the re-read text (PII redaction's spans):
+    # pass 2 runs such transforms after the others, so that positions still point at the right text.
+    edits_from_text: ClassVar[bool] = False
 
     def open_shard(self, shard_id: int, work_dir: Path):
         raise NotImplementedError

@@ -68,7 +68,7 @@ def preprocessing_protocol(manifest: dict) -> str:
                      f"{nd['bands']} bands x {nd['rows']} rows (probability {nd['candidate_probability_at_threshold']:.3f} of flagging "
                      "a pair at the threshold), candidates verified, clusters without chaining.")
     for stage in (manifest.get("pipeline") or {}).get("stages", []):
-        if stage.get("origin") == "built-in":
+        if stage.get("origin") == "built-in" and stage["kind"] in ("safety", "exact_dedup", "near_dedup", "pii"):
             continue  # described above in their own words
         dropped = st.get(stage["kind"], {}).get("dropped", 0)
         steps.append(f"Stage {stage['kind']} ({stage.get('origin')}, {stage.get('runs')}): {stage.get('description') or 'no description'}; "
