@@ -285,7 +285,13 @@ def pii_section(plan, work: Path, ledger_paths: list[str]) -> dict:
                 by_entity[entity] = by_entity.get(entity, 0) + n
         acts = ledger.filter(pl.col("pii_action").is_not_null()).group_by("pii_action").len().collect()
         actions_taken = {a: int(n) for a, n in acts.sort("pii_action").iter_rows()}
-    routing = _pii_routing(plan, ledger) if cfg.route_by_language else {}
+    if cfg.route_by_language:
+        from pipeline.core.decisions import Category
+        from pipeline.core.registry import decision_table
+
+        routing = pii_routing_counts(ledger, list(decision_table(plan.config).names(Category.KEPT)))
+    else:
+        routing = {}
     residual = None
     if cfg.residual_scan.enabled:
         from pipeline.pii.residual import summarize
@@ -311,18 +317,16 @@ def pii_section(plan, work: Path, ledger_paths: list[str]) -> dict:
     }
 
 
-def _pii_routing(plan, ledger) -> dict:
+def pii_routing_counts(ledger: pl.LazyFrame | None, kept: list[str]) -> dict:
     """With PII routed by language: records scanned per language and per coverage, and the kept
-    records (in the output) whose language had no model, so names in them were not searched."""
-    from pipeline.core.decisions import Category
-    from pipeline.core.registry import decision_table
-
+    records (decisions `kept`: in the output) whose language had no model, so names in them were
+    not searched; recounted from the ledger by `hygiene verify`."""
     if ledger is None:
-        return {"records_by_language": {}, "records_by_coverage": {}, "records_patterns_only": 0}
+        return {"records_by_language": {}, "records_by_coverage": {}, "records_patterns_only": 0,
+                "records_patterns_only_by_language": {}}
     scanned = ledger.filter(pl.col("pii_language").is_not_null())
     langs = scanned.group_by("pii_language").len().sort("pii_language").collect()
     cover = scanned.group_by("pii_coverage").len().sort("pii_coverage").collect()
-    kept = list(decision_table(plan.config).names(Category.KEPT))
     patterns = scanned.filter((pl.col("pii_coverage") == "patterns_only") & pl.col("decision").is_in(kept))
     by_lang = patterns.group_by("pii_language").len().sort("pii_language").collect()
     return {

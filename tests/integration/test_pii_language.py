@@ -93,8 +93,13 @@ def test_the_manifest_counts_records_per_language_and_coverage_and_names_the_mod
     assert pii["residual_scan"]["records"] == 7 and pii["residual_scan"]["records_with_residual"] == 0
 
 
-def test_inspect_shows_the_coverage_gap(routed):
+def test_inspect_shows_the_coverage_gap_and_verify_recounts_it(routed):
+    from pipeline.audit.verify import verify_run
+
     out = routed[0]
+    report = verify_run(out)
+    assert report.ok, [f.detail for f in report.failures]
+    assert any(c.name == "pii" and c.ok for c in report.checks)
     result = CliRunner().invoke(main, ["inspect", str(out)])
     assert result.exit_code == 0, result.output
     assert "routed by language" in result.output and "names NOT searched" in result.output
