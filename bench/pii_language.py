@@ -72,29 +72,32 @@ def sentences(n: int, seed: int = 17) -> list[dict]:
         t = TEMPLATES[i % len(TEMPLATES)]
         text = t.replace("{n}", name).replace("{e}", email)
         ns = text.index(name) + (len(name) - len(f"{first} {last}"))      # the title is not part of the name
-        out.append({"text": text, "name": (ns, ns + len(f"{first} {last}")),
+        out.append({"text": text, "name": (ns, ns + len(f"{first} {last}")), "titled": text.index(name),
                     "email": (text.index(email), text.index(email) + len(email)) if "{e}" in t else None})
     return out
 
 
 def score(data: list[dict], spans: list[list]) -> dict:
-    """Name recall, false names, e-mail recall."""
-    found = false = emails = emails_found = 0
+    """Name recall (as PERSON; redacted under any label: a name merged into the e-mail span below it
+    is redacted all the same), false names (PERSON spans that touch neither the name nor its
+    title), e-mail recall."""
+    found = hidden = false = emails = emails_found = 0
     for d, ss in zip(data, spans):
         a, b = d["name"]
         person = [s for s in ss if s.entity == "PERSON"]
-        covered = set()
-        for s in person:
-            covered.update(range(s.start, s.end))
-        if all(i in covered for i in range(a, b) if d["text"][i].isalnum()):
-            found += 1
-        false += sum(1 for s in person if s.end <= a or s.start >= b)
+        letters = [i for i in range(a, b) if d["text"][i].isalnum()]
+        covered = {i for s in person for i in range(s.start, s.end)}
+        found += all(i in covered for i in letters)
+        covered_any = {i for s in ss for i in range(s.start, s.end)}
+        hidden += all(i in covered_any for i in letters)
+        false += sum(1 for s in person if s.end <= d["titled"] or s.start >= b)
         if d["email"] is not None:
             emails += 1
             emails_found += any(s.entity == "EMAIL_ADDRESS" and s.start <= d["email"][0] and s.end >= d["email"][1]
                                 for s in ss)
     n = len(data)
-    return {"names": n, "names_found": found, "person_recall": round(found / n, 4), "false_names": false,
+    return {"names": n, "names_found": found, "person_recall": round(found / n, 4),
+            "names_redacted": hidden, "name_redacted_recall": round(hidden / n, 4), "false_names": false,
             "emails": emails, "email_recall": round(emails_found / emails, 4) if emails else None}
 
 

