@@ -126,6 +126,10 @@ def _print_summary(cfg: RunConfig, manifest: dict) -> None:
                                              f"sampled records" + (f" (rate <= {res['upper_bound']:.3%} at "
                                                                    f"{res['confidence']:.0%})" if "upper_bound" in res else "")
                                              if res else ""))
+        if pii.get("records_patterns_only"):
+            console.print(f"PII coverage: {pii['records_patterns_only']:,} kept record(s) in a language without a model "
+                          f"were scanned by the pattern recognizers only (names not searched): "
+                          f"{pii.get('records_patterns_only_by_language') or {}}")
 
 
 @main.command()

@@ -59,6 +59,14 @@ def show_summary(s: dict, console: Console) -> None:
         model = pii["engine"]["model"]
         console.print(f"PII ({model.get('name')} {model.get('version')}): records {pii['records_by_action'] or '{}'}; "
                       f"spans by type {pii['by_entity'] or '{}'}; actions {pii['actions']}")
+        if "records_by_language" in pii:
+            models = {k: (v.get("model") or {}).get("name") for k, v in (pii["engine"].get("languages") or {}).items()}
+            gap = pii["records_patterns_only"]
+            console.print(f"PII routed by language (models {models or '{}'}): records by language "
+                          f"{pii['records_by_language'] or '{}'}, by coverage {pii['records_by_coverage'] or '{}'}; "
+                          + (f"[bold]{gap:,} kept record(s) scanned by patterns only, names NOT searched[/bold] "
+                             f"{pii.get('records_patterns_only_by_language') or ''}" if gap
+                             else "every kept record scanned with an NER model for its language"))
         res = pii.get("residual_scan")
         if not res:
             console.print("residual PII scan: not run")

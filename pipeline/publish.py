@@ -64,6 +64,7 @@ def ledger_table(unit, decisions: pl.DataFrame, schema: pa.Schema = ledger_schem
             "hash_distance": decisions["hash_distance"].to_arrow(),
             "pii_counts": _column_or_null(decisions, "pii_counts"),
             "pii_action": _column_or_null(decisions, "pii_action"),
+            **{k: _column_or_null(decisions, k) for k in ("pii_language", "pii_coverage") if k in schema.names},
             **({"evidence": _column_or_null(decisions, "evidence")} if "evidence" in schema.names else {}),
         }
     )
@@ -77,7 +78,10 @@ def _column_or_null(df: pl.DataFrame, name: str) -> pa.Array:
 def write_ledger(work: Path, plan: RunPlan, directory: Path) -> list[WrittenFile]:
     """The ledger in input order (unit, row), cut into parts of `ledger_part_rows` rows."""
     cfg = plan.config
-    schema = ledger_schema(any(s.origin != "built-in" or s.kind not in TYPED_EVIDENCE_KINDS for s in run_stages(cfg)))
+    # The built-in stages before the language stage record their evidence in typed columns; every
+    # other stage (a user's, or a filter such as `language`) in the JSON `evidence` column.
+    schema = ledger_schema(any(s.origin != "built-in" or s.kind not in TYPED_EVIDENCE_KINDS for s in run_stages(cfg)),
+                           with_pii_routing=cfg.pii is not None and cfg.pii.enabled and cfg.pii.route_by_language)
     with ShardWriter(directory, schema, max_rows=cfg.output.ledger_part_rows,
                      name=lambda k: f"part-{k:05d}.parquet", row_group_rows=cfg.output.row_group_rows * 10,
                      compression="zstd") as writer:

@@ -132,7 +132,7 @@ def explain(run_dir: Path, record_id: str) -> dict:
         story["evidence"]["cluster"] = members.to_dicts()
     if category == Category.KEPT:
         story["evidence"]["shard"] = _find_shard(run_dir, manifest, record_id)
-    for k in ("pii_counts", "pii_action"):
+    for k in ("pii_counts", "pii_action", "pii_language", "pii_coverage"):
         if row.get(k) is not None:
             story["evidence"][k] = row[k]
     if row.get("evidence"):

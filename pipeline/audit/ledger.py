@@ -38,8 +38,18 @@ LEDGER_SCHEMA = pa.schema(
 # The evidence of a user's stage (compact JSON, e.g. {"words":3,"min_words":5}); the column exists
 # in runs that have such a stage, so the ledger of every other run keeps its historic bytes.
 EVIDENCE_FIELD = pa.field("evidence", pa.string())
+# PII routed by language (`pii.route_by_language`): the record's language as routing saw it
+# (`unknown` when none was found) and the coverage it got: `full` (an NER model searched names)
+# or `patterns_only` (no model for its language: names and places were not searched). The columns
+# exist only in runs that route, so the ledger of every other run keeps its historic bytes.
+PII_ROUTING_FIELDS = (pa.field("pii_language", pa.string()), pa.field("pii_coverage", pa.string()))
 
 
-def ledger_schema(with_evidence: bool) -> pa.Schema:
-    """The ledger schema of a run (with the `evidence` column when a user's stage runs)."""
-    return LEDGER_SCHEMA.append(EVIDENCE_FIELD) if with_evidence else LEDGER_SCHEMA
+def ledger_schema(with_evidence: bool, with_pii_routing: bool = False) -> pa.Schema:
+    """The ledger schema of a run (with the `evidence` column when a user's stage runs, and the
+    PII routing columns when PII detection is routed by language)."""
+    schema = LEDGER_SCHEMA
+    if with_pii_routing:
+        for field in PII_ROUTING_FIELDS:
+            schema = schema.append(field)
+    return schema.append(EVIDENCE_FIELD) if with_evidence else schema

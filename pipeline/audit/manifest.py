@@ -285,6 +285,13 @@ def pii_section(plan, work: Path, ledger_paths: list[str]) -> dict:
                 by_entity[entity] = by_entity.get(entity, 0) + n
         acts = ledger.filter(pl.col("pii_action").is_not_null()).group_by("pii_action").len().collect()
         actions_taken = {a: int(n) for a, n in acts.sort("pii_action").iter_rows()}
+    if cfg.route_by_language:
+        from pipeline.core.decisions import Category
+        from pipeline.core.registry import decision_table
+
+        routing = pii_routing_counts(ledger, list(decision_table(plan.config).names(Category.KEPT)))
+    else:
+        routing = {}
     residual = None
     if cfg.residual_scan.enabled:
         from pipeline.pii.residual import summarize
@@ -306,4 +313,25 @@ def pii_section(plan, work: Path, ledger_paths: list[str]) -> dict:
         "by_entity": dict(sorted(by_entity.items())),
         "by_source": {s: dict(sorted(v.items())) for s, v in sorted(by_source.items())},
         "residual_scan": residual,
+        **routing,
+    }
+
+
+def pii_routing_counts(ledger: pl.LazyFrame | None, kept: list[str]) -> dict:
+    """With PII routed by language: records scanned per language and per coverage, and the kept
+    records (decisions `kept`: in the output) whose language had no model, so names in them were
+    not searched; recounted from the ledger by `hygiene verify`."""
+    if ledger is None:
+        return {"records_by_language": {}, "records_by_coverage": {}, "records_patterns_only": 0,
+                "records_patterns_only_by_language": {}}
+    scanned = ledger.filter(pl.col("pii_language").is_not_null())
+    langs = scanned.group_by("pii_language").len().sort("pii_language").collect()
+    cover = scanned.group_by("pii_coverage").len().sort("pii_coverage").collect()
+    patterns = scanned.filter((pl.col("pii_coverage") == "patterns_only") & pl.col("decision").is_in(kept))
+    by_lang = patterns.group_by("pii_language").len().sort("pii_language").collect()
+    return {
+        "records_by_language": {a: int(n) for a, n in langs.iter_rows()},
+        "records_by_coverage": {a: int(n) for a, n in cover.iter_rows()},
+        "records_patterns_only": int(by_lang["len"].sum()) if by_lang.height else 0,
+        "records_patterns_only_by_language": {a: int(n) for a, n in by_lang.iter_rows()},
     }

@@ -38,7 +38,7 @@ _MASK_MARGIN = 500
 # A duplicate and its survivor are compared over more than is printed (an edit near the end of a long
 # near duplicate is what a steward looks for); the diff prints only the changes and their context.
 DIFF_CHARS = 10_000
-_EVIDENCE_COLUMNS = ("duplicate_of", "cluster_id", "similarity", "pii_action")
+_EVIDENCE_COLUMNS = ("duplicate_of", "cluster_id", "similarity", "pii_action", "pii_language", "pii_coverage")
 
 
 class UnknownReasonError(PipelineError):
@@ -177,7 +177,10 @@ class Masker:
             return [], []
         if self._engine is None:
             self._engine = _engine(self.config)
-        spans = self._engine.detect_for_redaction(texts)
+        if self.config.route_by_language:   # each text by its language's engine, as the run scanned it
+            spans = self._engine.detect_for_redaction(texts, [r.engine for r in self._engine.routes(texts)])
+        else:
+            spans = self._engine.detect_for_redaction(texts)
         return [self._redactor.apply(t, s) for t, s in zip(texts, spans)], [len(s) for s in spans]
 
 
@@ -188,10 +191,11 @@ def _engine(cfg):
     """One set-up PII engine per config in this process (loading spaCy takes seconds): `hygiene report
     --samples` masks every decision's sample with one engine."""
     from pipeline.pii.engine import PiiEngine
+    from pipeline.pii.router import PiiRouter
 
     key = cfg.model_dump_json()
     if key not in _ENGINES:
-        _ENGINES[key] = PiiEngine(cfg).setup()
+        _ENGINES[key] = PiiRouter(cfg) if cfg.route_by_language else PiiEngine(cfg).setup()
     return _ENGINES[key]
 
 

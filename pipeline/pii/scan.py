@@ -23,6 +23,7 @@ from pipeline.errors import ConfigError
 from pipeline.pii.config import PiiConfig
 from pipeline.pii.engine import PiiEngine
 from pipeline.pii.redact import resolve
+from pipeline.pii.router import PiiRouter
 from pipeline.sources import reader_for
 
 _BATCH = 2_000
@@ -95,7 +96,9 @@ def scan_paths(paths: list[str], cfg: PiiConfig | None = None, *, text_field: st
     """Detect PII in every record of the paths; write spans (JSONL) if asked; return the summary."""
     sources, fields, run_pii = sources_for(paths, text_field, id_field)
     cfg = cfg or run_pii or PiiConfig()
-    engine = PiiEngine(cfg).setup()
+    router = PiiRouter(cfg) if cfg.route_by_language else None
+    engine = PiiEngine(cfg).setup() if router is None else None
+    by_language: dict[str, int] = {}
     by_entity: dict[str, dict[str, int]] = {}
     records = with_pii = spans_total = 0
     out = None
@@ -106,9 +109,18 @@ def scan_paths(paths: list[str], cfg: PiiConfig | None = None, *, text_field: st
         for source in sources:
             for ids, cols in _records(source, fields):
                 hit = [False] * len(ids)
+                keys = None
+                if router is not None:   # each record by its language's engine (its first non-empty field's language)
+                    first = [next((v[i] for v in cols.values() if v[i]), None) for i in range(len(ids))]
+                    routes = router.routes(first)
+                    keys = [r.engine for r in routes]
+                    for r in routes:
+                        by_language[f"{r.language}:{r.coverage}"] = by_language.get(f"{r.language}:{r.coverage}", 0) + 1
                 for field, values in cols.items():
                     idx = [i for i, v in enumerate(values) if v]
-                    for i, spans in zip(idx, engine.detect([values[i] for i in idx])):
+                    texts = [values[i] for i in idx]
+                    found = engine.detect(texts) if keys is None else router.detect(texts, [keys[i] for i in idx])
+                    for i, spans in zip(idx, found):
                         entities_here = set()
                         for s in resolve(spans):
                             spans_total += 1
@@ -132,5 +144,7 @@ def scan_paths(paths: list[str], cfg: PiiConfig | None = None, *, text_field: st
             out.close()
             output.with_name(output.name + ".tmp").unlink(missing_ok=True)
     return {"records": records, "records_with_pii": with_pii, "spans": spans_total, "fields": fields,
-            "by_entity": dict(sorted(by_entity.items())), "engine": engine.describe(),
+            "by_entity": dict(sorted(by_entity.items())),
+            "engine": engine.describe() if router is None else router.describe(),
+            **({"records_by_language_coverage": dict(sorted(by_language.items()))} if router is not None else {}),
             "output": str(output) if output is not None else None}

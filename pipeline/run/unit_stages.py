@@ -32,7 +32,7 @@ from pipeline.run.tasks import plan_tasks, unit_tasks
 from pipeline.run.workdir import read_done, unit_name
 
 # Evidence columns the ledger has as typed columns; any other evidence is kept as compact JSON.
-TYPED_EVIDENCE = ("pii_counts", "pii_action")
+TYPED_EVIDENCE = ("pii_counts", "pii_action", "pii_language", "pii_coverage")
 
 
 def stage_dir(work: Path, kind: str) -> Path:

@@ -3,9 +3,12 @@ sample of the redacted text again for residual PII, and redact at write time.
 
     per task      `process` detects in the kept records' text fields; verdicts: kept_redacted,
                   dropped_pii (an action or the record rule says drop) or rejected (detection
-                  failed); evidence: pii_counts (spans per entity type) and pii_action. The
-                  records of the residual sample are redacted as pass 2 will write them and
-                  scanned again (`pipeline.pii.residual`)
+                  failed); evidence: pii_counts (spans per entity type) and pii_action; with
+                  `route_by_language`, also pii_language (the record's language, `unknown` when
+                  none was found) and pii_coverage (`full`: an NER model searched names;
+                  `patterns_only`: no model for the language, only the pattern recognizers ran).
+                  The records of the residual sample are redacted as pass 2 will write them and
+                  scanned again (`pipeline.pii.residual`), by the same engine as at detection
     at write      the stored spans are applied to the re-read text
 
 Detection runs after deduplication, so no work is spent on copies that are dropped anyway, and
@@ -28,6 +31,7 @@ from pipeline.core.stage import BatchContext, Placement, UnitStage, Verdicts, Wr
 from pipeline.pii.engine import PiiEngine, Span
 from pipeline.pii.redact import Redactor, hmac_key
 from pipeline.pii.residual import ResidualScan, sample_fraction
+from pipeline.pii.router import PiiRouter, Route
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,7 @@ class PiiStage(UnitStage, WriteStage):
 
     def setup(self) -> "PiiStage":
         self._engine: PiiEngine | None = None
+        self._router: PiiRouter | None = None
         self.redactor = Redactor(self.config, hmac_key(self.config))
         self._unit: dict[int, dict] = {}
         return self
@@ -85,9 +90,16 @@ class PiiStage(UnitStage, WriteStage):
             self._engine = PiiEngine(self.config).setup()
         return self._engine
 
+    @property
+    def router(self) -> PiiRouter:
+        """The engines per language (`route_by_language`), each loaded when a record needs it."""
+        if self._router is None:
+            self._router = PiiRouter(self.config)
+        return self._router
+
     def describe(self) -> dict:
-        """The engine, model and entities for the manifest."""
-        return self.engine.describe()
+        """The engine, model and entities for the manifest (and the routing, when on)."""
+        return self.router.describe() if self.config.route_by_language else self.engine.describe()
 
     # -- per unit ------------------------------------------------------------------------------
 
@@ -107,7 +119,8 @@ class PiiStage(UnitStage, WriteStage):
         self._unit[task.task_id] = {
             "spans": {k: [] for k in SPANS_SCHEMA.names}, "not_text": set(), "by_entity": {},
             "spans_n": 0, "with_pii": 0, "dropped": 0, "errors": 0,
-            "residual": ResidualScan(self.engine.detect, fraction) if fraction is not None else None}
+            "residual": (ResidualScan(self.router.detect if self.config.route_by_language else self.engine.detect,
+                                      fraction) if fraction is not None else None)}
 
     def process(self, table: pa.Table, ctx: BatchContext) -> Verdicts:
         state = self._unit[ctx.task]
@@ -123,10 +136,12 @@ class PiiStage(UnitStage, WriteStage):
                     state["not_text"].add(field)
                 continue
             fields[field] = values
+        routes = self._routes(fields, n) if self.config.route_by_language else None
+        for field, values in fields.items():
             idx = [i for i, v in enumerate(values) if v]
             for i in idx:
                 chars[i] += len(values[i])
-            for i, spans in zip(idx, self._detect([values[i] for i in idx], errors, idx)):
+            for i, spans in zip(idx, self._detect([values[i] for i in idx], errors, idx, routes)):
                 per_record[i].extend((field, s) for s in spans)
         rows = ctx.rows.tolist()
         out = []
@@ -158,15 +173,29 @@ class PiiStage(UnitStage, WriteStage):
                 action.append("clean")
             counts_ev.append(counts)
         if state["residual"] is not None:
-            self._residual(state["residual"], ctx.record_ids, action, fields, per_record)
+            self._residual(state["residual"], ctx.record_ids, action, fields, per_record, routes)
         v = Verdicts.from_rows(out)
         v.evidence = {"pii_action": action, "pii_counts": counts_ev}
+        if routes is not None:
+            v.evidence["pii_language"] = [r.language for r in routes]
+            v.evidence["pii_coverage"] = [r.coverage for r in routes]
         return v
 
+    def _routes(self, fields: dict[str, list], n: int) -> list[Route]:
+        """Each record's route, from the language of its first non-empty text field (all its
+        fields go to the same engine)."""
+        first: list[str | None] = [None] * n
+        for values in fields.values():
+            for i, v in enumerate(values):
+                if first[i] is None and v:
+                    first[i] = v
+        return self.router.routes(first)
+
     def _residual(self, scan: ResidualScan, record_ids: list[str], action: list[str], fields: dict[str, list],
-                  per_record: list[list[tuple[str, Span]]]) -> None:
-        """Scan the sampled records the stage keeps, redacted as pass 2 will write them."""
-        sampled = []
+                  per_record: list[list[tuple[str, Span]]], routes: list[Route] | None = None) -> None:
+        """Scan the sampled records the stage keeps, redacted as pass 2 will write them (with
+        routing, each by the engine that scanned it at detection)."""
+        sampled, keys = [], []
         for i in scan.sample(record_ids):
             if action[i] not in ("clean", "redacted"):
                 continue
@@ -177,18 +206,28 @@ class PiiStage(UnitStage, WriteStage):
                 spans = sorted((s for f, s in per_record[i] if f == field), key=lambda s: s.start)
                 redacted.append(self.redactor.apply_with_positions(values[i], spans) if spans else (values[i], []))
             sampled.append(redacted)
-        scan.scan(sampled)
+            if routes is not None:
+                keys.append(routes[i].engine)
+        scan.scan(sampled, keys if routes is not None else None)
 
-    def _detect(self, texts: list[str], errors: list, idx: list[int]) -> list[list[Span]]:
-        """Detect over a batch; if the batch fails, retry record by record and mark the failures."""
+    def _detect(self, texts: list[str], errors: list, idx: list[int],
+                routes: list[Route] | None = None) -> list[list[Span]]:
+        """Detect over a batch (with routing, each record by its language's engine); if the
+        batch fails, retry record by record and mark the failures."""
+        if routes is None:
+            def detect(ts: list[str], ii: list[int]) -> list[list[Span]]:
+                return self.engine.detect_for_redaction(ts)
+        else:
+            def detect(ts: list[str], ii: list[int]) -> list[list[Span]]:
+                return self.router.detect_for_redaction(ts, [routes[i].engine for i in ii])
         try:
-            return self.engine.detect_for_redaction(texts)
+            return detect(texts, idx)
         except Exception as e:  # noqa: BLE001 - one bad record must not sink the unit; it is rejected with a reason
             log.warning("PII detection failed on a batch (%s); retrying record by record", e.__class__.__name__)
         out = []
         for i, t in zip(idx, texts):
             try:
-                out.append(self.engine.detect_for_redaction([t])[0])
+                out.append(detect([t], [i])[0])
             except Exception as e:  # noqa: BLE001 - recorded as a rejection reason (exception class only, never content)
                 errors[i] = f"PII detection failed ({e.__class__.__name__})"
                 out.append([])

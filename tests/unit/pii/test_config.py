@@ -30,6 +30,11 @@ def test_the_default_pii_section_enables_the_documented_entities_with_tags(tmp_p
     ({"allow_list": ["("], "allow_list_match": "regex"}, "allow_list"),
     ({"chunk_chars": 2000, "chunk_overlap": 1000}, "half of chunk_chars"),
     ({"model_name": "x"}, "model_name"),
+    ({"languages": {"French": "fr_core_news_sm"}}, "ISO 639-1"),
+    ({"languages": {"unknown": "fr_core_news_sm"}}, "ISO 639-1"),
+    ({"languages": {"fr": ""}}, "no model given for fr"),
+    ({"model": "a_model", "languages": {"en": "b_model"}}, "two models for the default language"),
+    ({"fallback": "english"}, "fallback"),
 ])
 def test_an_invalid_pii_section_is_a_config_error_naming_the_field(tmp_path, pii, message):
     with pytest.raises(ConfigError, match=message):
@@ -45,3 +50,16 @@ def test_custom_recognizers_and_deny_lists_add_entity_types_that_actions_may_nam
     }).pii
     assert cfg.all_entities()[-2:] == ("EMPLOYEE_ID", "PROJECT_CODENAME")
     assert cfg.action_for("EMPLOYEE_ID") == "mask"
+
+
+def test_languages_always_hold_the_default_language_s_model(tmp_path):
+    plain = _cfg(tmp_path, {}).pii
+    assert plain.languages == {"en": plain.model} and not plain.route_by_language
+    assert plain.routed_models() == {"en": plain.model}
+    routed = _cfg(tmp_path, {"route_by_language": True, "languages": {"fr": "fr_core_news_sm"}}).pii
+    assert routed.languages == {"en": plain.model, "fr": "fr_core_news_sm"}
+    assert routed.routed_models() == routed.languages
+    # the default model may be named in either place; a dumped config reads back the same
+    given = _cfg(tmp_path, {"languages": {"en": "my_model", "fr": "fr_core_news_sm"}}).pii
+    assert given.model == "my_model" and given.languages["en"] == "my_model"
+    assert type(given).model_validate(given.model_dump(mode="json")) == given
