@@ -213,7 +213,8 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         "inputs": inputs,
         "units": len(plan.units),
         "stages": add_stage_counts(stage_stats(counts, order, table), plan, pass1),
-        "pipeline": {"stages": describe_run(plan.config), "decisions": table.to_json(), "funnel": order},
+        "pipeline": {"stages": _with_settings(describe_run(plan.config), plan), "decisions": table.to_json(),
+                     "funnel": order},
         "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs, table),
         "rejections": {
             "by_reason": _reasons(ledger_abs, table),
@@ -263,6 +264,19 @@ def _reasons(ledger_paths: list[str], table: DecisionTable) -> dict:
         .collect()
     )
     return {r: int(n) for r, n in zip(df["reason"].to_list(), df["n"].to_list())}
+
+
+def _with_settings(described: list[dict], plan) -> list[dict]:
+    """Each stage's description plus its run-specific settings (`Stage.summary()`: model versions,
+    list digests, thresholds; never content), when it has any."""
+    from pipeline.core.registry import run_stages
+    from pipeline.core.runtime import stage_instance
+
+    out = []
+    for d, spec in zip(described, run_stages(plan.config)):
+        settings = stage_instance(spec, plan).summary()
+        out.append({**d, "settings": settings} if settings else d)
+    return out
 
 
 def pii_section(plan, work: Path, ledger_paths: list[str]) -> dict:
