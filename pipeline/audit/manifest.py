@@ -170,6 +170,16 @@ def add_stage_counts(stats: dict, plan, pass1: list[dict]) -> dict:
     return stats
 
 
+def add_stage_summaries(stages: list[dict], pass1: list[dict]) -> list[dict]:
+    """Add each per-record stage's `Stage.summary()` (as its set-up instance in pass 1 gave it; the
+    first unit's) to its description in `pipeline.stages` as `summary`."""
+    found: dict[str, dict] = {}
+    for r in pass1:
+        for kind, summary in (r.get("stage_summaries") or {}).items():
+            found.setdefault(kind, summary)
+    return [{**d, "summary": found[d["kind"]]} if d["kind"] in found else d for d in stages]
+
+
 def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, ended_at: str) -> dict:
     """Assemble the manifest dict from the plan, the step results and the published files."""
     ledger_abs = [str(Path(plan.out_dir) / f["path"]) for f in outputs["ledger"]]
@@ -213,7 +223,7 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         "inputs": inputs,
         "units": len(plan.units),
         "stages": add_stage_counts(stage_stats(counts, order, table), plan, pass1),
-        "pipeline": {"stages": describe_run(plan.config), "decisions": table.to_json(), "funnel": order},
+        "pipeline": {"stages": add_stage_summaries(describe_run(plan.config), pass1), "decisions": table.to_json(), "funnel": order},
         "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs, table),
         "rejections": {
             "by_reason": _reasons(ledger_abs, table),

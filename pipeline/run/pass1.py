@@ -386,6 +386,9 @@ def pass1(work_dir: str, unit_id: int) -> dict:
         "cpu_seconds": round(time.thread_time() - c0, 3),
         "stage_seconds": {k: [round(w, 3), round(c, 3)] for k, (w, c) in reader.stage_seconds.items()},
     }
+    summaries = {spec.kind: d for spec, stage in reader.stages if (d := stage.summary())}
+    if summaries:  # the per-record stages' run-specific settings (Stage.summary), for the manifest
+        result["stage_summaries"] = summaries
     if reader.stage_counts:  # the per-record stages' own counters (Verdicts.counts), for the manifest
         result["stage_counts"] = {k: dict(sorted(v.items())) for k, v in sorted(reader.stage_counts.items())}
     atomic_write_json(done, result)
