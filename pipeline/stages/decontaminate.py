@@ -15,6 +15,7 @@ Config (under the stage's entry in `stages:`)::
         action: drop         # or cut: remove the matched spans with a margin, keep the rest
         cut_margin_chars: 200
         max_pieces: 10       # a record cut into more pieces than this is dropped (GPT-3, NeMo Curator)
+        min_piece_chars: 200 # pieces left shorter than this are cut too (GPT-3, NeMo Curator's min_document_length)
 
 Every set is read and indexed in `setup()`; a missing, malformed or empty file, or a field that
 does not exist, is a ConfigError naming the file and the field before any record is decided. The
@@ -25,7 +26,7 @@ n-grams found), `item_overlap` (the largest share of one item's n-grams found in
 `action: cut` the stage has three placements, as a record stage cannot change text in pass 1:
 
     per record    the decision: dropped_decontaminated (drop, or a cut into too many pieces or
-                  leaving nothing); kept records to be cut get the evidence and `decon_spans_cut`,
+                  leaving nothing); kept records to be cut get the evidence and `decon_pieces`,
                   `decon_chars_cut`
     per unit      after deduplication, those records become `kept_decontaminated` (category kept),
                   so the ledger says that their text changed and by how much
@@ -68,6 +69,7 @@ class DecontaminateConfig(BaseModel):
     action: Literal["drop", "cut"] = "drop"
     cut_margin_chars: int = Field(200, ge=0)
     max_pieces: int = Field(10, ge=1)
+    min_piece_chars: int = Field(200, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> "DecontaminateConfig":
@@ -101,14 +103,14 @@ def cut_plan(text: str, hit: Hit, margin: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in merged]
 
 
-def pieces_after(text: str, cuts: list[tuple[int, int]]) -> list[str]:
-    """The non-blank pieces left between the cuts."""
+def pieces_after(text: str, cuts: list[tuple[int, int]], min_chars: int = 0) -> list[str]:
+    """The pieces left between the cuts that are not blank and have at least `min_chars` characters."""
     out, pos = [], 0
     for a, b in cuts:
         out.append(text[pos:a])
         pos = b
     out.append(text[pos:])
-    return [p for p in out if p.strip()]
+    return [p for p in out if p.strip() and len(p.strip()) >= min_chars]
 
 
 class DecontaminateStage(RecordStage, UnitStage, WriteStage):
@@ -136,7 +138,7 @@ class DecontaminateStage(RecordStage, UnitStage, WriteStage):
         c = self.config
         return {"benchmarks": [s.to_dict() for s in self.index.sets], "ngrams": self.index.ngrams, "ngram": c.ngram,
                 "min_item_words": c.min_item_words, "min_matches": c.min_matches, "action": c.action,
-                "cut_margin_chars": c.cut_margin_chars, "max_pieces": c.max_pieces,
+                "cut_margin_chars": c.cut_margin_chars, "max_pieces": c.max_pieces, "min_piece_chars": c.min_piece_chars,
                 "normalisation": "Arrow utf8_lower; words split at non-letter/digit characters (pipeline.decon.kernel)"}
 
     # -- finding ---------------------------------------------------------------------------------
@@ -150,19 +152,19 @@ class DecontaminateStage(RecordStage, UnitStage, WriteStage):
         return col
 
     def _assess(self, text: str, hit: Hit):
-        """(decision or None, reason, cut ranges) of one matched record under the configured action."""
+        """(decision or None, reason, pieces left) of one matched record under the configured action."""
         c = self.config
         what = (f"decontaminate: {hit.ngrams_matched} {c.ngram}-grams of {','.join(hit.benchmarks)} "
                 f"(item {hit.best_item}, overlap {hit.item_overlap:.2f}) >= min_matches {c.min_matches}")
         if c.action == "drop":
             return DROPPED_DECONTAMINATED.name, what, None
         cuts = cut_plan(text, hit, c.cut_margin_chars)
-        pieces = pieces_after(text, cuts)
+        pieces = pieces_after(text, cuts, c.min_piece_chars)
         if not pieces:
-            return DROPPED_DECONTAMINATED.name, f"{what}; nothing left after the cut", cuts
+            return DROPPED_DECONTAMINATED.name, f"{what}; nothing of {c.min_piece_chars}+ chars left after the cut", pieces
         if len(pieces) > c.max_pieces:
-            return DROPPED_DECONTAMINATED.name, f"{what}; cut into {len(pieces)} pieces > max_pieces {c.max_pieces}", cuts
-        return None, what, cuts
+            return DROPPED_DECONTAMINATED.name, f"{what}; cut into {len(pieces)} pieces > max_pieces {c.max_pieces}", pieces
+        return None, what, pieces
 
     def _find(self, col):
         words, hits = self.index.find(col)
@@ -194,9 +196,9 @@ class DecontaminateStage(RecordStage, UnitStage, WriteStage):
                 decision, reason, cuts = self._assess("", h)
             else:
                 texts = texts if texts is not None else col.to_pylist()
-                decision, reason, cuts = self._assess(texts[i] or "", h)
-                ev["decon_spans_cut"] = len(cuts)
-                ev["decon_chars_cut"] = sum(b - a for a, b in cuts)
+                decision, reason, pieces = self._assess(texts[i] or "", h)
+                ev["decon_pieces"] = len(pieces)
+                ev["decon_chars_cut"] = len(texts[i] or "") - sum(len(p) for p in pieces)
             if decision is not None:
                 counts["dropped"] += 1
                 rows.append((decision, reason, ev))
@@ -222,13 +224,13 @@ class DecontaminateStage(RecordStage, UnitStage, WriteStage):
                 rows.append(None)
                 continue
             texts = texts if texts is not None else col.to_pylist()
-            decision, reason, cuts = self._assess(texts[i] or "", h)
+            decision, reason, pieces = self._assess(texts[i] or "", h)
             if decision is not None:  # pass 1 dropped it; a record kept there cannot be dropped here
                 rows.append(None)
                 continue
-            chars = sum(b - a for a, b in cuts)
-            rows.append((KEPT_DECONTAMINATED.name, f"{reason}; cut {len(cuts)} spans, {chars} chars",
-                         {"decon_spans_cut": len(cuts), "decon_chars_cut": chars}))
+            chars = len(texts[i] or "") - sum(len(p) for p in pieces)
+            rows.append((KEPT_DECONTAMINATED.name, f"{reason}; cut {chars} chars, {len(pieces)} pieces kept",
+                         {"decon_pieces": len(pieces), "decon_chars_cut": chars}))
         return Verdicts.from_rows(rows)
 
     # -- per unit ----------------------------------------------------------------------------------
@@ -270,12 +272,13 @@ class _ShardCut:
         for i, h in enumerate(hits):
             if h is None:
                 continue
-            decision, _, cuts = self.stage._assess(texts[i] or "", h)
-            if decision is not None or not cuts:
-                continue  # decided in pass 1 (not written); nothing to cut
-            texts[i] = PIECE_SEPARATOR.join(pieces_after(texts[i], cuts))
+            decision, _, pieces = self.stage._assess(texts[i] or "", h)
+            if decision is not None:
+                continue  # dropped in pass 1: not written
+            new = PIECE_SEPARATOR.join(pieces)
             self.cut += 1
-            self.chars += sum(b - a for a, b in cuts)
+            self.chars += len(texts[i]) - len(new)
+            texts[i] = new
         idx = table.column_names.index(field)
         return table.set_column(idx, table.schema.field(field), pa.array(texts, type=col.type))
 
