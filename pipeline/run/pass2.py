@@ -41,7 +41,9 @@ def pass2(work_dir: str, shard_id: int) -> dict:
                          row_group_rows=cfg.output.row_group_rows, compression=cfg.output.compression,
                          compression_level=cfg.output.compression_level,
                          plain_columns=frozenset(s.text_field for s in cfg.sources if not is_image_source(s)))
-    hooks = [(s.kind, stage_instance(s, plan).open_shard(shard_id, work)) for s in stages_at(cfg, Placement.WRITE)]
+    # Transforms that edit by positions in the re-read text first, those that re-derive edits from text last.
+    writes = sorted(stages_at(cfg, Placement.WRITE), key=lambda s: bool(getattr(s.cls, "edits_from_text", False)))
+    hooks = [(s.kind, stage_instance(s, plan).open_shard(shard_id, work)) for s in writes]
     spent = {kind: [0.0, 0.0] for kind, _ in hooks}
     with writer:
         for unit_id in range(meta["first_unit"], meta["last_unit"] + 1):

@@ -36,7 +36,6 @@ n-grams found), `item_overlap` (the largest share of one item's n-grams found in
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Literal
 
@@ -131,7 +130,6 @@ class DecontaminateStage(RecordStage, UnitStage, WriteStage):
         folder = config_folder(self.run_config, self.kind)
         sets = [load_set(b, folder) for b in c.benchmarks]
         self.index = BenchmarkIndex.build(sets, c.ngram, c.min_item_words)
-        self._lock = threading.Lock()
         return self
 
     def summary(self) -> dict:
@@ -189,7 +187,7 @@ class DecontaminateStage(RecordStage, UnitStage, WriteStage):
                 rows.append(None)
                 continue
             counts["matched"] += 1
-            counts["equal_to_item"] += int(h.item_overlap >= 1.0 and h.occurrences == max(1, int(words[i]) - c.ngram + 1))
+            counts["equal_to_item"] += int(h.item_overlap >= 1.0 and h.occurrences >= max(1, int(words[i]) - c.ngram + 1))
             ev = {"benchmark": ",".join(h.benchmarks), "item_ids": h.item_ids, "ngrams_matched": h.ngrams_matched,
                   "item_overlap": round(h.item_overlap, 4)}
             if c.action == "drop":

@@ -155,6 +155,22 @@ def test_a_missing_file_a_parquet_without_the_field_and_a_bad_id_field_are_named
         _stage(benchmarks=[{"name": "b", "path": str(tmp_path / "x.bin"), "fields": ["question"]}])
 
 
+def test_a_relative_benchmark_path_resolves_in_the_config_file_s_folder(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.core.registry import run_stages
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "trivia.jsonl").write_text("".join(json.dumps({"question": t}) + "\n" for t in TRIVIA))
+    (tmp_path / "conf" / "run.yaml").write_text(
+        "sources: [{name: t, kind: jsonl, paths: [in]}]\noutput: {dir: out}\n"
+        "stages:\n  - kind: decontaminate\n    config: {benchmarks: [{name: trivia, path: trivia.jsonl, fields: [question]}]}\n")
+    cfg = load_config(tmp_path / "conf" / "run.yaml")
+    spec = next(s for s in run_stages(cfg) if s.kind == "decontaminate")
+    stage = spec.build(cfg).setup()
+    assert stage.summary()["benchmarks"][0]["source"] == str((tmp_path / "conf" / "trivia.jsonl").resolve())
+    assert _run(stage, [TRIVIA[2]]).decision == ["dropped_decontaminated"]
+
+
 def test_a_run_with_a_bad_benchmark_file_fails_before_anything_is_published(tmp_path):
     corpus = tmp_path / "in"
     corpus.mkdir()
@@ -237,3 +253,17 @@ def test_a_whole_run_with_cut_writes_the_cut_text_and_says_so_in_the_ledger(tmp_
     assert "def " not in text and text.count("committee") == 5
     assert shards.filter(pl.col("record_id") == "clean")["text"][0] == CLEAN * 5
     assert m["conservation"]["balanced"]
+
+
+def test_cut_and_pii_redaction_compose_at_write_time(tmp_path):
+    data = _run_config(tmp_path, "cut")
+    corpus = tmp_path / "in" / "a.jsonl"
+    item = load_set(BenchmarkConfig(**HUMANEVAL), None).texts[21]
+    corpus.write_text(json.dumps({"id": "both", "text": CLEAN * 3 + item + CLEAN + "Write to jane.roe@example.com today. "
+                                  + CLEAN}) + "\n")
+    data["pii"] = {"entities": ["EMAIL_ADDRESS"]}
+    data["stages"].append({"kind": "pii"})
+    run_local(parse_config(data))
+    text = pl.read_parquet(str(tmp_path / "out_cut" / "shards" / "*.parquet"))["text"][0]
+    assert "def " not in text and "example.com" not in text
+    assert text.count("committee") == 5 and "Write to " in text and " today." in text
