@@ -275,7 +275,7 @@ def _with_settings(described: list[dict], plan) -> list[dict]:
     out = []
     for d, spec in zip(described, run_stages(plan.config)):
         settings = stage_instance(spec, plan).summary()
-        out.append({**d, "settings": settings} if settings else d)
+        out.append({**d, "summary": settings} if settings else d)
     return out
 
 

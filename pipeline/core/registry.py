@@ -40,6 +40,7 @@ BUILTIN = {
     "gopher_repetition": "pipeline.stages.quality:GopherRepetitionStage",
     "c4_quality": "pipeline.stages.quality:C4QualityStage",
     "fineweb_quality": "pipeline.stages.quality:FineWebQualityStage",
+    "decontaminate": "pipeline.stages.decontaminate:DecontaminateStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

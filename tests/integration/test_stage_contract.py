@@ -25,7 +25,8 @@ EXAMPLE = "short_docs:ShortDocsFilter"
 EXAMPLE_DIR = str(REPO / "examples" / "stages")
 KINDS = [*BUILTIN, EXAMPLE]
 # Options for the built-in stages that have no usable default (a term list is the user's own).
-OPTIONS = {"adult_text": {"terms": ["w7", "w13"], "min_matches": 1}}
+OPTIONS = {"adult_text": {"terms": ["w7", "w13"], "min_matches": 1},
+           "decontaminate": {"benchmarks": [{"name": "humaneval", "builtin": "humaneval"}], "action": "cut"}}
 
 
 def _corpus(folder: Path, n: int = 120) -> Path:
