@@ -36,6 +36,7 @@ BUILTIN = {
     "adult_image": "pipeline.stages.adult:AdultImageStage",
     "adult_text": "pipeline.stages.adult:AdultTextStage",
     "language": "pipeline.stages.language:LanguageStage",
+    "paragraph_dedup": "pipeline.stages.paragraph_dedup:ParagraphDedupStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 
