@@ -133,9 +133,10 @@ def _partitions(total_rows: int, partition_rows: int) -> int:
 
 
 def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: Path, max_documents: int,
-                 partition_rows: int = PARTITION_ROWS) -> tuple[pl.DataFrame, dict]:
+                 partition_rows: int = PARTITION_ROWS, count: str = "documents") -> tuple[pl.DataFrame, dict]:
     """Units to remove: every occurrence but the first of a text found in more than
-    `max_documents` distinct records.
+    `max_documents` distinct records (`count="documents"`), or more than `max_documents` times,
+    repeats inside one record included (`count="occurrences"`: Dolma's and datatrove's rule at 1).
 
     `unit_files` are (unit id, scratch file) pairs; `ranks` has unit, row, rank (the record's
     place in the survivor order: lower is first) for the records still kept. Returns (unit, row,
@@ -174,7 +175,8 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
         df = make()
         if df is None or df.height == 0:
             continue
-        per = df.group_by("hash").agg(pl.col("rank").n_unique().alias("docs"))
+        n = pl.col("rank").n_unique() if count == "documents" else pl.len()
+        per = df.group_by("hash").agg(n.alias("docs"))
         distinct += per.height
         hot = per.filter(pl.col("docs") > max_documents)
         frequent += hot.height

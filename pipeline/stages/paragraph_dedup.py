@@ -41,6 +41,9 @@ class ParagraphDedupConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     unit: Literal["paragraph", "line"] = "paragraph"   # paragraph: split on blank lines; line: on every newline
     max_documents: int = Field(1, ge=1)   # K: a text in more than K records is removed but for its first occurrence
+    # documents: K counts distinct records; occurrences: K counts every occurrence, repeats inside
+    # one record included (Dolma's and datatrove's rule, with K = 1)
+    count: Literal["documents", "occurrences"] = "documents"
     min_chars: int = Field(10, ge=0)      # units shorter than this (normalised) are never hashed nor removed
     lowercase: bool = True
     collapse_whitespace: bool = True      # runs of whitespace become one space, ends stripped
@@ -77,11 +80,15 @@ class ParagraphDedupStage(BarrierStage):
         out_dir = Path(ctx.work_dir) / "stages" / self.kind
         out_dir.mkdir(parents=True, exist_ok=True)
         live = records.filter(pl.col("decision").is_null())
+        if live.height == 0:  # nothing to decide (an empty run): no statistics either
+            return pl.DataFrame(schema={"_i": records.schema["_i"], "decision": pl.String, "reason": pl.String,
+                                        "evidence": pl.String}), None
         ranks = (live.sort(["priority", "order_str", "order_int", "_i"], descending=[True, False, False, False])
                  .with_row_index("rank").select("unit", "row", pl.col("rank").cast(pl.Int64), "_i"))
         units = sorted(int(p.name[1:6]) for p in scratch.glob("u?????.parquet"))
         removals, stats = find_repeats([(u, scratch / f"u{u:05d}.parquet") for u in units],
-                                       ranks.select("unit", "row", "rank"), scratch, c.max_documents, c.partition_rows)
+                                       ranks.select("unit", "row", "rank"), scratch, c.max_documents, c.partition_rows,
+                                       c.count)
         docs = (pl.concat([pl.read_parquet(scratch / f"u{u:05d}.docs.parquet").with_columns(pl.lit(u, pl.Int64).alias("unit"))
                            for u in units]) if units else pl.DataFrame(schema={"row": pl.Int64, "unit": pl.Int64}))
         stats["records_seen"] = live.height
@@ -96,7 +103,7 @@ class ParagraphDedupStage(BarrierStage):
         short = ((pl.col("chars_left") < c.min_remaining_chars) | (pl.col("words_left") < c.min_remaining_words)
                  | (pl.col("words_left") <= 0))
         what = pl.concat_str(pl.col("removed").cast(pl.String), pl.lit(f" {c.unit}(s) found in > {c.max_documents} "
-                                                                      "records ("), pl.col("chars_removed").cast(pl.String),
+                                                                      f"{'records' if c.count == 'documents' else 'places'} ("), pl.col("chars_removed").cast(pl.String),
                              pl.lit(" chars)"))
         verdicts = hit.select(
             "_i",
@@ -121,7 +128,7 @@ class ParagraphDedupStage(BarrierStage):
         n_drop = int(hit.select(short.sum()).item()) if hit.height else 0
         stats.update({"records_changed": hit.height - n_drop, "dropped": n_drop,
                       "chars_removed_from_kept": int(hit.filter(~short)["chars_removed"].sum()) if hit.height else 0,
-                      "unit": c.unit, "max_documents": c.max_documents, "hash_bits": 64})
+                      "unit": c.unit, "max_documents": c.max_documents, "count": c.count, "hash_bits": 64})
         return verdicts, stats
 
     # -- pass 2 --------------------------------------------------------------------------------

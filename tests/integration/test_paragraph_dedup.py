@@ -58,7 +58,8 @@ def _dolma_end(text: str, end: int) -> int:
     return end + 1 if end == len(text) and end < len(text.encode()) - 1 else end
 
 
-DOLMA_OPTIONS = {"unit": "line", "max_documents": 1, "min_chars": 0, "lowercase": False, "collapse_whitespace": False}
+DOLMA_OPTIONS = {"unit": "line", "max_documents": 1, "count": "occurrences", "min_chars": 0, "lowercase": False,
+                 "collapse_whitespace": False}
 
 
 def test_dolma_paragraph_spans_on_its_fixture():
@@ -74,9 +75,9 @@ def test_dolma_paragraph_spans_on_its_fixture():
         f = scratch / "u00000.parquet"
         units.write_parquet(f)
         ranks = pl.DataFrame({"unit": [0] * len(texts), "row": list(range(len(texts))), "rank": list(range(len(texts)))})
-        removals, stats = find_repeats([(0, f)], ranks, scratch, 1)
+        removals, stats = find_repeats([(0, f)], ranks, scratch, 1, count="occurrences")
         # The same with a tiny partition size: the hashes split into several partitions.
-        removals_p, stats_p = find_repeats([(0, f)], ranks, scratch, 1, partition_rows=64)
+        removals_p, stats_p = find_repeats([(0, f)], ranks, scratch, 1, partition_rows=64, count="occurrences")
     finally:
         shutil.rmtree(scratch)
     assert stats_p["partitions"] > 1 and removals_p.equals(removals)
@@ -179,6 +180,10 @@ def test_bad_inputs_are_handled_and_counted(tmp_path):
     m2, out2, ledger2 = _run(tmp_path, {"t": rows + [{"id": "h", "text": big}]}, {"min_chars": 2}, name="twice")
     assert out2["f"] == "word " * 200 + "\n\n" and "h" not in out2
     assert ledger2.filter(pl.col("record_id") == "h")["decision"][0] == "dropped_repeated_paragraphs"
+    # Counting occurrences (Dolma's and datatrove's rule), repeats inside the one record go too.
+    m3, out3, ledger3 = _run(tmp_path, {"t": rows}, {"min_chars": 2, "count": "occurrences"}, name="occ")
+    assert out3["f"] == "word " * 200 + "\n\n" and out3["c"] == rows[2]["text"]
+    assert m3["stages"]["paragraph_dedup"]["barrier"]["units_removed"] == 4999
 
 
 def _digests(run: Path) -> dict:
@@ -207,3 +212,23 @@ def test_config_errors_before_any_work(tmp_path, bad):
         resolve_stages(parse_config({"sources": [{"name": "t", "kind": "jsonl", "paths": [str(tmp_path)]}],
                       "output": {"dir": str(tmp_path / "o")},
                       "stages": [{"kind": "safety"}, {"kind": "paragraph_dedup", "config": bad}]}))
+
+
+def test_evidence_merges_with_an_earlier_stages_evidence(tmp_path):
+    """The language stage (per record, pass 1) records evidence on kept rows; a record this stage
+    then changes keeps both stages' evidence in the ledger (the core merges the JSON objects)."""
+    boiler = "Please read our privacy policy before using this website."
+    rows = [{"id": f"r{i}", "text": f"This is an ordinary English sentence about topic number {i}.\n\n{boiler}"}
+            for i in range(3)]
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    run_local(parse_config({"sources": [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
+                            "output": {"dir": str(out)},
+                            "stages": [{"kind": "safety"}, {"kind": "language", "config": {"mode": "tag"}},
+                                       {"kind": "paragraph_dedup"}]}))
+    ledger = pl.read_parquet(next((out / "ledger").glob("*.parquet"))).sort("record_id")
+    assert ledger["decision"].to_list() == ["kept", "kept_paragraphs_removed", "kept_paragraphs_removed"]
+    ev = json.loads(ledger["evidence"][1])
+    assert ev["language"] == "en" and ev["paragraph_dedup_units_removed"] == 1
