@@ -92,16 +92,17 @@ OURS = r"""
 import json, sys, time
 from pipeline.config import parse_config
 from pipeline.executor import run_local
-corpus, out = sys.argv[1], sys.argv[2]
+corpus, out, with_stage = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+stages = [{"kind": "safety"}] + ([{"kind": "paragraph_dedup", "config": {
+    "unit": "line", "max_documents": 1, "count": "occurrences", "min_chars": 1, "lowercase": True,
+    "collapse_whitespace": True}}] if with_stage else [])
 cfg = parse_config({"sources": [{"name": "b", "kind": "jsonl", "paths": [corpus], "id_field": "id"}],
-                    "output": {"dir": out}, "runner": {"max_workers": 1},
-                    "stages": [{"kind": "safety"}, {"kind": "paragraph_dedup", "config": {
-                        "unit": "line", "max_documents": 1, "count": "occurrences", "min_chars": 1, "lowercase": True,
-                        "collapse_whitespace": True}}]})
+                    "output": {"dir": out}, "runner": {"max_workers": 1}, "stages": stages})
 t0 = time.perf_counter()
 m = run_local(cfg, workers=1)
-print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "barrier": m["stages"]["paragraph_dedup"].get("barrier"),
-                              "stages": m["stages"]["paragraph_dedup"]}))
+st = m["stages"].get("paragraph_dedup", {})
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "barrier": st.get("barrier"),
+                              "timings": {k: v for k, v in m["timings"]["stages"].items() if "paragraph" in k}}))
 """
 
 KERNEL = r"""
@@ -134,6 +135,28 @@ corpus_dir, work = sys.argv[1], sys.argv[2]
 cfg = SentDedupConfig(n_sentences=1, split_sentences=False, only_dedup_in_index=True, min_doc_words=0,
                       min_num_sentences=0, norm_config=TextNormConfig(lowercase=True, norm_whitespace=True,
                       remove_punctuation=False, norm_unicode_diacritics=False, norm_numbers=False))
+t0 = time.perf_counter()
+for name, pipe in [
+    ("sig", [JsonlReader(corpus_dir, id_key="id", text_key="text"), SentenceDedupSignature(f"{work}/sigs", config=cfg)]),
+    ("find", [SentenceFindDedups(f"{work}/sigs", f"{work}/dups", config=cfg)]),
+    ("filter", [JsonlReader(corpus_dir, id_key="id", text_key="text"), SentenceDedupFilter(f"{work}/dups", config=cfg),
+                JsonlWriter(f"{work}/out", compression=None)]),
+]:
+    LocalPipelineExecutor(pipe, tasks=1, workers=1, logging_dir=f"{work}/logs/{name}").run()
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
+# datatrove's defaults (3-sentence spans, NLTK sentence splitting, full normalisation): another
+# definition, for its speed only.
+PEER_DEFAULT = r"""
+import json, sys, time
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+from datatrove.pipeline.dedup.sentence_dedup import (SentDedupConfig, SentenceDedupSignature, SentenceFindDedups,
+                                                     SentenceDedupFilter)
+corpus_dir, work = sys.argv[1], sys.argv[2]
+cfg = SentDedupConfig()
 t0 = time.perf_counter()
 for name, pipe in [
     ("sig", [JsonlReader(corpus_dir, id_key="id", text_key="text"), SentenceDedupSignature(f"{work}/sigs", config=cfg)]),
@@ -202,6 +225,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--datatrove-default", action="store_true", help="also time datatrove's default config once")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pdd-bench-"))
     try:
@@ -210,13 +234,18 @@ def main() -> None:
         corpus = corpus_dir / "c.jsonl"
         info = make_corpus(corpus, args.size_mb)
         env = {**os.environ, **SINGLE, "PYTHONPATH": str(REPO)}
-        runs = {"ours": [], "ours_kernel": [], "datatrove": []}
+        tools = ["ours", "ours_baseline", "ours_kernel", "datatrove"]
+        runs = {t: [] for t in tools + ["datatrove_default"]}
         for r in range(args.repeats):
-            for tool in ("ours", "ours_kernel", "datatrove"):  # interleaved: the machine is shared
-                work = tmp / f"{tool}-{r}"
+            for tool in tools + (["datatrove_default"] if r == 0 and args.datatrove_default else []):
+                work = tmp / f"{tool}-{r}"  # tools interleaved: the machine is shared
                 work.mkdir()
-                if tool == "ours":
-                    res = _child([sys.executable, "-c", OURS, str(corpus_dir), str(work / "out")], env, REPO)
+                if tool in ("ours", "ours_baseline"):
+                    res = _child([sys.executable, "-c", OURS, str(corpus_dir), str(work / "out"),
+                                  "1" if tool == "ours" else "0"], env, REPO)
+                elif tool == "datatrove_default":
+                    res = _child([PEER_PYTHON, "-c", PEER_DEFAULT, str(corpus_dir), str(work)], {**os.environ, **SINGLE},
+                                 work)
                 elif tool == "ours_kernel":
                     res = _child([sys.executable, "-c", KERNEL, str(corpus), str(work)], env, REPO)
                 else:
@@ -228,7 +257,13 @@ def main() -> None:
         agree = agreement(corpus, tmp / "ours-0" / "out", tmp / "datatrove-0" / "out")
         summary = {t: {"median_cpu_s": median([x["cpu_s"] for x in v]), "median_wall_s": median([x["wall_s"] for x in v]),
                        "median_mb_per_cpu_s": median([x["mb_per_cpu_s"] for x in v]),
-                       "max_peak_rss_mib": max(x["peak_rss_mib"] for x in v)} for t, v in runs.items()}
+                       "max_peak_rss_mib": max(x["peak_rss_mib"] for x in v)} for t, v in runs.items() if v}
+        # The stage's own cost inside the pipeline: the run with it minus the run without it (paired per repeat).
+        added = [a["cpu_s"] - b["cpu_s"] for a, b in zip(runs["ours"], runs["ours_baseline"])]
+        summary["stage_added_cpu_s"] = median(added)
+        summary["stage_added_mb_per_cpu_s"] = info["bytes"] / 1e6 / median(added) if median(added) > 0 else None
+        summary["speedup_cpu_stage_vs_datatrove"] = (summary["datatrove"]["median_cpu_s"] / median(added)
+                                                     if median(added) > 0 else None)
         summary["speedup_cpu_ours_vs_datatrove"] = summary["datatrove"]["median_cpu_s"] / summary["ours"]["median_cpu_s"]
         summary["speedup_cpu_kernel_vs_datatrove"] = (summary["datatrove"]["median_cpu_s"]
                                                       / summary["ours_kernel"]["median_cpu_s"])

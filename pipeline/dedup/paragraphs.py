@@ -39,12 +39,17 @@ _PARAGRAPH_SEP = r"(\n[ \t\r\f\v]*\n\s*)"
 PARTITION_ROWS = 20_000_000
 
 
-def _normalised(expr: pl.Expr, lowercase: bool, collapse: bool) -> pl.Expr:
-    if lowercase:
-        expr = expr.str.to_lowercase()
-    if collapse:
-        expr = expr.str.replace_all(r"\s+", " ").str.strip_chars()
-    return expr
+_NEEDS_COLLAPSE = r"\s\s|[^\S ]|^\s|\s$"  # a whitespace run, a whitespace other than a space, or one at an end
+
+
+def _collapsed(p: pl.Series) -> pl.Series:
+    """Whitespace runs as one space, ends stripped: the regex runs only on the pieces that need it
+    (most lines of prose do not), the others are already in that form."""
+    mask = p.str.contains(_NEEDS_COLLAPSE)
+    if not mask.any():
+        return p
+    fixed = p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars()
+    return p.scatter(mask.arg_true(), fixed)
 
 
 def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, lowercase: bool, collapse: bool,
@@ -65,21 +70,24 @@ def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, l
         pieces = (pl.col("text").str.replace_all(_MARK, " ", literal=True)
                   .str.replace_all(_PARAGRAPH_SEP, "${1}" + _MARK).str.split(_MARK))
         sep = 0  # each piece carries its separator
-    total = pl.col("text").str.len_chars()
-    parts = (frame.select("row", total.alias("chars"), pieces.alias("p")).explode("p")
+    parts = (frame.select("row", pl.col("text").str.len_chars().alias("chars"), pieces.alias("p")).explode("p")
              .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("row").alias("idx"),
                            (pl.col("p").str.len_chars() + sep).alias("_len")))
+    if unit != "line":  # a text ending in blank lines leaves one empty trailing piece: not a unit
+        parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
+    raw = parts["p"]
+    flat = _collapsed(raw)
+    norm = _collapsed(raw.str.to_lowercase()) if lowercase and collapse else (
+        flat if collapse else (raw.str.to_lowercase() if lowercase else raw))
+    words = flat.to_frame("f").select(pl.when(pl.col("f") != "").then(pl.col("f").str.count_matches(" ", literal=True) + 1)
+                                      .otherwise(0).cast(pl.Int32)).to_series()
     parts = parts.with_columns(
         (pl.col("_len").cum_sum().over("row") - pl.col("_len")).alias("start"),
-        _normalised(pl.col("p"), lowercase, collapse).alias("n"),
+        norm.alias("n"), words.alias("words"),
     ).with_columns(
         pl.min_horizontal(pl.col("start") + pl.col("_len"), pl.col("chars")).alias("end"),
-        pl.col("p").str.count_matches(r"\S+").cast(pl.Int32).alias("words"),
         (pl.col("n").str.len_chars() >= min_chars).alias("_long"),
     )
-    # A paragraph split can leave one empty trailing piece (text ending in blank lines): not a unit.
-    if unit != "line":
-        parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
     docs = parts.group_by("row", maintain_order=True).agg(
         pl.col("chars").first(), pl.col("words").sum(), pl.len().alias("units"),
         (~pl.col("_long")).sum().alias("short_units")).cast(DOC_SCHEMA)
