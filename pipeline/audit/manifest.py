@@ -212,7 +212,7 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         ],
         "inputs": inputs,
         "units": len(plan.units),
-        "stages": add_stage_counts(stage_stats(counts, order, table), plan, pass1),
+        "stages": _barrier_stats(add_stage_counts(stage_stats(counts, order, table), plan, pass1), barrier),
         "pipeline": {"stages": _with_settings(describe_run(plan.config), plan), "decisions": table.to_json(),
                      "funnel": order},
         "near_dedup": _near_section(barrier.get("near_dedup"), ledger_abs, table),
@@ -237,6 +237,15 @@ def build_manifest(*, plan, pass1: list[dict], barrier: dict, outputs: dict, end
         "skipped_inputs": plan.skipped_inputs,
         "signature": None,
     }
+
+
+def _barrier_stats(stats: dict, barrier: dict) -> dict:
+    """A barrier stage's own statistics (what `decide` returned) under `stages.<kind>.barrier`; the
+    exact and near dedup stages keep theirs in their historic places."""
+    for kind, st in (barrier.get("stages") or {}).items():
+        if st and kind in stats and kind not in ("exact_dedup", "near_dedup"):
+            stats[kind]["barrier"] = st
+    return stats
 
 
 def _near_section(stats: dict | None, ledger_paths: list[str], table: DecisionTable) -> dict | None:

@@ -41,6 +41,7 @@ BUILTIN = {
     "c4_quality": "pipeline.stages.quality:C4QualityStage",
     "fineweb_quality": "pipeline.stages.quality:FineWebQualityStage",
     "decontaminate": "pipeline.stages.decontaminate:DecontaminateStage",
+    "paragraph_dedup": "pipeline.stages.paragraph_dedup:ParagraphDedupStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

@@ -3,7 +3,7 @@
 Precedence: stages run in the pipeline's order and the first decision that takes a record out of
 the kept category is final. A later stage can only decide about a record that is still kept (no
 decision yet, or a decision of category kept such as `kept_redacted`). Evidence, once recorded,
-is not overwritten by a later stage.
+is not overwritten by a later stage (the JSON `evidence` column is merged, key by key).
 
 Usage::
 
@@ -63,7 +63,15 @@ def apply_verdicts(records: pl.DataFrame, verdicts: pl.DataFrame, stage: str, ta
         reason=pl.when(hit).then(pl.col("_vr")).otherwise(pl.col("reason")),
     )
     for c in evidence:
-        if c in records.columns:
+        if c == "evidence" and c in records.columns and records.schema[c] == pl.String:
+            # Compact JSON objects from two stages are merged (`{new..., earlier...}`: on a repeated
+            # key the earlier stage's value is the one a JSON reader keeps, as for the other columns).
+            old, add = pl.col(c), pl.col(f"_ve_{c}")
+            both = old.is_not_null() & add.is_not_null() & (old != "{}") & (add != "{}")
+            records = records.with_columns(
+                pl.when(both).then(pl.concat_str(add.str.head(-1), pl.lit(","), old.str.tail(-1)))
+                .otherwise(pl.coalesce(old, add)).alias(c))
+        elif c in records.columns:
             records = records.with_columns(pl.coalesce(pl.col(c), pl.col(f"_ve_{c}")).alias(c))
         else:
             records = records.with_columns(pl.col(f"_ve_{c}").alias(c))

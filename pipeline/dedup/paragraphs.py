@@ -1,0 +1,212 @@
+"""Repeated paragraphs (or lines) across documents: split, normalise and hash per batch in pass 1;
+find the units whose text occurs in more than K documents at the barrier, partition by partition.
+
+A *unit* is a line (split on `\\n`, Dolma's "paragraph") or a paragraph (a run of non-blank lines;
+blank lines separate paragraphs). Its span `[start, end)` is in characters (code points) and
+includes the separator that follows it (the `\\n` of a line, the blank lines after a paragraph), so
+removing spans leaves well-formed text. Everything is vectorised in polars (Rust), hashes are
+xxh3-64 of the normalised UTF-8 text (polars-hash, stable across versions and platforms).
+
+Usage::
+
+    units = split_units(rows, text, cfg)          # per batch: one row per unit with its hash
+    removals, stats = find_repeats(unit_files, ranks, work, cfg)   # at the barrier
+
+Why 64-bit hashes are enough: a unit is wrongly removed only when its hash equals the hash of a
+*different* text that occurs in more than K documents. With D distinct texts and F frequent ones
+the expected number of such false matches is at most D * F / 2**64 (e.g. 10**9 distinct and 10**7
+frequent: 5e-4). The barrier reports this bound in the manifest (`expected_false_matches`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import polars_hash as plh
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+UNIT_SCHEMA = {"row": pl.Int64, "idx": pl.Int32, "start": pl.Int64, "end": pl.Int64, "words": pl.Int32,
+               "hash": pl.UInt64}
+DOC_SCHEMA = {"row": pl.Int64, "chars": pl.Int64, "words": pl.Int64, "units": pl.Int64, "short_units": pl.Int64}
+_MARK = "\x1e"  # a paragraph boundary while splitting (any in the input is replaced by a space: same length)
+_PARAGRAPH_SEP = r"(\n[ \t\r\f\v]*\n\s*)"
+# Rows a barrier partition holds at most (about 60 bytes each while grouping): the number of
+# partitions grows with the run, so memory does not.
+PARTITION_ROWS = 20_000_000
+
+
+_NEEDS_COLLAPSE = r"\s\s|[^\S ]|^\s|\s$"  # a whitespace run, a whitespace other than a space, or one at an end
+
+
+def _collapsed(p: pl.Series) -> pl.Series:
+    """Whitespace runs as one space, ends stripped: the regex runs only on the pieces that need it
+    (most lines of prose do not), the others are already in that form."""
+    mask = p.str.contains(_NEEDS_COLLAPSE)
+    if not mask.any():
+        return p
+    fixed = p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars()
+    return p.scatter(mask.arg_true(), fixed)
+
+
+def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, lowercase: bool, collapse: bool,
+                min_chars: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(units, docs) of one batch.
+
+    `units`: one row per unit of at least `min_chars` normalised characters: row, idx (the unit's
+    position in its record), start, end (characters, the following separator included), words,
+    hash. `docs`: one row per record: row, chars, words, units, short_units (units under
+    `min_chars`, never hashed nor removed)."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
+    frame = pl.DataFrame({"row": pl.Series(rows, dtype=pl.Int64), "text": pl.Series(text).cast(pl.String).fill_null("")})
+    if unit == "line":
+        pieces = pl.col("text").str.split("\n")
+        sep = 1
+    else:
+        pieces = (pl.col("text").str.replace_all(_MARK, " ", literal=True)
+                  .str.replace_all(_PARAGRAPH_SEP, "${1}" + _MARK).str.split(_MARK))
+        sep = 0  # each piece carries its separator
+    parts = (frame.select("row", pl.col("text").str.len_chars().alias("chars"), pieces.alias("p")).explode("p")
+             .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("row").alias("idx"),
+                           (pl.col("p").str.len_chars() + sep).alias("_len")))
+    if unit != "line":  # a text ending in blank lines leaves one empty trailing piece: not a unit
+        parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
+    raw = parts["p"]
+    flat = _collapsed(raw)
+    norm = _collapsed(raw.str.to_lowercase()) if lowercase and collapse else (
+        flat if collapse else (raw.str.to_lowercase() if lowercase else raw))
+    words = flat.to_frame("f").select(pl.when(pl.col("f") != "").then(pl.col("f").str.count_matches(" ", literal=True) + 1)
+                                      .otherwise(0).cast(pl.Int32)).to_series()
+    parts = parts.with_columns(
+        (pl.col("_len").cum_sum().over("row") - pl.col("_len")).alias("start"),
+        norm.alias("n"), words.alias("words"),
+    ).with_columns(
+        pl.min_horizontal(pl.col("start") + pl.col("_len"), pl.col("chars")).alias("end"),
+        (pl.col("n").str.len_chars() >= min_chars).alias("_long"),
+    )
+    docs = parts.group_by("row", maintain_order=True).agg(
+        pl.col("chars").first(), pl.col("words").sum(), pl.len().alias("units"),
+        (~pl.col("_long")).sum().alias("short_units")).cast(DOC_SCHEMA)
+    units = parts.filter("_long").select(
+        "row", "idx", "start", "end", "words", plh.col("n").nchash.xxh3_64().alias("hash")).cast(UNIT_SCHEMA)
+    return units, docs
+
+
+class UnitHashWriter:
+    """Pass 1 key writer: each batch's unit hashes and record summaries to two scratch Parquet
+    files per unit of work (`<dir>/uNNNNN.parquet`, `<dir>/uNNNNN.docs.parquet`)."""
+
+    def __init__(self, directory: Path, unit_id: int, unit: str, lowercase: bool, collapse: bool, min_chars: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.paths = (directory / f"u{unit_id:05d}.parquet", directory / f"u{unit_id:05d}.docs.parquet")
+        self.tmp = tuple(p.with_name(p.name + ".tmp") for p in self.paths)
+        self.opts = (unit, lowercase, collapse, min_chars)
+        self.writers: list[pq.ParquetWriter] | None = None
+
+    def _open(self) -> list[pq.ParquetWriter]:
+        schemas = [pl.DataFrame(schema=s).to_arrow().schema for s in (UNIT_SCHEMA, DOC_SCHEMA)]
+        return [pq.ParquetWriter(t, s, compression="lz4", write_statistics=False) for t, s in zip(self.tmp, schemas)]
+
+    def add(self, text, rows: np.ndarray) -> None:
+        if self.writers is None:
+            self.writers = self._open()
+        units, docs = split_units(rows, text, *self.opts)
+        self.writers[0].write_table(units.to_arrow())
+        self.writers[1].write_table(docs.to_arrow())
+
+    def close(self) -> None:
+        if self.writers is None:
+            self.writers = self._open()
+        for w in self.writers:
+            w.close()
+        for t, p in zip(self.tmp, self.paths):
+            t.replace(p)
+
+    def abort(self) -> None:
+        for w in self.writers or []:
+            w.close()
+        for t in self.tmp:
+            t.unlink(missing_ok=True)
+
+
+def _partitions(total_rows: int, partition_rows: int) -> int:
+    bits = 0
+    while (total_rows >> bits) > partition_rows and bits < 12:
+        bits += 1
+    return bits
+
+
+def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: Path, max_documents: int,
+                 partition_rows: int = PARTITION_ROWS, count: str = "documents") -> tuple[pl.DataFrame, dict]:
+    """Units to remove: every occurrence but the first of a text found in more than
+    `max_documents` distinct records (`count="documents"`), or more than `max_documents` times,
+    repeats inside one record included (`count="occurrences"`: Dolma's and datatrove's rule at 1).
+
+    `unit_files` are (unit id, scratch file) pairs; `ranks` has unit, row, rank (the record's
+    place in the survivor order: lower is first) for the records still kept. Returns (unit, row,
+    idx, start, end, words) of the units to remove and statistics. The hashes are split into
+    2**bits partitions by their top bits (each file read once, spilled per partition), so memory
+    holds one partition at a time."""
+    total = sum(pq.ParquetFile(p).metadata.num_rows for _u, p in unit_files)
+    bits = _partitions(total, partition_rows)
+    stats = {"units_hashed": total, "partitions": 1 << bits}
+    empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "idx": pl.Int32, "start": pl.Int64,
+                                 "end": pl.Int64, "words": pl.Int32})
+    if total == 0 or ranks.height == 0:
+        stats.update({"distinct_texts": 0, "frequent_texts": 0, "units_removed": 0, "expected_false_matches": 0.0})
+        return empty, stats
+
+    def load(u: int, p: Path) -> pl.DataFrame:
+        return (pl.read_parquet(p).with_columns(pl.lit(u, pl.Int64).alias("unit"))
+                .join(ranks, on=["unit", "row"], how="inner"))
+
+    if bits == 0:
+        parts = [lambda: pl.concat([load(u, p) for u, p in unit_files])]
+    else:
+        spill = work / "paragraph_partitions"
+        shutil.rmtree(spill, ignore_errors=True)  # a retried barrier starts afresh
+        spill.mkdir(parents=True)
+        top = pl.lit(1 << (64 - bits), pl.UInt64)
+        for u, p in unit_files:
+            df = load(u, p).with_columns((pl.col("hash") // top).cast(pl.Int32).alias("_part"))
+            for (k,), g in df.group_by("_part"):
+                g.drop("_part").write_parquet(spill / f"p{k:04d}-u{u:05d}.parquet", compression="lz4", statistics=False)
+        parts = [(lambda k=k: pl.concat([pl.read_parquet(f) for f in sorted(spill.glob(f"p{k:04d}-u*.parquet"))])
+                  if any(spill.glob(f"p{k:04d}-u*.parquet")) else None) for k in range(1 << bits)]
+    distinct = frequent = 0
+    out = []
+    for make in parts:
+        df = make()
+        if df is None or df.height == 0:
+            continue
+        n = pl.col("rank").n_unique() if count == "documents" else pl.len()
+        per = df.group_by("hash").agg(n.alias("docs"))
+        distinct += per.height
+        hot = per.filter(pl.col("docs") > max_documents)
+        frequent += hot.height
+        if hot.height == 0:
+            continue
+        cand = df.join(hot.select("hash"), on="hash", how="semi").sort("hash", "rank", "idx")
+        out.append(cand.filter(pl.int_range(pl.len()).over("hash") > 0)
+                   .select("unit", "row", "idx", "start", "end", "words"))
+        del df, per, hot, cand
+    if bits:
+        shutil.rmtree(work / "paragraph_partitions", ignore_errors=True)
+    removals = pl.concat(out).sort("unit", "row", "idx") if out else empty
+    stats.update({"distinct_texts": distinct, "frequent_texts": frequent, "units_removed": removals.height,
+                  "expected_false_matches": float(distinct) * float(frequent) / 2.0 ** 64})
+    return removals, stats
+
+
+def remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` without the sorted, non-overlapping character spans."""
+    out, at = [], 0
+    for s, e in spans:
+        out.append(text[at:s])
+        at = e
+    out.append(text[at:])
+    return "".join(out)

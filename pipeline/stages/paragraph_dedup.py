@@ -1,0 +1,178 @@
+"""Repeated paragraphs (or lines) across documents, in the style of Dolma's paragraph dedup and
+datatrove's sentence dedup: a unit whose normalised text occurs in more than `max_documents` (K)
+records of the run is removed everywhere but at its first occurrence (the survivor order of the
+dedup stages: source priority, then record id order; within a record, its first position).
+
+Where it runs: pass 1 streams each record's unit hashes and spans (`key_writer`); the barrier
+finds the repeated units, partition by partition, and decides per record: kept with the units
+removed (`kept_paragraphs_removed`, with counts in the evidence) or dropped when too little text
+is left (`dropped_repeated_paragraphs`); pass 2 removes the spans while it writes the shard (the
+WRITE placement of the same stage). Exact 64-bit hashes, no Bloom filter (see
+`pipeline.dedup.paragraphs` for the bound on false matches, recorded in the manifest).
+
+Not yet: units of earlier runs (the corpus index) are not counted; only this run's records are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.core.decisions import Category, DecisionKind
+from pipeline.core.stage import BarrierContext, BarrierStage, Placement
+from pipeline.dedup.paragraphs import UnitHashWriter, find_repeats, remove_spans
+
+KEPT_PARAGRAPHS_REMOVED = DecisionKind("kept_paragraphs_removed", Category.KEPT,
+                                       "kept with paragraphs (or lines) removed that occur in more than K documents")
+DROPPED_REPEATED_PARAGRAPHS = DecisionKind("dropped_repeated_paragraphs", Category.DROPPED,
+                                           "too little text left once repeated paragraphs (or lines) are removed")
+SCRATCH = "paragraph_dedup"
+
+
+class ParagraphDedupConfig(BaseModel):
+    """Options of the `paragraph_dedup` stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    unit: Literal["paragraph", "line"] = "paragraph"   # paragraph: split on blank lines; line: on every newline
+    max_documents: int = Field(1, ge=1)   # K: a text in more than K records is removed but for its first occurrence
+    # documents: K counts distinct records; occurrences: K counts every occurrence, repeats inside
+    # one record included (Dolma's and datatrove's rule, with K = 1)
+    count: Literal["documents", "occurrences"] = "documents"
+    min_chars: int = Field(10, ge=0)      # units shorter than this (normalised) are never hashed nor removed
+    lowercase: bool = True
+    collapse_whitespace: bool = True      # runs of whitespace become one space, ends stripped
+    min_remaining_chars: int = Field(0, ge=0)   # a record left with fewer characters is dropped
+    min_remaining_words: int = Field(0, ge=0)   # ... or fewer words
+    partition_rows: int = Field(20_000_000, ge=1_000)   # units per barrier partition (memory bound)
+
+
+class ParagraphDedupStage(BarrierStage):
+    """Removes repeated paragraphs or lines; drops a record left with too little text."""
+
+    kind = "paragraph_dedup"
+    description = ("removes paragraphs (or lines) whose normalised text occurs in more than K records, keeping the "
+                   "first occurrence; drops a record left with too little text")
+    placements = (Placement.BARRIER, Placement.WRITE)
+    decisions = (KEPT_PARAGRAPHS_REMOVED, DROPPED_REPEATED_PARAGRAPHS)
+    Config = ParagraphDedupConfig
+
+    def summary(self) -> dict:
+        return self.config.model_dump()
+
+    # -- pass 1 --------------------------------------------------------------------------------
+
+    def key_writer(self, unit_id: int, work_dir: Path):
+        c = self.config
+        return UnitHashWriter(Path(work_dir) / SCRATCH, unit_id, c.unit, c.lowercase, c.collapse_whitespace,
+                              c.min_chars)
+
+    # -- barrier -------------------------------------------------------------------------------
+
+    def decide(self, records: pl.DataFrame, ctx: BarrierContext):
+        c = self.config
+        scratch = Path(ctx.work_dir) / SCRATCH
+        out_dir = Path(ctx.work_dir) / "stages" / self.kind
+        out_dir.mkdir(parents=True, exist_ok=True)
+        live = records.filter(pl.col("decision").is_null())
+        if live.height == 0:  # nothing to decide (an empty run): no statistics either
+            return pl.DataFrame(schema={"_i": records.schema["_i"], "decision": pl.String, "reason": pl.String,
+                                        "evidence": pl.String}), None
+        ranks = (live.sort(["priority", "order_str", "order_int", "_i"], descending=[True, False, False, False])
+                 .with_row_index("rank").select("unit", "row", pl.col("rank").cast(pl.Int64), "_i"))
+        units = sorted(int(p.name[1:6]) for p in scratch.glob("u?????.parquet"))
+        removals, stats = find_repeats([(u, scratch / f"u{u:05d}.parquet") for u in units],
+                                       ranks.select("unit", "row", "rank"), scratch, c.max_documents, c.partition_rows,
+                                       c.count)
+        docs = (pl.concat([pl.read_parquet(scratch / f"u{u:05d}.docs.parquet").with_columns(pl.lit(u, pl.Int64).alias("unit"))
+                           for u in units]) if units else pl.DataFrame(schema={"row": pl.Int64, "unit": pl.Int64}))
+        stats["records_seen"] = live.height
+        stats["units_below_min_chars"] = int(docs["short_units"].sum()) if docs.height else 0
+        per = removals.group_by("unit", "row").agg(
+            pl.len().alias("removed"), (pl.col("end") - pl.col("start")).sum().alias("chars_removed"),
+            pl.col("words").sum().cast(pl.Int64).alias("words_removed"))
+        hit = (per.join(docs, on=["unit", "row"], how="inner").join(ranks.select("unit", "row", "_i"), on=["unit", "row"])
+               .with_columns((pl.col("chars") - pl.col("chars_removed")).alias("chars_left"),
+                             (pl.col("words") - pl.col("words_removed")).alias("words_left")))
+        # Dropped below either minimum, or when nothing but whitespace is left.
+        short = ((pl.col("chars_left") < c.min_remaining_chars) | (pl.col("words_left") < c.min_remaining_words)
+                 | (pl.col("words_left") <= 0))
+        what = pl.concat_str(pl.col("removed").cast(pl.String), pl.lit(f" {c.unit}(s) found in > {c.max_documents} "
+                                                                      f"{'records' if c.count == 'documents' else 'places'} ("), pl.col("chars_removed").cast(pl.String),
+                             pl.lit(" chars)"))
+        verdicts = hit.select(
+            "_i",
+            pl.when(short).then(pl.lit(DROPPED_REPEATED_PARAGRAPHS.name))
+            .otherwise(pl.lit(KEPT_PARAGRAPHS_REMOVED.name)).alias("decision"),
+            pl.when(short).then(pl.concat_str(
+                pl.lit("paragraph_dedup.remaining "), pl.col("chars_left").cast(pl.String), pl.lit(" chars, "),
+                pl.col("words_left").cast(pl.String),
+                pl.lit(f" words (min {c.min_remaining_chars} chars, {max(c.min_remaining_words, 1)} words) after removing "),
+                what))
+            .otherwise(pl.concat_str(pl.lit("paragraph_dedup.removed "), what)).alias("reason"),
+            pl.concat_str(pl.lit('{"paragraph_dedup_chars_left":'), pl.col("chars_left").cast(pl.String),
+                          pl.lit(',"paragraph_dedup_chars_removed":'), pl.col("chars_removed").cast(pl.String),
+                          pl.lit(',"paragraph_dedup_units_removed":'), pl.col("removed").cast(pl.String),
+                          pl.lit(',"paragraph_dedup_words_left":'), pl.col("words_left").cast(pl.String),
+                          pl.lit("}")).alias("evidence"),
+        ).sort("_i")
+        kept = hit.filter(~short).select("unit", "row")
+        spans = removals.join(kept, on=["unit", "row"], how="semi").select("unit", "row", "start", "end")
+        for (u,), g in spans.group_by("unit"):
+            g.drop("unit").sort("row", "start").write_parquet(out_dir / f"u{int(u):05d}.spans.parquet")
+        n_drop = int(hit.select(short.sum()).item()) if hit.height else 0
+        stats.update({"records_changed": hit.height - n_drop, "dropped": n_drop,
+                      "chars_removed_from_kept": int(hit.filter(~short)["chars_removed"].sum()) if hit.height else 0,
+                      "unit": c.unit, "max_documents": c.max_documents, "count": c.count, "hash_bits": 64})
+        return verdicts, stats
+
+    # -- pass 2 --------------------------------------------------------------------------------
+
+    def open_shard(self, shard_id: int, work_dir: Path) -> "_ShardRemoval":
+        return _ShardRemoval(self, Path(work_dir) / "stages" / self.kind)
+
+
+class _ShardRemoval:
+    """One shard's removals (shards are written in parallel: one object per shard)."""
+
+    def __init__(self, stage: ParagraphDedupStage, directory: Path) -> None:
+        self.stage, self.directory = stage, directory
+        self.records = self.chars = 0
+
+    def unit(self, unit_id: int, rows: np.ndarray):
+        path = self.directory / f"u{unit_id:05d}.spans.parquet"
+        if not path.exists():
+            return lambda table, rows, record_ids: table
+        df = pl.read_parquet(path).filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for r, s, e in df.iter_rows():
+            spans.setdefault(r, []).append((s, e))
+        field = self.stage.plan.source(self.stage.plan.units[unit_id].source).text_field
+        return lambda table, rows, record_ids: self._apply(table, rows, field, spans)
+
+    def _apply(self, table: pa.Table, rows: np.ndarray, field: str, spans: dict) -> pa.Table:
+        if not spans or field not in table.column_names:
+            return table
+        idx = table.column_names.index(field)
+        values = table.column(idx).to_pylist()
+        for i, row in enumerate(rows.tolist()):
+            found = spans.get(row)
+            if found and values[i] is not None:
+                before = len(values[i])
+                values[i] = remove_spans(values[i], found)
+                self.records += 1
+                self.chars += before - len(values[i])
+        return table.set_column(idx, field, pa.array(values, table.column(idx).type))
+
+    def stats(self) -> dict:
+        return {"records_changed": self.records, "chars_removed": self.chars}
+
+
+def evidence_of(ledger_value: str | None) -> dict:
+    """The stage's evidence from a ledger row's `evidence` JSON (for tests and reports)."""
+    return {k: v for k, v in json.loads(ledger_value or "{}").items() if k.startswith("paragraph_dedup_")}

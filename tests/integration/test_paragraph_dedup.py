@@ -1,0 +1,234 @@
+"""The paragraph_dedup stage: Dolma's own expected paragraph spans on its fixture, the K threshold,
+the first occurrence kept by the survivor order, records dropped when too little is left, lines
+mode, bad inputs, the ledger's evidence and the same output across unit splits."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.config import parse_config
+from pipeline.dedup.paragraphs import find_repeats, remove_spans, split_units
+from pipeline.executor import run_local
+
+DOLMA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dedup" / "dolma_dedupe_fixtures"
+if not DOLMA.exists():
+    DOLMA = Path("/work/shared/data/dedup/dolma_dedupe_fixtures")
+
+
+def _run(tmp: Path, sources: dict[str, list[dict]], options: dict, target_bytes: int = 64 << 20,
+         id_field: str | None = "id", name: str = "out") -> tuple[dict, dict, pl.DataFrame]:
+    """Run the stage; (manifest, output text per record id, ledger)."""
+    srcs = []
+    for src, rows in sources.items():
+        d = tmp / "in" / src
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        srcs.append({"name": src, "kind": "jsonl", "paths": [str(d)], **({"id_field": id_field} if id_field else {})})
+    out = tmp / name
+    m = run_local(parse_config({"sources": srcs, "output": {"dir": str(out)}, "units": {"target_bytes": target_bytes},
+                                "stages": [{"kind": "safety"}, {"kind": "paragraph_dedup", "config": options}]}))
+    shards = pl.concat([pl.read_parquet(p) for p in sorted((out / "shards").glob("*.parquet"))]) \
+        if any((out / "shards").glob("*.parquet")) else pl.DataFrame({"record_id": [], "text": []})
+    ledger = pl.concat([pl.read_parquet(p) for p in sorted((out / "ledger").glob("*.parquet"))])
+    return m, dict(zip(shards["record_id"].to_list(), shards["text"].to_list())), ledger
+
+
+def _dolma_docs() -> list[dict]:
+    with gzip.open(DOLMA / "provided" / "000.json.gz", "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def _dolma_expected(name: str) -> list[list[list[int]]]:
+    with gzip.open(DOLMA / "expected" / f"{name}.json.gz", "rt") as f:
+        return [[s[:2] for s in json.loads(line)["attributes"]["bff_duplicate_paragraph_spans"]] for line in f]
+
+
+def _dolma_end(text: str, end: int) -> int:
+    """Dolma's end offset: it adds one for the newline while `offset < len(text in UTF-8 bytes) - 1`
+    (a character offset against a byte length), so the last line of a non-ASCII text ends one past
+    the text. Ours stops at the text's end; removing either span gives the same text."""
+    return end + 1 if end == len(text) and end < len(text.encode()) - 1 else end
+
+
+DOLMA_OPTIONS = {"unit": "line", "max_documents": 1, "count": "occurrences", "min_chars": 0, "lowercase": False,
+                 "collapse_whitespace": False}
+
+
+def test_dolma_paragraph_spans_on_its_fixture():
+    """Dolma's `dedupe-paragraphs` test: lines split on \\n, exact text, every occurrence after the
+    first marked. The documents are fed twice (Dolma reads `documents/` and an identical copy);
+    the expected attributes are those of the first copy; every line of the second copy repeats."""
+    docs = _dolma_docs()
+    expected = _dolma_expected("dedupe-paragraphs")
+    texts = [d["text"] for d in docs] * 2
+    units, _docs = split_units(np.arange(len(texts), dtype=np.int64), pl.Series(texts).to_arrow(), "line", False, False, 0)
+    scratch = Path(__import__("tempfile").mkdtemp())
+    try:
+        f = scratch / "u00000.parquet"
+        units.write_parquet(f)
+        ranks = pl.DataFrame({"unit": [0] * len(texts), "row": list(range(len(texts))), "rank": list(range(len(texts)))})
+        removals, stats = find_repeats([(0, f)], ranks, scratch, 1, count="occurrences")
+        # The same with a tiny partition size: the hashes split into several partitions.
+        removals_p, stats_p = find_repeats([(0, f)], ranks, scratch, 1, partition_rows=64, count="occurrences")
+    finally:
+        shutil.rmtree(scratch)
+    assert stats_p["partitions"] > 1 and removals_p.equals(removals)
+    got = {r: [] for r in range(len(texts))}
+    for r, s, e in removals.select("row", "start", "end").iter_rows():
+        got[r].append([s, _dolma_end(texts[r], e)])
+    assert [got[r] for r in range(10)] == expected
+    assert sum(len(x) for x in expected) == 43  # one document of the ten shares its navigation with another
+    for r in range(10, 20):  # the second copy: every line is a repeat
+        assert len(got[r]) == texts[r].count("\n") + 1
+
+
+def test_dolma_fixture_through_a_run(tmp_path):
+    """The same through the pipeline: first copies are the input minus Dolma's spans, every second copy is dropped."""
+    docs = _dolma_docs()
+    expected = _dolma_expected("dedupe-paragraphs")
+    rows = [{"text": d["text"]} for d in docs]
+    m, out, ledger = _run(tmp_path, {"a_documents": rows, "b_copy": rows}, DOLMA_OPTIONS, id_field=None)
+    for k, d in enumerate(docs):
+        assert out[f"a_documents/000.jsonl:{k}"] == remove_spans(d["text"], [tuple(s) for s in expected[k]])
+    second = ledger.filter(pl.col("record_id").str.starts_with("b_copy"))
+    assert second["decision"].to_list() == ["dropped_repeated_paragraphs"] * 10
+    assert m["stages"]["paragraph_dedup"]["dropped"] == 10 and m["conservation"]["balanced"]
+    changed = ledger.filter(pl.col("decision") == "kept_paragraphs_removed")
+    assert changed["record_id"].to_list() == ["a_documents/000.jsonl:1"]
+    ev = json.loads(changed["evidence"][0])
+    assert ev["paragraph_dedup_units_removed"] == 43
+
+
+def test_k_threshold_and_first_occurrence_by_record_id_order(tmp_path):
+    boiler = "Subscribe to our newsletter for weekly updates."
+    pair = "This paragraph appears in exactly two documents."
+    rows = [  # file order differs from record id order: d1 comes first in the survivor order
+        {"id": "d3", "text": f"Third document body, long enough.\n\n{boiler}"},
+        {"id": "d1", "text": f"{boiler}\n\nFirst document body, long enough.\n\n{pair}"},
+        {"id": "d2", "text": f"Second document body, long enough.\n\n{pair}\n\n{boiler.upper()}"},
+    ]
+    _m, out, _l = _run(tmp_path, {"t": rows}, {"max_documents": 2, "min_chars": 5}, name="k2")
+    assert out["d1"] == rows[1]["text"]                    # first occurrence (by record id) kept
+    assert boiler not in out["d3"] and boiler.upper() not in out["d2"]   # 3 documents > K=2 (case-folded)
+    assert pair in out["d2"]                                # 2 documents: not more than K
+    _m, out1, _l = _run(tmp_path, {"t": rows}, {"max_documents": 1, "min_chars": 5}, name="k1")
+    assert pair not in out1["d2"] and pair in out1["d1"]
+    assert out1["d3"] == "Third document body, long enough.\n\n"
+
+
+def test_record_dropped_when_too_little_is_left(tmp_path):
+    boiler = "All rights reserved. Terms of use apply to every page of this site."
+    rows = [{"id": f"r{i}", "text": f"Short {i}.\n\n{boiler}"} for i in range(5)]
+    rows.append({"id": "r9", "text": "A much longer body of text with plenty of words in it, more than ten.\n\n" + boiler})
+    m, out, ledger = _run(tmp_path, {"t": rows}, {"min_remaining_words": 10})
+    assert sorted(out) == ["r0", "r9"]
+    dropped = ledger.filter(pl.col("decision") == "dropped_repeated_paragraphs").sort("record_id")
+    assert dropped["record_id"].to_list() == ["r1", "r2", "r3", "r4"]
+    assert dropped["reason"][0].startswith("paragraph_dedup.remaining ") and "min 0 chars, 10 words" in dropped["reason"][0]
+    assert json.loads(dropped["evidence"][0])["paragraph_dedup_words_left"] == 2
+    kept = ledger.filter(pl.col("record_id") == "r9")
+    assert kept["decision"][0] == "kept_paragraphs_removed"
+    ev = json.loads(kept["evidence"][0])
+    assert ev["paragraph_dedup_units_removed"] == 1 and ev["paragraph_dedup_chars_removed"] == len(boiler)
+    st = m["stages"]["paragraph_dedup"]
+    assert (st["seen"], st["kept"], st["dropped"]) == (6, 2, 4)
+    assert st["barrier"]["frequent_texts"] == 1 and st["barrier"]["expected_false_matches"] < 1e-12
+
+
+def test_lines_mode(tmp_path):
+    rows = [{"id": f"p{i}", "text": f"Home | About | Contact\nArticle {i} says something new.\nCopyright 2024 Example Inc."}
+            for i in range(3)]
+    _m, out, _l = _run(tmp_path, {"t": rows}, {"unit": "line"})
+    assert out["p0"] == rows[0]["text"]
+    assert out["p1"] == "Article 1 says something new.\n" and out["p2"] == "Article 2 says something new.\n"
+    # paragraph mode sees one paragraph per record, all different: nothing removed
+    _m, outp, _l = _run(tmp_path, {"t": rows}, {"unit": "paragraph"}, name="para")
+    assert outp == {r["id"]: r["text"] for r in rows}
+
+
+def test_bad_inputs_are_handled_and_counted(tmp_path):
+    big = ("word " * 200 + "\n\n") * 5000          # ~10 MB, 5,000 identical paragraphs in one record
+    rows = [
+        {"id": "a", "text": "x"},                  # shorter than any minimum
+        {"id": "b", "text": "x"},
+        {"id": "c", "text": "\n\n".join("abcdefghij")},   # ten one-character paragraphs
+        {"id": "d", "text": "\n\n".join("abcdefghij")},
+        {"id": "e", "text": ""},
+        {"id": "f", "text": big},
+        {"id": "g", "text": "  \n\n \t\n"},
+    ]
+    m, out, ledger = _run(tmp_path, {"t": rows}, {"min_chars": 2})
+    assert m["conservation"]["balanced"]
+    assert out["a"] == "x" and out["b"] == "x"      # one-character texts are never hashed
+    assert out["c"] == rows[2]["text"] and out["d"] == rows[3]["text"]
+    assert out["f"] == big                           # repeated only within one record: one document, not > K
+    st = m["stages"]["paragraph_dedup"]["barrier"]
+    # the empty and whitespace-only records are rejected by the reader, before any stage
+    assert ledger.filter(pl.col("record_id").is_in(["e", "g"]))["decision"].to_list() == ["rejected"] * 2
+    assert st["units_below_min_chars"] == 2 + 20
+    assert st["units_hashed"] == 5000
+    # With the big record twice the paragraph is in two records: only its first occurrence stays
+    # (as in Dolma, later occurrences inside the first record go too); the second copy is dropped.
+    m2, out2, ledger2 = _run(tmp_path, {"t": rows + [{"id": "h", "text": big}]}, {"min_chars": 2}, name="twice")
+    assert out2["f"] == "word " * 200 + "\n\n" and "h" not in out2
+    assert ledger2.filter(pl.col("record_id") == "h")["decision"][0] == "dropped_repeated_paragraphs"
+    # Counting occurrences (Dolma's and datatrove's rule), repeats inside the one record go too.
+    m3, out3, ledger3 = _run(tmp_path, {"t": rows}, {"min_chars": 2, "count": "occurrences"}, name="occ")
+    assert out3["f"] == "word " * 200 + "\n\n" and out3["c"] == rows[2]["text"]
+    assert m3["stages"]["paragraph_dedup"]["barrier"]["units_removed"] == 4999
+
+
+def _digests(run: Path) -> dict:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for d in ("shards", "ledger") for p in sorted((run / d).glob("*.parquet"))}
+
+
+def test_same_output_across_unit_splits(tmp_path):
+    templates = ["Share this article on social media.", "Cookies help us deliver our services.",
+                 "Posted by the editorial team."]
+    rows = [{"id": f"r{i:03d}", "text": f"Body of record {i} with its own words.\n\n{templates[i % 3]}\n\n"
+                                         f"{templates[(i * 7) % 3]}"} for i in range(60)]
+    _run(tmp_path, {"t": rows}, {"min_remaining_words": 3}, target_bytes=64 << 20, name="one")
+    m, _o, _l = _run(tmp_path, {"t": rows}, {"min_remaining_words": 3}, target_bytes=1024, name="many")
+    assert m["units"] > 3
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "many")
+
+
+@pytest.mark.parametrize("bad", [{"unit": "sentence"}, {"max_documents": 0}, {"min_chars": -1}, {"typo": 1}])
+def test_config_errors_before_any_work(tmp_path, bad):
+    from pipeline.errors import ConfigError
+
+    from pipeline.core.registry import resolve_stages
+
+    with pytest.raises(ConfigError, match="paragraph_dedup"):
+        resolve_stages(parse_config({"sources": [{"name": "t", "kind": "jsonl", "paths": [str(tmp_path)]}],
+                      "output": {"dir": str(tmp_path / "o")},
+                      "stages": [{"kind": "safety"}, {"kind": "paragraph_dedup", "config": bad}]}))
+
+
+def test_evidence_merges_with_an_earlier_stages_evidence(tmp_path):
+    """The language stage (per record, pass 1) records evidence on kept rows; a record this stage
+    then changes keeps both stages' evidence in the ledger (the core merges the JSON objects)."""
+    boiler = "Please read our privacy policy before using this website."
+    rows = [{"id": f"r{i}", "text": f"This is an ordinary English sentence about topic number {i}.\n\n{boiler}"}
+            for i in range(3)]
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    run_local(parse_config({"sources": [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
+                            "output": {"dir": str(out)},
+                            "stages": [{"kind": "safety"}, {"kind": "language", "config": {"mode": "tag"}},
+                                       {"kind": "paragraph_dedup"}]}))
+    ledger = pl.read_parquet(next((out / "ledger").glob("*.parquet"))).sort("record_id")
+    assert ledger["decision"].to_list() == ["kept", "kept_paragraphs_removed", "kept_paragraphs_removed"]
+    ev = json.loads(ledger["evidence"][1])
+    assert ev["language"] == "en" and ev["paragraph_dedup_units_removed"] == 1
