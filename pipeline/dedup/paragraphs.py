@@ -148,14 +148,14 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
 
     `unit_files` are (unit id, scratch file) pairs; `ranks` has unit, row, rank (the record's
     place in the survivor order: lower is first) for the records still kept. Returns (unit, row,
-    idx, start, end, words) of the units to remove and statistics. The hashes are split into
+    idx, start, end, words, hash) of the units to remove and statistics. The hashes are split into
     2**bits partitions by their top bits (each file read once, spilled per partition), so memory
     holds one partition at a time."""
     total = sum(pq.ParquetFile(p).metadata.num_rows for _u, p in unit_files)
     bits = _partitions(total, partition_rows)
     stats = {"units_hashed": total, "partitions": 1 << bits}
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "idx": pl.Int32, "start": pl.Int64,
-                                 "end": pl.Int64, "words": pl.Int32})
+                                 "end": pl.Int64, "words": pl.Int32, "hash": pl.UInt64})
     if total == 0 or ranks.height == 0:
         stats.update({"distinct_texts": 0, "frequent_texts": 0, "units_removed": 0, "expected_false_matches": 0.0})
         return empty, stats
@@ -192,7 +192,7 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
             continue
         cand = df.join(hot.select("hash"), on="hash", how="semi").sort("hash", "rank", "idx")
         out.append(cand.filter(pl.int_range(pl.len()).over("hash") > 0)
-                   .select("unit", "row", "idx", "start", "end", "words"))
+                   .select("unit", "row", "idx", "start", "end", "words", "hash"))
         del df, per, hot, cand
     if bits:
         shutil.rmtree(work / "paragraph_partitions", ignore_errors=True)

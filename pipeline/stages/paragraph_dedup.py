@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, Placement
-from pipeline.dedup.paragraphs import UnitHashWriter, find_repeats, remove_spans
+from pipeline.dedup.paragraphs import UnitHashWriter, find_repeats, remove_spans, split_units
 
 KEPT_PARAGRAPHS_REMOVED = DecisionKind("kept_paragraphs_removed", Category.KEPT,
                                        "kept with paragraphs (or lines) removed that occur in more than K documents")
@@ -61,6 +61,11 @@ class ParagraphDedupStage(BarrierStage):
     placements = (Placement.BARRIER, Placement.WRITE)
     decisions = (KEPT_PARAGRAPHS_REMOVED, DROPPED_REPEATED_PARAGRAPHS)
     Config = ParagraphDedupConfig
+    # The removal finds its units again in the text it is given (by position in the record and
+    # hash), so it composes after write-time edits at stored offsets (PII redaction): a unit that
+    # redaction changed no longer matches its hash and is kept, redacted (counted), never cut at a
+    # stale offset.
+    edits_from_text = True
 
     def summary(self) -> dict:
         return self.config.model_dump()
@@ -122,9 +127,9 @@ class ParagraphDedupStage(BarrierStage):
                           pl.lit("}")).alias("evidence"),
         ).sort("_i")
         kept = hit.filter(~short).select("unit", "row")
-        spans = removals.join(kept, on=["unit", "row"], how="semi").select("unit", "row", "start", "end")
+        spans = removals.join(kept, on=["unit", "row"], how="semi").select("unit", "row", "idx", "hash")
         for (u,), g in spans.group_by("unit"):
-            g.drop("unit").sort("row", "start").write_parquet(out_dir / f"u{int(u):05d}.spans.parquet")
+            g.drop("unit").sort("row", "idx").write_parquet(out_dir / f"u{int(u):05d}.spans.parquet")
         n_drop = int(hit.select(short.sum()).item()) if hit.height else 0
         stats.update({"records_changed": hit.height - n_drop, "dropped": n_drop,
                       "chars_removed_from_kept": int(hit.filter(~short)["chars_removed"].sum()) if hit.height else 0,
@@ -143,34 +148,41 @@ class _ShardRemoval:
     def __init__(self, stage: ParagraphDedupStage, directory: Path) -> None:
         self.stage, self.directory = stage, directory
         self.records = self.chars = 0
+        self.unmatched = 0   # units to remove that an earlier write-time edit (redaction) changed: kept
 
     def unit(self, unit_id: int, rows: np.ndarray):
         path = self.directory / f"u{unit_id:05d}.spans.parquet"
         if not path.exists():
             return lambda table, rows, record_ids: table
-        df = pl.read_parquet(path).filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
-        spans: dict[int, list[tuple[int, int]]] = {}
-        for r, s, e in df.iter_rows():
-            spans.setdefault(r, []).append((s, e))
+        wanted = pl.read_parquet(path).filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
         field = self.stage.plan.source(self.stage.plan.units[unit_id].source).text_field
-        return lambda table, rows, record_ids: self._apply(table, rows, field, spans)
+        return lambda table, rows, record_ids: self._apply(table, rows, field, wanted)
 
-    def _apply(self, table: pa.Table, rows: np.ndarray, field: str, spans: dict) -> pa.Table:
-        if not spans or field not in table.column_names:
+    def _apply(self, table: pa.Table, rows: np.ndarray, field: str, wanted: pl.DataFrame) -> pa.Table:
+        if wanted.height == 0 or field not in table.column_names:
             return table
+        c = self.stage.config
         idx = table.column_names.index(field)
+        units, _docs = split_units(rows, table.column(idx), c.unit, c.lowercase, c.collapse_whitespace, c.min_chars)
+        found = units.join(wanted, on=["row", "idx", "hash"], how="inner").sort("row", "start")
+        self.unmatched += wanted.filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())).height - found.height
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for r, s_, e in found.select("row", "start", "end").iter_rows():
+            spans.setdefault(r, []).append((s_, e))
+        if not spans:
+            return table
         values = table.column(idx).to_pylist()
         for i, row in enumerate(rows.tolist()):
-            found = spans.get(row)
-            if found and values[i] is not None:
+            cut = spans.get(row)
+            if cut and values[i] is not None:
                 before = len(values[i])
-                values[i] = remove_spans(values[i], found)
+                values[i] = remove_spans(values[i], cut)
                 self.records += 1
                 self.chars += before - len(values[i])
         return table.set_column(idx, field, pa.array(values, table.column(idx).type))
 
     def stats(self) -> dict:
-        return {"records_changed": self.records, "chars_removed": self.chars}
+        return {"records_changed": self.records, "chars_removed": self.chars, "units_changed_by_earlier_edits": self.unmatched}
 
 
 def evidence_of(ledger_value: str | None) -> dict:

@@ -232,3 +232,31 @@ def test_evidence_merges_with_an_earlier_stages_evidence(tmp_path):
     assert ledger["decision"].to_list() == ["kept", "kept_paragraphs_removed", "kept_paragraphs_removed"]
     ev = json.loads(ledger["evidence"][1])
     assert ev["language"] == "en" and ev["paragraph_dedup_units_removed"] == 1
+
+
+def test_with_pii_redaction_the_removal_finds_its_paragraphs_again_and_never_cuts_at_stale_offsets(tmp_path):
+    """PII redaction applies offsets into the re-read text; the paragraph removal runs after it and
+    finds its units again by position and hash: a repeated paragraph is removed, a unit that
+    redaction changed is kept (redacted), and no personal data survives a cut at a shifted offset."""
+    boiler = "Subscribe to our newsletter for weekly updates."
+    signed = "Questions? Write to maria.gonzalez@example.com today."
+    rows = [
+        {"id": "d1", "text": f"Contact ann.lee@example.com for the first body, long enough.\n\n{boiler}\n\n{signed}"},
+        {"id": "d2", "text": f"Second body written by bob.stone@example.com, long enough.\n\n{boiler}\n\n{signed}"},
+    ]
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    m = run_local(parse_config({
+        "sources": [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
+        "output": {"dir": str(out)}, "pii": {"entities": ["EMAIL_ADDRESS"], "residual_scan": {"enabled": False}},
+        "stages": [{"kind": "safety"}, {"kind": "paragraph_dedup", "config": {"min_chars": 5}}, {"kind": "pii"}]}))
+    shards = pl.read_parquet(str(out / "shards" / "*.parquet"))
+    text = dict(zip(shards["record_id"].to_list(), shards["text"].to_list()))
+    assert "@example.com" not in "".join(text.values())                 # every address redacted
+    assert text["d1"].count("Subscribe") == 1 and "Subscribe" not in text["d2"]   # the repeat removed
+    assert "Second body written by <EMAIL_ADDRESS>" in text["d2"]
+    # The signed paragraph is repeated too, but redaction changed it: kept (redacted), counted.
+    assert "Questions? Write to <EMAIL_ADDRESS> today." in text["d2"]
+    assert m["conservation"]["overall"]["kept"] == 2
