@@ -14,23 +14,37 @@ by writing its files and then replacing index.json atomically: a run that fails 
 index as it was. A remote state directory (s3://, gs://, memory://, ...) is read through a
 verified local mirror and written files first, index.json last (`index_store`).
 
+Concurrent runs (one state directory, several runs at once): a run takes `state_lock` on the
+state directory just before its barrier and holds it until its index update in finalize is done,
+so a second run's barrier sees the first run's committed survivors (and drops its copies of them)
+and two index updates never interleave; reading (pass 1), the expensive part, still overlaps.
+`add_run` also re-reads index.json under its own short lock, so no other writer (`hygiene index
+rebuild`) loses a run either. flock is released by the kernel when the process exits, however it
+exits. A remote state directory has no lock yet (a lease written with a conditional put is not
+done): runs that share one must not overlap, and a warning says so.
+
 Usage::
 
     idx = CorpusIndex.open(state_dir, cfg)       # validates version, parameters and digests
     idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()
     idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs)
+    with state_lock(cfg.state): ...             # barrier .. index update of one run
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -41,6 +55,83 @@ from pipeline.dedup.index_store import INDEX_FILE, CorpusIndexError, RemoteState
 from pipeline.fileio import atomic_path, atomic_write_json, json_bytes, sha256_path
 
 INDEX_FORMAT_VERSION = 1
+STATE_LOCK = ".hygiene-state.lock"   # held by a run from its barrier to its index update
+INDEX_LOCK = ".hygiene-index.lock"   # held around add_run's read-modify-write of index.json
+# TEST HOOK, for the forced-interleaving tests only: a runner pauses after its barrier (holding
+# the state lock) for this many seconds, or, given a file path, while that file exists (at most
+# 5 minutes). Unset in production: nothing happens.
+PAUSE_ENV = "HYGIENE_TEST_PAUSE_AFTER_BARRIER"
+
+log = logging.getLogger(__name__)
+
+
+def _acquire(path: Path, timeout_s: float | None, what: str) -> int:
+    """An open fd holding an exclusive flock on `path`; waits (saying so) up to `timeout_s` seconds."""
+    import fcntl
+
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            pass
+        log.warning("%s: waiting for another run that holds this state directory (%s)", path.parent, what)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                log.warning("%s: the other run is done; this run goes on", path.parent)
+                return fd
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise CorpusIndexError(
+                        f"{path.parent}: another run has held this state directory for over {timeout_s:g} s "
+                        f"(its lock {path.name}); wait for it and run again, or raise state.lock_timeout_s") from None
+                time.sleep(0.1)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextmanager
+def state_lock(state, lock_file: str = STATE_LOCK) -> Iterator[None]:
+    """Hold the state directory of `state` (a StateConfig, or None: nothing to hold) exclusively.
+
+    Why a lock and not an optimistic re-check: a run whose barrier saw the index as it was must
+    not publish after another run changed it, and re-deciding after the fact would mean redoing
+    the barrier and pass 2; holding the directory from barrier to index update is simpler, costs
+    the second run only the first run's barrier, pass 2 and publish, and cannot lose a run.
+    """
+    if state is None:
+        yield
+        return
+    root = local_state_dir(state.dir)
+    if root is None:
+        log.warning("%s: a state directory in an object store has no lock yet: runs that share it must not "
+                    "overlap (two at once may both keep the same records; the index keeps both runs)", state.dir)
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(root / lock_file, getattr(state, "lock_timeout_s", None), "it is between its barrier and its index update")
+    try:
+        yield
+    finally:
+        os.close(fd)  # the kernel releases the flock with the fd, or when the process dies
+
+
+def pause_after_barrier_if_asked() -> None:
+    """TEST HOOK: pause as ${HYGIENE_TEST_PAUSE_AFTER_BARRIER} says (the state lock held); unset: nothing."""
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return
+    log.warning("%s=%s: pausing between barrier and publish (a test hook)", PAUSE_ENV, value)
+    try:
+        time.sleep(float(value))
+    except ValueError:  # a gate file: wait while it exists
+        deadline = time.monotonic() + 300
+        while Path(value).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def index_params(cfg) -> dict:
@@ -198,17 +289,36 @@ class CorpusIndex:
             with atomic_path(self.root / "near" / f"{run_id}.sig") as tmp:
                 np.ascontiguousarray(near_sig, dtype=np.uint32).tofile(tmp)
             files[f"near/{run_id}.sig"] = sha256_path(self.root / "near" / f"{run_id}.sig")
-        runs = [r for r in self.runs if r["run_id"] != run_id]
-        runs.append({"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
-                     "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        meta = {**self.meta, "runs": runs}
+        entry = {"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
+                 "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if self.remote is None:
-            atomic_write_json(self.root / INDEX_FILE, meta)
+            # Read-modify-write of index.json under its own lock, from what is committed now (not
+            # what this object read when opened): a run another writer added meanwhile is kept.
+            fd = _acquire(self.root / INDEX_LOCK, None, "it is updating the index")
+            try:
+                meta = self._with_run(entry)
+                atomic_write_json(self.root / INDEX_FILE, meta)
+            finally:
+                os.close(fd)
         else:
             for rel in files:
                 self.remote.upload(self.root / rel, rel)
+            # No lock on an object store yet: re-reading just before the write narrows the window
+            # in which another writer's run is lost, it does not close it (see the module doc).
+            meta = self._with_run(entry)
             self.remote.commit_index(json_bytes(meta))
         self.meta = meta
+
+    def _with_run(self, entry: dict) -> dict:
+        """index.json as committed now, with `entry` added (replacing an earlier entry of its run)."""
+        if self.remote is None:
+            path = self.root / INDEX_FILE
+            raw = path.read_text() if path.exists() else None
+        else:
+            raw = self.remote.read_index()
+        committed = _validated(raw, self._where(INDEX_FILE), self.location, self.meta["params"])["runs"] if raw else []
+        runs = [r for r in committed if r["run_id"] != entry["run_id"]]
+        return {**self.meta, "runs": [*runs, entry]}
 
     def summary(self) -> dict:
         """What the manifest records about the index a run was checked against."""
@@ -217,6 +327,18 @@ class CorpusIndex:
 
 
 def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+    """Recreate the index from published run directories (their manifests, ledgers and shards),
+    holding the state directory like a run does (waiting for a run that holds it)."""
+    from types import SimpleNamespace
+
+    root = local_state_dir(state_dir)
+    if root is not None and root.exists() and not root.is_dir():
+        return _rebuild(state_dir, run_dirs)  # which says what is wrong
+    with state_lock(SimpleNamespace(dir=os.fspath(state_dir), lock_timeout_s=None)):
+        return _rebuild(state_dir, run_dirs)
+
+
+def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
     """Recreate the index from published run directories (their manifests, ledgers and shards).
 
     The dedup settings come from the runs' own manifests and must agree; each shard's digest is
