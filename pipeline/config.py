@@ -240,9 +240,6 @@ class StateConfig(_Strict):
 
     dir: str
     incremental: bool = True
-    # How long a run waits for another run that holds the state directory (from its barrier to its
-    # index update); then it stops with an error. null: wait as long as it takes.
-    lock_timeout_s: float | None = Field(default=3600.0, ge=0)
 
 
 class HashListConfig(_Strict):

@@ -61,6 +61,10 @@ INDEX_LOCK = ".hygiene-index.lock"   # held around add_run's read-modify-write o
 # the state lock) for this many seconds, or, given a file path, while that file exists (at most
 # 5 minutes). Unset in production: nothing happens.
 PAUSE_ENV = "HYGIENE_TEST_PAUSE_AFTER_BARRIER"
+# How long a run waits for another run that holds the state directory before it stops with an
+# error (seconds; `inf`: no limit).
+TIMEOUT_ENV = "HYGIENE_STATE_LOCK_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ def _acquire(path: Path, timeout_s: float | None, what: str) -> int:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise CorpusIndexError(
                         f"{path.parent}: another run has held this state directory for over {timeout_s:g} s "
-                        f"(its lock {path.name}); wait for it and run again, or raise state.lock_timeout_s") from None
+                        f"(its lock {path.name}); wait for it and run again, or raise ${TIMEOUT_ENV}") from None
                 time.sleep(0.1)
     except BaseException:
         os.close(fd)
@@ -113,11 +117,25 @@ def state_lock(state, lock_file: str = STATE_LOCK) -> Iterator[None]:
         yield
         return
     root.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(root / lock_file, getattr(state, "lock_timeout_s", None), "it is between its barrier and its index update")
+    fd = _acquire(root / lock_file, lock_timeout_s(), "it is between its barrier and its index update")
     try:
         yield
     finally:
         os.close(fd)  # the kernel releases the flock with the fd, or when the process dies
+
+
+def lock_timeout_s() -> float:
+    """Seconds a run waits for the state directory: ${HYGIENE_STATE_LOCK_TIMEOUT_S}, default an hour."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise CorpusIndexError(f"${TIMEOUT_ENV}={value!r}: give a number of seconds (or inf)")
+    return seconds
 
 
 def pause_after_barrier_if_asked() -> None:
@@ -334,7 +352,7 @@ def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> 
     root = local_state_dir(state_dir)
     if root is not None and root.exists() and not root.is_dir():
         return _rebuild(state_dir, run_dirs)  # which says what is wrong
-    with state_lock(SimpleNamespace(dir=os.fspath(state_dir), lock_timeout_s=None)):
+    with state_lock(SimpleNamespace(dir=os.fspath(state_dir))):
         return _rebuild(state_dir, run_dirs)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.dedup.index import PAUSE_ENV, STATE_LOCK, CorpusIndex, CorpusIndexError, state_lock
+from pipeline.dedup.index import PAUSE_ENV, STATE_LOCK, TIMEOUT_ENV, CorpusIndex, CorpusIndexError, state_lock
 from pipeline.errors import RejectionsError
 from pipeline.executor import run_local
 from tests.conftest import REPO, build_config
@@ -55,7 +55,7 @@ def write_config(tmp_path: Path, corpus: Path, **state) -> Path:
 
 def start(config: Path, out: Path, pause: Path | None = None) -> subprocess.Popen:
     """`hygiene run --no-prefect` in a process; `pause`: a gate file it waits on after its barrier."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), TIMEOUT_ENV: "60"}
     env.pop(PAUSE_ENV, None)
     if pause is not None:
         env[PAUSE_ENV] = str(pause)
@@ -139,7 +139,7 @@ def test_a_run_paused_after_its_barrier_makes_the_next_one_wait(tmp_path, corpus
 
 def test_a_killed_run_releases_the_state_and_its_resume_decides_again(tmp_path, corpus):
     # Not incremental: A's resume keeps its plan (B has processed the same inputs).
-    config = write_config(tmp_path, corpus, lock_timeout_s=30, incremental=False)
+    config = write_config(tmp_path, corpus, incremental=False)
     a, b, gate = tmp_path / "a", tmp_path / "b", tmp_path / "gate"
     gate.touch()
     pa = start(config, a, pause=gate)
@@ -157,8 +157,9 @@ def test_a_killed_run_releases_the_state_and_its_resume_decides_again(tmp_path, 
     assert_second_drops_the_first(tmp_path, b, a)
 
 
-def test_a_run_that_fails_after_taking_the_state_releases_it(tmp_path, corpus):
-    state = {"dir": str(tmp_path / "state"), "lock_timeout_s": 2}
+def test_a_run_that_fails_after_taking_the_state_releases_it(tmp_path, corpus, monkeypatch):
+    monkeypatch.setenv(TIMEOUT_ENV, "2")
+    state = {"dir": str(tmp_path / "state")}
     src = [{"name": "web", "kind": "jsonl", "paths": [str(corpus)], "id_field": "id"}]
     (corpus / "bad.jsonl").write_text("{broken\n")
     with pytest.raises(RejectionsError):  # raised in the barrier, with the state lock held
@@ -168,15 +169,16 @@ def test_a_run_that_fails_after_taking_the_state_releases_it(tmp_path, corpus):
     assert index_runs(tmp_path) == [manifest["run_id"]]
 
 
-def test_a_held_state_directory_times_out_with_a_clear_error(tmp_path):
+def test_a_held_state_directory_times_out_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(TIMEOUT_ENV, "0.3")
     cfg = build_config(tmp_path / "r", [{"name": "w", "kind": "jsonl", "paths": [str(tmp_path)]}],
-                       state={"dir": str(tmp_path / "state"), "lock_timeout_s": 0.3})
+                       state={"dir": str(tmp_path / "state")})
     with state_lock(cfg.state):
         done = []
         t = threading.Thread(target=lambda: done.append(pytest.raises(CorpusIndexError, _enter, cfg.state)))
         t.start()
         t.join(10)
-    assert done and "lock_timeout_s" in str(done[0].value) and STATE_LOCK in str(done[0].value)
+    assert done and TIMEOUT_ENV in str(done[0].value) and STATE_LOCK in str(done[0].value)
 
 
 def _enter(state) -> None:
