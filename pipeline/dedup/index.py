@@ -69,8 +69,8 @@ DEFAULT_TIMEOUT_S = 3600.0
 log = logging.getLogger(__name__)
 
 
-def _acquire(path: Path, timeout_s: float | None, what: str) -> int:
-    """An open fd holding an exclusive flock on `path`; waits (saying so) up to `timeout_s` seconds."""
+def _acquire(path: Path, timeout_s: float | None, what: str, level: int = logging.WARNING) -> int:
+    """An open fd holding an exclusive flock on `path`; waits (saying so at `level`) up to `timeout_s` seconds."""
     import fcntl
 
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -80,12 +80,12 @@ def _acquire(path: Path, timeout_s: float | None, what: str) -> int:
             return fd
         except BlockingIOError:
             pass
-        log.warning("%s: waiting for another run that holds this state directory (%s)", path.parent, what)
+        log.log(level, "%s: waiting for another run that holds this state directory (%s)", path.parent, what)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                log.warning("%s: the other run is done; this run goes on", path.parent)
+                log.log(level, "%s: the other run is done; this run goes on", path.parent)
                 return fd
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -312,7 +312,7 @@ class CorpusIndex:
         if self.remote is None:
             # Read-modify-write of index.json under its own lock, from what is committed now (not
             # what this object read when opened): a run another writer added meanwhile is kept.
-            fd = _acquire(self.root / INDEX_LOCK, None, "it is updating the index")
+            fd = _acquire(self.root / INDEX_LOCK, None, "it is updating the index", logging.DEBUG)  # milliseconds
             try:
                 meta = self._with_run(entry)
                 atomic_write_json(self.root / INDEX_FILE, meta)
