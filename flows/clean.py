@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.core.builder import beside_write, build_steps, run_step, step_items  # noqa: E402
-from pipeline.dedup.index import pause_after_barrier_if_asked, state_lock  # noqa: E402
+from pipeline.dedup.state_lock import pause_after_barrier_if_asked, state_lock  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import make_plan, wait_for_digests  # noqa: E402

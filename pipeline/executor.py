@@ -17,7 +17,7 @@ from typing import Callable
 
 from pipeline.config import RunConfig
 from pipeline.core.builder import beside_write, build_steps, run_step, step_items
-from pipeline.dedup.index import pause_after_barrier_if_asked, state_lock
+from pipeline.dedup.state_lock import pause_after_barrier_if_asked, state_lock
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, wait_for_digests
 from pipeline.progress import Progress

@@ -20,7 +20,7 @@ so a second run's barrier sees the first run's committed survivors (and drops it
 and two index updates never interleave; reading (pass 1), the expensive part, still overlaps.
 `add_run` also re-reads index.json under its own short lock, so no other writer (`hygiene index
 rebuild`) loses a run either. flock is released by the kernel when the process exits, however it
-exits. A remote state directory has no lock yet (a lease written with a conditional put is not
+exits (`pipeline.dedup.state_lock`). A remote state directory has no lock yet (a lease written with a conditional put is not
 done): runs that share one must not overlap, and a warning says so.
 
 Usage::
@@ -38,13 +38,10 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -52,106 +49,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup.index_store import INDEX_FILE, CorpusIndexError, RemoteStateDir, local_state_dir
+from pipeline.dedup.state_lock import INDEX_LOCK, acquire_flock, state_lock
 from pipeline.fileio import atomic_path, atomic_write_json, json_bytes, sha256_path
 
 INDEX_FORMAT_VERSION = 1
-STATE_LOCK = ".hygiene-state.lock"   # held by a run from its barrier to its index update
-INDEX_LOCK = ".hygiene-index.lock"   # held around add_run's read-modify-write of index.json
-# TEST HOOK, for the forced-interleaving tests only: a runner pauses after its barrier (holding
-# the state lock) for this many seconds, or, given a file path, while that file exists (at most
-# 5 minutes). Unset in production: nothing happens.
-PAUSE_ENV = "HYGIENE_TEST_PAUSE_AFTER_BARRIER"
-# How long a run waits for another run that holds the state directory before it stops with an
-# error (seconds; `inf`: no limit).
-TIMEOUT_ENV = "HYGIENE_STATE_LOCK_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 3600.0
-
-log = logging.getLogger(__name__)
-
-
-def _acquire(path: Path, timeout_s: float | None, what: str, level: int = logging.WARNING) -> int:
-    """An open fd holding an exclusive flock on `path`; waits (saying so at `level`) up to `timeout_s` seconds."""
-    import fcntl
-
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            pass
-        log.log(level, "%s: waiting for another run that holds this state directory (%s)", path.parent, what)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                log.log(level, "%s: the other run is done; this run goes on", path.parent)
-                return fd
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise CorpusIndexError(
-                        f"{path.parent}: another run has held this state directory for over {timeout_s:g} s "
-                        f"(its lock {path.name}); wait for it and run again, or raise ${TIMEOUT_ENV}") from None
-                time.sleep(0.1)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-@contextmanager
-def state_lock(state, lock_file: str = STATE_LOCK) -> Iterator[None]:
-    """Hold the state directory of `state` (a StateConfig, or None: nothing to hold) exclusively.
-
-    Why a lock and not an optimistic re-check: a run whose barrier saw the index as it was must
-    not publish after another run changed it, and re-deciding after the fact would mean redoing
-    the barrier and pass 2; holding the directory from barrier to index update is simpler, costs
-    the second run only the first run's barrier, pass 2 and publish, and cannot lose a run.
-    """
-    if state is None:
-        yield
-        return
-    root = local_state_dir(state.dir)
-    if root is None:
-        log.warning("%s: a state directory in an object store has no lock yet: runs that share it must not "
-                    "overlap (two at once may both keep the same records; the index keeps both runs)", state.dir)
-        yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(root / lock_file, lock_timeout_s(), "it is between its barrier and its index update")
-    try:
-        yield
-    finally:
-        os.close(fd)  # the kernel releases the flock with the fd, or when the process dies
-
-
-def lock_timeout_s() -> float:
-    """Seconds a run waits for the state directory: ${HYGIENE_STATE_LOCK_TIMEOUT_S}, default an hour."""
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise CorpusIndexError(f"${TIMEOUT_ENV}={value!r}: give a number of seconds (or inf)")
-    return seconds
-
-
-def pause_after_barrier_if_asked() -> None:
-    """TEST HOOK: pause as ${HYGIENE_TEST_PAUSE_AFTER_BARRIER} says (the state lock held); unset: nothing."""
-    value = os.environ.get(PAUSE_ENV)
-    if not value:
-        return
-    log.warning("%s=%s: pausing between barrier and publish (a test hook)", PAUSE_ENV, value)
-    try:
-        time.sleep(float(value))
-    except ValueError:  # a gate file: wait while it exists
-        deadline = time.monotonic() + 300
-        while Path(value).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
 def index_params(cfg) -> dict:
     """The settings an index's contents depend on: they must not change between runs."""
     near = cfg.dedup.near
@@ -312,7 +213,7 @@ class CorpusIndex:
         if self.remote is None:
             # Read-modify-write of index.json under its own lock, from what is committed now (not
             # what this object read when opened): a run another writer added meanwhile is kept.
-            fd = _acquire(self.root / INDEX_LOCK, None, "it is updating the index", logging.DEBUG)  # milliseconds
+            fd = acquire_flock(self.root / INDEX_LOCK, None, "it is updating the index", logging.DEBUG)  # milliseconds
             try:
                 meta = self._with_run(entry)
                 atomic_write_json(self.root / INDEX_FILE, meta)

@@ -21,7 +21,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.dedup.index import PAUSE_ENV, STATE_LOCK, TIMEOUT_ENV, CorpusIndex, CorpusIndexError, state_lock
+from pipeline.dedup.index import CorpusIndex, CorpusIndexError
+from pipeline.dedup.state_lock import PAUSE_ENV, STATE_LOCK, TIMEOUT_ENV, state_lock
 from pipeline.errors import RejectionsError
 from pipeline.executor import run_local
 from tests.conftest import REPO, build_config
