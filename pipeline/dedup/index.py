@@ -20,8 +20,9 @@ so a second run's barrier sees the first run's committed survivors (and drops it
 and two index updates never interleave; reading (pass 1), the expensive part, still overlaps.
 `add_run` also re-reads index.json under its own short lock, so no other writer (`hygiene index
 rebuild`) loses a run either. flock is released by the kernel when the process exits, however it
-exits (`pipeline.dedup.state_lock`). A remote state directory has no lock yet (a lease written with a conditional put is not
-done): runs that share one must not overlap, and a warning says so.
+exits (`pipeline.dedup.state_lock`). A remote state directory is held with a lease: objects
+created only if absent (a conditional put), renewed while held, lapsing two minutes after a
+holder dies; a store that cannot create only-if-absent runs unheld, with a warning.
 
 Usage::
 
@@ -222,8 +223,8 @@ class CorpusIndex:
         else:
             for rel in files:
                 self.remote.upload(self.root / rel, rel)
-            # No lock on an object store yet: re-reading just before the write narrows the window
-            # in which another writer's run is lost, it does not close it (see the module doc).
+            # Runs hold the store's lease here (`state_lock`); re-reading just before the write
+            # also narrows, without closing, the window for a writer that holds no lease.
             meta = self._with_run(entry)
             self.remote.commit_index(json_bytes(meta))
         self.meta = meta

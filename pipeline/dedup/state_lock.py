@@ -5,6 +5,8 @@ index update in finalize is done, so a second run's barrier sees the first run's
 survivors (and drops its copies of them) and two index updates never interleave; reading
 (pass 1), the expensive part, still overlaps. On a local filesystem the lock is an flock on
 `STATE/.hygiene-state.lock`, released by the kernel when the process exits, however it exits.
+In an object store it is a `Lease`: numbered objects created only if absent (a conditional put),
+renewed while held, taken over once expired.
 
 Usage::
 
@@ -80,9 +82,15 @@ def state_lock(state, lock_file: str = STATE_LOCK) -> Iterator[None]:
         return
     root = local_state_dir(state.dir)
     if root is None:
-        log.warning("%s: a state directory in an object store has no lock yet: runs that share it must not "
-                    "overlap (two at once may both keep the same records; the index keeps both runs)", state.dir)
-        yield
+        from pipeline.dedup.index_store import RemoteStateDir
+
+        lease = Lease(RemoteStateDir.parse(state.dir))
+        held = lease.acquire(lock_timeout_s())
+        try:
+            yield
+        finally:
+            if held:
+                lease.release()
         return
     root.mkdir(parents=True, exist_ok=True)
     fd = acquire_flock(root / lock_file, lock_timeout_s(), "it is between its barrier and its index update")
@@ -118,3 +126,120 @@ def pause_after_barrier_if_asked() -> None:
         deadline = time.monotonic() + 300
         while Path(value).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+LEASE_DIR = ".hygiene-lease"  # in a remote state directory: g000000000001, g000000000002, ... (JSON)
+LEASE_TTL_S = 120.0           # a holder renews every TTL/4; a crashed holder's lease lapses after TTL
+
+
+class Lease:
+    """The state directory held in an object store, without a lock server.
+
+    Generation k of the lease is the object LEASE_DIR/g<k>; whoever creates it (a put that fails
+    if the object exists: fsspec's `pipe_file(mode="create")`, S3's `If-None-Match: *`) holds the
+    directory. The newest generation is free once its holder marked it released, or once its
+    `expires_at` passed (the holder died: it renews every TTL/4 while it lives); a waiter then
+    creates generation k+1, and of two waiters only one create succeeds. Assumes clocks agree to
+    well within the TTL (two minutes). A filesystem that cannot create only-if-absent is detected
+    (a second create of the same object must fail) and then the run goes on unheld, with a warning.
+    """
+
+    def __init__(self, remote) -> None:
+        self.remote = remote
+        self.generation: int | None = None
+        self.token = os.urandom(16).hex()
+        self._stop = None
+
+    def _path(self, k: int) -> str:
+        return f"{self.remote.path}/{LEASE_DIR}/g{k:012d}"
+
+    def _newest(self) -> tuple[int, dict | None]:
+        import json
+
+        fs = self.remote.fs
+        try:
+            names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(f"{self.remote.path}/{LEASE_DIR}", detail=False)]
+        except FileNotFoundError:
+            return 0, None
+        gens = sorted(int(n[1:]) for n in names if n.startswith("g") and n[1:].isdigit())
+        if not gens:
+            return 0, None
+        try:
+            return gens[-1], json.loads(fs.cat_file(self._path(gens[-1])))
+        except (FileNotFoundError, ValueError):
+            return gens[-1], {"expires_at": time.time() + 1}  # being written: look again shortly
+
+    def _body(self, released: bool = False) -> bytes:
+        import json
+        import socket
+
+        return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "released": released,
+                           "expires_at": time.time() + LEASE_TTL_S}).encode()
+
+    def acquire(self, timeout_s: float) -> bool:
+        """Hold the directory (True), or go on unheld where the store cannot create only-if-absent (False)."""
+        fs, where = self.remote.fs, self.remote.url
+        deadline, said = time.monotonic() + timeout_s, False
+        while True:
+            k, info = self._newest()
+            if info is not None and not info.get("released") and info.get("expires_at", 0) > time.time():
+                if not said:
+                    log.warning("%s: waiting for another run that holds this state directory (lease %s/g%012d, "
+                                "host %s)", where, LEASE_DIR, k, info.get("host"))
+                    said = True
+                if time.monotonic() >= deadline:
+                    raise CorpusIndexError(f"{where}: another run has held this state directory for over {timeout_s:g} s "
+                                           f"(its lease {LEASE_DIR}/g{k:012d}); wait for it and run again, "
+                                           f"or raise ${TIMEOUT_ENV}")
+                time.sleep(0.5)
+                continue
+            try:
+                fs.makedirs(f"{self.remote.path}/{LEASE_DIR}", exist_ok=True)
+                fs.pipe_file(self._path(k + 1), self._body(), mode="create")
+            except FileExistsError:
+                continue  # another run took generation k+1 first
+            except (OSError, TypeError, NotImplementedError) as e:
+                return self._unheld(f"{e.__class__.__name__}: {e}")
+            try:  # a store that ignored mode="create" would overwrite here instead of refusing
+                fs.pipe_file(self._path(k + 1), self._body(), mode="create")
+                return self._unheld("a second create of the same object succeeded")
+            except FileExistsError:
+                pass
+            self.generation = k + 1
+            if k > 8:  # older generations are history: about eight are kept (best effort)
+                try:
+                    fs.rm_file(self._path(k - 8))
+                except OSError:
+                    pass
+            if said:
+                log.warning("%s: the other run is done; this run goes on", where)
+            self._renew_in_background()
+            return True
+
+    def _unheld(self, why: str) -> bool:
+        log.warning("%s: this store cannot create an object only if it is absent (%s): the state directory is not "
+                    "locked, so runs that share it must not overlap", self.remote.url, why)
+        return False
+
+    def _renew_in_background(self) -> None:
+        import threading
+
+        stop = self._stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LEASE_TTL_S / 4):
+                try:
+                    self.remote.fs.pipe_file(self._path(self.generation), self._body())
+                except OSError as e:
+                    log.warning("%s: cannot renew the state lease (%s)", self.remote.url, e.__class__.__name__)
+
+        threading.Thread(target=renew, name="hygiene-state-lease", daemon=True).start()
+
+    def release(self) -> None:
+        """Mark this generation released (only its holder writes it); a failure leaves it to expire."""
+        self._stop.set()
+        try:
+            self.remote.fs.pipe_file(self._path(self.generation), self._body(released=True))
+        except OSError as e:
+            log.warning("%s: cannot release the state lease (%s); it expires in %g s", self.remote.url,
+                        e.__class__.__name__, LEASE_TTL_S)

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -207,3 +208,43 @@ def test_add_run_from_many_writers_at_once_loses_no_run(tmp_path):
         t.join()
     assert sorted(index_runs(tmp_path)) == [f"run-{k:02d}" for k in range(len(indexes))]
     assert len(CorpusIndex.open(cfg.state.dir, cfg).runs) == len(indexes)  # every file digest verifies
+
+
+def test_an_object_store_lease_serialises_holders_and_lapses_when_its_holder_dies(tmp_path, monkeypatch):
+    import fsspec
+
+    from pipeline.dedup.state_lock import LEASE_DIR, LEASE_TTL_S
+
+    state = SimpleNamespace(dir=f"memory://lease-{tmp_path.name}/state")
+    monkeypatch.setenv(TIMEOUT_ENV, "20")
+    events = []
+
+    def second() -> None:
+        with state_lock(state):
+            events.append(("b holds", time.monotonic()))
+
+    with state_lock(state):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(1.0)
+        assert not events  # B waits while A holds the lease
+        events.append(("a releases", time.monotonic()))
+    t.join(20)
+    assert [e[0] for e in events] == ["a releases", "b holds"]
+
+    # A holder that died without releasing: its lease lapses after the TTL and the next run takes over.
+    fs = fsspec.filesystem("memory")
+    lease = f"/lease-{tmp_path.name}/state/{LEASE_DIR}"
+    newest = max(fs.ls(lease, detail=False))
+    dead = json.dumps({"token": "x", "host": "gone", "pid": 1, "released": False, "expires_at": time.time() - 1})
+    fs.pipe_file(newest[: -12] + f"{int(newest[-12:]) + 1:012d}", dead.encode())
+    monkeypatch.setenv(TIMEOUT_ENV, "0.5")
+    with state_lock(state):
+        pass
+    # A live holder: the wait times out with an error naming the lease.
+    alive = json.dumps({"token": "y", "host": "busy", "pid": 1, "released": False, "expires_at": time.time() + LEASE_TTL_S})
+    newest = max(fs.ls(lease, detail=False))
+    fs.pipe_file(newest[: -12] + f"{int(newest[-12:]) + 1:012d}", alive.encode())
+    with pytest.raises(CorpusIndexError, match=LEASE_DIR):
+        with state_lock(state):
+            pass
