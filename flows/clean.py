@@ -9,6 +9,8 @@ Usage::
 from __future__ import annotations
 
 
+from contextlib import ExitStack
+
 from flows.settings import apply_offline_defaults
 
 apply_offline_defaults()
@@ -20,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.core.builder import beside_write, build_steps, run_step, step_items  # noqa: E402
+from pipeline.dedup.state_lock import pause_after_barrier_if_asked, state_lock  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import make_plan, wait_for_digests  # noqa: E402
@@ -113,7 +116,9 @@ def clean_flow(config: dict) -> dict:
     """Plan, then run the builder's steps (one task per unit, shard or global step), finalize and publish."""
     cfg = parse_config(config, "flow parameter 'config'")
     logger = get_run_logger()
-    with output_lock(cfg.output.dir):
+    # The state directory is held by this (the flow's) process from the barrier until finalize has
+    # updated the index, wherever the barrier task runs: finalize runs here too.
+    with output_lock(cfg.output.dir), ExitStack() as held:
         clock = StepClock()
         plan = make_plan(cfg, max_workers=cfg.runner.max_workers)
         work = str(plan.work_dir)
@@ -125,6 +130,8 @@ def clean_flow(config: dict) -> dict:
         progress = Progress()
         try:
             for step in build_steps(cfg):
+                if step.name == "barrier":
+                    held.enter_context(state_lock(cfg.state))
                 clock = StepClock()
                 if step.scope == "background":
                     results = [run_step(work, step.name)]  # in this process: beside the barrier and pass 2
@@ -144,6 +151,8 @@ def clean_flow(config: dict) -> dict:
                     results = _run_phase(progress, step, work, 1)
                     ledger.result()
                 record_step(work, step.name, step.scope, clock, results)
+                if step.name == "barrier":
+                    pause_after_barrier_if_asked()  # a test hook: nothing unless its variable is set
         except BaseException:
             release_memory_spill(plan)
             raise

@@ -12,10 +12,12 @@ Usage::
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Callable
 
 from pipeline.config import RunConfig
 from pipeline.core.builder import beside_write, build_steps, run_step, step_items
+from pipeline.dedup.state_lock import pause_after_barrier_if_asked, state_lock
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, wait_for_digests
 from pipeline.progress import Progress
@@ -29,7 +31,9 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
               progress: Progress | None = None) -> dict:
     """Run the whole pipeline in this process and return the manifest (`progress`: bars per phase)."""
     workers = workers or cfg.runner.max_workers
-    with output_lock(cfg.output.dir):
+    # The state directory (cfg.state) is held from the barrier until finalize has updated the index
+    # (`state_lock`): `held` takes it in `_run_steps` and releases it on any exit.
+    with output_lock(cfg.output.dir), ExitStack() as held:
         clock = StepClock()
         plan = make_plan(cfg, max_workers=workers)
         work = str(plan.work_dir)
@@ -37,7 +41,7 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
         start_run(work, clock)
         record_step(work, "plan", "global", clock)
         try:
-            _run_steps(cfg, work, workers, on_unit, progress or Progress(enabled=False))
+            _run_steps(cfg, work, workers, on_unit, progress or Progress(enabled=False), held)
         except BaseException:
             release_memory_spill(plan)
             raise
@@ -46,10 +50,13 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
         return finalize(work)
 
 
-def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progress) -> None:
-    """Every step of the run, in the builder's order, on a thread pool; each step is timed."""
+def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progress, held: ExitStack) -> None:
+    """Every step of the run, in the builder's order, on a thread pool; each step is timed. The
+    state lock is taken into `held` before the barrier (the caller releases it after finalize)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for step in build_steps(cfg):
+            if step.name == "barrier":
+                held.enter_context(state_lock(cfg.state))
             clock = StepClock()
             if step.scope in ("global", "background"):
                 results = [run_step(work, step.name)]
@@ -68,6 +75,8 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
                         on_unit(step.name, results[-1])
                 ledger.result()
             record_step(work, step.name, step.scope, clock, results)
+            if step.name == "barrier":
+                pause_after_barrier_if_asked()  # a test hook: nothing unless its variable is set
 
 
 def _run_items(pool: ThreadPoolExecutor, work: str, step, workers: int, on_unit, clock: StepClock,

@@ -14,16 +14,28 @@ by writing its files and then replacing index.json atomically: a run that fails 
 index as it was. A remote state directory (s3://, gs://, memory://, ...) is read through a
 verified local mirror and written files first, index.json last (`index_store`).
 
+Concurrent runs (one state directory, several runs at once): a run takes `state_lock` on the
+state directory just before its barrier and holds it until its index update in finalize is done,
+so a second run's barrier sees the first run's committed survivors (and drops its copies of them)
+and two index updates never interleave; reading (pass 1), the expensive part, still overlaps.
+`add_run` also re-reads index.json under its own short lock, so no other writer (`hygiene index
+rebuild`) loses a run either. flock is released by the kernel when the process exits, however it
+exits (`pipeline.dedup.state_lock`). A remote state directory is held with a lease: objects
+created only if absent (a conditional put), renewed while held, lapsing two minutes after a
+holder dies; a store that cannot create only-if-absent runs unheld, with a warning.
+
 Usage::
 
     idx = CorpusIndex.open(state_dir, cfg)       # validates version, parameters and digests
     idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()
     idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs)
+    with state_lock(cfg.state): ...             # barrier .. index update of one run
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,11 +50,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup.index_store import INDEX_FILE, CorpusIndexError, RemoteStateDir, local_state_dir
+from pipeline.dedup.state_lock import INDEX_LOCK, acquire_flock, state_lock
 from pipeline.fileio import atomic_path, atomic_write_json, json_bytes, sha256_path
 
 INDEX_FORMAT_VERSION = 1
-
-
 def index_params(cfg) -> dict:
     """The settings an index's contents depend on: they must not change between runs."""
     near = cfg.dedup.near
@@ -198,17 +209,36 @@ class CorpusIndex:
             with atomic_path(self.root / "near" / f"{run_id}.sig") as tmp:
                 np.ascontiguousarray(near_sig, dtype=np.uint32).tofile(tmp)
             files[f"near/{run_id}.sig"] = sha256_path(self.root / "near" / f"{run_id}.sig")
-        runs = [r for r in self.runs if r["run_id"] != run_id]
-        runs.append({"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
-                     "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        meta = {**self.meta, "runs": runs}
+        entry = {"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
+                 "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         if self.remote is None:
-            atomic_write_json(self.root / INDEX_FILE, meta)
+            # Read-modify-write of index.json under its own lock, from what is committed now (not
+            # what this object read when opened): a run another writer added meanwhile is kept.
+            fd = acquire_flock(self.root / INDEX_LOCK, None, "it is updating the index", logging.DEBUG)  # milliseconds
+            try:
+                meta = self._with_run(entry)
+                atomic_write_json(self.root / INDEX_FILE, meta)
+            finally:
+                os.close(fd)
         else:
             for rel in files:
                 self.remote.upload(self.root / rel, rel)
+            # Runs hold the store's lease here (`state_lock`); re-reading just before the write
+            # also narrows, without closing, the window for a writer that holds no lease.
+            meta = self._with_run(entry)
             self.remote.commit_index(json_bytes(meta))
         self.meta = meta
+
+    def _with_run(self, entry: dict) -> dict:
+        """index.json as committed now, with `entry` added (replacing an earlier entry of its run)."""
+        if self.remote is None:
+            path = self.root / INDEX_FILE
+            raw = path.read_text() if path.exists() else None
+        else:
+            raw = self.remote.read_index()
+        committed = _validated(raw, self._where(INDEX_FILE), self.location, self.meta["params"])["runs"] if raw else []
+        runs = [r for r in committed if r["run_id"] != entry["run_id"]]
+        return {**self.meta, "runs": [*runs, entry]}
 
     def summary(self) -> dict:
         """What the manifest records about the index a run was checked against."""
@@ -217,6 +247,18 @@ class CorpusIndex:
 
 
 def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+    """Recreate the index from published run directories (their manifests, ledgers and shards),
+    holding the state directory like a run does (waiting for a run that holds it)."""
+    from types import SimpleNamespace
+
+    root = local_state_dir(state_dir)
+    if root is not None and root.exists() and not root.is_dir():
+        return _rebuild(state_dir, run_dirs)  # which says what is wrong
+    with state_lock(SimpleNamespace(dir=os.fspath(state_dir))):
+        return _rebuild(state_dir, run_dirs)
+
+
+def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
     """Recreate the index from published run directories (their manifests, ledgers and shards).
 
     The dedup settings come from the runs' own manifests and must agree; each shard's digest is

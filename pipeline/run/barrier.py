@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 
 from pathlib import Path
@@ -26,6 +28,12 @@ from pipeline.run.pass1 import KEYS_SCHEMA, RECORD_ID
 from pipeline.run.workdir import read_done, read_schema, unit_name, write_schema
 from pipeline.schema_merge import merge_schemas
 from pipeline.sinks.shards import plan_shards
+
+log = logging.getLogger(__name__)
+
+# What the barrier and the steps after it leave in the scratch space (pass 1's outputs stay).
+AFTER_BARRIER = ("barrier.json", "decisions", "shards.json", "output.schema", "near", "stages", "pass2", "shards",
+                 "ledger.json", "ledger", "final", "rejections.parquet")
 
 DECISION_COLUMNS = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of",
                     "cluster_id", "similarity", "text_bytes", "hash_list", "hash_entry", "hash_type", "hash_distance",
@@ -51,9 +59,9 @@ def barrier(work_dir: str) -> dict:
     """Decide globally: reject repeated record ids, run the barrier stages, unify the output schema."""
     work = Path(work_dir)
     done = work / "barrier.json"
-    if (cached := read_done(done)) is not None:
-        return cached
     plan = RunPlan.load(work)
+    if (cached := read_done(done)) is not None and not _index_moved_on(work, plan, cached):
+        return cached
     cfg = plan.config
     table = decision_table(cfg)
     # `_i` is each record's position in input order (unit, row): verdicts are scattered into it
@@ -123,6 +131,32 @@ def barrier(work_dir: str) -> dict:
         )
     atomic_write_json(done, result)
     return result
+
+
+def _index_moved_on(work: Path, plan: RunPlan, cached: dict) -> bool:
+    """True (and the barrier's scratch outputs discarded) when a resumed run's cached barrier was
+    decided against an index that another run has added to since: it must decide again, or it
+    would keep copies of what that run published. (The runner holds the state lock here.)"""
+    seen = (cached.get("corpus_index") or {}).get("runs")
+    if plan.config.state is None or seen is None:
+        return False
+    from pipeline.dedup.index import CorpusIndex
+
+    runs = [r["run_id"] for r in CorpusIndex.open(plan.config.state.dir, plan.config).runs]
+    if plan.run_id in runs:
+        return False  # this run is committed already (killed after its index update): keep its decisions
+    new = [r for r in runs if r not in seen]
+    if not new:
+        return False
+    log.warning("run %s: %d run(s) were added to the corpus index since its barrier (%s); deciding again",
+                plan.run_id, len(new), ", ".join(new))
+    for name in AFTER_BARRIER:
+        p = work / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    return True
 
 
 def plan_output(records: pl.DataFrame, kept: tuple[str, ...], output) -> tuple[pl.DataFrame, list[dict]]:
