@@ -1,0 +1,143 @@
+"""A real Dask cluster on 127.0.0.1 (a scheduler and two workers started with the `dask` command
+line), one worker killed with SIGKILL while pass 1 runs: the run still publishes shards and a
+ledger byte-identical to the thread runner's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import parse_config
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+UNITS = 40
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _corpus(root: Path) -> Path:
+    """UNITS small JSONL files (one unit each) with exact and near duplicates across files."""
+    root.mkdir()
+    for f in range(UNITS):
+        with open(root / f"part-{f:03d}.jsonl", "w", encoding="utf-8") as out:
+            for r in range(60):
+                topic = (f * 60 + r) % 900  # every text appears about 2.7 times over the corpus
+                words = " ".join(f"w{(topic * 7 + k * 13) % 997}" for k in range(40))
+                tail = "" if r % 3 else f" variant {f}"  # a near duplicate of the plain text
+                out.write(json.dumps({"id": f"f{f}-r{r}", "text": f"document {topic} {words}{tail}"}) + "\n")
+    return root
+
+
+def _config(corpus: Path, out: Path, runner: dict):
+    return parse_config({
+        "sources": [{"name": "web", "kind": "jsonl", "paths": [str(corpus)], "text_field": "text", "id_field": "id"}],
+        "dedup": {"exact": {"enabled": True}, "near": {"enabled": True, "threshold": 0.7}},
+        "output": {"dir": str(out)},
+        "runner": runner,
+    }, "test-dask-cluster")
+
+
+def _digests(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for d in ("shards", "ledger") for p in sorted((run / d).glob("*.parquet"))}
+
+
+def _wait_for_workers(address: str, n: int, procs: list[subprocess.Popen], timeout: float = 60.0) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout) as client:
+        deadline = time.monotonic() + timeout
+        while len(client.scheduler_info(n_workers=-1)["workers"]) < n:
+            dead = [p.args for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"the Dask cluster did not come up (exited: {dead})")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A scheduler and two nanny-less workers (a killed worker stays dead); always stopped."""
+    from prefect.settings import PREFECT_API_URL
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    api = PREFECT_API_URL.value()
+    if api:  # the workers report task runs to the test's Prefect API, as the flow process does
+        env["PREFECT_API_URL"] = api
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, module: str, *args: str) -> subprocess.Popen:
+        log = open(logs / f"{name}.log", "wb")
+        p = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=str(tmp_path),
+                             stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        procs.append(p)
+        return p
+
+    try:
+        start("scheduler", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+              "--dashboard-address", ":0", "--no-show")
+        workers = [start(f"worker{i}", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
+                         "--name", f"w{i}", "--host", "127.0.0.1", "--dashboard-address", ":0")
+                   for i in range(2)]
+        _wait_for_workers(address, 2, procs)
+        yield address, workers
+    finally:
+        for p in procs:  # only what this fixture started, by its own handle
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_a_killed_worker_does_not_change_the_published_run(cluster, tmp_path):
+    from flows.clean import run_flow
+
+    address, workers = cluster
+    corpus = _corpus(tmp_path / "corpus")
+    ref = tmp_path / "thread"
+    run_flow(_config(corpus, ref, {"kind": "thread"}))
+
+    out = tmp_path / "dask"
+    cfg = _config(corpus, out, {"kind": "dask", "dask_address": address})
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run_flow, cfg)
+        done_dir = out / "_work" / "pass1"
+        finished_at_kill = None
+        deadline = time.monotonic() + 120
+        while finished_at_kill is None and not running.done() and time.monotonic() < deadline:
+            finished = len(list(done_dir.glob("u*.json"))) if done_dir.is_dir() else 0
+            if finished >= 3:
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait(timeout=30)
+                finished_at_kill = finished
+            time.sleep(0.02)
+        manifest = running.result(timeout=300)
+
+    assert finished_at_kill is not None and finished_at_kill < UNITS, "the worker was not killed mid-run"
+    assert workers[0].returncode == -signal.SIGKILL and workers[1].poll() is None
+    plan = json.loads((out / "manifest.json").read_text())
+    assert manifest == plan and manifest["conservation"]["balanced"]
+    assert manifest["conservation"]["overall"]["input"] == UNITS * 60
+    assert 0 < manifest["conservation"]["overall"]["kept"] < UNITS * 60  # the duplicates were dropped
+    assert _digests(out) == _digests(ref) and _digests(out)
+    assert not (out / "_work").exists()
