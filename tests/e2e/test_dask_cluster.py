@@ -119,24 +119,33 @@ def test_a_killed_worker_does_not_change_the_published_run(cluster, tmp_path):
 
     out = tmp_path / "dask"
     cfg = _config(corpus, out, {"kind": "dask", "dask_address": address})
-    with ThreadPoolExecutor(1) as pool:
+    from distributed import Client
+
+    with Client(address) as client, ThreadPoolExecutor(1) as pool:
         running = pool.submit(run_flow, cfg)
-        done_dir = out / "_work" / "pass1"
-        finished_at_kill = None
+        work = out / "_work"
+        finished_at_kill = victim = spill_dir = None
         deadline = time.monotonic() + 120
-        while finished_at_kill is None and not running.done() and time.monotonic() < deadline:
-            finished = len(list(done_dir.glob("u*.json"))) if done_dir.is_dir() else 0
+        while victim is None and not running.done() and time.monotonic() < deadline:
+            finished = len(list((work / "pass1").glob("u*.json"))) if (work / "pass1").is_dir() else 0
             if finished >= 3:
-                workers[0].send_signal(signal.SIGKILL)
-                workers[0].wait(timeout=30)
-                finished_at_kill = finished
+                spill_dir = json.loads((work / "plan.json").read_text())["spill_dir"]
+                names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+                busy = [names[a] for a, keys in client.processing().items() if keys]
+                if busy:  # kill a worker while it holds a task, so the scheduler must run that task again
+                    victim = int(str(busy[0])[1:])
+                    workers[victim].send_signal(signal.SIGKILL)
+                    workers[victim].wait(timeout=30)
+                    finished_at_kill = finished
             time.sleep(0.02)
         manifest = running.result(timeout=300)
 
-    assert finished_at_kill is not None and finished_at_kill < UNITS, "the worker was not killed mid-run"
-    assert workers[0].returncode == -signal.SIGKILL and workers[1].poll() is None
-    plan = json.loads((out / "manifest.json").read_text())
-    assert manifest == plan and manifest["conservation"]["balanced"]
+    assert victim is not None and finished_at_kill < UNITS, "no worker was killed mid-run"
+    assert workers[victim].returncode == -signal.SIGKILL and workers[1 - victim].poll() is None
+    # With a scheduler address the parsed batches are spilled into the shared scratch space, not
+    # into one machine's /dev/shm (spill_dir None: `_work/spill/`).
+    assert spill_dir is None
+    assert manifest == json.loads((out / "manifest.json").read_text()) and manifest["conservation"]["balanced"]
     assert manifest["conservation"]["overall"]["input"] == UNITS * 60
     assert 0 < manifest["conservation"]["overall"]["kept"] < UNITS * 60  # the duplicates were dropped
     assert _digests(out) == _digests(ref) and _digests(out)
