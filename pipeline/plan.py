@@ -333,7 +333,16 @@ def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile
         sweep_memory_spills()
         # Parsed records take about their input's size; compressed inputs several times it.
         estimate = sum(f.bytes * (5 if f.path.endswith((".gz", ".zst")) else 1.2) for f in inputs)
-        spill = choose_spill_dir("output" if cfg.runner.dask_address else cfg.units.spill_to, int(estimate), run_id)
+        where = cfg.units.spill_to
+        if cfg.runner.dask_address:
+            # Workers of a cluster may be on other machines, each with its own /dev/shm: the spill
+            # goes into the run's scratch space, which every worker must see (README, "Running on
+            # a cluster"). A spill a worker cannot see is read again from the input (iter_unit_rows).
+            if where == "memory":
+                log.warning("units.spill_to: memory is ignored with runner.dask_address: the spill goes to %s",
+                            out_dir / WORK_DIR / "spill")
+            where = "output"
+        spill = choose_spill_dir(where, int(estimate), run_id)
     plan = RunPlan(
         run_id=run_id,
         started_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),

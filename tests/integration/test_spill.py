@@ -142,3 +142,22 @@ def test_auto_keeps_the_spill_on_disk_when_memory_is_short(tmp_path, monkeypatch
     monkeypatch.setattr(spill_mod, "_shm_is_tmpfs", lambda: False)
     with pytest.raises(ConfigError, match="tmpfs"):
         make_plan(build_config(tmp_path / "run2", _sample_source(tmp_path), units={"spill_to": "memory"}))
+
+
+@pytest.mark.parametrize("where", ["auto", "memory"])
+def test_with_a_scheduler_address_the_spill_goes_to_the_shared_scratch_space(tmp_path, where, caplog):
+    """Workers of a cluster may sit on other machines, each with its own /dev/shm."""
+    cfg = build_config(tmp_path / "run", _sample_source(tmp_path), units={"spill_to": where},
+                       runner={"kind": "dask", "dask_address": "tcp://127.0.0.1:8786"})
+    with caplog.at_level("WARNING", logger="pipeline.plan"):
+        plan = make_plan(cfg)
+    assert plan.spill_dir is None and plan.spill_root == plan.work_dir / "spill"
+    assert ("spill_to: memory is ignored" in caplog.text) == (where == "memory")
+
+
+@needs_shm
+def test_a_local_dask_cluster_keeps_the_memory_spill(tmp_path):
+    """A LocalCluster (no scheduler address) is one machine with one /dev/shm: unchanged."""
+    plan = make_plan(build_config(tmp_path / "local", _sample_source(tmp_path), units={"spill_to": "memory"},
+                                  runner={"kind": "dask"}))
+    assert plan.spill_dir is not None and plan.spill_root.parent == spill_mod.memory_spill_base()
