@@ -58,6 +58,13 @@ def _digests(run: Path) -> dict[str, str]:
             for d in ("shards", "ledger") for p in sorted((run / d).glob("*.parquet"))}
 
 
+def _dask_cli(command: str) -> list[str]:
+    """`dask scheduler` / `dask worker` of this interpreter's environment (its module if the
+    `dask` script is not installed beside it)."""
+    script = Path(sys.executable).parent / "dask"
+    return [str(script), command] if script.exists() else [sys.executable, "-m", f"distributed.cli.dask_{command}"]
+
+
 def _wait_for_workers(address: str, n: int, procs: list[subprocess.Popen], timeout: float = 60.0) -> None:
     from distributed import Client
 
@@ -73,30 +80,26 @@ def _wait_for_workers(address: str, n: int, procs: list[subprocess.Popen], timeo
 @pytest.fixture
 def cluster(tmp_path):
     """A scheduler and two nanny-less workers (a killed worker stays dead); always stopped."""
-    from prefect.settings import PREFECT_API_URL
-
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
+    # No PREFECT_API_URL needed: each task carries the flow's Prefect settings to its worker.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    api = PREFECT_API_URL.value()
-    if api:  # the workers report task runs to the test's Prefect API, as the flow process does
-        env["PREFECT_API_URL"] = api
     logs = tmp_path / "dask-logs"
     logs.mkdir()
     procs: list[subprocess.Popen] = []
 
-    def start(name: str, module: str, *args: str) -> subprocess.Popen:
+    def start(name: str, command: str, *args: str) -> subprocess.Popen:
         log = open(logs / f"{name}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=str(tmp_path),
+        p = subprocess.Popen([*_dask_cli(command), *args], env=env, cwd=str(tmp_path),
                              stdout=log, stderr=subprocess.STDOUT)
         log.close()
         procs.append(p)
         return p
 
     try:
-        start("scheduler", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
               "--dashboard-address", ":0", "--no-show")
-        workers = [start(f"worker{i}", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
+        workers = [start(f"worker{i}", "worker", address, "--nthreads", "1", "--no-nanny",
                          "--name", f"w{i}", "--host", "127.0.0.1", "--dashboard-address", ":0")
                    for i in range(2)]
         _wait_for_workers(address, 2, procs)
