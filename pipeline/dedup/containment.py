@@ -12,9 +12,11 @@ Shingles are those of near-dedup (`pipeline.dedup.minhash`): text normalised by
 `normalize_for_shingles` (NFKC, lowercase, punctuation to spaces), word n-grams, 64-bit FNV-1a
 hashes, one per distinct shingle. A record with fewer than n words has no shingles.
 
-Direction (never both of a pair): B may contain A only when B comes first in the order
-(more shingles, then the survivor order's rank): a strict total order, so of two records
-containing each other only the later one is flagged, and the first record of any chain survives.
+Direction (never both of a pair): B may contain A only when B comes first in the survivor order
+of near-dedup (higher source priority, then more shingles, then the record-id order): a strict
+total order, so of two records containing each other only the later one is flagged, and the
+first record of any chain survives. A reference source (the articles answers copy from) given a
+higher priority is therefore never flagged against a record of a lower-priority source.
 
 Usage::
 
@@ -71,14 +73,15 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
     """The records contained in another one.
 
     `files`: (unit, path) of each unit's shingle file; `live`: the records still undecided, with
-    columns unit, row, `_i` (their position) and `rank` (the survivor order, smaller first).
+    columns unit, row, `_i` (their position), `priority` (higher first) and `rank` (the record-id
+    order, smaller first).
     Returns one row per flagged record: `_i`, `container` (the `_i` of the containing record),
     `shared`, `size` (|A|), `containment`; the container is the one of highest containment (then
     the first in the order). Statistics are counts only."""
     empty = pl.DataFrame(schema={"_i": pl.UInt32, "container": pl.UInt32, "shared": pl.UInt32, "size": pl.UInt32,
                                  "containment": pl.Float64})
     ids = live.select(pl.col("unit").cast(pl.Int64), pl.col("row").cast(pl.Int64), pl.col("_i").cast(pl.UInt32),
-                      pl.col("rank").cast(pl.Int64))
+                      pl.col("priority").cast(pl.Int64), pl.col("rank").cast(pl.Int64))
     frames = [pl.read_parquet(p).with_columns(pl.lit(u, pl.Int64).alias("unit")) for u, p in files]
     if not frames:
         return empty, {"shingles": 0, "candidate_pairs": 0, "verified_pairs": 0, "flagged": 0}
@@ -89,20 +92,22 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
     rare = sh.filter((pl.col("df") >= 2) & (pl.col("df") <= max_df)).select("_i", "hash")
     frequent = sh.filter(pl.col("df") > max_df).select("_i", "hash")
     n_freq = frequent.group_by("_i").agg(pl.len().cast(pl.UInt32).alias("n_freq"))
-    order = size.join(ids.select("_i", "rank"), on="_i")
+    order = size.join(ids.select("_i", "priority", "rank"), on="_i")
     # Inverted index: every pair of records sharing a rare shingle, with the count of those shared.
     pairs = (rare.join(rare.rename({"_i": "container"}), on="hash")
              .filter(pl.col("_i") != pl.col("container"))
              .group_by("_i", "container").agg(pl.len().cast(pl.UInt32).alias("shared_rare")))
     n_candidates = pairs.height
-    a = order.rename({"rank": "rank_a"})
-    b = order.rename({"_i": "container", "size": "size_b", "rank": "rank_b"})
+    a = order.rename({"priority": "prio_a", "rank": "rank_a"})
+    b = order.rename({"_i": "container", "size": "size_b", "priority": "prio_b", "rank": "rank_b"})
     pairs = (pairs.join(a, on="_i").join(b, on="container").join(n_freq, on="_i", how="left")
              .with_columns(pl.col("n_freq").fill_null(0))
-             # B contains A only when B is first in the order (more shingles, then rank): never both.
+             # B contains A only when B is first in the order (priority, more shingles, rank): never both.
              .filter((pl.col("size") >= min_shingles)
-                     & ((pl.col("size_b") > pl.col("size"))
-                        | ((pl.col("size_b") == pl.col("size")) & (pl.col("rank_b") < pl.col("rank_a")))))
+                     & ((pl.col("prio_b") > pl.col("prio_a"))
+                        | ((pl.col("prio_b") == pl.col("prio_a"))
+                           & ((pl.col("size_b") > pl.col("size"))
+                              | ((pl.col("size_b") == pl.col("size")) & (pl.col("rank_b") < pl.col("rank_a")))))))
              # An upper bound on |A ∩ B| (every frequent shingle of A shared) must reach the threshold.
              .filter((pl.col("shared_rare") + pl.col("n_freq")).cast(pl.Float64) >= threshold * pl.col("size")))
     # Exact verification: add the frequent shingles of A that B has too.
@@ -115,7 +120,7 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
                 .with_columns((pl.col("shared").cast(pl.Float64) / pl.col("size")).alias("containment")))
     n_verified = verified.height
     found = (verified.filter(pl.col("containment") >= threshold)
-             .sort(["_i", "containment", "size_b", "rank_b"], descending=[False, True, True, False])
+             .sort(["_i", "containment", "prio_b", "size_b", "rank_b"], descending=[False, True, True, True, False])
              .unique("_i", keep="first", maintain_order=True)
              .select("_i", "container", "shared", "size", "containment"))
     stats = {"shingles": sh.height, "distinct_shingles": df.height,

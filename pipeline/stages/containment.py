@@ -6,8 +6,10 @@ Where it runs: pass 1 streams each record's shingle hashes (`key_writer`, scratc
 barrier pairs records through an inverted index of the shingles found in 2..`max_df` records
 (boilerplate in more records pairs nobody: the candidate pairs stay near-linear in the shingles),
 verifies each pair on the exact shingle sets and flags A against the container B of highest
-containment. B must come first in the order (more shingles, then the survivor order: source
-priority, record id), so of two records containing each other only one is flagged.
+containment. B must come first in near-dedup's survivor order (source priority, then more
+shingles, then record id), so of two records containing each other only one is flagged, and a
+reference source given a higher priority (the articles answers copy from) is never flagged
+against a lower-priority one.
 
 Actions: `drop` (`dropped_contained`, reason `containment 0.87 in <record id>`) or `tag` (the
 record is kept; evidence only). Evidence either way: `contained_in` (the container's record id),
@@ -69,8 +71,8 @@ class ContainmentStage(BarrierStage):
                   "evidence": pl.String}
         if live.height == 0:
             return pl.DataFrame(schema=schema), None
-        ranked = (live.sort(["priority", "order_str", "order_int", "_i"], descending=[True, False, False, False])
-                  .with_row_index("rank").select("unit", "row", "_i", pl.col("rank").cast(pl.Int64)))
+        ranked = (live.sort(["order_str", "order_int", "_i"])
+                  .with_row_index("rank").select("unit", "row", "_i", "priority", pl.col("rank").cast(pl.Int64)))
         files = [(int(p.name[1:6]), p) for p in sorted(scratch.glob("u?????.parquet"))]
         found, stats = find_contained(files, ranked, c.threshold, c.max_df, c.min_shingles)
         ids = records.select(pl.col("_i").cast(pl.UInt32), "record_id")

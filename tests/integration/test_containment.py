@@ -25,14 +25,20 @@ def _words(n: int, rng: random.Random = RNG) -> list[str]:
     return [rng.choice(VOCAB) for _ in range(n)]
 
 
-def _run(tmp: Path, rows: list[dict], options: dict | None = None) -> tuple[dict, set, pl.DataFrame]:
-    """Run safety + containment; (manifest, record ids written, ledger)."""
-    d = tmp / "in"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def _run(tmp: Path, rows: list[dict], options: dict | None = None,
+         reference: list[dict] | None = None) -> tuple[dict, set, pl.DataFrame]:
+    """Run safety + containment (`reference`: a second source of priority 1); (manifest, record
+    ids written, ledger)."""
+    srcs = []
+    for name, recs, prio in (("s", rows, 0), ("ref", reference, 1)):
+        if recs is None:
+            continue
+        d = tmp / "in" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        srcs.append({"name": name, "kind": "jsonl", "paths": [str(d)], "id_field": "id", "priority": prio})
     out = tmp / "out"
-    m = run_local(parse_config({"sources": [{"name": "s", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
-                                "output": {"dir": str(out)},
+    m = run_local(parse_config({"sources": srcs, "output": {"dir": str(out)},
                                 "stages": [{"kind": "safety"}, {"kind": "containment", "config": options or {}}]}))
     shards = sorted((out / "shards").glob("*.parquet"))
     kept = set(pl.concat([pl.read_parquet(p) for p in shards])["record_id"].to_list()) if shards else set()
@@ -75,6 +81,19 @@ def test_near_equal_records_do_not_both_drop(tmp_path):
     # a chain: the longest record survives, the others point at a record (never both of a pair)
     m, kept, ledger = _run(tmp_path / "chain", [{"id": "a", "text": a}, {"id": "b", "text": b}, {"id": "c", "text": c}])
     assert kept == {"c"}
+
+
+def test_a_higher_priority_source_is_never_flagged_against_a_lower_one(tmp_path):
+    article = _words(200)
+    answer = " ".join(_words(100) + article[:180])   # longer than the article it pastes
+    # one source: the article (fewer shingles, 176 of its 196 in the answer) is the one contained
+    m, kept, ledger = _run(tmp_path, [{"id": "article", "text": " ".join(article)}, {"id": "answer", "text": answer}])
+    assert kept == {"answer"} and evidence_of(_row(ledger, "article")["evidence"])["contained_in"] == "answer"
+    # the article in a reference source of higher priority: the answer is flagged against it
+    m, kept, ledger = _run(tmp_path / "p", [{"id": "answer", "text": answer}], {"threshold": 0.5},
+                           reference=[{"id": "article", "text": " ".join(article)}])
+    assert kept == {"article"}
+    assert evidence_of(_row(ledger, "answer")["evidence"])["contained_in"] == "article"
 
 
 def test_unrelated_and_boilerplate_only_overlap_do_not_flag(tmp_path):
@@ -129,7 +148,7 @@ def test_kernel_matches_brute_force(tmp_path):
     (tmp_path / "k").mkdir()
     pl.DataFrame({"row": np.repeat(np.arange(len(texts)), np.diff(offs)), "hash": flat}).write_parquet(tmp_path / "k" / "u.parquet")
     live = pl.DataFrame({"unit": [0] * len(texts), "row": list(range(len(texts))), "_i": list(range(len(texts))),
-                         "rank": list(range(len(texts)))})
+                         "priority": [0] * len(texts), "rank": list(range(len(texts)))})
     found, stats = find_contained([(0, tmp_path / "k" / "u.parquet")], live, 0.6, 10_000, 3)
     sets = [set(flat[offs[i]:offs[i + 1]].tolist()) for i in range(len(texts))]
     expect = {}
