@@ -68,8 +68,11 @@ class ShingleWriter:
         self._tmp.unlink(missing_ok=True)
 
 
+PARTITION_ROWS = 20_000_000
+
+
 def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold: float, max_df: int,
-                   min_shingles: int) -> tuple[pl.DataFrame, dict]:
+                   min_shingles: int, partition_rows: int = PARTITION_ROWS) -> tuple[pl.DataFrame, dict]:
     """The records contained in another one.
 
     `files`: (unit, path) of each unit's shingle file; `live`: the records still undecided, with
@@ -93,23 +96,35 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
     frequent = sh.filter(pl.col("df") > max_df).select("_i", "hash")
     n_freq = frequent.group_by("_i").agg(pl.len().cast(pl.UInt32).alias("n_freq"))
     order = size.join(ids.select("_i", "priority", "rank"), on="_i")
-    # Inverted index: every pair of records sharing a rare shingle, with the count of those shared.
-    pairs = (rare.join(rare.rename({"_i": "container"}), on="hash")
-             .filter(pl.col("_i") != pl.col("container"))
-             .group_by("_i", "container").agg(pl.len().cast(pl.UInt32).alias("shared_rare")))
-    n_candidates = pairs.height
     a = order.rename({"priority": "prio_a", "rank": "rank_a"})
     b = order.rename({"_i": "container", "size": "size_b", "priority": "prio_b", "rank": "rank_b"})
-    pairs = (pairs.join(a, on="_i").join(b, on="container").join(n_freq, on="_i", how="left")
-             .with_columns(pl.col("n_freq").fill_null(0))
-             # B contains A only when B is first in the order (priority, more shingles, rank): never both.
-             .filter((pl.col("size") >= min_shingles)
-                     & ((pl.col("prio_b") > pl.col("prio_a"))
-                        | ((pl.col("prio_b") == pl.col("prio_a"))
-                           & ((pl.col("size_b") > pl.col("size"))
-                              | ((pl.col("size_b") == pl.col("size")) & (pl.col("rank_b") < pl.col("rank_a")))))))
-             # An upper bound on |A ∩ B| (every frequent shingle of A shared) must reach the threshold.
-             .filter((pl.col("shared_rare") + pl.col("n_freq")).cast(pl.Float64) >= threshold * pl.col("size")))
+    # Inverted index: every pair of records sharing a rare shingle, with the count of those shared,
+    # built for a slice of the contained side at a time: a slice joins at most about
+    # `partition_rows` (record, shingle, other record) rows, whatever the size of the run.
+    rare_df = sh.filter((pl.col("df") >= 2) & (pl.col("df") <= max_df))
+    eligible = size.filter(pl.col("size") >= min_shingles).select("_i")
+    load = (rare_df.join(eligible, on="_i", how="semi").group_by("_i").agg(pl.col("df").cast(pl.Int64).sum().alias("load"))
+            .sort("_i").with_columns((pl.col("load").cum_sum() // partition_rows).alias("part")))
+    n_candidates, parts = 0, []
+    for (_part,), chunk in load.group_by("part", maintain_order=True):
+        left = rare.join(chunk.select("_i"), on="_i", how="semi")
+        got = (left.join(rare.rename({"_i": "container"}), on="hash")
+               .filter(pl.col("_i") != pl.col("container"))
+               .group_by("_i", "container").agg(pl.len().cast(pl.UInt32).alias("shared_rare")))
+        n_candidates += got.height
+        parts.append(
+            got.join(a, on="_i").join(b, on="container").join(n_freq, on="_i", how="left")
+            .with_columns(pl.col("n_freq").fill_null(0))
+            # B contains A only when B is first in the order (priority, more shingles, rank): never both.
+            .filter((pl.col("prio_b") > pl.col("prio_a"))
+                    | ((pl.col("prio_b") == pl.col("prio_a"))
+                       & ((pl.col("size_b") > pl.col("size"))
+                          | ((pl.col("size_b") == pl.col("size")) & (pl.col("rank_b") < pl.col("rank_a"))))))
+            # An upper bound on |A ∩ B| (every frequent shingle of A shared) must reach the threshold.
+            .filter((pl.col("shared_rare") + pl.col("n_freq")).cast(pl.Float64) >= threshold * pl.col("size")))
+    pairs = pl.concat(parts) if parts else pl.DataFrame(schema={
+        "_i": pl.UInt32, "container": pl.UInt32, "shared_rare": pl.UInt32, "size": pl.UInt32, "prio_a": pl.Int64,
+        "rank_a": pl.Int64, "size_b": pl.UInt32, "prio_b": pl.Int64, "rank_b": pl.Int64, "n_freq": pl.UInt32})
     # Exact verification: add the frequent shingles of A that B has too.
     freq_shared = (pairs.filter(pl.col("n_freq") > 0).select("_i", "container")
                    .join(frequent, on="_i")
@@ -127,7 +142,8 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
              "boilerplate_shingles": int(df.filter(pl.col("df") > max_df).height),
              "records_with_shingles": size.height,
              "records_below_min_shingles": int(size.filter(pl.col("size") < min_shingles).height),
-             "candidate_pairs": n_candidates, "verified_pairs": n_verified, "flagged": found.height}
+             "candidate_pairs": n_candidates, "verified_pairs": n_verified, "flagged": found.height,
+             "partitions": len(parts)}
     return found, stats
 
 

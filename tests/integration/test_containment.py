@@ -150,6 +150,8 @@ def test_kernel_matches_brute_force(tmp_path):
     live = pl.DataFrame({"unit": [0] * len(texts), "row": list(range(len(texts))), "_i": list(range(len(texts))),
                          "priority": [0] * len(texts), "rank": list(range(len(texts)))})
     found, stats = find_contained([(0, tmp_path / "k" / "u.parquet")], live, 0.6, 10_000, 3)
+    sliced, sliced_stats = find_contained([(0, tmp_path / "k" / "u.parquet")], live, 0.6, 10_000, 3, partition_rows=200)
+    assert sliced_stats["partitions"] > 3 and sliced.sort("_i").equals(found.sort("_i"))
     sets = [set(flat[offs[i]:offs[i + 1]].tolist()) for i in range(len(texts))]
     expect = {}
     for a in range(len(texts)):
