@@ -19,16 +19,23 @@ Wikipedia), action `tag` at threshold 0.01 so the ledger gives each answer's bes
 flagged at threshold t = containment >= t (the best container has the highest containment, so one
 run gives every threshold). Tuning rule: the highest threshold on the grid 0.05..0.95 that flags
 the most tuning cut answers while flagging no tuning non-plagiarised answer. The reporting numbers
-are then checked with a second run at that threshold (action `drop`).
+are then checked with a second run at that threshold (action `drop`). A variant gives the answers
+one long reference record holding all five articles (1,878 words) instead of their own article:
+containment does not change with the source's length, Jaccard falls.
 
 Peers, on the same shingles (normalised word 5-grams, the stage's): datasketch MinHashLSH (Jaccard,
 128 permutations) and MinHashLSHEnsemble (containment, 128 permutations, 16 partitions) at
-thresholds 0.1..0.9: an answer is flagged when the index returns any other document of the split.
+thresholds 0.1..0.9: an answer is flagged when the index returns any other document of the split
+(unverified LSH candidates); and exact Jaccard by brute force (what a verified MinHash near-dup
+check approximates): flagged when its Jaccard with some other document reaches the threshold.
+Scored twice: against any other document of the split (cut answers of one task also resemble each
+other), and against the source article only (`source_only`: the pairs the corpus labels).
 
-Scale: the first N records of the throughput corpus (bench/gen_corpus.py, 300 MB), every 20th
-replaced by a planted record that pastes a 150-300-word window of an earlier record inside 20-60
-words of another: shingling plus `find_contained` at N = 25k, 50k, 100k (median of repeats), the
-candidate pairs and the planted pairs found. Linear growth of time and pairs with N is the point.
+Scale: N documents of 100-600 words drawn from the word frequencies of the Gutenberg books, every
+20th replaced by a planted record that pastes a 150-300-word window of an earlier document inside
+20-60 words of its own: shingling plus `find_contained` (threshold 0.25, max_df 50) at N = 25k,
+50k, 100k (median of repeats), the candidate pairs and the planted pairs found. Linear growth of
+time and pairs with N is the point (an all-pairs check would grow 16x from 25k to 100k).
 
 Usage::
 
@@ -77,15 +84,23 @@ def load_corpus(folder: Path) -> tuple[list[dict], dict[str, str]]:
     return answers, origs
 
 
-def run_stage(answers: list[dict], origs: dict[str, str], tasks: str, options: dict, work: Path) -> pl.DataFrame:
+def sources(origs: dict[str, str], tasks: str, merged: bool) -> dict[str, str]:
+    """The reference records: the split's articles, or (merged) one record holding all five."""
+    if merged:
+        return {"orig_all.txt": "\n\n".join(origs[t] for t in "abcde")}
+    return {f"orig_task{t}.txt": origs[t] for t in tasks}
+
+
+def run_stage(answers: list[dict], origs: dict[str, str], tasks: str, options: dict, work: Path,
+              merged: bool = False) -> pl.DataFrame:
     """The ledger rows of the answers of `tasks` after a run of safety + containment."""
     ans_dir, ref_dir = work / "in" / "answers", work / "in" / "articles"
     ans_dir.mkdir(parents=True)
     ref_dir.mkdir(parents=True)
     (ans_dir / "a.jsonl").write_text("".join(json.dumps({"id": a["file"], "text": a["text"]}) + "\n"
                                              for a in answers if a["task"] in tasks))
-    (ref_dir / "o.jsonl").write_text("".join(json.dumps({"id": f"orig_task{t}.txt", "text": origs[t]}) + "\n"
-                                             for t in tasks))
+    (ref_dir / "o.jsonl").write_text("".join(json.dumps({"id": k, "text": v}) + "\n"
+                                             for k, v in sources(origs, tasks, merged).items()))
     cfg = {"sources": [{"name": "answers", "kind": "jsonl", "paths": [str(ans_dir)], "id_field": "id"},
                        {"name": "articles", "kind": "jsonl", "paths": [str(ref_dir)], "id_field": "id", "priority": 1}],
            "output": {"dir": str(work / "out")},
@@ -118,12 +133,12 @@ def shingle_strings(text: str) -> list[bytes]:
     return sorted(set(shingles(norm, MinHashParams(ngram=5, short_docs="skip"))))
 
 
-def peers(answers: list[dict], origs: dict[str, str], tasks: str) -> dict:
+def peers(answers: list[dict], origs: dict[str, str], tasks: str, merged: bool = False) -> dict:
     """datasketch MinHashLSH (Jaccard) and MinHashLSHEnsemble (containment): flagged per category."""
     from datasketch import MinHash, MinHashLSH, MinHashLSHEnsemble
 
     docs = {a["file"]: a["text"] for a in answers if a["task"] in tasks}
-    docs.update({f"orig_task{t}.txt": origs[t] for t in tasks})
+    docs.update(sources(origs, tasks, merged))
     sh = {k: shingle_strings(v) for k, v in docs.items()}
     mh = {}
     for k, s in sh.items():
@@ -131,17 +146,26 @@ def peers(answers: list[dict], origs: dict[str, str], tasks: str) -> dict:
         m.update_batch(s)
         mh[k] = m
     answer_files = [a["file"] for a in answers if a["task"] in tasks]
-    out = {"minhash_lsh_jaccard": {}, "minhash_lsh_ensemble_containment": {}}
-    for t in PEER_THRESHOLDS:
-        lsh = MinHashLSH(threshold=t, num_perm=128)
-        for k, m in mh.items():
-            lsh.insert(k, m)
-        flagged = {f for f in answer_files if set(lsh.query(mh[f])) - {f}}
-        out["minhash_lsh_jaccard"][str(t)] = counts(flagged, answers, tasks)
-        ens = MinHashLSHEnsemble(threshold=t, num_perm=128, num_part=16)
-        ens.index([(k, mh[k], max(len(sh[k]), 1)) for k in mh])
-        flagged = {f for f in answer_files if set(ens.query(mh[f], max(len(sh[f]), 1))) - {f}}
-        out["minhash_lsh_ensemble_containment"][str(t)] = counts(flagged, answers, tasks)
+    refs = set(sources(origs, tasks, merged))
+    sets = {k: set(v) for k, v in sh.items()}
+    jac = {f: {k: len(sets[f] & sets[k]) / max(len(sets[f] | sets[k]), 1) for k in sets if k != f} for f in answer_files}
+    out = {}
+    for scope in ("any_document", "source_only"):
+        keep = (lambda k: True) if scope == "any_document" else (lambda k: k in refs)  # noqa: E731
+        res = {"minhash_lsh_jaccard": {}, "minhash_lsh_ensemble_containment": {}, "exact_jaccard_brute_force": {}}
+        for t in PEER_THRESHOLDS:
+            lsh = MinHashLSH(threshold=t, num_perm=128)
+            for k, m in mh.items():
+                lsh.insert(k, m)
+            flagged = {f for f in answer_files if any(k != f and keep(k) for k in lsh.query(mh[f]))}
+            res["minhash_lsh_jaccard"][str(t)] = counts(flagged, answers, tasks)
+            ens = MinHashLSHEnsemble(threshold=t, num_perm=128, num_part=16)
+            ens.index([(k, mh[k], max(len(sh[k]), 1)) for k in mh])
+            flagged = {f for f in answer_files if any(k != f and keep(k) for k in ens.query(mh[f], max(len(sh[f]), 1)))}
+            res["minhash_lsh_ensemble_containment"][str(t)] = counts(flagged, answers, tasks)
+            flagged = {f for f in answer_files if any(v >= t and keep(k) for k, v in jac[f].items())}
+            res["exact_jaccard_brute_force"][str(t)] = counts(flagged, answers, tasks)
+        out[scope] = res
     return out
 
 
@@ -173,40 +197,59 @@ def labelled(folder: Path, tmp: Path) -> dict:
     per_answer = {split: {f: {"category": next(a["category"] for a in answers if a["file"] == f),
                               "containment": round(c, 4), "contained_in": b}
                           for f, (c, b) in sorted(best[split].items())} for split in SPLITS}
-    return {"threshold_rule": "highest grid threshold (0.05 steps) flagging the most tuning cut answers and no tuning "
+    src_only = {split: counts({f for f, (c, b) in best[split].items() if c >= chosen and (b or "").startswith("orig")},
+                              answers, SPLITS[split]) for split in SPLITS}
+    return {"ours_at_chosen_source_only": src_only, "threshold_rule": "highest grid threshold (0.05 steps) flagging the most tuning cut answers and no tuning "
                               "non-plagiarised answer", "chosen_threshold": chosen,
             "ours_at_chosen": {split: ours[split][str(chosen)] for split in SPLITS},
             "ours_at_chosen_whole_corpus": counts(both, answers, "abcde"),
             "ours_drop_run_at_chosen": check, "ours_sweep": ours,
             "peers": {split: peers(answers, origs, tasks) for split, tasks in SPLITS.items()},
             "peers_whole_corpus": peers(answers, origs, "abcde"),
-            "per_answer": per_answer}
+            "per_answer": per_answer, "merged_source": merged_source(answers, origs, chosen, tmp)}
+
+
+def merged_source(answers: list[dict], origs: dict[str, str], chosen: float, tmp: Path) -> dict:
+    """The same answers against one long reference record holding all five articles (1,878 words):
+    containment does not change, Jaccard falls with the source's length."""
+    out = {"ours_at_chosen": {}, "peers": {}}
+    for split, tasks in SPLITS.items():
+        led = run_stage(answers, origs, tasks, {"action": "drop", "threshold": chosen}, tmp / f"merged-{split}", merged=True)
+        dropped = led.filter(pl.col("decision") == "dropped_contained")
+        out["ours_at_chosen"][split] = counts(set(dropped["record_id"].to_list()), answers, tasks)
+        out.setdefault("ours_at_chosen_source_only", {})[split] = counts(
+            set(dropped.filter(pl.col("duplicate_of").str.starts_with("orig"))["record_id"].to_list()), answers, tasks)
+        out["peers"][split] = peers(answers, origs, tasks, merged=True)
+    return out
 
 
 def scale_corpus(n: int, seed: int = 18) -> tuple[list[str], list[tuple[int, int]]]:
-    """The first n throughput-corpus texts, every 20th replaced by a planted paste; (texts, (copy, source) pairs)."""
-    from gen_corpus import ensure_corpus
-
-    meta = ensure_corpus(size_mb=300, files=1, log=lambda *a: None)
-    texts = []
-    with open(meta["paths"][0], "rb") as f:
-        for line in f:
-            texts.append(json.loads(line)["text"])
-            if len(texts) >= n:
-                break
-    rng = random.Random(seed)
+    """n documents of 100-600 words drawn from the word frequencies of the Gutenberg books (so their
+    5-grams rarely repeat by chance), every 20th replaced by a planted paste of a 150-300-word
+    window of an earlier document inside 20-60 words of its own; (texts, (copy, source) pairs)."""
+    books = Path("/work/shared/data/dedup/nltk_gutenberg_throughput")
+    words: dict[str, int] = {}
+    for p in sorted(books.glob("*.txt")):
+        for w in p.read_text(encoding="utf-8", errors="replace").split():
+            words[w] = words.get(w, 0) + 1
+    vocab = np.array(sorted(words))
+    freq = np.array([words[w] for w in vocab], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(100, 600, n)
+    draws = vocab[rng.choice(len(vocab), int(lengths.sum()), p=freq / freq.sum())]
+    ends = np.cumsum(lengths)
+    docs = [draws[e - k : e].tolist() for e, k in zip(ends, lengths)]
+    prng = random.Random(seed)
     planted = []
-    for i in range(20, len(texts), 20):
-        src = rng.randrange(i)
-        words = texts[src].split()
-        other = texts[rng.randrange(i)].split()
-        k = min(len(words), rng.randrange(150, 300))
-        s = rng.randrange(max(1, len(words) - k + 1))
-        own = other[: rng.randrange(20, 60)]
-        cut = rng.randrange(len(own) + 1)
-        texts[i] = " ".join(own[:cut] + words[s : s + k] + own[cut:])
+    for i in range(20, n, 20):
+        src = prng.randrange(i)
+        k = min(len(docs[src]), prng.randrange(150, 300))
+        s = prng.randrange(len(docs[src]) - k + 1)
+        own = docs[i][: prng.randrange(20, 60)]
+        cut = prng.randrange(len(own) + 1)
+        docs[i] = own[:cut] + docs[src][s : s + k] + own[cut:]
         planted.append((i, src))
-    return texts, planted
+    return [" ".join(d) for d in docs], planted
 
 
 def scale(sizes: list[int], repeats: int, tmp: Path) -> list[dict]:
@@ -232,8 +275,12 @@ def scale(sizes: list[int], repeats: int, tmp: Path) -> list[dict]:
             times.append(t2 - t1)
         pairs = {(int(a), int(b)) for a, b in found.select("_i", "container").iter_rows()}
         hit = sum(((c, s) in pairs) or ((s, c) in pairs) for c, s in planted)
+        flagged_ids = set(found["_i"].to_list())
+        either = sum((c in flagged_ids) or (s in flagged_ids) for c, s in planted)
+        unplanted = len(flagged_ids - {c for c, _ in planted} - {s for _, s in planted})
         mb = sum(len(t.encode()) for t in texts) / 1e6
         out.append({"docs": n, "mb": round(mb, 1), "planted": len(planted), "planted_pairs_found": hit,
+                    "planted_copy_or_source_flagged": either, "flagged_outside_planted_pairs": unplanted,
                     "flagged": found.height, "shingle_seconds_median": round(statistics.median(shingle_times), 2),
                     "barrier_seconds_median": round(statistics.median(times), 2),
                     "barrier_seconds_all": [round(x, 2) for x in times],
