@@ -72,7 +72,8 @@ PARTITION_ROWS = 20_000_000
 
 
 def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold: float, max_df: int,
-                   min_shingles: int, partition_rows: int = PARTITION_ROWS) -> tuple[pl.DataFrame, dict]:
+                   min_shingles: int, partition_rows: int = PARTITION_ROWS,
+                   kept_containers: bool = False) -> tuple[pl.DataFrame, dict]:
     """The records contained in another one.
 
     `files`: (unit, path) of each unit's shingle file; `live`: the records still undecided, with
@@ -80,7 +81,9 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
     order, smaller first).
     Returns one row per flagged record: `_i`, `container` (the `_i` of the containing record),
     `shared`, `size` (|A|), `containment`; the container is the one of highest containment (then
-    the first in the order). Statistics are counts only."""
+    the first in the order). With `kept_containers` (for dropping) a container is never itself
+    flagged: a record contained only in flagged records is kept, so no text is lost down a chain
+    (A in B, B in C, A's text not in C). Statistics are counts only."""
     empty = pl.DataFrame(schema={"_i": pl.UInt32, "container": pl.UInt32, "shared": pl.UInt32, "size": pl.UInt32,
                                  "containment": pl.Float64})
     ids = live.select(pl.col("unit").cast(pl.Int64), pl.col("row").cast(pl.Int64), pl.col("_i").cast(pl.UInt32),
@@ -134,10 +137,23 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
                 .with_columns((pl.col("shared_rare") + pl.col("shared_freq").fill_null(0)).alias("shared"))
                 .with_columns((pl.col("shared").cast(pl.Float64) / pl.col("size")).alias("containment")))
     n_verified = verified.height
-    found = (verified.filter(pl.col("containment") >= threshold)
-             .sort(["_i", "containment", "prio_b", "size_b", "rank_b"], descending=[False, True, True, True, False])
-             .unique("_i", keep="first", maintain_order=True)
-             .select("_i", "container", "shared", "size", "containment"))
+    hits = verified.filter(pl.col("containment") >= threshold)
+    if kept_containers:
+        # In the order itself (a container always comes first), so each container's fate is known
+        # when its records are decided: the first hit whose container is not flagged.
+        hits = hits.sort(["prio_a", "size", "rank_a", "containment", "prio_b", "size_b", "rank_b"],
+                         descending=[True, True, False, True, True, True, False])
+        flagged: set[int] = set()
+        take = []
+        for k, (i, b) in enumerate(hits.select("_i", "container").iter_rows()):
+            if i not in flagged and b not in flagged:
+                flagged.add(i)
+                take.append(k)
+        found = hits[take].sort("_i").select("_i", "container", "shared", "size", "containment")
+    else:
+        found = (hits.sort(["_i", "containment", "prio_b", "size_b", "rank_b"], descending=[False, True, True, True, False])
+                 .unique("_i", keep="first", maintain_order=True)
+                 .select("_i", "container", "shared", "size", "containment"))
     stats = {"shingles": sh.height, "distinct_shingles": df.height,
              "boilerplate_shingles": int(df.filter(pl.col("df") > max_df).height),
              "records_with_shingles": size.height,

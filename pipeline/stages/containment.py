@@ -12,7 +12,9 @@ reference source given a higher priority (the articles answers copy from) is nev
 against a lower-priority one.
 
 Actions: `drop` (`dropped_contained`, reason `containment 0.87 in <record id>`) or `tag` (the
-record is kept; evidence only). Evidence either way: `contained_in` (the container's record id),
+record is kept; evidence only). When dropping, the container is always a record this stage keeps:
+a record contained only in records that are themselves dropped is kept (no text lost down a chain
+A in B in C); when tagging, the container is the best one whatever its own fate. Evidence either way: `contained_in` (the container's record id),
 `containment`, `containment_shared` and `containment_shingles`.
 
 Not yet: records of earlier runs (the corpus index) are not containers; only this run's records are.
@@ -75,7 +77,8 @@ class ContainmentStage(BarrierStage):
         ranked = (live.sort(["order_str", "order_int", "_i"])
                   .with_row_index("rank").select("unit", "row", "_i", "priority", pl.col("rank").cast(pl.Int64)))
         files = [(int(p.name[1:6]), p) for p in sorted(scratch.glob("u?????.parquet"))]
-        found, stats = find_contained(files, ranked, c.threshold, c.max_df, c.min_shingles, c.partition_rows)
+        found, stats = find_contained(files, ranked, c.threshold, c.max_df, c.min_shingles, c.partition_rows,
+                                      kept_containers=c.action == "drop")
         ids = records.select(pl.col("_i").cast(pl.UInt32), "record_id")
         found = found.join(ids.rename({"_i": "container", "record_id": "contained_in"}), on="container").sort("_i")
         rows = found.select("_i", "contained_in", "containment", "shared", "size").rows()

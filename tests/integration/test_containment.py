@@ -83,6 +83,20 @@ def test_near_equal_records_do_not_both_drop(tmp_path):
     assert kept == {"c"}
 
 
+def test_dropping_never_loses_text_down_a_chain(tmp_path):
+    x, y, z = _words(100), _words(300), _words(200)
+    rows = [{"id": "A", "text": " ".join(x)}, {"id": "B", "text": " ".join(x + y)}, {"id": "C", "text": " ".join(y + z)}]
+    # B is mostly in C (0.75), A wholly in B but not at all in C: dropping B keeps A
+    m, kept, ledger = _run(tmp_path, rows)
+    assert kept == {"A", "C"}
+    assert evidence_of(_row(ledger, "B")["evidence"])["contained_in"] == "C"
+    # tagging names each record's best container whatever its fate
+    m, kept, ledger = _run(tmp_path / "t", rows, {"action": "tag"})
+    assert kept == {"A", "B", "C"}
+    assert evidence_of(_row(ledger, "A")["evidence"]) == {"contained_in": "B", "containment": 1.0,
+                                                          "containment_shared": 96, "containment_shingles": 96}
+
+
 def test_a_higher_priority_source_is_never_flagged_against_a_lower_one(tmp_path):
     article = _words(200)
     answer = " ".join(_words(100) + article[:180])   # longer than the article it pastes
@@ -152,6 +166,9 @@ def test_kernel_matches_brute_force(tmp_path):
     found, stats = find_contained([(0, tmp_path / "k" / "u.parquet")], live, 0.6, 10_000, 3)
     sliced, sliced_stats = find_contained([(0, tmp_path / "k" / "u.parquet")], live, 0.6, 10_000, 3, partition_rows=200)
     assert sliced_stats["partitions"] > 3 and sliced.sort("_i").equals(found.sort("_i"))
+    safe, _ = find_contained([(0, tmp_path / "k" / "u.parquet")], live, 0.6, 10_000, 3, kept_containers=True)
+    assert not set(safe["container"].to_list()) & set(safe["_i"].to_list())   # a container is never flagged
+    assert set(safe["_i"].to_list()) <= set(found["_i"].to_list()) and safe.height > 5
     sets = [set(flat[offs[i]:offs[i + 1]].tolist()) for i in range(len(texts))]
     expect = {}
     for a in range(len(texts)):
