@@ -42,6 +42,7 @@ BUILTIN = {
     "fineweb_quality": "pipeline.stages.quality:FineWebQualityStage",
     "decontaminate": "pipeline.stages.decontaminate:DecontaminateStage",
     "paragraph_dedup": "pipeline.stages.paragraph_dedup:ParagraphDedupStage",
+    "containment": "pipeline.stages.containment:ContainmentStage",
 }
 _ORDER = {Placement.RECORD: 0, Placement.BARRIER: 1, Placement.UNIT: 2, Placement.WRITE: 3}
 

@@ -1,0 +1,105 @@
+"""Text reuse by containment: flags a record most of whose word n-gram shingles occur in another
+record of the run, |A ∩ B| / |A| >= `threshold`, whatever their lengths (a 300-word answer that
+pastes 200 words of a 3,000-word article), where MinHash Jaccard sees nothing.
+
+Where it runs: pass 1 streams each record's shingle hashes (`key_writer`, scratch Parquet); the
+barrier pairs records through an inverted index of the shingles found in 2..`max_df` records
+(boilerplate in more records pairs nobody: the candidate pairs stay near-linear in the shingles),
+verifies each pair on the exact shingle sets and flags A against the container B of highest
+containment. B must come first in near-dedup's survivor order (source priority, then more
+shingles, then record id), so of two records containing each other only one is flagged, and a
+reference source given a higher priority (the articles answers copy from) is never flagged
+against a lower-priority one.
+
+Actions: `drop` (`dropped_contained`, reason `containment 0.87 in <record id>`) or `tag` (the
+record is kept; evidence only). When dropping, the container is always a record this stage keeps:
+a record contained only in records that are themselves dropped is kept (no text lost down a chain
+A in B in C); when tagging, the container is the best one whatever its own fate. Evidence either way: `contained_in` (the container's record id),
+`containment`, `containment_shared` and `containment_shingles`.
+
+Not yet: records of earlier runs (the corpus index) are not containers; only this run's records are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.core.decisions import Category, DecisionKind
+from pipeline.core.stage import BarrierContext, BarrierStage
+from pipeline.dedup.containment import ShingleWriter, find_contained
+
+DROPPED_CONTAINED = DecisionKind("dropped_contained", Category.DROPPED,
+                                 "most of the record's shingles occur in another, longer or earlier, record")
+SCRATCH = "containment"
+
+
+class ContainmentConfig(BaseModel):
+    """Options of the `containment` stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ngram: int = Field(5, ge=1, le=50)          # word n-grams, normalised as near-dedup's
+    # Chosen on the tuning split (tasks a-b) of Clough & Stevenson's short-answer corpus: see bench/README.md.
+    threshold: float = Field(0.25, gt=0.0, le=1.0)
+    max_df: int = Field(50, ge=2)                # a shingle in more records is boilerplate: it pairs nobody
+    min_shingles: int = Field(10, ge=1)          # records with fewer shingles are never flagged
+    action: Literal["drop", "tag"] = "drop"
+    partition_rows: int = Field(20_000_000, ge=1_000)   # (record, shingle, other record) rows joined at once
+
+
+class ContainmentStage(BarrierStage):
+    """Flags (drops or tags) records contained in another record of the run."""
+
+    kind = "containment"
+    description = ("flags a record most of whose word n-grams occur in another, longer or earlier, record "
+                   "(containment |A∩B|/|A| >= threshold), whatever their lengths")
+    decisions = (DROPPED_CONTAINED,)
+    Config = ContainmentConfig
+
+    def summary(self) -> dict:
+        return {**self.config.model_dump(), "hash_bits": 64, "corpus_index": False}
+
+    def key_writer(self, unit_id: int, work_dir: Path):
+        return ShingleWriter(Path(work_dir) / SCRATCH, unit_id, self.config.ngram)
+
+    def decide(self, records: pl.DataFrame, ctx: BarrierContext):
+        c = self.config
+        scratch = Path(ctx.work_dir) / SCRATCH
+        live = records.filter(pl.col("decision").is_null())
+        schema = {"_i": records.schema["_i"], "decision": pl.String, "reason": pl.String, "duplicate_of": pl.String,
+                  "evidence": pl.String}
+        if live.height == 0:
+            return pl.DataFrame(schema=schema), None
+        ranked = (live.sort(["order_str", "order_int", "_i"])
+                  .with_row_index("rank").select("unit", "row", "_i", "priority", pl.col("rank").cast(pl.Int64)))
+        files = [(int(p.name[1:6]), p) for p in sorted(scratch.glob("u?????.parquet"))]
+        found, stats = find_contained(files, ranked, c.threshold, c.max_df, c.min_shingles, c.partition_rows,
+                                      kept_containers=c.action == "drop")
+        ids = records.select(pl.col("_i").cast(pl.UInt32), "record_id")
+        found = found.join(ids.rename({"_i": "container", "record_id": "contained_in"}), on="container").sort("_i")
+        rows = found.select("_i", "contained_in", "containment", "shared", "size").rows()
+        dropped = c.action == "drop"
+        verdicts = pl.DataFrame({
+            "_i": pl.Series([r[0] for r in rows], dtype=records.schema["_i"]),
+            "decision": pl.Series([DROPPED_CONTAINED.name if dropped else None] * len(rows), dtype=pl.String),
+            "reason": pl.Series([f"containment {r[2]:.2f} in {r[1]}" if dropped else None for r in rows],
+                                dtype=pl.String),
+            "duplicate_of": pl.Series([r[1] if dropped else None for r in rows], dtype=pl.String),
+            "evidence": pl.Series([json.dumps({"contained_in": r[1], "containment": round(r[2], 4),
+                                               "containment_shared": r[3], "containment_shingles": r[4]},
+                                              separators=(",", ":"), sort_keys=True) for r in rows], dtype=pl.String),
+        }, schema=schema)
+        stats.update({"records_seen": live.height, "action": c.action, "threshold": c.threshold, "ngram": c.ngram,
+                      "max_df": c.max_df, "dropped": len(rows) if dropped else 0,
+                      "tagged": 0 if dropped else len(rows)})
+        return verdicts, stats
+
+
+def evidence_of(ledger_value: str | None) -> dict:
+    """The stage's evidence from a ledger row's `evidence` JSON (for tests and reports)."""
+    return {k: v for k, v in json.loads(ledger_value or "{}").items()
+            if k == "contained_in" or k.startswith("containment")}
