@@ -118,7 +118,7 @@ def clean_flow(config: dict) -> dict:
     logger = get_run_logger()
     # The state directory is held by this (the flow's) process from the barrier until finalize has
     # updated the index, wherever the barrier task runs: finalize runs here too.
-    with output_lock(cfg.output.dir), ExitStack() as held:
+    with output_lock(cfg.output.local_path), ExitStack() as held:
         clock = StepClock()
         plan = make_plan(cfg, max_workers=cfg.runner.max_workers)
         work = str(plan.work_dir)
@@ -180,8 +180,7 @@ def task_runner_for(cfg: RunConfig):
 
 def run_flow(cfg: RunConfig) -> dict:
     """Run the cleaning flow for `cfg` with its configured task runner; returns the published manifest."""
-    import json
-    from pathlib import Path
+    from pipeline.storage import read_manifest
 
     clean_flow.with_options(task_runner=task_runner_for(cfg))(cfg.model_dump(mode="json"))
-    return json.loads((Path(cfg.output.dir) / "manifest.json").read_text())
+    return read_manifest(cfg.output.dir)

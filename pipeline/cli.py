@@ -20,6 +20,7 @@ import click
 from pipeline.cli_common import exits_on_error
 from pipeline.config import RunConfig, load_config, parse_config
 from pipeline.sources.inputs import sources_from_inputs  # noqa: F401 - part of the CLI's API
+from pipeline.storage import readable_run, writable_run
 from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ConfigError, PipelineError, RejectionsError  # noqa: F401
 
 def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | None, runner: str | None,
@@ -33,7 +34,7 @@ def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | 
         template = {"text_field": first["text_field"], "id_field": first["id_field"]}
         data["sources"] = sources_from_inputs(inputs, template)
     if output:
-        data["output"]["dir"] = str(Path(output).expanduser().resolve())
+        data["output"]["dir"] = output if "://" in output else str(Path(output).expanduser().resolve())
     if runner:
         data["runner"]["kind"] = runner
     if workers:
@@ -45,11 +46,12 @@ def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | 
         data["state"]["incremental"] = False
     for path in hash_lists:
         names = {h["name"] for h in data["safety"]["hash_lists"]}
-        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(path).name.split(".")[0]) or "list"
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]) or "list"
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
-        data["safety"]["hash_lists"].append({"name": name, "path": str(Path(path).expanduser().resolve())})
+        where = path if "://" in path else str(Path(path).expanduser().resolve())  # a URL is used as written
+        data["safety"]["hash_lists"].append({"name": name, "path": where})
     return parse_config(data, config_path)
 
 
@@ -232,7 +234,8 @@ def verify(run_dir, public_keys, no_chain, as_json) -> None:
     from pipeline.audit.verify import verify_run
 
     with exits_on_error(EXIT_CANNOT_VERIFY, prefix="cannot verify"):
-        report = verify_run(Path(run_dir), [Path(p) for p in public_keys], check_chain=not no_chain)
+        with readable_run(run_dir) as local:
+            report = verify_run(local, [Path(p) for p in public_keys], check_chain=not no_chain)
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), "ok": report.ok,
                                "checks": [c.__dict__ for c in report.checks]}, indent=2))
@@ -259,7 +262,8 @@ def inspect(run_dir, as_json, no_verify) -> None:
     from pipeline.cli_views import show_summary
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        s = summarize(Path(run_dir), verify=not no_verify)
+        with readable_run(run_dir) as local:
+            s = summarize(local, verify=not no_verify)
     click.echo(to_json(s)) if as_json else show_summary(s, _console())
 
 
@@ -273,7 +277,8 @@ def explain(run_dir, record_id, as_json) -> None:
     from pipeline.cli_views import show_story
 
     with exits_on_error():
-        st = explain_record(Path(run_dir), record_id)
+        with readable_run(run_dir) as local:
+            st = explain_record(local, record_id)
     click.echo(to_json(st)) if as_json else show_story(st, _console())
 
 
@@ -290,7 +295,8 @@ def diff(run_a, run_b, as_json, limit, reason) -> None:
     from pipeline.cli_views import show_diff
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        d = diff_runs(Path(run_a), Path(run_b), limit=limit, reason=reason)
+        with readable_run(run_a) as a, readable_run(run_b) as b:
+            d = diff_runs(a, b, limit=limit, reason=reason)
     click.echo(to_json(d)) if as_json else show_diff(d, _console())
 
 
@@ -305,7 +311,8 @@ def report(run_dir, out, samples) -> None:
     from pipeline.fileio import atomic_write_bytes
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        page = render_report(Path(run_dir), samples=samples)
+        with readable_run(run_dir) as local:
+            page = render_report(local, samples=samples)
     atomic_write_bytes(out, page.encode())
     click.echo(f"wrote {out}")
 
@@ -326,8 +333,9 @@ def signoff(run_dir, policy_path, approver, key_path, note) -> None:
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
         policy = load_policy(policy_path)
-        result = evaluate(Path(run_dir), policy)
-        record = record_signoff(Path(run_dir), Path(policy_path), result, approver, key_path, note)
+        with writable_run(run_dir) as local:
+            result = evaluate(local, policy)
+            record = record_signoff(local, Path(policy_path), result, approver, key_path, note)
     for r in record["rules"]:
         click.echo(f"{'pass' if r['passed'] else 'FAIL'} {r['rule']:<26} value {r['value']!s:<24.24} limit {r['threshold']!s:<12.12} {r['detail']}")
     signed = f", signed by key {record['signed_by'][:16]}…" if record["signed_by"] else ", unsigned (no --key)"
@@ -345,7 +353,8 @@ def incidents(run_dir, as_json) -> None:
     """
     from pipeline.safety.quarantine import summarize_incidents
 
-    s = summarize_incidents(Path(run_dir))
+    with exits_on_error(), readable_run(run_dir) as local:
+        s = summarize_incidents(local)
     if as_json:
         click.echo(json.dumps(s, indent=2, sort_keys=True))
         return

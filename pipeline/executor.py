@@ -33,7 +33,7 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
     workers = workers or cfg.runner.max_workers
     # The state directory (cfg.state) is held from the barrier until finalize has updated the index
     # (`state_lock`): `held` takes it in `_run_steps` and releases it on any exit.
-    with output_lock(cfg.output.dir), ExitStack() as held:
+    with output_lock(cfg.output.local_path), ExitStack() as held:
         clock = StepClock()
         plan = make_plan(cfg, max_workers=workers)
         work = str(plan.work_dir)

@@ -23,7 +23,9 @@ from pathlib import Path
 from pipeline.config import RunConfig, parse_config
 from pipeline.errors import OutputError, PlanError
 from pipeline.fileio import atomic_write_json, sha256_path
+from pipeline.audit.chain import HEAD_FILE
 from pipeline.sources import InputFile, Unit, reader_for
+from pipeline.storage import RemoteRunDir, local_copy
 from pipeline.spill import choose_spill_dir, claim, remove_spill, sweep_memory_spills
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,7 @@ def _read_digests(work: Path) -> dict[tuple[str, str], str]:
 
 def _digest_inputs(work: Path, inputs: list[InputFile]) -> dict[tuple[str, str], str]:
     """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)."""
-    digests = {(f.source, f.path): sha256_path(f.path) for f in inputs}
+    digests = {(f.source, f.path): sha256_path(local_copy(f.path, f.etag)) for f in inputs}
     with _DIGESTS_LOCK:
         if not (work / PLAN_FILE).exists():  # the run was published (or discarded) meanwhile
             return digests
@@ -265,9 +267,12 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
 
         check_model(cfg.pii)
         hmac_key(cfg.pii)
-    out_dir = Path(cfg.output.dir)
+    out_dir = Path(cfg.output.local_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output path exists and is not a directory; choose another --output")
+    if (remote := RemoteRunDir.parse(cfg.output.dir)) is not None:
+        # The staging copy starts from what is published there (its manifest, history and chain head).
+        remote.pull_published(out_dir, HEAD_FILE)
     work = out_dir / WORK_DIR
     listed = []
     for s in cfg.sources:
@@ -318,7 +323,8 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     for f in inputs:
         by_source.setdefault(f.source, []).append(f)
     for s in cfg.sources:
-        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
+        for u in reader_for(s.kind).plan_inputs(s, by_source.get(s.name, []), cfg.units, work_dir=str(work),
+                                                 workers=max_workers):
             units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
     return _new_plan(cfg, digest, out_dir, inputs, units, skipped, matcher)
 

@@ -354,7 +354,8 @@ def pass1(work_dir: str, unit_id: int) -> dict:
             with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="lz4", use_dictionary=False, write_statistics=False) as writer:
                 reader = UnitReader(plan, unit, writer, key_writers, spill)
                 try:
-                    for batch in reader_for(unit.kind).read(unit, reader.source, plan.config.units):
+                    unit_reader = reader_for(unit.kind)
+                    for batch in unit_reader.read(unit_reader.localized(unit), reader.source, plan.config.units):
                         reader.add_batch(batch)
                         reader.flush()
                 except SourceError as e:

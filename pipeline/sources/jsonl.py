@@ -22,6 +22,7 @@ from pipeline.sources.limits import (DECOMPRESSION_ERRORS, DecompressionBudget, 
                                     decompressed_blocks, record_too_large)
 from pipeline.sources.jsonscan import ChunkScan, KnownShape, scan_chunk, suspect_text_rows
 from pipeline.sources.validate import is_string_type, split_valid
+from pipeline.storage import is_remote
 
 _COMPRESSED = (".gz", ".zst")
 _BOM = b"\xef\xbb\xbf"
@@ -151,7 +152,7 @@ class JsonlReader(Reader):
 
     def describe(self, source, path: str, relpath: str, digest: bool = True) -> InputFile:
         """Size, digest and modification time; a plain file's newlines are counted in the same read."""
-        if _is_compressed(path) or not digest:
+        if _is_compressed(path) or not digest or is_remote(path):
             return super().describe(source, path, relpath, digest)
         try:
             st = os.stat(path)
