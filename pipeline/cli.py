@@ -461,16 +461,20 @@ def index() -> None:
 
 @index.command("rebuild")
 @click.argument("state_dir")  # a path or an fsspec URL (s3://bucket/state): not a click.Path
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True)  # paths or URLs of runs on a store
 def index_rebuild(state_dir, run_dirs) -> None:
-    """Recreate the index in STATE_DIR (a directory or an fsspec URL) from the published RUN_DIRS.
+    """Recreate the index in STATE_DIR (a directory or an fsspec URL) from the published RUN_DIRS
+    (directories or URLs).
 
     Each run is checked against its manifest first.
     """
+    from contextlib import ExitStack
+
     from pipeline.dedup.index import rebuild
 
-    with exits_on_error():
-        idx = rebuild(state_dir, list(run_dirs))
+    with exits_on_error(), ExitStack() as stack:
+        local = [stack.enter_context(readable_run(d)) for d in run_dirs]
+        idx = rebuild(state_dir, local, names=[d if "://" in d else str(Path(d).resolve()) for d in run_dirs])
     s = idx.summary()
     click.echo(f"index {s['path']}: {len(s['runs'])} run(s), {s['records']:,} records")
 

@@ -26,6 +26,19 @@ def build_config(out_dir: Path, sources: list[dict], **overrides) -> RunConfig:
     return parse_config(data, "test-config")
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the tests that ask for it;
+    the AWS variables point at it while it runs (child processes inherit them)."""
+    from tests.s3server import S3Server
+
+    server = S3Server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def run_pipeline(tmp_path):
     """Run sources through the local executor; returns (manifest, ledger frame, shards frame)."""

@@ -41,10 +41,13 @@ class S3Server:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, timeout: float = 30.0) -> "S3Server":
+    def start(cls, timeout: float = 30.0, authenticate: bool = False) -> "S3Server":
+        """`authenticate`: check every request's credentials (moto's IAM mode), so that this
+        module's test keys are refused like unknown keys on a real store."""
         port = _free_port()
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"} if authenticate else None
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         server = cls(port, proc)
         deadline = time.monotonic() + timeout
         while True:

@@ -246,19 +246,21 @@ class CorpusIndex:
                 "runs": [r["run_id"] for r in self.runs], "records": sum(r["records"] for r in self.runs)}
 
 
-def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike],
+            names: list[str] | None = None) -> CorpusIndex:
     """Recreate the index from published run directories (their manifests, ledgers and shards),
-    holding the state directory like a run does (waiting for a run that holds it)."""
+    holding the state directory like a run does (waiting for a run that holds it). `names`: what
+    the index calls each run directory (its URL, when `run_dirs` are local copies of runs on a store)."""
     from types import SimpleNamespace
 
     root = local_state_dir(state_dir)
     if root is not None and root.exists() and not root.is_dir():
-        return _rebuild(state_dir, run_dirs)  # which says what is wrong
+        return _rebuild(state_dir, run_dirs, names)  # which says what is wrong
     with state_lock(SimpleNamespace(dir=os.fspath(state_dir))):
-        return _rebuild(state_dir, run_dirs)
+        return _rebuild(state_dir, run_dirs, names)
 
 
-def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], names: list[str] | None = None) -> CorpusIndex:
     """Recreate the index from published run directories (their manifests, ledgers and shards).
 
     The dedup settings come from the runs' own manifests and must agree; each shard's digest is
@@ -271,6 +273,7 @@ def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) ->
     from pipeline.dedup.near import banding, params
 
     runs = []
+    name_of = dict(zip(map(str, run_dirs), names or map(str, run_dirs)))
     for d in run_dirs:
         path = Path(d) / "manifest.json"
         try:
@@ -330,5 +333,5 @@ def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) ->
             cols.update({f"b{k:02d}": pa.array(keys[:, k]) for k in range(bd.bands)})
             near_keys = pa.table(cols)
             near_sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, near.num_perm), np.uint32)
-        idx.add_run(manifest["run_id"], str(d), exact, near_keys, near_sig, inputs)
+        idx.add_run(manifest["run_id"], name_of[str(d)], exact, near_keys, near_sig, inputs)
     return idx

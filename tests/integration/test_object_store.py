@@ -23,27 +23,17 @@ from pipeline.errors import OutputError, SourceError
 from pipeline.executor import run_local
 from pipeline.storage import RemoteRunDir
 from tests.conftest import REPO
-from tests.s3server import S3Server
 
 SAMPLES = REPO / "data_samples"
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = S3Server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def store(s3, tmp_path, monkeypatch):
+def store(s3_server, tmp_path, monkeypatch):
     """Empty buckets `in-bucket` and `out-bucket`, the samples uploaded to s3://in-bucket/samples/,
     and this test's own object cache."""
     import fsspec
 
-    s3.reset()
+    s3_server.reset()
     monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
     fs = fsspec.filesystem("s3")
     fs.mkdir("in-bucket")
@@ -131,6 +121,11 @@ def test_a_run_on_the_store_equals_the_same_run_on_local_files(store, tmp_path):
     inspected = runner.invoke(main, ["inspect", "s3://out-bucket/runs/one", "--json"])
     assert inspected.exit_code == 0, inspected.output
     assert json.loads(inspected.output)["run_id"] == remote["run_id"]
+    rebuilt = runner.invoke(main, ["index", "rebuild", "s3://out-bucket/state-rebuilt", "s3://out-bucket/runs/one"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    again = json.loads(store.cat_file("out-bucket/state-rebuilt/index.json"))
+    assert [(r["run_id"], r["out_dir"], r["records"]) for r in again["runs"]] == \
+        [(r["run_id"], r["out_dir"], r["records"]) for r in index["runs"]]
 
 
 def test_a_second_run_into_the_same_location_repeats_nothing_and_chains(store, tmp_path):
@@ -221,3 +216,22 @@ def test_the_command_line_reads_and_writes_urls(store, tmp_path):
     stored = pl.concat([pl.read_parquet(store.cat_file(p)) for p in sorted(store.find("out-bucket/runs/cli/ledger"))])
     written = pl.read_parquet(str(tmp_path / "local" / "ledger" / "*.parquet"))
     assert stored.equals(written)
+
+
+def test_refused_credentials_are_named_with_what_to_check(s3_server, tmp_path, monkeypatch):
+    """A server that checks credentials (and knows none of ours): reading an input and publishing
+    a run both fail with an error naming the URL and the credentials, and nothing is published."""
+    from tests.s3server import S3Server
+
+    monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
+    strict = S3Server.start(authenticate=True)
+    try:
+        with pytest.raises(SourceError, match=r"s3://in-bucket/samples/web: cannot list the objects: access denied: "
+                                              r"check the credentials"):
+            run_local(_config("s3://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "out")))
+        with pytest.raises(SourceError, match=r"s3://in-bucket/lists/sample-list.csv: cannot read this object: access denied"):
+            run_local(_config(str(SAMPLES), "s3://in-bucket/lists/sample-list.csv", str(tmp_path / "out")))
+        with pytest.raises(OutputError, match=r"s3://out-bucket/runs/z.*access denied"):
+            run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), "s3://out-bucket/runs/z"))
+    finally:
+        strict.stop()
