@@ -28,6 +28,7 @@ from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import make_plan, wait_for_digests  # noqa: E402
 from pipeline.progress import Progress  # noqa: E402
 from pipeline.publish import finalize  # noqa: E402
+from pipeline.run.scratch import DriverSync  # noqa: E402
 from pipeline.run.timings import StepClock, record_step, start_run  # noqa: E402
 from pipeline.run.workdir import cleanup_tmp  # noqa: E402
 from pipeline.spill import release_memory_spill  # noqa: E402
@@ -85,16 +86,19 @@ def finalize_task(work_dir: str) -> dict:
     return {"run_id": m["run_id"], "conservation": m["conservation"]["overall"], "outputs": len(m["outputs"]["shards"])}
 
 
-def _run_phase(progress: Progress, step, work: str, workers: int) -> list[dict]:
-    """Submit one task per item and wait for all of them, advancing the progress bar as they finish."""
+def _run_phase(progress: Progress, step, work: str, workers: int, sync: DriverSync) -> list[dict]:
+    """Submit one task per item and wait for all of them, advancing the progress bar as they finish
+    (the tasks get `sync.task_work`: the shared scratch space's URL, or `work`)."""
     ids = step_items(work, step)
+    sync.send()
+    task_work = sync.task_work
     bar = progress.phase(step.name, len(ids))
     if step.scope == "unit":
-        futures = [unit_task.submit(work, step.name, i) for i in ids]
+        futures = [unit_task.submit(task_work, step.name, i) for i in ids]
     elif step.scope == "task":
-        futures = [stage_task.submit(work, step.name, i, workers) for i in ids]
+        futures = [stage_task.submit(task_work, step.name, i, workers) for i in ids]
     else:
-        futures = [shard_task.submit(work, step.name, i) for i in ids]
+        futures = [shard_task.submit(task_work, step.name, i) for i in ids]
     results = []
     for fut in as_completed(futures):
         results.append(fut.result())
@@ -128,18 +132,20 @@ def clean_flow(config: dict) -> dict:
         logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(plan.units),
                     " (resumed)" if plan.resumed else "")
         progress = Progress()
+        sync = DriverSync(cfg, work)
         try:
             for step in build_steps(cfg):
                 if step.name == "barrier":
                     held.enter_context(state_lock(cfg.state))
                 clock = StepClock()
+                sync.receive()
                 if step.scope == "background":
                     results = [run_step(work, step.name)]  # in this process: beside the barrier and pass 2
                 elif step.scope == "global":
                     results = [global_task(work, step.name)]
                 elif step.scope in ("unit", "task"):
                     try:
-                        results = _run_phase(progress, step, work, _stage_workers(work, step, cfg))
+                        results = _run_phase(progress, step, work, _stage_workers(work, step, cfg), sync)
                         clock.stop()  # before the worker processes exit: their CPU counts
                     finally:
                         if step.processes:
@@ -147,10 +153,12 @@ def clean_flow(config: dict) -> dict:
 
                             shutdown()
                 else:
-                    ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
-                    results = _run_phase(progress, step, work, 1)
+                    sync.send()
+                    ledger = ledger_task.submit(sync.task_work)  # beside pass 2, once every decision is final
+                    results = _run_phase(progress, step, work, 1, sync)
                     ledger.result()
                 record_step(work, step.name, step.scope, clock, results)
+                sync.send()
                 if step.name == "barrier":
                     pause_after_barrier_if_asked()  # a test hook: nothing unless its variable is set
         except BaseException:
@@ -161,7 +169,9 @@ def clean_flow(config: dict) -> dict:
             # The input digests hashed in this process: before another may publish, and never
             # left running after a failed flow.
             wait_for_digests(work)
+        sync.receive(content=True)
         summary = finalize_task(work)
+        sync.done()
     logger.info("run %s published to %s", summary["run_id"], cfg.output.dir)
     return summary
 

@@ -362,6 +362,11 @@ class RunnerConfig(_Strict):
     max_workers: int = Field(default=2, ge=1)
     dask_address: str | None = None
     dask_workers: int = Field(default=2, ge=1)
+    scratch: Literal["local", "store"] = "local"
+    """Where the run's scratch space (`_work/`) is shared with the workers: "local", the run
+    directory's (or `output.local_dir`'s) filesystem, which workers on other machines must mount at
+    the same path; "store", beside the run on its object store (`output.dir` a URL), each machine
+    keeping a copy (`pipeline.run.scratch`)."""
 
 
 class ErrorPolicyConfig(_Strict):
@@ -435,6 +440,9 @@ class RunConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        if self.runner.scratch == "store" and not is_url(self.output.dir):
+            raise ValueError("runner.scratch: store needs an output.dir on an object store (s3://...); with a local "
+                             "output.dir the scratch space is that directory's `_work/`")
         return self
 
     def canonical_json(self) -> str:

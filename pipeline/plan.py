@@ -54,6 +54,8 @@ class RunPlan:
     hash_lists: list[dict] = field(default_factory=list)
     waivers: list[dict] = field(default_factory=list)
     spill_dir: str | None = None  # a memory spill directory (units.spill_to), else the scratch space
+    # Where this process loaded the plan from (a worker's copy of a shared scratch space); not saved.
+    loaded_from: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def resumed(self) -> bool:
@@ -62,8 +64,8 @@ class RunPlan:
 
     @property
     def work_dir(self) -> Path:
-        """Scratch space of the run, removed once the outputs are published."""
-        return Path(self.out_dir) / WORK_DIR
+        """Scratch space of the run, removed once the outputs are published (in a worker, its copy)."""
+        return Path(self.loaded_from) if self.loaded_from else Path(self.out_dir) / WORK_DIR
 
     @property
     def spill_root(self) -> Path:
@@ -137,7 +139,7 @@ class RunPlan:
         """Load the plan a worker was pointed at."""
         path = Path(work_dir) / PLAN_FILE
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            return replace(cls.from_json(json.loads(path.read_text())), loaded_from=str(work_dir))
         except FileNotFoundError as e:
             raise PlanError(f"{path}: no run plan here; start the run with `hygiene run`") from e
 
@@ -335,7 +337,9 @@ def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile
     prev = out_dir / "manifest.json"
     run_id = str(uuid.uuid4())
     spill = None
-    if cfg.units.spill:
+    from pipeline.run.scratch import scratch_url
+
+    if cfg.units.spill and scratch_url(cfg) is None:  # a shared scratch on a store keeps no spill
         sweep_memory_spills()
         # Parsed records take about their input's size; compressed inputs several times it.
         estimate = sum(f.bytes * (5 if f.path.endswith((".gz", ".zst")) else 1.2) for f in inputs)

@@ -117,13 +117,13 @@ def _assemble(plan: RunPlan, work: Path, pass2: list[dict], final: Path) -> dict
     for r in pass2:
         f = r["shard"]
         name = f"shards/{Path(f['path']).name}"
-        os.link(f["path"], final / name)
+        os.link(work / name, final / name)  # by name: a worker may have written it into its own copy of the scratch
         shards.append({**f, "path": name})
     (final / "ledger").mkdir()
     ledgers = []
     for f in stage_ledger(str(work))["files"]:
         name = f"ledger/{Path(f['path']).name}"
-        os.link(f["path"], final / name)
+        os.link(work / name, final / name)
         ledgers.append({**f, "path": name})
     return {"shards": shards, "ledger": ledgers}
 
@@ -157,7 +157,7 @@ def finalize(work_dir: str) -> dict:
     final = work / "final"
     outputs = _assemble(plan, work, pass2, final)
     # build_manifest reads the ledger through the run dir's relative paths: point it at final/.
-    staged = RunPlan(**{**plan.__dict__, "out_dir": str(final)})
+    staged = RunPlan(**{**plan.__dict__, "out_dir": str(final), "loaded_from": None})
     manifest = build_manifest(
         plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),

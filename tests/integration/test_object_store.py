@@ -235,3 +235,22 @@ def test_refused_credentials_are_named_with_what_to_check(s3_server, tmp_path, m
             run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), "s3://out-bucket/runs/z"))
     finally:
         strict.stop()
+
+
+def test_a_scratch_space_on_the_store_gives_the_same_run(store, tmp_path):
+    """`runner.scratch: store`: the steps run on a copy of the scratch space that is exchanged with
+    the store (as on workers that share no filesystem); PII runs in its own tasks on that copy too.
+    The published shards and ledger equal the local run's, and no scratch is left on the store."""
+    pii = {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"], "residual_scan": {"enabled": False}}
+    local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local"),
+                              pii=pii))
+    shared = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
+                               "s3://out-bucket/runs/shared", pii=pii, runner={"scratch": "store"}))
+    stored, written = _remote_outputs(store, "out-bucket/runs/shared"), _local_outputs(tmp_path / "local")
+    for x in (stored, written):
+        x.pop("quarantine/incidents.jsonl")
+    assert _digests(stored) == _digests(written)
+    assert shared["conservation"] == local["conservation"]
+    store.invalidate_cache()
+    assert not store.exists("out-bucket/runs/shared/_work")
+    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/shared"]).exit_code == 0
