@@ -87,7 +87,8 @@ def _url(fs, path: str) -> str:
     return f"{_protocol(fs)}://{path}"
 
 
-def _explain(e: Exception) -> str:
+def explain_store_error(e: Exception) -> str:
+    """What a store's error means for the user, and what to check."""
     if isinstance(e, PermissionError):
         return "access denied: check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) and the bucket's policy"
     if isinstance(e, FileNotFoundError):
@@ -104,7 +105,8 @@ class ObjectInfo:
     mtime_ns: int
 
 
-def _info_of(fs, path: str, info: dict) -> ObjectInfo:
+def info_of(fs, path: str, info: dict) -> ObjectInfo:
+    """The version of an object from fsspec's `info` (S3 ETag, GCS md5Hash, or size and time)."""
     size = int(info.get("size") or info.get("Size") or 0)
     etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("generation")
     when = info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime")
@@ -126,10 +128,10 @@ def object_info(url: str) -> ObjectInfo:
     try:
         info = fs.info(path)
     except OSError as e:
-        raise SourceError(f"{url}: cannot read this object: {_explain(e)}") from e
+        raise SourceError(f"{url}: cannot read this object: {explain_store_error(e)}") from e
     if info.get("type") == "directory":
         raise SourceError(f"{url}: is a prefix (a directory), not an object")
-    return _info_of(fs, path, info)
+    return info_of(fs, path, info)
 
 
 def list_objects(pattern: str, suffixes: tuple[str, ...] | None) -> list[tuple[str, str]]:
@@ -157,7 +159,7 @@ def list_objects(pattern: str, suffixes: tuple[str, ...] | None) -> list[tuple[s
     except SourceError:
         raise
     except OSError as e:
-        raise SourceError(f"{pattern}: cannot list the objects: {_explain(e)}") from e
+        raise SourceError(f"{pattern}: cannot list the objects: {explain_store_error(e)}") from e
     return sorted(((_url(fs, p), p[len(root):].lstrip("/")) for p in found), key=lambda kv: (kv[1], kv[0]))
 
 
@@ -188,7 +190,7 @@ def local_copy(url: str, etag: str | None = None) -> str:
         fs.get_file(path, str(tmp))
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise SourceError(f"{url}: cannot download this object: {_explain(e)}") from e
+        raise SourceError(f"{url}: cannot download this object: {explain_store_error(e)}") from e
     after = object_info(url)
     if after.etag != before.etag or tmp.stat().st_size != before.size:
         tmp.unlink(missing_ok=True)
@@ -250,7 +252,7 @@ class RemoteRunDir:
         return self.path.rsplit("/", 1)[0]
 
     def _fail(self, rel: str, doing: str, e: Exception) -> OutputError:
-        return OutputError(f"{self.where(rel)}: cannot {doing}: {_explain(e)}")
+        return OutputError(f"{self.where(rel)}: cannot {doing}: {explain_store_error(e)}")
 
     def has_manifest(self) -> bool:
         """True when the run is published (its manifest is the commit point)."""
@@ -349,7 +351,7 @@ class RemoteRunDir:
             self._get(rel, dest / rel)
         self.fs.invalidate_cache()
         after = self.fs.info(self._p(MANIFEST))
-        if _info_of(self.fs, MANIFEST, after).etag != _info_of(self.fs, MANIFEST, before).etag:
+        if info_of(self.fs, MANIFEST, after).etag != info_of(self.fs, MANIFEST, before).etag:
             raise OutputError(f"{self.url}: the run was published again while it was read; try again")
 
     def upload_new(self, local: Path, rels: list[str]) -> None:

@@ -62,9 +62,9 @@ class SharedScratch:
         self.record = self.local.with_name(self.local.name + ".sync.json")
 
     def _fail(self, rel: str, doing: str, e: Exception) -> OutputError:
-        from pipeline.storage import _explain
+        from pipeline.storage import explain_store_error
 
-        return OutputError(f"{self.url}/{rel}: cannot {doing} the run's shared scratch space: {_explain(e)}")
+        return OutputError(f"{self.url}/{rel}: cannot {doing} the run's shared scratch space: {explain_store_error(e)}")
 
     @contextmanager
     def _locked(self) -> Iterator[dict]:
@@ -82,14 +82,14 @@ class SharedScratch:
 
     def _remote(self) -> dict[str, str]:
         """rel -> ETag of every object of the scratch space."""
-        from pipeline.storage import _info_of
+        from pipeline.storage import info_of
 
         self.fs.invalidate_cache(self.path)
         try:
             found = self.fs.find(self.path, detail=True) if self.fs.exists(self.path) else {}
         except OSError as e:
             raise self._fail("", "list", e) from e
-        return {p[len(self.path):].lstrip("/"): _info_of(self.fs, p, i).etag for p, i in found.items()
+        return {p[len(self.path):].lstrip("/"): info_of(self.fs, p, i).etag for p, i in found.items()
                 if i.get("type") != "directory"}
 
     def _local_files(self, content: bool) -> dict[str, tuple[int, int]]:
@@ -131,7 +131,7 @@ class SharedScratch:
     def push(self, baseline: dict[str, tuple[int, int]] | None = None, content: bool = True) -> None:
         """Upload the files of this copy that changed since they were last exchanged, and remove from
         the store those that were in `baseline` and are gone from the copy."""
-        from pipeline.storage import _info_of
+        from pipeline.storage import info_of
 
         with self._locked() as state:
             now = self._local_files(content)
@@ -143,7 +143,7 @@ class SharedScratch:
                 try:
                     self.fs.put_file(str(self.local / rel), target)
                     self.fs.invalidate_cache(target.rsplit("/", 1)[0])
-                    etag = _info_of(self.fs, target, self.fs.info(target)).etag
+                    etag = info_of(self.fs, target, self.fs.info(target)).etag
                 except OSError as e:
                     raise self._fail(rel, "upload a file to", e) from e
                 state[rel] = {"etag": etag, "size": size, "mtime_ns": mtime_ns}
