@@ -201,6 +201,43 @@ def local_copy(url: str, etag: str | None = None) -> str:
     return str(dest)
 
 
+def local_range(url: str, etag: str, start: int, stop: int) -> str:
+    """A local file holding bytes [start, stop) of the object at the same offsets (a sparse file:
+    the bytes before `start` take no disk), so a reader of that byte range of a large object fetches
+    only its range. The object must still have `etag`, before and after the fetch."""
+    fs, path = _store(url, "input")
+    whole = _cache_path(fs, path)
+    if whole.exists() and _sidecar(whole).exists() and _sidecar(whole).read_text() == etag:
+        return str(whole)  # this machine has the whole object already (the planner's copy)
+    dest = whole.with_name(f"{whole.name}.range-{start}-{stop}")
+    sidecar = dest.with_name(dest.name + ".hygiene-etag")
+    if dest.exists() and sidecar.exists() and sidecar.read_text() == etag:
+        return str(dest)
+    before = object_info(url)
+    if before.etag != etag:
+        raise _changed(url, etag, before.etag)
+    try:
+        data = fs.cat_file(path, start=start, end=stop)
+    except OSError as e:
+        raise SourceError(f"{url}: cannot read bytes {start}-{stop} of this object: {explain_store_error(e)}") from e
+    after = object_info(url)
+    if after.etag != etag or len(data) != stop - start:
+        raise _changed(url, etag, after.etag)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.seek(start)
+        f.write(data)
+    with _DOWNLOAD_LOCK:
+        os.replace(tmp, dest)
+        sidecar.write_text(etag)
+    return str(dest)
+
+
+def _sidecar(copy: Path) -> Path:
+    return copy.with_name(copy.name + ".hygiene-etag")
+
+
 def _changed(url: str, planned: str, now: str) -> SourceError:
     return SourceError(f"{url}: the object changed while the run read it (ETag {planned} when planned, {now} now); "
                        "run again once the object is no longer being written")
@@ -213,8 +250,9 @@ def drop_local_copies(urls: list[str]) -> None:
             continue
         fs, path = _store(url, "input")
         dest = _cache_path(fs, path)
-        dest.unlink(missing_ok=True)
-        dest.with_name(dest.name + ".hygiene-etag").unlink(missing_ok=True)
+        for p in [dest, *dest.parent.glob(f"{dest.name}.range-*")] if dest.parent.exists() else [dest]:
+            p.unlink(missing_ok=True)
+            p.with_name(p.name + ".hygiene-etag").unlink(missing_ok=True)
 
 
 def default_local_dir(url: str) -> str:
