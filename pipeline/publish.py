@@ -29,7 +29,7 @@ from pipeline.sinks.card import CARD, CROISSANT, write_metadata
 from pipeline.sinks.shards import ShardWriter, WrittenFile
 from pipeline.spill import remove_spill
 from pipeline.storage import RemoteRunDir, drop_local_copies, object_info, quarantine_access
-from pipeline.run.index_feed import index_additions
+from pipeline.run.index_feed import index_additions, stage_additions
 from pipeline.run.workdir import read_done, read_schema, shard_ids, unit_name
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def finalize(work_dir: str) -> dict:
 
         exact, near_keys, near_sig, inputs = index_additions(work, plan)
         CorpusIndex.open(plan.config.state.dir, plan.config).add_run(
-            plan.run_id, plan.config.output.dir, exact, near_keys, near_sig, inputs)
+            plan.run_id, plan.config.output.dir, exact, near_keys, near_sig, inputs, stage_additions(work, plan))
     shutil.rmtree(work)
     if plan.spill_dir:
         remove_spill(Path(plan.spill_dir))

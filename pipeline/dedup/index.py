@@ -8,6 +8,8 @@ Parquet and raw uint32 signatures, one set per published run)::
     near/<run_id>.parquet      record_id, b00..bNN (LSH band keys)             -- candidates
     near/<run_id>.sig          raw uint32 signatures, same row order           -- verification
     inputs/<run_id>.parquet    source, path, sha256 of every input the run processed
+    stages/<kind>/<run_id>.parquet  what a barrier stage keeps for later runs (e.g. containment's
+                               shingles of kept records), with its settings in the run's entry
 
 A run reads the index before deciding, and adds its own survivors only after it has published,
 by writing its files and then replacing index.json atomically: a run that fails leaves the
@@ -27,8 +29,8 @@ holder dies; a store that cannot create only-if-absent runs unheld, with a warni
 Usage::
 
     idx = CorpusIndex.open(state_dir, cfg)       # validates version, parameters and digests
-    idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()
-    idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs)
+    idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()  /  idx.stage_frames(kind, params)
+    idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs, stage_frames)
     with state_lock(cfg.state): ...             # barrier .. index update of one run
 """
 
@@ -183,9 +185,19 @@ class CorpusIndex:
                 out.setdefault(digest, r["run_id"])
         return out
 
+    def stage_frames(self, kind: str, params: dict) -> pl.DataFrame | None:
+        """What the runs of the index kept for stage `kind` with these settings (`BarrierStage.
+        index_additions`), record ids as `run_id/record_id`; None when no run has any."""
+        frames = [pl.read_parquet(self.root / "stages" / kind / f"{r['run_id']}.parquet").with_columns(
+                      (pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
+                  for r in self.runs if r.get("stages", {}).get(kind) == params]
+        return pl.concat(frames) if frames else None
+
     def add_run(self, run_id: str, out_dir: str, exact: pl.DataFrame, near_keys: pa.Table | None,
-                near_sig: np.ndarray | None, inputs: pl.DataFrame) -> None:
+                near_sig: np.ndarray | None, inputs: pl.DataFrame,
+                stage_frames: dict[str, tuple[dict, pl.DataFrame]] | None = None) -> None:
         """Add a published run's survivors, then replace index.json (the commit point).
+        `stage_frames`: kind -> (settings, frame) of the barrier stages' additions.
 
         For a remote state directory the files are written in the mirror, uploaded, and only then
         is index.json written: a failure before that leaves the remote index unchanged.
@@ -209,8 +221,12 @@ class CorpusIndex:
             with atomic_path(self.root / "near" / f"{run_id}.sig") as tmp:
                 np.ascontiguousarray(near_sig, dtype=np.uint32).tofile(tmp)
             files[f"near/{run_id}.sig"] = sha256_path(self.root / "near" / f"{run_id}.sig")
+        for kind, (_params, frame) in sorted((stage_frames or {}).items()):
+            put_parquet(f"stages/{kind}/{run_id}.parquet", frame)
         entry = {"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
                  "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if stage_frames:
+            entry["stages"] = {kind: params for kind, (params, _f) in sorted(stage_frames.items())}
         if self.remote is None:
             # Read-modify-write of index.json under its own lock, from what is committed now (not
             # what this object read when opened): a run another writer added meanwhile is kept.
