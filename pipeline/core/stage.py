@@ -252,9 +252,9 @@ class BarrierStage(Stage):
 
     def index_additions(self, work_dir: Path, kept):
         """What this stage adds to the corpus index (`state.dir`) once the run is published: a polars
-        frame with a `record_id` column (None: nothing). `kept`: unit, row and record_id of the run's
-        kept records. Later runs read these frames back with `ctx.index.stage_frames(kind, params)`,
-        their record ids as `run_id/record_id`."""
+        frame (None: nothing). `kept`: unit, row and record_id of the run's kept records. Later runs
+        read the frames back with `ctx.index.stage_frames(kind, params)`, concatenated oldest run
+        first, a `record_id` column as `run_id/record_id`."""
         return None
 
     def index_params(self) -> dict:

@@ -187,10 +187,16 @@ class CorpusIndex:
 
     def stage_frames(self, kind: str, params: dict) -> pl.DataFrame | None:
         """What the runs of the index kept for stage `kind` with these settings (`BarrierStage.
-        index_additions`), record ids as `run_id/record_id`; None when no run has any."""
-        frames = [pl.read_parquet(self.root / "stages" / kind / f"{r['run_id']}.parquet").with_columns(
-                      (pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
-                  for r in self.runs if r.get("stages", {}).get(kind) == params]
+        index_additions`), oldest run first, record ids (if any) as `run_id/record_id`; None when
+        no run has any."""
+        frames = []
+        for r in self.runs:
+            if r.get("stages", {}).get(kind) != params:
+                continue
+            df = pl.read_parquet(self.root / "stages" / kind / f"{r['run_id']}.parquet")
+            if "record_id" in df.columns:
+                df = df.with_columns((pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
+            frames.append(df)
         return pl.concat(frames) if frames else None
 
     def add_run(self, run_id: str, out_dir: str, exact: pl.DataFrame, near_keys: pa.Table | None,
