@@ -26,6 +26,22 @@ def build_config(out_dir: Path, sources: list[dict], **overrides) -> RunConfig:
     return parse_config(data, "test-config")
 
 
+def run_one_stage(root: Path, rows: list[dict], stage: dict, **sections) -> tuple[dict, Path]:
+    """`rows` as one JSONL source (`id` the id field) under `root/in`, run with safety and `stage`
+    (a `stages:` entry) into `root/out`; `sections`: other config sections (e.g. `state`).
+    Returns (manifest, run directory)."""
+    import json
+
+    d = root / "in"
+    d.mkdir(parents=True)
+    (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = root / "out"
+    manifest = run_local(parse_config({
+        "sources": [{"name": "s", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
+        "output": {"dir": str(out)}, "stages": [{"kind": "safety"}, stage], **sections}))
+    return manifest, out
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the tests that ask for it;

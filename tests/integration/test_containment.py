@@ -16,6 +16,7 @@ from pipeline.config import parse_config
 from pipeline.dedup.containment import containment, find_contained, record_shingles
 from pipeline.executor import run_local
 from pipeline.stages.containment import evidence_of
+from tests.conftest import run_one_stage
 
 RNG = random.Random(18)
 VOCAB = [f"w{i}" for i in range(5000)]
@@ -193,14 +194,7 @@ def test_records_of_earlier_runs_in_the_corpus_index_are_containers(tmp_path):
     state = {"dir": str(tmp_path / "state")}
 
     def run(name: str, rows: list[dict], ngram: int = 5) -> tuple[dict, pl.DataFrame]:
-        d = tmp_path / name / "in"
-        d.mkdir(parents=True)
-        (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        out = tmp_path / name / "out"
-        m = run_local(parse_config({
-            "sources": [{"name": "s", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
-            "output": {"dir": str(out)}, "state": state,
-            "stages": [{"kind": "safety"}, {"kind": "containment", "config": {"ngram": ngram}}]}))
+        m, out = run_one_stage(tmp_path / name, rows, {"kind": "containment", "config": {"ngram": ngram}}, state=state)
         return m, pl.read_parquet(str(out / "ledger" / "*.parquet"))
 
     first, _ = run("r1", [{"id": "article", "text": " ".join(article)}, {"id": "note", "text": " ".join(_words(80))}])

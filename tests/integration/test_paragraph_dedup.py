@@ -17,6 +17,7 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.dedup.paragraphs import find_repeats, remove_spans, split_units
 from pipeline.executor import run_local
+from tests.conftest import run_one_stage
 
 DOLMA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dedup" / "dolma_dedupe_fixtures"
 if not DOLMA.exists():
@@ -270,14 +271,8 @@ def test_paragraphs_published_by_earlier_runs_count_and_come_first(tmp_path):
     local = "Only the second run repeats this paragraph, twice, in two of its own records here."
 
     def run(name: str, rows: list[dict], options: dict) -> tuple[dict, dict]:
-        d = tmp_path / name / "in"
-        d.mkdir(parents=True)
-        (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        out = tmp_path / name / "out"
-        m = run_local(parse_config({
-            "sources": [{"name": "s", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
-            "output": {"dir": str(out)}, "state": {"dir": str(tmp_path / f"state-{options['max_documents']}")},
-            "stages": [{"kind": "safety"}, {"kind": "paragraph_dedup", "config": options}]}))
+        m, out = run_one_stage(tmp_path / name, rows, {"kind": "paragraph_dedup", "config": options},
+                               state={"dir": str(tmp_path / f"state-{options['max_documents']}")})
         shards = pl.read_parquet(str(out / "shards" / "*.parquet"))
         return m, dict(zip(shards["record_id"].to_list(), shards["text"].to_list()))
 
