@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
 
 import click
 
-from pipeline.cli_common import exits_on_error
+from pipeline.cli_common import exits_on_error, fast_exit
 from pipeline.config import RunConfig, load_config, parse_config
 from pipeline.sources.inputs import sources_from_inputs  # noqa: F401 - part of the CLI's API
 from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ConfigError, PipelineError, RejectionsError  # noqa: F401
@@ -63,9 +64,8 @@ def main(verbose: bool) -> None:
     directory (see the README's "Run directory" section).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    fast_exit()
     if not verbose:
-        import os
-
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -80,6 +81,15 @@ def test_two_runs_share_one_local_server_and_publish_what_the_plain_executor_doe
         artifacts = _post(f"{started.url}/artifacts/filter", {})
         summaries = {a["flow_run_id"] for a in artifacts if a["key"] == "hygiene-run-summary"}
         assert summaries == {r["id"] for r in runs}
+        # Task-run states reach the server as events, recorded a moment later.
+        deadline = time.monotonic() + 60
+        while True:
+            tasks = _post(f"{started.url}/task_runs/filter", {})
+            finals = [t for t in tasks if t["state_name"] == "Completed"]
+            if ({t["flow_run_id"] for t in finals} == summaries and len(finals) == len(tasks)) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert {t["flow_run_id"] for t in finals} == summaries and len(finals) == len(tasks) > 2
     finally:
         stopped = stop_server(home)
     assert stopped is not None and stopped.pid == started.pid
