@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
 
 import click
 
-from pipeline.cli_common import exits_on_error
+from pipeline.cli_common import exits_on_error, fast_exit
 from pipeline.config import RunConfig, load_config, parse_config
 from pipeline.sources.inputs import sources_from_inputs  # noqa: F401 - part of the CLI's API
 from pipeline.storage import readable_run, writable_run
@@ -65,9 +66,8 @@ def main(verbose: bool) -> None:
     directory (see the README's "Run directory" section).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    fast_exit()
     if not verbose:
-        import os
-
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
@@ -80,13 +80,20 @@ def main(verbose: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel units (threads or Dask workers).")
 @click.option("--fail-on-reject", is_flag=True, help="Fail (exit 3) and publish nothing if any record is rejected.")
 @click.option("--no-prefect", is_flag=True, help="Run with the plain local executor instead of the Prefect flow.")
+@click.option("--prefect-api", metavar="local|ephemeral|URL",
+              help="The Prefect API of the run: local (a server on 127.0.0.1 that hygiene starts once and reuses; "
+                   "`hygiene prefect-server stop` stops it), ephemeral (a temporary API per run, 10-15 s) or a URL. "
+                   "Default: $HYGIENE_PREFECT_API, else your PREFECT_API_URL, else local.")
 @click.option("--full", is_flag=True, help="Read every input, even those a published run already processed.")
 @click.option("--hash-list", "hash_lists", multiple=True, metavar="LIST",
               help="A hash list to match against, besides the configured ones (repeatable; type declared in the file).")
-def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, full, hash_lists) -> None:
+def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, prefect_api, full, hash_lists) -> None:
     """Run the cleaning job described by CONFIG and publish a run directory."""
+    if no_prefect and prefect_api:
+        raise click.UsageError("--prefect-api chooses the API of the Prefect flow: it has no use with --no-prefect")
     with exits_on_error(config=EXIT_USAGE, rejected=EXIT_REJECTED):
         cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full, hash_lists)
+        api = None
         if no_prefect:
             from pipeline.executor import run_local
             from pipeline.progress import Progress
@@ -98,9 +105,14 @@ def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, ful
                 progress.stop()
         else:
             from flows.clean import run_flow
+            from flows.settings import prefect_api as chosen_api
 
-            manifest = run_flow(cfg)
+            with chosen_api(prefect_api, notify=lambda msg: click.echo(msg, err=True)) as api:
+                manifest = run_flow(cfg)
     _print_summary(cfg, manifest)
+    if api is not None and api.kind == "local":
+        click.echo(f"Prefect UI: {api.url.removesuffix('/api')} (a local server kept for the next runs; "
+                   f"`hygiene prefect-server stop` stops it)", err=True)
 
 
 def _print_summary(cfg: RunConfig, manifest: dict) -> None:
@@ -481,9 +493,11 @@ def index_rebuild(state_dir, run_dirs) -> None:
 
 
 from pipeline.cli_pii import pii as _pii_group  # noqa: E402 - registered after `main` exists
+from pipeline.cli_prefect import prefect_server as _prefect_server_group  # noqa: E402
 from pipeline.cli_sample import sample as _sample_command  # noqa: E402
 
 main.add_command(_pii_group)
+main.add_command(_prefect_server_group)
 main.add_command(_sample_command)
 
 if __name__ == "__main__":

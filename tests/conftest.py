@@ -55,6 +55,24 @@ def s3_server():
         server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _local_prefect_api_home(tmp_path_factory):
+    """A local Prefect API that any test starts (`hygiene run` outside the e2e harness) lives in a
+    temporary home and is stopped when the session ends: the suite never touches the user's own
+    server and never leaves one running."""
+    from flows.api_server import HOME_ENV, stop_server
+
+    home = tmp_path_factory.mktemp("hygiene-prefect")
+    before = os.environ.get(HOME_ENV)
+    os.environ[HOME_ENV] = str(home)
+    yield home
+    stop_server(home)
+    if before is None:
+        os.environ.pop(HOME_ENV, None)
+    else:
+        os.environ[HOME_ENV] = before
+
+
 @pytest.fixture
 def run_pipeline(tmp_path):
     """Run sources through the local executor; returns (manifest, ledger frame, shards frame)."""
