@@ -41,9 +41,7 @@ def pass2(work_dir: str, shard_id: int) -> dict:
                          row_group_rows=cfg.output.row_group_rows, compression=cfg.output.compression,
                          compression_level=cfg.output.compression_level,
                          plain_columns=frozenset(s.text_field for s in cfg.sources if not is_image_source(s)))
-    # Transforms that edit by positions in the re-read text first, those that re-derive edits from text last.
-    writes = sorted(stages_at(cfg, Placement.WRITE), key=lambda s: bool(getattr(s.cls, "edits_from_text", False)))
-    hooks = [(s.kind, stage_instance(s, plan).open_shard(shard_id, work)) for s in writes]
+    hooks = [(s.kind, stage_instance(s, plan).open_shard(shard_id, work)) for s in write_order(cfg)]
     spent = {kind: [0.0, 0.0] for kind, _ in hooks}
     with writer:
         for unit_id in range(meta["first_unit"], meta["last_unit"] + 1):
@@ -61,6 +59,12 @@ def pass2(work_dir: str, shard_id: int) -> dict:
               "stage_seconds": {k: [round(w, 3), round(c, 3)] for k, (w, c) in spent.items()}}
     atomic_write_json(done, result)
     return result
+
+
+def write_order(cfg) -> list:
+    """The run's write-time stages in the order pass 2 applies them: transforms that edit by
+    positions in the re-read text first, those that re-derive their edits from the text last."""
+    return sorted(stages_at(cfg, Placement.WRITE), key=lambda s: bool(getattr(s.cls, "edits_from_text", False)))
 
 
 def _write_unit_rows(plan: RunPlan, work: Path, unit_id: int, shard_id: int, schema: pa.Schema, writer: ShardWriter,

@@ -155,7 +155,7 @@ class ParagraphDedupStage(BarrierStage):
                           pl.lit("}")).alias("evidence"),
         ).sort("_i")
         kept = hit.filter(~short).select("unit", "row")
-        spans = removals.join(kept, on=["unit", "row"], how="semi").select("unit", "row", "idx", "hash")
+        spans = removals.join(kept, on=["unit", "row"], how="semi").select("unit", "row", "idx", "hash", "start", "end")
         for (u,), g in spans.group_by("unit"):
             g.drop("unit").sort("row", "idx").write_parquet(out_dir / f"u{int(u):05d}.spans.parquet")
         n_drop = int(hit.select(short.sum()).item()) if hit.height else 0
@@ -177,6 +177,9 @@ class _ShardRemoval:
         self.stage, self.directory = stage, directory
         self.records = self.chars = 0
         self.unmatched = 0   # units to remove that an earlier write-time edit (redaction) changed: kept
+        # Pass 2 re-reads the text pass 1 split (checked by digest): when no write-time stage edits
+        # it before this one, the stored spans are exact and need not be found again.
+        self.text_as_read = first_text_edit(stage.plan.config) == stage.kind
 
     def unit(self, unit_id: int, rows: np.ndarray):
         path = self.directory / f"u{unit_id:05d}.spans.parquet"
@@ -191,26 +194,44 @@ class _ShardRemoval:
             return table
         c = self.stage.config
         idx = table.column_names.index(field)
-        units, _docs = split_units(rows, table.column(idx), c.unit, c.lowercase, c.collapse_whitespace, c.min_chars)
-        found = units.join(wanted, on=["row", "idx", "hash"], how="inner").sort("row", "start")
-        self.unmatched += wanted.filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())).height - found.height
+        # Only the records with units to remove are split again (most of a shard has none).
+        at = np.flatnonzero(np.isin(rows, wanted["row"].unique().to_numpy()))
+        if at.size == 0:
+            return table
+        column = table.column(idx)
+        mine = wanted.filter(pl.col("row").is_in(pl.Series(rows[at], dtype=pl.Int64).implode()))
+        if self.text_as_read and "start" in mine.columns:
+            found = mine.sort("row", "start")
+        else:
+            units, _docs = split_units(rows[at], column.take(pa.array(at)), c.unit, c.lowercase,
+                                       c.collapse_whitespace, c.min_chars)
+            found = units.join(mine.select("row", "idx", "hash"), on=["row", "idx", "hash"], how="inner").sort("row", "start")
+            self.unmatched += mine.height - found.height
         spans: dict[int, list[tuple[int, int]]] = {}
         for r, s_, e in found.select("row", "start", "end").iter_rows():
             spans.setdefault(r, []).append((s_, e))
         if not spans:
             return table
-        values = table.column(idx).to_pylist()
-        for i, row in enumerate(rows.tolist()):
+        values = column.to_pylist()
+        for i, row in zip(at.tolist(), rows[at].tolist()):
             cut = spans.get(row)
             if cut and values[i] is not None:
                 before = len(values[i])
                 values[i] = remove_spans(values[i], cut)
                 self.records += 1
                 self.chars += before - len(values[i])
-        return table.set_column(idx, field, pa.array(values, table.column(idx).type))
+        return table.set_column(idx, field, pa.array(values, column.type))
 
     def stats(self) -> dict:
         return {"records_changed": self.records, "chars_removed": self.chars, "units_changed_by_earlier_edits": self.unmatched}
+
+
+def first_text_edit(cfg) -> str | None:
+    """The kind of the first write-time stage of a run that edits text (pass 2's order), if any."""
+    from pipeline.run.pass2 import write_order
+
+    order = write_order(cfg)
+    return order[0].kind if order else None
 
 
 def evidence_of(ledger_value: str | None) -> dict:

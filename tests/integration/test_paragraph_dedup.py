@@ -203,6 +203,26 @@ def test_same_output_across_unit_splits(tmp_path):
     assert _digests(tmp_path / "one") == _digests(tmp_path / "many")
 
 
+def test_stored_spans_cut_what_finding_the_units_again_cuts(tmp_path, monkeypatch):
+    """With no earlier write-time edit, pass 2 cuts at the spans pass 1 stored; the slower path that
+    splits the text again (taken after redaction) gives the same bytes: unicode, CRLF, tabs, text
+    without a final newline, repeats inside one record."""
+    import pipeline.stages.paragraph_dedup as stage
+
+    heads = ["Accueil | Actualités | Contact", "  Menu\tSearch  ", "Ünïcödé footer — © 2026", "Share this page."]
+    rows = [{"id": f"r{i:03d}", "text": f"{heads[i % 4]}\r\nOwn line {i}.\n{heads[(i * 3) % 4]}\n\nLast {i % 5}"
+                                         + ("\n" if i % 2 else "")} for i in range(40)]
+    for unit in ("line", "paragraph"):
+        options = {"unit": unit, "count": "occurrences", "min_chars": 1}
+        _m, fast, _l = _run(tmp_path, {"t": rows}, options, name=f"{unit}-fast")
+        monkeypatch.setattr(stage, "first_text_edit", lambda cfg: None)
+        _m, again, _l = _run(tmp_path, {"t": rows}, options, name=f"{unit}-again")
+        monkeypatch.undo()
+        assert fast == again
+        assert sum(len(t) for t in fast.values()) < sum(len(r["text"]) for r in rows)
+        assert _digests(tmp_path / f"{unit}-fast") == _digests(tmp_path / f"{unit}-again")
+
+
 @pytest.mark.parametrize("bad", [{"unit": "sentence"}, {"max_documents": 0}, {"min_chars": -1}, {"typo": 1}])
 def test_config_errors_before_any_work(tmp_path, bad):
     from pipeline.errors import ConfigError
