@@ -1,4 +1,4 @@
-"""The cleaning flow: one Prefect task per unit, stage task or shard and step; the work itself lives in `pipeline`.
+"""The cleaning flow: one Prefect task per unit, stage task, barrier partition or shard and step; the work itself lives in `pipeline`.
 
 Usage::
 
@@ -58,6 +58,13 @@ def stage_task(work_dir: str, step: str, item: int, workers: int = 1) -> dict:
     return run_step(work_dir, step, item, workers)
 
 
+@task(name="barrier-part", task_run_name="{step}-p{item}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=_retry_unless_pipeline_error)
+def part_task(work_dir: str, step: str, item: int) -> dict:
+    """One partition of the barrier's work (record ids, exact keys or LSH bands of a key range)."""
+    return run_step(work_dir, step, item)
+
+
 @task(name="shard-step", task_run_name="{step}-s{item}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_pipeline_error)
 def shard_task(work_dir: str, step: str, item: int) -> dict:
@@ -93,6 +100,8 @@ def _run_phase(progress: Progress, step, work: str, workers: int) -> list[dict]:
         futures = [unit_task.submit(work, step.name, i) for i in ids]
     elif step.scope == "task":
         futures = [stage_task.submit(work, step.name, i, workers) for i in ids]
+    elif step.scope == "part":
+        futures = [part_task.submit(work, step.name, i) for i in ids]
     else:
         futures = [shard_task.submit(work, step.name, i) for i in ids]
     results = []
@@ -130,14 +139,14 @@ def clean_flow(config: dict) -> dict:
         progress = Progress()
         try:
             for step in build_steps(cfg):
-                if step.name == "barrier":
+                if step.holds_state:
                     held.enter_context(state_lock(cfg.state))
                 clock = StepClock()
                 if step.scope == "background":
                     results = [run_step(work, step.name)]  # in this process: beside the barrier and pass 2
                 elif step.scope == "global":
                     results = [global_task(work, step.name)]
-                elif step.scope in ("unit", "task"):
+                elif step.scope in ("unit", "task", "part"):
                     try:
                         results = _run_phase(progress, step, work, _stage_workers(work, step, cfg))
                         clock.stop()  # before the worker processes exit: their CPU counts
