@@ -138,31 +138,6 @@ def unique_pairs(parts: list[np.ndarray]) -> np.ndarray:
     return np.unique(allp, axis=0)
 
 
-def unique_code_pairs(parts: list[np.ndarray]) -> np.ndarray:
-    """Union of pair arrays of any int64 values (e.g. `doc_code`s), each pair once, sorted."""
-    allp = np.concatenate(parts) if parts else np.empty((0, 2), np.int64)
-    if len(allp) == 0:
-        return np.empty((0, 2), np.int64)
-    allp = allp[np.lexsort((allp[:, 1], allp[:, 0]))]
-    first = np.concatenate([[True], np.any(allp[1:] != allp[:-1], axis=1)])
-    return allp[first]
-
-
-UNIT_SHIFT = 40  # doc code = (unit + index runs) << 40 | row: rows below 2**40, units below 2**23
-
-
-def doc_code(unit: np.ndarray | int, row: np.ndarray, index_runs: int) -> np.ndarray:
-    """One int64 per near-dedup doc that sorts as (unit, row) does: the published records of corpus
-    index run k have unit -1-k (so they come first), this run's records their unit id; a published
-    record's row is its position in its index file."""
-    return ((np.asarray(unit, np.int64) + index_runs) << UNIT_SHIFT) | np.asarray(row, np.int64)
-
-
-def decode_doc(code: np.ndarray, index_runs: int) -> tuple[np.ndarray, np.ndarray]:
-    """(unit, row) of doc codes (`doc_code`'s inverse)."""
-    return (code >> UNIT_SHIFT) - index_runs, code & ((1 << UNIT_SHIFT) - 1)
-
-
 def estimated_similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     """Estimated Jaccard of row-aligned signatures: the fraction of equal hash values."""
     return np.mean(sig_a == sig_b, axis=1)

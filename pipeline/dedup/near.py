@@ -6,10 +6,8 @@ On-disk artifacts, each inspectable and re-runnable:
     _work/minhash/uNNNNN.parquet  unit, row, shingles, b00..bNN band keys (same row order)
     _work/minhash/uNNNNN.short.parquet  row, normalised text of the unit's short records
                                   (`short_pass_max_words`; the short-document pass, see short_pass.py)
-    _work/barrier/lsh/pNNNNN.parquet  doc pairs sharing a band (as `lsh.doc_code`s), one file per
-                                  band group and key range (`pipeline.run.barrier_parts`)
-    _work/near/candidates.parquet the pairs as docs (records in a pair, in (unit, row) order), with
-                                  their estimated similarity
+    _work/barrier/lsh/pNNNNN.parquet  doc-code pairs sharing a band, per band group and key range
+    _work/near/candidates.parquet the pairs (docs: records in a pair, (unit, row) order), similarities
     _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via
 """
 
@@ -35,13 +33,11 @@ from pipeline.dedup.lsh import (
     choose_bands,
     components,
     decision_similarity,
-    decode_doc,
-    doc_code,
     log2_histogram,
     neighbour_lists,
     pair_similarity,
-    unique_code_pairs,
 )
+from pipeline.dedup.candidates import decode_doc, doc_code, unique_code_pairs
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.errors import PipelineError
@@ -267,29 +263,28 @@ def _short_doc_codes(own: list, live: pl.DataFrame, cfg: NearDedupConfig, index_
 
 def _docs(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list[tuple[str, Path, Path]],
           index_runs: int) -> pl.DataFrame:
-    """One row per doc code (sorted): unit, row, the survivor-rule columns, shingles, sig_idx,
-    external, and `doc` its position."""
+    """Per doc code (sorted): unit, row, survivor-rule columns, shingles, sig_idx, external, doc."""
     unit, row = decode_doc(codes, index_runs)
     wanted = pl.DataFrame({"unit": unit, "row": row}, schema={"unit": pl.Int64, "row": pl.Int64})
     frames = []
     for (u,), part in wanted.filter(pl.col("unit") >= 0).group_by("unit", maintain_order=True):
         meta = _signed_rows(work / "minhash" / f"u{u:05d}.parquet", part["row"].to_numpy())
         frames.append(meta.with_columns(pl.lit(u, pl.Int64).alias("unit")))
-    cols = ["unit", "row", "record_id", "priority", "text_bytes", "quality", "order_str", "order_int", "shingles",
-            "sig_idx", "external"]
-    ours = (pl.concat(frames).join(live, on=["unit", "row"], how="inner").with_columns(pl.lit(False).alias("external"))
-            .select(cols) if frames else None)
-    ext = []
+    schema = {"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64, "text_bytes": pl.Int64,
+              "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64, "shingles": pl.Int64,
+              "sig_idx": pl.Int64, "external": pl.Boolean}
+    cols = list(schema)
+    parts = [pl.concat(frames).join(live, on=["unit", "row"]).with_columns(pl.lit(False).alias("external")).select(cols)
+             if frames else pl.DataFrame(schema=schema)]
     for (u,), part in wanted.filter(pl.col("unit") < 0).group_by("unit", maintain_order=True):
         run_id, path, _sig = external[-1 - u]
         ids = pl.read_parquet(path, columns=["record_id"])["record_id"].gather(part["row"].to_numpy())
-        ext.append(pl.DataFrame({"unit": part["unit"], "row": part["row"], "record_id": run_id + "/" + ids}).with_columns(
+        parts.append(pl.DataFrame({"unit": part["unit"], "row": part["row"], "record_id": run_id + "/" + ids}).with_columns(
             pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.lit(0, pl.Int64).alias("text_bytes"),
             pl.lit(None, pl.Float64).alias("quality"), pl.col("record_id").alias("order_str"),
             pl.lit(0, pl.Int64).alias("order_int"), pl.lit(0, pl.Int64).alias("shingles"),
             pl.col("row").alias("sig_idx"), pl.lit(True).alias("external")).select(cols))
-    parts = [f for f in [ours, *ext] if f is not None]
-    docs = (pl.concat(parts) if parts else pl.DataFrame(schema={c: pl.Int64 for c in cols})).sort("unit", "row")
+    docs = pl.concat(parts, how="vertical_relaxed").sort("unit", "row")
     if docs.height != len(codes):
         raise PipelineError(f"near dedup: {len(codes) - docs.height} candidate record(s) are not among the records "
                             "still kept at the barrier; the barrier's partitions are stale: delete _work/barrier and run again")

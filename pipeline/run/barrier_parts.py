@@ -50,7 +50,8 @@ from pipeline.core.stage import Placement
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
-from pipeline.dedup.lsh import UNIT_SHIFT, bucket_pairs, doc_code, unique_code_pairs
+from pipeline.dedup.candidates import UNIT_SHIFT, doc_code, unique_code_pairs
+from pipeline.dedup.lsh import bucket_pairs
 from pipeline.run.workdir import PART_DIRS, part_done_path, part_files, read_done, unit_name
 
 log = logging.getLogger(__name__)
