@@ -30,7 +30,7 @@ across the exec, so every child would report at least the generator's footprint.
 Usage::
 
     .venv/bin/python bench/barrier_scale.py --sizes 100000 1000000
-    .venv/bin/python bench/barrier_scale.py --sizes 10000000 --skip-old     # new only
+    .venv/bin/python bench/barrier_scale.py --sizes 10000000 --skip-old --parts-only   # the tasks only
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def digests(work: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((work / "decisions").glob("*.parquet"))}
 
 
-def run_new(python: str, work: Path) -> dict:
+def run_new(python: str, work: Path, with_global: bool = True) -> dict:
     plan = child(python, REPO, ["plan_parts", str(work)])
     tasks = []
     for name in ("ids-part", "exact-part", "lsh-band"):
@@ -189,7 +189,7 @@ def run_new(python: str, work: Path) -> dict:
             r = child(python, REPO, [name, str(work), str(item)])
             tasks.append({"step": name, "item": item, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
                           "process_wall_s": r["process_wall_s"]})
-    glob = child(python, REPO, ["barrier", str(work)])
+    glob = child(python, REPO, ["barrier", str(work)]) if with_global else None
     steps = {}
     for t in tasks:
         s = steps.setdefault(t["step"], {"tasks": 0, "wall_s_sum": 0.0, "wall_s_max": 0.0, "peak_rss_mib_max": 0.0})
@@ -197,11 +197,12 @@ def run_new(python: str, work: Path) -> dict:
         s["wall_s_sum"] = round(s["wall_s_sum"] + t["wall_s"], 3)
         s["wall_s_max"] = max(s["wall_s_max"], t["wall_s"])
         s["peak_rss_mib_max"] = max(s["peak_rss_mib_max"], t["peak_rss_mib"])
-    steps["barrier (global)"] = {"tasks": 1, "wall_s_sum": glob["wall_s"], "wall_s_max": glob["wall_s"],
-                                 "peak_rss_mib_max": glob["peak_rss_mib"]}
+    if glob is not None:
+        steps["barrier (global)"] = {"tasks": 1, "wall_s_sum": glob["wall_s"], "wall_s_max": glob["wall_s"],
+                                     "peak_rss_mib_max": glob["peak_rss_mib"]}
     return {"plan": plan["result"], "tasks": tasks, "steps": steps, "global": glob,
-            "wall_s_one_worker": round(sum(t["wall_s"] for t in tasks) + glob["wall_s"], 3),
-            "largest_task_peak_rss_mib": max([t["peak_rss_mib"] for t in tasks] + [glob["peak_rss_mib"]]),
+            "wall_s_one_worker": round(sum(t["wall_s"] for t in tasks) + (glob["wall_s"] if glob else 0), 3),
+            "largest_task_peak_rss_mib": max([t["peak_rss_mib"] for t in tasks] + ([glob["peak_rss_mib"]] if glob else [])),
             "largest_part_task_peak_rss_mib": max(t["peak_rss_mib"] for t in tasks)}
 
 
@@ -215,6 +216,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/barrier-scale")
     ap.add_argument("--old-commit", default=OLD_COMMIT)
     ap.add_argument("--skip-old", action="store_true")
+    ap.add_argument("--parts-only", action="store_true",
+                    help="run the partitioned tasks but not the global step (whose memory still grows with the corpus)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -239,7 +242,7 @@ def main() -> None:
             run["old"] = child(args.python, old_tree, ["barrier", str(work)])
             old_digests = digests(work)
             clear_barrier(work)
-        run["new"] = run_new(args.python, work)
+        run["new"] = run_new(args.python, work, not args.parts_only)
         if not args.skip_old:
             run["decisions_byte_identical"] = digests(work) == old_digests
             run["same_counts"] = run["old"]["result"] == run["new"]["global"]["result"]
