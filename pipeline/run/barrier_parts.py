@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -57,9 +58,10 @@ from pipeline.run.workdir import PART_DIRS, part_done_path, part_files, read_don
 log = logging.getLogger(__name__)
 
 PART_STEPS = tuple(PART_DIRS)
-# Records per ids/exact task: about 0.2-0.4 GB of key rows (record id, key, order columns).
+# Records per ids/exact task: an exact task of 2M key rows peaked at 1.0 GiB (bench/README.md).
 PART_RECORDS = 2_000_000
-# (doc, band) entries per LSH task: keys, codes, the bucket sort and its pairs stay near 1 GB.
+# (doc, band) entries per LSH task: one band of 10M docs peaked at 0.95 GiB (keys, codes, the
+# bucket sort, its pairs, the bit per record of what ids/exact removed).
 LSH_DOC_BANDS = 16_000_000
 # What the barrier and the steps after it leave in the scratch space (pass 1's outputs stay).
 AFTER_BARRIER = ("barrier", "barrier.json", "decisions", "shards.json", "output.schema", "near", "stages", "pass2",
@@ -85,12 +87,26 @@ def _root(work: Path) -> Path:
     return work / "barrier"
 
 
-def _index(cfg):
+_OPENED: dict[tuple, object] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _index(cfg, runs: list[str] | None = None):
+    """The corpus index (None without `state`). Tasks of one process share one open index of the
+    runs their plan saw (`runs`): opening verifies every file's digest, and a remote index is
+    mirrored, which tasks on threads must not do at the same time into one store."""
     if cfg.state is None:
         return None
     from pipeline.dedup.index import CorpusIndex
 
-    return CorpusIndex.open(cfg.state.dir, cfg)
+    if runs is None:
+        return CorpusIndex.open(cfg.state.dir, cfg)
+    key = (str(cfg.state.dir), cfg.digest(), tuple(runs))
+    with _OPEN_LOCK:
+        if key not in _OPENED:
+            _OPENED.clear()  # another run's index (a long-lived worker): let its mirror go
+            _OPENED[key] = CorpusIndex.open(cfg.state.dir, cfg)
+        return _OPENED[key]
 
 
 def index_moved_on(work: Path, plan: RunPlan, seen: list[str] | None) -> bool:
@@ -254,7 +270,7 @@ def _exact_part(work: Path, plan: RunPlan, parts: dict, p: int) -> tuple[pl.Data
         priority = {u.unit_id: plan.source(u.source).priority for u in plan.units}
         live = rows.with_columns(unit, pl.Series("priority", [priority[u] for u in unit.to_list()], dtype=pl.Int64))
         live = live.select(list(schema))
-    index = _index(plan.config)
+    index = _index(plan.config, parts["index_runs"])
     published = (index.exact_keys(key_part(n) == p) if index is not None
                  else _empty({"key": pl.Binary, "record_id": pl.String}))
     verdicts = exact_verdicts(live, published)
@@ -276,7 +292,7 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
     ranges = parts["key_ranges"]
     group, r = divmod(item, ranges)
     names = [f"b{k:02d}" for k in parts["band_groups"][group]]
-    index = _index(plan.config)
+    index = _index(plan.config, parts["index_runs"])
     external = index.near_parts() if index is not None else []
     e = len(external)
     keys: dict[str, list[np.ndarray]] = {c: [] for c in names}

@@ -147,7 +147,7 @@ _KILLABLE = textwrap.dedent("""
     from pipeline.config import parse_config
     from pipeline.executor import run_local
     from pipeline.run import barrier_parts
-    barrier_parts.PART_RECORDS, barrier_parts.LSH_DOC_BANDS = 60, 120
+    barrier_parts.PART_RECORDS, barrier_parts.LSH_DOC_BANDS = 300, 600
     corpus, out = sys.argv[1], sys.argv[2]
     run_local(parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [corpus], "id_field": "id"}],
                             "output": {"dir": out, "shard_max_rows": 150}, "runner": {"max_workers": 1}}, "test"))
@@ -172,7 +172,7 @@ def test_a_run_killed_inside_a_partitioned_step_resumes_without_redoing_finished
     finished = {p: p.stat().st_mtime_ns for p in markers.glob("p*.json")}
     assert 3 <= len(finished) < total
     # the rest of the step, task by task as a runner would: the finished tasks are not run again
-    for name, value in {"PART_RECORDS": 60, "LSH_DOC_BANDS": 120}.items():
+    for name, value in {"PART_RECORDS": 300, "LSH_DOC_BANDS": 600}.items():
         monkeypatch.setattr(barrier_parts, name, value)
     for item in range(total):
         barrier_parts.run_part(str(killed / "_work"), "lsh-band", item)
