@@ -28,6 +28,7 @@ from pipeline.fileio import output_lock  # noqa: E402
 from pipeline.plan import make_plan, wait_for_digests  # noqa: E402
 from pipeline.progress import Progress  # noqa: E402
 from pipeline.publish import finalize  # noqa: E402
+from pipeline.run.scratch import DriverSync  # noqa: E402
 from pipeline.run.timings import StepClock, record_step, start_run  # noqa: E402
 from pipeline.run.workdir import cleanup_tmp  # noqa: E402
 from pipeline.spill import release_memory_spill  # noqa: E402
@@ -92,18 +93,21 @@ def finalize_task(work_dir: str) -> dict:
     return {"run_id": m["run_id"], "conservation": m["conservation"]["overall"], "outputs": len(m["outputs"]["shards"])}
 
 
-def _run_phase(progress: Progress, step, work: str, workers: int) -> list[dict]:
-    """Submit one task per item and wait for all of them, advancing the progress bar as they finish."""
+def _run_phase(progress: Progress, step, work: str, workers: int, sync: DriverSync) -> list[dict]:
+    """Submit one task per item and wait for all of them, advancing the progress bar as they finish
+    (the tasks get `sync.task_work`: the shared scratch space's URL, or `work`)."""
     ids = step_items(work, step)
+    sync.send()
+    task_work = sync.task_work
     bar = progress.phase(step.name, len(ids))
     if step.scope == "unit":
-        futures = [unit_task.submit(work, step.name, i) for i in ids]
+        futures = [unit_task.submit(task_work, step.name, i) for i in ids]
     elif step.scope == "task":
-        futures = [stage_task.submit(work, step.name, i, workers) for i in ids]
+        futures = [stage_task.submit(task_work, step.name, i, workers) for i in ids]
     elif step.scope == "part":
-        futures = [part_task.submit(work, step.name, i) for i in ids]
+        futures = [part_task.submit(task_work, step.name, i) for i in ids]
     else:
-        futures = [shard_task.submit(work, step.name, i) for i in ids]
+        futures = [shard_task.submit(task_work, step.name, i) for i in ids]
     results = []
     for fut in as_completed(futures):
         results.append(fut.result())
@@ -127,7 +131,7 @@ def clean_flow(config: dict) -> dict:
     logger = get_run_logger()
     # The state directory is held by this (the flow's) process from the barrier until finalize has
     # updated the index, wherever the barrier task runs: finalize runs here too.
-    with output_lock(cfg.output.dir), ExitStack() as held:
+    with output_lock(cfg.output.local_path), ExitStack() as held:
         clock = StepClock()
         plan = make_plan(cfg, max_workers=cfg.runner.max_workers)
         work = str(plan.work_dir)
@@ -137,18 +141,20 @@ def clean_flow(config: dict) -> dict:
         logger.info("run %s: %d inputs, %d units%s", plan.run_id, len(plan.inputs), len(plan.units),
                     " (resumed)" if plan.resumed else "")
         progress = Progress()
+        sync = DriverSync(cfg, work)
         try:
             for step in build_steps(cfg):
                 if step.holds_state:
                     held.enter_context(state_lock(cfg.state))
                 clock = StepClock()
+                sync.receive()
                 if step.scope == "background":
                     results = [run_step(work, step.name)]  # in this process: beside the barrier and pass 2
                 elif step.scope == "global":
                     results = [global_task(work, step.name)]
                 elif step.scope in ("unit", "task", "part"):
                     try:
-                        results = _run_phase(progress, step, work, _stage_workers(work, step, cfg))
+                        results = _run_phase(progress, step, work, _stage_workers(work, step, cfg), sync)
                         clock.stop()  # before the worker processes exit: their CPU counts
                     finally:
                         if step.processes:
@@ -156,10 +162,12 @@ def clean_flow(config: dict) -> dict:
 
                             shutdown()
                 else:
-                    ledger = ledger_task.submit(work)  # beside pass 2, once every decision is final
-                    results = _run_phase(progress, step, work, 1)
+                    sync.send()
+                    ledger = ledger_task.submit(sync.task_work)  # beside pass 2, once every decision is final
+                    results = _run_phase(progress, step, work, 1, sync)
                     ledger.result()
                 record_step(work, step.name, step.scope, clock, results)
+                sync.send()
                 if step.name == "barrier":
                     pause_after_barrier_if_asked()  # a test hook: nothing unless its variable is set
         except BaseException:
@@ -170,7 +178,9 @@ def clean_flow(config: dict) -> dict:
             # The input digests hashed in this process: before another may publish, and never
             # left running after a failed flow.
             wait_for_digests(work)
+        sync.receive(content=True)
         summary = finalize_task(work)
+        sync.done()
     logger.info("run %s published to %s", summary["run_id"], cfg.output.dir)
     return summary
 
@@ -189,8 +199,7 @@ def task_runner_for(cfg: RunConfig):
 
 def run_flow(cfg: RunConfig) -> dict:
     """Run the cleaning flow for `cfg` with its configured task runner; returns the published manifest."""
-    import json
-    from pathlib import Path
+    from pipeline.storage import read_manifest
 
     clean_flow.with_options(task_runner=task_runner_for(cfg))(cfg.model_dump(mode="json"))
-    return json.loads((Path(cfg.output.dir) / "manifest.json").read_text())
+    return read_manifest(cfg.output.dir)

@@ -24,6 +24,7 @@ from prefect.input import RunInput  # noqa: E402
 from pipeline.audit.signing import signing_key_path  # noqa: E402
 from pipeline.audit.signoff import evaluate, load_policy, record_signoff  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from pipeline.storage import writable_run  # noqa: E402
 
 
 class Approval(RunInput):
@@ -37,6 +38,12 @@ class Approval(RunInput):
 @flow(name="hygiene-signoff-gate")
 def signoff_gate(run_dir: str, policy_path: str, approver_key: str | None = None, timeout_seconds: int = 86_400) -> dict:
     """Evaluate the policy; if it passes, wait for a human approval, then record the sign-off."""
+    with writable_run(run_dir) as local:  # a run on a store: a local copy; the record is uploaded
+        return _gate(local, policy_path, approver_key, timeout_seconds)
+
+
+def _gate(run_dir: Path, policy_path: str, approver_key: str | None, timeout_seconds: int) -> dict:
+    """The gate on a local run directory (the pause blocks here, the copy kept meanwhile)."""
     logger = get_run_logger()
     result = evaluate(Path(run_dir), load_policy(policy_path))
     create_table_artifact(key="hygiene-signoff-rules", description="sign-off rules (values and thresholds)",

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
 
 import click
 
-from pipeline.cli_common import exits_on_error
+from pipeline.cli_common import exits_on_error, fast_exit
 from pipeline.config import RunConfig, load_config, parse_config
 from pipeline.sources.inputs import sources_from_inputs  # noqa: F401 - part of the CLI's API
+from pipeline.storage import readable_run, writable_run
 from pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, ConfigError, PipelineError, RejectionsError  # noqa: F401
 
 def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | None, runner: str | None,
@@ -33,7 +35,7 @@ def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | 
         template = {"text_field": first["text_field"], "id_field": first["id_field"]}
         data["sources"] = sources_from_inputs(inputs, template)
     if output:
-        data["output"]["dir"] = str(Path(output).expanduser().resolve())
+        data["output"]["dir"] = output if "://" in output else str(Path(output).expanduser().resolve())
     if runner:
         data["runner"]["kind"] = runner
     if workers:
@@ -45,11 +47,12 @@ def resolve_run_config(config_path: str, inputs: tuple[str, ...], output: str | 
         data["state"]["incremental"] = False
     for path in hash_lists:
         names = {h["name"] for h in data["safety"]["hash_lists"]}
-        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(path).name.split(".")[0]) or "list"
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]) or "list"
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
-        data["safety"]["hash_lists"].append({"name": name, "path": str(Path(path).expanduser().resolve())})
+        where = path if "://" in path else str(Path(path).expanduser().resolve())  # a URL is used as written
+        data["safety"]["hash_lists"].append({"name": name, "path": where})
     return parse_config(data, config_path)
 
 
@@ -63,9 +66,8 @@ def main(verbose: bool) -> None:
     directory (see the README's "Run directory" section).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    fast_exit()
     if not verbose:
-        import os
-
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
@@ -78,13 +80,20 @@ def main(verbose: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel units (threads or Dask workers).")
 @click.option("--fail-on-reject", is_flag=True, help="Fail (exit 3) and publish nothing if any record is rejected.")
 @click.option("--no-prefect", is_flag=True, help="Run with the plain local executor instead of the Prefect flow.")
+@click.option("--prefect-api", metavar="local|ephemeral|URL",
+              help="The Prefect API of the run: local (a server on 127.0.0.1 that hygiene starts once and reuses; "
+                   "`hygiene prefect-server stop` stops it), ephemeral (a temporary API per run, 10-15 s) or a URL. "
+                   "Default: $HYGIENE_PREFECT_API, else your PREFECT_API_URL, else local.")
 @click.option("--full", is_flag=True, help="Read every input, even those a published run already processed.")
 @click.option("--hash-list", "hash_lists", multiple=True, metavar="LIST",
               help="A hash list to match against, besides the configured ones (repeatable; type declared in the file).")
-def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, full, hash_lists) -> None:
+def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, prefect_api, full, hash_lists) -> None:
     """Run the cleaning job described by CONFIG and publish a run directory."""
+    if no_prefect and prefect_api:
+        raise click.UsageError("--prefect-api chooses the API of the Prefect flow: it has no use with --no-prefect")
     with exits_on_error(config=EXIT_USAGE, rejected=EXIT_REJECTED):
         cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full, hash_lists)
+        api = None
         if no_prefect:
             from pipeline.executor import run_local
             from pipeline.progress import Progress
@@ -96,9 +105,14 @@ def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, ful
                 progress.stop()
         else:
             from flows.clean import run_flow
+            from flows.settings import prefect_api as chosen_api
 
-            manifest = run_flow(cfg)
+            with chosen_api(prefect_api, notify=lambda msg: click.echo(msg, err=True)) as api:
+                manifest = run_flow(cfg)
     _print_summary(cfg, manifest)
+    if api is not None and api.kind == "local":
+        click.echo(f"Prefect UI: {api.url.removesuffix('/api')} (a local server kept for the next runs; "
+                   f"`hygiene prefect-server stop` stops it)", err=True)
 
 
 def _print_summary(cfg: RunConfig, manifest: dict) -> None:
@@ -232,7 +246,8 @@ def verify(run_dir, public_keys, no_chain, as_json) -> None:
     from pipeline.audit.verify import verify_run
 
     with exits_on_error(EXIT_CANNOT_VERIFY, prefix="cannot verify"):
-        report = verify_run(Path(run_dir), [Path(p) for p in public_keys], check_chain=not no_chain)
+        with readable_run(run_dir) as local:
+            report = verify_run(local, [Path(p) for p in public_keys], check_chain=not no_chain)
     if as_json:
         click.echo(json.dumps({"run_dir": str(run_dir), "ok": report.ok,
                                "checks": [c.__dict__ for c in report.checks]}, indent=2))
@@ -259,7 +274,8 @@ def inspect(run_dir, as_json, no_verify) -> None:
     from pipeline.cli_views import show_summary
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        s = summarize(Path(run_dir), verify=not no_verify)
+        with readable_run(run_dir) as local:
+            s = summarize(local, verify=not no_verify)
     click.echo(to_json(s)) if as_json else show_summary(s, _console())
 
 
@@ -273,7 +289,8 @@ def explain(run_dir, record_id, as_json) -> None:
     from pipeline.cli_views import show_story
 
     with exits_on_error():
-        st = explain_record(Path(run_dir), record_id)
+        with readable_run(run_dir) as local:
+            st = explain_record(local, record_id)
     click.echo(to_json(st)) if as_json else show_story(st, _console())
 
 
@@ -290,7 +307,8 @@ def diff(run_a, run_b, as_json, limit, reason) -> None:
     from pipeline.cli_views import show_diff
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        d = diff_runs(Path(run_a), Path(run_b), limit=limit, reason=reason)
+        with readable_run(run_a) as a, readable_run(run_b) as b:
+            d = diff_runs(a, b, limit=limit, reason=reason)
     click.echo(to_json(d)) if as_json else show_diff(d, _console())
 
 
@@ -305,7 +323,8 @@ def report(run_dir, out, samples) -> None:
     from pipeline.fileio import atomic_write_bytes
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
-        page = render_report(Path(run_dir), samples=samples)
+        with readable_run(run_dir) as local:
+            page = render_report(local, samples=samples)
     atomic_write_bytes(out, page.encode())
     click.echo(f"wrote {out}")
 
@@ -326,8 +345,9 @@ def signoff(run_dir, policy_path, approver, key_path, note) -> None:
 
     with exits_on_error(EXIT_CANNOT_VERIFY):
         policy = load_policy(policy_path)
-        result = evaluate(Path(run_dir), policy)
-        record = record_signoff(Path(run_dir), Path(policy_path), result, approver, key_path, note)
+        with writable_run(run_dir) as local:
+            result = evaluate(local, policy)
+            record = record_signoff(local, Path(policy_path), result, approver, key_path, note)
     for r in record["rules"]:
         click.echo(f"{'pass' if r['passed'] else 'FAIL'} {r['rule']:<26} value {r['value']!s:<24.24} limit {r['threshold']!s:<12.12} {r['detail']}")
     signed = f", signed by key {record['signed_by'][:16]}…" if record["signed_by"] else ", unsigned (no --key)"
@@ -345,7 +365,8 @@ def incidents(run_dir, as_json) -> None:
     """
     from pipeline.safety.quarantine import summarize_incidents
 
-    s = summarize_incidents(Path(run_dir))
+    with exits_on_error(), readable_run(run_dir) as local:
+        s = summarize_incidents(local)
     if as_json:
         click.echo(json.dumps(s, indent=2, sort_keys=True))
         return
@@ -452,25 +473,31 @@ def index() -> None:
 
 @index.command("rebuild")
 @click.argument("state_dir")  # a path or an fsspec URL (s3://bucket/state): not a click.Path
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True)  # paths or URLs of runs on a store
 def index_rebuild(state_dir, run_dirs) -> None:
-    """Recreate the index in STATE_DIR (a directory or an fsspec URL) from the published RUN_DIRS.
+    """Recreate the index in STATE_DIR (a directory or an fsspec URL) from the published RUN_DIRS
+    (directories or URLs).
 
     Each run is checked against its manifest first.
     """
+    from contextlib import ExitStack
+
     from pipeline.dedup.index import rebuild
 
-    with exits_on_error():
-        idx = rebuild(state_dir, list(run_dirs))
+    with exits_on_error(), ExitStack() as stack:
+        local = [stack.enter_context(readable_run(d)) for d in run_dirs]
+        idx = rebuild(state_dir, local, names=[d if "://" in d else str(Path(d).resolve()) for d in run_dirs])
     s = idx.summary()
     click.echo(f"index {s['path']}: {len(s['runs'])} run(s), {s['records']:,} records")
 
 
 
 from pipeline.cli_pii import pii as _pii_group  # noqa: E402 - registered after `main` exists
+from pipeline.cli_prefect import prefect_server as _prefect_server_group  # noqa: E402
 from pipeline.cli_sample import sample as _sample_command  # noqa: E402
 
 main.add_command(_pii_group)
+main.add_command(_prefect_server_group)
 main.add_command(_sample_command)
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import click
 
 from pipeline.cli_common import exits_on_error
 from pipeline.errors import EXIT_USAGE
+from pipeline.storage import readable_run
 
 EXIT_REFUSED = 4
 """Exit code when a quarantined record was asked for (refused, nothing read)."""
@@ -122,8 +123,9 @@ def sample(run_dir, reason, record_ids, n, seed, max_chars, plain, no_mask, as_j
                    err=True)
     with exits_on_error():
         try:
-            s = sample_records(Path(run_dir), reason, record_ids=tuple(record_ids), n=n, seed=seed,
-                               max_chars=max_chars, mask=not no_mask)
+            with readable_run(run_dir) as local:
+                s = sample_records(local, reason, record_ids=tuple(record_ids), n=n, seed=seed,
+                                   max_chars=max_chars, mask=not no_mask)
         except QuarantinedRecordError as e:
             click.echo(f"refused: {e}", err=True)
             sys.exit(EXIT_REFUSED)

@@ -1,5 +1,8 @@
 """Run configuration: YAML files loaded into frozen, strict pydantic models.
 
+One module on purpose, past 500 lines: it is the whole config schema, read top to bottom as the
+reference of every key (the PII section, which has its own options language, lives in pii/config.py).
+
 Usage::
 
     from pipeline.config import load_config
@@ -227,12 +230,27 @@ class OutputConfig(_Strict):
     """Where and how the cleaned shards are written."""
 
     dir: str = "runs/latest"
+    """The run directory: a path, or an fsspec URL (s3://bucket/runs/x, gs://, az://) with its backend installed."""
+    local_dir: str | None = None
+    """With a URL `dir`: where the run is computed and staged on this machine before it is uploaded
+    (default: `$HYGIENE_CACHE_DIR/runs/<protocol>/<bucket>/<key>`, `~/.cache/hygiene` unless set)."""
     shard_max_rows: int = Field(default=100_000, ge=1)
     shard_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     row_group_rows: int = Field(default=10_000, ge=1)
     ledger_part_rows: int = Field(default=1_000_000, ge=1)
     compression: Literal["zstd"] = "zstd"
     compression_level: int = Field(default=3, ge=1, le=22)
+
+    @property
+    def local_path(self) -> str:
+        """The directory the run is written into on this machine: `dir`, or its staging copy when `dir` is a URL."""
+        if self.local_dir is not None:
+            return self.local_dir
+        if not is_url(self.dir):
+            return self.dir
+        from pipeline.storage import default_local_dir, is_remote, local_path_of
+
+        return default_local_dir(self.dir) if is_remote(self.dir) else local_path_of(self.dir)
 
 
 class StateConfig(_Strict):
@@ -344,6 +362,11 @@ class RunnerConfig(_Strict):
     max_workers: int = Field(default=2, ge=1)
     dask_address: str | None = None
     dask_workers: int = Field(default=2, ge=1)
+    scratch: Literal["local", "store"] = "local"
+    """Where the run's scratch space (`_work/`) is shared with the workers: "local", the run
+    directory's (or `output.local_dir`'s) filesystem, which workers on other machines must mount at
+    the same path; "store", beside the run on its object store (`output.dir` a URL), each machine
+    keeping a copy (`pipeline.run.scratch`)."""
 
 
 class ErrorPolicyConfig(_Strict):
@@ -417,6 +440,9 @@ class RunConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        if self.runner.scratch == "store" and not is_url(self.output.dir):
+            raise ValueError("runner.scratch: store needs an output.dir on an object store (s3://...); with a local "
+                             "output.dir the scratch space is that directory's `_work/`")
         return self
 
     def canonical_json(self) -> str:
@@ -476,18 +502,32 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     """Make source paths and the output dir absolute, relative to `base`; `{date}` in the output dir is today (UTC)."""
 
     def absolute(s: str) -> str:
+        if is_url(s):  # an fsspec URL (s3://...) is used as written
+            return s
         q = Path(s).expanduser()
         return str(q if q.is_absolute() else (base / q).resolve())
 
     sources = tuple(s.model_copy(update={"paths": tuple(absolute(x) for x in s.paths)}) for s in cfg.sources)
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     output = cfg.output.model_copy(update={"dir": absolute(cfg.output.dir.replace("{date}", today))})
+    if output.local_dir is not None or is_url(output.dir):
+        from pipeline.storage import is_remote, local_path_of
+
+        if is_url(output.dir) and not is_remote(output.dir):  # file://
+            output = output.model_copy(update={"dir": absolute(local_path_of(output.dir))})
+        if not is_remote(output.dir) and output.local_dir is not None:
+            raise ConfigError("output.local_dir: only for an output dir on an object store (s3://, gs://, az://)")
+        if output.local_dir is not None:
+            output = output.model_copy(update={"local_dir": absolute(output.local_dir)})
     state = cfg.state
-    if state is not None and not is_url(state.dir):  # an fsspec URL (s3://...) is used as written
+    if state is not None:
         state = state.model_copy(update={"dir": absolute(state.dir)})
     signing = cfg.signing.model_copy(update={"key": absolute(cfg.signing.key)}) if cfg.signing.key else cfg.signing
     lists = tuple(h.model_copy(update={"path": absolute(h.path)}) for h in cfg.safety.hash_lists)
     confirmed = absolute(cfg.safety.confirmed_list) if cfg.safety.confirmed_list else None
+    if confirmed is not None and is_url(confirmed):
+        raise ConfigError("safety.confirmed_list: must be a local file (runs append to it under a file lock); "
+                          f"got {confirmed}")
     safety = cfg.safety.model_copy(update={"hash_lists": lists, "confirmed_list": confirmed})
     pii = cfg.pii
     if pii is not None and pii.hmac_key.file:

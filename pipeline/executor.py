@@ -22,6 +22,7 @@ from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, wait_for_digests
 from pipeline.progress import Progress
 from pipeline.publish import finalize
+from pipeline.run.scratch import DriverSync
 from pipeline.run.timings import StepClock, record_step, start_run
 from pipeline.run.workdir import cleanup_tmp
 from pipeline.spill import release_memory_spill
@@ -33,40 +34,49 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
     workers = workers or cfg.runner.max_workers
     # The state directory (cfg.state) is held from the barrier until finalize has updated the index
     # (`state_lock`): `held` takes it in `_run_steps` and releases it on any exit.
-    with output_lock(cfg.output.dir), ExitStack() as held:
+    with output_lock(cfg.output.local_path), ExitStack() as held:
         clock = StepClock()
         plan = make_plan(cfg, max_workers=workers)
         work = str(plan.work_dir)
         cleanup_tmp(work)
         start_run(work, clock)
         record_step(work, "plan", "global", clock)
+        sync = DriverSync(cfg, work)
         try:
-            _run_steps(cfg, work, workers, on_unit, progress or Progress(enabled=False), held)
+            _run_steps(cfg, work, workers, on_unit, progress or Progress(enabled=False), held, sync)
         except BaseException:
             release_memory_spill(plan)
             raise
         finally:
             wait_for_digests(work)  # never left running after a failed run
-        return finalize(work)
+        sync.receive(content=True)
+        manifest = finalize(work)
+        sync.done()
+        return manifest
 
 
-def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progress, held: ExitStack) -> None:
+def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progress, held: ExitStack,
+               sync: DriverSync) -> None:
     """Every step of the run, in the builder's order, on a thread pool; each step is timed. The
-    state lock is taken into `held` before the barrier (the caller releases it after finalize)."""
+    state lock is taken into `held` before the barrier (the caller releases it after finalize).
+    Steps run here on `work`; tasks get `sync.task_work` (the URL of a shared scratch space on a
+    store, exchanged with `work` around each step, or `work` itself)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for step in build_steps(cfg):
             if step.holds_state:
                 held.enter_context(state_lock(cfg.state))
             clock = StepClock()
+            sync.receive()
             if step.scope in ("global", "background"):
                 results = [run_step(work, step.name)]
             elif step.scope in ("unit", "task", "part"):
-                results = _run_items(pool, work, step, workers, on_unit, clock, progress)
+                results = _run_items(pool, work, step, workers, on_unit, clock, progress, sync)
             else:  # shards, with the ledger beside them: it fills a worker that runs out of shards
                 ids = step_items(work, step)
+                sync.send()
                 bar = progress.phase(step.name, len(ids))
-                shards = [pool.submit(run_step, work, step.name, i) for i in ids]
-                ledger = pool.submit(beside_write, work)
+                shards = [pool.submit(run_step, sync.task_work, step.name, i) for i in ids]
+                ledger = pool.submit(beside_write, sync.task_work)
                 results = []
                 for f in shards:
                     results.append(f.result())
@@ -75,22 +85,24 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
                         on_unit(step.name, results[-1])
                 ledger.result()
             record_step(work, step.name, step.scope, clock, results)
+            sync.send()
             if step.name == "barrier":
                 pause_after_barrier_if_asked()  # a test hook: nothing unless its variable is set
 
 
 def _run_items(pool: ThreadPoolExecutor, work: str, step, workers: int, on_unit, clock: StepClock,
-               progress: Progress) -> list[dict]:
+               progress: Progress, sync: DriverSync) -> list[dict]:
     procs = 1
     if step.processes:
         from pipeline.run.procpool import pool_workers
 
         procs = pool_workers(work, step.stage, workers)
     ids = step_items(work, step)
+    sync.send()
     bar = progress.phase(step.name, len(ids))
     results = []
     try:
-        for r in pool.map(lambda i: run_step(work, step.name, i, procs), ids):
+        for r in pool.map(lambda i: run_step(sync.task_work, step.name, i, procs), ids):
             results.append(r)
             bar.advance(r, step.count_key)
             if on_unit:

@@ -23,7 +23,9 @@ from pathlib import Path
 from pipeline.config import RunConfig, parse_config
 from pipeline.errors import OutputError, PlanError
 from pipeline.fileio import atomic_write_json, sha256_path
+from pipeline.audit.chain import HEAD_FILE
 from pipeline.sources import InputFile, Unit, reader_for
+from pipeline.storage import RemoteRunDir, local_copy
 from pipeline.spill import choose_spill_dir, claim, remove_spill, sweep_memory_spills
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class RunPlan:
     hash_lists: list[dict] = field(default_factory=list)
     waivers: list[dict] = field(default_factory=list)
     spill_dir: str | None = None  # a memory spill directory (units.spill_to), else the scratch space
+    # Where this process loaded the plan from (a worker's copy of a shared scratch space); not saved.
+    loaded_from: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def resumed(self) -> bool:
@@ -60,8 +64,8 @@ class RunPlan:
 
     @property
     def work_dir(self) -> Path:
-        """Scratch space of the run, removed once the outputs are published."""
-        return Path(self.out_dir) / WORK_DIR
+        """Scratch space of the run, removed once the outputs are published (in a worker, its copy)."""
+        return Path(self.loaded_from) if self.loaded_from else Path(self.out_dir) / WORK_DIR
 
     @property
     def spill_root(self) -> Path:
@@ -135,7 +139,7 @@ class RunPlan:
         """Load the plan a worker was pointed at."""
         path = Path(work_dir) / PLAN_FILE
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            return replace(cls.from_json(json.loads(path.read_text())), loaded_from=str(work_dir))
         except FileNotFoundError as e:
             raise PlanError(f"{path}: no run plan here; start the run with `hygiene run`") from e
 
@@ -160,7 +164,7 @@ def _read_digests(work: Path) -> dict[tuple[str, str], str]:
 
 def _digest_inputs(work: Path, inputs: list[InputFile]) -> dict[tuple[str, str], str]:
     """sha256 of each input file; recorded in `digests.json` (atomically, merged with what is there)."""
-    digests = {(f.source, f.path): sha256_path(f.path) for f in inputs}
+    digests = {(f.source, f.path): sha256_path(local_copy(f.path, f.etag)) for f in inputs}
     with _DIGESTS_LOCK:
         if not (work / PLAN_FILE).exists():  # the run was published (or discarded) meanwhile
             return digests
@@ -265,9 +269,12 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
 
         check_model(cfg.pii)
         hmac_key(cfg.pii)
-    out_dir = Path(cfg.output.dir)
+    out_dir = Path(cfg.output.local_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: the output path exists and is not a directory; choose another --output")
+    if (remote := RemoteRunDir.parse(cfg.output.dir)) is not None:
+        # The staging copy starts from what is published there (its manifest, history and chain head).
+        remote.pull_published(out_dir, HEAD_FILE)
     work = out_dir / WORK_DIR
     listed = []
     for s in cfg.sources:
@@ -318,7 +325,8 @@ def make_plan(cfg: RunConfig, max_workers: int = 2) -> RunPlan:
     for f in inputs:
         by_source.setdefault(f.source, []).append(f)
     for s in cfg.sources:
-        for u in reader_for(s.kind).plan(s, by_source.get(s.name, []), cfg.units, work_dir=str(work), workers=max_workers):
+        for u in reader_for(s.kind).plan_inputs(s, by_source.get(s.name, []), cfg.units, work_dir=str(work),
+                                                 workers=max_workers):
             units.append(Unit(**{**u.to_dict(), "unit_id": len(units), "files": u.files}))
     return _new_plan(cfg, digest, out_dir, inputs, units, skipped, matcher)
 
@@ -329,7 +337,9 @@ def _new_plan(cfg: RunConfig, digest: str, out_dir: Path, inputs: list[InputFile
     prev = out_dir / "manifest.json"
     run_id = str(uuid.uuid4())
     spill = None
-    if cfg.units.spill:
+    from pipeline.run.scratch import scratch_url
+
+    if cfg.units.spill and scratch_url(cfg) is None:  # a shared scratch on a store keeps no spill
         sweep_memory_spills()
         # Parsed records take about their input's size; compressed inputs several times it.
         estimate = sum(f.bytes * (5 if f.path.endswith((".gz", ".zst")) else 1.2) for f in inputs)

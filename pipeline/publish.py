@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.audit.chain import archive_replaced, chain_lock, location_of, read_head, set_head
+from pipeline.audit.chain import HEAD_FILE, archive_replaced, chain_lock, location_of, read_head, set_head
 from pipeline.audit.ledger import ledger_schema
 from pipeline.core.registry import run_stages
 from pipeline.audit.manifest import build_manifest, validate_manifest
@@ -28,7 +28,8 @@ from pipeline.safety.quarantine import add_confirmed, merge_incidents
 from pipeline.sinks.card import CARD, CROISSANT, write_metadata
 from pipeline.sinks.shards import ShardWriter, WrittenFile
 from pipeline.spill import remove_spill
-from pipeline.run.index_feed import index_additions
+from pipeline.storage import RemoteRunDir, drop_local_copies, object_info, quarantine_access
+from pipeline.run.index_feed import index_additions, stage_additions
 from pipeline.run.workdir import read_done, read_schema, shard_ids, unit_name
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,13 @@ def _assemble(plan: RunPlan, work: Path, pass2: list[dict], final: Path) -> dict
     for r in pass2:
         f = r["shard"]
         name = f"shards/{Path(f['path']).name}"
-        os.link(f["path"], final / name)
+        os.link(work / name, final / name)  # by name: a worker may have written it into its own copy of the scratch
         shards.append({**f, "path": name})
     (final / "ledger").mkdir()
     ledgers = []
     for f in stage_ledger(str(work))["files"]:
         name = f"ledger/{Path(f['path']).name}"
-        os.link(f["path"], final / name)
+        os.link(work / name, final / name)
         ledgers.append({**f, "path": name})
     return {"shards": shards, "ledger": ledgers}
 
@@ -130,6 +131,11 @@ def _assemble(plan: RunPlan, work: Path, pass2: list[dict], final: Path) -> dict
 def _check_inputs_unchanged(plan: RunPlan) -> None:
     for f in plan.inputs:
         if plan.source(f.source).kind == "hf_load" and not Path(f.path).is_file():
+            continue
+        if f.etag is not None:  # an object on a store: its ETag names the version the run read
+            now = object_info(f.path)
+            if now.etag != f.etag or now.size != f.bytes:
+                raise SourceError(f"{f.path}: the object changed during the run (ETag {f.etag}, now {now.etag}); run again")
             continue
         try:
             st = os.stat(f.path)
@@ -151,7 +157,7 @@ def finalize(work_dir: str) -> dict:
     final = work / "final"
     outputs = _assemble(plan, work, pass2, final)
     # build_manifest reads the ledger through the run dir's relative paths: point it at final/.
-    staged = RunPlan(**{**plan.__dict__, "out_dir": str(final)})
+    staged = RunPlan(**{**plan.__dict__, "out_dir": str(final), "loaded_from": None})
     manifest = build_manifest(
         plan=staged, pass1=pass1, barrier=barrier, outputs=outputs,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
@@ -164,6 +170,9 @@ def finalize(work_dir: str) -> dict:
 
         manifest["pii"] = pii_section(plan, work, [str(final / f["path"]) for f in outputs["ledger"]])
     manifest["timings"] = _timings(plan, work, pass1, barrier, pass2, time.perf_counter() - t0)
+    if manifest["quarantine"]:
+        manifest["quarantine"]["access"] = quarantine_access(plan.config.output.dir)
+    remote = RemoteRunDir.parse(plan.config.output.dir)
     location = location_of(Path(plan.out_dir))
     with chain_lock(location):
         head = read_head(location)
@@ -176,7 +185,9 @@ def finalize(work_dir: str) -> dict:
         atomic_write_json(final / MANIFEST, manifest)
         archive_replaced(Path(plan.out_dir))
         publish(work)
-        set_head(location, plan.run_id, Path(plan.out_dir))
+        set_head(location, plan.run_id, Path(plan.out_dir), public=plan.config.output.dir)
+        if remote is not None:
+            remote.push(Path(plan.out_dir), HEAD_FILE)
     if plan.config.safety.confirmed_list and manifest["quarantine"]:
         add_confirmed(plan.config.safety.confirmed_list, Path(plan.out_dir))
     if plan.config.state is not None:
@@ -185,11 +196,23 @@ def finalize(work_dir: str) -> dict:
 
         exact, near_keys, near_sig, inputs = index_additions(work, plan)
         CorpusIndex.open(plan.config.state.dir, plan.config).add_run(
-            plan.run_id, plan.out_dir, exact, near_keys, near_sig, inputs)
+            plan.run_id, plan.config.output.dir, exact, near_keys, near_sig, inputs, stage_additions(work, plan))
     shutil.rmtree(work)
     if plan.spill_dir:
         remove_spill(Path(plan.spill_dir))
+    if remote is not None:  # the store holds the run now: keep no second copy here
+        clear_staging(Path(plan.out_dir))
+    # This machine's copies of inputs and hash lists on a store (a later run fetches them afresh).
+    drop_local_copies([f.path for f in plan.inputs] + [h.path for h in plan.config.safety.hash_lists])
     return manifest
+
+
+def clear_staging(local: Path) -> None:
+    """Empty the staging copy of a run published to an object store (its lock file stays: it is held)."""
+    for p in local.iterdir():
+        if p.name == ".hygiene.lock":
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _timings(plan: RunPlan, work: Path, pass1: list[dict], barrier: dict, pass2: list[dict], publish_s: float) -> dict:

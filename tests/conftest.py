@@ -26,6 +26,53 @@ def build_config(out_dir: Path, sources: list[dict], **overrides) -> RunConfig:
     return parse_config(data, "test-config")
 
 
+def run_one_stage(root: Path, rows: list[dict], stage: dict, **sections) -> tuple[dict, Path]:
+    """`rows` as one JSONL source (`id` the id field) under `root/in`, run with safety and `stage`
+    (a `stages:` entry) into `root/out`; `sections`: other config sections (e.g. `state`).
+    Returns (manifest, run directory)."""
+    import json
+
+    d = root / "in"
+    d.mkdir(parents=True)
+    (d / "000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = root / "out"
+    manifest = run_local(parse_config({
+        "sources": [{"name": "s", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}],
+        "output": {"dir": str(out)}, "stages": [{"kind": "safety"}, stage], **sections}))
+    return manifest, out
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the tests that ask for it;
+    the AWS variables point at it while it runs (child processes inherit them)."""
+    from tests.s3server import S3Server
+
+    server = S3Server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _local_prefect_api_home(tmp_path_factory):
+    """A local Prefect API that any test starts (`hygiene run` outside the e2e harness) lives in a
+    temporary home and is stopped when the session ends: the suite never touches the user's own
+    server and never leaves one running."""
+    from flows.api_server import HOME_ENV, stop_server
+
+    home = tmp_path_factory.mktemp("hygiene-prefect")
+    before = os.environ.get(HOME_ENV)
+    os.environ[HOME_ENV] = str(home)
+    yield home
+    stop_server(home)
+    if before is None:
+        os.environ.pop(HOME_ENV, None)
+    else:
+        os.environ[HOME_ENV] = before
+
+
 @pytest.fixture
 def run_pipeline(tmp_path):
     """Run sources through the local executor; returns (manifest, ledger frame, shards frame)."""

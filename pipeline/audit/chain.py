@@ -63,16 +63,25 @@ def archive_replaced(run_dir: Path) -> None:
             shutil.copy2(run_dir / name, dest / name)
 
 
-def set_head(location: Path, run_id: str, run_dir: Path) -> None:
-    """Make the run just published the head of its location's chain."""
-    atomic_write_json(location / HEAD_FILE, {"run_id": run_id, "path": str(Path(run_dir).resolve()),
+def set_head(location: Path, run_id: str, run_dir: Path, public: str | None = None) -> None:
+    """Make the run just published the head of its location's chain (`public`: the run's URL, when
+    `run_dir` is only its local staging copy)."""
+    path = public if public is not None and "://" in public else str(Path(run_dir).resolve())
+    atomic_write_json(location / HEAD_FILE, {"run_id": run_id, "path": path,
                                               "manifest_sha256": sha256_path(Path(run_dir) / "manifest.json")})
 
 
 def find_manifest(link: dict, referrer: Path) -> Path | None:
-    """Where the manifest a `previous_run` link names is now: its run dir, or the referrer's history."""
-    candidates = [Path(link["path"]) / "manifest.json", Path(link["path"]) / HISTORY / link["run_id"] / "manifest.json",
-                  referrer / HISTORY / link["run_id"] / "manifest.json"]
+    """Where the manifest a `previous_run` link names is now: its run dir, or the referrer's history
+    (a run on an object store: a local copy of its manifest)."""
+    if "://" in link["path"]:
+        from pipeline.storage import fetch_run_file
+
+        candidates = [fetch_run_file(link["path"], rel) for rel in ("manifest.json", f"{HISTORY}/{link['run_id']}/manifest.json")]
+        candidates = [c for c in candidates if c is not None]
+    else:
+        candidates = [Path(link["path"]) / "manifest.json", Path(link["path"]) / HISTORY / link["run_id"] / "manifest.json",
+                      referrer / HISTORY / link["run_id"] / "manifest.json"]
     for c in candidates:
         if c.exists():
             try:

@@ -131,7 +131,7 @@ def _read_source(manifest: dict, name: str, items: list[Wanted], units_cfg: Unit
         try:
             files = [reader.describe(src, i["path"], i["relpath"], digest=False) for i in chosen]
             with tempfile.TemporaryDirectory(prefix="hygiene-sample-") as work:
-                units = reader.plan(src, sorted(files, key=lambda f: (f.relpath, f.path)), units_cfg, work_dir=work, workers=1)
+                units = reader.plan_inputs(src, sorted(files, key=lambda f: (f.relpath, f.path)), units_cfg, work_dir=work, workers=1)
                 _scan(reader, src, units, units_cfg, need, out, every_unit=False)
         except (PipelineError, OSError, pa.ArrowException) as e:
             # Our own errors name files, never content; a third-party message might quote a line: only its type.
@@ -153,7 +153,7 @@ def _scan(reader, src, units: list[Unit], units_cfg: UnitConfig, need: dict[Key,
             return
         if not every_unit and unit.relpath not in {k[1] for k in need}:
             continue
-        for batch in reader.read(unit, src, units_cfg):
+        for batch in reader.read(reader.localized(unit), src, units_cfg):
             locs = batch.relpaths or [unit.relpath] * batch.table.num_rows
             rows = batch.rows.tolist()
             hits = [(i, (src.name, locs[i], rows[i])) for i in range(len(rows)) if (src.name, locs[i], rows[i]) in need]

@@ -86,7 +86,14 @@ def step_items(work_dir: str, step: Step) -> list[int]:
 def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1) -> dict | None:
     """Run the step called `name` (for unit, task and shard steps, on unit, task or shard `item`).
 
-    `workers` > 1 lets a GIL-bound per-unit stage use that many worker processes (thread runner)."""
+    `workers` > 1 lets a GIL-bound per-unit stage use that many worker processes (thread runner).
+    `work_dir` may be the URL of a scratch space on a store (`runner.scratch: store`): the step then
+    runs on this machine's copy of it, brought up to date first and its writes uploaded after."""
+    if "://" in work_dir:
+        from pipeline.run.scratch import worker_copy
+
+        with worker_copy(work_dir) as local:
+            return run_step(local, name, item, workers)
     from pipeline.plan import start_input_digests
     from pipeline.run.barrier import barrier
     from pipeline.run.barrier_parts import PART_STEPS, run_part
@@ -114,6 +121,11 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
 
 def beside_write(work_dir: str) -> dict:
     """The ledger, written beside pass 2 once every decision is final."""
+    if "://" in work_dir:
+        from pipeline.run.scratch import worker_copy
+
+        with worker_copy(work_dir) as local:
+            return beside_write(local)
     from pipeline.publish import stage_ledger
 
     return stage_ledger(work_dir)

@@ -250,6 +250,18 @@ class BarrierStage(Stage):
         record finally kept); may change evidence of records this or an earlier stage dropped, never a decision."""
         return records
 
+    def index_additions(self, work_dir: Path, kept):
+        """What this stage adds to the corpus index (`state.dir`) once the run is published: a polars
+        frame (None: nothing). `kept`: unit, row and record_id of the run's kept records. Later runs
+        read the frames back with `ctx.index.stage_frames(kind, params)`, concatenated oldest run
+        first, a `record_id` column as `run_id/record_id`."""
+        return None
+
+    def index_params(self) -> dict:
+        """The settings this stage's index additions depend on: a later run reads back only those
+        made with equal settings (recorded per run in the index)."""
+        return {}
+
 
 class WriteStage(Stage):
     """Runs while pass 2 writes a shard: `open_shard` returns an object with `unit(unit_id, rows)`,

@@ -73,7 +73,7 @@ PARTITION_ROWS = 20_000_000
 
 def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold: float, max_df: int,
                    min_shingles: int, partition_rows: int = PARTITION_ROWS,
-                   kept_containers: bool = False) -> tuple[pl.DataFrame, dict]:
+                   kept_containers: bool = False, prior: pl.DataFrame | None = None) -> tuple[pl.DataFrame, dict]:
     """The records contained in another one.
 
     `files`: (unit, path) of each unit's shingle file; `live`: the records still undecided, with
@@ -83,7 +83,10 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
     `shared`, `size` (|A|), `containment`; the container is the one of highest containment (then
     the first in the order). With `kept_containers` (for dropping) a container is never itself
     flagged: a record contained only in flagged records is kept, so no text is lost down a chain
-    (A in B, B in C, A's text not in C). Statistics are counts only."""
+    (A in B, B in C, A's text not in C). `prior`: (record_id, hash) of records published by earlier
+    runs (the corpus index): containers of every record of this run, never flagged themselves; a
+    `container` past the largest `_i` of `live`, max + 1 + k, is the record in row k of
+    `prior_names(prior)`. Statistics are counts only."""
     empty = pl.DataFrame(schema={"_i": pl.UInt32, "container": pl.UInt32, "shared": pl.UInt32, "size": pl.UInt32,
                                  "containment": pl.Float64})
     ids = live.select(pl.col("unit").cast(pl.Int64), pl.col("row").cast(pl.Int64), pl.col("_i").cast(pl.UInt32),
@@ -92,20 +95,34 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
     if not frames:
         return empty, {"shingles": 0, "candidate_pairs": 0, "verified_pairs": 0, "flagged": 0}
     sh = pl.concat(frames).join(ids.select("unit", "row", "_i"), on=["unit", "row"], how="inner").select("_i", "hash")
+    first_prior = (int(ids["_i"].max()) + 1) if ids.height else 0
+    ranks = ids.select("_i", "priority", "rank")
+    n_prior = 0
+    if prior is not None and prior.height:
+        # Only the shingles this run has matter (df, and what a container shares); published
+        # records come first in the order (highest priority), so they contain and are never contained.
+        names = prior_names(prior)
+        n_prior = names.height
+        matched = prior.join(sh.select("hash").unique(), on="hash", how="semi")
+        sh = pl.concat([sh, matched.join(names, on="record_id").select(
+            (pl.col("k") + first_prior).cast(pl.UInt32).alias("_i"), "hash")])
+        ranks = pl.concat([ranks, names.select((pl.col("k") + first_prior).cast(pl.UInt32).alias("_i"),
+                                               pl.lit(PRIOR_PRIORITY, pl.Int64).alias("priority"),
+                                               pl.lit(-1, pl.Int64).alias("rank"))])
     size = sh.group_by("_i").agg(pl.len().cast(pl.UInt32).alias("size"))
     df = sh.group_by("hash").agg(pl.len().cast(pl.UInt32).alias("df"))
     sh = sh.join(df, on="hash")
     rare = sh.filter((pl.col("df") >= 2) & (pl.col("df") <= max_df)).select("_i", "hash")
     frequent = sh.filter(pl.col("df") > max_df).select("_i", "hash")
     n_freq = frequent.group_by("_i").agg(pl.len().cast(pl.UInt32).alias("n_freq"))
-    order = size.join(ids.select("_i", "priority", "rank"), on="_i")
+    order = size.join(ranks, on="_i")
     a = order.rename({"priority": "prio_a", "rank": "rank_a"})
     b = order.rename({"_i": "container", "size": "size_b", "priority": "prio_b", "rank": "rank_b"})
     # Inverted index: every pair of records sharing a rare shingle, with the count of those shared,
     # built for a slice of the contained side at a time: a slice joins at most about
     # `partition_rows` (record, shingle, other record) rows, whatever the size of the run.
     rare_df = sh.filter((pl.col("df") >= 2) & (pl.col("df") <= max_df))
-    eligible = size.filter(pl.col("size") >= min_shingles).select("_i")
+    eligible = size.filter((pl.col("size") >= min_shingles) & (pl.col("_i") < first_prior)).select("_i")
     load = (rare_df.join(eligible, on="_i", how="semi").group_by("_i").agg(pl.col("df").cast(pl.Int64).sum().alias("load"))
             .sort("_i").with_columns((pl.col("load").cum_sum() // partition_rows).alias("part")))
     n_candidates, parts = 0, []
@@ -159,8 +176,18 @@ def find_contained(files: list[tuple[int, Path]], live: pl.DataFrame, threshold:
              "records_with_shingles": size.height,
              "records_below_min_shingles": int(size.filter(pl.col("size") < min_shingles).height),
              "candidate_pairs": n_candidates, "verified_pairs": n_verified, "flagged": found.height,
-             "partitions": len(parts)}
+             "partitions": len(parts), "index_records": n_prior,
+             "flagged_in_index": int(found.filter(pl.col("container") >= first_prior).height) if n_prior else 0}
     return found, stats
+
+
+PRIOR_PRIORITY = 2**62  # published records precede every record of the run
+
+
+def prior_names(prior: pl.DataFrame) -> pl.DataFrame:
+    """`k` (0, 1, ...) and record_id of each distinct record of `prior`, in first-seen order: a
+    flagged record's container `first_prior + k` names the published record `record_id`."""
+    return prior.select("record_id").unique(maintain_order=True).with_row_index("k").with_columns(pl.col("k").cast(pl.Int64))
 
 
 def containment(a: set, b: set) -> float:

@@ -8,6 +8,8 @@ Parquet and raw uint32 signatures, one set per published run)::
     near/<run_id>.parquet      record_id, b00..bNN (LSH band keys)             -- candidates
     near/<run_id>.sig          raw uint32 signatures, same row order           -- verification
     inputs/<run_id>.parquet    source, path, sha256 of every input the run processed
+    stages/<kind>/<run_id>.parquet  what a barrier stage keeps for later runs (e.g. containment's
+                               shingles of kept records), with its settings in the run's entry
 
 A run reads the index before deciding, and adds its own survivors only after it has published,
 by writing its files and then replacing index.json atomically: a run that fails leaves the
@@ -27,8 +29,8 @@ holder dies; a store that cannot create only-if-absent runs unheld, with a warni
 Usage::
 
     idx = CorpusIndex.open(state_dir, cfg)       # validates version, parameters and digests
-    idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()
-    idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs)
+    idx.exact_keys()  /  idx.near_parts()  /  idx.processed_inputs()  /  idx.stage_frames(kind, params)
+    idx.add_run(run_id, out_dir, exact, near_keys, near_sig, inputs, stage_frames)
     with state_lock(cfg.state): ...             # barrier .. index update of one run
 """
 
@@ -186,9 +188,25 @@ class CorpusIndex:
                 out.setdefault(digest, r["run_id"])
         return out
 
+    def stage_frames(self, kind: str, params: dict) -> pl.DataFrame | None:
+        """What the runs of the index kept for stage `kind` with these settings (`BarrierStage.
+        index_additions`), oldest run first, record ids (if any) as `run_id/record_id`; None when
+        no run has any."""
+        frames = []
+        for r in self.runs:
+            if r.get("stages", {}).get(kind) != params:
+                continue
+            df = pl.read_parquet(self.root / "stages" / kind / f"{r['run_id']}.parquet")
+            if "record_id" in df.columns:
+                df = df.with_columns((pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
+            frames.append(df)
+        return pl.concat(frames) if frames else None
+
     def add_run(self, run_id: str, out_dir: str, exact: pl.DataFrame, near_keys: pa.Table | None,
-                near_sig: np.ndarray | None, inputs: pl.DataFrame) -> None:
+                near_sig: np.ndarray | None, inputs: pl.DataFrame,
+                stage_frames: dict[str, tuple[dict, pl.DataFrame]] | None = None) -> None:
         """Add a published run's survivors, then replace index.json (the commit point).
+        `stage_frames`: kind -> (settings, frame) of the barrier stages' additions.
 
         For a remote state directory the files are written in the mirror, uploaded, and only then
         is index.json written: a failure before that leaves the remote index unchanged.
@@ -212,8 +230,12 @@ class CorpusIndex:
             with atomic_path(self.root / "near" / f"{run_id}.sig") as tmp:
                 np.ascontiguousarray(near_sig, dtype=np.uint32).tofile(tmp)
             files[f"near/{run_id}.sig"] = sha256_path(self.root / "near" / f"{run_id}.sig")
+        for kind, (_params, frame) in sorted((stage_frames or {}).items()):
+            put_parquet(f"stages/{kind}/{run_id}.parquet", frame)
         entry = {"run_id": run_id, "out_dir": out_dir, "records": exact.height, "files": files,
                  "added_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if stage_frames:
+            entry["stages"] = {kind: params for kind, (params, _f) in sorted(stage_frames.items())}
         if self.remote is None:
             # Read-modify-write of index.json under its own lock, from what is committed now (not
             # what this object read when opened): a run another writer added meanwhile is kept.
@@ -249,19 +271,21 @@ class CorpusIndex:
                 "runs": [r["run_id"] for r in self.runs], "records": sum(r["records"] for r in self.runs)}
 
 
-def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+def rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike],
+            names: list[str] | None = None) -> CorpusIndex:
     """Recreate the index from published run directories (their manifests, ledgers and shards),
-    holding the state directory like a run does (waiting for a run that holds it)."""
+    holding the state directory like a run does (waiting for a run that holds it). `names`: what
+    the index calls each run directory (its URL, when `run_dirs` are local copies of runs on a store)."""
     from types import SimpleNamespace
 
     root = local_state_dir(state_dir)
     if root is not None and root.exists() and not root.is_dir():
-        return _rebuild(state_dir, run_dirs)  # which says what is wrong
+        return _rebuild(state_dir, run_dirs, names)  # which says what is wrong
     with state_lock(SimpleNamespace(dir=os.fspath(state_dir))):
-        return _rebuild(state_dir, run_dirs)
+        return _rebuild(state_dir, run_dirs, names)
 
 
-def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) -> CorpusIndex:
+def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], names: list[str] | None = None) -> CorpusIndex:
     """Recreate the index from published run directories (their manifests, ledgers and shards).
 
     The dedup settings come from the runs' own manifests and must agree; each shard's digest is
@@ -274,6 +298,7 @@ def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) ->
     from pipeline.dedup.near import banding, params
 
     runs = []
+    name_of = dict(zip(map(str, run_dirs), names or map(str, run_dirs)))
     for d in run_dirs:
         path = Path(d) / "manifest.json"
         try:
@@ -333,5 +358,5 @@ def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]) ->
             cols.update({f"b{k:02d}": pa.array(keys[:, k]) for k in range(bd.bands)})
             near_keys = pa.table(cols)
             near_sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, near.num_perm), np.uint32)
-        idx.add_run(manifest["run_id"], str(d), exact, near_keys, near_sig, inputs)
+        idx.add_run(manifest["run_id"], name_of[str(d)], exact, near_keys, near_sig, inputs)
     return idx

@@ -138,6 +138,7 @@ class RemoteStateDir:
 
     def remove_index(self) -> None:
         """Delete index.json (a rebuild starts from an empty index)."""
+        self.fs.invalidate_cache(self.path)
         try:
             self.fs.makedirs(self.path, exist_ok=True)
             if self.fs.exists(self._p(INDEX_FILE)):

@@ -141,7 +141,8 @@ def _partitions(total_rows: int, partition_rows: int) -> int:
 
 
 def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: Path, max_documents: int,
-                 partition_rows: int = PARTITION_ROWS, count: str = "documents") -> tuple[pl.DataFrame, dict]:
+                 partition_rows: int = PARTITION_ROWS, count: str = "documents",
+                 prior: pl.DataFrame | None = None) -> tuple[pl.DataFrame, dict]:
     """Units to remove: every occurrence but the first of a text found in more than
     `max_documents` distinct records (`count="documents"`), or more than `max_documents` times,
     repeats inside one record included (`count="occurrences"`: Dolma's and datatrove's rule at 1).
@@ -150,7 +151,9 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
     place in the survivor order: lower is first) for the records still kept. Returns (unit, row,
     idx, start, end, words, hash) of the units to remove and statistics. The hashes are split into
     2**bits partitions by their top bits (each file read once, spilled per partition), so memory
-    holds one partition at a time."""
+    holds one partition at a time. `prior`: (hash, docs) counted in earlier runs (the corpus
+    index), which come first: their counts add to this run's, and a text they have is removed at
+    every occurrence here (its first occurrence was published before)."""
     total = sum(pq.ParquetFile(p).metadata.num_rows for _u, p in unit_files)
     bits = _partitions(total, partition_rows)
     stats = {"units_hashed": total, "partitions": 1 << bits}
@@ -185,13 +188,19 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
             continue
         n = pl.col("rank").n_unique() if count == "documents" else pl.len()
         per = df.group_by("hash").agg(n.alias("docs"))
+        if prior is not None:
+            per = (per.join(prior.select("hash", pl.col("docs").alias("before")), on="hash", how="left")
+                   .with_columns(pl.col("before").fill_null(0)))
+        else:
+            per = per.with_columns(pl.lit(0, pl.Int64).alias("before"))
         distinct += per.height
-        hot = per.filter(pl.col("docs") > max_documents)
+        hot = per.filter(pl.col("docs") + pl.col("before") > max_documents)
         frequent += hot.height
         if hot.height == 0:
             continue
-        cand = df.join(hot.select("hash"), on="hash", how="semi").sort("hash", "rank", "idx")
-        out.append(cand.filter(pl.int_range(pl.len()).over("hash") > 0)
+        cand = df.join(hot.select("hash", "before"), on="hash", how="inner").sort("hash", "rank", "idx")
+        # The first occurrence stays, unless an earlier run published it.
+        out.append(cand.filter((pl.int_range(pl.len()).over("hash") > 0) | (pl.col("before") > 0))
                    .select("unit", "row", "idx", "start", "end", "words", "hash"))
         del df, per, hot, cand
     if bits:

@@ -157,6 +157,7 @@ class Lease:
         import json
 
         fs = self.remote.fs
+        fs.invalidate_cache(f"{self.remote.path}/{LEASE_DIR}")  # fsspec caches listings: other runs write here
         try:
             names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(f"{self.remote.path}/{LEASE_DIR}", detail=False)]
         except FileNotFoundError:

@@ -10,8 +10,36 @@ import pyarrow as pa
 
 from pipeline.core.decisions import Category
 from pipeline.core.registry import decision_table, run_stages
+from pipeline.core.stage import BarrierStage
 from pipeline.plan import RunPlan
 from pipeline.run.workdir import unit_name
+
+
+def stage_additions(work: Path, plan: RunPlan) -> dict[str, tuple[dict, pl.DataFrame]]:
+    """kind -> (settings, frame) of what the run's barrier stages keep in the corpus index for
+    later runs (`BarrierStage.index_additions`), from its kept records."""
+    from pipeline.core.registry import stages_at
+    from pipeline.core.runtime import stage_instance
+    from pipeline.core.stage import Placement
+
+    kept_names = list(decision_table(plan.config).names(Category.KEPT))
+    kept = None
+    out = {}
+    for spec in stages_at(plan.config, Placement.BARRIER):
+        stage = stage_instance(spec, plan)
+        if type(stage).index_additions is BarrierStage.index_additions:
+            continue
+        if kept is None:
+            kept = pl.concat([
+                pl.read_parquet(work / "decisions" / f"{unit_name(u.unit_id)}.parquet", columns=["row", "record_id", "decision"])
+                .filter(pl.col("decision").is_in(kept_names))
+                .select(pl.lit(u.unit_id, pl.Int64).alias("unit"), "row", "record_id")
+                for u in plan.units]) if plan.units else pl.DataFrame(
+                schema={"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String})
+        frame = stage.index_additions(work, kept)
+        if frame is not None:
+            out[spec.kind] = (stage.index_params(), frame)
+    return out
 
 
 def index_additions(work: Path, plan: RunPlan) -> tuple[pl.DataFrame, pa.Table | None, np.ndarray | None, pl.DataFrame]:

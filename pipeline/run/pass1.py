@@ -25,6 +25,7 @@ from pipeline.errors import SourceError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.dedup.exact import exact_keys
 from pipeline.plan import RunPlan
+from pipeline.run.scratch import scratch_url
 from pipeline.run.workdir import read_done, unit_name, write_schema
 from pipeline.safety.quarantine import incident, write_incidents
 from pipeline.schema_merge import merge_schemas
@@ -347,14 +348,16 @@ def pass1(work_dir: str, unit_id: int) -> dict:
     key_writers = [w for s in stages_at(plan.config, Placement.BARRIER)
                    if (w := stage_instance(s, plan).key_writer(unit_id, work)) is not None]
     spill = (SpillWriter(plan.spill_root, unit_id)
-             if plan.config.units.spill and reader_for(unit.kind).spill and not is_image_source(source) else None)
+             if plan.config.units.spill and reader_for(unit.kind).spill and not is_image_source(source)
+             and scratch_url(plan.config) is None else None)  # a shared scratch on a store: pass 2 reads again
     try:
         with atomic_path(work / "pass1" / f"{unit_name(unit_id)}.parquet") as tmp:
             # Scratch read whole by the barrier: no dictionaries or statistics (half the write time).
             with pq.ParquetWriter(tmp, KEYS_SCHEMA, compression="lz4", use_dictionary=False, write_statistics=False) as writer:
                 reader = UnitReader(plan, unit, writer, key_writers, spill)
                 try:
-                    for batch in reader_for(unit.kind).read(unit, reader.source, plan.config.units):
+                    unit_reader = reader_for(unit.kind)
+                    for batch in unit_reader.read(unit_reader.localized(unit), reader.source, plan.config.units):
                         reader.add_batch(batch)
                         reader.flush()
                 except SourceError as e:

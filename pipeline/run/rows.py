@@ -24,7 +24,8 @@ def iter_unit_rows(plan: RunPlan, unit_id: int, keep_rows: np.ndarray):
     if spilled is not None and spill_complete(plan.spill_root, unit_id, spilled):
         batches = read_spill(plan.spill_root, unit_id, spilled)
     else:
-        batches = ((b.table, b.rows) for b in reader_for(unit.kind).read(unit, plan.source(unit.source), cfg.units))
+        reader = reader_for(unit.kind)
+        batches = ((b.table, b.rows) for b in reader.read(reader.localized(unit), plan.source(unit.source), cfg.units))
     try:
         for table, rows in batches:
             if rows.size == 0:

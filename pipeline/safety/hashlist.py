@@ -187,7 +187,9 @@ def _records(path: Path, fmt: str, default_type: str | None):
 
 def load_hash_list(cfg) -> HashList:
     """Load and validate one configured list; any malformed line stops the run, naming its line numbers."""
-    path = Path(cfg.path)
+    from pipeline.storage import local_copy
+
+    path = Path(local_copy(cfg.path))  # a list on a store (s3://...) is read from its local copy
     fmt = _detect_format(path, cfg.format)
     records, meta = _records(path, fmt, cfg.type)
     entries: dict[str, dict[str, str]] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +16,7 @@ import pyarrow as pa
 from pipeline.config import UnitConfig
 from pipeline.errors import SourceError
 from pipeline.fileio import sha256_path
+from pipeline.storage import is_remote, list_objects, local_copy, local_path_of, object_info
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class InputFile:
     bytes: int
     sha256: str | None  # None until computed, when the planner deferred it (RunPlan.with_digests)
     mtime_ns: int
+    etag: str | None = None  # an object on a store (s3://...): the version the run reads
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Unit:
     row_offset: int
     files: tuple[str, ...] = ()
     file_error: str | None = None
+    etag: str | None = None  # an object on a store: the version planned (pipeline.storage.local_copy checks it)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -101,7 +104,12 @@ def expand_paths(patterns: tuple[str, ...], suffixes: tuple[str, ...] | None) ->
     """
     out: dict[str, str] = {}
     for pattern in patterns:
-        p = Path(pattern)
+        if is_remote(pattern):
+            for url, rel in list_objects(pattern, suffixes):
+                out.setdefault(url, rel)
+            continue
+        p = Path(local_path_of(pattern))
+        pattern = str(p)
         if globlib.has_magic(pattern):
             root = Path(*[part for part in p.parts[: _first_magic(p.parts)]])
             matches = sorted(m for m in globlib.glob(pattern, recursive=True) if Path(m).is_file())
@@ -152,7 +160,11 @@ def _first_magic(parts: tuple[str, ...]) -> int:
 
 
 def describe_file(source: str, path: str, relpath: str, digest: bool = True) -> InputFile:
-    """Stat (and digest, unless told not to) one input file."""
+    """Stat (and digest, unless told not to) one input file, or one object on a store."""
+    if is_remote(path):
+        info = object_info(path)
+        sha = sha256_path(local_copy(path, info.etag)) if digest else None
+        return InputFile(source, path, relpath, info.size, sha, info.mtime_ns, etag=info.etag)
     try:
         st = os.stat(path)
         sha = sha256_path(path) if digest else None
@@ -196,6 +208,18 @@ class Reader:
         """Yield batches of the unit's records, in file order."""
         raise NotImplementedError
 
+    def plan_inputs(self, source, inputs: list[InputFile], units: UnitConfig, work_dir: str = "",
+                    workers: int = 1) -> list[Unit]:
+        """`plan` over inputs that may be objects on a store: those are planned from their local
+        copies, and their units name the objects again."""
+        local = {f.path: replace(f, path=local_copy(f.path, f.etag)) for f in inputs if f.etag is not None}
+        if not local:
+            return self.plan(source, inputs, units, work_dir=work_dir, workers=workers)
+        back = {g.path: url for url, g in local.items()}
+        planned = self.plan(source, [local.get(f.path, f) for f in inputs], units, work_dir=work_dir, workers=workers)
+        return [replace(u, path=back.get(u.path, u.path),
+                        files=tuple(_remote_member(m, back) for m in u.files)) for u in planned]
+
     def describe(self, source, path: str, relpath: str, digest: bool = True) -> InputFile:
         """Size, digest (unless `digest` is false: the planner may defer it) and modification time of one input."""
         return describe_file(source.name, path, relpath, digest)
@@ -211,5 +235,26 @@ class Reader:
             start=start,
             stop=stop,
             row_offset=row_offset,
+            etag=f.etag,
             **kw,
         )
+
+    def localized(self, unit: Unit) -> Unit:
+        """The unit with its input reachable as a local file (an object on a store is copied here
+        first, and must still be the version the run planned with)."""
+        if unit.etag is None and not unit.files:
+            return unit
+        files = tuple(_local_member(m) for m in unit.files)
+        path = local_copy(unit.path, unit.etag) if unit.etag is not None else unit.path
+        return replace(unit, path=path, files=files)
+
+
+def _local_member(member: str) -> str:
+    """A `path\trelpath` member of a unit of many files, with an object on a store copied here."""
+    path, sep, rel = member.partition("\t")
+    return f"{local_copy(path)}{sep}{rel}" if is_remote(path) else member
+
+
+def _remote_member(member: str, back: dict[str, str]) -> str:
+    path, sep, rel = member.partition("\t")
+    return f"{back.get(path, path)}{sep}{rel}"

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.storage import is_remote, list_objects, local_path_of
 
 _KIND_BY_SUFFIX = [
     ((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl.zst", ".ndjson.zst", ".json.zst"), "jsonl"),
@@ -46,7 +47,10 @@ def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
         sources.append({**base_fields, "name": name, "kind": kind, "paths": paths})
 
     for raw in inputs:
-        p = Path(raw).expanduser()
+        if is_remote(raw):
+            _add_objects(raw, add)
+            continue
+        p = Path(local_path_of(raw)).expanduser()
         hint = p.name.split(".")[0] or "input"
         if p.is_dir():
             if any((p / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
@@ -71,3 +75,22 @@ def sources_from_inputs(inputs: tuple[str, ...], template: dict) -> list[dict]:
                 raise ConfigError(f"--input {raw}: cannot tell the format from the name; use a config source with `kind`")
             add([str(p)], kind, hint)
     return sources
+
+
+def _add_objects(url: str, add) -> None:
+    """Sources for an `--input` URL: one object, or the objects under a prefix (one source per format)."""
+    hint = url.rstrip("/").rsplit("/", 1)[-1].split(".")[0] or "input"
+    if kind := kind_of_file(url):
+        add([url], kind, hint)
+        return
+    found: dict[str, set[str]] = {}
+    for obj, _ in list_objects(url, None):
+        if kind := kind_of_file(obj):
+            suffix = next(s for s in next(x for x, k in _KIND_BY_SUFFIX if k == kind) if obj.lower().endswith(s))
+            found.setdefault(kind, set()).add(suffix)
+    if not found:
+        raise ConfigError(f"--input {url}: the prefix holds no .jsonl/.json(.gz/.zst), .parquet, .csv, .txt, .tar or "
+                          "image object")
+    for kind in sorted(found):
+        paths = [url] if len(found) == 1 else [f"{url.rstrip('/')}/**/*{s}" for s in sorted(found[kind])]
+        add(paths, kind, hint if len(found) == 1 else f"{hint}-{kind}")

@@ -7,6 +7,7 @@ import io
 import mmap
 import os
 import threading
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -22,6 +23,7 @@ from pipeline.sources.limits import (DECOMPRESSION_ERRORS, DecompressionBudget, 
                                     decompressed_blocks, record_too_large)
 from pipeline.sources.jsonscan import ChunkScan, KnownShape, scan_chunk, suspect_text_rows
 from pipeline.sources.validate import is_string_type, split_valid
+from pipeline.storage import is_remote, local_range
 
 _COMPRESSED = (".gz", ".zst")
 _BOM = b"\xef\xbb\xbf"
@@ -151,7 +153,7 @@ class JsonlReader(Reader):
 
     def describe(self, source, path: str, relpath: str, digest: bool = True) -> InputFile:
         """Size, digest and modification time; a plain file's newlines are counted in the same read."""
-        if _is_compressed(path) or not digest:
+        if _is_compressed(path) or not digest or is_remote(path):
             return super().describe(source, path, relpath, digest)
         try:
             st = os.stat(path)
@@ -190,6 +192,13 @@ class JsonlReader(Reader):
             for part, ((a, b), row_offset) in enumerate(zip(ranges, before)):
                 out.append(self._unit(source, f, part, a, b, int(row_offset)))
         return out
+
+    def localized(self, unit: Unit) -> Unit:
+        """A plain file's unit on a store reads only its byte range (one unit of a 10 GB object
+        fetches its 64 MiB); a compressed file is fetched whole."""
+        if unit.etag is None or _is_compressed(unit.path) or unit.stop <= unit.start:
+            return super().localized(unit)
+        return replace(unit, path=local_range(unit.path, unit.etag, unit.start, unit.stop))
 
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
         limits = units.limits

@@ -17,7 +17,11 @@ a record contained only in records that are themselves dropped is kept (no text 
 A in B in C); when tagging, the container is the best one whatever its own fate. Evidence either way: `contained_in` (the container's record id),
 `containment`, `containment_shared` and `containment_shingles`.
 
-Not yet: records of earlier runs (the corpus index) are not containers; only this run's records are.
+With `state` (a corpus index), the kept records of earlier runs are containers too (never flagged:
+they are published): each published run leaves its kept records' shingles in the index
+(`stages/containment/<run_id>.parquet`, 8 bytes a shingle), and a later run with the same `ngram`
+reads back those that share a shingle with it; `contained_in` then names `run_id/record_id`.
+Not yet: `hygiene index rebuild` does not restore them (a rebuilt index has no containment shingles).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage
-from pipeline.dedup.containment import ShingleWriter, find_contained
+from pipeline.dedup.containment import ShingleWriter, find_contained, prior_names
 
 DROPPED_CONTAINED = DecisionKind("dropped_contained", Category.DROPPED,
                                  "most of the record's shingles occur in another, longer or earlier, record")
@@ -61,7 +65,22 @@ class ContainmentStage(BarrierStage):
     Config = ContainmentConfig
 
     def summary(self) -> dict:
-        return {**self.config.model_dump(), "hash_bits": 64, "corpus_index": False}
+        plan = getattr(self, "plan", None)  # set by the runtime; the containers include the index's with `state`
+        return {**self.config.model_dump(), "hash_bits": 64, "corpus_index": plan is not None and plan.config.state is not None}
+
+    def index_params(self) -> dict:
+        return {"ngram": self.config.ngram}
+
+    def index_additions(self, work_dir: Path, kept: pl.DataFrame) -> pl.DataFrame:
+        """(record_id, hash): the shingles of the run's kept records, containers for later runs."""
+        scratch = Path(work_dir) / SCRATCH
+        frames = [pl.read_parquet(p).with_columns(pl.lit(int(p.name[1:6]), pl.Int64).alias("unit"))
+                  for p in sorted(scratch.glob("u?????.parquet"))]
+        empty = pl.DataFrame(schema={"record_id": pl.String, "hash": pl.UInt64})
+        if not frames or kept.height == 0:
+            return empty
+        return (pl.concat(frames).join(kept, on=["unit", "row"], how="inner")
+                .sort("unit", "row", "hash").select("record_id", "hash"))
 
     def key_writer(self, unit_id: int, work_dir: Path):
         return ShingleWriter(Path(work_dir) / SCRATCH, unit_id, self.config.ngram)
@@ -77,9 +96,14 @@ class ContainmentStage(BarrierStage):
         ranked = (live.sort(["order_str", "order_int", "_i"])
                   .with_row_index("rank").select("unit", "row", "_i", "priority", pl.col("rank").cast(pl.Int64)))
         files = [(int(p.name[1:6]), p) for p in sorted(scratch.glob("u?????.parquet"))]
+        prior = ctx.index.stage_frames(self.kind, self.index_params()) if ctx.index is not None else None
         found, stats = find_contained(files, ranked, c.threshold, c.max_df, c.min_shingles, c.partition_rows,
-                                      kept_containers=c.action == "drop")
+                                      kept_containers=c.action == "drop", prior=prior)
         ids = records.select(pl.col("_i").cast(pl.UInt32), "record_id")
+        if prior is not None:
+            first = int(ranked["_i"].max()) + 1
+            ids = pl.concat([ids, prior_names(prior).select((pl.col("k") + first).cast(pl.UInt32).alias("_i"),
+                                                             "record_id")])
         found = found.join(ids.rename({"_i": "container", "record_id": "contained_in"}), on="container").sort("_i")
         rows = found.select("_i", "contained_in", "containment", "shared", "size").rows()
         dropped = c.action == "drop"

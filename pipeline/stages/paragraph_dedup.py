@@ -10,7 +10,12 @@ is left (`dropped_repeated_paragraphs`); pass 2 removes the spans while it write
 WRITE placement of the same stage). Exact 64-bit hashes, no Bloom filter (see
 `pipeline.dedup.paragraphs` for the bound on false matches, recorded in the manifest).
 
-Not yet: units of earlier runs (the corpus index) are not counted; only this run's records are.
+With `state` (a corpus index), earlier runs count too, and come first: each published run leaves
+per text hash the number of its kept records that have it (`stages/paragraph_dedup/<run_id>.parquet`,
+12 bytes a distinct text), a later run with the same settings adds those counts to its own, and a
+text an earlier run published is removed at every occurrence in the later run. Not yet: those
+counts are read whole into the barrier (not partitioned like the run's own units), and `hygiene
+index rebuild` does not restore them.
 """
 
 from __future__ import annotations
@@ -68,7 +73,26 @@ class ParagraphDedupStage(BarrierStage):
     edits_from_text = True
 
     def summary(self) -> dict:
-        return self.config.model_dump()
+        plan = getattr(self, "plan", None)  # set by the runtime; earlier runs count too with `state`
+        return {**self.config.model_dump(), "corpus_index": plan is not None and plan.config.state is not None}
+
+    def index_params(self) -> dict:
+        c = self.config
+        return {"unit": c.unit, "count": c.count, "min_chars": c.min_chars, "lowercase": c.lowercase,
+                "collapse_whitespace": c.collapse_whitespace}
+
+    def index_additions(self, work_dir: Path, kept: pl.DataFrame) -> pl.DataFrame:
+        """(hash, docs): per text, how many of the run's kept records have it (or how many times,
+        with `count: occurrences`)."""
+        scratch = Path(work_dir) / SCRATCH
+        keys = kept.select("unit", "row")
+        frames = [pl.read_parquet(p, columns=["row", "hash"]).with_columns(pl.lit(int(p.name[1:6]), pl.Int64).alias("unit"))
+                  .join(keys, on=["unit", "row"], how="semi") for p in sorted(scratch.glob("u?????.parquet"))]
+        if not frames:
+            return pl.DataFrame(schema={"hash": pl.UInt64, "docs": pl.Int64})
+        units = pl.concat(frames)
+        n = pl.struct("unit", "row").n_unique() if self.config.count == "documents" else pl.len()
+        return units.group_by("hash").agg(n.cast(pl.Int64).alias("docs")).sort("hash")
 
     # -- pass 1 --------------------------------------------------------------------------------
 
@@ -91,9 +115,13 @@ class ParagraphDedupStage(BarrierStage):
         ranks = (live.sort(["priority", "order_str", "order_int", "_i"], descending=[True, False, False, False])
                  .with_row_index("rank").select("unit", "row", pl.col("rank").cast(pl.Int64), "_i"))
         units = sorted(int(p.name[1:6]) for p in scratch.glob("u?????.parquet"))
+        prior = ctx.index.stage_frames(self.kind, self.index_params()) if ctx.index is not None else None
+        if prior is not None:
+            prior = prior.group_by("hash").agg(pl.col("docs").sum())
         removals, stats = find_repeats([(u, scratch / f"u{u:05d}.parquet") for u in units],
                                        ranks.select("unit", "row", "rank"), scratch, c.max_documents, c.partition_rows,
-                                       c.count)
+                                       c.count, prior=prior)
+        stats["index_texts"] = prior.height if prior is not None else 0
         docs = (pl.concat([pl.read_parquet(scratch / f"u{u:05d}.docs.parquet").with_columns(pl.lit(u, pl.Int64).alias("unit"))
                            for u in units]) if units else pl.DataFrame(schema={"row": pl.Int64, "unit": pl.Int64}))
         stats["records_seen"] = live.height

@@ -14,7 +14,8 @@ from tests.conftest import REPO
 SAMPLE = str(REPO / "configs" / "sample.yaml")
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["schedule"], ["validate"], ["sample"]])
+@pytest.mark.parametrize("args", [[], ["run"], ["schedule"], ["validate"], ["sample"], ["prefect-server"],
+                                  ["prefect-server", "stop"]])
 def test_every_command_explains_itself(args):
     result = CliRunner().invoke(main, [*args, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output and len(result.output) > 80
@@ -49,6 +50,14 @@ def test_a_bad_config_exits_2_naming_file_and_key(tmp_path):
 def test_a_missing_input_exits_1_naming_the_path(tmp_path):
     result = CliRunner().invoke(main, ["run", SAMPLE, "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o"), "--no-prefect"])
     assert result.exit_code == 1 and "nope.jsonl" in result.output
+
+
+def test_an_unknown_prefect_api_exits_2_saying_what_is_valid_and_runs_nothing(tmp_path):
+    result = CliRunner().invoke(main, ["run", SAMPLE, "--output", str(tmp_path / "o"), "--prefect-api", "lokal"])
+    assert result.exit_code == EXIT_USAGE and "'lokal'" in result.output and "ephemeral" in result.output
+    assert not (tmp_path / "o").exists()
+    result = CliRunner().invoke(main, ["run", SAMPLE, "--no-prefect", "--prefect-api", "local"])
+    assert result.exit_code == EXIT_USAGE and "--no-prefect" in result.output
 
 
 def test_schedule_next_prints_fire_times():

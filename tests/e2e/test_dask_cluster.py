@@ -80,6 +80,12 @@ def _wait_for_workers(address: str, n: int, procs: list[subprocess.Popen], timeo
 @pytest.fixture
 def cluster(tmp_path):
     """A scheduler and two nanny-less workers (a killed worker stays dead); always stopped."""
+    yield from _cluster(tmp_path)
+
+
+def _cluster(tmp_path, worker_env: list[dict] | None = None):
+    """Start the scheduler and two workers (`worker_env[i]`: variables of worker i), yield
+    (address, worker processes), and stop exactly those processes."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     # No PREFECT_API_URL needed: each task carries the flow's Prefect settings to its worker.
@@ -88,9 +94,9 @@ def cluster(tmp_path):
     logs.mkdir()
     procs: list[subprocess.Popen] = []
 
-    def start(name: str, command: str, *args: str) -> subprocess.Popen:
+    def start(name: str, command: str, *args: str, extra: dict | None = None) -> subprocess.Popen:
         log = open(logs / f"{name}.log", "wb")
-        p = subprocess.Popen([*_dask_cli(command), *args], env=env, cwd=str(tmp_path),
+        p = subprocess.Popen([*_dask_cli(command), *args], env={**env, **(extra or {})}, cwd=str(tmp_path),
                              stdout=log, stderr=subprocess.STDOUT)
         log.close()
         procs.append(p)
@@ -100,7 +106,8 @@ def cluster(tmp_path):
         start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
               "--dashboard-address", ":0", "--no-show")
         workers = [start(f"worker{i}", "worker", address, "--nthreads", "1", "--no-nanny",
-                         "--name", f"w{i}", "--host", "127.0.0.1", "--dashboard-address", ":0")
+                         "--name", f"w{i}", "--host", "127.0.0.1", "--dashboard-address", ":0",
+                         extra=(worker_env or [{}, {}])[i])
                    for i in range(2)]
         _wait_for_workers(address, 2, procs)
         yield address, workers
@@ -153,3 +160,45 @@ def test_a_killed_worker_does_not_change_the_published_run(cluster, tmp_path):
     assert 0 < manifest["conservation"]["overall"]["kept"] < UNITS * 60  # the duplicates were dropped
     assert _digests(out) == _digests(ref) and _digests(out)
     assert not (out / "_work").exists()
+
+
+def test_workers_that_share_no_filesystem_publish_the_same_run_through_the_store(s3_server, tmp_path, monkeypatch):
+    """Inputs, run directory and scratch space (`runner.scratch: store`) in buckets of a real S3
+    server; each worker has its own cache directory (its own copies, as on another machine): the
+    run published through Prefect on the cluster equals the thread runner's on local files."""
+    import fsspec
+
+    from flows.clean import run_flow
+    from pipeline.executor import run_local
+
+    s3_server.reset()
+    monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "flow-cache"))
+    corpus = _corpus(tmp_path / "corpus")
+    fs = fsspec.filesystem("s3")
+    for bucket in ("in-bucket", "out-bucket"):
+        fs.mkdir(bucket)
+    fs.put(str(corpus), "in-bucket/corpus", recursive=True)
+    ref = tmp_path / "thread"
+    run_local(_config(corpus, ref, {"kind": "thread"}))
+
+    caches = [tmp_path / f"worker{i}-cache" for i in range(2)]
+    gen = _cluster(tmp_path, [{"HYGIENE_CACHE_DIR": str(c)} for c in caches])
+    address, _workers = next(gen)
+    try:
+        cfg = _config("s3://in-bucket/corpus", "s3://out-bucket/runs/dask",
+                      {"kind": "dask", "dask_address": address, "scratch": "store"})
+        manifest = run_flow(cfg)
+    finally:
+        gen.close()
+
+    fs.invalidate_cache()
+    stored = {p.split("/runs/dask/", 1)[1]: hashlib.sha256(fs.cat_file(p)).hexdigest()
+              for p in fs.find("out-bucket/runs/dask") if p.endswith(".parquet")}
+    assert stored == _digests(ref) and stored
+    assert manifest["conservation"]["overall"]["input"] == UNITS * 60
+    assert not fs.exists("out-bucket/runs/dask/_work")  # the shared scratch is removed once published
+    # Both workers ran steps on their own copies of the scratch space (keys of pass 1, no spill).
+    for c in caches:
+        copy = c / "scratch" / "s3" / "out-bucket" / "runs" / "dask" / "_work"
+        assert list((copy / "pass1").glob("u*.json")), f"{c}: this worker ran no step on its copy"
+        assert not (copy / "spill").exists()

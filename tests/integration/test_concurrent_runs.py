@@ -248,3 +248,32 @@ def test_an_object_store_lease_serialises_holders_and_lapses_when_its_holder_die
     with pytest.raises(CorpusIndexError, match=LEASE_DIR):
         with state_lock(state):
             pass
+
+
+def test_on_an_object_store_a_paused_run_makes_the_next_one_wait(tmp_path, corpus, s3_server, monkeypatch):
+    """The same interleaving with the state directory in a bucket of a real S3 server: the lease
+    (a create-only-if-absent object) makes B wait, and the index on the store lists both runs."""
+    import fsspec
+
+    s3_server.reset()
+    monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
+    fsspec.filesystem("s3").mkdir("state-bucket")
+    config = write_config(tmp_path, corpus)
+    data = json.loads(config.read_text())
+    data["state"]["dir"] = "s3://state-bucket/hygiene/state"
+    config.write_text(json.dumps(data))
+    a, b, gate = tmp_path / "a", tmp_path / "b", tmp_path / "gate"
+    gate.touch()
+    pa = start(config, a, pause=gate)
+    wait_for_log(a, "pausing between barrier and publish", pa)
+    pb = start(config, b)
+    wait_for_log(b, "waiting for another run that holds this state directory", pb)
+    gate.unlink()
+    finish(pa, a)
+    finish(pb, b)
+    fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()
+    runs = [r["run_id"] for r in json.loads(fs.cat_file("state-bucket/hygiene/state/index.json"))["runs"]]
+    assert runs == [run_id(a), run_id(b)]
+    texts = kept_texts(a) + (kept_texts(b) if list((b / "shards").glob("*.parquet")) else [])
+    assert len(texts) == len(set(texts)) == N_DISTINCT

@@ -16,6 +16,7 @@ from pipeline.config import parse_config
 from pipeline.dedup.containment import containment, find_contained, record_shingles
 from pipeline.executor import run_local
 from pipeline.stages.containment import evidence_of
+from tests.conftest import run_one_stage
 
 RNG = random.Random(18)
 VOCAB = [f"w{i}" for i in range(5000)]
@@ -181,3 +182,34 @@ def test_kernel_matches_brute_force(tmp_path):
     got = dict(zip(found["_i"].to_list(), found["containment"].to_list()))
     assert set(got) == set(expect) and len(expect) > 5
     assert all(abs(got[k] - expect[k]) < 1e-9 for k in expect)
+
+
+def test_records_of_earlier_runs_in_the_corpus_index_are_containers(tmp_path):
+    """Run 1 publishes a long article into the corpus index; run 2 (same state directory) has an
+    answer pasting 200 of its words: flagged against `run1/article`, while run 2's own unrelated
+    record and an article copied exactly (exact dedup's job, absent here) are judged as usual.
+    A run with another n-gram size reads nothing back from the index."""
+    article = _words(3000)
+    answer = " ".join(_words(30) + article[1200:1400] + _words(30))
+    state = {"dir": str(tmp_path / "state")}
+
+    def run(name: str, rows: list[dict], ngram: int = 5) -> tuple[dict, pl.DataFrame]:
+        m, out = run_one_stage(tmp_path / name, rows, {"kind": "containment", "config": {"ngram": ngram}}, state=state)
+        return m, pl.read_parquet(str(out / "ledger" / "*.parquet"))
+
+    first, _ = run("r1", [{"id": "article", "text": " ".join(article)}, {"id": "note", "text": " ".join(_words(80))}])
+    index = json.loads((tmp_path / "state" / "index.json").read_text())
+    assert index["runs"][0]["stages"] == {"containment": {"ngram": 5}}
+    second, ledger = run("r2", [{"id": "answer", "text": answer}, {"id": "other", "text": " ".join(_words(250))}])
+    row = _row(ledger, "answer")
+    assert row["decision"] == "dropped_contained"
+    assert evidence_of(row["evidence"])["contained_in"] == f"{first['run_id']}/article"
+    assert row["duplicate_of"] == f"{first['run_id']}/article"
+    assert evidence_of(row["evidence"])["containment"] > 0.7
+    assert _row(ledger, "other")["decision"] == "kept"
+    stats = next(s for s in second["pipeline"]["stages"] if s["kind"] == "containment")["summary"]
+    assert stats["corpus_index"] is True
+
+    # Other settings: the shingles of the index are not comparable, so none are read back.
+    third, ledger3 = run("r3", [{"id": "answer", "text": answer}], ngram=4)
+    assert _row(ledger3, "answer")["decision"] == "kept"

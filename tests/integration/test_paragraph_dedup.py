@@ -17,6 +17,7 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.dedup.paragraphs import find_repeats, remove_spans, split_units
 from pipeline.executor import run_local
+from tests.conftest import run_one_stage
 
 DOLMA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dedup" / "dolma_dedupe_fixtures"
 if not DOLMA.exists():
@@ -260,3 +261,37 @@ def test_with_pii_redaction_the_removal_finds_its_paragraphs_again_and_never_cut
     # The signed paragraph is repeated too, but redaction changed it: kept (redacted), counted.
     assert "Questions? Write to <EMAIL_ADDRESS> today." in text["d2"]
     assert m["conservation"]["overall"]["kept"] == 2
+
+
+def test_paragraphs_published_by_earlier_runs_count_and_come_first(tmp_path):
+    """Two runs on one corpus index: a paragraph run 1 published is removed from run 2's records at
+    every occurrence once the count over both runs passes K; below K it stays; a text only run 2
+    repeats keeps its first occurrence; other settings read nothing back."""
+    shared = "This paragraph is shared boilerplate that every page of the site repeats in full."
+    local = "Only the second run repeats this paragraph, twice, in two of its own records here."
+
+    def run(name: str, rows: list[dict], options: dict) -> tuple[dict, dict]:
+        m, out = run_one_stage(tmp_path / name, rows, {"kind": "paragraph_dedup", "config": options},
+                               state={"dir": str(tmp_path / f"state-{options['max_documents']}")})
+        shards = pl.read_parquet(str(out / "shards" / "*.parquet"))
+        return m, dict(zip(shards["record_id"].to_list(), shards["text"].to_list()))
+
+    def body(i: int) -> str:
+        return f"Page {i} has its own opening paragraph with words nobody else uses, number {i}."
+
+    for k in (1, 2):
+        opts = {"max_documents": k}
+        run(f"a{k}", [{"id": "p1", "text": f"{body(1)}\n\n{shared}"}], opts)
+        m, texts = run(f"b{k}", [{"id": "p2", "text": f"{body(2)}\n\n{shared}\n\n{local}"},
+                                 {"id": "p3", "text": f"{body(3)}\n\n{local}"}], opts)
+        summary = next(s for s in m["pipeline"]["stages"] if s["kind"] == "paragraph_dedup")["summary"]
+        assert summary["corpus_index"] is True
+        if k == 1:  # 2 records over both runs > 1: removed here, its first occurrence was published before
+            assert shared not in texts["p2"] and body(2) in texts["p2"]
+            assert local in texts["p2"] and local not in texts["p3"]  # first occurrence within the run kept
+        else:  # 2 records over both runs, not > 2: kept
+            assert shared in texts["p2"] and local in texts["p2"] and local in texts["p3"]
+    # Other settings (lines, not paragraphs) on the K = 1 index: nothing read back, so the shared
+    # paragraph occurs once and stays.
+    _m, texts = run("c1", [{"id": "p4", "text": f"{body(4)}\n\n{shared}"}], {"max_documents": 1, "unit": "line"})
+    assert shared in texts["p4"]

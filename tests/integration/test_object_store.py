@@ -1,0 +1,289 @@
+"""Runs whose inputs, hash lists, corpus index and run directory live on an S3-compatible server.
+
+A real server (moto's server mode, its own process on 127.0.0.1) reached over HTTP by s3fs:
+the run reads its inputs from one bucket and publishes into another, and what it publishes must
+equal, byte for byte, what the same job writes to a local directory. Then the faults: a write
+refused midway (nothing published, the rerun completes), an object changed while the run reads
+it, a missing bucket, a run without its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.config import parse_config
+from pipeline.errors import OutputError, SourceError
+from pipeline.executor import run_local
+from pipeline.sources.base import Reader
+from pipeline.storage import RemoteRunDir, drop_local_copies
+from tests.conftest import REPO
+
+SAMPLES = REPO / "data_samples"
+
+
+@pytest.fixture
+def store(s3_server, tmp_path, monkeypatch):
+    """Empty buckets `in-bucket` and `out-bucket`, the samples uploaded to s3://in-bucket/samples/,
+    and this test's own object cache."""
+    import fsspec
+
+    s3_server.reset()
+    monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("in-bucket")
+    fs.mkdir("out-bucket")
+    fs.put(str(SAMPLES / "web"), "in-bucket/samples/web", recursive=True)
+    fs.put_file(str(SAMPLES / "forum.csv"), "in-bucket/samples/forum.csv")
+    fs.put(str(SAMPLES / "images"), "in-bucket/samples/images", recursive=True)
+    fs.put_file(str(SAMPLES / "hashlists" / "sample-list.csv"), "in-bucket/lists/sample-list.csv")
+    fs.invalidate_cache()
+    return fs
+
+
+def _config(root: str, lists: str, out: str, state: str | None = None, **extra):
+    data = {
+        "sources": [
+            {"name": "web", "kind": "jsonl", "paths": [f"{root}/web"], "text_field": "text", "id_field": "id"},
+            {"name": "forum", "kind": "csv", "paths": [f"{root}/forum.csv"], "text_field": "text", "id_field": "id",
+             "priority": 1},
+            {"name": "images", "kind": "image_dir", "paths": [f"{root}/images"]},
+        ],
+        "safety": {"hash_lists": [{"name": "sample", "path": lists}], "trim_borders": True},
+        "dedup": {"exact": {"enabled": True}, "near": {"enabled": True}},
+        "output": {"dir": out},
+        **extra,
+    }
+    if state:
+        data["state"] = {"dir": state}
+    return parse_config(data, "test-config")
+
+
+def _digests(files: dict[str, bytes]) -> dict[str, str]:
+    return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+
+
+def _incidents(data: bytes) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "detected_at"} for line in data.splitlines()]
+
+
+def _remote_outputs(fs, prefix: str) -> dict[str, bytes]:
+    fs.invalidate_cache()
+    return {p[len(prefix) + 1:]: fs.cat_file(p) for p in fs.find(prefix)
+            if p[len(prefix) + 1:].startswith(("shards/", "ledger/", "quarantine/"))}
+
+
+def _local_outputs(run: Path) -> dict[str, bytes]:
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.relative_to(run).parts[0] in ("shards", "ledger", "quarantine")}
+
+
+def test_a_run_on_the_store_equals_the_same_run_on_local_files(store, tmp_path):
+    local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local")))
+    remote = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
+                               "s3://out-bucket/runs/one", state="s3://out-bucket/state"))
+
+    stored, written = _remote_outputs(store, "out-bucket/runs/one"), _local_outputs(tmp_path / "local")
+    incidents = [_incidents(x.pop("quarantine/incidents.jsonl")) for x in (stored, written)]
+    assert _digests(stored) == _digests(written)  # shards and ledger, byte for byte
+    # The incidents too, but for when they were detected and the URI of the matched image.
+    assert [{**i, "uri": None} for i in incidents[0]] == [{**i, "uri": None} for i in incidents[1]]
+    assert all(i["uri"].startswith("s3://in-bucket/samples/") for i in incidents[0]), [i["uri"] for i in incidents[0]]
+    assert remote["conservation"] == local["conservation"]
+    assert remote["quarantine"]["count"] == local["quarantine"]["count"] >= 1
+    published = json.loads(store.cat_file("out-bucket/runs/one/manifest.json"))
+    assert published["run_id"] == remote["run_id"]
+    # The inputs are named by their URLs and versions, never by this machine's copies.
+    assert all(f["path"].startswith("s3://in-bucket/samples/") for f in published["inputs"])
+    # Incidents stay owner-only: a private ACL on the object, and the manifest says so.
+    import boto3
+
+    grants = boto3.client("s3").get_object_acl(Bucket="out-bucket", Key="runs/one/quarantine/incidents.jsonl")["Grants"]
+    assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
+    assert "ACL 'private'" in published["quarantine"]["access"]
+    # Nothing stays behind on this machine but lock files and the chain head: no staging copy, no object copies.
+    cache = Path(tmp_path / "cache")
+    assert not any(p.is_file() and not p.name.startswith(".hygiene") for p in (cache / "runs").rglob("*"))
+    assert not any(p.is_file() for p in (cache / "objects").rglob("*"))
+    # The index on the store knows the run by its URL.
+    index = json.loads(store.cat_file("out-bucket/state/index.json"))
+    assert [r["out_dir"] for r in index["runs"]] == ["s3://out-bucket/runs/one"]
+
+    runner = CliRunner()
+    verified = runner.invoke(main, ["verify", "s3://out-bucket/runs/one", "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.output)["ok"] is True
+    inspected = runner.invoke(main, ["inspect", "s3://out-bucket/runs/one", "--json"])
+    assert inspected.exit_code == 0, inspected.output
+    assert json.loads(inspected.output)["run_id"] == remote["run_id"]
+    rebuilt = runner.invoke(main, ["index", "rebuild", "s3://out-bucket/state-rebuilt", "s3://out-bucket/runs/one"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    again = json.loads(store.cat_file("out-bucket/state-rebuilt/index.json"))
+    assert [(r["run_id"], r["out_dir"], r["records"]) for r in again["runs"]] == \
+        [(r["run_id"], r["out_dir"], r["records"]) for r in index["runs"]]
+
+
+def test_a_second_run_into_the_same_location_repeats_nothing_and_chains(store, tmp_path):
+    root, lists = "s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv"
+    first = run_local(_config(root, lists, "s3://out-bucket/runs/a", state="s3://out-bucket/state"))
+    # The same inputs again: every input was processed by the first run, so none is read.
+    second = run_local(_config(root, lists, "s3://out-bucket/runs/b", state="s3://out-bucket/state"))
+    assert second["conservation"]["overall"]["input"] == 0
+    assert {s["processed_in_run"] for s in second["skipped_inputs"]} == {first["run_id"]}
+    assert second["previous_run"]["run_id"] == first["run_id"]
+    assert second["previous_run"]["path"] == "s3://out-bucket/runs/a"
+    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/b"]).exit_code == 0
+
+
+def test_a_refused_write_publishes_nothing_and_the_rerun_completes(store, tmp_path, monkeypatch):
+    cfg = _config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv", "s3://out-bucket/runs/x")
+    real_put = RemoteRunDir._put
+    calls = {"n": 0}
+
+    def refuse_third(self, src, rel):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OutputError(f"{self.where(rel)}: cannot upload: access denied (injected)")
+        return real_put(self, src, rel)
+
+    monkeypatch.setattr(RemoteRunDir, "_put", refuse_third)
+    with pytest.raises(OutputError, match="injected"):
+        run_local(cfg)
+    store.invalidate_cache()
+    assert not store.exists("out-bucket/runs/x/manifest.json")  # unfinished, and readers say so
+    refused = CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/x"])
+    assert refused.exit_code == 2 and "unfinished" in refused.output
+
+    monkeypatch.setattr(RemoteRunDir, "_put", real_put)
+    manifest = run_local(cfg)
+    assert manifest["run_id"]
+    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/x"]).exit_code == 0
+
+
+def test_an_object_changed_during_the_run_stops_it(store, tmp_path):
+    cfg = _config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv", "s3://out-bucket/runs/y")
+    changed = {"done": False}
+
+    def change_an_input(step, result):
+        if not changed["done"]:
+            changed["done"] = True
+            store.pipe_file("in-bucket/samples/forum.csv", b"id,text\n1,a different file\n")
+
+    with pytest.raises(SourceError, match="forum.csv: the object changed"):
+        run_local(cfg, on_unit=change_an_input)
+    store.invalidate_cache()
+    assert not store.exists("out-bucket/runs/y/manifest.json")
+
+
+def test_a_missing_bucket_is_named(store, tmp_path):
+    cfg = _config("s3://no-such-bucket/samples", "s3://in-bucket/lists/sample-list.csv", str(tmp_path / "out"))
+    with pytest.raises(SourceError, match="s3://no-such-bucket/samples/web"):
+        run_local(cfg)
+
+
+def test_signoff_on_a_stored_run_records_it_there(store, tmp_path):
+    run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv", "s3://out-bucket/runs/s"))
+    policy = REPO / "configs" / "policy-dedup-only.yaml"
+    out = CliRunner().invoke(main, ["signoff", "s3://out-bucket/runs/s", "--policy", str(policy), "--approver", "Ada"])
+    assert out.exit_code == 1, out.output  # evaluated (this policy fails an unsigned run), and recorded
+    assert "pass verify" in out.output and "sign-off FAILED" in out.output
+    store.invalidate_cache()
+    records = store.find("out-bucket/runs/s/signoffs")
+    assert len(records) == 1
+    assert json.loads(store.cat_file(records[0]))["approver"] == "Ada"
+
+
+def test_the_command_line_reads_and_writes_urls(store, tmp_path):
+    """`hygiene run --input s3://... --output s3://...` finds the same sources as a local folder
+    (one per format under the prefix) and publishes the same ledger."""
+    import polars as pl
+
+    config = REPO / "examples" / "stages" / "config.yaml"
+    runner = CliRunner()
+    local = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", str(SAMPLES / "web"),
+                                 "--input", str(SAMPLES / "forum.csv"), "--output", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    remote = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", "s3://in-bucket/samples/web",
+                                  "--input", "s3://in-bucket/samples/forum.csv", "--output", "s3://out-bucket/runs/cli"])
+    assert remote.exit_code == 0, remote.output
+    assert "s3://out-bucket/runs/cli" in remote.output
+    store.invalidate_cache()
+    stored = pl.concat([pl.read_parquet(store.cat_file(p)) for p in sorted(store.find("out-bucket/runs/cli/ledger"))])
+    written = pl.read_parquet(str(tmp_path / "local" / "ledger" / "*.parquet"))
+    assert stored.equals(written)
+
+
+def test_refused_credentials_are_named_with_what_to_check(s3_server, tmp_path, monkeypatch):
+    """A server that checks credentials (and knows none of ours): reading an input and publishing
+    a run both fail with an error naming the URL and the credentials, and nothing is published."""
+    from tests.s3server import S3Server
+
+    monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
+    strict = S3Server.start(authenticate=True)
+    try:
+        with pytest.raises(SourceError, match=r"s3://in-bucket/samples/web: cannot list the objects: access denied: "
+                                              r"check the credentials"):
+            run_local(_config("s3://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "out")))
+        with pytest.raises(SourceError, match=r"s3://in-bucket/lists/sample-list.csv: cannot read this object: access denied"):
+            run_local(_config(str(SAMPLES), "s3://in-bucket/lists/sample-list.csv", str(tmp_path / "out")))
+        with pytest.raises(OutputError, match=r"s3://out-bucket/runs/z.*access denied"):
+            run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), "s3://out-bucket/runs/z"))
+    finally:
+        strict.stop()
+
+
+def test_a_scratch_space_on_the_store_gives_the_same_run(store, tmp_path):
+    """`runner.scratch: store`: the steps run on a copy of the scratch space that is exchanged with
+    the store (as on workers that share no filesystem); PII runs in its own tasks on that copy too.
+    The published shards and ledger equal the local run's, and no scratch is left on the store."""
+    pii = {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"], "residual_scan": {"enabled": False}}
+    local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local"),
+                              pii=pii))
+    shared = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
+                               "s3://out-bucket/runs/shared", pii=pii, runner={"scratch": "store"}))
+    stored, written = _remote_outputs(store, "out-bucket/runs/shared"), _local_outputs(tmp_path / "local")
+    for x in (stored, written):
+        x.pop("quarantine/incidents.jsonl")
+    assert _digests(stored) == _digests(written)
+    assert shared["conservation"] == local["conservation"]
+    store.invalidate_cache()
+    assert not store.exists("out-bucket/runs/shared/_work")
+    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/shared"]).exit_code == 0
+
+
+def test_a_unit_of_a_large_object_fetches_only_its_byte_range(store, tmp_path):
+    """Objects cut into many units (16 KiB here): each unit copies only its byte range (a sparse
+    local file), and the run still equals the local one byte for byte."""
+    units = {"target_bytes": 16 * 1024}
+    local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local"),
+                              units=units))
+    copies: set[str] = set()
+
+    def look(step, result):
+        copies.update(p.name for p in (tmp_path / "cache" / "objects").rglob("part-0.jsonl*") if p.is_file())
+
+    # On a worker that did not plan the run: no whole copy of the object here.
+    real_plan_inputs = Reader.plan_inputs
+
+    def plan_then_forget(self, source, inputs, *args, **kwargs):
+        planned = real_plan_inputs(self, source, inputs, *args, **kwargs)
+        drop_local_copies([f.path for f in inputs])
+        return planned
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Reader, "plan_inputs", plan_then_forget)
+        remote = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
+                                   "s3://out-bucket/runs/ranges", units=units), on_unit=look)
+    assert remote["units"] == local["units"] >= 8
+    ranges = {c for c in copies if ".range-" in c and not c.endswith(".hygiene-etag")}
+    assert len(ranges) >= 5, copies  # part-0.jsonl (114 KiB) read as ranges by its units
+    stored, written = _remote_outputs(store, "out-bucket/runs/ranges"), _local_outputs(tmp_path / "local")
+    for x in (stored, written):
+        x.pop("quarantine/incidents.jsonl")
+    assert _digests(stored) == _digests(written)
