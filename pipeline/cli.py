@@ -80,10 +80,8 @@ def main(verbose: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel units (threads or Dask workers).")
 @click.option("--fail-on-reject", is_flag=True, help="Fail (exit 3) and publish nothing if any record is rejected.")
 @click.option("--no-prefect", is_flag=True, help="Run with the plain local executor instead of the Prefect flow.")
-@click.option("--prefect-api", metavar="local|ephemeral|URL",
-              help="The Prefect API of the run: local (a server on 127.0.0.1 that hygiene starts once and reuses; "
-                   "`hygiene prefect-server stop` stops it), ephemeral (a temporary API per run, 10-15 s) or a URL. "
-                   "Default: $HYGIENE_PREFECT_API, else your PREFECT_API_URL, else local.")
+@click.option("--prefect-api", metavar="local|ephemeral|URL", help="Prefect API: local (a server on 127.0.0.1, started once and "
+              "reused), ephemeral (one per run) or a URL. Default: $HYGIENE_PREFECT_API, your PREFECT_API_URL, local.")
 @click.option("--full", is_flag=True, help="Read every input, even those a published run already processed.")
 @click.option("--hash-list", "hash_lists", multiple=True, metavar="LIST",
               help="A hash list to match against, besides the configured ones (repeatable; type declared in the file).")
@@ -111,8 +109,7 @@ def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, pre
                 manifest = run_flow(cfg)
     _print_summary(cfg, manifest)
     if api is not None and api.kind == "local":
-        click.echo(f"Prefect UI: {api.url.removesuffix('/api')} (a local server kept for the next runs; "
-                   f"`hygiene prefect-server stop` stops it)", err=True)
+        click.echo(f"Prefect UI: {api.url.removesuffix('/api')} (kept for the next runs; `hygiene prefect-server stop`)", err=True)
 
 
 def _print_summary(cfg: RunConfig, manifest: dict) -> None:
@@ -489,7 +486,6 @@ def index_rebuild(state_dir, run_dirs) -> None:
         idx = rebuild(state_dir, local, names=[d if "://" in d else str(Path(d).resolve()) for d in run_dirs])
     s = idx.summary()
     click.echo(f"index {s['path']}: {len(s['runs'])} run(s), {s['records']:,} records")
-
 
 
 from pipeline.cli_pii import pii as _pii_group  # noqa: E402 - registered after `main` exists
