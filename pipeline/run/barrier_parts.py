@@ -87,26 +87,18 @@ def _root(work: Path) -> Path:
     return work / "barrier"
 
 
-_OPENED: dict[tuple, object] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _index(cfg, runs: list[str] | None = None):
-    """The corpus index (None without `state`). Tasks of one process share one open index of the
-    runs their plan saw (`runs`): opening verifies every file's digest, and a remote index is
-    mirrored, which tasks on threads must not do at the same time into one store."""
+def _index(cfg):
+    """The corpus index (None without `state`), opened by one task of a process at a time: opening
+    mirrors a remote index, which tasks on threads must not do at once from one store."""
     if cfg.state is None:
         return None
     from pipeline.dedup.index import CorpusIndex
 
-    if runs is None:
-        return CorpusIndex.open(cfg.state.dir, cfg)
-    key = (str(cfg.state.dir), cfg.digest(), tuple(runs))
     with _OPEN_LOCK:
-        if key not in _OPENED:
-            _OPENED.clear()  # another run's index (a long-lived worker): let its mirror go
-            _OPENED[key] = CorpusIndex.open(cfg.state.dir, cfg)
-        return _OPENED[key]
+        return CorpusIndex.open(cfg.state.dir, cfg)
 
 
 def index_moved_on(work: Path, plan: RunPlan, seen: list[str] | None) -> bool:
@@ -156,10 +148,12 @@ def plan_parts(work_dir: str) -> dict:
     workers = runner_workers(cfg)
     n = sum(counts)
     key_parts = max(workers, math.ceil(n / PART_RECORDS))
+    steps = part_steps(cfg)
     parts = {"records": n, "units": [u.unit_id for u in plan.units], "unit_records": counts,
              "index_runs": [r["run_id"] for r in index.runs] if index is not None else None,
-             "ids-part": key_parts, "exact-part": key_parts, "band_groups": [], "key_ranges": 1, "lsh-band": 0}
-    if "lsh-band" in part_steps(cfg):
+             "ids-part": key_parts, "exact-part": key_parts if "exact-part" in steps else 0,
+             "band_groups": [], "key_ranges": 1, "lsh-band": 0}
+    if "lsh-band" in steps:
         from pipeline.dedup.near import banding
 
         bands = banding(cfg.dedup.near).bands
@@ -270,7 +264,7 @@ def _exact_part(work: Path, plan: RunPlan, parts: dict, p: int) -> tuple[pl.Data
         priority = {u.unit_id: plan.source(u.source).priority for u in plan.units}
         live = rows.with_columns(unit, pl.Series("priority", [priority[u] for u in unit.to_list()], dtype=pl.Int64))
         live = live.select(list(schema))
-    index = _index(plan.config, parts["index_runs"])
+    index = _index(plan.config)
     published = (index.exact_keys(key_part(n) == p) if index is not None
                  else _empty({"key": pl.Binary, "record_id": pl.String}))
     verdicts = exact_verdicts(live, published)
@@ -292,7 +286,7 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
     ranges = parts["key_ranges"]
     group, r = divmod(item, ranges)
     names = [f"b{k:02d}" for k in parts["band_groups"][group]]
-    index = _index(plan.config, parts["index_runs"])
+    index = _index(plan.config)
     external = index.near_parts() if index is not None else []
     e = len(external)
     keys: dict[str, list[np.ndarray]] = {c: [] for c in names}
