@@ -1,4 +1,4 @@
-"""The cleaning flow: one Prefect task per unit, stage task or shard and step; the work itself lives in `pipeline`.
+"""The cleaning flow: one Prefect task per unit, stage task, barrier partition or shard and step; the work itself lives in `pipeline`.
 
 Usage::
 
@@ -59,6 +59,13 @@ def stage_task(work_dir: str, step: str, item: int, workers: int = 1) -> dict:
     return run_step(work_dir, step, item, workers)
 
 
+@task(name="barrier-part", task_run_name="{step}-p{item}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=_retry_unless_pipeline_error)
+def part_task(work_dir: str, step: str, item: int) -> dict:
+    """One partition of the barrier's work (record ids, exact keys or LSH bands of a key range)."""
+    return run_step(work_dir, step, item)
+
+
 @task(name="shard-step", task_run_name="{step}-s{item}", retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_pipeline_error)
 def shard_task(work_dir: str, step: str, item: int) -> dict:
@@ -97,6 +104,8 @@ def _run_phase(progress: Progress, step, work: str, workers: int, sync: DriverSy
         futures = [unit_task.submit(task_work, step.name, i) for i in ids]
     elif step.scope == "task":
         futures = [stage_task.submit(task_work, step.name, i, workers) for i in ids]
+    elif step.scope == "part":
+        futures = [part_task.submit(task_work, step.name, i) for i in ids]
     else:
         futures = [shard_task.submit(task_work, step.name, i) for i in ids]
     results = []
@@ -135,7 +144,7 @@ def clean_flow(config: dict) -> dict:
         sync = DriverSync(cfg, work)
         try:
             for step in build_steps(cfg):
-                if step.name == "barrier":
+                if step.holds_state:
                     held.enter_context(state_lock(cfg.state))
                 clock = StepClock()
                 sync.receive()
@@ -143,7 +152,7 @@ def clean_flow(config: dict) -> dict:
                     results = [run_step(work, step.name)]  # in this process: beside the barrier and pass 2
                 elif step.scope == "global":
                     results = [global_task(work, step.name)]
-                elif step.scope in ("unit", "task"):
+                elif step.scope in ("unit", "task", "part"):
                     try:
                         results = _run_phase(progress, step, work, _stage_workers(work, step, cfg), sync)
                         clock.stop()  # before the worker processes exit: their CPU counts

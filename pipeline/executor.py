@@ -63,13 +63,13 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
     store, exchanged with `work` around each step, or `work` itself)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for step in build_steps(cfg):
-            if step.name == "barrier":
+            if step.holds_state:
                 held.enter_context(state_lock(cfg.state))
             clock = StepClock()
             sync.receive()
             if step.scope in ("global", "background"):
                 results = [run_step(work, step.name)]
-            elif step.scope in ("unit", "task"):
+            elif step.scope in ("unit", "task", "part"):
                 results = _run_items(pool, work, step, workers, on_unit, clock, progress, sync)
             else:  # shards, with the ledger beside them: it fills a worker that runs out of shards
                 ids = step_items(work, step)

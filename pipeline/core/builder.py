@@ -5,7 +5,12 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
 
     read        per unit   pass 1: read, validate, per-record stages, keys (`pipeline.run.pass1`)
     digests     background hash the inputs beside the barrier and pass 2
-    barrier     global     record-id uniqueness, the barrier stages, the shard plan
+    ids-part    per part   the barrier's work that grows with the corpus, partitioned so that no
+    exact-part  per part   task holds more than its partition's share: record-id uniqueness (by id
+    lsh-band    per part   hash), exact keys (by key prefix), LSH candidates (by band and bucket
+                           range), each against the corpus index too (`pipeline.run.barrier_parts`)
+    barrier     global     applies them, clusters the candidate pairs, the other barrier stages, the
+                           shard plan
     <stage>     per task   each per-unit stage after dedup (e.g. `pii`), on tasks of a few MiB of
                            kept text (`pipeline.run.tasks`), then
     <stage>-fold global    its verdicts folded into the decisions, shards planned again
@@ -23,7 +28,7 @@ Usage::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.core.registry import stages_at
 from pipeline.core.stage import Placement
@@ -34,16 +39,22 @@ class Step:
     """One step of a run: its name, how it is scheduled and what its result counts."""
 
     name: str
-    scope: str                    # "unit" | "task" | "global" | "shard" | "background"
+    scope: str                    # "unit" | "task" | "part" | "global" | "shard" | "background"
     count_key: str | None = None  # the field of a unit/shard result the progress display counts
     stage: str | None = None      # the stage a per-unit stage step runs
     processes: bool = False       # GIL-bound work: the thread runner sends its units to processes
     retries: bool = False         # I/O steps are retried on transient errors
+    holds_state: bool = False     # the runner takes the state lock (`cfg.state`) before this step
 
 
 def build_steps(cfg) -> list[Step]:
     """The run's steps, in order."""
-    steps = [Step("read", "unit", "records", retries=True), Step("digests", "background"), Step("barrier", "global")]
+    from pipeline.run.barrier_parts import part_steps
+
+    steps = [Step("read", "unit", "records", retries=True), Step("digests", "background")]
+    # The barrier's steps read the corpus index: the state is held from the first of them on.
+    barrier = [Step(name, "part", retries=True) for name in part_steps(cfg)] + [Step("barrier", "global")]
+    steps += [replace(barrier[0], holds_state=True), *barrier[1:]]
     for spec in stages_at(cfg, Placement.UNIT):
         steps.append(Step(spec.kind, "task", "scanned", stage=spec.kind, processes=spec.cls.needs_processes,
                           retries=True))
@@ -53,9 +64,11 @@ def build_steps(cfg) -> list[Step]:
 
 
 def step_items(work_dir: str, step: Step) -> list[int]:
-    """The ids a unit, task or shard step runs on (planned when first asked: a per-unit stage's
-    tasks once the steps before it are done, the shards once the decisions are final)."""
+    """The ids a unit, task, part or shard step runs on (planned when first asked: a per-unit
+    stage's tasks once the steps before it are done, the barrier's partitions once pass 1 is done,
+    the shards once the decisions are final)."""
     from pipeline.plan import RunPlan
+    from pipeline.run.barrier_parts import part_count
     from pipeline.run.tasks import plan_tasks
     from pipeline.run.workdir import shard_ids
 
@@ -63,6 +76,8 @@ def step_items(work_dir: str, step: Step) -> list[int]:
         return [u.unit_id for u in RunPlan.load(work_dir).units]
     if step.scope == "task":
         return [t.task_id for t in plan_tasks(work_dir, step.stage)]
+    if step.scope == "part":
+        return list(range(part_count(work_dir, step.name)))
     if step.scope == "shard":
         return shard_ids(work_dir)
     return []
@@ -81,6 +96,7 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
             return run_step(local, name, item, workers)
     from pipeline.plan import start_input_digests
     from pipeline.run.barrier import barrier
+    from pipeline.run.barrier_parts import PART_STEPS, run_part
     from pipeline.run.pass1 import pass1
     from pipeline.run.pass2 import pass2
     from pipeline.run.unit_stages import fold_unit_stage
@@ -90,6 +106,8 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
     if name == "digests":
         start_input_digests(work_dir)
         return None
+    if name in PART_STEPS:
+        return run_part(work_dir, name, item)
     if name == "barrier":
         return barrier(work_dir)
     if name == "write":

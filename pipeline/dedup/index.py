@@ -162,13 +162,16 @@ class CorpusIndex:
         """Published runs, oldest first."""
         return self.meta["runs"]
 
-    def exact_keys(self) -> pl.DataFrame:
-        """(key, record_id) of every published record; record ids are `run_id/record_id`."""
-        frames = [
-            pl.read_parquet(self.root / "exact" / f"{r['run_id']}.parquet").with_columns(
-                (pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
-            for r in self.runs
-        ]
+    def exact_keys(self, where: pl.Expr | None = None) -> pl.DataFrame:
+        """(key, record_id) of every published record (`where`: only the rows it selects, filtered
+        while reading, e.g. one key partition); record ids are `run_id/record_id`."""
+        frames = []
+        for r in self.runs:
+            scan = pl.scan_parquet(self.root / "exact" / f"{r['run_id']}.parquet")
+            if where is not None:
+                scan = scan.filter(where)
+            frames.append(scan.with_columns((pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
+                          .collect())
         return pl.concat(frames) if frames else pl.DataFrame(schema={"key": pl.Binary, "record_id": pl.String})
 
     def near_parts(self) -> list[tuple[str, Path, Path]]:

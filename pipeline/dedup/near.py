@@ -6,7 +6,8 @@ On-disk artifacts, each inspectable and re-runnable:
     _work/minhash/uNNNNN.parquet  unit, row, shingles, b00..bNN band keys (same row order)
     _work/minhash/uNNNNN.short.parquet  row, normalised text of the unit's short records
                                   (`short_pass_max_words`; the short-document pass, see short_pass.py)
-    _work/near/candidates.parquet doc pairs sharing a band, with their estimated similarity
+    _work/barrier/lsh/pNNNNN.parquet  doc-code pairs sharing a band, per band group and key range
+    _work/near/candidates.parquet the pairs (docs: records in a pair, (unit, row) order), similarities
     _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via
 """
 
@@ -27,7 +28,6 @@ from pipeline.dedup.lsh import (
     Star,
     anti_chaining_stars,
     band_keys,
-    bucket_pairs,
     candidate_probability,
     central_stars,
     choose_bands,
@@ -36,11 +36,13 @@ from pipeline.dedup.lsh import (
     log2_histogram,
     neighbour_lists,
     pair_similarity,
-    unique_pairs,
 )
+from pipeline.dedup.candidates import decode_doc, doc_code, unique_code_pairs
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
+from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
+from pipeline.run.workdir import part_files, read_done
 
 
 @dataclass(frozen=True)
@@ -225,18 +227,68 @@ def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[t
     return files, sig_paths
 
 
-def _external_docs(files: list[tuple[int, str, str | None]]) -> pl.DataFrame:
-    frames = [
-        pl.read_parquet(path, columns=["record_id"]).select(
-            pl.lit(unit, pl.Int64).alias("unit"),
-            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
-            (pl.lit(run_id + "/") + pl.col("record_id")).alias("record_id"),
-        )
-        for unit, path, run_id in files if run_id is not None
-    ]
-    if not frames:
-        return pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String})
-    return pl.concat(frames)
+def _candidates(work: Path) -> tuple[np.ndarray, dict]:
+    """The `lsh-band` tasks' candidate pairs (doc codes, each pair once, sorted) and their counts
+    of signed records (this run's kept, all of this run's, published)."""
+    files = part_files(work, "lsh-band")
+    if not files:
+        return np.empty((0, 2), np.int64), {"signed": 0, "signed_all": 0, "index_records": 0}
+    counts = read_done(files[0].with_suffix(".json"))
+    pairs = unique_code_pairs([pl.read_parquet(f).to_numpy().astype(np.int64).reshape(-1, 2) for f in files])
+    return pairs, counts
+
+
+def _signed_rows(path: str | Path, rows: np.ndarray) -> pl.DataFrame:
+    """row, shingles, sig_idx (position in the unit's signature file) of `rows` of one unit's band-key file."""
+    meta = pl.read_parquet(path, columns=["row", "shingles"]).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("sig_idx"))
+    return meta.join(pl.DataFrame({"row": rows}, schema={"row": pl.Int64}), on="row", how="semi")
+
+
+def _short_doc_codes(own: list, live: pl.DataFrame, cfg: NearDedupConfig, index_runs: int) -> np.ndarray:
+    """Doc codes of the records the short-document pass may pair: short, still kept, signed."""
+    if cfg.short_pass_max_words <= 0:
+        return np.zeros(0, np.int64)
+    out = [np.zeros(0, np.int64)]
+    for unit, path, _r in own:
+        sp = Path(path).with_name(Path(path).stem + SHORT_FILE_SUFFIX)
+        if not sp.exists():
+            continue
+        rows = pl.read_parquet(sp, columns=["row"]).with_columns(pl.lit(unit, pl.Int64).alias("unit"))
+        rows = rows.join(live.select("unit", "row"), on=["unit", "row"], how="semi")
+        signed = _signed_rows(path, rows["row"].to_numpy()).filter(pl.col("shingles") > 0)
+        out.append(doc_code(unit, signed["row"].to_numpy(), index_runs))
+    return np.concatenate(out)
+
+
+def _docs(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list[tuple[str, Path, Path]],
+          index_runs: int) -> pl.DataFrame:
+    """Per doc code (sorted): unit, row, survivor-rule columns, shingles, sig_idx, external, doc."""
+    unit, row = decode_doc(codes, index_runs)
+    wanted = pl.DataFrame({"unit": unit, "row": row}, schema={"unit": pl.Int64, "row": pl.Int64})
+    frames = []
+    for (u,), part in wanted.filter(pl.col("unit") >= 0).group_by("unit", maintain_order=True):
+        meta = _signed_rows(work / "minhash" / f"u{u:05d}.parquet", part["row"].to_numpy())
+        frames.append(meta.with_columns(pl.lit(u, pl.Int64).alias("unit")))
+    schema = {"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64, "text_bytes": pl.Int64,
+              "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64, "shingles": pl.Int64,
+              "sig_idx": pl.Int64, "external": pl.Boolean}
+    cols = list(schema)
+    parts = [pl.concat(frames).join(live, on=["unit", "row"]).with_columns(pl.lit(False).alias("external")).select(cols)
+             if frames else pl.DataFrame(schema=schema)]
+    for (u,), part in wanted.filter(pl.col("unit") < 0).group_by("unit", maintain_order=True):
+        run_id, path, _sig = external[-1 - u]
+        ids = pl.read_parquet(path, columns=["record_id"])["record_id"].gather(part["row"].to_numpy())
+        parts.append(pl.DataFrame({"unit": part["unit"], "row": part["row"], "record_id": run_id + "/" + ids}).with_columns(
+            pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.lit(0, pl.Int64).alias("text_bytes"),
+            pl.lit(None, pl.Float64).alias("quality"), pl.col("record_id").alias("order_str"),
+            pl.lit(0, pl.Int64).alias("order_int"), pl.lit(0, pl.Int64).alias("shingles"),
+            pl.col("row").alias("sig_idx"), pl.lit(True).alias("external")).select(cols))
+    docs = pl.concat(parts, how="vertical_relaxed").sort("unit", "row")
+    if docs.height != len(codes):
+        raise PipelineError(f"near dedup: {len(codes) - docs.height} candidate record(s) are not among the records "
+                            "still kept at the barrier; the barrier's partitions are stale: delete _work/barrier and run again")
+    return docs.with_row_index("doc").with_columns(pl.col("doc").cast(pl.Int64))
 
 
 def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: str,
@@ -253,84 +305,47 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
     bd = banding(cfg)
     files, sig_paths = _sources(work, list(external))
     own = [(u, p, r) for u, p, r in files if r is None]
-    meta = (
-        pl.concat([pl.read_parquet(p, columns=["unit", "row", "shingles"]).with_columns(
-            pl.int_range(pl.len(), dtype=pl.Int64).alias("sig_idx")) for _u, p, _r in own])
-        if own else pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "shingles": pl.Int64, "sig_idx": pl.Int64})
-    )
-    ours = live.join(meta, on=["unit", "row"], how="inner").filter(pl.col("shingles") > 0).with_columns(
-        pl.lit(False).alias("external"))
-    ext = _external_docs(files).with_columns(
-        pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.lit(0, pl.Int64).alias("text_bytes"),
-        pl.lit(None, pl.Float64).alias("quality"), pl.col("record_id").alias("order_str"),
-        pl.lit(0, pl.Int64).alias("order_int"), pl.lit(0, pl.Int64).alias("shingles"),
-        pl.col("row").alias("sig_idx"), pl.lit(True).alias("external"))
-    docs = pl.concat([ours.select(ext.columns), ext]).sort("unit", "row").with_row_index("doc").with_columns(
-        pl.col("doc").cast(pl.Int64))
-    n = docs.height
+    codes, counts = _candidates(work)
+    signed, index_records = counts["signed"], counts["index_records"]
     stats = {
         "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
         "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
         "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
-        "signed": ours.height, "without_shingles": live.height - ours.height, "index_records": ext.height,
+        "signed": signed, "without_shingles": live.height - signed, "index_records": index_records,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
                                  "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})
-    if ours.height == 0 or n < 2:
+    if signed == 0 or signed + index_records < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
                       "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
                       "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
                       "pairs_vetoed_by_content": 0})
         return empty, stats
 
+    # The docs are only the records in a candidate pair or in the short-document pass, numbered in
+    # (unit, row) order: every step below depends on docs only through that order.
+    e = len(external)
+    in_docs = np.unique(np.concatenate([codes.ravel(), _short_doc_codes(own, live, cfg, e)]))
+    docs = _docs(in_docs, live, work, external, e)
+    n = docs.height
+    pairs = np.searchsorted(in_docs, codes).reshape(-1, 2)
     is_ext = docs["external"].to_numpy()
     key_frame = docs.select("unit", "row", "doc")
-    # Each band-key file is read once, in groups of bands (a file's rows are mapped to docs once).
-    names = _band_names(bd.bands)
-    doc_of = []  # per file: (rows of the file that are docs, their doc indexes)
-    for unit, path, run_id in files:
-        rows_in_file = (np.arange(pq.ParquetFile(path).metadata.num_rows, dtype=np.int64) if run_id is not None
-                        else pl.read_parquet(path, columns=["row"])["row"].to_numpy())
-        mine = key_frame.filter(pl.col("unit") == unit)
-        if run_id is not None:
-            pos_in_file = mine["row"].to_numpy()
-        else:
-            sorter = np.argsort(rows_in_file, kind="stable")
-            pos_in_file = sorter[np.searchsorted(rows_in_file, mine["row"].to_numpy(), sorter=sorter)]
-        doc_of.append((pos_in_file, mine["doc"].to_numpy()))
-    parts = []
-    group = 8
-    for g0 in range(0, len(names), group):
-        cols = names[g0 : g0 + group]
-        keys = {c: [] for c in cols}
-        docs_in = []
-        for (unit, path, _run_id), (at, dd) in zip(files, doc_of):
-            tab = pq.read_table(path, columns=cols)
-            for c in cols:
-                keys[c].append(tab.column(c).to_numpy()[at])
-            docs_in.append(dd)
-        all_docs = np.concatenate(docs_in) if docs_in else np.empty(0, np.int64)
-        for c in cols:
-            parts.append(bucket_pairs(all_docs, np.concatenate(keys[c]) if keys[c] else np.empty(0, np.uint64),
-                                      cfg.bucket_pair_limit))
-        del keys
-    pairs = unique_pairs(parts)
-    if pairs.size:
-        pairs = pairs[~(is_ext[pairs[:, 0]] & is_ext[pairs[:, 1]])]  # published pairs were settled before
 
     store = SignatureStore(sig_paths, cfg.num_perm)
     units_arr, sig_idx = docs["unit"].to_numpy(), docs["sig_idx"].to_numpy()
     # Boilerplate: minima that recur in many of this run's signed records, exact copies included
     # (a text copied a thousand times is boilerplate too; see lsh.CommonValues).
     cv = None
-    signed_all = int(meta.filter(pl.col("shingles") > 0).height)
+    signed_all = counts["signed_all"]
     min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * signed_all)))
     if cfg.boilerplate_min_docs and signed_all >= min_docs:
         cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
-        for unit, shingles in meta.group_by("unit", maintain_order=True).agg(pl.col("shingles")).iter_rows():
+        for unit, path, _r in own:
             # read, not mapped: a unit's signatures are held only while they are counted
+            shingles = pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy()
             cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
-                   np.flatnonzero(np.asarray(shingles) > 0))
+                   np.flatnonzero(shingles > 0))
     # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
     # signatures are gathered too (the clustering compares them with their other neighbours).
     short = run_short_pass([(u, Path(p)) for u, p, _r in own], key_frame, cfg, min_docs)

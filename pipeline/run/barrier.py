@@ -3,12 +3,14 @@
     barrier(work_dir)   record-id uniqueness (the core's), the barrier stages in order (exact and
                         near dedup, ...), the output schema and the shard plan:
                         decisions/uNNNNN.parquet, output.schema, shards.json
+
+The work of record-id uniqueness, exact dedup and LSH banding that grows with the corpus runs
+before, partitioned into tasks (`pipeline.run.barrier_parts`); this step applies their outputs,
+clusters the candidate pairs and runs the other barrier stages.
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
 import time
 
 from pathlib import Path
@@ -25,15 +27,11 @@ from pipeline.errors import RejectionsError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.run.pass1 import KEYS_SCHEMA, RECORD_ID
-from pipeline.run.workdir import read_done, read_schema, unit_name, write_schema
+from pipeline.run.barrier_parts import index_moved_on, run_all_parts
+from pipeline.run.workdir import part_files, read_done, read_schema, unit_name, write_schema
 from pipeline.schema_merge import merge_schemas
 from pipeline.sinks.shards import plan_shards
 
-log = logging.getLogger(__name__)
-
-# What the barrier and the steps after it leave in the scratch space (pass 1's outputs stay).
-AFTER_BARRIER = ("barrier.json", "decisions", "shards.json", "output.schema", "near", "stages", "pass2", "shards",
-                 "ledger.json", "ledger", "final", "rejections.parquet")
 
 DECISION_COLUMNS = ["row", "record_id", "location", "content_sha256", "decision", "stage", "reason", "duplicate_of",
                     "cluster_id", "similarity", "text_bytes", "hash_list", "hash_entry", "hash_type", "hash_distance",
@@ -60,8 +58,10 @@ def barrier(work_dir: str) -> dict:
     work = Path(work_dir)
     done = work / "barrier.json"
     plan = RunPlan.load(work)
-    if (cached := read_done(done)) is not None and not _index_moved_on(work, plan, cached):
+    if (cached := read_done(done)) is not None and not index_moved_on(
+            work, plan, (cached.get("corpus_index") or {}).get("runs")):
         return cached
+    run_all_parts(work_dir)  # done already when the runner ran them as tasks
     cfg = plan.config
     table = decision_table(cfg)
     # `_i` is each record's position in input order (unit, row): verdicts are scattered into it
@@ -69,9 +69,9 @@ def barrier(work_dir: str) -> dict:
     records = _load_keys(work, plan).with_row_index("_i").with_columns(
         duplicate_of=pl.lit(None, pl.String), cluster_id=pl.lit(None, pl.Int64), similarity=pl.lit(None, pl.Float64))
 
-    # Record ids must be unique: later copies of an id (in unit, row order) are rejected. The frame
-    # is in input order: a first occurrence is a first distinct value. (A core rule, not a stage.)
-    repeated = records.filter(~pl.col("record_id").is_first_distinct() & pl.col("decision").is_null())
+    # Record ids must be unique: later copies of an id (in unit, row order) are rejected; the
+    # `ids-part` tasks found them, per partition of the ids. (A core rule, not a stage.)
+    repeated = pl.concat([pl.read_parquet(p) for p in part_files(work, "ids-part")])
     records = apply_verdicts(records, repeated.select(
         "_i", pl.lit(REJECTED.name).alias("decision"), pl.lit("duplicate record_id").alias("reason")),
         IDENTITY_STAGE, table)
@@ -131,32 +131,6 @@ def barrier(work_dir: str) -> dict:
         )
     atomic_write_json(done, result)
     return result
-
-
-def _index_moved_on(work: Path, plan: RunPlan, cached: dict) -> bool:
-    """True (and the barrier's scratch outputs discarded) when a resumed run's cached barrier was
-    decided against an index that another run has added to since: it must decide again, or it
-    would keep copies of what that run published. (The runner holds the state lock here.)"""
-    seen = (cached.get("corpus_index") or {}).get("runs")
-    if plan.config.state is None or seen is None:
-        return False
-    from pipeline.dedup.index import CorpusIndex
-
-    runs = [r["run_id"] for r in CorpusIndex.open(plan.config.state.dir, plan.config).runs]
-    if plan.run_id in runs:
-        return False  # this run is committed already (killed after its index update): keep its decisions
-    new = [r for r in runs if r not in seen]
-    if not new:
-        return False
-    log.warning("run %s: %d run(s) were added to the corpus index since its barrier (%s); deciding again",
-                plan.run_id, len(new), ", ".join(new))
-    for name in AFTER_BARRIER:
-        p = work / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    return True
 
 
 def plan_output(records: pl.DataFrame, kept: tuple[str, ...], output) -> tuple[pl.DataFrame, list[dict]]:

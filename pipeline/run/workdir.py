@@ -4,6 +4,8 @@
     decisions/uNNNNN.parquet             one row per record: decision, stage, reason, evidence, shard
     stages/<kind>/tasks.json, tNNNNN.*   a per-unit stage's task plan, verdicts and artifacts per task
     pass2/sNNNNN.json                    a written shard's done-marker
+    barrier/parts.json, <step>/pNNNNN.*  the barrier's partitions and each one's output and
+                                         done-marker (`pipeline.run.barrier_parts`)
 """
 
 from __future__ import annotations
@@ -49,3 +51,20 @@ def cleanup_tmp(work_dir: str) -> None:
     for p in Path(work_dir).rglob(".*.tmp*"):
         if p.is_file():
             p.unlink(missing_ok=True)
+
+
+# The barrier's partitioned steps and the folder of each under `barrier/`.
+PART_DIRS = {"ids-part": "ids", "exact-part": "exact", "lsh-band": "lsh"}
+
+
+def part_done_path(work: Path, step: str, item: int) -> Path:
+    """The done-marker of task `item` of the barrier's partitioned step `step` (its output: .parquet)."""
+    return Path(work) / "barrier" / PART_DIRS[step] / f"p{item:05d}.json"
+
+
+def part_files(work: Path, step: str) -> list[Path]:
+    """The output files of the partitioned step `step`, in partition order (none when the run has no such step)."""
+    parts = read_done(Path(work) / "barrier" / "parts.json")
+    if parts is None:
+        return []
+    return [part_done_path(work, step, p).with_suffix(".parquet") for p in range(parts[step])]
