@@ -1,6 +1,7 @@
 """A real Dask cluster on 127.0.0.1 (a scheduler and two workers started with the `dask` command
-line), one worker killed with SIGKILL while pass 1 runs: the run still publishes shards and a
-ledger byte-identical to the thread runner's."""
+line): one worker killed with SIGKILL while pass 1 runs, the scheduler killed and restarted, workers
+that share no filesystem: every run publishes shards and a ledger byte-identical to the thread
+runner's."""
 
 from __future__ import annotations
 
@@ -83,40 +84,58 @@ def cluster(tmp_path):
     yield from _cluster(tmp_path)
 
 
+class _Cluster:
+    """A scheduler and nanny-less workers (a killed worker stays dead) started with the `dask`
+    command line on one port of 127.0.0.1; `stop()` stops exactly the processes it started."""
+
+    def __init__(self, tmp_path: Path, worker_env: list[dict] | None = None) -> None:
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        # No PREFECT_API_URL needed: each task carries the flow's Prefect settings to its worker.
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        self.worker_env = worker_env or [{}, {}]
+        self.cwd = tmp_path
+        self.logs = tmp_path / "dask-logs"
+        self.logs.mkdir(exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+
+    def _start(self, name: str, command: str, *args: str, extra: dict | None = None) -> subprocess.Popen:
+        log = open(self.logs / f"{name}-{len(self.procs)}.log", "wb")
+        p = subprocess.Popen([*_dask_cli(command), *args], env={**self.env, **(extra or {})}, cwd=str(self.cwd),
+                             stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(p)
+        return p
+
+    def scheduler(self) -> subprocess.Popen:
+        return self._start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                           "--dashboard-address", ":0", "--no-show")
+
+    def workers(self) -> list[subprocess.Popen]:
+        """Two workers, started and connected."""
+        started = [self._start(f"worker{i}", "worker", self.address, "--nthreads", "1", "--no-nanny", "--name",
+                               f"w{i}", "--host", "127.0.0.1", "--dashboard-address", ":0", extra=self.worker_env[i])
+                   for i in range(2)]
+        _wait_for_workers(self.address, 2, started)
+        return started
+
+    def stop(self) -> None:
+        for p in self.procs:  # only what this cluster started, by its own handle
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait(timeout=30)
+
+
 def _cluster(tmp_path, worker_env: list[dict] | None = None):
     """Start the scheduler and two workers (`worker_env[i]`: variables of worker i), yield
     (address, worker processes), and stop exactly those processes."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    # No PREFECT_API_URL needed: each task carries the flow's Prefect settings to its worker.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    logs = tmp_path / "dask-logs"
-    logs.mkdir()
-    procs: list[subprocess.Popen] = []
-
-    def start(name: str, command: str, *args: str, extra: dict | None = None) -> subprocess.Popen:
-        log = open(logs / f"{name}.log", "wb")
-        p = subprocess.Popen([*_dask_cli(command), *args], env={**env, **(extra or {})}, cwd=str(tmp_path),
-                             stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        procs.append(p)
-        return p
-
+    cluster = _Cluster(tmp_path, worker_env)
     try:
-        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-              "--dashboard-address", ":0", "--no-show")
-        workers = [start(f"worker{i}", "worker", address, "--nthreads", "1", "--no-nanny",
-                         "--name", f"w{i}", "--host", "127.0.0.1", "--dashboard-address", ":0",
-                         extra=(worker_env or [{}, {}])[i])
-                   for i in range(2)]
-        _wait_for_workers(address, 2, procs)
-        yield address, workers
+        cluster.scheduler()
+        yield cluster.address, cluster.workers()
     finally:
-        for p in procs:  # only what this fixture started, by its own handle
-            if p.poll() is None:
-                p.kill()
-        for p in procs:
-            p.wait(timeout=30)
+        cluster.stop()
 
 
 def test_a_killed_worker_does_not_change_the_published_run(cluster, tmp_path):
@@ -202,3 +221,52 @@ def test_workers_that_share_no_filesystem_publish_the_same_run_through_the_store
         copy = c / "scratch" / "s3" / "out-bucket" / "runs" / "dask" / "_work"
         assert list((copy / "pass1").glob("u*.json")), f"{c}: this worker ran no step on its copy"
         assert not (copy / "spill").exists()
+
+
+def test_a_scheduler_restart_publishes_nothing_half_done_and_the_rerun_resumes(tmp_path):
+    """The scheduler is killed while pass 1 runs and started again on the same address with new
+    workers (a cluster manager restarting it): the run either completes on the new scheduler or
+    fails with nothing published (Dask cancels the futures of a lost scheduler); then the same
+    command resumes it and publishes a run byte-identical to the thread runner's."""
+    from flows.clean import run_flow
+    from pipeline.executor import run_local
+
+    corpus = _corpus(tmp_path / "corpus")
+    ref = tmp_path / "thread"
+    run_local(_config(corpus, ref, {"kind": "thread"}))
+
+    cluster = _Cluster(tmp_path)
+    out = tmp_path / "dask"
+    cfg = _config(corpus, out, {"kind": "dask", "dask_address": cluster.address})
+    work = out / "_work"
+    try:
+        first = cluster.scheduler()
+        cluster.workers()
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run_flow, cfg)
+            deadline = time.monotonic() + 120
+            read_before = 0
+            while not running.done() and time.monotonic() < deadline:
+                read_before = len(list((work / "pass1").glob("u*.json"))) if (work / "pass1").is_dir() else 0
+                if read_before >= 3:
+                    break
+                time.sleep(0.02)
+            assert 3 <= read_before < UNITS and not running.done(), "the scheduler was not restarted mid-run"
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
+            cluster.scheduler()
+            cluster.workers()
+            try:
+                manifest = running.result(timeout=300)
+            except Exception:  # noqa: BLE001 - the run may fail: what matters is what it left
+                manifest = None
+        if manifest is None:
+            assert not (out / "manifest.json").exists()  # nothing published by the failed run
+            manifest = run_flow(cfg)  # the same command again, on the restarted cluster
+    finally:
+        cluster.stop()
+
+    assert manifest == json.loads((out / "manifest.json").read_text()) and manifest["conservation"]["balanced"]
+    assert manifest["conservation"]["overall"]["input"] == UNITS * 60
+    assert _digests(out) == _digests(ref) and _digests(out)
+    assert not work.exists()
