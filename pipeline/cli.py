@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_common import exits_on_error, fast_exit
+from pipeline.cli_common import exits_on_error, fast_exit, refused_writes_explained
 from pipeline.config import RunConfig, load_config, parse_config
 from pipeline.sources.inputs import sources_from_inputs  # noqa: F401 - part of the CLI's API
 from pipeline.storage import readable_run, writable_run
@@ -92,21 +92,21 @@ def run(config, inputs, output, runner, workers, fail_on_reject, no_prefect, pre
     with exits_on_error(config=EXIT_USAGE, rejected=EXIT_REJECTED):
         cfg = resolve_run_config(config, inputs, output, runner, workers, fail_on_reject, full, hash_lists)
         api = None
-        if no_prefect:
-            from pipeline.executor import run_local
-            from pipeline.progress import Progress
+        with refused_writes_explained(str(cfg.output.local_path)):
+            if no_prefect:
+                from pipeline.executor import run_local
+                from pipeline.progress import Progress
 
-            progress = Progress()
-            try:
-                manifest = run_local(cfg, progress=progress)
-            finally:
-                progress.stop()
-        else:
-            from flows.clean import run_flow
-            from flows.settings import prefect_api as chosen_api
-
-            with chosen_api(prefect_api, notify=lambda msg: click.echo(msg, err=True)) as api:
-                manifest = run_flow(cfg)
+                progress = Progress()
+                try:
+                    manifest = run_local(cfg, progress=progress)
+                finally:
+                    progress.stop()
+            else:
+                from flows.clean import run_flow
+                from flows.settings import prefect_api as chosen_api
+                with chosen_api(prefect_api, notify=lambda msg: click.echo(msg, err=True)) as api:
+                    manifest = run_flow(cfg)
     _print_summary(cfg, manifest)
     if api is not None and api.kind == "local":
         click.echo(f"Prefect UI: {api.url.removesuffix('/api')} (kept for the next runs; `hygiene prefect-server stop`)", err=True)
