@@ -21,6 +21,7 @@ Plain paths and `file://` URLs never come here: they keep the local code paths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -205,29 +206,47 @@ def local_range(url: str, etag: str, start: int, stop: int) -> str:
     """A local file holding bytes [start, stop) of the object at the same offsets (a sparse file:
     the bytes before `start` take no disk), so a reader of that byte range of a large object fetches
     only its range. The object must still have `etag`, before and after the fetch."""
+    return local_ranges(url, etag, [(start, stop)])
+
+
+def local_ranges(url: str, etag: str, ranges: list[tuple[int, int]]) -> str:
+    """A local file holding the object's bytes in `ranges` ([start, stop) pairs) at their own
+    offsets, the rest a hole (a sparse file), so a reader that seeks only into those ranges (a
+    Parquet footer and some row groups, a JSON Lines byte range) fetches only them. The object must
+    still have `etag`, before and after the fetch. The whole object, when this machine has it
+    already, serves instead."""
     fs, path = _store(url, "input")
     whole = _cache_path(fs, path)
     if whole.exists() and _sidecar(whole).exists() and _sidecar(whole).read_text() == etag:
         return str(whole)  # this machine has the whole object already (the planner's copy)
-    dest = whole.with_name(f"{whole.name}.range-{start}-{stop}")
-    sidecar = dest.with_name(dest.name + ".hygiene-etag")
+    merged: list[list[int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    tag = (f"{merged[0][0]}-{merged[0][1]}" if len(merged) == 1
+           else hashlib.sha256(json.dumps(merged).encode()).hexdigest()[:16])
+    dest = whole.with_name(f"{whole.name}.range-{tag}")
+    sidecar = _sidecar(dest)
     if dest.exists() and sidecar.exists() and sidecar.read_text() == etag:
         return str(dest)
     before = object_info(url)
     if before.etag != etag:
         raise _changed(url, etag, before.etag)
     try:
-        data = fs.cat_file(path, start=start, end=stop)
+        data = fs.cat_ranges([path] * len(merged), [a for a, _ in merged], [b for _, b in merged], on_error="raise")
     except OSError as e:
-        raise SourceError(f"{url}: cannot read bytes {start}-{stop} of this object: {explain_store_error(e)}") from e
+        raise SourceError(f"{url}: cannot read {len(merged)} byte range(s) of this object: {explain_store_error(e)}") from e
     after = object_info(url)
-    if after.etag != etag or len(data) != stop - start:
+    if after.etag != etag or any(len(d) != b - a for d, (a, b) in zip(data, merged)):
         raise _changed(url, etag, after.etag)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "wb") as f:
-        f.seek(start)
-        f.write(data)
+        for (a, _b), d in zip(merged, data):
+            f.seek(a)
+            f.write(d)
     with _DOWNLOAD_LOCK:
         os.replace(tmp, dest)
         sidecar.write_text(etag)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -15,9 +16,14 @@ from pipeline.errors import SourceError
 from pipeline.sources.base import Batch, InputFile, Reader, Reject, Unit
 from pipeline.sources.limits import DecompressionBudget, reject_oversize
 from pipeline.sources.validate import without_string_views, is_string_type, split_valid, true_rows
+from pipeline.storage import local_ranges, object_info
 
 IMAGE = "image"
 """The output column of an image-column source's image bytes."""
+
+FOOTER_TAIL = 64 * 1024  # the end of an object fetched first: most Parquet footers fit in it
+# Arrow reads up to 100 bytes past a column chunk of files from old writers (PARQUET-816).
+CHUNK_PAD = 100
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -53,6 +59,26 @@ class ParquetReader(Reader):
                 out.append(self._unit(source, f, 0, 0, 0, 0))
         return out
 
+    def localized(self, unit: Unit) -> Unit:
+        """A unit of an object on a store fetches the object's footer and its own row groups only
+        (a sparse local copy at the same offsets): one unit of a 10 GB file fetches its share. An
+        object without a Parquet footer is copied whole, and reading it says what is wrong."""
+        if unit.etag is None or unit.file_error or unit.stop <= unit.start:
+            return super().localized(unit)
+        size = object_info(unit.path).size
+        footer = _footer_range(unit.path, unit.etag, size)
+        if footer is None:
+            return super().localized(unit)
+        meta = pq.ParquetFile(local_ranges(unit.path, unit.etag, [footer])).metadata
+        ranges = [footer]
+        for rg in range(unit.start, unit.stop):
+            group = meta.row_group(rg)
+            for c in range(group.num_columns):
+                col = group.column(c)
+                first = col.dictionary_page_offset if col.has_dictionary_page and col.dictionary_page_offset else col.data_page_offset
+                ranges.append((first, min(size, first + col.total_compressed_size + CHUNK_PAD)))
+        return replace(unit, path=local_ranges(unit.path, unit.etag, ranges))
+
     def read(self, unit: Unit, source, units: UnitConfig) -> Iterator[Batch]:
         if unit.file_error:
             raise SourceError(unit.file_error)
@@ -76,6 +102,21 @@ class ParquetReader(Reader):
                     row += rb.num_rows
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{unit.path}: cannot read past row {row} ({e.__class__.__name__}: corrupt Parquet data)") from e
+
+
+def _footer_range(url: str, etag: str, size: int) -> tuple[int, int] | None:
+    """The byte range of an object's Parquet footer (its metadata, their length and the magic),
+    or a fetched tail that holds it; None when the object does not end like a Parquet file."""
+    tail = (max(0, size - FOOTER_TAIL), size)
+    with open(local_ranges(url, etag, [tail]), "rb") as f:
+        f.seek(max(0, size - 8))
+        end = f.read(8)
+    if size < 12 or end[4:] != b"PAR1":
+        return None
+    start = size - 8 - int.from_bytes(end[:4], "little")
+    if start < 4:
+        return None
+    return tail if start >= tail[0] else (start, size)
 
 
 def columnar_batch(table: pa.Table, first_row: int, source, limits, path: str) -> Batch:
