@@ -188,19 +188,21 @@ class CorpusIndex:
                 out.setdefault(digest, r["run_id"])
         return out
 
-    def stage_frames(self, kind: str, params: dict) -> pl.DataFrame | None:
+    def stage_frames(self, kind: str, params: dict, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame | None:
         """What the runs of the index kept for stage `kind` with these settings (`BarrierStage.
         index_additions`), oldest run first, record ids (if any) as `run_id/record_id`; None when
-        no run has any."""
+        no run has any. `lazy`: a scan, for a stage that reads it in parts."""
         frames = []
         for r in self.runs:
             if r.get("stages", {}).get(kind) != params:
                 continue
-            df = pl.read_parquet(self.root / "stages" / kind / f"{r['run_id']}.parquet")
-            if "record_id" in df.columns:
+            df = pl.scan_parquet(self.root / "stages" / kind / f"{r['run_id']}.parquet")
+            if "record_id" in df.collect_schema().names():
                 df = df.with_columns((pl.lit(r["run_id"] + "/") + pl.col("record_id")).alias("record_id"))
             frames.append(df)
-        return pl.concat(frames) if frames else None
+        if not frames:
+            return None
+        return pl.concat(frames) if lazy else pl.concat(frames).collect()
 
     def add_run(self, run_id: str, out_dir: str, exact: pl.DataFrame, near_keys: pa.Table | None,
                 near_sig: np.ndarray | None, inputs: pl.DataFrame,

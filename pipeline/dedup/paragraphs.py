@@ -146,7 +146,7 @@ def _partitions(total_rows: int, partition_rows: int) -> int:
 
 def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: Path, max_documents: int,
                  partition_rows: int = PARTITION_ROWS, count: str = "documents",
-                 prior: pl.DataFrame | None = None) -> tuple[pl.DataFrame, dict]:
+                 prior: pl.LazyFrame | pl.DataFrame | None = None) -> tuple[pl.DataFrame, dict]:
     """Units to remove: every occurrence but the first of a text found in more than
     `max_documents` distinct records (`count="documents"`), or more than `max_documents` times,
     repeats inside one record included (`count="occurrences"`: Dolma's and datatrove's rule at 1).
@@ -156,8 +156,9 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
     idx, start, end, words, hash) of the units to remove and statistics. The hashes are split into
     2**bits partitions by their top bits (each file read once, spilled per partition), so memory
     holds one partition at a time. `prior`: (hash, docs) counted in earlier runs (the corpus
-    index), which come first: their counts add to this run's, and a text they have is removed at
-    every occurrence here (its first occurrence was published before)."""
+    index; one row per run and text, read per partition), which come first: their counts add to
+    this run's, and a text they have is removed at every occurrence here (its first occurrence was
+    published before)."""
     total = sum(pq.ParquetFile(p).metadata.num_rows for _u, p in unit_files)
     bits = _partitions(total, partition_rows)
     stats = {"units_hashed": total, "partitions": 1 << bits}
@@ -184,16 +185,18 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
                 g.drop("_part").write_parquet(spill / f"p{k:04d}-u{u:05d}.parquet", compression="lz4", statistics=False)
         parts = [(lambda k=k: pl.concat([pl.read_parquet(f) for f in sorted(spill.glob(f"p{k:04d}-u*.parquet"))])
                   if any(spill.glob(f"p{k:04d}-u*.parquet")) else None) for k in range(1 << bits)]
-    distinct = frequent = 0
+    distinct = frequent = index_texts = 0
     out = []
-    for make in parts:
+    for k, make in enumerate(parts):
+        before = _prior_part(prior, bits, k)
+        index_texts += before.height if before is not None else 0
         df = make()
         if df is None or df.height == 0:
             continue
         n = pl.col("rank").n_unique() if count == "documents" else pl.len()
         per = df.group_by("hash").agg(n.alias("docs"))
-        if prior is not None:
-            per = (per.join(prior.select("hash", pl.col("docs").alias("before")), on="hash", how="left")
+        if before is not None:
+            per = (per.join(before.select("hash", pl.col("docs").alias("before")), on="hash", how="left")
                    .with_columns(pl.col("before").fill_null(0)))
         else:
             per = per.with_columns(pl.lit(0, pl.Int64).alias("before"))
@@ -213,8 +216,19 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
     removals = pl.concat(out) if out else empty
     removals = removals.sort(*_order(removals, ("unit", "row", "idx")))
     stats.update({"distinct_texts": distinct, "frequent_texts": frequent, "units_removed": removals.height,
-                  "expected_false_matches": float(distinct) * float(frequent) / 2.0 ** 64})
+                  "expected_false_matches": float(distinct) * float(frequent) / 2.0 ** 64, "index_texts": index_texts})
     return removals, stats
+
+
+def _prior_part(prior: pl.LazyFrame | pl.DataFrame | None, bits: int, k: int) -> pl.DataFrame | None:
+    """(hash, docs) of earlier runs for the hashes of partition `k` of 2**bits (by top bits), the
+    counts of a text summed over runs: read per partition, so memory holds one partition's share."""
+    if prior is None:
+        return None
+    lazy = prior.lazy()
+    if bits:
+        lazy = lazy.filter((pl.col("hash") // pl.lit(1 << (64 - bits), pl.UInt64)).cast(pl.Int32) == k)
+    return lazy.group_by("hash").agg(pl.col("docs").sum()).collect()
 
 
 def _order(frame: pl.DataFrame, columns: tuple[str, ...]) -> list:

@@ -13,9 +13,9 @@ WRITE placement of the same stage). Exact 64-bit hashes, no Bloom filter (see
 With `state` (a corpus index), earlier runs count too, and come first: each published run leaves
 per text hash the number of its kept records that have it (`stages/paragraph_dedup/<run_id>.parquet`,
 12 bytes a distinct text), a later run with the same settings adds those counts to its own, and a
-text an earlier run published is removed at every occurrence in the later run. Not yet: those
-counts are read whole into the barrier (not partitioned like the run's own units), and `hygiene
-index rebuild` does not restore them.
+text an earlier run published is removed at every occurrence in the later run. Those counts are
+read per barrier partition, like the run's own units. Not yet: `hygiene index rebuild` does not
+restore them.
 """
 
 from __future__ import annotations
@@ -115,13 +115,10 @@ class ParagraphDedupStage(BarrierStage):
         ranks = (live.sort(["priority", "order_str", "order_int", "_i"], descending=[True, False, False, False])
                  .with_row_index("rank").select("unit", "row", pl.col("rank").cast(pl.Int64), "_i"))
         units = sorted(int(p.name[1:6]) for p in scratch.glob("u?????.parquet"))
-        prior = ctx.index.stage_frames(self.kind, self.index_params()) if ctx.index is not None else None
-        if prior is not None:
-            prior = prior.group_by("hash").agg(pl.col("docs").sum())
+        prior = ctx.index.stage_frames(self.kind, self.index_params(), lazy=True) if ctx.index is not None else None
         removals, stats = find_repeats([(u, scratch / f"u{u:05d}.parquet") for u in units],
                                        ranks.select("unit", "row", "rank"), scratch, c.max_documents, c.partition_rows,
                                        c.count, prior=prior)
-        stats["index_texts"] = prior.height if prior is not None else 0
         docs = (pl.concat([pl.read_parquet(scratch / f"u{u:05d}.docs.parquet").with_columns(pl.lit(u, pl.Int64).alias("unit"))
                            for u in units]) if units else pl.DataFrame(schema={"row": pl.Int64, "unit": pl.Int64}))
         stats["records_seen"] = live.height

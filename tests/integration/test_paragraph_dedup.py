@@ -315,3 +315,25 @@ def test_paragraphs_published_by_earlier_runs_count_and_come_first(tmp_path):
     # paragraph occurs once and stays.
     _m, texts = run("c1", [{"id": "p4", "text": f"{body(4)}\n\n{shared}"}], {"max_documents": 1, "unit": "line"})
     assert shared in texts["p4"]
+
+
+def test_earlier_runs_counts_read_per_partition_decide_as_one_partition(tmp_path):
+    """The corpus index's counts are read per barrier partition: with partitions of 1,000 units
+    (4 here) the second run keeps exactly what it keeps in one partition."""
+    shared = [f"Shared notice number {j} that many pages of the site carry at their foot." for j in range(300)]
+
+    def rows(run: str, n: int) -> list[dict]:
+        return [{"id": f"{run}{i}", "text": f"The {run} page {i} has an opening of its own, {i * 7}.\n\n{shared[(i * 13) % 300]}"}
+                for i in range(n)]
+
+    kept = {}
+    for name, partition_rows in (("one", 20_000_000), ("many", 1_000)):
+        opts = {"kind": "paragraph_dedup", "config": {"max_documents": 2, "partition_rows": partition_rows}}
+        state = {"dir": str(tmp_path / f"state-{name}")}
+        run_one_stage(tmp_path / f"{name}-a", rows("a", 1200), opts, state=state)
+        m, out = run_one_stage(tmp_path / f"{name}-b", rows("b", 1200), opts, state=state)
+        barrier = m["stages"]["paragraph_dedup"]["barrier"]
+        kept[name] = (_digests(out), barrier["index_texts"], barrier["units_removed"])
+        assert barrier["partitions"] == (1 if name == "one" else 4)
+    assert kept["one"] == kept["many"]
+    assert kept["one"][1] == 1500 and kept["one"][2] > 0  # run a's 1,200 openings and 300 notices were read back
