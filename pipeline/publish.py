@@ -29,7 +29,7 @@ from pipeline.sinks.card import CARD, CROISSANT, write_metadata
 from pipeline.sinks.shards import ShardWriter, WrittenFile
 from pipeline.spill import remove_spill
 from pipeline.storage import RemoteRunDir, drop_local_copies, object_info, quarantine_access
-from pipeline.run.index_feed import index_additions, stage_additions
+from pipeline.run.index_feed import index_additions, stage_additions, write_stage_additions
 from pipeline.run.workdir import read_done, read_schema, shard_ids, unit_name
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 ATTESTATION = "attestation.dsse.json"
 METADATA_FILES = (CARD, CROISSANT)
-OUTPUT_DIRS = ("shards", "ledger")
+OUTPUT_DIRS = ("shards", "ledger", "index")
 # Built-in stages whose evidence has typed ledger columns; any other stage (a user's, or a built-in
 # filter such as the quality stages) records its evidence in the `evidence` column.
 TYPED_EVIDENCE_KINDS = frozenset({"safety", "exact_dedup", "near_dedup", "pii"})
@@ -164,6 +164,9 @@ def finalize(work_dir: str) -> dict:
     )
     schema = read_schema(work / "output.schema")
     manifest["outputs"]["metadata"] = write_metadata(final, manifest, schema, plan.config.name)
+    additions = stage_additions(work, plan) if plan.config.state is not None else {}
+    if additions:
+        manifest["outputs"]["index"] = write_stage_additions(final, additions)
     manifest["quarantine"] = merge_incidents(work, final)
     if "pii" in {s.kind for s in run_stages(plan.config)}:
         from pipeline.audit.manifest import pii_section
@@ -196,7 +199,7 @@ def finalize(work_dir: str) -> dict:
 
         exact, near_keys, near_sig, inputs = index_additions(work, plan)
         CorpusIndex.open(plan.config.state.dir, plan.config).add_run(
-            plan.run_id, plan.config.output.dir, exact, near_keys, near_sig, inputs, stage_additions(work, plan))
+            plan.run_id, plan.config.output.dir, exact, near_keys, near_sig, inputs, additions)
     shutil.rmtree(work)
     if plan.spill_dir:
         remove_spill(Path(plan.spill_dir))
@@ -261,9 +264,10 @@ def publish(work: Path) -> None:
         return
     (out / MANIFEST).unlink(missing_ok=True)
     for d in OUTPUT_DIRS:
-        if (final / d).exists():
+        if (final / d).exists() or d == "index":  # a replaced run's index additions never outlive it
             if (out / d).exists():
                 shutil.rmtree(out / d)
+        if (final / d).exists():
             os.replace(final / d, out / d)
     for name in METADATA_FILES:
         if (final / name).exists():

@@ -125,12 +125,13 @@ def verify_run(run_dir: Path, public_keys: list[Path] = (), check_chain: bool = 
                    - {f["path"] for s in ("shards", "ledger") for f in manifest["outputs"][s]})
     for e in extra:
         files_ok = r.add("files", False, "file not listed in the manifest", str(run_dir / e)) and files_ok
-    for f in manifest["outputs"].get("metadata", []):
-        p = run_dir / f["path"]
-        if not p.exists():
-            files_ok = r.add("files", False, "metadata file listed in the manifest is missing", str(p)) and files_ok
-        elif sha256_path(p) != f["sha256"]:
-            files_ok = r.add("digests", False, "sha256 differs from the manifest", str(p)) and files_ok
+    for section in ("metadata", "index"):
+        for f in manifest["outputs"].get(section, []):
+            p = run_dir / f["path"]
+            if not p.exists():
+                files_ok = r.add("files", False, f"{section} file listed in the manifest is missing", str(p)) and files_ok
+            elif sha256_path(p) != f["sha256"]:
+                files_ok = r.add("digests", False, "sha256 differs from the manifest", str(p)) and files_ok
     if files_ok:
         r.add("digests", True, f"{len(manifest['outputs']['shards'])} shard(s) and {len(manifest['outputs']['ledger'])} "
               "ledger part(s) match their sha256, size and row count")

@@ -291,7 +291,8 @@ def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], na
     """Recreate the index from published run directories (their manifests, ledgers and shards).
 
     The dedup settings come from the runs' own manifests and must agree; each shard's digest is
-    checked against its manifest before its records are indexed.
+    checked against its manifest before its records are indexed. The barrier stages' additions
+    (containment, paragraph counts) are restored from the files the run published with them.
     """
     from pipeline.config import parse_config
     from pipeline.dedup.exact import exact_keys
@@ -360,5 +361,17 @@ def _rebuild(state_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], na
             cols.update({f"b{k:02d}": pa.array(keys[:, k]) for k in range(bd.bands)})
             near_keys = pa.table(cols)
             near_sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, near.num_perm), np.uint32)
-        idx.add_run(manifest["run_id"], name_of[str(d)], exact, near_keys, near_sig, inputs)
+        idx.add_run(manifest["run_id"], name_of[str(d)], exact, near_keys, near_sig, inputs, _published_additions(d, manifest))
     return idx
+
+
+def _published_additions(run_dir: Path, manifest: dict) -> dict[str, tuple[dict, pl.DataFrame]]:
+    """The barrier stages' index additions a run published (`outputs.index`), each checked
+    against its manifest digest; a run from before they were published has none."""
+    out = {}
+    for f in manifest["outputs"].get("index", []):
+        path = run_dir / f["path"]
+        if not path.exists() or sha256_path(path) != f["sha256"]:
+            raise CorpusIndexError(f"{path}: missing or does not match its manifest digest; the run cannot be indexed")
+        out[f["stage"]] = (f["settings"], pl.read_parquet(path))
+    return out

@@ -42,6 +42,22 @@ def stage_additions(work: Path, plan: RunPlan) -> dict[str, tuple[dict, pl.DataF
     return out
 
 
+def write_stage_additions(final: Path, additions: dict[str, tuple[dict, pl.DataFrame]]) -> list[dict]:
+    """Publish the barrier stages' index additions with the run (`index/<kind>.parquet`), so that
+    `hygiene index rebuild` restores them: they cannot be derived from the shards (a removed
+    paragraph is gone from them). Returns the manifest's `outputs.index` entries."""
+    from pipeline.fileio import sha256_path
+
+    entries = []
+    for kind, (settings, frame) in sorted(additions.items()):
+        path = final / "index" / f"{kind}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        frame.write_parquet(path, compression="zstd", statistics=False)
+        entries.append({"path": f"index/{kind}.parquet", "bytes": path.stat().st_size, "sha256": sha256_path(path),
+                        "stage": kind, "settings": settings})
+    return entries
+
+
 def index_additions(work: Path, plan: RunPlan) -> tuple[pl.DataFrame, pa.Table | None, np.ndarray | None, pl.DataFrame]:
     """What a published run adds to the corpus index: exact keys, band keys and signatures of its
     kept records, and the inputs it processed."""

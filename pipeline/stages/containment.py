@@ -21,7 +21,8 @@ With `state` (a corpus index), the kept records of earlier runs are containers t
 they are published): each published run leaves its kept records' shingles in the index
 (`stages/containment/<run_id>.parquet`, 8 bytes a shingle), and a later run with the same `ngram`
 reads back those that share a shingle with it; `contained_in` then names `run_id/record_id`.
-Not yet: `hygiene index rebuild` does not restore them (a rebuilt index has no containment shingles).
+The run publishes them too (`index/containment.parquet`, in the manifest's `outputs.index`), from
+which `hygiene index rebuild` restores them.
 """
 
 from __future__ import annotations

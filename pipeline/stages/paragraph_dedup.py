@@ -14,8 +14,9 @@ With `state` (a corpus index), earlier runs count too, and come first: each publ
 per text hash the number of its kept records that have it (`stages/paragraph_dedup/<run_id>.parquet`,
 12 bytes a distinct text), a later run with the same settings adds those counts to its own, and a
 text an earlier run published is removed at every occurrence in the later run. Those counts are
-read per barrier partition, like the run's own units. Not yet: `hygiene index rebuild` does not
-restore them.
+read per barrier partition, like the run's own units. The run publishes them too
+(`index/paragraph_dedup.parquet`, in the manifest's `outputs.index`), from which `hygiene index
+rebuild` restores them: the shards cannot tell how often a removed paragraph occurred.
 """
 
 from __future__ import annotations

@@ -337,3 +337,36 @@ def test_earlier_runs_counts_read_per_partition_decide_as_one_partition(tmp_path
         assert barrier["partitions"] == (1 if name == "one" else 4)
     assert kept["one"] == kept["many"]
     assert kept["one"][1] == 1500 and kept["one"][2] > 0  # run a's 1,200 openings and 300 notices were read back
+
+
+def test_index_rebuild_restores_the_counts_a_run_published(tmp_path):
+    """The counts go out with the run (`index/paragraph_dedup.parquet`, listed with its digest in
+    the manifest): an index rebuilt from the run directories decides a later run as the live index
+    does, although the shards alone no longer show how often a removed paragraph occurred;
+    `verify` checks the file, and a rebuild refuses an altered one."""
+    from pipeline.audit.verify import verify_run
+    from pipeline.dedup.index import CorpusIndexError, rebuild
+
+    notice = "The same long notice that five pages of the first run carry, word for word, at their end."
+    first = [{"id": f"a{i}", "text": f"First run page {i} with an opening paragraph of its own, {i}.\n\n{notice}"}
+             for i in range(5)]
+    later = [{"id": "b0", "text": f"A later page with its own opening paragraph, number zero.\n\n{notice}"}]
+    stage = {"kind": "paragraph_dedup", "config": {"max_documents": 2}}
+
+    m_a, run_a = run_one_stage(tmp_path / "a", first, stage, state={"dir": str(tmp_path / "state")})
+    (entry,) = m_a["outputs"]["index"]
+    assert entry["stage"] == "paragraph_dedup" and (run_a / entry["path"]).exists()
+    assert verify_run(run_a).ok
+    rebuild(tmp_path / "rebuilt", [run_a])
+    texts = {}
+    for state in ("state", "rebuilt"):
+        _m, out = run_one_stage(tmp_path / f"b-{state}", later, stage, state={"dir": str(tmp_path / state)})
+        texts[state] = pl.read_parquet(str(out / "shards" / "*.parquet"))["text"].to_list()
+    # 5 + 1 records > K = 2: removed (the published shards hold it once, which alone would keep it)
+    assert texts["state"] == texts["rebuilt"] and notice not in texts["state"][0]
+
+    path = run_a / entry["path"]
+    path.write_bytes(path.read_bytes() + b"x")
+    assert not verify_run(run_a).ok
+    with pytest.raises(CorpusIndexError, match="does not match its manifest digest"):
+        rebuild(tmp_path / "rebuilt-again", [run_a])
