@@ -13,7 +13,7 @@ import subprocess
 import sys
 import urllib.request
 
-from tests.storeservers import _EnvServer, forget_filesystems, free_port, wait_until_answering
+from tests.storeservers import EnvServer, forget_filesystems, free_port, wait_until_answering
 
 ENV = {
     "AWS_ACCESS_KEY_ID": "hygiene-test",
@@ -22,7 +22,7 @@ ENV = {
 }
 
 
-class S3Server(_EnvServer):
+class S3Server(EnvServer):
     """One moto server process and the environment that points clients at it."""
 
     @classmethod

@@ -80,7 +80,7 @@ def forget_filesystems() -> None:
 
 
 @dataclass
-class _EnvServer(ABC):
+class EnvServer(ABC):
     """A server process plus the environment variables that point clients at it."""
 
     port: int
@@ -126,7 +126,7 @@ def _apply_fsspec_env(env: dict) -> None:
                 fsspec.config.conf.setdefault(proto, {})[arg] = value
 
 
-class GcsServer(_EnvServer):
+class GcsServer(EnvServer):
     """gcp-storage-emulator in memory (`python -m gcp_storage_emulator start --in-memory`)."""
 
     @classmethod
@@ -166,7 +166,7 @@ def azurite_command() -> list[str] | None:
     return [found] if found else None
 
 
-class AzuriteServer(_EnvServer):
+class AzuriteServer(EnvServer):
     """Azurite's blob service, in memory, with its telemetry off."""
 
     workspace: Path | None = None
