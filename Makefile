@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-dev browser bench clean
+.PHONY: demo test install install-dev browser azurite bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,17 @@ browser:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "chromium not installed and not root: the browser test will be skipped"; fi
 
+## azurite: Microsoft's Azure Storage emulator from npm into .tools/ (not global) for the az:// tests
+## (skipped without node/npm). Its blob service is started by the tests, on 127.0.0.1 only.
+AZURITE_VERSION := 3.37.0
+azurite:
+	@if [ -x .tools/node_modules/.bin/azurite-blob ]; then :; \
+	elif command -v npm >/dev/null && command -v node >/dev/null; then \
+		npm install --prefix .tools --no-audit --no-fund --ignore-scripts --loglevel=error azurite@$(AZURITE_VERSION) >/dev/null; \
+	else echo "node/npm not installed: the az:// object-store tests will be skipped"; fi
+
 ## test: install with dev extras, then run the whole test suite
-test: install-dev browser
+test: install-dev browser azurite
 	$(BIN)/python -m pytest -q
 
 ## bench: end-to-end throughput against the polars ceiling (several minutes, ~1.1 GB in /tmp)

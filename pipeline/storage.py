@@ -59,7 +59,7 @@ def _store(url: str, what: str, error=SourceError):
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:
         raise error(f"{url}: cannot open this {what} ({e.__class__.__name__}: {e}); install the fsspec backend for "
-                    "its protocol (`pip install 'hygiene-pipeline[s3]'` for s3://, gcsfs for gs://, adlfs for az://)") from e
+                    "its protocol (`pip install 'hygiene-pipeline[s3]'` for s3://, `[gcs]` for gs://, `[azure]` for az://)") from e
 
 
 def is_remote(url: str | os.PathLike) -> bool:
@@ -84,14 +84,28 @@ def _protocol(fs) -> str:
     return p[0] if isinstance(p, (tuple, list)) else p
 
 
-def _url(fs, path: str) -> str:
-    return f"{_protocol(fs)}://{path}"
+def _scheme(fs, url: str) -> str:
+    """The protocol as the URL writes it: adlfs answers to az:// and abfs:// (its first name is abfs),
+    and a URL the user wrote as az://... is reported back as az://..."""
+    written = url.split("://", 1)[0] if "://" in url and "::" not in url else ""
+    names = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return written if written in names else _protocol(fs)
 
 
-def explain_store_error(e: Exception) -> str:
-    """What a store's error means for the user, and what to check."""
+# Where each store's client looks for credentials, for the message of a refused request.
+_S3_CREDENTIALS = "(AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) and the bucket's policy"
+_GCS_CREDENTIALS = "(GOOGLE_APPLICATION_CREDENTIALS or gcloud's application-default login) and the bucket's IAM policy"
+_AZURE_CREDENTIALS = ("(AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_NAME and _KEY, or AZURE_STORAGE_SAS_TOKEN) "
+                      "and the container's access")
+_CREDENTIALS = {"gs": _GCS_CREDENTIALS, "gcs": _GCS_CREDENTIALS,
+                "az": _AZURE_CREDENTIALS, "abfs": _AZURE_CREDENTIALS, "abfss": _AZURE_CREDENTIALS}
+
+
+def explain_store_error(e: Exception, url: str = "") -> str:
+    """What a store's error means for the user, and what to check (on the store `url` names)."""
     if isinstance(e, PermissionError):
-        return "access denied: check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) and the bucket's policy"
+        where = _CREDENTIALS.get(url.split("://", 1)[0], _S3_CREDENTIALS)
+        return f"access denied: check the credentials {where}"
     if isinstance(e, FileNotFoundError):
         return "no such object or bucket"
     return f"the store cannot be reached or refused the request ({e.__class__.__name__}: {e})"
@@ -107,9 +121,11 @@ class ObjectInfo:
 
 
 def info_of(fs, path: str, info: dict) -> ObjectInfo:
-    """The version of an object from fsspec's `info` (S3 ETag, GCS md5Hash, or size and time)."""
+    """The version of an object from fsspec's `info`: S3's ETag, GCS's generation (a new number at
+    every write of the object, where its etag also changes when only its metadata does), Azure's
+    ETag, or else size and time."""
     size = int(info.get("size") or info.get("Size") or 0)
-    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("generation")
+    etag = info.get("ETag") or info.get("generation") or info.get("etag") or info.get("md5Hash")
     when = info.get("LastModified") or info.get("last_modified") or info.get("updated") or info.get("mtime")
     if isinstance(when, datetime):
         mtime_ns = int(when.timestamp() * 1e9)
@@ -129,7 +145,7 @@ def object_info(url: str) -> ObjectInfo:
     try:
         info = fs.info(path)
     except OSError as e:
-        raise SourceError(f"{url}: cannot read this object: {explain_store_error(e)}") from e
+        raise SourceError(f"{url}: cannot read this object: {explain_store_error(e, url)}") from e
     if info.get("type") == "directory":
         raise SourceError(f"{url}: is a prefix (a directory), not an object")
     return info_of(fs, path, info)
@@ -160,8 +176,9 @@ def list_objects(pattern: str, suffixes: tuple[str, ...] | None) -> list[tuple[s
     except SourceError:
         raise
     except OSError as e:
-        raise SourceError(f"{pattern}: cannot list the objects: {explain_store_error(e)}") from e
-    return sorted(((_url(fs, p), p[len(root):].lstrip("/")) for p in found), key=lambda kv: (kv[1], kv[0]))
+        raise SourceError(f"{pattern}: cannot list the objects: {explain_store_error(e, pattern)}") from e
+    scheme = _scheme(fs, pattern)
+    return sorted(((f"{scheme}://{p}", p[len(root):].lstrip("/")) for p in found), key=lambda kv: (kv[1], kv[0]))
 
 
 def _cache_path(fs, path: str) -> Path:
@@ -191,7 +208,7 @@ def local_copy(url: str, etag: str | None = None) -> str:
         fs.get_file(path, str(tmp))
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise SourceError(f"{url}: cannot download this object: {explain_store_error(e)}") from e
+        raise SourceError(f"{url}: cannot download this object: {explain_store_error(e, url)}") from e
     after = object_info(url)
     if after.etag != before.etag or tmp.stat().st_size != before.size:
         tmp.unlink(missing_ok=True)
@@ -237,7 +254,7 @@ def local_ranges(url: str, etag: str, ranges: list[tuple[int, int]]) -> str:
     try:
         data = fs.cat_ranges([path] * len(merged), [a for a, _ in merged], [b for _, b in merged], on_error="raise")
     except OSError as e:
-        raise SourceError(f"{url}: cannot read {len(merged)} byte range(s) of this object: {explain_store_error(e)}") from e
+        raise SourceError(f"{url}: cannot read {len(merged)} byte range(s) of this object: {explain_store_error(e, url)}") from e
     after = object_info(url)
     if after.etag != etag or any(len(d) != b - a for d, (a, b) in zip(data, merged)):
         raise _changed(url, etag, after.etag)
@@ -309,7 +326,7 @@ class RemoteRunDir:
         return self.path.rsplit("/", 1)[0]
 
     def _fail(self, rel: str, doing: str, e: Exception) -> OutputError:
-        return OutputError(f"{self.where(rel)}: cannot {doing}: {explain_store_error(e)}")
+        return OutputError(f"{self.where(rel)}: cannot {doing}: {explain_store_error(e, self.url)}")
 
     def has_manifest(self) -> bool:
         """True when the run is published (its manifest is the commit point)."""
@@ -424,8 +441,8 @@ def quarantine_access(out_url: str) -> str:
         return "file mode 0600 in a 0700 directory (owner-only)"
     if _protocol(remote.fs) in _ACL_PROTOCOLS:
         return "object ACL 'private' (owner-only), unless the bucket's policy grants more"
-    return (f"the {_protocol(remote.fs)}:// store takes no per-object ACL here: access is whatever the bucket or "
-            "container grants; restrict it there")
+    return (f"the {_scheme(remote.fs, remote.url)}:// store takes no per-object ACL here: access is whatever the bucket "
+            "or container grants; restrict it there")
 
 
 def fetch_run_file(run_url: str, rel: str) -> Path | None:

@@ -12,6 +12,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# gcsfs reads this when it is imported: its experimental file system asks Google's gRPC control API
+# for each bucket's layout, which the GCS test server does not serve (tests/storeservers.py).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.executor import run_local  # noqa: E402
@@ -49,6 +52,35 @@ def s3_server():
     from tests.s3server import S3Server
 
     server = S3Server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS JSON API server (gcp-storage-emulator, in memory) on 127.0.0.1; gcsfs reaches it
+    anonymously through STORAGE_EMULATOR_HOST while it runs."""
+    from tests.storeservers import GcsServer
+
+    server = GcsServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azure_server():
+    """Azurite's blob service (in memory) on 127.0.0.1; adlfs reaches it through
+    AZURE_STORAGE_CONNECTION_STRING while it runs. Skipped where node or Azurite is missing
+    (`make azurite` installs it into .tools/)."""
+    from tests.storeservers import AzuriteServer, azurite_command
+
+    if azurite_command() is None:
+        pytest.skip("Azurite is not installed (needs node; `make azurite` installs it from npm into .tools/)")
+    server = AzuriteServer.start()
     try:
         yield server
     finally:

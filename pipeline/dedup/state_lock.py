@@ -203,9 +203,12 @@ class Lease:
                 return self._unheld(f"{e.__class__.__name__}: {e}")
             try:  # a store that ignored mode="create" would overwrite here instead of refusing
                 fs.pipe_file(self._path(k + 1), self._body(), mode="create")
-                return self._unheld("a second create of the same object succeeded")
             except FileExistsError:
                 pass
+            else:
+                # Left unreleased, this probe would hold off every later run for a whole TTL.
+                fs.pipe_file(self._path(k + 1), self._body(released=True))
+                return self._unheld("a second create of the same object succeeded")
             self.generation = k + 1
             if k > 8:  # older generations are history: about eight are kept (best effort)
                 try:

@@ -64,7 +64,7 @@ class SharedScratch:
     def _fail(self, rel: str, doing: str, e: Exception) -> OutputError:
         from pipeline.storage import explain_store_error
 
-        return OutputError(f"{self.url}/{rel}: cannot {doing} the run's shared scratch space: {explain_store_error(e)}")
+        return OutputError(f"{self.url}/{rel}: cannot {doing} the run's shared scratch space: {explain_store_error(e, self.url)}")
 
     @contextmanager
     def _locked(self) -> Iterator[dict]:

@@ -122,3 +122,19 @@ def test_a_file_url_is_the_local_state_directory(tmp_path, corpus):
     index = json.loads((tmp_path / "state" / "index.json").read_text())
     assert [r["run_id"] for r in index["runs"]] == [first["run_id"]]
     assert first["corpus_index"]["path"] == str(tmp_path / "state")
+
+
+def test_a_store_that_ignores_create_only_if_absent_leaves_no_lease_to_hold_off_the_next_run(state, monkeypatch):
+    """The GCS emulator overwrites on `mode="create"`: the lease is then unheld (with a warning), and
+    the object its probe wrote must not make the next run wait for it to expire."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from pipeline.dedup.index_store import RemoteStateDir
+    from pipeline.dedup.state_lock import Lease
+
+    real = MemoryFileSystem.pipe_file
+    monkeypatch.setattr(MemoryFileSystem, "pipe_file",
+                        lambda self, path, value, mode="overwrite", **kw: real(self, path, value, **kw))
+    remote = RemoteStateDir.parse(state)
+    assert Lease(remote).acquire(timeout_s=3) is False
+    assert Lease(remote).acquire(timeout_s=3) is False  # before the fix: waited, then "another run has held"

@@ -1,7 +1,9 @@
-"""Runs whose inputs, hash lists, corpus index and run directory live on an S3-compatible server.
+"""Runs whose inputs, hash lists, corpus index and run directory live on an object store.
 
-A real server (moto's server mode, its own process on 127.0.0.1) reached over HTTP by s3fs:
-the run reads its inputs from one bucket and publishes into another, and what it publishes must
+Each test runs on every store it names, each a real server in its own process on 127.0.0.1
+reached over HTTP by the store's fsspec backend (tests/storeservers.py): S3 (moto's server mode,
+s3fs), Google Cloud Storage (gcp-storage-emulator, gcsfs) and Azure Blob Storage (Azurite, adlfs).
+The run reads its inputs from one bucket and publishes into another, and what it publishes must
 equal, byte for byte, what the same job writes to a local directory. Then the faults: a write
 refused midway (nothing published, the rerun completes), an object changed while the run reads
 it, a missing bucket, a run without its manifest.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,15 +30,30 @@ from tests.conftest import REPO
 SAMPLES = REPO / "data_samples"
 
 
-@pytest.fixture
-def store(s3_server, tmp_path, monkeypatch):
-    """Empty buckets `in-bucket` and `out-bucket`, the samples uploaded to s3://in-bucket/samples/,
-    and this test's own object cache."""
+# The session fixture (tests/conftest.py) that starts each store's server.
+_SERVERS = {"s3": "s3_server", "gs": "gcs_server", "az": "azure_server"}
+
+
+@dataclass
+class Store:
+    """One store under test: its URL scheme and an fsspec filesystem on its server."""
+
+    scheme: str
+    fs: object
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{path}"
+
+
+@pytest.fixture(params=sorted(_SERVERS))
+def store(request, tmp_path, monkeypatch):
+    """Empty buckets (containers) `in-bucket` and `out-bucket` on one store, the samples uploaded to
+    <scheme>://in-bucket/samples/, and this test's own object cache."""
     import fsspec
 
-    s3_server.reset()
+    request.getfixturevalue(_SERVERS[request.param]).reset()
     monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
-    fs = fsspec.filesystem("s3")
+    fs = fsspec.filesystem(request.param)
     fs.mkdir("in-bucket")
     fs.mkdir("out-bucket")
     fs.put(str(SAMPLES / "web"), "in-bucket/samples/web", recursive=True)
@@ -44,7 +61,7 @@ def store(s3_server, tmp_path, monkeypatch):
     fs.put(str(SAMPLES / "images"), "in-bucket/samples/images", recursive=True)
     fs.put_file(str(SAMPLES / "hashlists" / "sample-list.csv"), "in-bucket/lists/sample-list.csv")
     fs.invalidate_cache()
-    return fs
+    return Store(request.param, fs)
 
 
 def _config(root: str, lists: str, out: str, state: str | None = None, **extra):
@@ -84,65 +101,77 @@ def _local_outputs(run: Path) -> dict[str, bytes]:
             if p.is_file() and p.relative_to(run).parts[0] in ("shards", "ledger", "quarantine")}
 
 
+def _assert_incidents_access(store: Store, access: str) -> None:
+    """Incidents stay owner-only where the store takes a per-object ACL (S3: a private ACL on the
+    object); elsewhere the manifest says that the bucket or container decides, naming the store."""
+    if store.scheme == "s3":
+        import boto3
+
+        grants = boto3.client("s3").get_object_acl(Bucket="out-bucket", Key="runs/one/quarantine/incidents.jsonl")["Grants"]
+        assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
+        assert "ACL 'private'" in access
+    else:
+        assert access.startswith(f"the {store.scheme}:// store takes no per-object ACL"), access
+
+
 def test_a_run_on_the_store_equals_the_same_run_on_local_files(store, tmp_path):
     local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local")))
-    remote = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
-                               "s3://out-bucket/runs/one", state="s3://out-bucket/state"))
+    run = store.url("out-bucket/runs/one")
+    remote = run_local(_config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"),
+                               run, state=store.url("out-bucket/state")))
 
-    stored, written = _remote_outputs(store, "out-bucket/runs/one"), _local_outputs(tmp_path / "local")
+    stored, written = _remote_outputs(store.fs, "out-bucket/runs/one"), _local_outputs(tmp_path / "local")
     incidents = [_incidents(x.pop("quarantine/incidents.jsonl")) for x in (stored, written)]
     assert _digests(stored) == _digests(written)  # shards and ledger, byte for byte
     # The incidents too, but for when they were detected and the URI of the matched image.
     assert [{**i, "uri": None} for i in incidents[0]] == [{**i, "uri": None} for i in incidents[1]]
-    assert all(i["uri"].startswith("s3://in-bucket/samples/") for i in incidents[0]), [i["uri"] for i in incidents[0]]
+    samples = store.url("in-bucket/samples/")
+    assert all(i["uri"].startswith(samples) for i in incidents[0]), [i["uri"] for i in incidents[0]]
     assert remote["conservation"] == local["conservation"]
     assert remote["quarantine"]["count"] == local["quarantine"]["count"] >= 1
-    published = json.loads(store.cat_file("out-bucket/runs/one/manifest.json"))
+    published = json.loads(store.fs.cat_file("out-bucket/runs/one/manifest.json"))
     assert published["run_id"] == remote["run_id"]
-    # The inputs are named by their URLs and versions, never by this machine's copies.
-    assert all(f["path"].startswith("s3://in-bucket/samples/") for f in published["inputs"])
-    # Incidents stay owner-only: a private ACL on the object, and the manifest says so.
-    import boto3
-
-    grants = boto3.client("s3").get_object_acl(Bucket="out-bucket", Key="runs/one/quarantine/incidents.jsonl")["Grants"]
-    assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
-    assert "ACL 'private'" in published["quarantine"]["access"]
+    # The inputs are named by their URLs (as written: az://, not adlfs's abfs://), never by this
+    # machine's copies.
+    assert all(f["path"].startswith(samples) for f in published["inputs"])
+    _assert_incidents_access(store, published["quarantine"]["access"])
     # Nothing stays behind on this machine but lock files and the chain head: no staging copy, no object copies.
     cache = Path(tmp_path / "cache")
     assert not any(p.is_file() and not p.name.startswith(".hygiene") for p in (cache / "runs").rglob("*"))
     assert not any(p.is_file() for p in (cache / "objects").rglob("*"))
     # The index on the store knows the run by its URL.
-    index = json.loads(store.cat_file("out-bucket/state/index.json"))
-    assert [r["out_dir"] for r in index["runs"]] == ["s3://out-bucket/runs/one"]
+    index = json.loads(store.fs.cat_file("out-bucket/state/index.json"))
+    assert [r["out_dir"] for r in index["runs"]] == [run]
 
     runner = CliRunner()
-    verified = runner.invoke(main, ["verify", "s3://out-bucket/runs/one", "--json"])
+    verified = runner.invoke(main, ["verify", run, "--json"])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.output)["ok"] is True
-    inspected = runner.invoke(main, ["inspect", "s3://out-bucket/runs/one", "--json"])
+    inspected = runner.invoke(main, ["inspect", run, "--json"])
     assert inspected.exit_code == 0, inspected.output
     assert json.loads(inspected.output)["run_id"] == remote["run_id"]
-    rebuilt = runner.invoke(main, ["index", "rebuild", "s3://out-bucket/state-rebuilt", "s3://out-bucket/runs/one"])
+    rebuilt = runner.invoke(main, ["index", "rebuild", store.url("out-bucket/state-rebuilt"), run])
     assert rebuilt.exit_code == 0, rebuilt.output
-    again = json.loads(store.cat_file("out-bucket/state-rebuilt/index.json"))
+    again = json.loads(store.fs.cat_file("out-bucket/state-rebuilt/index.json"))
     assert [(r["run_id"], r["out_dir"], r["records"]) for r in again["runs"]] == \
         [(r["run_id"], r["out_dir"], r["records"]) for r in index["runs"]]
 
 
 def test_a_second_run_into_the_same_location_repeats_nothing_and_chains(store, tmp_path):
-    root, lists = "s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv"
-    first = run_local(_config(root, lists, "s3://out-bucket/runs/a", state="s3://out-bucket/state"))
+    root, lists, state = store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), store.url("out-bucket/state")
+    first = run_local(_config(root, lists, store.url("out-bucket/runs/a"), state=state))
     # The same inputs again: every input was processed by the first run, so none is read.
-    second = run_local(_config(root, lists, "s3://out-bucket/runs/b", state="s3://out-bucket/state"))
+    second = run_local(_config(root, lists, store.url("out-bucket/runs/b"), state=state))
     assert second["conservation"]["overall"]["input"] == 0
     assert {s["processed_in_run"] for s in second["skipped_inputs"]} == {first["run_id"]}
     assert second["previous_run"]["run_id"] == first["run_id"]
-    assert second["previous_run"]["path"] == "s3://out-bucket/runs/a"
-    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/b"]).exit_code == 0
+    assert second["previous_run"]["path"] == store.url("out-bucket/runs/a")
+    assert CliRunner().invoke(main, ["verify", store.url("out-bucket/runs/b")]).exit_code == 0
 
 
 def test_a_refused_write_publishes_nothing_and_the_rerun_completes(store, tmp_path, monkeypatch):
-    cfg = _config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv", "s3://out-bucket/runs/x")
+    run = store.url("out-bucket/runs/x")
+    cfg = _config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), run)
     real_put = RemoteRunDir._put
     calls = {"n": 0}
 
@@ -155,48 +184,49 @@ def test_a_refused_write_publishes_nothing_and_the_rerun_completes(store, tmp_pa
     monkeypatch.setattr(RemoteRunDir, "_put", refuse_third)
     with pytest.raises(OutputError, match="injected"):
         run_local(cfg)
-    store.invalidate_cache()
-    assert not store.exists("out-bucket/runs/x/manifest.json")  # unfinished, and readers say so
-    refused = CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/x"])
+    store.fs.invalidate_cache()
+    assert not store.fs.exists("out-bucket/runs/x/manifest.json")  # unfinished, and readers say so
+    refused = CliRunner().invoke(main, ["verify", run])
     assert refused.exit_code == 2 and "unfinished" in refused.output
 
     monkeypatch.setattr(RemoteRunDir, "_put", real_put)
     manifest = run_local(cfg)
     assert manifest["run_id"]
-    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/x"]).exit_code == 0
+    assert CliRunner().invoke(main, ["verify", run]).exit_code == 0
 
 
 def test_an_object_changed_during_the_run_stops_it(store, tmp_path):
-    cfg = _config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv", "s3://out-bucket/runs/y")
+    cfg = _config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), store.url("out-bucket/runs/y"))
     changed = {"done": False}
 
     def change_an_input(step, result):
         if not changed["done"]:
             changed["done"] = True
-            store.pipe_file("in-bucket/samples/forum.csv", b"id,text\n1,a different file\n")
+            store.fs.pipe_file("in-bucket/samples/forum.csv", b"id,text\n1,a different file\n")
 
-    with pytest.raises(SourceError, match="forum.csv: the object changed"):
+    with pytest.raises(SourceError, match=f"{store.url('in-bucket/samples/forum.csv')}: the object changed"):
         run_local(cfg, on_unit=change_an_input)
-    store.invalidate_cache()
-    assert not store.exists("out-bucket/runs/y/manifest.json")
+    store.fs.invalidate_cache()
+    assert not store.fs.exists("out-bucket/runs/y/manifest.json")
 
 
 def test_a_missing_bucket_is_named(store, tmp_path):
-    cfg = _config("s3://no-such-bucket/samples", "s3://in-bucket/lists/sample-list.csv", str(tmp_path / "out"))
-    with pytest.raises(SourceError, match="s3://no-such-bucket/samples/web"):
+    cfg = _config(store.url("no-such-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), str(tmp_path / "out"))
+    with pytest.raises(SourceError, match=f"{store.url('no-such-bucket/samples/web')}: no such object or prefix"):
         run_local(cfg)
 
 
 def test_signoff_on_a_stored_run_records_it_there(store, tmp_path):
-    run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv", "s3://out-bucket/runs/s"))
+    run = store.url("out-bucket/runs/s")
+    run_local(_config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), run))
     policy = REPO / "configs" / "policy-dedup-only.yaml"
-    out = CliRunner().invoke(main, ["signoff", "s3://out-bucket/runs/s", "--policy", str(policy), "--approver", "Ada"])
+    out = CliRunner().invoke(main, ["signoff", run, "--policy", str(policy), "--approver", "Ada"])
     assert out.exit_code == 1, out.output  # evaluated (this policy fails an unsigned run), and recorded
     assert "pass verify" in out.output and "sign-off FAILED" in out.output
-    store.invalidate_cache()
-    records = store.find("out-bucket/runs/s/signoffs")
+    store.fs.invalidate_cache()
+    records = store.fs.find("out-bucket/runs/s/signoffs")
     assert len(records) == 1
-    assert json.loads(store.cat_file(records[0]))["approver"] == "Ada"
+    assert json.loads(store.fs.cat_file(records[0]))["approver"] == "Ada"
 
 
 def test_the_command_line_reads_and_writes_urls(store, tmp_path):
@@ -209,12 +239,12 @@ def test_the_command_line_reads_and_writes_urls(store, tmp_path):
     local = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", str(SAMPLES / "web"),
                                  "--input", str(SAMPLES / "forum.csv"), "--output", str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
-    remote = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", "s3://in-bucket/samples/web",
-                                  "--input", "s3://in-bucket/samples/forum.csv", "--output", "s3://out-bucket/runs/cli"])
+    remote = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", store.url("in-bucket/samples/web"),
+                                  "--input", store.url("in-bucket/samples/forum.csv"), "--output", store.url("out-bucket/runs/cli")])
     assert remote.exit_code == 0, remote.output
-    assert "s3://out-bucket/runs/cli" in remote.output
-    store.invalidate_cache()
-    stored = pl.concat([pl.read_parquet(store.cat_file(p)) for p in sorted(store.find("out-bucket/runs/cli/ledger"))])
+    assert store.url("out-bucket/runs/cli") in remote.output
+    store.fs.invalidate_cache()
+    stored = pl.concat([pl.read_parquet(store.fs.cat_file(p)) for p in sorted(store.fs.find("out-bucket/runs/cli/ledger"))])
     written = pl.read_parquet(str(tmp_path / "local" / "ledger" / "*.parquet"))
     assert stored.equals(written)
 
@@ -245,16 +275,16 @@ def test_a_scratch_space_on_the_store_gives_the_same_run(store, tmp_path):
     pii = {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"], "residual_scan": {"enabled": False}}
     local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local"),
                               pii=pii))
-    shared = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
-                               "s3://out-bucket/runs/shared", pii=pii, runner={"scratch": "store"}))
-    stored, written = _remote_outputs(store, "out-bucket/runs/shared"), _local_outputs(tmp_path / "local")
+    shared = run_local(_config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"),
+                               store.url("out-bucket/runs/shared"), pii=pii, runner={"scratch": "store"}))
+    stored, written = _remote_outputs(store.fs, "out-bucket/runs/shared"), _local_outputs(tmp_path / "local")
     for x in (stored, written):
         x.pop("quarantine/incidents.jsonl")
     assert _digests(stored) == _digests(written)
     assert shared["conservation"] == local["conservation"]
-    store.invalidate_cache()
-    assert not store.exists("out-bucket/runs/shared/_work")
-    assert CliRunner().invoke(main, ["verify", "s3://out-bucket/runs/shared"]).exit_code == 0
+    store.fs.invalidate_cache()
+    assert not store.fs.exists("out-bucket/runs/shared/_work")
+    assert CliRunner().invoke(main, ["verify", store.url("out-bucket/runs/shared")]).exit_code == 0
 
 
 def test_a_unit_of_a_large_object_fetches_only_its_byte_range(store, tmp_path):
@@ -278,12 +308,12 @@ def test_a_unit_of_a_large_object_fetches_only_its_byte_range(store, tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Reader, "plan_inputs", plan_then_forget)
-        remote = run_local(_config("s3://in-bucket/samples", "s3://in-bucket/lists/sample-list.csv",
-                                   "s3://out-bucket/runs/ranges", units=units), on_unit=look)
+        remote = run_local(_config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"),
+                                   store.url("out-bucket/runs/ranges"), units=units), on_unit=look)
     assert remote["units"] == local["units"] >= 8
     ranges = {c for c in copies if ".range-" in c and not c.endswith(".hygiene-etag")}
     assert len(ranges) >= 5, copies  # part-0.jsonl (114 KiB) read as ranges by its units
-    stored, written = _remote_outputs(store, "out-bucket/runs/ranges"), _local_outputs(tmp_path / "local")
+    stored, written = _remote_outputs(store.fs, "out-bucket/runs/ranges"), _local_outputs(tmp_path / "local")
     for x in (stored, written):
         x.pop("quarantine/incidents.jsonl")
     assert _digests(stored) == _digests(written)

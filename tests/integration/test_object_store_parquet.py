@@ -1,4 +1,4 @@
-"""Parquet objects on a real S3 server (moto's server mode, `tests/s3server.py`): a unit of row
+"""Parquet objects on real S3, GCS and Azure servers (`tests/storeservers.py`): a unit of row
 groups fetches the object's footer and its own column chunks only (a sparse local copy at the same
 offsets), and the run equals the same run on the local file byte for byte; an object that is not
 Parquet is still named in a clear error."""
@@ -18,20 +18,9 @@ from pipeline.errors import PipelineError
 from pipeline.executor import run_local
 from pipeline.sources.base import Reader
 from pipeline.storage import drop_local_copies
+from tests.integration.test_object_store import store  # noqa: F401 - the fixture: S3, GCS and Azure servers
 
 ROW_GROUPS = 24
-
-
-@pytest.fixture
-def store(s3_server, tmp_path, monkeypatch):
-    import fsspec
-
-    s3_server.reset()
-    monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
-    fs = fsspec.filesystem("s3")
-    fs.mkdir("in-bucket")
-    fs.mkdir("out-bucket")
-    return fs
 
 
 def _parquet(path: Path) -> None:
@@ -62,7 +51,7 @@ def _digests(run: Path) -> dict[str, str]:
 def test_a_unit_of_a_parquet_object_fetches_its_row_groups_only(store, tmp_path):
     local_file = tmp_path / "data.parquet"
     _parquet(local_file)
-    store.put_file(str(local_file), "in-bucket/data/data.parquet")
+    store.fs.put_file(str(local_file), "in-bucket/data/data.parquet")
     local = run_local(_config(str(local_file), str(tmp_path / "local")))
 
     fetched: dict[str, int] = {}
@@ -81,7 +70,7 @@ def test_a_unit_of_a_parquet_object_fetches_its_row_groups_only(store, tmp_path)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Reader, "plan_inputs", plan_then_forget)
-        remote = run_local(_config("s3://in-bucket/data/data.parquet", "s3://out-bucket/runs/pq"), on_unit=look)
+        remote = run_local(_config(store.url("in-bucket/data/data.parquet"), store.url("out-bucket/runs/pq")), on_unit=look)
 
     assert remote["units"] == local["units"] == ROW_GROUPS // 3
     size = local_file.stat().st_size
@@ -89,13 +78,14 @@ def test_a_unit_of_a_parquet_object_fetches_its_row_groups_only(store, tmp_path)
     assert len(units) >= ROW_GROUPS // 3 - 1, fetched
     assert max(units) < size / 2  # a unit's copy holds its three row groups and the footer, not the object
     out = tmp_path / "pulled"
-    store.get("out-bucket/runs/pq", str(out), recursive=True)
+    store.fs.invalidate_cache()
+    store.fs.get("out-bucket/runs/pq", str(out), recursive=True)
     assert _digests(out) == _digests(tmp_path / "local") and _digests(out)
 
 
 def test_an_object_that_is_not_parquet_is_named(store, tmp_path):
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"PAR1" + b"x" * 5000)
-    store.put_file(str(junk), "in-bucket/data/junk.parquet")
+    store.fs.put_file(str(junk), "in-bucket/data/junk.parquet")
     with pytest.raises(PipelineError, match="junk.parquet"):
-        run_local(_config("s3://in-bucket/data/junk.parquet", str(tmp_path / "out")))
+        run_local(_config(store.url("in-bucket/data/junk.parquet"), str(tmp_path / "out")))
