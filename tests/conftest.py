@@ -20,6 +20,13 @@ from pipeline.config import RunConfig, parse_config  # noqa: E402
 from pipeline.executor import run_local  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests assert decisions, never wall time: a first example that pays for imports or a
+# loaded CI machine must not fail Hypothesis's default 200 ms deadline.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("hygiene", deadline=None)
+_hypothesis_settings.load_profile("hygiene")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
