@@ -17,6 +17,11 @@ seek and rename), so an object store is reached through local copies, made and c
   checked unchanged at the end).
 
 Plain paths and `file://` URLs never come here: they keep the local code paths.
+
+Over 500 lines on purpose: the input copies and the run directories share the rules of reaching a
+store (which field names an object's version on each store, the download cache and its sidecars,
+the error text, the publish order with the manifest last); split in two, those helpers would
+become public names of one module used only by the other.
 """
 
 from __future__ import annotations
