@@ -23,6 +23,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numba
 import numpy as np
 import polars as pl
 import polars_hash as plh
@@ -42,14 +43,66 @@ PARTITION_ROWS = 20_000_000
 _NEEDS_COLLAPSE = r"\s\s|[^\S ]|^\s|\s$"  # a whitespace run, a whitespace other than a space, or one at an end
 
 
-def _collapsed(p: pl.Series) -> pl.Series:
-    """Whitespace runs as one space, ends stripped: the regex runs only on the pieces that need it
-    (most lines of prose do not), the others are already in that form."""
-    mask = p.str.contains(_NEEDS_COLLAPSE)
-    if not mask.any():
-        return p
-    fixed = p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars()
-    return p.scatter(mask.arg_true(), fixed)
+# Byte classes for `_scan`: 1 a space; 2 a byte after which collapsing might change the text (an
+# ASCII control whitespace, or a lead byte of a non-ASCII whitespace: U+0085, U+00A0, U+1680,
+# U+2000-U+205F, U+3000); flagging too many is only slower, never wrong.
+_BYTE_CLASS = np.zeros(256, np.uint8)
+_BYTE_CLASS[32] = 1
+_BYTE_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 0xC2, 0xE1, 0xE2, 0xE3]] = 2
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _scan(data: np.ndarray, offsets: np.ndarray, cls: np.ndarray, flagged: np.ndarray, spaces: np.ndarray) -> None:
+    """One branch-free pass over the UTF-8 bytes of each string: `spaces[i]` its spaces,
+    `flagged[i]` whether collapsing whitespace might change it (a space at an end or after another,
+    or a byte of class 2); flagged strings take the exact regex path."""
+    for i in range(offsets.shape[0] - 1):
+        a, b = offsets[i], offsets[i + 1]
+        n, bad, prev = 0, 0, 1
+        for k in range(a, b):
+            t = cls[data[k]]
+            space = t == 1
+            n += space
+            bad |= (t >> 1) | (space & prev)
+            prev = space
+        flagged[i] = bad or (b > a and prev)
+        spaces[i] = n
+
+
+def _words(flat: pl.Series) -> np.ndarray:
+    """Words of collapsed text: spaces + 1, none when empty (the regex count is faster than the
+    literal one in polars 2.1)."""
+    return flat.to_frame("f").select(pl.when(pl.col("f") != "").then(pl.col("f").str.count_matches(" ") + 1)
+                                     .otherwise(0)).to_series().to_numpy()
+
+
+def _collapsed_words(p: pl.Series, lines: bool) -> tuple[pl.Series, pl.Series]:
+    """(text, words): whitespace runs as one space and ends stripped, and the words of that text.
+    The regex runs only on the pieces that need it. Lines (`lines`), most of which need nothing,
+    are told apart by one scan of their bytes that also counts their words; paragraphs, which
+    hold newlines and so nearly all need the regex, by the regex itself."""
+    if not lines:
+        mask = p.str.contains(_NEEDS_COLLAPSE)
+        if mask.any():
+            p = p.scatter(mask.arg_true(), p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars())
+        return p, pl.Series(_words(p), dtype=pl.Int32)
+    arr = p.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    flagged, spaces = np.zeros(len(arr), np.bool_), np.zeros(len(arr), np.int64)
+    _scan(data, offsets, _BYTE_CLASS, flagged, spaces)
+    words = np.where(np.diff(offsets) > 0, spaces + 1, 0)
+    at = np.flatnonzero(flagged)
+    if at.size:
+        fixed = p.gather(at).str.replace_all(r"\s+", " ").str.strip_chars()
+        p = p.scatter(at, fixed)
+        words[at] = _words(fixed)
+    return p, pl.Series(words, dtype=pl.Int32)
 
 
 def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, lowercase: bool, collapse: bool,
@@ -79,12 +132,10 @@ def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, l
     if collapse:
         # Lowercasing changes no whitespace: the collapsed lowercase text has the words of the
         # collapsed text, which need not be made separately.
-        norm = flat = _collapsed(raw.str.to_lowercase() if lowercase else raw)
+        norm, words = _collapsed_words(raw.str.to_lowercase() if lowercase else raw, unit == "line")
     else:
-        flat, norm = _collapsed(raw), (raw.str.to_lowercase() if lowercase else raw)
-    # (the regex count is faster than the literal one in polars 2.1)
-    words = flat.to_frame("f").select(pl.when(pl.col("f") != "").then(pl.col("f").str.count_matches(" ") + 1)
-                                      .otherwise(0).cast(pl.Int32)).to_series()
+        words = _collapsed_words(raw, unit == "line")[1]
+        norm = raw.str.to_lowercase() if lowercase else raw
     parts = parts.with_columns(
         (pl.col("_len").cum_sum().over("row") - pl.col("_len")).alias("start"),
         norm.alias("n"), words.alias("words"),
