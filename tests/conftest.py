@@ -52,17 +52,22 @@ def run_one_stage(root: Path, rows: list[dict], stage: dict, **sections) -> tupl
     return manifest, out
 
 
+def _serving(server_class):
+    """Start a store's test server, yield it, and stop it (only the process it started)."""
+    server = server_class.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's server mode) on 127.0.0.1 for the tests that ask for it;
     the AWS variables point at it while it runs (child processes inherit them)."""
     from tests.s3server import S3Server
 
-    server = S3Server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(S3Server)
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +76,7 @@ def gcs_server():
     anonymously through STORAGE_EMULATOR_HOST while it runs."""
     from tests.storeservers import GcsServer
 
-    server = GcsServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(GcsServer)
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +88,7 @@ def azure_server():
 
     if azurite_command() is None:
         pytest.skip("Azurite is not installed (needs node; `make azurite` installs it from npm into .tools/)")
-    server = AzuriteServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(AzuriteServer)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -121,8 +121,8 @@ def verify_run(run_dir: Path, public_keys: list[Path] = (), check_chain: bool = 
             rows = pq.ParquetFile(p).metadata.num_rows
             if rows != f["rows"]:
                 files_ok = r.add("rows", False, f"{rows} rows, the manifest says {f['rows']}", str(p)) and files_ok
-    extra = sorted({str(p.relative_to(run_dir)) for d in ("shards", "ledger") for p in (run_dir / d).glob("*.parquet")}
-                   - {f["path"] for s in ("shards", "ledger") for f in manifest["outputs"][s]})
+    extra = sorted({str(p.relative_to(run_dir)) for d in ("shards", "ledger", "index") for p in (run_dir / d).glob("*.parquet")}
+                   - {f["path"] for s in ("shards", "ledger", "index") for f in manifest["outputs"].get(s, [])})
     for e in extra:
         files_ok = r.add("files", False, "file not listed in the manifest", str(run_dir / e)) and files_ok
     for section in ("metadata", "index"):

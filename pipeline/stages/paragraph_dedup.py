@@ -225,7 +225,8 @@ class _ShardRemoval:
 
 
 def first_text_edit(cfg) -> str | None:
-    """The kind of the first write-time stage of a run that edits text (pass 2's order), if any."""
+    """The kind of the run's first write-time stage in pass 2's order, if any: any of them may edit
+    the text, so the stored spans are exact only when this stage comes first."""
     from pipeline.run.pass2 import write_order
 
     order = write_order(cfg)

@@ -365,6 +365,10 @@ def test_index_rebuild_restores_the_counts_a_run_published(tmp_path):
     # 5 + 1 records > K = 2: removed (the published shards hold it once, which alone would keep it)
     assert texts["state"] == texts["rebuilt"] and notice not in texts["state"][0]
 
+    stray = run_a / "index" / "containment.parquet"  # a file the manifest does not list
+    stray.write_bytes((run_a / entry["path"]).read_bytes())
+    assert not verify_run(run_a).ok
+    stray.unlink()
     path = run_a / entry["path"]
     path.write_bytes(path.read_bytes() + b"x")
     assert not verify_run(run_a).ok
