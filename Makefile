@@ -39,9 +39,10 @@ azurite:
 		npm install --prefix .tools --no-audit --no-fund --ignore-scripts --loglevel=error azurite@$(AZURITE_VERSION) >/dev/null; \
 	else echo "node/npm not installed: the az:// object-store tests will be skipped"; fi
 
-## test: install with dev extras, then run the whole test suite
+## test: install with dev extras, then run the whole test suite in two worker processes
+## (pytest-xdist: a test waiting on a server, a subprocess or a cluster leaves its core to the other)
 test: install-dev browser azurite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 ## bench: end-to-end throughput against the polars ceiling (several minutes, ~1.1 GB in /tmp)
 bench: install-dev

@@ -40,6 +40,7 @@ from typing import Iterator
 
 from pipeline.dedup.index_store import is_url
 from pipeline.errors import OutputError, SourceError
+from pipeline.storefs import StoreFS
 
 CACHE_ENV = "HYGIENE_CACHE_DIR"
 MANIFEST = "manifest.json"
@@ -59,12 +60,14 @@ def cache_root() -> Path:
 def _store(url: str, what: str, error=SourceError):
     """(filesystem, path) of a URL, or `error` naming it when its backend is missing or unusable."""
     import fsspec.core
+    from fsspec.implementations.local import LocalFileSystem
 
     try:
-        return fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as e:
         raise error(f"{url}: cannot open this {what} ({e.__class__.__name__}: {e}); install the fsspec backend for "
                     "its protocol (`pip install 'hygiene-pipeline[s3]'` for s3://, `[gcs]` for gs://, `[azure]` for az://)") from e
+    return (fs if isinstance(fs, LocalFileSystem) else StoreFS(fs)), path
 
 
 def is_remote(url: str | os.PathLike) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.storefs import StoreFS
 
 INDEX_FILE = "index.json"
 
@@ -78,7 +79,7 @@ class RemoteStateDir:
                 "backend for its protocol (e.g. s3fs for s3://) or use a local path") from e
         if isinstance(fs, LocalFileSystem):
             return None
-        return cls(url, fs, path.rstrip("/"))
+        return cls(url, StoreFS(fs), path.rstrip("/"))
 
     def where(self, rel: str) -> str:
         """The URL of a file of the index, for messages."""

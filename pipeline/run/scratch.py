@@ -32,6 +32,7 @@ from typing import Iterator
 
 from pipeline.errors import OutputError
 from pipeline.storage import cache_root
+from pipeline.storefs import StoreFS
 
 # Never exchanged: temporary names, spill, caches. Not fetched by workers: record content that only
 # the flow's machine reads (to publish it).
@@ -55,7 +56,8 @@ class SharedScratch:
         import fsspec.core
 
         self.url = url.rstrip("/")
-        self.fs, path = fsspec.core.url_to_fs(self.url)
+        fs, path = fsspec.core.url_to_fs(self.url)
+        self.fs = StoreFS(fs)
         self.path = path.rstrip("/")
         proto = self.fs.protocol[0] if isinstance(self.fs.protocol, (tuple, list)) else self.fs.protocol
         self.local = Path(local) if local is not None else cache_root() / "scratch" / proto / self.path

@@ -39,8 +39,12 @@ def wait_for(predicate, timeout: float, what: str):
 def test_a_served_deployment_creates_and_completes_scheduled_runs(tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
+    # The server's scheduler service looks for deployments to schedule every 5 s instead of 60, and
+    # the served deployment asks for due runs every 2 s instead of 10: the first run then starts
+    # at the first minute boundary after the deployment exists, not up to two minutes later.
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     cfg = yaml.safe_load((REPO / "configs" / "sample.yaml").read_text())
     for s in cfg["sources"]:
         s["paths"] = [str((REPO / "configs" / p).resolve()) for p in s["paths"]]

@@ -1,7 +1,8 @@
 """Runs whose inputs, hash lists, corpus index and run directory live on an object store.
 
-Each test runs on every store it names, each a real server in its own process on 127.0.0.1
-reached over HTTP by the store's fsspec backend (tests/storeservers.py): S3 (moto's server mode,
+What each backend does its own way (reading, versions, byte ranges, publishing) is tested on
+every store; what the pipeline then does the same way everywhere, on S3. Each store is a real
+server in its own process on 127.0.0.1 reached over HTTP by the store's fsspec backend (tests/storeservers.py): S3 (moto's server mode,
 s3fs), Google Cloud Storage (gcp-storage-emulator, gcsfs) and Azure Blob Storage (Azurite, adlfs).
 The run reads its inputs from one bucket and publishes into another, and what it publishes must
 equal, byte for byte, what the same job writes to a local directory. Then the faults: a write
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +47,14 @@ class Store:
         return f"{self.scheme}://{path}"
 
 
-@pytest.fixture(params=sorted(_SERVERS))
-def store(request, tmp_path, monkeypatch):
+def _store(request, scheme: str, tmp_path, monkeypatch) -> Store:
     """Empty buckets (containers) `in-bucket` and `out-bucket` on one store, the samples uploaded to
     <scheme>://in-bucket/samples/, and this test's own object cache."""
     import fsspec
 
-    request.getfixturevalue(_SERVERS[request.param]).reset()
+    request.getfixturevalue(_SERVERS[scheme]).reset()
     monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
-    fs = fsspec.filesystem(request.param)
+    fs = fsspec.filesystem(scheme)
     fs.mkdir("in-bucket")
     fs.mkdir("out-bucket")
     fs.put(str(SAMPLES / "web"), "in-bucket/samples/web", recursive=True)
@@ -61,7 +62,21 @@ def store(request, tmp_path, monkeypatch):
     fs.put(str(SAMPLES / "images"), "in-bucket/samples/images", recursive=True)
     fs.put_file(str(SAMPLES / "hashlists" / "sample-list.csv"), "in-bucket/lists/sample-list.csv")
     fs.invalidate_cache()
-    return Store(request.param, fs)
+    return Store(scheme, fs)
+
+
+@pytest.fixture(params=sorted(_SERVERS))
+def store(request, tmp_path, monkeypatch):
+    """Every store: for what each backend does its own way (listing, versions, byte ranges, publish)."""
+    return _store(request, request.param, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def one_store(request, tmp_path, monkeypatch):
+    """S3 only: for what the pipeline does the same way on every store once reading, publishing and
+    versions work there (chaining, sign-off, the command line, refused writes, a shared scratch
+    space); each of those runs on S3, the store moto's server models most fully (ACLs, IAM)."""
+    return _store(request, "s3", tmp_path, monkeypatch)
 
 
 def _config(root: str, lists: str, out: str, state: str | None = None, **extra):
@@ -157,21 +172,21 @@ def test_a_run_on_the_store_equals_the_same_run_on_local_files(store, tmp_path):
         [(r["run_id"], r["out_dir"], r["records"]) for r in index["runs"]]
 
 
-def test_a_second_run_into_the_same_location_repeats_nothing_and_chains(store, tmp_path):
-    root, lists, state = store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), store.url("out-bucket/state")
-    first = run_local(_config(root, lists, store.url("out-bucket/runs/a"), state=state))
+def test_a_second_run_into_the_same_location_repeats_nothing_and_chains(one_store, tmp_path):
+    root, lists, state = one_store.url("in-bucket/samples"), one_store.url("in-bucket/lists/sample-list.csv"), one_store.url("out-bucket/state")
+    first = run_local(_config(root, lists, one_store.url("out-bucket/runs/a"), state=state))
     # The same inputs again: every input was processed by the first run, so none is read.
-    second = run_local(_config(root, lists, store.url("out-bucket/runs/b"), state=state))
+    second = run_local(_config(root, lists, one_store.url("out-bucket/runs/b"), state=state))
     assert second["conservation"]["overall"]["input"] == 0
     assert {s["processed_in_run"] for s in second["skipped_inputs"]} == {first["run_id"]}
     assert second["previous_run"]["run_id"] == first["run_id"]
-    assert second["previous_run"]["path"] == store.url("out-bucket/runs/a")
-    assert CliRunner().invoke(main, ["verify", store.url("out-bucket/runs/b")]).exit_code == 0
+    assert second["previous_run"]["path"] == one_store.url("out-bucket/runs/a")
+    assert CliRunner().invoke(main, ["verify", one_store.url("out-bucket/runs/b")]).exit_code == 0
 
 
-def test_a_refused_write_publishes_nothing_and_the_rerun_completes(store, tmp_path, monkeypatch):
-    run = store.url("out-bucket/runs/x")
-    cfg = _config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), run)
+def test_a_refused_write_publishes_nothing_and_the_rerun_completes(one_store, tmp_path, monkeypatch):
+    run = one_store.url("out-bucket/runs/x")
+    cfg = _config(one_store.url("in-bucket/samples"), one_store.url("in-bucket/lists/sample-list.csv"), run)
     real_put = RemoteRunDir._put
     calls = {"n": 0}
 
@@ -184,8 +199,8 @@ def test_a_refused_write_publishes_nothing_and_the_rerun_completes(store, tmp_pa
     monkeypatch.setattr(RemoteRunDir, "_put", refuse_third)
     with pytest.raises(OutputError, match="injected"):
         run_local(cfg)
-    store.fs.invalidate_cache()
-    assert not store.fs.exists("out-bucket/runs/x/manifest.json")  # unfinished, and readers say so
+    one_store.fs.invalidate_cache()
+    assert not one_store.fs.exists("out-bucket/runs/x/manifest.json")  # unfinished, and readers say so
     refused = CliRunner().invoke(main, ["verify", run])
     assert refused.exit_code == 2 and "unfinished" in refused.output
 
@@ -216,20 +231,20 @@ def test_a_missing_bucket_is_named(store, tmp_path):
         run_local(cfg)
 
 
-def test_signoff_on_a_stored_run_records_it_there(store, tmp_path):
-    run = store.url("out-bucket/runs/s")
-    run_local(_config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"), run))
+def test_signoff_on_a_stored_run_records_it_there(one_store, tmp_path):
+    run = one_store.url("out-bucket/runs/s")
+    run_local(_config(one_store.url("in-bucket/samples"), one_store.url("in-bucket/lists/sample-list.csv"), run))
     policy = REPO / "configs" / "policy-dedup-only.yaml"
     out = CliRunner().invoke(main, ["signoff", run, "--policy", str(policy), "--approver", "Ada"])
     assert out.exit_code == 1, out.output  # evaluated (this policy fails an unsigned run), and recorded
     assert "pass verify" in out.output and "sign-off FAILED" in out.output
-    store.fs.invalidate_cache()
-    records = store.fs.find("out-bucket/runs/s/signoffs")
+    one_store.fs.invalidate_cache()
+    records = one_store.fs.find("out-bucket/runs/s/signoffs")
     assert len(records) == 1
-    assert json.loads(store.fs.cat_file(records[0]))["approver"] == "Ada"
+    assert json.loads(one_store.fs.cat_file(records[0]))["approver"] == "Ada"
 
 
-def test_the_command_line_reads_and_writes_urls(store, tmp_path):
+def test_the_command_line_reads_and_writes_urls(one_store, tmp_path):
     """`hygiene run --input s3://... --output s3://...` finds the same sources as a local folder
     (one per format under the prefix) and publishes the same ledger."""
     import polars as pl
@@ -239,12 +254,12 @@ def test_the_command_line_reads_and_writes_urls(store, tmp_path):
     local = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", str(SAMPLES / "web"),
                                  "--input", str(SAMPLES / "forum.csv"), "--output", str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
-    remote = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", store.url("in-bucket/samples/web"),
-                                  "--input", store.url("in-bucket/samples/forum.csv"), "--output", store.url("out-bucket/runs/cli")])
+    remote = runner.invoke(main, ["run", str(config), "--no-prefect", "--input", one_store.url("in-bucket/samples/web"),
+                                  "--input", one_store.url("in-bucket/samples/forum.csv"), "--output", one_store.url("out-bucket/runs/cli")])
     assert remote.exit_code == 0, remote.output
-    assert store.url("out-bucket/runs/cli") in remote.output
-    store.fs.invalidate_cache()
-    stored = pl.concat([pl.read_parquet(store.fs.cat_file(p)) for p in sorted(store.fs.find("out-bucket/runs/cli/ledger"))])
+    assert one_store.url("out-bucket/runs/cli") in remote.output
+    one_store.fs.invalidate_cache()
+    stored = pl.concat([pl.read_parquet(one_store.fs.cat_file(p)) for p in sorted(one_store.fs.find("out-bucket/runs/cli/ledger"))])
     written = pl.read_parquet(str(tmp_path / "local" / "ledger" / "*.parquet"))
     assert stored.equals(written)
 
@@ -268,23 +283,48 @@ def test_refused_credentials_are_named_with_what_to_check(s3_server, tmp_path, m
         strict.stop()
 
 
-def test_a_scratch_space_on_the_store_gives_the_same_run(store, tmp_path):
+def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, monkeypatch):
+    """Azurite checks every request's shared-key signature. With a wrong account key the Azure SDK
+    raises its own HttpResponseError (not an OSError, as s3fs's and gcsfs's are); it still
+    becomes the message that names the URL and the credentials to check, never a traceback.
+    (The GCS emulator checks no credentials, so GCS has no such test here.)"""
+    from adlfs import AzureBlobFileSystem
+
+    from tests.storeservers import AZURITE_KEY
+
+    _store(request, "az", tmp_path, monkeypatch)
+    good = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", good.replace(AZURITE_KEY, "A" * 86 + "=="))
+    AzureBlobFileSystem.clear_instance_cache()  # fsspec reuses a filesystem made with the good key
+    try:
+        with pytest.raises(SourceError, match=r"az://in-bucket/samples/web: cannot list the objects: access denied: "
+                                              r"check the credentials \(AZURE_STORAGE_CONNECTION_STRING"):
+            run_local(_config("az://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "o")))
+        with pytest.raises(SourceError, match=r"az://in-bucket/lists/sample-list.csv: cannot read this object: access denied"):
+            run_local(_config(str(SAMPLES), "az://in-bucket/lists/sample-list.csv", str(tmp_path / "o")))
+        with pytest.raises(OutputError, match=r"az://out-bucket/runs/z.*access denied"):
+            run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), "az://out-bucket/runs/z"))
+    finally:
+        AzureBlobFileSystem.clear_instance_cache()
+
+
+def test_a_scratch_space_on_the_store_gives_the_same_run(one_store, tmp_path):
     """`runner.scratch: store`: the steps run on a copy of the scratch space that is exchanged with
     the store (as on workers that share no filesystem); PII runs in its own tasks on that copy too.
     The published shards and ledger equal the local run's, and no scratch is left on the store."""
     pii = {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"], "residual_scan": {"enabled": False}}
     local = run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "local"),
                               pii=pii))
-    shared = run_local(_config(store.url("in-bucket/samples"), store.url("in-bucket/lists/sample-list.csv"),
-                               store.url("out-bucket/runs/shared"), pii=pii, runner={"scratch": "store"}))
-    stored, written = _remote_outputs(store.fs, "out-bucket/runs/shared"), _local_outputs(tmp_path / "local")
+    shared = run_local(_config(one_store.url("in-bucket/samples"), one_store.url("in-bucket/lists/sample-list.csv"),
+                               one_store.url("out-bucket/runs/shared"), pii=pii, runner={"scratch": "store"}))
+    stored, written = _remote_outputs(one_store.fs, "out-bucket/runs/shared"), _local_outputs(tmp_path / "local")
     for x in (stored, written):
         x.pop("quarantine/incidents.jsonl")
     assert _digests(stored) == _digests(written)
     assert shared["conservation"] == local["conservation"]
-    store.fs.invalidate_cache()
-    assert not store.fs.exists("out-bucket/runs/shared/_work")
-    assert CliRunner().invoke(main, ["verify", store.url("out-bucket/runs/shared")]).exit_code == 0
+    one_store.fs.invalidate_cache()
+    assert not one_store.fs.exists("out-bucket/runs/shared/_work")
+    assert CliRunner().invoke(main, ["verify", one_store.url("out-bucket/runs/shared")]).exit_code == 0
 
 
 def test_a_unit_of_a_large_object_fetches_only_its_byte_range(store, tmp_path):
