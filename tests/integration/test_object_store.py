@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,15 +273,22 @@ def test_refused_credentials_are_named_with_what_to_check(s3_server, tmp_path, m
     monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
     strict = S3Server.start(authenticate=True)
     try:
-        with pytest.raises(SourceError, match=r"s3://in-bucket/samples/web: cannot list the objects: access denied: "
-                                              r"check the credentials"):
-            run_local(_config("s3://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "out")))
-        with pytest.raises(SourceError, match=r"s3://in-bucket/lists/sample-list.csv: cannot read this object: access denied"):
-            run_local(_config(str(SAMPLES), "s3://in-bucket/lists/sample-list.csv", str(tmp_path / "out")))
-        with pytest.raises(OutputError, match=r"s3://out-bucket/runs/z.*access denied"):
-            run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), "s3://out-bucket/runs/z"))
+        _assert_refused("s3", "(AWS_PROFILE", tmp_path)
     finally:
         strict.stop()
+
+
+def _assert_refused(scheme: str, credentials: str, tmp_path) -> None:
+    """Listing the inputs, reading a hash list and publishing a run are each refused with a message
+    naming the URL and where the store's client looks for credentials."""
+    lists = str(SAMPLES / "hashlists" / "sample-list.csv")
+    with pytest.raises(SourceError, match=rf"{scheme}://in-bucket/samples/web: cannot list the objects: access denied: "
+                                          rf"check the credentials {re.escape(credentials)}"):
+        run_local(_config(f"{scheme}://in-bucket/samples", lists, str(tmp_path / "out")))
+    with pytest.raises(SourceError, match=rf"{scheme}://in-bucket/lists/sample-list.csv: cannot read this object: access denied"):
+        run_local(_config(str(SAMPLES), f"{scheme}://in-bucket/lists/sample-list.csv", str(tmp_path / "out")))
+    with pytest.raises(OutputError, match=rf"{scheme}://out-bucket/runs/z.*access denied"):
+        run_local(_config(str(SAMPLES), lists, f"{scheme}://out-bucket/runs/z"))
 
 
 def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, monkeypatch):
@@ -297,13 +305,7 @@ def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, mo
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", good.replace(AZURITE_KEY, "A" * 86 + "=="))
     AzureBlobFileSystem.clear_instance_cache()  # fsspec reuses a filesystem made with the good key
     try:
-        with pytest.raises(SourceError, match=r"az://in-bucket/samples/web: cannot list the objects: access denied: "
-                                              r"check the credentials \(AZURE_STORAGE_CONNECTION_STRING"):
-            run_local(_config("az://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "o")))
-        with pytest.raises(SourceError, match=r"az://in-bucket/lists/sample-list.csv: cannot read this object: access denied"):
-            run_local(_config(str(SAMPLES), "az://in-bucket/lists/sample-list.csv", str(tmp_path / "o")))
-        with pytest.raises(OutputError, match=r"az://out-bucket/runs/z.*access denied"):
-            run_local(_config(str(SAMPLES), str(SAMPLES / "hashlists" / "sample-list.csv"), "az://out-bucket/runs/z"))
+        _assert_refused("az", "(AZURE_STORAGE_CONNECTION_STRING", tmp_path)
     finally:
         AzureBlobFileSystem.clear_instance_cache()
 
