@@ -151,6 +151,35 @@ def _strip(data, offsets, ngram, common, out, out_offsets):
     out_offsets[offsets.shape[0] - 1] = w
 
 
+@numba.njit(cache=True, nogil=True)
+def _distinct_per_text(h, d, out):
+    """Each text's distinct grams, one after another (`h` grouped by text: `d` nondecreasing)."""
+    pos = 0
+    i = 0
+    while i < h.shape[0]:
+        j = i
+        while j < h.shape[0] and d[j] == d[i]:
+            j += 1
+        seg = np.sort(h[i:j])
+        for k in range(seg.shape[0]):
+            if k == 0 or seg[k] != seg[k - 1]:
+                out[pos] = seg[k]
+                pos += 1
+        i = j
+    return pos
+
+
+def _frequent_grams(h: np.ndarray, d: np.ndarray, min_docs: int, counted: np.ndarray | None) -> np.ndarray:
+    """The gram hashes found in at least `min_docs` texts (each (gram, text) counted once; only
+    where `counted`, when given). In numpy and numba: a polars unique + group-by over the 7.6M
+    grams of 1M documents' short texts peaked 1.6 GiB above its input (bench/README.md, issue #16)."""
+    if counted is not None:
+        h, d = h[counted], d[counted]
+    out = np.empty(h.size, np.uint64)
+    values, docs = np.unique(out[: _distinct_per_text(h, d, out)], return_counts=True)
+    return values[docs >= min_docs]
+
+
 def content_texts(normalised: pa.Array, min_docs: int, count_in: np.ndarray | None = None) -> pa.Array:
     """Each normalised text without its boilerplate words: the words of every word 5-gram found in
     at least `min_docs` of the texts (counted once per text; `count_in`, a bool mask, limits which
@@ -163,17 +192,24 @@ def content_texts(normalised: pa.Array, min_docs: int, count_in: np.ndarray | No
     h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
     m = _grams(data, offsets, WORD_NGRAM, h, d)
     h, d = h[:m], d[:m]
-    counted = np.ones(m, bool) if count_in is None else np.asarray(count_in, bool)[d]
-    # documents per gram: each (gram, text) once
-    per = (pl.DataFrame({"h": h[counted], "d": d[counted]}).unique().group_by("h").len()
-           .filter(pl.col("len") >= min_docs))
-    frequent = per["h"].to_numpy()
-    common = np.isin(h, frequent) if frequent.size else np.zeros(m, bool)
+    frequent = _frequent_grams(h, d, min_docs, None if count_in is None else np.asarray(count_in, bool)[d])
+    del d
+    common = np.zeros(m, bool)
+    if frequent.size:  # `frequent` is sorted: a binary search, lighter than np.isin's sort of both
+        common = frequent[np.minimum(np.searchsorted(frequent, h), frequent.size - 1)] == h
+    del h
     out = np.empty(max(1, int(offsets[-1] - offsets[0])), np.uint8)
     out_offsets = np.zeros(n + 1, np.int64)
     _strip(data, offsets, WORD_NGRAM, common, out, out_offsets)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets.tobytes()),
                                             pa.py_buffer(out[: out_offsets[-1]].tobytes()))
+
+
+def _set_sizes(content: pa.Array, params: MinHashParams, chunk: int = 20_000) -> np.ndarray:
+    """Distinct shingles of each text, a chunk of texts at a time: the sets of all 280k short texts
+    of 1M documents take 0.3 GiB, and building them about twice that."""
+    return np.concatenate([np.zeros(0, np.int64)] + [np.diff(shingle_sets(content.slice(s, chunk), params)[1])
+                                                     for s in range(0, len(content), chunk)])
 
 
 def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm: int = 128, seed: int = 1,
@@ -183,9 +219,7 @@ def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm
     `min_shingles` distinct content 5-grams (and in `eligible`, a bool mask, when given) take part."""
     params = MinHashParams(num_perm=num_perm, seed=seed, ngram=CHAR_NGRAM, char_ngrams=True, short_docs="skip")
     n = len(content)
-    flat, offs = shingle_sets(content, params)
-    sizes = np.diff(offs)
-    ok = sizes >= max(1, min_shingles)
+    ok = _set_sizes(content, params) >= max(1, min_shingles)
     if eligible is not None:
         ok &= np.asarray(eligible, bool)
     docs = np.flatnonzero(ok)
@@ -197,7 +231,11 @@ def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm
     bands, rows, _p = choose_bands(num_perm, threshold, 0.95)
     keys = band_keys(sig, bands, rows)
     pairs = unique_pairs([bucket_pairs(docs, keys[:, k], 64) for k in range(bands)])
-    sims = pair_jaccard(flat, offs, pairs[:, 0], pairs[:, 1]) if pairs.size else np.empty(0)
+    sims = np.empty(0)
+    if pairs.size:  # the exact sets of the texts in a candidate pair only
+        need = np.unique(pairs)
+        flat, offs = shingle_sets(content.take(pa.array(need)), params)
+        sims = pair_jaccard(flat, offs, np.searchsorted(need, pairs[:, 0]), np.searchsorted(need, pairs[:, 1]))
     keep = sims >= threshold
     stats.update({"bands": bands, "rows": rows, "candidate_pairs": int(len(pairs)), "verified_pairs": int(keep.sum())})
     return pairs[keep], sims[keep], stats

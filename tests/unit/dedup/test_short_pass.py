@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pyarrow as pa
 
-from pipeline.dedup.minhash import normalize_for_shingles
-from pipeline.dedup.short_pass import MIN_SHINGLES, content_texts, short_pairs, word_counts
+from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets
+from pipeline.dedup.short_pass import MIN_SHINGLES, _set_sizes, content_texts, short_pairs, word_counts
 
 TEMPLATE = "sign up for our free newsletter and get the best stories delivered to your inbox every morning"
 
@@ -56,3 +56,50 @@ def test_texts_too_short_to_judge_and_ineligible_ones_are_never_paired():
     assert pairs.size == 0
     pairs, sims, _ = short_pairs(norm(long_enough), 0.9, MIN_SHINGLES)
     assert pairs.tolist() == [[0, 1]] and sims.tolist() == [1.0]
+
+
+def reference_content(texts: list[str], min_docs: int, count_in: list[bool]) -> list[str]:
+    """The definition, in Python: words covered by a word 5-gram (a shorter text: itself) that
+    occurs in at least `min_docs` counted texts (once per text)."""
+    def grams(t: str) -> list[tuple[int, int, str]]:
+        w = t.split(" ") if t else []
+        if len(w) < 5:
+            return [(0, len(w), t)] if w else []
+        return [(u, u + 5, " ".join(w[u:u + 5])) for u in range(len(w) - 4)]
+    docs: dict[str, int] = {}
+    for t, c in zip(texts, count_in):
+        for g in {g for _s, _e, g in grams(t)} if c else ():
+            docs[g] = docs.get(g, 0) + 1
+    out = []
+    for t in texts:
+        w = t.split(" ") if t else []
+        cover = [False] * len(w)
+        for s, e, g in grams(t):
+            if docs.get(g, 0) >= min_docs:
+                cover[s:e] = [True] * (e - s)
+        out.append(" ".join(x for x, c in zip(w, cover) if not c))
+    return out
+
+
+def test_boilerplate_words_match_the_definition_with_repeats_inside_texts_and_uncounted_texts():
+    rng = random.Random(11)
+    vocab = [f"w{k}" for k in range(12)]   # a small vocabulary: many grams recur, some twice in one text
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 30))) for _ in range(400)]
+    texts += ["w1 w2 w3 w4 w5 w1 w2 w3 w4 w5"] * 3 + [""]
+    count_in = [rng.random() < 0.7 for _ in texts]
+    arr = pa.array(texts, pa.large_string())
+    for min_docs in (2, 5, 40):
+        assert content_texts(arr, min_docs, np.array(count_in)).to_pylist() == reference_content(texts, min_docs, count_in)
+        assert content_texts(arr, min_docs).to_pylist() == reference_content(texts, min_docs, [True] * len(texts))
+
+
+def test_pairs_do_not_depend_on_how_the_set_sizes_are_chunked():
+    rng = random.Random(7)
+    base = [" ".join(f"t{rng.randrange(300)}" for _ in range(rng.randint(3, 20))) for _ in range(60)]
+    texts = norm(base + [b + " extra" for b in base[:30]])
+    params = MinHashParams(num_perm=128, seed=1, ngram=5, char_ngrams=True, short_docs="skip")
+    whole = np.diff(shingle_sets(texts, params)[1])
+    assert _set_sizes(texts, params, chunk=7).tolist() == whole.tolist()
+    pairs, sims, _ = short_pairs(texts, 0.6, MIN_SHINGLES)
+    flat, offs = shingle_sets(texts, params)
+    assert len(pairs) >= 25 and np.array_equal(sims, pair_jaccard(flat, offs, pairs[:, 0], pairs[:, 1]))
