@@ -13,11 +13,12 @@ by character 5-grams:
 2. content texts with at least MIN_SHINGLES distinct character 5-grams are MinHashed and banded
    (candidates only);
 3. every candidate pair is verified on the EXACT Jaccard of the two content 5-gram sets; a pair at
-   or above `threshold` is a near-duplicate edge like a verified pair of the word pass.
+   or above `threshold` whose content words also agree (MIN_WORD_JACCARD) and whose numbers do
+   not conflict (`number_conflicts`) is a near-duplicate edge like a verified pair of the word pass.
 
 Two short texts that share only a template are not similar here (the template is not content), a
-text too short to judge (fewer than MIN_SHINGLES content shingles) is never paired, and nothing
-is decided on an estimate.
+text too short to judge (fewer than MIN_SHINGLES content shingles) is never paired, two pages of
+one template that differ in their number are not paired, and nothing is decided on an estimate.
 
 Usage::
 

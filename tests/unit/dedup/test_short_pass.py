@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets
-from pipeline.dedup.short_pass import MIN_SHINGLES, _set_sizes, content_texts, short_pairs, word_counts
+from pipeline.dedup.short_pass import MIN_SHINGLES, _set_sizes, content_texts, number_conflicts, short_pairs, word_counts
 
 TEMPLATE = "sign up for our free newsletter and get the best stories delivered to your inbox every morning"
 
@@ -103,3 +103,33 @@ def test_pairs_do_not_depend_on_how_the_set_sizes_are_chunked():
     pairs, sims, _ = short_pairs(texts, 0.6, MIN_SHINGLES)
     flat, offs = shingle_sets(texts, params)
     assert len(pairs) >= 25 and np.array_equal(sims, pair_jaccard(flat, offs, pairs[:, 0], pairs[:, 1]))
+
+
+def test_two_pages_of_one_template_that_differ_in_their_number_are_not_paired_but_a_copy_is():
+    rng = random.Random(13)
+    stock = [f"stock sentence {w} says the same thing on every page of the site"
+             for w in ("one", "two", "three", "four", "five", "six")]
+    topics, names = ["film photography", "home networking", "trail running"], ["Chiara Weber", "Elena Yilmaz", "Hiro Sato"]
+    pages = []
+    for n in range(30, 60):   # the stock sentences are boilerplate: what is left is title, number, contact
+        name = rng.choice(names)
+        pages.append(f"A short guide to {rng.choice(topics)} (#{n}). " + " ".join(rng.sample(stock, 4))
+                     + f" Questions to {name} at {name.lower().replace(' ', '.')}@example.com.")
+    texts = pages + [pages[5].replace("Questions", "Questions, please,")]   # a copy of page 35, one edit
+    pairs, _sims, stats = short_pairs(content_texts(norm(texts), min_docs=20), 0.6, MIN_SHINGLES)
+    assert {tuple(p) for p in pairs.tolist()} == {(5, 30)} and stats["vetoed_by_numbers"] > 0
+
+
+def test_numbers_conflict_only_when_each_side_has_one_the_other_lacks():
+    texts = norm(["post 35 by chiara", "post 101 by chiara", "post 35 by chiara in 2024", "post by chiara", "v2 notes", "v3 notes"])
+    got = number_conflicts(texts, np.array([0, 0, 0, 4]), np.array([1, 2, 3, 5])).tolist()
+    assert got == [True, False, False, True]
+
+
+def test_texts_that_share_most_characters_but_not_their_words_are_not_paired_while_a_word_swap_is():
+    a = "oft he had faded walnut tinge enveloped"          # two generated texts of different clusters
+    b = "edward had faded walnut tinge enveloped"          # (1M tuning corpus): characters 0.71, words 0.63
+    swap = "oft he had walnut faded tinge enveloped"
+    content = norm([a, b, swap])
+    pairs, sims, stats = short_pairs(content, 0.6, MIN_SHINGLES)
+    assert pairs.tolist() == [[0, 2]] and stats["vetoed_by_words"] >= 1
