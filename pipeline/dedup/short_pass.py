@@ -245,11 +245,29 @@ def number_conflicts(texts: pa.Array, left: np.ndarray, right: np.ndarray) -> np
     return out
 
 
-def _set_sizes(content: pa.Array, params: MinHashParams, chunk: int = 20_000) -> np.ndarray:
-    """Distinct shingles of each text, a chunk of texts at a time: the sets of all 280k short texts
-    of 1M documents take 0.3 GiB, and building them about twice that."""
+CHUNK = 20_000  # texts per step: the sets of all 280k short texts of 1M documents take 0.3 GiB, building them twice that
+
+
+def _set_sizes(content: pa.Array, params: MinHashParams, chunk: int = CHUNK) -> np.ndarray:
+    """Distinct shingles of each text, a chunk of texts at a time."""
     return np.concatenate([np.zeros(0, np.int64)] + [np.diff(shingle_sets(content.slice(s, chunk), params)[1])
                                                      for s in range(0, len(content), chunk)])
+
+
+def _sets(texts: pa.Array, params: MinHashParams, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """`shingle_sets` built a chunk of texts at a time (the same flat array and offsets)."""
+    flats, offs = [np.zeros(0, np.uint64)], [np.zeros(1, np.int64)]
+    for s in range(0, len(texts), chunk):
+        f, o = shingle_sets(texts.slice(s, chunk), params)
+        flats.append(f)
+        offs.append(o[1:] + offs[-1][-1])
+    return np.concatenate(flats), np.concatenate(offs)
+
+
+def _band_keys(texts: pa.Array, params: MinHashParams, bands: int, rows: int, chunk: int = CHUNK) -> np.ndarray:
+    """LSH band keys of each text, signed a chunk at a time (the signatures are not kept)."""
+    return np.concatenate([np.zeros((0, bands), np.uint64)] + [band_keys(signatures(texts.slice(s, chunk), params)[0], bands, rows)
+                                                               for s in range(0, len(texts), chunk)])
 
 
 def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm: int = 128, seed: int = 1,
@@ -267,20 +285,20 @@ def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm
     if docs.size < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0})
         return np.empty((0, 2), np.int64), np.empty(0), stats
-    sig, _ = signatures(content.take(pa.array(docs)), params)
     bands, rows, _p = choose_bands(num_perm, threshold, 0.95)
-    keys = band_keys(sig, bands, rows)
+    keys = _band_keys(content.take(pa.array(docs)), params, bands, rows)
     pairs = unique_pairs([bucket_pairs(docs, keys[:, k], 64) for k in range(bands)])
     sims, keep, words_vetoed, numbers_vetoed = np.empty(0), np.zeros(0, bool), 0, 0
     if pairs.size:  # the exact sets of the texts in a candidate pair only
         need = np.unique(pairs)
         texts = content.take(pa.array(need))
         left, right = np.searchsorted(need, pairs[:, 0]), np.searchsorted(need, pairs[:, 1])
-        flat, offs = shingle_sets(texts, params)
+        flat, offs = _sets(texts, params)
         sims = pair_jaccard(flat, offs, left, right)
+        del flat, offs
         keep = sims >= threshold
         words = np.zeros(len(pairs), bool)
-        flat, offs = shingle_sets(texts, MinHashParams(ngram=1, char_ngrams=False, short_docs="whole"))
+        flat, offs = _sets(texts, MinHashParams(ngram=1, char_ngrams=False, short_docs="whole"))
         words[keep] = pair_jaccard(flat, offs, left[keep], right[keep]) < MIN_WORD_JACCARD
         numbers = np.zeros(len(pairs), bool)
         numbers[keep & ~words] = number_conflicts(texts, left[keep & ~words], right[keep & ~words])
