@@ -51,6 +51,9 @@ MIN_SHINGLES = 24
 # bar of 0.6 this bar keeps 14,651 of the 16,623 true pairs the word pass cannot see and none of the
 # 17 false ones.
 MIN_WORD_JACCARD = 0.7
+# Texts per step of the pass's heavy parts: their whole-array versions (the sets of all 280k short
+# texts of 1M documents take 0.3 GiB, building them twice that) set the barrier's memory peak.
+CHUNK = 20_000
 
 
 def _arrow_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -177,14 +180,28 @@ def _distinct_per_text(h, d, out):
     return pos
 
 
-def _frequent_grams(h: np.ndarray, d: np.ndarray, min_docs: int, counted: np.ndarray | None) -> np.ndarray:
-    """The gram hashes found in at least `min_docs` texts (each (gram, text) counted once; only
-    where `counted`, when given). In numpy and numba: a polars unique + group-by over the 7.6M
-    grams of 1M documents' short texts peaked 1.6 GiB above its input (bench/README.md, issue #16)."""
-    if counted is not None:
-        h, d = h[counted], d[counted]
-    out = np.empty(h.size, np.uint64)
-    values, docs = np.unique(out[: _distinct_per_text(h, d, out)], return_counts=True)
+def _chunk_grams(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The word n-gram hashes of the texts between `offsets` (in `_grams` order) and their text (0-based)."""
+    cap = int(offsets[-1] - offsets[0]) + len(offsets) - 1
+    h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
+    m = _grams(data, offsets, WORD_NGRAM, h, d)
+    return h[:m].copy(), d[:m].copy()
+
+
+def _frequent_grams(data: np.ndarray, offsets: np.ndarray, min_docs: int, counted: np.ndarray | None) -> np.ndarray:
+    """The gram hashes (sorted) found in at least `min_docs` texts, each (gram, text) counted once,
+    only texts where `counted` when given; a chunk of texts at a time. In numpy and numba: a polars
+    unique + group-by over the 7.6M grams of 1M documents' short texts peaked 1.6 GiB above its
+    input (bench/README.md, issue #16)."""
+    distinct = [np.zeros(0, np.uint64)]
+    for s in range(0, len(offsets) - 1, CHUNK):
+        h, d = _chunk_grams(data, offsets[s : s + CHUNK + 1])
+        if counted is not None:
+            keep = counted[s : s + CHUNK][d]
+            h, d = h[keep], d[keep]
+        out = np.empty(h.size, np.uint64)
+        distinct.append(out[: _distinct_per_text(h, d, out)].copy())
+    values, docs = np.unique(np.concatenate(distinct), return_counts=True)
     return values[docs >= min_docs]
 
 
@@ -196,19 +213,18 @@ def content_texts(normalised: pa.Array, min_docs: int, count_in: np.ndarray | No
     n = len(offsets) - 1
     if n == 0 or min_docs <= 0:
         return normalised.cast(pa.large_string())
-    cap = int(offsets[-1] - offsets[0]) + n
-    h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
-    m = _grams(data, offsets, WORD_NGRAM, h, d)
-    h, d = h[:m], d[:m]
-    frequent = _frequent_grams(h, d, min_docs, None if count_in is None else np.asarray(count_in, bool)[d])
-    del d
-    common = np.zeros(m, bool)
-    if frequent.size:  # `frequent` is sorted: a binary search, lighter than np.isin's sort of both
-        common = frequent[np.minimum(np.searchsorted(frequent, h), frequent.size - 1)] == h
-    del h
+    frequent = _frequent_grams(data, offsets, min_docs, None if count_in is None else np.asarray(count_in, bool))
     out = np.empty(max(1, int(offsets[-1] - offsets[0])), np.uint8)
     out_offsets = np.zeros(n + 1, np.int64)
-    _strip(data, offsets, WORD_NGRAM, common, out, out_offsets)
+    for s in range(0, n, CHUNK):
+        h, _d = _chunk_grams(data, offsets[s : s + CHUNK + 1])
+        common = np.zeros(h.size, bool)
+        if frequent.size:  # `frequent` is sorted: a binary search, lighter than np.isin's sort of both
+            common = frequent[np.minimum(np.searchsorted(frequent, h), frequent.size - 1)] == h
+        part = out_offsets[s : s + CHUNK + 1]
+        start = out_offsets[s]
+        _strip(data, offsets[s : s + CHUNK + 1], WORD_NGRAM, common, out[start:], part)
+        part += start
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets.tobytes()),
                                             pa.py_buffer(out[: out_offsets[-1]].tobytes()))
 
@@ -243,9 +259,6 @@ def number_conflicts(texts: pa.Array, left: np.ndarray, right: np.ndarray) -> np
     if len(left):
         _number_conflicts(flat, offs, np.asarray(left, np.int64), np.asarray(right, np.int64), out)
     return out
-
-
-CHUNK = 20_000  # texts per step: the sets of all 280k short texts of 1M documents take 0.3 GiB, building them twice that
 
 
 def _set_sizes(content: pa.Array, params: MinHashParams, chunk: int = CHUNK) -> np.ndarray:

@@ -6,8 +6,10 @@ import random
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets
+from pipeline.dedup import short_pass
 from pipeline.dedup.short_pass import MIN_SHINGLES, _set_sizes, content_texts, number_conflicts, short_pairs, word_counts
 
 TEMPLATE = "sign up for our free newsletter and get the best stories delivered to your inbox every morning"
@@ -81,7 +83,9 @@ def reference_content(texts: list[str], min_docs: int, count_in: list[bool]) -> 
     return out
 
 
-def test_boilerplate_words_match_the_definition_with_repeats_inside_texts_and_uncounted_texts():
+@pytest.mark.parametrize("chunk", [7, 20_000])
+def test_boilerplate_words_match_the_definition_with_repeats_inside_texts_and_uncounted_texts(monkeypatch, chunk):
+    monkeypatch.setattr(short_pass, "CHUNK", chunk)   # texts are processed a chunk at a time
     rng = random.Random(11)
     vocab = [f"w{k}" for k in range(12)]   # a small vocabulary: many grams recur, some twice in one text
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 30))) for _ in range(400)]
@@ -100,6 +104,9 @@ def test_pairs_do_not_depend_on_how_the_set_sizes_are_chunked():
     params = MinHashParams(num_perm=128, seed=1, ngram=5, char_ngrams=True, short_docs="skip")
     whole = np.diff(shingle_sets(texts, params)[1])
     assert _set_sizes(texts, params, chunk=7).tolist() == whole.tolist()
+    flat, offs = shingle_sets(texts, params)
+    chunked = short_pass._sets(texts, params, chunk=7)
+    assert np.array_equal(chunked[0], flat) and np.array_equal(chunked[1], offs)
     pairs, sims, _ = short_pairs(texts, 0.6, MIN_SHINGLES)
     flat, offs = shingle_sets(texts, params)
     assert len(pairs) >= 25 and np.array_equal(sims, pair_jaccard(flat, offs, pairs[:, 0], pairs[:, 1]))
