@@ -176,12 +176,8 @@ class NearDedupConfig(_Strict):
     # page with added boilerplate still matches its source. boilerplate_min_docs 0: off.
     boilerplate_min_docs: int = Field(default=20, ge=0)
     boilerplate_min_share: float = Field(default=1e-4, ge=0.0, le=1.0)
-    # The short-document pass (dedup/short_pass.py): records of at most this many normalised words
-    # are also compared on the exact character 5-gram Jaccard of their content (boilerplate words
-    # removed), at max(threshold, short_pass_threshold), where their content words and numbers
-    # agree too. On by default (issue #16; measured in bench/README.md). 0: off.
-    short_pass_max_words: int = Field(default=100, ge=0)
-    short_pass_threshold: float = Field(default=0.6, gt=0.0, le=1.0)
+    short_pass_max_words: int = Field(default=0, ge=0)  # short-document pass (dedup/short_pass.py); 0 off: bench/README
+    short_pass_threshold: float = Field(default=0.85, gt=0.0, le=1.0)  # exact content char-5-gram Jaccard (>= threshold too)
     image_phash_distance: int = Field(default=4, ge=0, le=64)
 
     @model_validator(mode="after")
