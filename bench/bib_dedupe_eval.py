@@ -201,11 +201,12 @@ def machine_info() -> dict:
 
 
 def named_configs(args) -> int:
-    """Full-record text ("full"), the library defaults and the conservative option, every set."""
+    """Full-record text ("full"), the library defaults, the short-document pass, the conservative option, every set."""
     import yaml
 
     cons = (yaml.safe_load((REPO / "configs" / "dedup-conservative.yaml").read_text()) or {}).get("dedup") or {}
     configs = {"defaults": {}, "conservative (configs/dedup-conservative.yaml)": cons,
+               "defaults + short pass (100 words, 0.6)": {"near": {"short_pass_max_words": 100, "short_pass_threshold": 0.6}},
                "defaults before #16 (0.8, longest, no boilerplate rule)": {
                    "near": {"threshold": 0.8, "second_hop": None, "boilerplate_min_docs": 0},
                    "survivor": {"near_prefer": "longest"}}}

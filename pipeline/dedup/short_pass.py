@@ -13,11 +13,12 @@ by character 5-grams:
 2. content texts with at least MIN_SHINGLES distinct character 5-grams are MinHashed and banded
    (candidates only);
 3. every candidate pair is verified on the EXACT Jaccard of the two content 5-gram sets; a pair at
-   or above `threshold` is a near-duplicate edge like a verified pair of the word pass.
+   or above `threshold` whose content words also agree (MIN_WORD_JACCARD) and whose numbers do
+   not conflict (`number_conflicts`) is a near-duplicate edge like a verified pair of the word pass.
 
 Two short texts that share only a template are not similar here (the template is not content), a
-text too short to judge (fewer than MIN_SHINGLES content shingles) is never paired, and nothing
-is decided on an estimate.
+text too short to judge (fewer than MIN_SHINGLES content shingles) is never paired, two pages of
+one template that differ in their number are not paired, and nothing is decided on an estimate.
 
 Usage::
 
@@ -43,6 +44,16 @@ CHAR_NGRAM = 5
 # Content character 5-grams a record needs to be paired at all (about 5 words): below it, two
 # different texts that share a title pattern look alike (measured on the tuning seed, bench/README.md).
 MIN_SHINGLES = 24
+# A pair's content WORD sets must agree too (Jaccard of the distinct words): character 5-grams run
+# across word boundaries, so two different texts that share one long sentence, or two generated
+# texts that share a prefix, reach 0.6-0.7 by characters while their words agree 0.5-0.66; a word
+# swap keeps every word (1.0). On the 1M tuning corpus (bench/README.md, issue #16), at a character
+# bar of 0.6 this bar keeps 14,651 of the 16,623 true pairs the word pass cannot see and none of the
+# 17 false ones.
+MIN_WORD_JACCARD = 0.7
+# Texts per step of the pass's heavy parts: their whole-array versions (the sets of all 280k short
+# texts of 1M documents take 0.3 GiB, building them twice that) set the barrier's memory peak.
+CHUNK = 20_000
 
 
 def _arrow_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +162,49 @@ def _strip(data, offsets, ngram, common, out, out_offsets):
     out_offsets[offsets.shape[0] - 1] = w
 
 
+@numba.njit(cache=True, nogil=True)
+def _distinct_per_text(h, d, out):
+    """Each text's distinct grams, one after another (`h` grouped by text: `d` nondecreasing)."""
+    pos = 0
+    i = 0
+    while i < h.shape[0]:
+        j = i
+        while j < h.shape[0] and d[j] == d[i]:
+            j += 1
+        seg = np.sort(h[i:j])
+        for k in range(seg.shape[0]):
+            if k == 0 or seg[k] != seg[k - 1]:
+                out[pos] = seg[k]
+                pos += 1
+        i = j
+    return pos
+
+
+def _chunk_grams(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The word n-gram hashes of the texts between `offsets` (in `_grams` order) and their text (0-based)."""
+    cap = int(offsets[-1] - offsets[0]) + len(offsets) - 1
+    h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
+    m = _grams(data, offsets, WORD_NGRAM, h, d)
+    return h[:m].copy(), d[:m].copy()
+
+
+def _frequent_grams(data: np.ndarray, offsets: np.ndarray, min_docs: int, counted: np.ndarray | None) -> np.ndarray:
+    """The gram hashes (sorted) found in at least `min_docs` texts, each (gram, text) counted once,
+    only texts where `counted` when given; a chunk of texts at a time. In numpy and numba: a polars
+    unique + group-by over the 7.6M grams of 1M documents' short texts peaked 1.6 GiB above its
+    input (bench/README.md, issue #16)."""
+    distinct = [np.zeros(0, np.uint64)]
+    for s in range(0, len(offsets) - 1, CHUNK):
+        h, d = _chunk_grams(data, offsets[s : s + CHUNK + 1])
+        if counted is not None:
+            keep = counted[s : s + CHUNK][d]
+            h, d = h[keep], d[keep]
+        out = np.empty(h.size, np.uint64)
+        distinct.append(out[: _distinct_per_text(h, d, out)].copy())
+    values, docs = np.unique(np.concatenate(distinct), return_counts=True)
+    return values[docs >= min_docs]
+
+
 def content_texts(normalised: pa.Array, min_docs: int, count_in: np.ndarray | None = None) -> pa.Array:
     """Each normalised text without its boilerplate words: the words of every word 5-gram found in
     at least `min_docs` of the texts (counted once per text; `count_in`, a bool mask, limits which
@@ -159,21 +213,74 @@ def content_texts(normalised: pa.Array, min_docs: int, count_in: np.ndarray | No
     n = len(offsets) - 1
     if n == 0 or min_docs <= 0:
         return normalised.cast(pa.large_string())
-    cap = int(offsets[-1] - offsets[0]) + n
-    h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
-    m = _grams(data, offsets, WORD_NGRAM, h, d)
-    h, d = h[:m], d[:m]
-    counted = np.ones(m, bool) if count_in is None else np.asarray(count_in, bool)[d]
-    # documents per gram: each (gram, text) once
-    per = (pl.DataFrame({"h": h[counted], "d": d[counted]}).unique().group_by("h").len()
-           .filter(pl.col("len") >= min_docs))
-    frequent = per["h"].to_numpy()
-    common = np.isin(h, frequent) if frequent.size else np.zeros(m, bool)
+    frequent = _frequent_grams(data, offsets, min_docs, None if count_in is None else np.asarray(count_in, bool))
     out = np.empty(max(1, int(offsets[-1] - offsets[0])), np.uint8)
     out_offsets = np.zeros(n + 1, np.int64)
-    _strip(data, offsets, WORD_NGRAM, common, out, out_offsets)
+    for s in range(0, n, CHUNK):
+        h, _d = _chunk_grams(data, offsets[s : s + CHUNK + 1])
+        common = np.zeros(h.size, bool)
+        if frequent.size:  # `frequent` is sorted: a binary search, lighter than np.isin's sort of both
+            common = frequent[np.minimum(np.searchsorted(frequent, h), frequent.size - 1)] == h
+        part = out_offsets[s : s + CHUNK + 1]
+        start = out_offsets[s]
+        _strip(data, offsets[s : s + CHUNK + 1], WORD_NGRAM, common, out[start:], part)
+        part += start
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets.tobytes()),
                                             pa.py_buffer(out[: out_offsets[-1]].tobytes()))
+
+
+@numba.njit(cache=True, nogil=True)
+def _number_conflicts(flat, offs, left, right, out):
+    """out[k]: each side of pair k has a number token the other lacks (sorted sets in flat/offs)."""
+    for k in range(left.shape[0]):
+        a = flat[offs[left[k]]:offs[left[k] + 1]]
+        b = flat[offs[right[k]]:offs[right[k] + 1]]
+        i = j = inter = 0
+        while i < a.shape[0] and j < b.shape[0]:
+            if a[i] == b[j]:
+                inter += 1
+                i += 1
+                j += 1
+            elif a[i] < b[j]:
+                i += 1
+            else:
+                j += 1
+        out[k] = a.shape[0] > inter and b.shape[0] > inter
+
+
+def number_conflicts(texts: pa.Array, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Whether each pair (indexes into `texts`) disagrees on numbers: each text holds a token with a
+    digit that the other lacks. A number in a short text is an identity (a post, an invoice, a
+    date, a version): two pages of one template that differ in it are different documents, while
+    a copy with a sentence added or removed differs on one side only."""
+    nums = pl.Series(texts).str.extract_all(r"\S*\d\S*").list.join(" ").to_arrow()
+    flat, offs = shingle_sets(nums, MinHashParams(ngram=1, char_ngrams=False, short_docs="whole"))
+    out = np.zeros(len(left), np.bool_)
+    if len(left):
+        _number_conflicts(flat, offs, np.asarray(left, np.int64), np.asarray(right, np.int64), out)
+    return out
+
+
+def _set_sizes(content: pa.Array, params: MinHashParams, chunk: int = CHUNK) -> np.ndarray:
+    """Distinct shingles of each text, a chunk of texts at a time."""
+    return np.concatenate([np.zeros(0, np.int64)] + [np.diff(shingle_sets(content.slice(s, chunk), params)[1])
+                                                     for s in range(0, len(content), chunk)])
+
+
+def _sets(texts: pa.Array, params: MinHashParams, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """`shingle_sets` built a chunk of texts at a time (the same flat array and offsets)."""
+    flats, offs = [np.zeros(0, np.uint64)], [np.zeros(1, np.int64)]
+    for s in range(0, len(texts), chunk):
+        f, o = shingle_sets(texts.slice(s, chunk), params)
+        flats.append(f)
+        offs.append(o[1:] + offs[-1][-1])
+    return np.concatenate(flats), np.concatenate(offs)
+
+
+def _band_keys(texts: pa.Array, params: MinHashParams, bands: int, rows: int, chunk: int = CHUNK) -> np.ndarray:
+    """LSH band keys of each text, signed a chunk at a time (the signatures are not kept)."""
+    return np.concatenate([np.zeros((0, bands), np.uint64)] + [band_keys(signatures(texts.slice(s, chunk), params)[0], bands, rows)
+                                                               for s in range(0, len(texts), chunk)])
 
 
 def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm: int = 128, seed: int = 1,
@@ -183,9 +290,7 @@ def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm
     `min_shingles` distinct content 5-grams (and in `eligible`, a bool mask, when given) take part."""
     params = MinHashParams(num_perm=num_perm, seed=seed, ngram=CHAR_NGRAM, char_ngrams=True, short_docs="skip")
     n = len(content)
-    flat, offs = shingle_sets(content, params)
-    sizes = np.diff(offs)
-    ok = sizes >= max(1, min_shingles)
+    ok = _set_sizes(content, params) >= max(1, min_shingles)
     if eligible is not None:
         ok &= np.asarray(eligible, bool)
     docs = np.flatnonzero(ok)
@@ -193,13 +298,28 @@ def short_pairs(content: pa.Array, threshold: float, min_shingles: int, num_perm
     if docs.size < 2:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0})
         return np.empty((0, 2), np.int64), np.empty(0), stats
-    sig, _ = signatures(content.take(pa.array(docs)), params)
     bands, rows, _p = choose_bands(num_perm, threshold, 0.95)
-    keys = band_keys(sig, bands, rows)
+    keys = _band_keys(content.take(pa.array(docs)), params, bands, rows)
     pairs = unique_pairs([bucket_pairs(docs, keys[:, k], 64) for k in range(bands)])
-    sims = pair_jaccard(flat, offs, pairs[:, 0], pairs[:, 1]) if pairs.size else np.empty(0)
-    keep = sims >= threshold
-    stats.update({"bands": bands, "rows": rows, "candidate_pairs": int(len(pairs)), "verified_pairs": int(keep.sum())})
+    sims, keep, words_vetoed, numbers_vetoed = np.empty(0), np.zeros(0, bool), 0, 0
+    if pairs.size:  # the exact sets of the texts in a candidate pair only
+        need = np.unique(pairs)
+        texts = content.take(pa.array(need))
+        left, right = np.searchsorted(need, pairs[:, 0]), np.searchsorted(need, pairs[:, 1])
+        flat, offs = _sets(texts, params)
+        sims = pair_jaccard(flat, offs, left, right)
+        del flat, offs
+        keep = sims >= threshold
+        words = np.zeros(len(pairs), bool)
+        flat, offs = _sets(texts, MinHashParams(ngram=1, char_ngrams=False, short_docs="whole"))
+        words[keep] = pair_jaccard(flat, offs, left[keep], right[keep]) < MIN_WORD_JACCARD
+        numbers = np.zeros(len(pairs), bool)
+        numbers[keep & ~words] = number_conflicts(texts, left[keep & ~words], right[keep & ~words])
+        words_vetoed, numbers_vetoed = int(words.sum()), int(numbers.sum())
+        keep &= ~words & ~numbers
+    stats.update({"bands": bands, "rows": rows, "candidate_pairs": int(len(pairs)), "verified_pairs": int(keep.sum()),
+                  "min_word_jaccard": MIN_WORD_JACCARD, "vetoed_by_words": words_vetoed,
+                  "vetoed_by_numbers": numbers_vetoed})
     return pairs[keep], sims[keep], stats
 
 
