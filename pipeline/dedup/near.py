@@ -227,7 +227,7 @@ def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[t
     return files, sig_paths
 
 
-def _candidates(work: Path) -> tuple[np.ndarray, dict]:
+def candidate_pairs(work: Path) -> tuple[np.ndarray, dict]:
     """The `lsh-band` tasks' candidate pairs (doc codes, each pair once, sorted) and their counts
     of signed records (this run's kept, all of this run's, published)."""
     files = part_files(work, "lsh-band")
@@ -291,43 +291,27 @@ def _docs(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list[tupl
     return docs.with_row_index("doc").with_columns(pl.col("doc").cast(pl.Int64))
 
 
-def needed_rows(work: Path, cfg: NearDedupConfig, index_runs: int) -> dict[int, np.ndarray]:
-    """Per unit, the rows `resolve_near` reads attributes of: the records in a candidate pair of
-    the `lsh-band` tasks and the short records (`short_pass_max_words`). `index_runs`: how many
-    corpus index runs the candidate codes count (`doc_code`)."""
-    codes, _counts = _candidates(work)
-    unit, row = decode_doc(np.unique(codes.ravel()), index_runs)
-    out = {int(u): row[unit == u] for u in np.unique(unit[unit >= 0])}
-    if cfg.short_pass_max_words > 0:
-        for path in (work / "minhash").glob(f"u*{SHORT_FILE_SUFFIX}"):
-            u = int(path.name[1:].split(".", 1)[0])
-            out[u] = np.union1d(out.get(u, np.zeros(0, np.int64)), pl.read_parquet(path, columns=["row"])["row"].to_numpy())
-    return out
-
-
-def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: str,
-                 external: list[tuple[str, Path, Path]] = (), live_count: int | None = None) -> tuple[pl.DataFrame, dict]:
+def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedupConfig, prefer: str,
+                 external: list[tuple[str, Path, Path]] = ()) -> tuple[pl.DataFrame, dict]:
     """Find near duplicates among `live` records (and against `external` published ones).
 
-    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int: the
-    records still kept after exact dedup, or only those of them in `needed_rows` with
-    `live_count` the number of all of them (the result is the same). `external` lists (run_id, band keys, signatures) of
-    the corpus index; those records always survive. Returns (unit, row, duplicate_of,
-    cluster_id, similarity, via) for every dropped record and every survivor of this run's records
-    that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
+    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int of the
+    `live_count` records still kept after exact dedup, or of those in a candidate pair or short
+    only. `external` lists (run_id, band keys, signatures) of the corpus index; those always
+    survive. Returns (unit, row, duplicate_of, cluster_id, similarity, via) for every dropped
+    record and every survivor of this run's records that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
     through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
     """
     bd = banding(cfg)
     files, sig_paths = _sources(work, list(external))
     own = [(u, p, r) for u, p, r in files if r is None]
-    codes, counts = _candidates(work)
+    codes, counts = candidate_pairs(work)
     signed, index_records = counts["signed"], counts["index_records"]
     stats = {
         "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
         "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
         "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
-        "signed": signed, "without_shingles": (live.height if live_count is None else live_count) - signed,
-        "index_records": index_records,
+        "signed": signed, "without_shingles": live_count - signed, "index_records": index_records,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
                                  "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})

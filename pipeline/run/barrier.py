@@ -38,8 +38,8 @@ from pipeline.errors import RejectionsError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.run.pass1 import KEYS_SCHEMA, RECORD_ID
-from pipeline.run.barrier_parts import SortedParts, index_moved_on, plan_parts, run_all_parts
-from pipeline.run.workdir import part_files, read_done, read_schema, unit_name, write_schema
+from pipeline.run.barrier_parts import index_moved_on, plan_parts, run_all_parts
+from pipeline.run.workdir import SortedParts, part_files, read_done, read_schema, unit_name, write_schema
 from pipeline.schema_merge import merge_schemas
 from pipeline.sinks.shards import ShardPlanner, plan_shards
 

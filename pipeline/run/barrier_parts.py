@@ -22,7 +22,7 @@ Files under `_work/barrier/`:
 Every task reads the key columns it needs from every unit's key file, filtered to its partition
 while scanning (polars' streaming engine), so its memory is its partition's rows; the reads repeat
 per task (a map-side shuffle would read each file once; not done). The global barrier step
-(`pipeline.run.barrier`) applies the outputs unit by unit (`SortedParts`: every output file is
+(`pipeline.run.barrier`) applies the outputs unit by unit (`workdir.SortedParts`: every output file is
 sorted by `_i`, so one pass over each serves the units in input order) and clusters the candidate
 pairs (`pipeline.dedup.near.resolve_near`) on the records `gather_live` reads for them. Partitions change how the work is cut, never a decision:
 every duplicate group (a key, a record id, an LSH bucket) lies wholly inside one partition.
@@ -334,37 +334,6 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
 
 
 # -- reading the outputs back, unit by unit ------------------------------------------------------
-
-
-class SortedParts:
-    """The rows of a partitioned step's output files (each sorted by `_i`) for ascending ranges of
-    `_i`: each file is read once, a batch at a time, so memory is a batch per file, not the step's
-    output. Ranges are asked for in order, each once (the barrier's units, in input order)."""
-
-    def __init__(self, paths: list[Path], schema: dict, batch_rows: int = 65_536) -> None:
-        self._files = [pq.ParquetFile(p) for p in paths]
-        self._batches = [f.iter_batches(batch_size=batch_rows) for f in self._files]
-        self._held = [pl.DataFrame(schema=schema) for _ in paths]
-        self._open = [True] * len(paths)
-        self.schema = schema
-        self.rows = sum(f.metadata.num_rows for f in self._files)
-
-    def take(self, first: int, last: int) -> pl.DataFrame:
-        """The rows with `first <= _i < last` (the rows below `first` were taken before), file by file."""
-        out = [pl.DataFrame(schema=self.schema)]
-        for k, batches in enumerate(self._batches):
-            held = self._held[k]
-            while self._open[k] and (held.height == 0 or held["_i"][-1] < last):
-                batch = next(batches, None)
-                if batch is None:
-                    self._open[k] = False
-                    self._files[k].close()
-                else:
-                    held = pl.concat([held, pl.from_arrow(batch).cast(self.schema)])
-            cut = held["_i"].search_sorted(last, "left")
-            out.append(held.head(cut))
-            self._held[k] = held.slice(cut)
-        return pl.concat(out)
 
 
 # The key columns `gather_live` reads: what near-duplicate resolution ranks and reports by.

@@ -13,8 +13,7 @@ from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
 from pipeline.dedup.exact import resolve_exact
 from pipeline.dedup.near import EXTERNAL_PRIORITY
-from pipeline.run.barrier_parts import SortedParts
-from pipeline.run.workdir import part_files
+from pipeline.run.workdir import SortedParts, part_files
 
 DROPPED_DUPLICATE = DecisionKind("dropped_duplicate", Category.DROPPED,
                                  "exact duplicate (same normalised text or identical bytes) of a kept record")

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
-from pipeline.dedup.near import SignatureWriter, needed_rows, resolve_near
+from pipeline.dedup.candidates import decode_doc
+from pipeline.dedup.near import SignatureWriter, candidate_pairs, resolve_near
+from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX
 from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
 DROPPED_NEAR_DUPLICATE = DecisionKind("dropped_near_duplicate", Category.DROPPED,
@@ -81,9 +84,8 @@ class NearDedupStage(BarrierStage):
         """Verdicts over `live` (the records still kept, or those of them resolution needs; `LIVE`
         columns) of `live_count` kept records; `images`: some record of the run has a pHash."""
         cfg = ctx.plan.config
-        near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), ctx.work_dir, self.config,
-                                   cfg.dedup.survivor.near_prefer,
-                                   ctx.index.near_parts() if ctx.index is not None else [], live_count)
+        near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), live_count, ctx.work_dir, self.config,
+                                   cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [])
         verdicts = [_verdicts(live, near, TEXT_REASON)]
         if images:
             from pipeline.dedup.image_near import resolve_image_near
@@ -107,6 +109,20 @@ class NearDedupStage(BarrierStage):
         return _repoint(records, _moved(records.filter(
             (pl.col("decision") == DROPPED_NEAR_DUPLICATE.name) & pl.col("phash").is_null()
             & (pl.col("stage") == self.kind))))
+
+
+def needed_rows(work: Path, cfg, index_runs: int) -> dict[int, np.ndarray]:
+    """Per unit, the rows `resolve_near` reads attributes of: the records in a candidate pair of
+    the `lsh-band` tasks and the short records (`short_pass_max_words`). `index_runs`: how many
+    corpus index runs the candidate codes count (`doc_code`)."""
+    codes, _counts = candidate_pairs(work)
+    unit, row = decode_doc(np.unique(codes.ravel()), index_runs)
+    out = {int(u): row[unit == u] for u in np.unique(unit[unit >= 0])}
+    if cfg.short_pass_max_words > 0:
+        for path in (work / "minhash").glob(f"u*{SHORT_FILE_SUFFIX}"):
+            u = int(path.name[1:].split(".", 1)[0])
+            out[u] = np.union1d(out.get(u, np.zeros(0, np.int64)), pl.read_parquet(path, columns=["row"])["row"].to_numpy())
+    return out
 
 
 # The columns of the still-kept records near-duplicate resolution reads.
