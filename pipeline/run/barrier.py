@@ -38,7 +38,7 @@ from pipeline.errors import RejectionsError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.run.pass1 import KEYS_SCHEMA, RECORD_ID
-from pipeline.run.barrier_parts import index_moved_on, plan_parts, run_all_parts
+from pipeline.run.barrier_parts import index_moved_on, planned_parts, run_all_parts
 from pipeline.run.workdir import SortedParts, part_files, read_done, read_schema, unit_name, write_schema
 from pipeline.schema_merge import merge_schemas
 from pipeline.sinks.shards import ShardPlanner, plan_shards
@@ -200,7 +200,7 @@ def _decide_unit_by_unit(work: Path, plan: RunPlan, ctx: BarrierContext, specs) 
     cols = DECISION_COLUMNS + (["evidence"] if with_evidence else [])
     shards = ShardPlanner(plan.config.output.shard_max_rows, plan.config.output.shard_max_bytes)
     meta: dict[int, dict] = {}
-    counts = plan_parts(str(work))["unit_records"]
+    counts = planned_parts(work)["unit_records"]
     n, n_rejected, rejected, first = 0, 0, [], 0
     report = plan.config.errors.fail_on_reject
     for u, count in zip(plan.units, counts):

@@ -169,6 +169,11 @@ def plan_parts(work_dir: str) -> dict:
     return parts
 
 
+def planned_parts(work: Path) -> dict:
+    """The partition plan as made (`plan_parts` made once, without checking the corpus index again)."""
+    return read_done(_root(work) / "parts.json") or plan_parts(str(work))
+
+
 def part_count(work_dir: str, name: str) -> int:
     """How many tasks the partitioned step `name` has."""
     return plan_parts(work_dir)[name]
@@ -180,7 +185,7 @@ def run_part(work_dir: str, name: str, item: int) -> dict:
     done = part_done_path(work, name, item)
     if (cached := read_done(done)) is not None:
         return cached
-    parts = read_done(_root(work) / "parts.json") or plan_parts(work_dir)
+    parts = planned_parts(work)
     t0 = time.perf_counter()
     plan = RunPlan.load(work)
     frame, extra = {"ids-part": _ids_part, "exact-part": _exact_part, "lsh-band": _lsh_part}[name](work, plan, parts, item)
@@ -347,7 +352,7 @@ def gather_live(work: Path, plan: RunPlan, wanted: dict[int, np.ndarray]) -> tup
     unit, row, record_id, priority, text_bytes, quality, order_str, order_int, phash, pdq_quality, in
     input order; how many records are still kept in all; whether any record of the run, kept or
     not, has a pHash). Memory: the records returned, a unit's key columns, a bit per record."""
-    parts = plan_parts(str(work))
+    parts = planned_parts(work)
     dead = dead_bits(work, parts["records"])
     frames, live, images = [], 0, False
     start = 0
