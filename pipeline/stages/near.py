@@ -5,8 +5,8 @@ rule, within the run and against the corpus index; and pHash clusters for image 
 Pass 1 streams each unit's signatures and band keys (`key_writer`); the barrier resolves them,
 from the frame of every record (`decide`) or, without it (`decide_from_parts`), from the records
 in a candidate pair of the `lsh-band` tasks, the short records and the image records only
-(`pipeline.run.barrier_parts.gather_live`): the drops and cluster heads, which are few, are then
-served per unit.
+(`pipeline.run.barrier_parts.gather_live`); its drops and cluster heads are then served per
+unit.
 """
 
 from __future__ import annotations
@@ -149,13 +149,16 @@ def _repoint(records: pl.DataFrame, moved: pl.DataFrame) -> pl.DataFrame:
 
 
 class _NearUnitVerdicts(UnitVerdicts):
-    """The stage's verdicts (drops and cluster heads: few) held whole, served per unit."""
+    """The stage's verdicts (a row per near drop or cluster head) held whole, served per unit."""
 
     def __init__(self, verdicts: pl.DataFrame, moved: pl.DataFrame) -> None:
-        self._verdicts, self._moved = verdicts, moved
+        # stable: a record with two verdicts (text and image) keeps their order, as `decide` has it
+        self._verdicts, self._moved = verdicts.sort("_i", maintain_order=True), moved
 
     def verdicts(self, first: int, last: int) -> pl.DataFrame:
-        return self._verdicts.filter(pl.col("_i").is_between(first, last - 1))
+        at = self._verdicts["_i"]
+        a, b = at.search_sorted(first, "left"), at.search_sorted(last, "left")
+        return self._verdicts.slice(a, b - a)
 
     def amend(self, records: pl.DataFrame) -> pl.DataFrame:
         return _repoint(records, self._moved)
