@@ -37,8 +37,9 @@ from pipeline.dedup.lsh import (
     neighbour_lists,
     pair_similarity,
 )
-from pipeline.dedup.candidates import decode_doc, doc_code, unique_code_pairs
-from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
+from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
+from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
+                                    signatures)
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
@@ -187,33 +188,6 @@ class SignatureStore:
         return out
 
 
-class ShingleSetStore:
-    """Shingle-hash sets of this run's records (`verify: exact`), gathered for candidate docs only."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._offsets: dict[int, np.ndarray] = {}
-
-    def _offs(self, unit: int) -> np.ndarray:
-        if unit not in self._offsets:
-            lens = pl.read_parquet(self.directory / f"u{unit:05d}.parquet", columns=["set_len"])["set_len"].to_numpy()
-            self._offsets[unit] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        return self._offsets[unit]
-
-    def gather(self, units: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(flat, offsets) of the sets of (unit, index-in-unit) pairs, in the given order."""
-        parts: list[np.ndarray] = [np.zeros(0, np.uint64)] * len(units)
-        for u in np.unique(units):
-            offs = self._offs(int(u))
-            path = self.directory / f"u{int(u):05d}.sets"
-            flat = np.memmap(path, dtype=np.uint64, mode="r") if offs[-1] else np.zeros(0, np.uint64)
-            for k in np.flatnonzero(units == u):
-                parts[k] = np.asarray(flat[offs[idx[k]]:offs[idx[k] + 1]])
-        lens = np.array([len(p) for p in parts], dtype=np.int64)
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-        return flat, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-
-
 def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
     """(unit, band-key parquet, run id or None) per signature file; units of index parts are negative."""
     files, sig_paths = [], {}
@@ -234,7 +208,7 @@ def candidate_pairs(work: Path) -> tuple[np.ndarray, dict]:
     if not files:
         return np.empty((0, 2), np.int64), {"signed": 0, "signed_all": 0, "index_records": 0}
     counts = read_done(files[0].with_suffix(".json"))
-    pairs = unique_code_pairs([pl.read_parquet(f).to_numpy().astype(np.int64).reshape(-1, 2) for f in files])
+    pairs = union_code_pairs(pl.read_parquet(f).to_numpy().astype(np.int64).reshape(-1, 2) for f in files)
     return pairs, counts
 
 
@@ -355,6 +329,7 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
             else np.empty((0, cfg.num_perm), np.uint32))
     store.close()  # the gathered rows are all the rest needs: unmap the files
     common = cv.common(sigs) if cv is not None else None
+    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None  # let go of the sketch (up to 256 MiB)
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
@@ -449,6 +424,8 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         for members in np.split(g_docs, boundaries) if g_docs.size else []:
             clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
 
+    with_boilerplate = int(common.any(axis=1).sum()) if common is not None else 0
+    del sigs, common  # the clusters are made: let go of the signatures (512 bytes a record in a pair)
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
     rows = docs["row"].to_numpy()
@@ -491,8 +468,8 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         "second_hop": cfg.hop_bar,
         "dropped_second_hop": int(second_hop_drops),
         "survivor_rule": prefer,
-        "boilerplate_min_docs": cv.min_docs if cv is not None else 0,
-        "involved_with_boilerplate": int(common.any(axis=1).sum()) if common is not None else 0,
+        "boilerplate_min_docs": boilerplate_docs,
+        "involved_with_boilerplate": with_boilerplate,
         "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })
