@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The barrier at 100k / 1M / 10M documents: the single-task barrier of the code before issue #19
-part 3 against the partitioned one (ids-part, exact-part, lsh-band tasks, then the global step).
+part 3 against the partitioned one (ids-part, exact-part, lsh-band tasks, then the global step,
+which decides unit by unit when every barrier stage decides from the partition outputs).
 
 The key files are generated at the signature level (no JSONL, no pass 1): per unit of
 --unit-docs documents, `pass1/uNNNNN.parquet` (the key rows pass 1 writes: row, record id,
@@ -18,7 +19,10 @@ Every measured piece runs in a fresh subprocess (`--python`, one after the other
   old   the single-task barrier from a `git archive` of --old-commit (default: the commit before
         this work), `barrier(work)`
   new   `plan_parts`, then each task of ids-part, exact-part and lsh-band in its own process, then
-        the global `barrier(work)` step
+        the global `barrier(work)` step (unit by unit: the default config has exact and near dedup)
+  whole (--whole-frame-up-to) after `new`, on the same partition outputs: the global step forced onto
+        the whole-frame path (`barrier(work, whole_frame=True)`, one key row per record), whose
+        decisions and shard plan are compared byte for byte with the unit-by-unit step's
 
 Per process: the wall time of the call (imports excluded, measured inside) and its peak RSS
 (`VmHWM` of /proc/self/status at its end: the high-water mark of the process's own memory since
@@ -31,6 +35,7 @@ Usage::
 
     .venv/bin/python bench/barrier_scale.py --sizes 100000 1000000
     .venv/bin/python bench/barrier_scale.py --sizes 10000000 --skip-old --parts-only   # the tasks only
+    .venv/bin/python bench/barrier_scale.py --sizes 1000000 10000000 --skip-old --whole-frame-up-to 1000000
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -59,10 +65,10 @@ t0 = time.perf_counter()
 if what == "imports":
     from pipeline.run.barrier import barrier  # noqa: F401
     result = None
-elif what == "barrier":
+elif what in ("barrier", "barrier-whole"):
     from pipeline.run.barrier import barrier
     t0 = time.perf_counter()
-    result = barrier(work)
+    result = barrier(work, whole_frame=True) if what == "barrier-whole" else barrier(work)
     result = {"near_dedup": {k: (result.get("near_dedup") or {}).get(k) for k in ("candidate_pairs", "verified_pairs", "clusters", "dropped")},
               "exact_dropped": result.get("exact_dropped"), "rejected": result.get("rejected")}
 elif what == "plan_parts":
@@ -177,8 +183,19 @@ def clear_barrier(work: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def clear_global(work: Path) -> None:
+    """Remove what the global step wrote, keeping the partition outputs."""
+    for name in ("barrier.json", "decisions", "shards.json", "output.schema", "near"):
+        p = work / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def digests(work: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((work / "decisions").glob("*.parquet"))}
+    files = sorted((work / "decisions").glob("*.parquet")) + [work / "shards.json"]
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def run_new(python: str, work: Path, with_global: bool = True) -> dict:
@@ -218,6 +235,9 @@ def main() -> None:
     ap.add_argument("--skip-old", action="store_true")
     ap.add_argument("--parts-only", action="store_true",
                     help="run the partitioned tasks but not the global step (whose memory still grows with the corpus)")
+    ap.add_argument("--whole-frame-up-to", type=int, default=0, metavar="DOCS",
+                    help="at sizes up to DOCS, run the global step on its whole-frame path too (after the new "
+                         "steps) and compare (it holds about 1.3 KiB per record)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -242,11 +262,18 @@ def main() -> None:
             run["old"] = child(args.python, old_tree, ["barrier", str(work)])
             old_digests = digests(work)
             clear_barrier(work)
+        run["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
         run["new"] = run_new(args.python, work, not args.parts_only)
+        if n <= args.whole_frame_up_to and not args.parts_only:
+            new_digests = digests(work)
+            clear_global(work)
+            run["whole_frame"] = child(args.python, REPO, ["barrier-whole", str(work)])
+            run["whole_frame_byte_identical"] = digests(work) == new_digests
+            run["whole_frame_same_counts"] = run["whole_frame"]["result"] == run["new"]["global"]["result"]
         if not args.skip_old:
             run["decisions_byte_identical"] = digests(work) == old_digests
             run["same_counts"] = run["old"]["result"] == run["new"]["global"]["result"]
-        run["loadavg_after"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        run["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         results["runs"].append(run)
         out.write_text(json.dumps(results, indent=1))
         print(json.dumps({k: v for k, v in run.items() if k != "new"} | {"new": {k: run["new"][k] for k in (

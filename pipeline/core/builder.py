@@ -10,7 +10,8 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
     lsh-band    per part   hash), exact keys (by key prefix), LSH candidates (by band and bucket
                            range), each against the corpus index too (`pipeline.run.barrier_parts`)
     barrier     global     applies them, clusters the candidate pairs, the other barrier stages, the
-                           shard plan
+                           shard plan; unit by unit (a unit's rows in memory at a time) unless a
+                           barrier stage needs the frame of every record (`pipeline.run.barrier`)
     <stage>     per task   each per-unit stage after dedup (e.g. `pii`), on tasks of a few MiB of
                            kept text (`pipeline.run.tasks`), then
     <stage>-fold global    its verdicts folded into the decisions, shards planned again

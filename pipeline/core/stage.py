@@ -226,6 +226,22 @@ class BarrierContext:
     index: Any = None
 
 
+class UnitVerdicts:
+    """A barrier stage's verdicts served one unit at a time (`BarrierStage.decide_from_parts`).
+
+    The barrier asks for the units in input order, each once: `verdicts(first, last)` returns the
+    verdict rows (the frame `decide` would return) whose `_i` lies in `first <= _i < last`, in the
+    order `decide` would have them; `amend(records)` is the stage's `amend` on one unit's frame."""
+
+    def verdicts(self, first: int, last: int):
+        """The verdict rows of positions `first`..`last - 1` (global `_i`)."""
+        raise NotImplementedError
+
+    def amend(self, records):
+        """Evidence fix-ups on one unit's frame after its verdicts were applied."""
+        return records
+
+
 class BarrierStage(Stage):
     """Runs once at the barrier over the keys of every unit.
 
@@ -233,9 +249,24 @@ class BarrierStage(Stage):
     `decide` gets the records frame (one row per input record in input order, `_i` its position,
     `decision` null while undecided) and returns a verdict frame: `_i`, `decision`, `reason` and
     evidence columns (`duplicate_of`, `cluster_id`, `similarity`), plus statistics for the manifest.
+
+    That frame grows with the corpus (about 1.3 KiB per record at the barrier). A stage whose
+    decisions come from the barrier's partition tasks (`pipeline.run.barrier_parts`) and from a
+    few records it gathers itself sets `from_parts` and implements `decide_from_parts`: when every
+    barrier stage of a run does, the barrier never builds the frame and writes the decisions unit
+    by unit (`pipeline.run.barrier`). The two must decide the same, byte for byte.
     """
 
     placements = (Placement.BARRIER,)
+    # True: `decide_from_parts` replaces `decide` (exact and near dedup); a stage that needs to see
+    # every record at once (containment, repeated paragraphs, users' stages) leaves it False.
+    from_parts: ClassVar[bool] = False
+
+    def decide_from_parts(self, ctx: "BarrierContext") -> tuple[UnitVerdicts, dict | None]:
+        """(the verdicts served per unit, statistics): what `decide` returns, without the frame of
+        every record. The records still kept at this stage are those pass 1 left undecided and the
+        `ids-part` and earlier stages' verdicts did not take out."""
+        raise NotImplementedError
 
     def key_writer(self, unit_id: int, work_dir: Path):
         """A writer with `add(text, rows)`, `close()` and `abort()` for pass 1, or None."""

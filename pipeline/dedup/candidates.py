@@ -11,6 +11,8 @@ Usage::
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 
 
@@ -22,6 +24,18 @@ def unique_code_pairs(parts: list[np.ndarray]) -> np.ndarray:
     allp = allp[np.lexsort((allp[:, 1], allp[:, 0]))]
     first = np.concatenate([[True], np.any(allp[1:] != allp[:-1], axis=1)])
     return allp[first]
+
+
+
+def union_code_pairs(parts: Iterable[np.ndarray], fold: int = 4) -> np.ndarray:
+    """`unique_code_pairs` of pair arrays that arrive one by one, folded `fold` at a time: memory is
+    the union so far and a few arrays (LSH band groups repeat a pair once per band that found it)."""
+    out, held = np.empty((0, 2), np.int64), []
+    for p in parts:
+        held.append(p)
+        if len(held) == fold:
+            out, held = unique_code_pairs([out, *held]), []
+    return unique_code_pairs([out, *held])
 
 
 UNIT_SHIFT = 40  # doc code = (unit + index runs) << 40 | row: rows below 2**40, units below 2**23

@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -285,3 +286,30 @@ def signatures(normalised: pa.Array, params: MinHashParams) -> tuple[np.ndarray,
     a, b = permutations(params.num_perm, params.seed)
     _signatures(data, offsets, a, b, params.ngram, params.char_ngrams, params.short_docs == "whole", sig, counts)
     return sig, counts
+
+
+class ShingleSetStore:
+    """Shingle-hash sets of this run's records (`verify: exact`), gathered for candidate docs only."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets: dict[int, np.ndarray] = {}
+
+    def _offs(self, unit: int) -> np.ndarray:
+        if unit not in self._offsets:
+            lens = pl.read_parquet(self.directory / f"u{unit:05d}.parquet", columns=["set_len"])["set_len"].to_numpy()
+            self._offsets[unit] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        return self._offsets[unit]
+
+    def gather(self, units: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat, offsets) of the sets of (unit, index-in-unit) pairs, in the given order."""
+        parts: list[np.ndarray] = [np.zeros(0, np.uint64)] * len(units)
+        for u in np.unique(units):
+            offs = self._offs(int(u))
+            path = self.directory / f"u{int(u):05d}.sets"
+            flat = np.memmap(path, dtype=np.uint64, mode="r") if offs[-1] else np.zeros(0, np.uint64)
+            for k in np.flatnonzero(units == u):
+                parts[k] = np.asarray(flat[offs[idx[k]]:offs[idx[k] + 1]])
+        lens = np.array([len(p) for p in parts], dtype=np.int64)
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        return flat, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)

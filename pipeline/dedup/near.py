@@ -37,8 +37,9 @@ from pipeline.dedup.lsh import (
     neighbour_lists,
     pair_similarity,
 )
-from pipeline.dedup.candidates import decode_doc, doc_code, unique_code_pairs
-from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, pair_jaccard, shingle_sets, signatures
+from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
+from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
+                                    signatures)
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
@@ -187,33 +188,6 @@ class SignatureStore:
         return out
 
 
-class ShingleSetStore:
-    """Shingle-hash sets of this run's records (`verify: exact`), gathered for candidate docs only."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._offsets: dict[int, np.ndarray] = {}
-
-    def _offs(self, unit: int) -> np.ndarray:
-        if unit not in self._offsets:
-            lens = pl.read_parquet(self.directory / f"u{unit:05d}.parquet", columns=["set_len"])["set_len"].to_numpy()
-            self._offsets[unit] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        return self._offsets[unit]
-
-    def gather(self, units: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(flat, offsets) of the sets of (unit, index-in-unit) pairs, in the given order."""
-        parts: list[np.ndarray] = [np.zeros(0, np.uint64)] * len(units)
-        for u in np.unique(units):
-            offs = self._offs(int(u))
-            path = self.directory / f"u{int(u):05d}.sets"
-            flat = np.memmap(path, dtype=np.uint64, mode="r") if offs[-1] else np.zeros(0, np.uint64)
-            for k in np.flatnonzero(units == u):
-                parts[k] = np.asarray(flat[offs[idx[k]]:offs[idx[k] + 1]])
-        lens = np.array([len(p) for p in parts], dtype=np.int64)
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-        return flat, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-
-
 def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
     """(unit, band-key parquet, run id or None) per signature file; units of index parts are negative."""
     files, sig_paths = [], {}
@@ -227,14 +201,14 @@ def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[t
     return files, sig_paths
 
 
-def _candidates(work: Path) -> tuple[np.ndarray, dict]:
+def candidate_pairs(work: Path) -> tuple[np.ndarray, dict]:
     """The `lsh-band` tasks' candidate pairs (doc codes, each pair once, sorted) and their counts
     of signed records (this run's kept, all of this run's, published)."""
     files = part_files(work, "lsh-band")
     if not files:
         return np.empty((0, 2), np.int64), {"signed": 0, "signed_all": 0, "index_records": 0}
     counts = read_done(files[0].with_suffix(".json"))
-    pairs = unique_code_pairs([pl.read_parquet(f).to_numpy().astype(np.int64).reshape(-1, 2) for f in files])
+    pairs = union_code_pairs(pl.read_parquet(f).to_numpy().astype(np.int64).reshape(-1, 2) for f in files)
     return pairs, counts
 
 
@@ -291,27 +265,27 @@ def _docs(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list[tupl
     return docs.with_row_index("doc").with_columns(pl.col("doc").cast(pl.Int64))
 
 
-def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: str,
+def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedupConfig, prefer: str,
                  external: list[tuple[str, Path, Path]] = ()) -> tuple[pl.DataFrame, dict]:
     """Find near duplicates among `live` records (and against `external` published ones).
 
-    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int: the
-    records still kept after exact dedup. `external` lists (run_id, band keys, signatures) of
-    the corpus index; those records always survive. Returns (unit, row, duplicate_of,
-    cluster_id, similarity, via) for every dropped record and every survivor of this run's records
-    that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
+    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int of the
+    `live_count` records still kept after exact dedup, or of those in a candidate pair or short
+    only. `external` lists (run_id, band keys, signatures) of the corpus index; those always
+    survive. Returns (unit, row, duplicate_of, cluster_id, similarity, via) for every dropped
+    record and every survivor of this run's records that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
     through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
     """
     bd = banding(cfg)
     files, sig_paths = _sources(work, list(external))
     own = [(u, p, r) for u, p, r in files if r is None]
-    codes, counts = _candidates(work)
+    codes, counts = candidate_pairs(work)
     signed, index_records = counts["signed"], counts["index_records"]
     stats = {
         "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
         "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
         "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
-        "signed": signed, "without_shingles": live.height - signed, "index_records": index_records,
+        "signed": signed, "without_shingles": live_count - signed, "index_records": index_records,
     }
     empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
                                  "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})
@@ -355,6 +329,7 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
             else np.empty((0, cfg.num_perm), np.uint32))
     store.close()  # the gathered rows are all the rest needs: unmap the files
     common = cv.common(sigs) if cv is not None else None
+    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None  # let go of the sketch (up to 256 MiB)
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
@@ -449,6 +424,8 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         for members in np.split(g_docs, boundaries) if g_docs.size else []:
             clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
 
+    with_boilerplate = int(common.any(axis=1).sum()) if common is not None else 0
+    del sigs, common  # the clusters are made: let go of the signatures (512 bytes a record in a pair)
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
     rows = docs["row"].to_numpy()
@@ -491,8 +468,8 @@ def resolve_near(live: pl.DataFrame, work: Path, cfg: NearDedupConfig, prefer: s
         "second_hop": cfg.hop_bar,
         "dropped_second_hop": int(second_hop_drops),
         "survivor_rule": prefer,
-        "boilerplate_min_docs": cv.min_docs if cv is not None else 0,
-        "involved_with_boilerplate": int(common.any(axis=1).sum()) if common is not None else 0,
+        "boilerplate_min_docs": boilerplate_docs,
+        "involved_with_boilerplate": with_boilerplate,
         "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })

@@ -22,8 +22,9 @@ Files under `_work/barrier/`:
 Every task reads the key columns it needs from every unit's key file, filtered to its partition
 while scanning (polars' streaming engine), so its memory is its partition's rows; the reads repeat
 per task (a map-side shuffle would read each file once; not done). The global barrier step
-(`pipeline.run.barrier`) applies the outputs and clusters the candidate pairs
-(`pipeline.dedup.near.resolve_near`). Partitions change how the work is cut, never a decision:
+(`pipeline.run.barrier`) applies the outputs unit by unit (`workdir.SortedParts`: every output file is
+sorted by `_i`, so one pass over each serves the units in input order) and clusters the candidate
+pairs (`pipeline.dedup.near.resolve_near`) on the records `gather_live` reads for them. Partitions change how the work is cut, never a decision:
 every duplicate group (a key, a record id, an LSH bucket) lies wholly inside one partition.
 
 Usage::
@@ -168,6 +169,11 @@ def plan_parts(work_dir: str) -> dict:
     return parts
 
 
+def planned_parts(work: Path) -> dict:
+    """The partition plan as made (`plan_parts` made once, without checking the corpus index again)."""
+    return read_done(_root(work) / "parts.json") or plan_parts(str(work))
+
+
 def part_count(work_dir: str, name: str) -> int:
     """How many tasks the partitioned step `name` has."""
     return plan_parts(work_dir)[name]
@@ -179,7 +185,7 @@ def run_part(work_dir: str, name: str, item: int) -> dict:
     done = part_done_path(work, name, item)
     if (cached := read_done(done)) is not None:
         return cached
-    parts = read_done(_root(work) / "parts.json") or plan_parts(work_dir)
+    parts = planned_parts(work)
     t0 = time.perf_counter()
     plan = RunPlan.load(work)
     frame, extra = {"ids-part": _ids_part, "exact-part": _exact_part, "lsh-band": _lsh_part}[name](work, plan, parts, item)
@@ -271,7 +277,7 @@ def _exact_part(work: Path, plan: RunPlan, parts: dict, p: int) -> tuple[pl.Data
     return verdicts, {"records": live.height, "published": published.height}
 
 
-def _dead_bits(work: Path, n: int) -> np.ndarray:
+def dead_bits(work: Path, n: int) -> np.ndarray:
     """A bit per record (input order): set when the ids or exact step took it out."""
     bits = np.zeros((n + 7) // 8, np.uint8)
     for name in ("ids-part", "exact-part"):
@@ -302,7 +308,7 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
             codes[c].append(code[sel])
 
     counts = {"signed": 0, "signed_all": 0, "index_records": 0}
-    dead = _dead_bits(work, parts["records"])
+    dead = dead_bits(work, parts["records"])
     start = 0
     for unit, n in zip(parts["units"], parts["unit_records"]):
         first, start = start, start + n
@@ -330,3 +336,40 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
     pairs = pairs[~((pairs[:, 0] >> UNIT_SHIFT < e) & (pairs[:, 1] >> UNIT_SHIFT < e))]  # published pairs were settled
     frame = pl.DataFrame({"a": pairs[:, 0], "b": pairs[:, 1]}, schema={"a": pl.Int64, "b": pl.Int64})
     return frame, counts
+
+
+# -- reading the outputs back, unit by unit ------------------------------------------------------
+
+
+# The key columns `gather_live` reads: what near-duplicate resolution ranks and reports by.
+LIVE_COLUMNS = ["row", "record_id", "decision", "text_bytes", "quality", "order_str", "order_int", "phash",
+                "pdq_quality"]
+
+
+def gather_live(work: Path, plan: RunPlan, wanted: dict[int, np.ndarray]) -> tuple[pl.DataFrame, int, bool]:
+    """The records still kept after the ids and exact steps that a caller needs, read unit by unit:
+    those whose row is in `wanted[unit]` and every image record (pHash). Returns (the records: _i,
+    unit, row, record_id, priority, text_bytes, quality, order_str, order_int, phash, pdq_quality, in
+    input order; how many records are still kept in all; whether any record of the run, kept or
+    not, has a pHash). Memory: the records returned, a unit's key columns, a bit per record."""
+    parts = planned_parts(work)
+    dead = dead_bits(work, parts["records"])
+    frames, live, images = [], 0, False
+    start = 0
+    for unit, n in zip(plan.units, parts["unit_records"]):
+        first, start = start, start + n
+        df = pl.read_parquet(work / "pass1" / f"{unit_name(unit.unit_id)}.parquet", columns=LIVE_COLUMNS)
+        i = first + np.arange(df.height, dtype=np.int64)
+        alive = df["decision"].is_null().to_numpy() & (((dead[i >> 3] >> (i & 7).astype(np.uint8)) & 1) == 0)
+        image = df["phash"].is_not_null().to_numpy()
+        live += int(alive.sum())
+        images = images or bool(image.any())
+        keep = alive & (np.isin(df["row"].to_numpy(), wanted.get(unit.unit_id, np.zeros(0, np.int64))) | image)
+        frames.append(df.filter(pl.Series(keep)).select(
+            pl.Series("_i", i[keep], dtype=pl.Int64), pl.lit(unit.unit_id, pl.Int64).alias("unit"), "row", "record_id",
+            pl.lit(plan.source(unit.source).priority, pl.Int64).alias("priority"), "text_bytes", "quality",
+            "order_str", "order_int", "phash", "pdq_quality"))
+    schema = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
+              "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
+              "phash": pl.String, "pdq_quality": pl.Int64}
+    return pl.concat([pl.DataFrame(schema=schema), *frames]), live, images

@@ -5,7 +5,8 @@
     stages/<kind>/tasks.json, tNNNNN.*   a per-unit stage's task plan, verdicts and artifacts per task
     pass2/sNNNNN.json                    a written shard's done-marker
     barrier/parts.json, <step>/pNNNNN.*  the barrier's partitions and each one's output and
-                                         done-marker (`pipeline.run.barrier_parts`)
+                                         done-marker (`pipeline.run.barrier_parts`); each
+                                         output is sorted by `_i`, read back by `SortedParts`
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def unit_name(unit_id: int) -> str:
@@ -68,3 +71,34 @@ def part_files(work: Path, step: str) -> list[Path]:
     if parts is None:
         return []
     return [part_done_path(work, step, p).with_suffix(".parquet") for p in range(parts[step])]
+
+
+class SortedParts:
+    """The rows of a partitioned step's output files (each sorted by `_i`) for ascending ranges of
+    `_i`: each file is read once, a batch at a time, so memory is a batch per file, not the step's
+    output. Ranges are asked for in order, each once (the barrier's units, in input order)."""
+
+    def __init__(self, paths: list[Path], schema: dict, batch_rows: int = 65_536) -> None:
+        self._files = [pq.ParquetFile(p) for p in paths]
+        self._batches = [f.iter_batches(batch_size=batch_rows) for f in self._files]
+        self._held = [pl.DataFrame(schema=schema) for _ in paths]
+        self._open = [True] * len(paths)
+        self.schema = schema
+        self.rows = sum(f.metadata.num_rows for f in self._files)
+
+    def take(self, first: int, last: int) -> pl.DataFrame:
+        """The rows with `first <= _i < last` (the rows below `first` were taken before), file by file."""
+        out = [pl.DataFrame(schema=self.schema)]
+        for k, batches in enumerate(self._batches):
+            held = self._held[k]
+            while self._open[k] and (held.height == 0 or held["_i"][-1] < last):
+                batch = next(batches, None)
+                if batch is None:
+                    self._open[k] = False
+                    self._files[k].close()
+                else:
+                    held = pl.concat([held, pl.from_arrow(batch).cast(self.schema)])
+            cut = held["_i"].search_sorted(last, "left")
+            out.append(held.head(cut))
+            self._held[k] = held.slice(cut)
+        return pl.concat(out)

@@ -34,8 +34,8 @@ class WrittenFile:
 
 
 @numba.njit(cache=True)
-def _plan(sizes, max_rows, max_bytes, out):
-    shard, rows, size = 0, 0, 0
+def _plan(sizes, max_rows, max_bytes, out, state):
+    shard, rows, size = state[0], state[1], state[2]
     for i in range(sizes.shape[0]):
         if rows > 0 and (rows >= max_rows or size + sizes[i] > max_bytes):
             shard += 1
@@ -43,15 +43,29 @@ def _plan(sizes, max_rows, max_bytes, out):
         out[i] = shard
         rows += 1
         size += sizes[i]
+    state[0], state[1], state[2] = shard, rows, size
 
 
 def plan_shards(sizes: np.ndarray, max_rows: int, max_bytes: int) -> np.ndarray:
     """Shard number of each record (in output order): a shard closes at `max_rows` rows or before
     its text would exceed `max_bytes` (a single larger record gets a shard of its own)."""
-    out = np.empty(len(sizes), dtype=np.int64)
-    if len(sizes):
-        _plan(np.ascontiguousarray(sizes, dtype=np.int64), max_rows, max_bytes, out)
-    return out
+    return ShardPlanner(max_rows, max_bytes).plan(sizes)
+
+
+class ShardPlanner:
+    """`plan_shards` over records that arrive in pieces (e.g. one unit at a time, in output order):
+    the open shard's rows and bytes carry over, so the numbers equal one call over all of them."""
+
+    def __init__(self, max_rows: int, max_bytes: int) -> None:
+        self.max_rows, self.max_bytes = max_rows, max_bytes
+        self._state = np.zeros(3, dtype=np.int64)  # open shard, its rows, its bytes
+
+    def plan(self, sizes: np.ndarray) -> np.ndarray:
+        """Shard numbers of the next records."""
+        out = np.empty(len(sizes), dtype=np.int64)
+        if len(sizes):
+            _plan(np.ascontiguousarray(sizes, dtype=np.int64), self.max_rows, self.max_bytes, out, self._state)
+        return out
 
 
 def _dictionary_columns(schema: pa.Schema, plain: frozenset[str]) -> list[str]:

@@ -2,17 +2,18 @@
 same image bytes), within the run and against the corpus index, keep one survivor chosen by the
 configured rule (source priority, then record id order). The key is computed in pass 1; the
 duplicates are resolved per key partition by the barrier's `exact-part` tasks
-(`pipeline.run.barrier_parts`), which call `exact_verdicts`, and applied here."""
+(`pipeline.run.barrier_parts`), which call `exact_verdicts`, and applied here: all at once
+(`decide`) or unit by unit (`decide_from_parts`, each file read once in `_i` order)."""
 
 from __future__ import annotations
 
 import polars as pl
 
 from pipeline.core.decisions import Category, DecisionKind
-from pipeline.core.stage import BarrierContext, BarrierStage
+from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
 from pipeline.dedup.exact import resolve_exact
 from pipeline.dedup.near import EXTERNAL_PRIORITY
-from pipeline.run.workdir import part_files
+from pipeline.run.workdir import SortedParts, part_files
 
 DROPPED_DUPLICATE = DecisionKind("dropped_duplicate", Category.DROPPED,
                                  "exact duplicate (same normalised text or identical bytes) of a kept record")
@@ -32,6 +33,21 @@ class ExactDedupStage(BarrierStage):
         verdicts = (pl.concat([pl.read_parquet(p) for p in files]) if files
                     else pl.DataFrame(schema=VERDICT_SCHEMA)).sort("_i")
         return verdicts, {"dropped": verdicts.height}
+
+    from_parts = True
+
+    def decide_from_parts(self, ctx: BarrierContext):
+        """The same verdicts, read per unit from the `exact-part` files (each sorted by `_i`)."""
+        parts = SortedParts(part_files(ctx.work_dir, "exact-part"), VERDICT_SCHEMA)
+        return _PartVerdicts(parts), {"dropped": parts.rows}
+
+
+class _PartVerdicts(UnitVerdicts):
+    def __init__(self, parts: SortedParts) -> None:
+        self.parts = parts
+
+    def verdicts(self, first: int, last: int) -> pl.DataFrame:
+        return self.parts.take(first, last).sort("_i")
 
 
 VERDICT_SCHEMA = {"_i": pl.Int64, "decision": pl.String, "reason": pl.String, "duplicate_of": pl.String}

@@ -2,18 +2,25 @@
 candidates verified before anything is dropped, clusters resolved with the configured survivor
 rule, within the run and against the corpus index; and pHash clusters for image records.
 
-Pass 1 streams each unit's signatures and band keys (`key_writer`); the barrier resolves them.
+Pass 1 streams each unit's signatures and band keys (`key_writer`); the barrier resolves them,
+from the frame of every record (`decide`) or, without it (`decide_from_parts`), from the records
+in a candidate pair of the `lsh-band` tasks, the short records and the image records only
+(`pipeline.run.barrier_parts.gather_live`); its drops and cluster heads are then served per
+unit.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipeline.core.decisions import Category, DecisionKind
-from pipeline.core.stage import BarrierContext, BarrierStage
-from pipeline.dedup.near import SignatureWriter, resolve_near
+from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
+from pipeline.dedup.candidates import decode_doc
+from pipeline.dedup.near import SignatureWriter, candidate_pairs, resolve_near
+from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX
 from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
 DROPPED_NEAR_DUPLICATE = DecisionKind("dropped_near_duplicate", Category.DROPPED,
@@ -55,22 +62,40 @@ class NearDedupStage(BarrierStage):
         return SignatureWriter(Path(work_dir) / "minhash", unit_id, self.config)
 
     def decide(self, records: pl.DataFrame, ctx: BarrierContext):
+        live = records.filter(pl.col("decision").is_null()).select(*LIVE)
+        return self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
+
+    from_parts = True
+
+    def decide_from_parts(self, ctx: BarrierContext):
+        """`decide` on the records it reads attributes of (gathered unit by unit), not on all of them."""
+        from pipeline.run.barrier_parts import gather_live
+
+        index_runs = len(ctx.index.near_parts()) if ctx.index is not None else 0
+        live, count, images = gather_live(ctx.work_dir, ctx.plan, needed_rows(ctx.work_dir, self.config, index_runs))
+        verdicts, stats = self._resolve(live.select(*LIVE), count, images, ctx)
+        # As `amend` finds them on the whole frame: text records (no pHash) this stage dropped,
+        # in input order (every record gathered was still kept, so every verdict applies).
+        dropped = (verdicts.filter(pl.col("decision") == DROPPED_NEAR_DUPLICATE.name).select("_i", "duplicate_of")
+                   .join(live.filter(pl.col("phash").is_null()).select("_i", "record_id"), on="_i").sort("_i"))
+        return _NearUnitVerdicts(verdicts, _moved(dropped)), stats
+
+    def _resolve(self, live: pl.DataFrame, live_count: int, images: bool, ctx: BarrierContext):
+        """Verdicts over `live` (the records still kept, or those of them resolution needs; `LIVE`
+        columns) of `live_count` kept records; `images`: some record of the run has a pHash."""
         cfg = ctx.plan.config
-        live = records.filter(pl.col("decision").is_null()).select(
-            "_i", "unit", "row", "record_id", "priority", "text_bytes", "quality", "order_str", "order_int", "phash")
-        near, stats = resolve_near(live.drop("_i", "phash"), ctx.work_dir, self.config, cfg.dedup.survivor.near_prefer,
-                                   ctx.index.near_parts() if ctx.index is not None else [])
+        near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), live_count, ctx.work_dir, self.config,
+                                   cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [])
         verdicts = [_verdicts(live, near, TEXT_REASON)]
-        if records["phash"].is_not_null().any():
+        if images:
             from pipeline.dedup.image_near import resolve_image_near
 
             # An image PDQ rates too flat to hash (quality < 50: one colour, nearly plain) has no
             # meaningful pHash (every one-colour image but black is 8000000000000000): it is never a
             # near duplicate of another; identical files still go as exact duplicates.
             flat = pl.col("pdq_quality").is_not_null() & (pl.col("pdq_quality") < PDQ_MIN_QUALITY)
-            has_phash = records.filter(pl.col("decision").is_null() & pl.col("phash").is_not_null())
-            images = live.filter(pl.col("phash").is_not_null()).join(
-                has_phash.filter(~flat).select("_i"), on="_i", how="semi")
+            has_phash = live.filter(pl.col("phash").is_not_null())
+            images = has_phash.filter(~flat).drop("pdq_quality")
             first = int(near["cluster_id"].max()) + 1 if near["cluster_id"].is_not_null().any() else 0
             near_img, stats["images"] = resolve_image_near(images.drop("_i", "quality"), self.config.image_phash_distance,
                                                            first)
@@ -81,14 +106,59 @@ class NearDedupStage(BarrierStage):
     def amend(self, records: pl.DataFrame) -> pl.DataFrame:
         """An exact copy whose exact survivor was itself dropped as a near-duplicate text points at
         the record that was finally kept, so `duplicate_of` always names a survivor."""
-        moved = records.filter((pl.col("decision") == DROPPED_NEAR_DUPLICATE.name) & pl.col("phash").is_null()
-                               & (pl.col("stage") == self.kind)).select(
-            pl.col("record_id").alias("duplicate_of"), pl.col("duplicate_of").alias("_final"))
-        if moved.height == 0:
-            return records
-        exact = pl.col("stage") == "exact_dedup"
-        return (records.join(moved.unique("duplicate_of", keep="first"), on="duplicate_of", how="left",
-                             maintain_order="left")
-                .with_columns(duplicate_of=pl.when(exact).then(pl.coalesce(pl.col("_final"), pl.col("duplicate_of")))
-                              .otherwise(pl.col("duplicate_of")))
-                .drop("_final"))
+        return _repoint(records, _moved(records.filter(
+            (pl.col("decision") == DROPPED_NEAR_DUPLICATE.name) & pl.col("phash").is_null()
+            & (pl.col("stage") == self.kind))))
+
+
+def needed_rows(work: Path, cfg, index_runs: int) -> dict[int, np.ndarray]:
+    """Per unit, the rows `resolve_near` reads attributes of: the records in a candidate pair of
+    the `lsh-band` tasks and the short records (`short_pass_max_words`). `index_runs`: how many
+    corpus index runs the candidate codes count (`doc_code`)."""
+    codes, _counts = candidate_pairs(work)
+    unit, row = decode_doc(np.unique(codes.ravel()), index_runs)
+    out = {int(u): row[unit == u] for u in np.unique(unit[unit >= 0])}
+    if cfg.short_pass_max_words > 0:
+        for path in (work / "minhash").glob(f"u*{SHORT_FILE_SUFFIX}"):
+            u = int(path.name[1:].split(".", 1)[0])
+            out[u] = np.union1d(out.get(u, np.zeros(0, np.int64)), pl.read_parquet(path, columns=["row"])["row"].to_numpy())
+    return out
+
+
+# The columns of the still-kept records near-duplicate resolution reads.
+LIVE = ("_i", "unit", "row", "record_id", "priority", "text_bytes", "quality", "order_str", "order_int", "phash",
+        "pdq_quality")
+
+
+def _moved(dropped: pl.DataFrame) -> pl.DataFrame:
+    """duplicate_of (a near-dropped text record's id) -> _final (its survivor), from the dropped
+    records in input order (the first of an id counts)."""
+    return dropped.select(pl.col("record_id").alias("duplicate_of"), pl.col("duplicate_of").alias("_final")).unique(
+        "duplicate_of", keep="first")
+
+
+def _repoint(records: pl.DataFrame, moved: pl.DataFrame) -> pl.DataFrame:
+    """Exact copies whose survivor is in `moved` point at that survivor's survivor."""
+    if moved.height == 0:
+        return records
+    exact = pl.col("stage") == "exact_dedup"
+    return (records.join(moved, on="duplicate_of", how="left", maintain_order="left")
+            .with_columns(duplicate_of=pl.when(exact).then(pl.coalesce(pl.col("_final"), pl.col("duplicate_of")))
+                          .otherwise(pl.col("duplicate_of")))
+            .drop("_final"))
+
+
+class _NearUnitVerdicts(UnitVerdicts):
+    """The stage's verdicts (a row per near drop or cluster head) held whole, served per unit."""
+
+    def __init__(self, verdicts: pl.DataFrame, moved: pl.DataFrame) -> None:
+        # stable: a record with two verdicts (text and image) keeps their order, as `decide` has it
+        self._verdicts, self._moved = verdicts.sort("_i", maintain_order=True), moved
+
+    def verdicts(self, first: int, last: int) -> pl.DataFrame:
+        at = self._verdicts["_i"]
+        a, b = at.search_sorted(first, "left"), at.search_sorted(last, "left")
+        return self._verdicts.slice(a, b - a)
+
+    def amend(self, records: pl.DataFrame) -> pl.DataFrame:
+        return _repoint(records, self._moved)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.fileio import sha256_path
-from pipeline.sinks.shards import ShardWriter, plan_shards
+from pipeline.sinks.shards import ShardPlanner, ShardWriter, plan_shards
 
 SCHEMA = pa.schema([("record_id", pa.string()), ("text", pa.large_string())])
 
@@ -99,3 +99,14 @@ def test_text_columns_are_written_plain_and_without_statistics_the_others_with_b
     assert not text.is_stats_set
     assert "RLE_DICTIONARY" not in text.encodings
     assert pq.read_table(w.files[0].path)["text"].to_pylist() == ["x" * 10] * 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), max_size=60), st.lists(st.integers(0, 60), max_size=6),
+       st.integers(1, 7), st.integers(1, 120))
+def test_shards_planned_piece_by_piece_equal_one_plan_over_all(sizes, cuts, max_rows, max_bytes):
+    sizes = np.array(sizes, dtype=np.int64)
+    bounds = [0, *sorted(min(c, len(sizes)) for c in cuts), len(sizes)]
+    planner = ShardPlanner(max_rows, max_bytes)
+    pieces = [planner.plan(sizes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    assert np.concatenate(pieces).tolist() == plan_shards(sizes, max_rows, max_bytes).tolist()

@@ -1,0 +1,31 @@
+"""Reading the barrier's partition outputs back by ranges of `_i`: what a filter of all of them gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.run.workdir import SortedParts
+
+SCHEMA = {"_i": pl.Int64, "decision": pl.String}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 300), max_size=80), min_size=1, max_size=4),
+       st.sets(st.integers(1, 300), max_size=8), st.integers(1, 17))
+def test_ranges_taken_in_order_give_each_file_s_rows_of_that_range(tmp_path_factory, files, cuts, batch):
+    d = tmp_path_factory.mktemp("parts")
+    paths = []
+    for k, positions in enumerate(files):
+        i = np.array(sorted(positions), dtype=np.int64)
+        paths.append(d / f"p{k:05d}.parquet")
+        pl.DataFrame({"_i": i, "decision": [f"d{k}"] * len(i)}, schema=SCHEMA).write_parquet(paths[-1])
+    every = pl.concat([pl.read_parquet(p) for p in paths])
+    parts = SortedParts(paths, SCHEMA, batch_rows=batch)
+    assert parts.rows == every.height
+    bounds = [0, *sorted(cuts), 301]
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        taken = parts.take(first, last)
+        assert taken.equals(every.filter(pl.col("_i").is_between(first, last - 1)))
