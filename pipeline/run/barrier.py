@@ -199,7 +199,6 @@ def _decide_unit_by_unit(work: Path, plan: RunPlan, ctx: BarrierContext, specs) 
                                          .collect(engine="streaming").item())
     cols = DECISION_COLUMNS + (["evidence"] if with_evidence else [])
     shards = ShardPlanner(plan.config.output.shard_max_rows, plan.config.output.shard_max_bytes)
-    meta: dict[int, dict] = {}
     counts = planned_parts(work)["unit_records"]
     n, n_rejected, rejected, first = 0, 0, [], 0
     report = plan.config.errors.fail_on_reject
@@ -213,10 +212,7 @@ def _decide_unit_by_unit(work: Path, plan: RunPlan, ctx: BarrierContext, specs) 
             _timed(stage_seconds, kind, t0, c0)
         records = _finish(records)
         is_kept = records["decision"].is_in(kept)
-        shard = shards.plan(records.filter(is_kept)["text_bytes"].to_numpy())
-        for s, rows in zip(*np.unique(shard, return_counts=True)):
-            m = meta.setdefault(int(s), {"shard": int(s), "first_unit": u.unit_id, "last_unit": u.unit_id, "rows": 0})
-            m["last_unit"], m["rows"] = u.unit_id, m["rows"] + int(rows)
+        shard = shards.plan(records.filter(is_kept)["text_bytes"].to_numpy(), u.unit_id)
         records = records.with_columns(pl.repeat(None, records.height, dtype=pl.Int64, eager=True).alias("shard")
                                        .scatter(np.flatnonzero(is_kept.to_numpy()), shard))
         _write_decisions(work, u.unit_id, records.select(cols))
@@ -225,11 +221,11 @@ def _decide_unit_by_unit(work: Path, plan: RunPlan, ctx: BarrierContext, specs) 
         if report:  # the rows only when they will be reported
             rejected.append(out.select(REJECTED_COLUMNS))
         n, first = n + records.height, last
-    atomic_write_json(work / "shards.json", [meta[s] for s in sorted(meta)])
+    atomic_write_json(work / "shards.json", shards.shards())
     schema = pl.Schema(KEYS_SCHEMA)
     rejections = pl.concat([pl.DataFrame(schema={c: schema[c] for c in REJECTED_COLUMNS}), *rejected])
     return {"records": n, "rejected": n_rejected, "rejections": rejections, "stages": stage_stats,
-            "stage_seconds": stage_seconds, "shards": len(meta)}
+            "stage_seconds": stage_seconds, "shards": len(shards.shards())}
 
 
 def _local(verdicts: pl.DataFrame, first: int) -> pl.DataFrame:

@@ -26,10 +26,10 @@ from pipeline.core.verdicts import apply_verdicts, run_batch
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
-from pipeline.run.barrier import plan_output
 from pipeline.run.rows import iter_unit_rows
 from pipeline.run.tasks import plan_tasks, unit_tasks
 from pipeline.run.workdir import read_done, unit_name
+from pipeline.sinks.shards import ShardPlanner
 
 # Evidence columns the ledger has as typed columns; any other evidence is kept as compact JSON.
 TYPED_EVIDENCE = ("pii_counts", "pii_action", "pii_language", "pii_coverage")
@@ -124,43 +124,43 @@ def task_results(work_dir: str, kind: str) -> list[dict]:
 
 
 def fold_unit_stage(work_dir: str, kind: str) -> dict:
-    """Fold one per-unit stage's verdicts into the decisions and plan the output shards again."""
+    """Fold one per-unit stage's verdicts into the decisions and plan the output shards again, one
+    unit at a time in input order (the shard plan carried from unit to unit): only one unit's
+    decisions are in memory, whatever the size of the run."""
     work = Path(work_dir)
     done = stage_dir(work, kind) / "fold.json"
     if (cached := read_done(done)) is not None:
         return cached
     plan = RunPlan.load(work)
     table = decision_table(plan.config)
+    kept = list(table.names(Category.KEPT))
     tasks = unit_tasks(work_dir, kind)
-    empty = pl.DataFrame(schema={"row": pl.Int64, "decision": pl.String, "reason": pl.String})
-    frames = []
+    files = {u.unit_id: [stage_dir(work, kind) / f"{t.name}.verdicts.parquet" for t in tasks.get(u.unit_id, [])]
+             for u in plan.units}
+    # Every unit's verdicts carry the columns of all of them (a unit without a task, or whose tasks
+    # found no evidence of a kind, gets them empty), so every decisions file keeps one schema.
+    columns = {"row": pl.Int64, "decision": pl.String, "reason": pl.String}
+    for path in (p for paths in files.values() for p in paths):
+        columns.update({c: pl.String for c in pq.read_schema(path).names if c not in columns})
+    planner = ShardPlanner(plan.config.output.shard_max_rows, plan.config.output.shard_max_bytes)
+    counts: dict[str, int] = {}
     for u in plan.units:
-        dec = pl.read_parquet(work / "decisions" / f"{unit_name(u.unit_id)}.parquet").drop("shard")
-        parts = [pl.read_parquet(stage_dir(work, kind) / f"{t.name}.verdicts.parquet") for t in tasks.get(u.unit_id, [])]
-        ver = pl.concat(parts, how="diagonal_relaxed") if parts else empty
-        frames.append((u.unit_id, dec, ver))
-    records = pl.concat([d.with_columns(unit=pl.lit(uid, pl.Int64)) for uid, d, _ in frames], how="diagonal_relaxed")
-    records = records.with_row_index("_i")
-    # A verdict's position: its unit's first position plus its row's place among the unit's rows.
-    positions = []
-    offset = 0
-    for uid, dec, ver in frames:
-        pos = (dec.select("row").with_row_index("_p").join(ver, on="row", how="inner", maintain_order="right")
-               .with_columns((pl.col("_p") + offset).cast(pl.UInt32).alias("_i")).drop("_p", "row"))
-        positions.append(pos)
-        offset += dec.height
-    verdicts = pl.concat(positions, how="diagonal_relaxed") if positions else pl.DataFrame(
-        schema={"_i": pl.UInt32, "decision": pl.String, "reason": pl.String})
-    records = apply_verdicts(records, verdicts, kind, table)
-    assignment, shards = plan_output(records, table.names(Category.KEPT), plan.config.output)
-    records = records.join(assignment.drop("_i"), on=["unit", "row"], how="left").drop("_i")
-    for u in plan.units:
-        part = records.filter(pl.col("unit") == u.unit_id).drop("unit").sort("row")
-        with atomic_path(work / "decisions" / f"{unit_name(u.unit_id)}.parquet") as tmp:
-            part.write_parquet(tmp)
+        path = work / "decisions" / f"{unit_name(u.unit_id)}.parquet"
+        dec = pl.read_parquet(path).drop("shard").sort("row").with_row_index("_i")
+        parts = [pl.read_parquet(p) for p in files[u.unit_id]]
+        ver = pl.concat([pl.DataFrame(schema=columns), *parts], how="diagonal_relaxed").select(list(columns))
+        at = (dec.select("row", "_i").join(ver, on="row", how="inner", maintain_order="right").drop("row"))
+        dec = apply_verdicts(dec, at, kind, table).drop("_i")
+        is_kept = dec["decision"].is_in(kept)
+        shard = planner.plan(dec.filter(is_kept)["text_bytes"].fill_null(0).to_numpy(), u.unit_id)
+        dec = dec.with_columns(pl.repeat(None, dec.height, dtype=pl.Int64, eager=True).alias("shard")
+                               .scatter(np.flatnonzero(is_kept.to_numpy()), shard))
+        with atomic_path(path) as tmp:
+            dec.write_parquet(tmp)
+        for decision, n in dec.group_by("decision").len().iter_rows():
+            counts[decision] = counts.get(decision, 0) + n
+    shards = planner.shards()
     atomic_write_json(work / "shards.json", shards)
-    counts = records.group_by("decision").len().sort("decision")
-    result = {"stage": kind, "shards": len(shards),
-              "by_decision": dict(zip(counts["decision"].to_list(), counts["len"].to_list()))}
+    result = {"stage": kind, "shards": len(shards), "by_decision": dict(sorted(counts.items()))}
     atomic_write_json(done, result)
     return result

@@ -59,13 +59,23 @@ class ShardPlanner:
     def __init__(self, max_rows: int, max_bytes: int) -> None:
         self.max_rows, self.max_bytes = max_rows, max_bytes
         self._state = np.zeros(3, dtype=np.int64)  # open shard, its rows, its bytes
+        self._meta: dict[int, dict] = {}
 
-    def plan(self, sizes: np.ndarray) -> np.ndarray:
-        """Shard numbers of the next records."""
+    def plan(self, sizes: np.ndarray, unit_id: int | None = None) -> np.ndarray:
+        """Shard numbers of the next records; with `unit_id`, they are counted as that unit's in `shards()`."""
         out = np.empty(len(sizes), dtype=np.int64)
         if len(sizes):
             _plan(np.ascontiguousarray(sizes, dtype=np.int64), self.max_rows, self.max_bytes, out, self._state)
+        if unit_id is not None:
+            for shard, rows in zip(*np.unique(out, return_counts=True)):
+                m = self._meta.setdefault(int(shard), {"shard": int(shard), "first_unit": unit_id,
+                                                       "last_unit": unit_id, "rows": 0})
+                m["last_unit"], m["rows"] = unit_id, m["rows"] + int(rows)
         return out
+
+    def shards(self) -> list[dict]:
+        """Each shard planned with a `unit_id` so far: shard, first_unit, last_unit, rows (`shards.json`)."""
+        return [self._meta[s] for s in sorted(self._meta)]
 
 
 def _dictionary_columns(schema: pa.Schema, plain: frozenset[str]) -> list[str]:

@@ -86,3 +86,24 @@ def test_the_sampled_residual_scan_bounds_the_full_scan_s_rate_on_the_sample_dat
     assert t["residual_scan"]["cpu_s"] > 0 and t["cores"] >= 1
     ledger = pl.read_parquet(str(tmp_path / "sampled" / "ledger" / "*.parquet"))
     assert ledger.height == runs["sampled"]["conservation"]["overall"]["input"]
+
+
+def test_the_fold_decides_unit_by_unit_what_one_unit_decides(tmp_path):
+    """The fold after PII goes one unit at a time, carrying the shard plan across units: a run cut
+    into many units, beside a source PII never scans (images: no task, no PII evidence), with
+    shards that span units, publishes what the same run in one unit per input publishes."""
+    names = ["Ann Lee", "Omar Haddad", "Mei Chen", "John Clark"]
+    rows = [{"id": f"r{i}", "text": f"Note {i}: {names[i % 4]} mailed person{i}@example.com. " * (1 + i % 4)
+             if i % 3 else f"Note {i}: nothing personal here, only the weather of day {i}."} for i in range(150)]
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "one.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"},
+               {"name": "img", "kind": "image_dir", "paths": [str(REPO / "data_samples" / "images")]}]
+    pii = {"entities": ["EMAIL_ADDRESS", "PERSON"], "residual_scan": {"enabled": False}}
+    a = run_local(build_config(tmp_path / "a", sources, pii=pii, output={"dir": str(tmp_path / "a"), "shard_max_rows": 23}))
+    b = run_local(build_config(tmp_path / "b", sources, pii=pii, output={"dir": str(tmp_path / "b"), "shard_max_rows": 23},
+                               units={"target_bytes": 2_000}))
+    assert a["units"] == 2 and b["units"] > 6
+    assert len(list((tmp_path / "b" / "shards").glob("*.parquet"))) > 4
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
