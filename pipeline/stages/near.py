@@ -25,8 +25,11 @@ from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
 DROPPED_NEAR_DUPLICATE = DecisionKind("dropped_near_duplicate", Category.DROPPED,
                                       "near duplicate of a kept record (verified similarity at or above the threshold)")
-TEXT_REASON = "near duplicate (MinHash LSH, verified on signatures)"
-SHORT_REASON = "near duplicate (short-document pass: exact content character 5-gram Jaccard)"
+# The reason of a word-pass drop names how its pair was verified (`dedup.near.verify`).
+TEXT_REASON = {"signature": "near duplicate (MinHash LSH, verified on signatures)",
+               "exact": "near duplicate (MinHash LSH, verified on exact shingle sets)"}
+SHORT_REASON = ("near duplicate (short-document pass: exact content character 5-gram Jaccard, content words "
+                "agreeing, no conflicting number)")
 IMAGE_REASON = "near-duplicate image (pHash within the configured distance)"
 
 
@@ -86,7 +89,7 @@ class NearDedupStage(BarrierStage):
         cfg = ctx.plan.config
         near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), live_count, ctx.work_dir, self.config,
                                    cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [])
-        verdicts = [_verdicts(live, near, TEXT_REASON)]
+        verdicts = [_verdicts(live, near, TEXT_REASON[self.config.verify])]
         if images:
             from pipeline.dedup.image_near import resolve_image_near
 

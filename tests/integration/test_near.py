@@ -141,6 +141,7 @@ def test_exact_verification_reports_the_true_shingle_jaccard(chain, run_pipeline
 
     sa, sb = (set(shingles(norm(pa.array([texts[k]], pa.large_string())).to_pylist()[0], MinHashParams())) for k in "ab")
     assert b["decision"] == "dropped_near_duplicate" and b["duplicate_of"] == "a"
+    assert b["reason"] == "near duplicate (MinHash LSH, verified on exact shingle sets)"  # says how it was verified
     assert b["similarity"] == pytest.approx(len(sa & sb) / len(sa | sb))
     assert manifest["near_dedup"]["verify"] == "exact"
     assert dict(zip(ledger["record_id"], ledger["decision"]))["c"] == "kept"
