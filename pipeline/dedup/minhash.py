@@ -238,7 +238,8 @@ def shingle_sets(normalised: pa.Array, params: MinHashParams) -> tuple[np.ndarra
 
 
 @numba.njit(cache=True, nogil=True)
-def _jaccard_sorted(a, b):
+def intersection_sorted(a, b):
+    """How many values two sorted arrays of distinct values share (one merge walk)."""
     i = j = inter = 0
     while i < a.shape[0] and j < b.shape[0]:
         if a[i] == b[j]:
@@ -249,6 +250,12 @@ def _jaccard_sorted(a, b):
             i += 1
         else:
             j += 1
+    return inter
+
+
+@numba.njit(cache=True, nogil=True)
+def _jaccard_sorted(a, b):
+    inter = intersection_sorted(a, b)
     union = a.shape[0] + b.shape[0] - inter
     return inter / union if union else 0.0
 

@@ -36,7 +36,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.dedup.lsh import band_keys, bucket_pairs, choose_bands, unique_pairs
-from pipeline.dedup.minhash import MinHashParams, pair_jaccard, shingle_sets, signatures
+from pipeline.dedup.minhash import MinHashParams, intersection_sorted, pair_jaccard, shingle_sets, signatures
 
 SHORT_FILE_SUFFIX = ".short.parquet"
 WORD_NGRAM = 5
@@ -235,16 +235,7 @@ def _number_conflicts(flat, offs, left, right, out):
     for k in range(left.shape[0]):
         a = flat[offs[left[k]]:offs[left[k] + 1]]
         b = flat[offs[right[k]]:offs[right[k] + 1]]
-        i = j = inter = 0
-        while i < a.shape[0] and j < b.shape[0]:
-            if a[i] == b[j]:
-                inter += 1
-                i += 1
-                j += 1
-            elif a[i] < b[j]:
-                i += 1
-            else:
-                j += 1
+        inter = intersection_sorted(a, b)
         out[k] = a.shape[0] > inter and b.shape[0] > inter
 
 
