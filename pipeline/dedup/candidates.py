@@ -26,7 +26,6 @@ def unique_code_pairs(parts: list[np.ndarray]) -> np.ndarray:
     return allp[first]
 
 
-
 def union_code_pairs(parts: Iterable[np.ndarray], fold: int = 4) -> np.ndarray:
     """`unique_code_pairs` of pair arrays that arrive one by one, folded `fold` at a time: memory is
     the union so far and a few arrays (LSH band groups repeat a pair once per band that found it)."""

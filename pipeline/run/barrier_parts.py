@@ -22,10 +22,11 @@ Files under `_work/barrier/`:
 Every task reads the key columns it needs from every unit's key file, filtered to its partition
 while scanning (polars' streaming engine), so its memory is its partition's rows; the reads repeat
 per task (a map-side shuffle would read each file once; not done). The global barrier step
-(`pipeline.run.barrier`) applies the outputs unit by unit (`workdir.SortedParts`: every output file is
-sorted by `_i`, so one pass over each serves the units in input order) and clusters the candidate
-pairs (`pipeline.dedup.near.resolve_near`) on the records `gather_live` reads for them. Partitions change how the work is cut, never a decision:
-every duplicate group (a key, a record id, an LSH bucket) lies wholly inside one partition.
+(`pipeline.run.barrier`) applies the outputs unit by unit (`workdir.SortedParts`: every output
+file is sorted by `_i`, so one pass over each serves the units in input order) and clusters the
+candidate pairs (`pipeline.dedup.near.resolve_near`) on the records `gather_live` reads for them.
+Partitions change how the work is cut, never a decision: every duplicate group (a key, a record
+id, an LSH bucket) lies wholly inside one partition.
 
 Usage::
 
