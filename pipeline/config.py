@@ -162,7 +162,14 @@ class NearDedupConfig(_Strict):
     rows: int | None = Field(default=None, ge=1)
     min_candidate_probability: float = Field(default=0.9, gt=0.0, lt=1.0)
     bucket_pair_limit: int = Field(default=64, ge=2)
-    verify: Literal["signature", "exact"] = "signature"
+    # How a candidate pair is verified. `signature`: on the MinHash estimate. `borderline`: on the
+    # estimate, except that a pair estimated within `borderline_sigmas` standard errors of the
+    # threshold is checked on the exact shingle sets of its two texts, read back at the barrier (a
+    # 128-permutation estimate at 0.6 is +-0.04: pairs of distinct texts at 0.55 cross the
+    # threshold, and a wrong drop can take the last copy of a document). `exact`: every pair on
+    # exact shingle sets written in pass 1 (more disk and memory). bench/README.md measures them.
+    verify: Literal["signature", "borderline", "exact"] = "borderline"
+    borderline_sigmas: float = Field(default=3.0, gt=0.0, le=10.0)
     # One extra hop: also drop a record that is verified-similar at this bar to a record dropped
     # directly for the survivor (never further; the ledger names the record in between). Jaccard
     # distance is a metric, so such a record is still at least threshold + second_hop - 1 similar

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -188,6 +189,44 @@ class SignatureStore:
         return out
 
 
+class TextSets:
+    """Exact shingle sets of this run's records whose pair is borderline (`verify: borderline`),
+    made from their texts read back on demand and kept for later comparisons of the same records.
+
+    `read_texts(units, rows)` returns the texts of those records (as pass 1 signed them), in order.
+    """
+
+    def __init__(self, read_texts: Callable[[np.ndarray, np.ndarray], list[str]], units: np.ndarray,
+                 rows: np.ndarray, params: MinHashParams) -> None:
+        self.read_texts, self.units, self.rows, self.params = read_texts, units, rows, params
+        self._sets: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def jaccard(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Exact shingle Jaccard of the doc pairs (left[k], right[k])."""
+        docs = np.unique(np.concatenate([left, right]))
+        missing = np.array([d for d in docs.tolist() if d not in self._sets], dtype=np.int64)
+        if missing.size:
+            texts = self.read_texts(self.units[missing], self.rows[missing])
+            flat, offs = shingle_sets(normalize_for_shingles(pa.array(texts, pa.large_string())), self.params)
+            for k, d in enumerate(missing.tolist()):
+                self._sets[d] = flat[offs[k]:offs[k + 1]]
+        parts = [self._sets[d] for d in docs.tolist()]
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        return pair_jaccard(np.concatenate(parts) if parts else np.zeros(0, np.uint64), offsets,
+                            np.searchsorted(docs, left), np.searchsorted(docs, right))
+
+
+def borderline(sim: np.ndarray, positions: np.ndarray, threshold: float, num_perm: int, sigmas: float) -> np.ndarray:
+    """Pairs whose signature similarity lies within `sigmas` standard errors of the threshold: the
+    estimate's error at the threshold is sqrt(t (1 - t) / k) over the k positions it used (the
+    content positions, or every position when fewer than MIN_CONTENT_POSITIONS are content)."""
+    k = np.where(positions >= MIN_CONTENT_POSITIONS, positions, num_perm).astype(np.float64)
+    return np.abs(sim - threshold) <= sigmas * np.sqrt(threshold * (1.0 - threshold) / np.maximum(k, 1.0))
+
+
 def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
     """(unit, band-key parquet, run id or None) per signature file; units of index parts are negative."""
     files, sig_paths = [], {}
@@ -266,7 +305,8 @@ def _docs(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list[tupl
 
 
 def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedupConfig, prefer: str,
-                 external: list[tuple[str, Path, Path]] = ()) -> tuple[pl.DataFrame, dict]:
+                 external: list[tuple[str, Path, Path]] = (),
+                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None = None) -> tuple[pl.DataFrame, dict]:
     """Find near duplicates among `live` records (and against `external` published ones).
 
     `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int of the
@@ -275,7 +315,11 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
     survive. Returns (unit, row, duplicate_of, cluster_id, similarity, via) for every dropped
     record and every survivor of this run's records that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
     through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
+    With `verify: borderline`, `read_texts(units, rows)` gives the texts of this run's records whose
+    pairs are re-checked on exact shingle sets.
     """
+    if cfg.verify == "borderline" and read_texts is None:
+        raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
     bd = banding(cfg)
     files, sig_paths = _sources(work, list(external))
     own = [(u, p, r) for u, p, r in files if r is None]
@@ -339,17 +383,27 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         set_pos = np.full(n, -1, dtype=np.int64)  # doc -> its set in (flat, set_offs)
         set_pos[own_involved] = np.arange(own_involved.size)
 
+    text_sets = (TextSets(read_texts, units_arr, docs["row"].to_numpy(), params(cfg))
+                 if cfg.verify == "borderline" else None)
+    rechecked = [0, 0]  # comparisons re-checked on exact sets, of which the exact value crossed the threshold
+
     def similarity_parts(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(decision similarity, estimated Jaccard, content Jaccard, content positions) of doc pairs."""
         est, content, positions = pair_similarity(sigs, common, pos[left], pos[right])
         sim = decision_similarity(est, content, positions)
-        if exact:  # the exact shingle Jaccard between this run's records, never above the content estimate
-            both_own = ~is_ext[left] & ~is_ext[right]
-            j = pair_jaccard(flat, set_offs, set_pos[left[both_own]], set_pos[right[both_own]])
+        check = ~is_ext[left] & ~is_ext[right]  # the index keeps no texts or sets: its pairs stay on signatures
+        if text_sets is not None:
+            check &= borderline(sim, positions, cfg.threshold, cfg.num_perm, cfg.borderline_sigmas)
+        if exact or text_sets is not None:  # the exact shingle Jaccard, never above the content estimate
+            j = (pair_jaccard(flat, set_offs, set_pos[left[check]], set_pos[right[check]]) if exact
+                 else text_sets.jaccard(left[check], right[check]))
+            before = sim[check] >= cfg.threshold
             est, sim = est.copy(), sim.copy()
-            est[both_own] = j
+            est[check] = j
             # no boilerplate position: the exact Jaccard; else never above the content estimate
-            sim[both_own] = np.where(positions[both_own] == cfg.num_perm, j, np.minimum(j, content[both_own]))
+            sim[check] = np.where(positions[check] == cfg.num_perm, j, np.minimum(j, content[check]))
+            rechecked[0] += int(check.sum())
+            rechecked[1] += int(np.sum(before != (sim[check] >= cfg.threshold)))
         return sim, est, content, positions
 
     m = len(pairs)
@@ -473,5 +527,8 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })
+    if text_sets is not None:
+        stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": rechecked[0],
+                               "comparisons_flipped": rechecked[1], "texts_read": len(text_sets)}
     stats["short_pass"]["dropped"] = through_short
     return result, stats

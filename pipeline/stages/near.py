@@ -21,12 +21,15 @@ from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
 from pipeline.dedup.candidates import decode_doc
 from pipeline.dedup.near import SignatureWriter, candidate_pairs, resolve_near
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX
+from pipeline.errors import PipelineError
 from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
 DROPPED_NEAR_DUPLICATE = DecisionKind("dropped_near_duplicate", Category.DROPPED,
                                       "near duplicate of a kept record (verified similarity at or above the threshold)")
 # The reason of a word-pass drop names how its pair was verified (`dedup.near.verify`).
 TEXT_REASON = {"signature": "near duplicate (MinHash LSH, verified on signatures)",
+               "borderline": "near duplicate (MinHash LSH, verified on signatures; pairs near the threshold on exact "
+                             "shingle sets)",
                "exact": "near duplicate (MinHash LSH, verified on exact shingle sets)"}
 SHORT_REASON = ("near duplicate (short-document pass: exact content character 5-gram Jaccard, content words "
                 "agreeing, no conflicting number)")
@@ -88,7 +91,8 @@ class NearDedupStage(BarrierStage):
         columns) of `live_count` kept records; `images`: some record of the run has a pHash."""
         cfg = ctx.plan.config
         near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), live_count, ctx.work_dir, self.config,
-                                   cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [])
+                                   cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [],
+                                   read_texts=lambda units, rows: read_texts(ctx.plan, units, rows))
         verdicts = [_verdicts(live, near, TEXT_REASON[self.config.verify])]
         if images:
             from pipeline.dedup.image_near import resolve_image_near
@@ -125,6 +129,29 @@ def needed_rows(work: Path, cfg, index_runs: int) -> dict[int, np.ndarray]:
         for path in (work / "minhash").glob(f"u*{SHORT_FILE_SUFFIX}"):
             u = int(path.name[1:].split(".", 1)[0])
             out[u] = np.union1d(out.get(u, np.zeros(0, np.int64)), pl.read_parquet(path, columns=["row"])["row"].to_numpy())
+    return out
+
+
+def read_texts(plan, units: np.ndarray, rows: np.ndarray) -> list[str]:
+    """The texts pass 1 signed of the records (units[k], rows[k]), in that order: read back from the
+    unit's spill, else from its input (`pipeline.run.rows.iter_unit_rows`), one read per unit."""
+    from pipeline.run.rows import iter_unit_rows
+
+    out: list[str | None] = [None] * len(units)
+    for u in np.unique(units).tolist():
+        sel = np.flatnonzero(units == u)
+        want = np.unique(rows[sel])
+        field = plan.source(plan.units[u].source).text_field
+        found: dict[int, str] = {}
+        for table, got in iter_unit_rows(plan, u, want):
+            found.update(zip(got.tolist(), table[field].to_pylist()))
+        lost = [int(r) for r in want.tolist() if r not in found]
+        if lost:
+            raise PipelineError(f"near dedup: {len(lost)} record(s) of unit {u} ({plan.units[u].path}) could not be "
+                                f"read again to verify their pairs (first row {lost[0]}); the input changed or became "
+                                "unreadable since pass 1: restore it, or run again from the start")
+        for k in sel.tolist():
+            out[k] = found[int(rows[k])] or ""
     return out
 
 
