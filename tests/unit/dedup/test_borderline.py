@@ -1,0 +1,42 @@
+"""`verify: borderline`: which pairs are re-checked, and the exact Jaccard of texts read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, shingle_sets
+from pipeline.dedup.near import TextSets, borderline
+
+PARAMS = MinHashParams(num_perm=128, seed=1, ngram=5, char_ngrams=False, short_docs="whole")
+
+
+def test_pairs_within_three_standard_errors_of_the_threshold_are_borderline():
+    # at 0.6 over 128 positions one standard error is 0.043: 3 of them reach 0.47..0.73
+    sim = np.array([0.60, 0.70, 0.50, 0.75, 0.45, 0.62])
+    pos = np.full(len(sim), 128)
+    assert borderline(sim, pos, 0.6, 128, 3.0).tolist() == [True, True, True, False, False, True]
+    # an estimate over fewer content positions is noisier: its band is wider (0.75 at 40 positions)
+    assert borderline(np.array([0.75]), np.array([40]), 0.6, 128, 3.0).tolist() == [True]
+    # below MIN_CONTENT_POSITIONS the decision uses every position, so the band is the narrow one
+    assert borderline(np.array([0.75]), np.array([8]), 0.6, 128, 3.0).tolist() == [False]
+
+
+def test_text_sets_give_the_exact_jaccard_and_read_each_text_once():
+    words = [f"w{k}" for k in range(40)]
+    texts = {(0, 0): " ".join(words), (0, 3): " ".join(words[:30] + ["x"] * 10), (1, 2): " ".join(reversed(words))}
+    reads: list[tuple[int, int]] = []
+
+    def read(units: np.ndarray, rows: np.ndarray) -> list[str]:
+        reads.extend(zip(units.tolist(), rows.tolist()))
+        return [texts[(u, r)] for u, r in zip(units.tolist(), rows.tolist())]
+
+    units, rows = np.array([0, 0, 1]), np.array([0, 3, 2])
+    sets = TextSets(read, units, rows, PARAMS)
+    got = sets.jaccard(np.array([0, 0]), np.array([1, 2]))
+    flat, offs = shingle_sets(normalize_for_shingles(pa.array([texts[(0, 0)], texts[(0, 3)], texts[(1, 2)]])), PARAMS)
+    s = [set(flat[offs[k]:offs[k + 1]].tolist()) for k in range(3)]
+    assert got.tolist() == [len(s[0] & s[1]) / len(s[0] | s[1]), len(s[0] & s[2]) / len(s[0] | s[2])]
+    assert 0.5 < got[0] < 0.7 and got[1] == 0.0
+    sets.jaccard(np.array([1]), np.array([2]))  # all three are known now: nothing is read again
+    assert sorted(reads) == [(0, 0), (0, 3), (1, 2)] and len(sets) == 3
