@@ -39,8 +39,8 @@ from pipeline.dedup.lsh import (
     pair_similarity,
 )
 from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
-from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
-                                    signatures)
+from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, permutations,
+                                    shingle_sets, signatures)
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
@@ -190,43 +190,51 @@ class SignatureStore:
 
 
 class TextSets:
-    """Exact shingle sets of this run's records whose pair is borderline (`verify: borderline`),
-    made from their texts read back on demand and kept for later comparisons of the same records.
+    """Exact content shingle sets of this run's records whose pair is borderline (`verify:
+    borderline`): made from their texts read back on demand, without the shingles the boilerplate
+    sketch flags (`CommonValues.common_shingles`), and kept for later comparisons of the same records.
 
     `read_texts(units, rows)` returns the texts of those records (as pass 1 signed them), in order.
     """
 
     def __init__(self, read_texts: Callable[[np.ndarray, np.ndarray], list[str]], units: np.ndarray,
-                 rows: np.ndarray, params: MinHashParams) -> None:
-        self.read_texts, self.units, self.rows, self.params = read_texts, units, rows, params
+                 rows: np.ndarray, params: MinHashParams, sketch: CommonValues | None) -> None:
+        self.read_texts, self.units, self.rows, self.params, self.sketch = read_texts, units, rows, params, sketch
+        self._perm = permutations(params.num_perm, params.seed)
         self._sets: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._sets)
 
-    def jaccard(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Exact shingle Jaccard of the doc pairs (left[k], right[k])."""
+    def _load(self, docs: np.ndarray) -> None:
+        texts = self.read_texts(self.units[docs], self.rows[docs])
+        flat, offs = shingle_sets(normalize_for_shingles(pa.array(texts, pa.large_string())), self.params)
+        keep = ~self.sketch.common_shingles(flat, *self._perm) if self.sketch is not None else np.ones(len(flat), bool)
+        for k, d in enumerate(docs.tolist()):
+            seg = slice(offs[k], offs[k + 1])
+            self._sets[d] = flat[seg][keep[seg]]
+
+    def jaccard(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(exact content Jaccard, size of the union of the two content sets) of the doc pairs
+        (left[k], right[k])."""
         docs = np.unique(np.concatenate([left, right]))
         missing = np.array([d for d in docs.tolist() if d not in self._sets], dtype=np.int64)
         if missing.size:
-            texts = self.read_texts(self.units[missing], self.rows[missing])
-            flat, offs = shingle_sets(normalize_for_shingles(pa.array(texts, pa.large_string())), self.params)
-            for k, d in enumerate(missing.tolist()):
-                self._sets[d] = flat[offs[k]:offs[k + 1]]
+            self._load(missing)
         parts = [self._sets[d] for d in docs.tolist()]
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
-        return pair_jaccard(np.concatenate(parts) if parts else np.zeros(0, np.uint64), offsets,
-                            np.searchsorted(docs, left), np.searchsorted(docs, right))
+        sizes = np.array([len(p) for p in parts], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        li, ri = np.searchsorted(docs, left), np.searchsorted(docs, right)
+        j = pair_jaccard(np.concatenate(parts) if parts else np.zeros(0, np.uint64), offsets, li, ri)
+        # |A u B| = (|A| + |B|) / (1 + J)
+        union = np.rint((sizes[li] + sizes[ri]) / (1.0 + j)).astype(np.int64)
+        return j, union
 
 
 def borderline(sim: np.ndarray, positions: np.ndarray, threshold: float, num_perm: int, sigmas: float) -> np.ndarray:
     """Pairs whose signature similarity lies within `sigmas` standard errors of the threshold: the
     estimate's error at the threshold is sqrt(t (1 - t) / k) over the k positions it used (the
-    content positions, or every position when fewer than MIN_CONTENT_POSITIONS are content).
-
-    `resolve_near` re-checks only those of them with no boilerplate position: the exact sets hold
-    the boilerplate shingles too, and a copy with an added header is far below the threshold on them
-    (measured: re-checking those as well cost 0.010 of removal recall at 100k, bench/README.md)."""
+    content positions, or every position when fewer than MIN_CONTENT_POSITIONS are content)."""
     k = np.where(positions >= MIN_CONTENT_POSITIONS, positions, num_perm).astype(np.float64)
     return np.abs(sim - threshold) <= sigmas * np.sqrt(threshold * (1.0 - threshold) / np.maximum(k, 1.0))
 
@@ -377,7 +385,10 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
             else np.empty((0, cfg.num_perm), np.uint32))
     store.close()  # the gathered rows are all the rest needs: unmap the files
     common = cv.common(sigs) if cv is not None else None
-    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None  # let go of the sketch (up to 256 MiB)
+    # `verify: borderline` keeps the sketch to find the boilerplate shingles of the texts it reads
+    # back; else let go of it (up to 256 MiB)
+    sketch = cv if cfg.verify == "borderline" else None
+    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
@@ -387,7 +398,7 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         set_pos = np.full(n, -1, dtype=np.int64)  # doc -> its set in (flat, set_offs)
         set_pos[own_involved] = np.arange(own_involved.size)
 
-    text_sets = (TextSets(read_texts, units_arr, docs["row"].to_numpy(), params(cfg))
+    text_sets = (TextSets(read_texts, units_arr, docs["row"].to_numpy(), params(cfg), sketch)
                  if cfg.verify == "borderline" else None)
     rechecked = [0, 0]  # comparisons re-checked on exact sets, of which the exact value crossed the threshold
 
@@ -396,19 +407,24 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         est, content, positions = pair_similarity(sigs, common, pos[left], pos[right])
         sim = decision_similarity(est, content, positions)
         check = ~is_ext[left] & ~is_ext[right]  # the index keeps no texts or sets: its pairs stay on signatures
-        if text_sets is not None:  # only pairs without boilerplate positions: see `borderline`
-            check &= (positions == cfg.num_perm) & borderline(sim, positions, cfg.threshold, cfg.num_perm,
-                                                              cfg.borderline_sigmas)
-        if exact or text_sets is not None:  # the exact shingle Jaccard, never above the content estimate
-            j = (pair_jaccard(flat, set_offs, set_pos[left[check]], set_pos[right[check]]) if exact
-                 else text_sets.jaccard(left[check], right[check]))
-            before = sim[check] >= cfg.threshold
+        if text_sets is not None:
+            check &= borderline(sim, positions, cfg.threshold, cfg.num_perm, cfg.borderline_sigmas)
+            idx = np.flatnonzero(check)
+            j, union = text_sets.jaccard(left[idx], right[idx])
+            # the exact content Jaccard decides, unless the content is too small to judge (then the estimate)
+            ok = union >= MIN_CONTENT_POSITIONS
+            idx, j = idx[ok], j[ok]
+            before = sim[idx] >= cfg.threshold
+            sim = sim.copy()
+            sim[idx] = j
+            rechecked[0] += int(idx.size)
+            rechecked[1] += int(np.sum(before != (j >= cfg.threshold)))
+        elif exact:  # the exact shingle Jaccard, never above the content estimate
+            j = pair_jaccard(flat, set_offs, set_pos[left[check]], set_pos[right[check]])
             est, sim = est.copy(), sim.copy()
             est[check] = j
             # no boilerplate position: the exact Jaccard; else never above the content estimate
             sim[check] = np.where(positions[check] == cfg.num_perm, j, np.minimum(j, content[check]))
-            rechecked[0] += int(check.sum())
-            rechecked[1] += int(np.sum(before != (sim[check] >= cfg.threshold)))
         return sim, est, content, positions
 
     m = len(pairs)
@@ -485,6 +501,8 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
 
     with_boilerplate = int(common.any(axis=1).sum()) if common is not None else 0
     del sigs, common  # the clusters are made: let go of the signatures (512 bytes a record in a pair)
+    texts_read = len(text_sets) if text_sets is not None else 0
+    text_sets = sketch = None  # and of the texts' sets and the sketch
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
     rows = docs["row"].to_numpy()
@@ -532,8 +550,8 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         "pairs_vetoed_by_content": vetoed,
         "cluster_sizes": log2_histogram(sizes),
     })
-    if text_sets is not None:
+    if cfg.verify == "borderline":
         stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": rechecked[0],
-                               "comparisons_flipped": rechecked[1], "texts_read": len(text_sets)}
+                               "comparisons_flipped": rechecked[1], "texts_read": texts_read}
     stats["short_pass"]["dropped"] = through_short
     return result, stats

@@ -32,11 +32,36 @@ def test_text_sets_give_the_exact_jaccard_and_read_each_text_once():
         return [texts[(u, r)] for u, r in zip(units.tolist(), rows.tolist())]
 
     units, rows = np.array([0, 0, 1]), np.array([0, 3, 2])
-    sets = TextSets(read, units, rows, PARAMS)
-    got = sets.jaccard(np.array([0, 0]), np.array([1, 2]))
+    sets = TextSets(read, units, rows, PARAMS, None)
+    got, union = sets.jaccard(np.array([0, 0]), np.array([1, 2]))
     flat, offs = shingle_sets(normalize_for_shingles(pa.array([texts[(0, 0)], texts[(0, 3)], texts[(1, 2)]])), PARAMS)
     s = [set(flat[offs[k]:offs[k + 1]].tolist()) for k in range(3)]
     assert got.tolist() == [len(s[0] & s[1]) / len(s[0] | s[1]), len(s[0] & s[2]) / len(s[0] | s[2])]
     assert 0.5 < got[0] < 0.7 and got[1] == 0.0
+    assert union.tolist() == [len(s[0] | s[1]), len(s[0] | s[2])]
     sets.jaccard(np.array([1]), np.array([2]))  # all three are known now: nothing is read again
     assert sorted(reads) == [(0, 0), (0, 3), (1, 2)] and len(sets) == 3
+
+
+def test_the_sketch_finds_nearly_every_shingle_of_a_template_and_no_content_shingle():
+    import random
+
+    from pipeline.dedup.lsh import CommonValues
+    from pipeline.dedup.minhash import permutations, signatures
+
+    rng = random.Random(3)
+    header = " ".join(f"h{k}" for k in range(30))
+    docs = [header + " " + " ".join(f"w{rng.randrange(10**9)}" for _ in range(100)) for _ in range(200)]
+    norm = normalize_for_shingles(pa.array(docs))
+    sig, _ = signatures(norm, PARAMS)
+    sketch = CommonValues(len(docs), 128, 20)
+    sketch.add(sig, np.arange(len(docs)))
+    flat, offs = shingle_sets(norm.slice(0, 1), PARAMS)
+    flags = sketch.common_shingles(flat, *permutations(128, 1))
+    head, _ = shingle_sets(normalize_for_shingles(pa.array([header])), PARAMS)
+    in_header = np.isin(flat, head)
+    assert in_header.sum() == 26                          # the header's own 5-grams
+    # a template's shingles are found once it heads the signatures of `min_docs` records at some
+    # position (here in about 40 of the 200 at each)
+    assert flags[in_header].mean() >= 0.9
+    assert flags[~in_header].sum() == 0                   # the content's are not
