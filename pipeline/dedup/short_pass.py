@@ -7,9 +7,10 @@ For records of at most `short_pass_max_words` normalised words (an option, off b
 by character 5-grams:
 
 1. boilerplate is removed first, on words: a word 5-gram (for a text of fewer than 5 words, the
-   whole text) found in at least `min_docs` of the short records (exact copies included, the same
-   floor as the signature rule in `lsh.CommonValues`) marks its words as boilerplate; what is left
-   is the record's content text;
+   whole text), or a text's first or last 3 or 4 words (a short header or footer), found in at
+   least `min_docs` of the short records (exact copies included, the same floor as the signature
+   rule in `lsh.CommonValues`) marks its words as boilerplate; what is left is the record's content
+   text;
 2. content texts with at least MIN_SHINGLES distinct character 5-grams are MinHashed and banded
    (candidates only);
 3. every candidate pair is verified on the EXACT Jaccard of the two content 5-gram sets; a pair at
@@ -40,6 +41,10 @@ from pipeline.dedup.minhash import MinHashParams, intersection_sorted, pair_jacc
 
 SHORT_FILE_SUFFIX = ".short.parquet"
 WORD_NGRAM = 5
+# A header or footer template shorter than WORD_NGRAM words is never a word 5-gram of its own: the
+# first and the last k words of a text, for k in this range, are counted too (a 4-word header,
+# "this article was written", made tiny pages under it look alike; bench/README.md, issue #16).
+EDGE_WORDS = (3, 4)
 CHAR_NGRAM = 5
 # Content character 5-grams a record needs to be paired at all (about 5 words): below it, two
 # different texts that share a title pattern look alike (measured on the tuning seed, bench/README.md).
@@ -98,8 +103,15 @@ def _word_starts(data, start, end, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _edge_salt(k, suffix):
+    """Sets a text's first (or last) k words apart from its n-grams and from the other edge."""
+    return np.uint64(0x9E3779B97F4A7C15) * np.uint64(2 * k + suffix + 1)
+
+
+@numba.njit(cache=True, nogil=True)
 def _grams(data, offsets, ngram, out_hash, out_doc):
-    """Every distinct-position word n-gram hash of each text (a text of fewer words: one of the whole)."""
+    """Every distinct-position word n-gram hash of each text (a text of fewer words: one of the
+    whole), then its edges: its first and its last k words for each k of EDGE_WORDS below its length."""
     pos = 0
     starts = np.empty(0, dtype=np.int64)
     for i in range(offsets.shape[0] - 1):
@@ -113,11 +125,19 @@ def _grams(data, offsets, ngram, out_hash, out_doc):
             out_hash[pos] = _fnv64(data, s, e)
             out_doc[pos] = i
             pos += 1
-            continue
-        for u in range(m - ngram + 1):
-            out_hash[pos] = _fnv64(data, starts[u], starts[u + ngram] - 1)
+        else:
+            for u in range(m - ngram + 1):
+                out_hash[pos] = _fnv64(data, starts[u], starts[u + ngram] - 1)
+                out_doc[pos] = i
+                pos += 1
+        for k in range(EDGE_WORDS[0], EDGE_WORDS[1] + 1):
+            if k >= m:
+                break
+            out_hash[pos] = _fnv64(data, s, starts[k] - 1) ^ _edge_salt(k, 0)
+            out_hash[pos + 1] = _fnv64(data, starts[m - k], e) ^ _edge_salt(k, 1)
             out_doc[pos] = i
-            pos += 1
+            out_doc[pos + 1] = i
+            pos += 2
     return pos
 
 
@@ -148,6 +168,14 @@ def _strip(data, offsets, ngram, common, out, out_offsets):
                 if common[g]:
                     cover[u:u + ngram] = True
                 g += 1
+        for k in range(EDGE_WORDS[0], EDGE_WORDS[1] + 1):
+            if k >= m:
+                break
+            if common[g]:
+                cover[:k] = True
+            if common[g + 1]:
+                cover[m - k:m] = True
+            g += 2
         first = True
         for u in range(m):
             if cover[u]:
@@ -182,7 +210,7 @@ def _distinct_per_text(h, d, out):
 
 def _chunk_grams(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The word n-gram hashes of the texts between `offsets` (in `_grams` order) and their text (0-based)."""
-    cap = int(offsets[-1] - offsets[0]) + len(offsets) - 1
+    cap = int(offsets[-1] - offsets[0]) + (len(offsets) - 1) * (1 + 2 * (EDGE_WORDS[1] - EDGE_WORDS[0] + 1))
     h, d = np.empty(cap, np.uint64), np.empty(cap, np.int64)
     m = _grams(data, offsets, WORD_NGRAM, h, d)
     return h[:m].copy(), d[:m].copy()

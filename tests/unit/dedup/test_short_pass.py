@@ -61,13 +61,18 @@ def test_texts_too_short_to_judge_and_ineligible_ones_are_never_paired():
 
 
 def reference_content(texts: list[str], min_docs: int, count_in: list[bool]) -> list[str]:
-    """The definition, in Python: words covered by a word 5-gram (a shorter text: itself) that
-    occurs in at least `min_docs` counted texts (once per text)."""
+    """The definition, in Python: words covered by a word 5-gram (a shorter text: itself), or by a
+    text's first or last 3 or 4 words, that occurs in at least `min_docs` counted texts (once per
+    text)."""
     def grams(t: str) -> list[tuple[int, int, str]]:
         w = t.split(" ") if t else []
-        if len(w) < 5:
-            return [(0, len(w), t)] if w else []
-        return [(u, u + 5, " ".join(w[u:u + 5])) for u in range(len(w) - 4)]
+        if not w:
+            return []
+        out = [(0, len(w), t)] if len(w) < 5 else [(u, u + 5, " ".join(w[u:u + 5])) for u in range(len(w) - 4)]
+        for k in (3, 4):
+            if k < len(w):
+                out += [(0, k, "^" + " ".join(w[:k])), (len(w) - k, len(w), " ".join(w[-k:]) + "$")]
+        return out
     docs: dict[str, int] = {}
     for t, c in zip(texts, count_in):
         for g in {g for _s, _e, g in grams(t)} if c else ():
@@ -140,3 +145,15 @@ def test_texts_that_share_most_characters_but_not_their_words_are_not_paired_whi
     content = norm([a, b, swap])
     pairs, sims, stats = short_pairs(content, 0.6, MIN_SHINGLES)
     assert pairs.tolist() == [[0, 2]] and stats["vetoed_by_words"] >= 1
+
+
+def test_a_header_shorter_than_five_words_is_found_at_the_start_of_many_texts():
+    rng = random.Random(5)
+    texts = [f"this article was written {' '.join(f'w{rng.randrange(10**6)}' for _ in range(rng.randint(1, 12)))}"
+             for _ in range(60)]
+    texts += ["this article was written brac wondrously", "this article was written wondrously"]
+    content = content_texts(pa.array(texts, pa.large_string()), min_docs=20).to_pylist()
+    assert not any(c.startswith("this article") for c in content)      # the 4-word header is boilerplate
+    assert content[-2:] == ["brac wondrously", "wondrously"]             # what is left is the content
+    # a 4-word start that only a few texts share is content
+    assert content_texts(pa.array(texts[:10], pa.large_string()), min_docs=20).to_pylist() == texts[:10]
