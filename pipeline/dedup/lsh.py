@@ -20,8 +20,6 @@ import numba
 import numpy as np
 import polars as pl
 
-from pipeline.dedup.minhash import _fmix32
-
 
 def candidate_probability(threshold: float, bands: int, rows: int) -> float:
     """P(a pair with Jaccard `threshold` shares at least one band)."""
@@ -303,22 +301,6 @@ def _cm_common(sig, table, mask, min_docs, out):
             out[i, p] = min(table[0, a], table[1, b]) >= min_docs
 
 
-@numba.njit(cache=True, nogil=True)
-def _cm_common_shingles(hashes, a, b, table, mask, min_docs, out):
-    """out[k]: some permutation p maps shingle hash `hashes[k]` (64-bit, as `shingle_sets` makes
-    them) to a value the sketch counts at p in `min_docs` or more signatures. The 32-bit value is
-    the one `minhash._signatures` computes: FNV-1a 64 folded to 32 bits, mixed, permuted."""
-    for k in range(hashes.shape[0]):
-        h64 = hashes[k]
-        m = _fmix32((h64 ^ (h64 >> np.uint64(32))) & np.uint64(0xFFFFFFFF))
-        for p in range(a.shape[0]):
-            v = (np.uint64(a[p]) * m + np.uint64(b[p])) & np.uint64(0xFFFFFFFF)
-            h = _mix64(((np.uint64(p) << np.uint64(32)) | v) + np.uint64(0x9E3779B97F4A7C15))
-            if table[0, np.int64(h & mask)] >= min_docs and table[1, np.int64((h >> np.uint64(32)) & mask)] >= min_docs:
-                out[k] = True
-                break
-
-
 class CommonValues:
     """Count-min sketch of (position, value) over signatures: which minima recur in `min_docs` or
     more documents (2 rows of uint16 counters, about n * num_perm / 8 counters each)."""
@@ -333,17 +315,6 @@ class CommonValues:
         """Count the signatures `sig[rows]`."""
         if len(rows):
             _cm_add(sig, np.asarray(rows, np.int64), self.table, self.mask)
-
-    def common_shingles(self, hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Which 64-bit shingle hashes are boilerplate by this sketch: at some position of the
-        permutations (a, b) the shingle's value is a minimum that recurs in `min_docs` or more
-        signatures. A boilerplate shingle is the minimum of its template at a few positions, so
-        nearly every shingle of a template seen often enough is found; the sketch may over-count,
-        never under-count."""
-        out = np.zeros(len(hashes), dtype=np.bool_)
-        if len(hashes):
-            _cm_common_shingles(np.asarray(hashes, np.uint64), a, b, self.table, self.mask, self.min_docs, out)
-        return out
 
     def common(self, sig: np.ndarray) -> np.ndarray:
         """(n, num_perm) bool: the value at that position recurs in at least `min_docs` documents."""

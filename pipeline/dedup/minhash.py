@@ -295,6 +295,36 @@ def signatures(normalised: pa.Array, params: MinHashParams) -> tuple[np.ndarray,
     return sig, counts
 
 
+@numba.njit(cache=True, nogil=True)
+def _mixed(hashes, out):
+    for k in range(hashes.shape[0]):
+        h = hashes[k]
+        out[k] = _fmix32((h ^ (h >> np.uint64(32))) & np.uint64(0xFFFFFFFF))
+
+
+def mixed_hashes(hashes: np.ndarray) -> np.ndarray:
+    """The 32-bit value each 64-bit shingle hash (`shingle_sets`) is permuted from in a signature:
+    FNV-1a 64 folded to 32 bits, then mixed (`_signatures`)."""
+    out = np.empty(len(hashes), dtype=np.uint32)
+    _mixed(np.asarray(hashes, np.uint64), out)
+    return out
+
+
+def unpermuted(sig: np.ndarray, mask: np.ndarray, params: MinHashParams) -> np.ndarray:
+    """The mixed shingle values (`mixed_hashes`) behind the signature minima where `mask` is set,
+    sorted and distinct. Each permutation a*x + b mod 2**32 has an odd `a`, so it is a bijection and
+    a minimum names exactly one mixed shingle value."""
+    a, b = permutations(params.num_perm, params.seed)
+    inv = np.array([pow(int(x), -1, 1 << 32) for x in a], dtype=np.uint64)
+    out = [np.zeros(0, np.uint32)]
+    for s in range(0, len(sig), 100_000):  # a block of rows at a time: the flagged cells can be many
+        rows, cols = np.nonzero(mask[s : s + 100_000])
+        v = sig[s + rows, cols].astype(np.uint64)
+        x = ((v - b[cols].astype(np.uint64)) & np.uint64(0xFFFFFFFF)) * inv[cols] & np.uint64(0xFFFFFFFF)
+        out.append(np.unique(x.astype(np.uint32)))
+    return np.unique(np.concatenate(out))
+
+
 class ShingleSetStore:
     """Shingle-hash sets of this run's records (`verify: exact`), gathered for candidate docs only."""
 

@@ -39,8 +39,8 @@ from pipeline.dedup.lsh import (
     pair_similarity,
 )
 from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
-from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, permutations,
-                                    shingle_sets, signatures)
+from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, mixed_hashes, normalize_for_shingles, pair_jaccard,
+                                    shingle_sets, signatures, unpermuted)
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
@@ -191,16 +191,18 @@ class SignatureStore:
 
 class TextSets:
     """Exact content shingle sets of this run's records whose pair is borderline (`verify:
-    borderline`): made from their texts read back on demand, without the shingles the boilerplate
-    sketch flags (`CommonValues.common_shingles`), and kept for later comparisons of the same records.
+    borderline`): made from their texts read back on demand, without the boilerplate shingles (those
+    behind a boilerplate minimum of the signatures of the records in a pair: a template's shingle is
+    the template's minimum at a few positions, so nearly every shingle of a template is among them),
+    and kept for later comparisons of the same records.
 
     `read_texts(units, rows)` returns the texts of those records (as pass 1 signed them), in order.
     """
 
     def __init__(self, read_texts: Callable[[np.ndarray, np.ndarray], list[str]], units: np.ndarray,
-                 rows: np.ndarray, params: MinHashParams, sketch: CommonValues | None) -> None:
-        self.read_texts, self.units, self.rows, self.params, self.sketch = read_texts, units, rows, params, sketch
-        self._perm = permutations(params.num_perm, params.seed)
+                 rows: np.ndarray, params: MinHashParams, boilerplate: np.ndarray | None) -> None:
+        self.read_texts, self.units, self.rows, self.params = read_texts, units, rows, params
+        self.boilerplate = boilerplate  # sorted mixed shingle values (`minhash.unpermuted`)
         self._sets: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -209,7 +211,11 @@ class TextSets:
     def _load(self, docs: np.ndarray) -> None:
         texts = self.read_texts(self.units[docs], self.rows[docs])
         flat, offs = shingle_sets(normalize_for_shingles(pa.array(texts, pa.large_string())), self.params)
-        keep = ~self.sketch.common_shingles(flat, *self._perm) if self.sketch is not None else np.ones(len(flat), bool)
+        keep = np.ones(len(flat), bool)
+        if self.boilerplate is not None and self.boilerplate.size:
+            mixed = mixed_hashes(flat)
+            at = np.minimum(np.searchsorted(self.boilerplate, mixed), self.boilerplate.size - 1)
+            keep = self.boilerplate[at] != mixed
         for k, d in enumerate(docs.tolist()):
             seg = slice(offs[k], offs[k + 1])
             self._sets[d] = flat[seg][keep[seg]]
@@ -385,10 +391,9 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
             else np.empty((0, cfg.num_perm), np.uint32))
     store.close()  # the gathered rows are all the rest needs: unmap the files
     common = cv.common(sigs) if cv is not None else None
-    # `verify: borderline` keeps the sketch to find the boilerplate shingles of the texts it reads
-    # back; else let go of it (up to 256 MiB)
-    sketch = cv if cfg.verify == "borderline" else None
-    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None
+    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None  # let go of the sketch (up to 256 MiB)
+    # `verify: borderline`: the shingles behind the boilerplate minima, left out of the exact sets
+    boilerplate = unpermuted(sigs, common, params(cfg)) if common is not None and cfg.verify == "borderline" else None
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
@@ -398,7 +403,7 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         set_pos = np.full(n, -1, dtype=np.int64)  # doc -> its set in (flat, set_offs)
         set_pos[own_involved] = np.arange(own_involved.size)
 
-    text_sets = (TextSets(read_texts, units_arr, docs["row"].to_numpy(), params(cfg), sketch)
+    text_sets = (TextSets(read_texts, units_arr, docs["row"].to_numpy(), params(cfg), boilerplate)
                  if cfg.verify == "borderline" else None)
     rechecked = [0, 0]  # comparisons re-checked on exact sets, of which the exact value crossed the threshold
 
@@ -502,7 +507,7 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
     with_boilerplate = int(common.any(axis=1).sum()) if common is not None else 0
     del sigs, common  # the clusters are made: let go of the signatures (512 bytes a record in a pair)
     texts_read = len(text_sets) if text_sets is not None else 0
-    text_sets = sketch = None  # and of the texts' sets and the sketch
+    text_sets = boilerplate = None  # and of the texts' sets
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
     rows = docs["row"].to_numpy()

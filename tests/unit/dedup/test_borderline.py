@@ -43,11 +43,11 @@ def test_text_sets_give_the_exact_jaccard_and_read_each_text_once():
     assert sorted(reads) == [(0, 0), (0, 3), (1, 2)] and len(sets) == 3
 
 
-def test_the_sketch_finds_nearly_every_shingle_of_a_template_and_no_content_shingle():
+def test_the_shingles_behind_boilerplate_minima_are_nearly_every_shingle_of_a_template_and_no_content():
     import random
 
     from pipeline.dedup.lsh import CommonValues
-    from pipeline.dedup.minhash import permutations, signatures
+    from pipeline.dedup.minhash import mixed_hashes, signatures, unpermuted
 
     rng = random.Random(3)
     header = " ".join(f"h{k}" for k in range(30))
@@ -56,12 +56,23 @@ def test_the_sketch_finds_nearly_every_shingle_of_a_template_and_no_content_shin
     sig, _ = signatures(norm, PARAMS)
     sketch = CommonValues(len(docs), 128, 20)
     sketch.add(sig, np.arange(len(docs)))
+    boilerplate = unpermuted(sig, sketch.common(sig), PARAMS)
     flat, offs = shingle_sets(norm.slice(0, 1), PARAMS)
-    flags = sketch.common_shingles(flat, *permutations(128, 1))
+    flags = np.isin(mixed_hashes(flat), boilerplate)
     head, _ = shingle_sets(normalize_for_shingles(pa.array([header])), PARAMS)
     in_header = np.isin(flat, head)
     assert in_header.sum() == 26                          # the header's own 5-grams
-    # a template's shingles are found once it heads the signatures of `min_docs` records at some
-    # position (here in about 40 of the 200 at each)
+    # the template's minimum at a position heads about 40 of the 200 signatures there, over the
+    # floor of 20: each of its shingles is that minimum at a few positions
     assert flags[in_header].mean() >= 0.9
-    assert flags[~in_header].sum() == 0                   # the content's are not
+    assert flags[~in_header].sum() == 0                   # the content's are not found
+
+
+def test_a_minimum_names_the_one_shingle_it_came_from():
+    from pipeline.dedup.minhash import mixed_hashes, signatures, unpermuted
+
+    norm = normalize_for_shingles(pa.array(["one two three four five six seven"]))
+    sig, _ = signatures(norm, PARAMS)
+    flat, _ = shingle_sets(norm, PARAMS)
+    # every minimum comes from one of the text's three 5-grams, and together they name all three
+    assert set(unpermuted(sig, np.ones_like(sig, bool), PARAMS).tolist()) == set(mixed_hashes(flat).tolist())
