@@ -1047,7 +1047,7 @@ def main() -> int:
     ap.add_argument("--ours-thresholds", default="0.7,0.75,0.8,0.9")
     ap.add_argument("--ours-prefer", default="longest", choices=["longest", "central"],
                     help="our near-dup survivor rule (dedup.survivor.near_prefer)")
-    ap.add_argument("--ours-verify", default="signature", choices=["signature", "exact"],
+    ap.add_argument("--ours-verify", default="borderline", choices=["signature", "borderline", "exact"],
                     help="our verification (dedup.near.verify)")
     ap.add_argument("--ours-second-hop", type=float, default=None,
                     help="our dedup.near.second_hop (one indirect anti-chaining step at this bar; default off)")
