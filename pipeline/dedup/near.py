@@ -209,8 +209,14 @@ class TextSets:
         return len(self._sets)
 
     def _load(self, docs: np.ndarray) -> None:
+        units = self.units[docs]
+        for u in np.unique(units):  # a unit's texts at a time: only their sets are kept
+            self._load_unit(docs[units == u])
+
+    def _load_unit(self, docs: np.ndarray) -> None:
         texts = self.read_texts(self.units[docs], self.rows[docs])
         flat, offs = shingle_sets(normalize_for_shingles(pa.array(texts, pa.large_string())), self.params)
+        del texts
         keep = np.ones(len(flat), bool)
         if self.boilerplate is not None and self.boilerplate.size:
             mixed = mixed_hashes(flat)
