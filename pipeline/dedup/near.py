@@ -38,9 +38,10 @@ from pipeline.dedup.lsh import (
     neighbour_lists,
     pair_similarity,
 )
+from pipeline.dedup.borderline import TextSets
 from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
-from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, mixed_hashes, normalize_for_shingles, pair_jaccard,
-                                    shingle_sets, signatures, unpermuted)
+from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
+                                    signatures, unpermuted)
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
@@ -187,68 +188,6 @@ class SignatureStore:
             block = np.fromfile(path, dtype=np.uint32).reshape(-1, self.num_perm)
             out[sel] = block[idx[sel]]
         return out
-
-
-class TextSets:
-    """Exact content shingle sets of this run's records whose pair is borderline (`verify:
-    borderline`): made from their texts read back on demand, without the boilerplate shingles (those
-    behind a boilerplate minimum of the signatures of the records in a pair: a template's shingle is
-    the template's minimum at a few positions, so nearly every shingle of a template is among them),
-    and kept for later comparisons of the same records.
-
-    `read_texts(units, rows)` returns the texts of those records (as pass 1 signed them), in order.
-    """
-
-    def __init__(self, read_texts: Callable[[np.ndarray, np.ndarray], list[str]], units: np.ndarray,
-                 rows: np.ndarray, params: MinHashParams, boilerplate: np.ndarray | None) -> None:
-        self.read_texts, self.units, self.rows, self.params = read_texts, units, rows, params
-        self.boilerplate = boilerplate  # sorted mixed shingle values (`minhash.unpermuted`)
-        self._sets: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self._sets)
-
-    def _load(self, docs: np.ndarray) -> None:
-        units = self.units[docs]
-        for u in np.unique(units):  # a unit's texts at a time: only their sets are kept
-            self._load_unit(docs[units == u])
-
-    def _load_unit(self, docs: np.ndarray) -> None:
-        texts = self.read_texts(self.units[docs], self.rows[docs])
-        flat, offs = shingle_sets(normalize_for_shingles(pa.array(texts, pa.large_string())), self.params)
-        del texts
-        keep = np.ones(len(flat), bool)
-        if self.boilerplate is not None and self.boilerplate.size:
-            mixed = mixed_hashes(flat)
-            at = np.minimum(np.searchsorted(self.boilerplate, mixed), self.boilerplate.size - 1)
-            keep = self.boilerplate[at] != mixed
-        for k, d in enumerate(docs.tolist()):
-            seg = slice(offs[k], offs[k + 1])
-            self._sets[d] = flat[seg][keep[seg]]
-
-    def jaccard(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(exact content Jaccard, size of the union of the two content sets) of the doc pairs
-        (left[k], right[k])."""
-        docs = np.unique(np.concatenate([left, right]))
-        missing = np.array([d for d in docs.tolist() if d not in self._sets], dtype=np.int64)
-        if missing.size:
-            self._load(missing)
-        parts = [self._sets[d] for d in docs.tolist()]
-        sizes = np.array([len(p) for p in parts], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        li, ri = np.searchsorted(docs, left), np.searchsorted(docs, right)
-        j = pair_jaccard(np.concatenate(parts) if parts else np.zeros(0, np.uint64), offsets, li, ri)
-        # |A u B| = (|A| + |B|) / (1 + J)
-        union = np.rint((sizes[li] + sizes[ri]) / (1.0 + j)).astype(np.int64)
-        return j, union
-
-
-def borderline(sim: np.ndarray, positions: np.ndarray, threshold: float, num_perm: int, sigmas: float) -> np.ndarray:
-    """Pairs whose signature similarity lies within `sigmas` standard errors of the threshold: the
-    estimate's error at the threshold is sqrt(t (1 - t) / k) over the k positions it used (the
-    content positions, or every position when fewer than MIN_CONTENT_POSITIONS are content)."""
-    k = np.where(positions >= MIN_CONTENT_POSITIONS, positions, num_perm).astype(np.float64)
-    return np.abs(sim - threshold) <= sigmas * np.sqrt(threshold * (1.0 - threshold) / np.maximum(k, 1.0))
 
 
 def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
@@ -411,7 +350,6 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
 
     text_sets = (TextSets(read_texts, units_arr, docs["row"].to_numpy(), params(cfg), boilerplate)
                  if cfg.verify == "borderline" else None)
-    rechecked = [0, 0]  # comparisons re-checked on exact sets, of which the exact value crossed the threshold
 
     def similarity_parts(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(decision similarity, estimated Jaccard, content Jaccard, content positions) of doc pairs."""
@@ -419,17 +357,7 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         sim = decision_similarity(est, content, positions)
         check = ~is_ext[left] & ~is_ext[right]  # the index keeps no texts or sets: its pairs stay on signatures
         if text_sets is not None:
-            check &= borderline(sim, positions, cfg.threshold, cfg.num_perm, cfg.borderline_sigmas)
-            idx = np.flatnonzero(check)
-            j, union = text_sets.jaccard(left[idx], right[idx])
-            # the exact content Jaccard decides, unless the content is too small to judge (then the estimate)
-            ok = union >= MIN_CONTENT_POSITIONS
-            idx, j = idx[ok], j[ok]
-            before = sim[idx] >= cfg.threshold
-            sim = sim.copy()
-            sim[idx] = j
-            rechecked[0] += int(idx.size)
-            rechecked[1] += int(np.sum(before != (j >= cfg.threshold)))
+            sim = text_sets.recheck(sim, positions, left, right, check, cfg)
         elif exact:  # the exact shingle Jaccard, never above the content estimate
             j = pair_jaccard(flat, set_offs, set_pos[left[check]], set_pos[right[check]])
             est, sim = est.copy(), sim.copy()
@@ -512,7 +440,7 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
 
     with_boilerplate = int(common.any(axis=1).sum()) if common is not None else 0
     del sigs, common  # the clusters are made: let go of the signatures (512 bytes a record in a pair)
-    texts_read = len(text_sets) if text_sets is not None else 0
+    borderline_stats = text_sets.stats(cfg.borderline_sigmas) if text_sets is not None else None
     text_sets = boilerplate = None  # and of the texts' sets
     rid = docs["record_id"].to_list()
     units = docs["unit"].to_numpy()
@@ -562,7 +490,6 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         "cluster_sizes": log2_histogram(sizes),
     })
     if cfg.verify == "borderline":
-        stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": rechecked[0],
-                               "comparisons_flipped": rechecked[1], "texts_read": texts_read}
+        stats["borderline"] = borderline_stats
     stats["short_pass"]["dropped"] = through_short
     return result, stats

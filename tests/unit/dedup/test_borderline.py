@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.minhash import MinHashParams, normalize_for_shingles, shingle_sets
-from pipeline.dedup.near import TextSets, borderline
+from pipeline.dedup.borderline import TextSets, borderline
 
 PARAMS = MinHashParams(num_perm=128, seed=1, ngram=5, char_ngrams=False, short_docs="whole")
 
