@@ -36,12 +36,13 @@ class TextSets:
 
     def recheck(self, sim: np.ndarray, positions: np.ndarray, left: np.ndarray, right: np.ndarray, eligible: np.ndarray,
                 cfg) -> np.ndarray:
-        """`sim` with the exact content Jaccard wherever an `eligible` pair is `borderline`, unless its
-        content is too small to judge (fewer than MIN_CONTENT_POSITIONS shingles: the estimate stays).
-        `cfg`: the `dedup.near` section."""
+        """`sim` with the exact content Jaccard wherever an `eligible` pair is `borderline`, unless
+        both texts are all boilerplate (no content shingle: the estimate stays). A small content is
+        still exact: two tiny pages under one template that differ in their one word are not
+        copies, however alike their estimate. `cfg`: the `dedup.near` section."""
         idx = np.flatnonzero(eligible & borderline(sim, positions, cfg.threshold, cfg.num_perm, cfg.borderline_sigmas))
         j, union = self.jaccard(left[idx], right[idx])
-        ok = union >= MIN_CONTENT_POSITIONS
+        ok = union > 0
         idx, j = idx[ok], j[ok]
         self.rechecked += int(idx.size)
         self.flipped += int(np.sum((sim[idx] >= cfg.threshold) != (j >= cfg.threshold)))
