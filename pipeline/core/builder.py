@@ -73,6 +73,12 @@ def build_steps(cfg) -> list[Step]:
     return steps
 
 
+def keeps_processes(steps: list[Step], k: int) -> bool:
+    """Whether the worker processes of step `k` (a GIL-bound stage's) should outlive it: the next
+    step runs the same stage in them (a split record's rounds), so they keep their loaded model."""
+    return k + 1 < len(steps) and steps[k].processes and steps[k + 1].processes and steps[k + 1].stage == steps[k].stage
+
+
 def step_items(work_dir: str, step: Step) -> list[int]:
     """The ids a unit, task, part or shard step runs on (planned when first asked: a per-unit
     stage's tasks once the steps before it are done, the barrier's partitions once pass 1 is done,
