@@ -243,7 +243,7 @@ def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None,
     return out
 
 
-# Every character `str.isspace` (and the `\\s` of `re`) calls white space: none lies above U+3000.
+# Every character `str.isspace` (and the `\s` of `re`) calls white space: none lies above U+3000.
 _SPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
 
 
