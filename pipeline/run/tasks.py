@@ -144,14 +144,15 @@ def plan_tasks(work_dir: str, kind: str) -> list[StageTask]:
             per_unit.append((u.unit_id, df["row"].to_numpy(),
                              df["text_bytes"].fill_null(0).to_numpy().astype(np.int64) + RECORD_OVERHEAD_BYTES))
     total = int(sum(int(c.sum()) for _, _, c in per_unit))
-    target = task_bytes(total, runner_workers(plan.config))
+    workers = runner_workers(plan.config)
+    target = task_bytes(total, workers)
     splits = stage.split_rounds > 0
     tasks: list[StageTask] = []
     for unit_id, rows, cost in per_unit:
         lo = 0
         for h in (np.flatnonzero(cost > target).tolist() if splits else []):
             _whole_tasks(tasks, unit_id, rows[lo:h], cost[lo:h], target)
-            _part_tasks(tasks, unit_id, int(rows[h]), int(cost[h]) - RECORD_OVERHEAD_BYTES, target)
+            _part_tasks(tasks, unit_id, int(rows[h]), int(cost[h]) - RECORD_OVERHEAD_BYTES, target, workers)
             lo = h + 1
         _whole_tasks(tasks, unit_id, rows[lo:], cost[lo:], target)
     records = sum(t.records for t in tasks)
@@ -169,10 +170,13 @@ def _whole_tasks(tasks: list[StageTask], unit_id: int, rows: np.ndarray, cost: n
                                int(cost[a:b + 1].sum()) - (b - a + 1) * RECORD_OVERHEAD_BYTES))
 
 
-def _part_tasks(tasks: list[StageTask], unit_id: int, row: int, text: int, target: int) -> None:
+def _part_tasks(tasks: list[StageTask], unit_id: int, row: int, text: int, target: int, workers: int) -> None:
     """Append the part tasks of the one record in `row`, holding `text` bytes of text: one per
-    `target` bytes (each part's share of the work is cut when it runs, from the record's chunks)."""
+    `target` bytes, rounded up to a multiple of the workers (the parts are equal shares, so a
+    record that is most of the run then keeps every worker busy to its end); each part's share of
+    the work is cut when it runs, from the record's chunks."""
     parts = -(-(text + RECORD_OVERHEAD_BYTES) // target)
+    parts = -(-parts // max(1, workers)) * max(1, workers)
     for p in range(parts):
         share = text * (p + 1) // parts - text * p // parts
         tasks.append(StageTask(len(tasks), unit_id, row, row, int(p == 0), share, p, parts))
