@@ -36,6 +36,10 @@ CHUNK_SPANS_SCHEMA = pa.schema([("text", pa.int64()), ("entity", pa.string()), (
                                 ("end", pa.int64()), ("score", pa.float64())])
 
 
+class PartsError(PipelineError):
+    """A split record's rounds are incomplete or damaged: the run's scratch space, not the record, is at fault."""
+
+
 class RoundReached(BaseException):
     """The program reached the detection call of the round a part runs: it stops there (not an
     error: a BaseException, so the stage's per-record retry does not take it for a failed detection)."""
@@ -63,7 +67,7 @@ class RecordParts:
 
     def __init__(self, directory: Path, parts: list):
         if not parts:
-            raise PipelineError("a split record without part tasks: the task plan is damaged; run again")
+            raise PartsError("a split record without part tasks: the task plan is damaged; run again")
         self.directory = Path(directory)
         self.parts = parts
 
@@ -78,7 +82,7 @@ class RecordParts:
             for t in self.parts:
                 marker = read_done(self.directory / f"{t.name}.round{r}.json")
                 if marker is None:
-                    raise PipelineError(f"{t.name}: round {r} of a split record is not done; run again")
+                    raise PartsError(f"{t.name}: round {r} of a split record is not done; run again")
                 if marker.get("failed"):
                     return marker["failed"]
         return None
@@ -102,11 +106,11 @@ class RecordParts:
         for t in self.parts:
             path = self.path(t, round_)
             if not path.exists():
-                raise PipelineError(f"{t.name}: the spans of round {round_} of a split record are missing; run again")
+                raise PartsError(f"{t.name}: the spans of round {round_} of a split record are missing; run again")
             d = pq.read_table(path).to_pydict()
             for i, e, a, b, s in zip(d["text"], d["entity"], d["start"], d["end"], d["score"]):
                 if i >= n:
-                    raise PipelineError(f"{t.name}: round {round_} holds spans of text {i} of a call over {n} texts; "
+                    raise PartsError(f"{t.name}: round {round_} holds spans of text {i} of a call over {n} texts; "
                                         "run again")
                 out[i].append(Span(e, a, b, s))
         for spans in out:

@@ -33,9 +33,8 @@ import pyarrow.parquet as pq
 
 from pipeline.core.decisions import REJECTED, Category, DecisionKind
 from pipeline.core.stage import BatchContext, Placement, UnitStage, Verdicts, WriteStage
-from pipeline.errors import PipelineError
 from pipeline.pii.engine import PiiEngine, Span
-from pipeline.pii.parts import RecordParts, RoundReached, forget, recall, remember, share
+from pipeline.pii.parts import PartsError, RecordParts, RoundReached, forget, recall, remember, share
 from pipeline.pii.redact import Redactor, hmac_key
 from pipeline.pii.residual import ResidualScan, sample_fraction
 from pipeline.pii.router import PiiRouter, Route
@@ -302,7 +301,7 @@ class PiiStage(UnitStage, WriteStage):
                 return self.router.detect_for_redaction(ts, [routes[i].engine for i in ii], raw)
         try:
             return detect(texts, idx)
-        except PipelineError:
+        except PartsError:
             raise   # the run's own artifacts (a split record's rounds), not the record, are at fault
         except Exception as e:  # noqa: BLE001 - one bad record must not sink the unit; it is rejected with a reason
             log.warning("PII detection failed on a batch (%s); retrying record by record", e.__class__.__name__)
