@@ -4,6 +4,7 @@ every core, and what memory does it take?
 
     .venv/bin/python bench/huge_record.py --mb 30                      # this checkout
     .venv/bin/python bench/huge_record.py --mb 30 --code /tmp/before   # another checkout, same corpus
+    .venv/bin/python bench/huge_record.py --mb 30 --one-task           # this checkout, the record not split
 
 Corpus: one JSON Lines record (`id`, `text`) of about --mb MB of prose built like
 `whole_run.py`'s documents (runs of Gutenberg sentences, 0-3 synthetic PII sentences per
@@ -61,12 +62,18 @@ def make_record(folder: Path, mb: float, seed: int) -> dict:
     return meta
 
 
-def run(corpus: Path, out_dir: Path, config: Path, code: Path) -> dict:
+# `hygiene run` with PII tasks of unbounded size: the record is planned as one task, as before the
+# split existed, with the rest of this checkout's code (the split's own effect, beside --code runs).
+ONE_TASK = ("import sys, pipeline.run.tasks as t; t.TASK_MIN_BYTES = t.TASK_MAX_BYTES = 1 << 40; "
+            "from pipeline.cli import main; sys.exit(main())")
+
+
+def run(corpus: Path, out_dir: Path, config: Path, code: Path, one_task: bool = False) -> dict:
     """One `hygiene run` in a subprocess, its process tree's CPU and resident memory sampled."""
     import psutil
 
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(config), "--input", str(corpus), "--output", str(out_dir),
-           "--no-prefect"]
+    cmd = [sys.executable, *(["-c", ONE_TASK] if one_task else ["-m", "pipeline.cli"]), "run", str(config),
+           "--input", str(corpus), "--output", str(out_dir), "--no-prefect"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(code)}, cwd=code,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -109,6 +116,7 @@ def main() -> None:
     ap.add_argument("--code", default=str(REPO), help="the checkout whose pipeline runs")
     ap.add_argument("--work", default="/tmp/hygiene-hugerecord")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--one-task", action="store_true", help="plan the record as one PII task (no split)")
     args = ap.parse_args()
     config = Path(args.config or Path(args.code) / "configs" / "sample.yaml")
     work = Path(args.work)
@@ -120,7 +128,7 @@ def main() -> None:
 
         shutil.rmtree(out_dir)
     machine = machine_info(("presidio-analyzer", "spacy"))
-    r = run(work / f"corpus-{args.mb}-{args.seed}" / "corpus.jsonl", out_dir, config, Path(args.code))
+    r = run(work / f"corpus-{args.mb}-{args.seed}" / "corpus.jsonl", out_dir, config, Path(args.code), args.one_task)
     print(f"run: wall {r['wall_s']} s, CPU/wall {r['cpu_per_wall']}, peak RSS {r['peak_rss_tree_mib']} MiB (tree), "
           f"{r['peak_rss_process_mib']} MiB (largest process)")
     print(f"PII phases: wall {r['pii_wall_s']} s, CPU {r['pii_cpu_s']} s, CPU/wall {r['pii_cpu_per_wall']}")
@@ -129,7 +137,8 @@ def main() -> None:
               f"  cpu/wall {p.get('cpu_per_wall', '-')}")
     path = results_path("huge-record", args.out)
     path.write_text(json.dumps({"machine": machine, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                                "corpus": meta, "config": str(config), "code": args.code, **r}, indent=2))
+                                "corpus": meta, "config": str(config), "code": args.code, "one_task": args.one_task,
+                                **r}, indent=2))
     print(f"results: {path}")
 
 
