@@ -165,3 +165,20 @@ def test_a_part_whose_detection_fails_leaves_the_record_to_one_task(tmp_path, mo
     monkeypatch.setattr(PiiEngine, "detect_chunks", flaky)
     _, b = _run(tmp_path, "split", sources, {"second_pass": True}, monkeypatch, True)
     assert a == b and len(calls) > 2
+
+
+def test_split_records_routed_by_language_give_what_one_task_gives(tmp_path, monkeypatch):
+    """Routing: a huge French record (the French model), a huge German one (the pattern
+    recognizers only) and a small English one."""
+    from tests.integration.test_pii_language import FRENCH, GERMAN, ROUTED
+
+    def repeat(text, names, n):
+        return " ".join(text.replace("Marie Dubois", names[i % len(names)]).replace("Hans Becker", names[i % len(names)])
+                        for i in range(n))
+
+    rows = [{"id": "fr", "text": repeat(FRENCH, ["Claire Lefèvre", "Paul Martin", "Inès Roux"], 200)},
+            {"id": "de", "text": repeat(GERMAN, ["Jürgen Schulz", "Anna Weber"], 150)},
+            {"id": "en", "text": prose(400, 8)}]
+    m = _same_as_one_task(tmp_path, rows, {**ROUTED, "second_pass": True}, monkeypatch)
+    assert m["pii"]["records_by_coverage"] == {"full": 2, "patterns_only": 1}
+    assert m["pii"]["residual_scan"]["records"] == 3
