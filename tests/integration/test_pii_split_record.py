@@ -9,10 +9,8 @@ import json
 import random
 
 import polars as pl
-import pytest
 
 from pipeline.executor import run_local
-from pipeline.pii.parts import share
 from tests.conftest import build_config
 
 NAMES = ["Ann Lee", "Omar Haddad", "Mei Chen", "John Clark", "Hiro Sato", "Lena Berg", "Raj Patel", "Eva Novak"]
@@ -104,15 +102,6 @@ def _same_as_one_task(tmp_path, rows, pii, monkeypatch, **sections):
     assert phases["pii-round2"]["items"] % 2 == 0            # parts of a record: a multiple of the 2 workers
     assert {p["name"]: p for p in whole["timings"]["phases"]}["pii-join"]["items"] == 0
     return split
-
-
-def test_share_cuts_the_chunks_into_consecutive_runs_of_about_equal_characters():
-    lengths = [100] * 10 + [30]
-    cuts = [share(lengths, p, 4) for p in range(4)]
-    assert cuts[0][0] == 0 and cuts[-1][1] == len(lengths)
-    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))           # consecutive, nothing skipped
-    assert [b - a for a, b in cuts] == [3, 3, 2, 3]
-    assert share([], 0, 3) == (0, 0) and share([5], 2, 3) == (1, 1)   # a part may get no chunk
 
 
 def test_one_huge_record_split_into_parts_gives_what_one_task_gives(tmp_path, monkeypatch):
