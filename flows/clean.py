@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.artifacts import publish_run_artifacts  # noqa: E402
 from pipeline.config import RunConfig, parse_config  # noqa: E402
-from pipeline.core.builder import beside_write, build_steps, run_step, step_items  # noqa: E402
+from pipeline.core.builder import beside_write, build_steps, keeps_processes, run_step, step_items  # noqa: E402
 from pipeline.dedup.state_lock import pause_after_barrier_if_asked, state_lock  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.fileio import output_lock  # noqa: E402
@@ -143,7 +143,8 @@ def clean_flow(config: dict) -> dict:
         progress = Progress()
         sync = DriverSync(cfg, work)
         try:
-            for step in build_steps(cfg):
+            steps = build_steps(cfg)
+            for k, step in enumerate(steps):
                 if step.holds_state:
                     held.enter_context(state_lock(cfg.state))
                 clock = StepClock()
@@ -153,14 +154,17 @@ def clean_flow(config: dict) -> dict:
                 elif step.scope == "global":
                     results = [global_task(work, step.name)]
                 elif step.scope in ("unit", "task", "part"):
+                    from pipeline.run.procpool import shutdown
+
                     try:
                         results = _run_phase(progress, step, work, _stage_workers(work, step, cfg), sync)
                         clock.stop()  # before the worker processes exit: their CPU counts
-                    finally:
+                    except BaseException:
                         if step.processes:
-                            from pipeline.run.procpool import shutdown
-
                             shutdown()
+                        raise
+                    if step.processes and not keeps_processes(steps, k):
+                        shutdown()   # kept for the stage's next step (a split record's rounds)
                 else:
                     sync.send()
                     ledger = ledger_task.submit(sync.task_work)  # beside pass 2, once every decision is final

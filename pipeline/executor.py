@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from typing import Callable
 
 from pipeline.config import RunConfig
-from pipeline.core.builder import beside_write, build_steps, run_step, step_items
+from pipeline.core.builder import beside_write, build_steps, keeps_processes, run_step, step_items
 from pipeline.dedup.state_lock import pause_after_barrier_if_asked, state_lock
 from pipeline.fileio import output_lock
 from pipeline.plan import make_plan, wait_for_digests
@@ -61,8 +61,9 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
     state lock is taken into `held` before the barrier (the caller releases it after finalize).
     Steps run here on `work`; tasks get `sync.task_work` (the URL of a shared scratch space on a
     store, exchanged with `work` around each step, or `work` itself)."""
+    steps = build_steps(cfg)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for step in build_steps(cfg):
+        for k, step in enumerate(steps):
             if step.holds_state:
                 held.enter_context(state_lock(cfg.state))
             clock = StepClock()
@@ -70,7 +71,8 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
             if step.scope in ("global", "background"):
                 results = [run_step(work, step.name)]
             elif step.scope in ("unit", "task", "part"):
-                results = _run_items(pool, work, step, workers, on_unit, clock, progress, sync)
+                results = _run_items(pool, work, step, workers, on_unit, clock, progress, sync,
+                                     keeps_processes(steps, k))
             else:  # shards, with the ledger beside them: it fills a worker that runs out of shards
                 ids = step_items(work, step)
                 sync.send()
@@ -91,7 +93,7 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
 
 
 def _run_items(pool: ThreadPoolExecutor, work: str, step, workers: int, on_unit, clock: StepClock,
-               progress: Progress, sync: DriverSync) -> list[dict]:
+               progress: Progress, sync: DriverSync, keep_processes: bool = False) -> list[dict]:
     procs = 1
     if step.processes:
         from pipeline.run.procpool import pool_workers
@@ -101,6 +103,8 @@ def _run_items(pool: ThreadPoolExecutor, work: str, step, workers: int, on_unit,
     sync.send()
     bar = progress.phase(step.name, len(ids))
     results = []
+    from pipeline.run.procpool import shutdown
+
     try:
         for r in pool.map(lambda i: run_step(sync.task_work, step.name, i, procs), ids):
             results.append(r)
@@ -108,9 +112,10 @@ def _run_items(pool: ThreadPoolExecutor, work: str, step, workers: int, on_unit,
             if on_unit:
                 on_unit(step.name, r)
         clock.stop()  # before the worker processes exit: their CPU counts
-    finally:
+    except BaseException:
         if step.processes:
-            from pipeline.run.procpool import shutdown
-
             shutdown()
+        raise
+    if step.processes and not keep_processes:
+        shutdown()
     return results

@@ -13,7 +13,10 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
                            shard plan; unit by unit (a unit's rows in memory at a time) unless a
                            barrier stage needs the frame of every record (`pipeline.run.barrier`)
     <stage>     per task   each per-unit stage after dedup (e.g. `pii`), on tasks of a few MiB of
-                           kept text (`pipeline.run.tasks`), then
+                           kept text (`pipeline.run.tasks`); a record larger than a task is cut
+                           into part tasks, which run their first round here, then (a stage with
+    <stage>-roundN per task  `split_rounds`) its later rounds, one step each, and
+    <stage>-join per task  the verdict of each split record, from its parts' rounds; then
     <stage>-fold global    its verdicts folded into the decisions, shards planned again
     write       per shard  pass 2 with the write-time stages; beside it, the ledger
 
@@ -51,6 +54,7 @@ class Step:
 def build_steps(cfg) -> list[Step]:
     """The run's steps, in order."""
     from pipeline.run.barrier_parts import part_steps
+    from pipeline.run.tasks import JOIN, ROUND
 
     steps = [Step("read", "unit", "records", retries=True), Step("digests", "background")]
     # The barrier's steps read the corpus index: the state is held from the first of them on.
@@ -59,9 +63,20 @@ def build_steps(cfg) -> list[Step]:
     for spec in stages_at(cfg, Placement.UNIT):
         steps.append(Step(spec.kind, "task", "scanned", stage=spec.kind, processes=spec.cls.needs_processes,
                           retries=True))
+        later = [f"{spec.kind}{ROUND}{r}" for r in range(2, spec.cls.split_rounds + 1)]
+        if spec.cls.split_rounds:
+            later.append(f"{spec.kind}{JOIN}")
+        steps += [Step(name, "task", "scanned", stage=spec.kind, processes=spec.cls.needs_processes, retries=True)
+                  for name in later]
         steps.append(Step(f"{spec.kind}-fold", "global", stage=spec.kind))
     steps.append(Step("write", "shard", "kept", retries=True))
     return steps
+
+
+def keeps_processes(steps: list[Step], k: int) -> bool:
+    """Whether the worker processes of step `k` (a GIL-bound stage's) should outlive it: the next
+    step runs the same stage in them (a split record's rounds), so they keep their loaded model."""
+    return k + 1 < len(steps) and steps[k].processes and steps[k + 1].processes and steps[k + 1].stage == steps[k].stage
 
 
 def step_items(work_dir: str, step: Step) -> list[int]:
@@ -70,13 +85,14 @@ def step_items(work_dir: str, step: Step) -> list[int]:
     the shards once the decisions are final)."""
     from pipeline.plan import RunPlan
     from pipeline.run.barrier_parts import part_count
-    from pipeline.run.tasks import plan_tasks
     from pipeline.run.workdir import shard_ids
 
     if step.scope == "unit":
         return [u.unit_id for u in RunPlan.load(work_dir).units]
     if step.scope == "task":
-        return [t.task_id for t in plan_tasks(work_dir, step.stage)]
+        from pipeline.run.tasks import task_step_ids
+
+        return task_step_ids(work_dir, step.name)
     if step.scope == "part":
         return list(range(part_count(work_dir, step.name)))
     if step.scope == "shard":

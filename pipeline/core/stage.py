@@ -190,10 +190,20 @@ class UnitStage(Stage):
     `task_id`, `unit_id`, `first_row`, `last_row` and `name`), so the work spreads over every
     worker whatever the unit layout. `process` returns verdicts; `begin_task`/`end_task` bracket
     one task (e.g. to write the task's artifacts, named by `task.name`); tasks of one unit may run
-    at the same time in one process, so keep per-task state keyed by `task.task_id`."""
+    at the same time in one process, so keep per-task state keyed by `task.task_id`.
+
+    A stage whose work on one record can be cut into pieces that give the same result (PII
+    detection: the engine's chunks of a long text) sets `split_rounds`: a record with more text
+    than a task is then planned as several part tasks (`task.is_part`, `task.part` of `task.parts`).
+    Each part runs `run_part` once per round (1..split_rounds, one step each, every part of a round
+    after every part of the round before, so a round reads what the rounds before wrote); then the
+    first part runs as an ordinary task (`begin_task`, `process`, `end_task`) and returns the
+    record's verdict from what the rounds wrote, as one task over the whole record would have."""
 
     placements = (Placement.UNIT,)
     batch_rows: ClassVar[int] = 2_000
+    # Rounds of `run_part` a split record goes through (0: the stage never splits a record).
+    split_rounds: ClassVar[int] = 0
 
     def scans(self, source_name: str) -> bool:
         """False when the stage has nothing to look at in this source's records (e.g. images for a
@@ -214,6 +224,11 @@ class UnitStage(Stage):
 
     def abort_task(self, task, work_dir: Path) -> None:
         """Called instead of `end_task` when the task failed: drop its state."""
+
+    def run_part(self, table: pa.Table, ctx: BatchContext, task, round_: int, work_dir: Path) -> dict:
+        """Round `round_` of part task `task` on its record (`table`: that one row): write the
+        part's artifacts of the round (named by `task.name` and the round); return small counters."""
+        raise NotImplementedError
 
 
 @dataclass

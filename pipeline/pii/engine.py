@@ -376,9 +376,25 @@ class PiiEngine:
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         """Spans per text (sorted by start, end, entity), after thresholds and the allow list."""
         with self._lock:
-            return self._detect(texts)
+            out = self._detect(texts)
+        for spans in out:
+            spans.sort(key=lambda s: (s.start, s.end, s.entity))
+        return out
 
-    def _detect(self, texts: Sequence[str]) -> list[list[Span]]:
+    def detect_chunks(self, texts: Sequence[str], first: int, last: int) -> list[list[Span]]:
+        """The spans per text that chunks `first`..`last - 1` of the call own (chunks numbered over
+        the texts in order, as `chunk_lengths` lists them), in the order `detect` finds them,
+        unsorted: concatenated over consecutive chunk ranges and sorted, they are what `detect`
+        returns (one huge record is detected by several tasks: `pipeline.pii.parts`)."""
+        with self._lock:
+            return self._detect(texts, (first, last))
+
+    def chunk_lengths(self, texts: Sequence[str]) -> list[int]:
+        """The length of each chunk `detect` cuts the texts into, in order."""
+        return [min(self.cfg.chunk_chars, len(t) - off) for t in texts
+                for off, _, _ in chunk_bounds(len(t), self.cfg.chunk_chars, self.cfg.chunk_overlap)]
+
+    def _detect(self, texts: Sequence[str], share: tuple[int, int] | None = None) -> list[list[Span]]:
         if self._analyzer is None:
             self._setup()
         self._bound_vocabulary()
@@ -388,8 +404,12 @@ class PiiEngine:
         # call holds (2,000 long records would otherwise keep gigabytes of docs).
         batch: list[tuple[int, str, int, int, int]] = []   # (text index, chunk, offset, own start, own end)
         chars = 0
+        k = -1
         for i, text in enumerate(texts):
             for off, own_s, own_e in chunk_bounds(len(text), self.cfg.chunk_chars, self.cfg.chunk_overlap):
+                k += 1
+                if share is not None and not share[0] <= k < share[1]:
+                    continue
                 chunk = text[off:off + self.cfg.chunk_chars]
                 batch.append((i, chunk, off, own_s, own_e))
                 chars += len(chunk)
@@ -398,8 +418,6 @@ class PiiEngine:
                     batch, chars = [], 0
         if batch:
             self._detect_chunks(batch, out)
-        for spans in out:
-            spans.sort(key=lambda s: (s.start, s.end, s.entity))
         return out
 
     def _detect_chunks(self, chunks: list[tuple[int, str, int, int, int]], out: list[list[Span]]) -> None:
@@ -422,16 +440,19 @@ class PiiEngine:
             self._setup()
             self.reloads += 1
 
-    def detect_for_redaction(self, texts: Sequence[str]) -> list[list[Span]]:
+    def detect_for_redaction(self, texts: Sequence[str], detect: Callable | None = None) -> list[list[Span]]:
         """What the stage redacts: resolved spans, plus those a second look with the found
-        values replaced by tags adds (`second_pass`; see `pipeline.pii.redact.second_pass`)."""
+        values replaced by tags adds (`second_pass`; see `pipeline.pii.redact.second_pass`).
+        `detect` (default: `self.detect`) answers both detection calls: a split record's tasks
+        pass one that reads the calls' spans from the tasks that detected them."""
         from pipeline.pii.redact import resolve, second_pass
 
-        spans = [resolve(s) for s in self.detect(texts)]
+        detect = detect or self.detect
+        spans = [resolve(s) for s in detect(texts)]
         if not self.cfg.second_pass:
             return spans
         w = self.cfg.second_pass_window
-        return second_pass(self.detect, texts, spans, window=(w, w) if w is not None else None,
+        return second_pass(detect, texts, spans, window=(w, w) if w is not None else None,
                            candidate=self._could_be_name if self.cfg.second_pass_names_only else None)
 
     def _could_be_name(self, word: str) -> bool:

@@ -22,10 +22,11 @@ import bisect
 import hashlib
 import hmac
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.pii.config import PiiConfig
@@ -177,10 +178,15 @@ def second_pass(detect: Callable[[list[str]], list[list[Span]]], texts: Sequence
         maps.append(where)
     extra: dict[int, list[Span]] = {}
     for k, found in enumerate(_detect_tagged(detect, tagged, maps, window, candidate)):
+        if not found:
+            continue
         where = maps[k]
+        tag_ends = [w[1] for w in where]
+        value_starts = [w[2] for w in where]
         for s in found:
-            a, b = _to_original(s.start, where, False), _to_original(s.end, where, True)
-            if any(ts <= a and b <= te for _, _, ts, te, _ in where):
+            a, b = _to_original(s.start, where, tag_ends, False), _to_original(s.end, where, tag_ends, True)
+            j = bisect.bisect_right(value_starts, a) - 1   # the last tagged value starting at or before a
+            if j >= 0 and b <= where[j][3]:
                 continue  # only a tag (or part of one) again
             extra.setdefault(k, []).append(Span(s.entity, a, b, s.score))
     out = list(spans)
@@ -206,21 +212,20 @@ def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None,
     around = window[2] if len(window) > 2 else None
     pieces: list[tuple[int, int, int, list[tuple[int, int]]]] = []   # (text, lo, hi, reaches)
     for k, text in enumerate(tagged):
-        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
-        starts = [a for a, _ in words]
-        ends = [b for _, b in words]
+        starts, ends = word_bounds(text)
+        n = len(starts)
         spans = []
         for ts, te, _, _, entity in maps[k]:
             if around is not None and entity not in around:
                 continue
-            a = bisect.bisect_right(ends, ts)            # first word ending after the tag starts
-            b = max(a, bisect.bisect_left(starts, te) - 1)  # last word starting before the tag ends
-            r_lo, r_hi = max(0, a - reach), min(len(words) - 1, b + reach)
-            if candidate is not None and not any(candidate(text[words[w][0]:words[w][1]])
+            a = int(np.searchsorted(ends, ts, "right"))                # first word ending after the tag starts
+            b = max(a, int(np.searchsorted(starts, te, "left")) - 1)   # last word starting before the tag ends
+            r_lo, r_hi = max(0, a - reach), min(n - 1, b + reach)
+            if candidate is not None and not any(candidate(text[starts[w]:ends[w]])
                                                  for w in range(r_lo, r_hi + 1) if not a <= w <= b):
                 continue
-            o_lo, o_hi = max(0, r_lo - margin), min(len(words) - 1, r_hi + margin)
-            spans.append((words[o_lo][0], words[o_hi][1], words[r_lo][0], words[r_hi][1]))
+            o_lo, o_hi = max(0, r_lo - margin), min(n - 1, r_hi + margin)
+            spans.append((int(starts[o_lo]), int(ends[o_hi]), int(starts[r_lo]), int(ends[r_hi])))
         spans.sort()
         for lo, hi, rlo, rhi in spans:
             if pieces and pieces[-1][0] == k and lo <= pieces[-1][2]:
@@ -238,16 +243,25 @@ def _detect_tagged(detect, tagged: list[str], maps: list, window: tuple | None,
     return out
 
 
-_WORD = re.compile(r"\S+")
+# Every character `str.isspace` (and the `\s` of `re`) calls white space: none lies above U+3000.
+_SPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
 
 
-def _to_original(pos: int, where: list[tuple[int, int, int, int, str]], is_end: bool) -> int:
-    """Map an offset in the tagged text back to the original text."""
-    shift = 0
-    for ts, te, os_, oe, _ in where:
-        if pos < ts or (is_end and pos == ts):
-            break
-        if pos < te or (is_end and pos == te):
-            return oe if is_end else os_
-        shift = oe - te
-    return pos + shift
+def word_bounds(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends (exclusive) of the words of a text: the runs of characters other than white
+    space that `re.finditer(r"\\S+")` finds, as two arrays (a huge record has millions of words:
+    arrays take 16 bytes a word, a list of (start, end) tuples about 110)."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    space = np.concatenate(([True], np.isin(codes, _SPACE_CODES), [True]))
+    edges = np.flatnonzero(space[1:] != space[:-1])   # alternately a word's start and its end
+    return edges[0::2], edges[1::2]
+
+
+def _to_original(pos: int, where: list[tuple[int, int, int, int, str]], tag_ends: list[int], is_end: bool) -> int:
+    """Map an offset in the tagged text back to the original text: inside a tag, to its value's
+    start (or end, for an end offset); elsewhere shifted by the tags before it (`where` in text
+    order, `tag_ends` its tags' ends; a binary search, as a huge record holds 10^5 tags)."""
+    k = bisect.bisect_left(tag_ends, pos) if is_end else bisect.bisect_right(tag_ends, pos)
+    if k < len(where) and (where[k][0] < pos if is_end else where[k][0] <= pos):
+        return where[k][3] if is_end else where[k][2]
+    return pos + (where[k - 1][3] - where[k - 1][1] if k else 0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pipeline.lang.detect import UNKNOWN, detect_languages
 from pipeline.pii.config import PATTERNS, PiiConfig
@@ -76,8 +76,10 @@ class PiiRouter:
         """The route of each text, from its language."""
         return [self.route(code, conf) for code, conf in detect_languages(texts)]
 
-    def _grouped(self, method: str, texts: Sequence[str], keys: Sequence[str]) -> list[list[Span]]:
-        """Each engine's texts in one call (their order kept), the results put back in place."""
+    def _grouped(self, method: str, texts: Sequence[str], keys: Sequence[str],
+                 detect: Callable | None = None) -> list[list[Span]]:
+        """Each engine's texts in one call (their order kept), the results put back in place;
+        `detect` answers the detection calls instead of the engine's own (`PiiEngine.detect_for_redaction`)."""
         if len(texts) != len(keys):
             raise ValueError(f"{len(texts)} texts but {len(keys)} engine keys")
         groups: dict[str, list[int]] = {}
@@ -86,17 +88,25 @@ class PiiRouter:
         out: list[list[Span]] = [[] for _ in texts]
         for key in sorted(groups):   # a stable engine order: loads and calls do not depend on the batch
             idx = groups[key]
-            for i, spans in zip(idx, getattr(self.engine(key), method)([texts[i] for i in idx])):
+            part = [texts[i] for i in idx]
+            if detect is None:
+                found = getattr(self.engine(key), method)(part)
+            elif method == "detect":
+                found = detect(part)
+            else:
+                found = self.engine(key).detect_for_redaction(part, detect)
+            for i, spans in zip(idx, found):
                 out[i] = spans
         return out
 
-    def detect(self, texts: Sequence[str], keys: Sequence[str]) -> list[list[Span]]:
+    def detect(self, texts: Sequence[str], keys: Sequence[str], detect: Callable | None = None) -> list[list[Span]]:
         """`PiiEngine.detect` of each text by the engine its key names."""
-        return self._grouped("detect", texts, keys)
+        return self._grouped("detect", texts, keys, detect)
 
-    def detect_for_redaction(self, texts: Sequence[str], keys: Sequence[str]) -> list[list[Span]]:
+    def detect_for_redaction(self, texts: Sequence[str], keys: Sequence[str],
+                             detect: Callable | None = None) -> list[list[Span]]:
         """`PiiEngine.detect_for_redaction` of each text by the engine its key names."""
-        return self._grouped("detect_for_redaction", texts, keys)
+        return self._grouped("detect_for_redaction", texts, keys, detect)
 
     def describe(self) -> dict:
         """The routing for the manifest: the default engine in full; each other language's model

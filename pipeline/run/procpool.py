@@ -3,12 +3,12 @@ spaCy's NER), whatever runs the steps.
 
 With a thread-based runner, each unit's work is sent to a shared pool of worker processes
 (spawned, so no lock held by a thread is inherited), each of which sets the stage up once.
-Runners that already use processes (Dask) call `unit_stage` directly.
+Runners that already use processes (Dask) call `run_task` directly.
 
 Usage::
 
     workers = pool_workers(work_dir, "pii", 2)
-    result = unit_stage_isolated(work_dir, "pii", task_id, workers)
+    result = unit_stage_isolated(work_dir, "pii", task_id, workers)   # or a later round: "pii-round2"
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 
 from pipeline.run.tasks import planned, plan_tasks
-from pipeline.run.unit_stages import unit_stage
+from pipeline.run.unit_stages import run_task
 
 # Below this much kept text, starting worker processes (each loads spaCy and Presidio: seconds)
 # costs more than it saves; the work then runs in the calling process, which keeps its stage.
@@ -46,11 +46,12 @@ def pool_workers(work_dir: str, kind: str, workers: int) -> int:
     return workers if planned(work_dir, kind)["text_bytes"] >= POOL_MIN_BYTES else 1
 
 
-def unit_stage_isolated(work_dir: str, kind: str, task_id: int, workers: int) -> dict:
-    """Run `unit_stage` on one task in the shared worker pool (in this process when `workers` is 1)."""
+def unit_stage_isolated(work_dir: str, step: str, task_id: int, workers: int) -> dict:
+    """Run the task step `step` (a per-unit stage's kind, or one of its later rounds) on one task in
+    the shared worker pool (in this process when `workers` is 1)."""
     if workers <= 1:
-        return unit_stage(work_dir, kind, task_id)
-    return _pool(workers).submit(unit_stage, work_dir, kind, task_id).result()
+        return run_task(work_dir, step, task_id)
+    return _pool(workers).submit(run_task, work_dir, step, task_id).result()
 
 
 def shutdown() -> None:

@@ -7,6 +7,11 @@ kept records are cut, in row order, into tasks of a few MiB, and every worker ge
 whatever the inputs' sizes and unit layout. A task never spans two units (a unit is read once per
 task from its spill or its input, and a stage's artifacts stay per unit and row range).
 
+A record with more text than a task (one huge document) is not left to one worker: when the
+stage can split a record (`UnitStage.split_rounds`), it becomes several *part* tasks of that one
+record (as many as its text holds tasks' worth), each of which detects its share of the record
+in rounds, and the first part decides the record once every round is done (`pipeline.run.unit_stages`).
+
 The cut depends only on the kept records and the worker count, and every record is decided on
 its own, so the stage's verdicts do not depend on it.
 
@@ -40,11 +45,18 @@ TASKS_PER_WORKER = 8
 # A record's cost beyond its text (empty or image records are not free).
 RECORD_OVERHEAD_BYTES = 64
 TASK_MAX_RECORDS = 50_000
+# The names of a splitting stage's later steps: `pii-round2`, `pii-round3`, `pii-join`.
+ROUND = "-round"
+JOIN = "-join"
 
 
 @dataclass(frozen=True)
 class StageTask:
-    """One task of a per-unit stage: the kept records of unit `unit_id` in rows `first_row`..`last_row`."""
+    """One task of a per-unit stage: the kept records of unit `unit_id` in rows `first_row`..`last_row`,
+    or (`parts` > 1) part `part` of the one record in row `first_row` == `last_row`.
+
+    The first part (`part` 0) holds the record's verdict and artifacts, like a task of whole
+    records; it counts the record (`records` 1, the other parts 0)."""
 
     task_id: int
     unit_id: int
@@ -52,21 +64,32 @@ class StageTask:
     last_row: int
     records: int
     text_bytes: int
+    part: int = 0
+    parts: int = 1
 
     @property
     def name(self) -> str:
         """The task's name in artifact file names: `t00003`."""
         return f"t{self.task_id:05d}"
 
+    @property
+    def is_part(self) -> bool:
+        """True for a part of a split record."""
+        return self.parts > 1
+
     @classmethod
     def from_dict(cls, d: dict) -> "StageTask":
         """Inverse of `to_dict`."""
-        return cls(d["task"], d["unit"], d["first_row"], d["last_row"], d["records"], d["text_bytes"])
+        return cls(d["task"], d["unit"], d["first_row"], d["last_row"], d["records"], d["text_bytes"],
+                   d.get("part", 0), d.get("parts", 1))
 
     def to_dict(self) -> dict:
         """JSON-ready."""
-        return {"task": self.task_id, "unit": self.unit_id, "first_row": self.first_row, "last_row": self.last_row,
-                "records": self.records, "text_bytes": self.text_bytes}
+        d = {"task": self.task_id, "unit": self.unit_id, "first_row": self.first_row, "last_row": self.last_row,
+             "records": self.records, "text_bytes": self.text_bytes}
+        if self.is_part:
+            d.update(part=self.part, parts=self.parts)
+        return d
 
 
 def runner_workers(cfg) -> int:
@@ -121,18 +144,69 @@ def plan_tasks(work_dir: str, kind: str) -> list[StageTask]:
             per_unit.append((u.unit_id, df["row"].to_numpy(),
                              df["text_bytes"].fill_null(0).to_numpy().astype(np.int64) + RECORD_OVERHEAD_BYTES))
     total = int(sum(int(c.sum()) for _, _, c in per_unit))
-    target = task_bytes(total, runner_workers(plan.config))
+    workers = runner_workers(plan.config)
+    target = task_bytes(total, workers)
+    splits = stage.split_rounds > 0
     tasks: list[StageTask] = []
     for unit_id, rows, cost in per_unit:
-        for a, b in cut_rows(rows, cost, target):
-            tasks.append(StageTask(len(tasks), unit_id, int(rows[a]), int(rows[b]), b - a + 1,
-                                   int(cost[a:b + 1].sum()) - (b - a + 1) * RECORD_OVERHEAD_BYTES))
+        lo = 0
+        for h in (np.flatnonzero(cost > target).tolist() if splits else []):
+            _whole_tasks(tasks, unit_id, rows[lo:h], cost[lo:h], target)
+            _part_tasks(tasks, unit_id, int(rows[h]), int(cost[h]) - RECORD_OVERHEAD_BYTES, target, workers)
+            lo = h + 1
+        _whole_tasks(tasks, unit_id, rows[lo:], cost[lo:], target)
     records = sum(t.records for t in tasks)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"stage": kind, "target_bytes": target, "records": records,
                              "text_bytes": sum(t.text_bytes for t in tasks),
                              "tasks": [t.to_dict() for t in tasks]})
     return tasks
+
+
+def _whole_tasks(tasks: list[StageTask], unit_id: int, rows: np.ndarray, cost: np.ndarray, target: int) -> None:
+    """Append the tasks of whole records that cut `rows` (sorted, with their costs) into."""
+    for a, b in cut_rows(rows, cost, target):
+        tasks.append(StageTask(len(tasks), unit_id, int(rows[a]), int(rows[b]), b - a + 1,
+                               int(cost[a:b + 1].sum()) - (b - a + 1) * RECORD_OVERHEAD_BYTES))
+
+
+def _part_tasks(tasks: list[StageTask], unit_id: int, row: int, text: int, target: int, workers: int) -> None:
+    """Append the part tasks of the one record in `row`, holding `text` bytes of text: one per
+    `target` bytes, rounded up to a multiple of the workers (the parts are equal shares, so a
+    record that is most of the run then keeps every worker busy to its end); each part's share of
+    the work is cut when it runs, from the record's chunks."""
+    parts = -(-(text + RECORD_OVERHEAD_BYTES) // target)
+    parts = -(-parts // max(1, workers)) * max(1, workers)
+    for p in range(parts):
+        share = text * (p + 1) // parts - text * p // parts
+        tasks.append(StageTask(len(tasks), unit_id, row, row, int(p == 0), share, p, parts))
+
+
+def record_parts(work_dir: str, kind: str, task: StageTask) -> list[StageTask]:
+    """Every part of the split record `task` is a part of, in part order."""
+    return [t for t in plan_tasks(work_dir, kind)
+            if t.is_part and t.unit_id == task.unit_id and t.first_row == task.first_row]
+
+
+def task_step(name: str) -> tuple[str, int]:
+    """(stage kind, round) of a per-unit stage's task step: round 1 for the stage's own step (its
+    tasks, and the first round of its part tasks), N for `<kind>-roundN`, 0 for `<kind>-join`."""
+    if name.endswith(JOIN):
+        return name[: -len(JOIN)], 0
+    kind, sep, n = name.rpartition(ROUND)
+    if sep and n.isdigit():
+        return kind, int(n)
+    return name, 1
+
+
+def task_step_ids(work_dir: str, name: str) -> list[int]:
+    """The tasks a per-unit stage's task step runs: every task (its own step), the part tasks (a
+    later round), the first parts (the join)."""
+    kind, round_ = task_step(name)
+    tasks = plan_tasks(work_dir, kind)
+    if round_ == 1:
+        return [t.task_id for t in tasks]
+    return [t.task_id for t in tasks if t.is_part and (round_ > 1 or t.part == 0)]
 
 
 def planned(work_dir: str, kind: str) -> dict:
@@ -144,8 +218,10 @@ def planned(work_dir: str, kind: str) -> dict:
 
 
 def unit_tasks(work_dir: str, kind: str) -> dict[int, list[StageTask]]:
-    """The planned tasks per unit."""
+    """The planned tasks that hold verdicts and artifacts, per unit: every task of whole records
+    and the first part of each split record."""
     out: dict[int, list[StageTask]] = {}
     for t in plan_tasks(work_dir, kind):
-        out.setdefault(t.unit_id, []).append(t)
+        if t.part == 0:
+            out.setdefault(t.unit_id, []).append(t)
     return out

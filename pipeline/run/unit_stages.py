@@ -2,14 +2,22 @@
 records, `pipeline.run.tasks`), then fold every task's verdicts into the decisions (with the one
 precedence rule) and plan the shards again.
 
+    run_task(work_dir, step, task_id)     one task of a task step: `unit_stage`, or a round of a part
     unit_stage(work_dir, kind, task_id)   stages/<kind>/tNNNNN.verdicts.parquet (+ the stage's own
                                           artifacts) and a done-marker
+    unit_stage_part(work_dir, kind, task_id, round)   one round of a split record's part:
+                                          the stage's artifacts of the round, tNNNNN.roundN.json
     fold_unit_stage(work_dir, kind)       decisions/uNNNNN.parquet rewritten, shards.json re-planned
+
+A split record (`pipeline.run.tasks`) is read once per part and round (each read parses its unit
+up to the record), except that a worker process keeps the last record it read: the parts one
+worker runs in a step read it once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +35,7 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.run.rows import iter_unit_rows
-from pipeline.run.tasks import plan_tasks, unit_tasks
+from pipeline.run.tasks import StageTask, plan_tasks, task_step, unit_tasks
 from pipeline.run.workdir import read_done, unit_name
 from pipeline.sinks.shards import ShardPlanner
 
@@ -45,6 +53,16 @@ def _spec(plan: RunPlan, kind: str):
         if s.kind == kind:
             return s
     raise PipelineError(f"the run has no stage '{kind}'")
+
+
+def run_task(work_dir: str, step: str, task_id: int) -> dict:
+    """Run the task step `step` on one task: a task of whole records, or a split record's first
+    part at the join, runs `unit_stage`; a part in round N runs `unit_stage_part`."""
+    kind, round_ = task_step(step)
+    task = plan_tasks(work_dir, kind)[task_id]
+    if task.is_part and round_ > 0:
+        return unit_stage_part(work_dir, kind, task_id, round_)
+    return unit_stage(work_dir, kind, task_id)
 
 
 def unit_stage(work_dir: str, kind: str, task_id: int) -> dict:
@@ -117,10 +135,69 @@ def unit_stage(work_dir: str, kind: str, task_id: int) -> dict:
     return result
 
 
+_RECORD_LOCK = threading.Lock()
+_RECORD: dict = {}   # (work dir, run id, unit, row) -> (table, record id): the last split record read here
+
+
+def _split_record(plan: RunPlan, work: Path, task: StageTask, kept_names: list[str]) -> tuple[pa.Table, str]:
+    """The one row of a split record and its id: read from its unit, or this process's copy of
+    the last one read (the parts of a record that one worker runs read it once)."""
+    key = (str(work), plan.run_id, task.unit_id, task.first_row)
+    with _RECORD_LOCK:
+        if key in _RECORD:
+            return _RECORD[key]
+    dec = (pl.read_parquet(work / "decisions" / f"{unit_name(task.unit_id)}.parquet",
+                           columns=["row", "record_id", "decision"])
+           .filter((pl.col("row") == task.first_row) & pl.col("decision").is_in(kept_names)))
+    found = [(table, rows) for table, rows in iter_unit_rows(plan, task.unit_id, np.array([task.first_row]))]
+    if dec.height != 1 or len(found) != 1 or found[0][0].num_rows != 1:
+        raise PipelineError(f"{task.name}: the split record in row {task.first_row} of unit {task.unit_id} "
+                            "could not be read again; an input changed during the run; run again")
+    value = (found[0][0], dec["record_id"][0])
+    with _RECORD_LOCK:
+        _RECORD.clear()
+        _RECORD[key] = value
+    return value
+
+
+def unit_stage_part(work_dir: str, kind: str, task_id: int, round_: int) -> dict:
+    """Run round `round_` of the per-unit stage `kind` on one part of a split record."""
+    work = Path(work_dir)
+    out = stage_dir(work, kind)
+    task = plan_tasks(work_dir, kind)[task_id]
+    done = out / f"{task.name}.round{round_}.json"
+    if (cached := read_done(done)) is not None:
+        return cached
+    t0, c0 = time.perf_counter(), time.thread_time()
+    plan = RunPlan.load(work)
+    spec = _spec(plan, kind)
+    source = plan.source(plan.units[task.unit_id].source)
+    table, record_id = _split_record(plan, work, task, list(decision_table(plan.config).names(Category.KEPT)))
+    stage = stage_instance(spec, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = BatchContext(source.name, getattr(source, "text_field", None), np.array([task.first_row], dtype=np.int64),
+                       [record_id], task.unit_id, work, task=task.task_id)
+    counters = stage.run_part(table, ctx, task, round_, work)
+    result = {"task": task.task_id, "unit_id": task.unit_id, "stage": kind, "round": round_, "part": task.part,
+              "scanned": 0, "text_bytes": task.text_bytes if round_ == 1 else 0, **counters,
+              "seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(time.thread_time() - c0, 3)}
+    atomic_write_json(done, result)
+    return result
+
+
 def task_results(work_dir: str, kind: str) -> list[dict]:
-    """The done-markers of a per-unit stage's tasks, in task order."""
+    """The done-markers of a per-unit stage's tasks, in task order (a part task's: one per round,
+    then the first part's join)."""
     out = stage_dir(Path(work_dir), kind)
-    return [read_done(out / f"{t.name}.json") or {} for t in plan_tasks(work_dir, kind)]
+    spec = _spec(RunPlan.load(Path(work_dir)), kind)
+    results = []
+    for t in plan_tasks(work_dir, kind):
+        if t.is_part:
+            results += [read_done(out / f"{t.name}.round{r}.json") or {} for r in range(1, spec.cls.split_rounds + 1)]
+            if t.part:
+                continue
+        results.append(read_done(out / f"{t.name}.json") or {})
+    return results
 
 
 def fold_unit_stage(work_dir: str, kind: str) -> dict:
@@ -129,6 +206,8 @@ def fold_unit_stage(work_dir: str, kind: str) -> dict:
     decisions are in memory, whatever the size of the run."""
     work = Path(work_dir)
     done = stage_dir(work, kind) / "fold.json"
+    with _RECORD_LOCK:
+        _RECORD.clear()   # the split record a part kept, when the parts ran in this process
     if (cached := read_done(done)) is not None:
         return cached
     plan = RunPlan.load(work)

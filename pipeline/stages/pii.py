@@ -12,13 +12,18 @@ sample of the redacted text again for residual PII, and redact at write time.
     at write      the stored spans are applied to the re-read text
 
 Detection runs after deduplication, so no work is spent on copies that are dropped anyway, and
-per task (a few MiB of kept text), so it runs on every worker whatever the input's layout.
+per task (a few MiB of kept text), so it runs on every worker whatever the input's layout. A
+record with more text than a task is detected by several part tasks, each a share of the
+engine's chunks, in three rounds (the text fields, the second pass, the residual scan), and its
+first part takes the verdict from their spans (`pipeline.pii.parts`): the same spans, verdict
+and residual counts as one task over the whole record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,7 @@ import pyarrow.parquet as pq
 from pipeline.core.decisions import REJECTED, Category, DecisionKind
 from pipeline.core.stage import BatchContext, Placement, UnitStage, Verdicts, WriteStage
 from pipeline.pii.engine import PiiEngine, Span
+from pipeline.pii.parts import PartsError, RecordParts, RoundReached, forget, recall, remember, share
 from pipeline.pii.redact import Redactor, hmac_key
 from pipeline.pii.residual import ResidualScan, sample_fraction
 from pipeline.pii.router import PiiRouter, Route
@@ -75,6 +81,8 @@ class PiiStage(UnitStage, WriteStage):
     decisions = (KEPT_REDACTED, DROPPED_PII, REJECTED)
     config_section = "pii"
     needs_processes = True
+    # A record's detection calls, in order: its text fields, the second pass, the residual scan.
+    split_rounds = 3
 
     def setup(self) -> "PiiStage":
         self._engine: PiiEngine | None = None
@@ -115,12 +123,84 @@ class PiiStage(UnitStage, WriteStage):
         return sample_fraction(self.config.residual_scan, planned(str(work_dir), self.kind)["records"])
 
     def begin_task(self, task, work_dir: Path) -> None:
+        detect = None
+        if task.is_part:   # the join: the record's detection calls are answered by its parts' rounds
+            forget()   # the rounds' texts this worker kept
+            parts = self._parts(task, work_dir)
+            failed = parts.failed(self.split_rounds + 1)
+            if failed is None:
+                detect = parts.replay()
+            else:
+                log.warning("%s: a part's detection failed (%s); detecting the split record in one task",
+                            task.name, failed)
+        self._start(task, work_dir, detect)
+
+    def _start(self, task, work_dir: Path, detect=None) -> None:
+        """The task's state; `detect` (None: the engine's) answers its detection calls."""
         fraction = self.residual_fraction(work_dir)
+        if self.config.route_by_language:
+            scan_detect = self.router.detect if detect is None else (lambda ts, keys: self.router.detect(ts, keys, detect))
+        else:
+            scan_detect = detect or self.engine.detect
         self._unit[task.task_id] = {
             "spans": {k: [] for k in SPANS_SCHEMA.names}, "not_text": set(), "by_entity": {},
-            "spans_n": 0, "with_pii": 0, "dropped": 0, "errors": 0,
-            "residual": (ResidualScan(self.router.detect if self.config.route_by_language else self.engine.detect,
-                                      fraction) if fraction is not None else None)}
+            "spans_n": 0, "with_pii": 0, "dropped": 0, "errors": 0, "detect": detect, "in_residual": False,
+            "residual": ResidualScan(scan_detect, fraction) if fraction is not None else None}
+
+    def _parts(self, task, work_dir: Path) -> RecordParts:
+        from pipeline.run.tasks import record_parts
+
+        return RecordParts(Path(work_dir) / "stages" / self.kind, record_parts(str(work_dir), self.kind, task))
+
+    def run_part(self, table: pa.Table, ctx: BatchContext, task, round_: int, work_dir: Path) -> dict:
+        """Detect this part's share of the record's detection call `round_`: the program runs up to
+        that call (the calls before answered by the rounds before), then the part detects its chunks."""
+        parts = self._parts(task, work_dir)
+        if parts.failed(round_) is not None:
+            return {"detected": False}   # the join detects the record in one task
+        key = (str(work_dir), self.plan.run_id, task.unit_id, task.first_row, round_)
+        try:
+            texts, engine_key, residual = recall(key)
+        except KeyError:
+            self._start(task, work_dir, parts.replay(upto=round_))
+            texts, engine_key, residual = None, None, False
+            try:
+                self.process(table, ctx)
+            except RoundReached as reached:
+                texts, residual = reached.texts, self._unit[task.task_id]["in_residual"]
+                if self.config.route_by_language:
+                    engine_key = self._routes(self._fields(table, ctx.source, set()), 1)[0].engine
+            finally:
+                self.abort_task(task, work_dir)
+            remember(key, (texts, engine_key, residual))
+        if texts is None:
+            return {"detected": False}   # the record's work made fewer detection calls
+        engine = self.engine if engine_key is None else self.router.engine(engine_key)
+        first, last = share(engine.chunk_lengths(texts), task.part, task.parts)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            spans = engine.detect_chunks(texts, first, last)
+        except Exception as e:  # noqa: BLE001 - the join then detects the record whole, and rejects it as one task would
+            log.warning("%s: PII detection failed on a split record's chunks (%s)", task.name, e.__class__.__name__)
+            return {"detected": False, "failed": e.__class__.__name__}
+        parts.write(task, round_, spans)
+        out = {"detected": True, "chunks": last - first}
+        if residual:   # the residual scan's detection time (its counts come from the join)
+            out["residual"] = {"seconds": round(time.perf_counter() - t0, 3),
+                               "cpu_seconds": round(time.thread_time() - c0, 3)}
+        return out
+
+    def _fields(self, table: pa.Table, source: str, not_text: set) -> dict[str, list]:
+        """The scanned text columns of a batch (columns that are not text are added to `not_text`)."""
+        fields: dict[str, list] = {}
+        for field in text_fields(self.run_config, source):
+            values = _string_column(table, field)
+            if values is None:
+                if field in table.column_names:
+                    not_text.add(field)
+                continue
+            fields[field] = values
+        return fields
 
     def process(self, table: pa.Table, ctx: BatchContext) -> Verdicts:
         state = self._unit[ctx.task]
@@ -128,21 +208,17 @@ class PiiStage(UnitStage, WriteStage):
         per_record: list[list[tuple[str, Span]]] = [[] for _ in range(n)]
         chars = np.zeros(n, dtype=np.int64)
         errors: list[str | None] = [None] * n
-        fields: dict[str, list] = {}
-        for field in text_fields(self.run_config, ctx.source):
-            values = _string_column(table, field)
-            if values is None:
-                if field in table.column_names:
-                    state["not_text"].add(field)
-                continue
-            fields[field] = values
+        fields = self._fields(table, ctx.source, state["not_text"])
         routes = self._routes(fields, n) if self.config.route_by_language else None
-        for field, values in fields.items():
-            idx = [i for i, v in enumerate(values) if v]
-            for i in idx:
-                chars[i] += len(values[i])
-            for i, spans in zip(idx, self._detect([values[i] for i in idx], errors, idx, routes)):
-                per_record[i].extend((field, s) for s in spans)
+        # Every field's texts in one detection call (each text is detected on its own), so a
+        # record's work makes the same calls however many fields it has (`split_rounds`).
+        owners = [(field, i) for field, values in fields.items() for i, v in enumerate(values) if v]
+        for field, i in owners:
+            chars[i] += len(fields[field][i])
+        idx = [i for _, i in owners]
+        found = self._detect([fields[f][i] for f, i in owners], errors, idx, routes, state["detect"])
+        for (field, i), spans in zip(owners, found):
+            per_record[i].extend((field, s) for s in spans)
         rows = ctx.rows.tolist()
         out = []
         action, counts_ev = [], []
@@ -173,7 +249,9 @@ class PiiStage(UnitStage, WriteStage):
                 action.append("clean")
             counts_ev.append(counts)
         if state["residual"] is not None:
+            state["in_residual"] = True
             self._residual(state["residual"], ctx.record_ids, action, fields, per_record, routes)
+            state["in_residual"] = False
         v = Verdicts.from_rows(out)
         v.evidence = {"pii_action": action, "pii_counts": counts_ev}
         if routes is not None:
@@ -210,18 +288,21 @@ class PiiStage(UnitStage, WriteStage):
                 keys.append(routes[i].engine)
         scan.scan(sampled, keys if routes is not None else None)
 
-    def _detect(self, texts: list[str], errors: list, idx: list[int],
-                routes: list[Route] | None = None) -> list[list[Span]]:
-        """Detect over a batch (with routing, each record by its language's engine); if the
-        batch fails, retry record by record and mark the failures."""
+    def _detect(self, texts: list[str], errors: list, idx: list[int], routes: list[Route] | None = None,
+                raw=None) -> list[list[Span]]:
+        """Detect over a batch (with routing, each record by its language's engine; `raw`: the
+        detection calls' answer, None for the engine's); if the batch fails, retry text by text
+        and mark the records whose text failed."""
         if routes is None:
             def detect(ts: list[str], ii: list[int]) -> list[list[Span]]:
-                return self.engine.detect_for_redaction(ts)
+                return self.engine.detect_for_redaction(ts, raw)
         else:
             def detect(ts: list[str], ii: list[int]) -> list[list[Span]]:
-                return self.router.detect_for_redaction(ts, [routes[i].engine for i in ii])
+                return self.router.detect_for_redaction(ts, [routes[i].engine for i in ii], raw)
         try:
             return detect(texts, idx)
+        except PartsError:
+            raise   # the run's own artifacts (a split record's rounds), not the record, are at fault
         except Exception as e:  # noqa: BLE001 - one bad record must not sink the unit; it is rejected with a reason
             log.warning("PII detection failed on a batch (%s); retrying record by record", e.__class__.__name__)
         out = []

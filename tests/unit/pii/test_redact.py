@@ -185,3 +185,43 @@ def test_with_a_name_test_only_tags_near_a_possible_name_are_read_again():
     second_pass(lambda texts: (seen.extend(texts), [[] for _ in texts])[1], [text], [spans], window=(4, 0),
                 candidate=lambda w: w[:1].isupper() and w.strip(".") not in {"Then"})
     assert seen == ["Hiro Sato wrote to <EMAIL_ADDRESS> again."]        # the first tag has no capitalised word near it
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(["a", "B", "7", " ", "\n", "\t", "\u00a0", "\u3000", "\u2028", "é", "\U0001f600",
+                                         "\ud800", "\x1c", "<", ">"]), max_size=60))
+def test_word_bounds_are_the_runs_that_the_non_space_pattern_finds(text):
+    import re
+
+    from pipeline.pii.redact import word_bounds
+
+    starts, ends = word_bounds(text)
+    assert list(zip(starts.tolist(), ends.tolist())) == [m.span() for m in re.finditer(r"\S+", text)]
+
+
+def _to_original_by_walking(pos, where, is_end):
+    """The mapping back from a tagged text, tag by tag (the definition the binary search keeps)."""
+    shift = 0
+    for ts, te, os_, oe, _ in where:
+        if pos < ts or (is_end and pos == ts):
+            break
+        if pos < te or (is_end and pos == te):
+            return oe if is_end else os_
+        shift = oe - te
+    return pos + shift
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(1, 9), st.integers(2, 12)), max_size=8), st.data())
+def test_offsets_map_back_from_the_tagged_text_as_walking_the_tags_does(layout, data):
+    from pipeline.pii.redact import _to_original
+
+    where, pos_t, pos_o = [], 0, 0
+    for gap, value, token in layout:   # clear text, then a value replaced by a token of another length
+        pos_t, pos_o = pos_t + gap, pos_o + gap
+        where.append((pos_t, pos_t + token, pos_o, pos_o + value, "E"))
+        pos_t, pos_o = pos_t + token, pos_o + value
+    pos = data.draw(st.integers(0, pos_t + 5))
+    ends = [w[1] for w in where]
+    for is_end in (False, True):
+        assert _to_original(pos, where, ends, is_end) == _to_original_by_walking(pos, where, is_end)
