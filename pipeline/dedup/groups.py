@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 from pipeline.dedup.lsh import components
+from pipeline.errors import PipelineError
 
 # Records per group: at about 1 KiB a record in a group (signatures, boilerplate bits, attributes,
 # stars), about 250 MiB a group; measured in bench/README.md ("per connected component").
@@ -57,7 +58,7 @@ class ComponentGroups:
     def build(cls, n: int, pair_arrays: list[np.ndarray], max_records: int) -> ComponentGroups:
         """Components of `n` docs over the union of `pair_arrays` ((m, 2) doc indexes), packed."""
         if max_records < 2:
-            raise ValueError(f"near dedup: a group of {max_records} record(s) cannot hold a pair; use 2 or more")
+            raise PipelineError(f"near dedup: a group of {max_records} record(s) cannot hold a pair; use 2 or more")
         pairs = np.concatenate([np.asarray(p, np.int64).reshape(-1, 2) for p in pair_arrays])
         labels = components(n, pairs)
         sizes = np.bincount(labels, minlength=n)
