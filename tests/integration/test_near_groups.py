@@ -44,8 +44,8 @@ def _keep_near_files(monkeypatch, keep: Path) -> None:
     """Copy each resolution's candidates and near decisions to `keep/<n>` (the scratch space goes at publish)."""
     original = near_stage.resolve_near
 
-    def kept(live, live_count, work, *args):
-        result = original(live, live_count, work, *args)
+    def kept(live, live_count, work, *args, **kwargs):
+        result = original(live, live_count, work, *args, **kwargs)
         copy = keep / str(len(list(keep.glob("*"))) if keep.exists() else 0)
         shutil.copytree(work / "near", copy)
         return result
