@@ -324,14 +324,18 @@ def _doc_index(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list
         found = pl.DataFrame({"row": row[at]}, schema={"row": pl.Int64}).join(meta, on="row", how="left",
                                                                               maintain_order="left")
         sig_idx[at] = found["sig_idx"].fill_null(-1).to_numpy()
-    wanted = pl.DataFrame({"unit": unit[n_ext:], "row": row[n_ext:]}, schema={"unit": pl.Int64, "row": pl.Int64})
-    pos = wanted.join(live.select("unit", "row").with_row_index("pos"), on=["unit", "row"], how="left",
-                      maintain_order="left")["pos"]
-    missing = int(np.sum(pos.is_null().to_numpy() | (sig_idx[n_ext:] < 0)))
+    # each own doc's row of `live`, by doc code (int arrays: no join over the records' frame)
+    live_codes = doc_code(live["unit"].to_numpy(), live["row"].to_numpy(), index_runs)
+    by_code = np.argsort(live_codes, kind="stable")
+    at = np.minimum(np.searchsorted(live_codes[by_code], codes[n_ext:]), max(len(live_codes) - 1, 0))
+    pos = by_code[at] if len(live_codes) else np.zeros(len(codes) - n_ext, np.int64)
+    found = live_codes[pos] == codes[n_ext:] if len(live_codes) else np.zeros(len(pos), bool)
+    del live_codes, by_code, at
+    missing = int(np.sum(~found | (sig_idx[n_ext:] < 0)))
     if missing:
         raise PipelineError(f"near dedup: {missing} candidate record(s) are not among the records still kept at the "
                             "barrier; the barrier's partitions are stale: delete _work/barrier and run again")
-    live_pos = np.concatenate([np.full(n_ext, -1, np.int64), pos.cast(pl.Int64).to_numpy()])
+    live_pos = np.concatenate([np.full(n_ext, -1, np.int64), pos.astype(np.int64)])
     ids = [pl.Series("record_id", [], pl.String)]
     for (u,), part in pl.DataFrame({"unit": unit[:n_ext], "row": row[:n_ext]}).group_by("unit", maintain_order=True):
         run_id, path, _sig = external[-1 - u]
