@@ -38,7 +38,7 @@ from pipeline.dedup.lsh import (
     neighbour_lists,
     pair_similarity,
 )
-from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
+from pipeline.dedup.candidates import code_positions, decode_doc, doc_code, union_code_pairs
 from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
                                     signatures)
 from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
@@ -325,12 +325,7 @@ def _doc_index(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list
                                                                               maintain_order="left")
         sig_idx[at] = found["sig_idx"].fill_null(-1).to_numpy()
     # each own doc's row of `live`, by doc code (int arrays: no join over the records' frame)
-    live_codes = doc_code(live["unit"].to_numpy(), live["row"].to_numpy(), index_runs)
-    by_code = np.argsort(live_codes, kind="stable")
-    at = np.minimum(np.searchsorted(live_codes[by_code], codes[n_ext:]), max(len(live_codes) - 1, 0))
-    pos = by_code[at] if len(live_codes) else np.zeros(len(codes) - n_ext, np.int64)
-    found = live_codes[pos] == codes[n_ext:] if len(live_codes) else np.zeros(len(pos), bool)
-    del live_codes, by_code, at
+    pos, found = code_positions(doc_code(live["unit"].to_numpy(), live["row"].to_numpy(), index_runs), codes[n_ext:])
     missing = int(np.sum(~found | (sig_idx[n_ext:] < 0)))
     if missing:
         raise PipelineError(f"near dedup: {missing} candidate record(s) are not among the records still kept at the "

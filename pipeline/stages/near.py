@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
-from pipeline.dedup.candidates import decode_doc
+from pipeline.dedup.candidates import code_positions, decode_doc, doc_code
 from pipeline.dedup.near import SignatureWriter, candidate_pairs, resolve_near
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX
 from pipeline.errors import PipelineError
@@ -42,8 +42,12 @@ def _hits(live: pl.DataFrame, near: pl.DataFrame) -> pl.DataFrame:
     for col in ("via", "path"):
         if col not in near.columns:
             near = near.with_columns(pl.lit(None, pl.String).alias(col))
-    return (live.select("_i", "unit", "row").join(near, on=["unit", "row"], how="inner").drop("unit", "row")
-            .sort("_i", maintain_order=True))
+    pos, found = code_positions(doc_code(live["unit"].to_numpy(), live["row"].to_numpy(), 0),
+                                doc_code(near["unit"].to_numpy(), near["row"].to_numpy(), 0))
+    at = live["_i"].to_numpy()[pos[found]]
+    order = np.argsort(at, kind="stable")  # one gather of the rows (strings included), by _i
+    rows = near if found.all() else near.filter(found)
+    return rows.select(pl.Series("_i", at, pl.Int64), "duplicate_of", "cluster_id", "similarity", "via", "path")[order]
 
 
 def _verdicts(hits: pl.DataFrame, reason: str) -> pl.DataFrame:
