@@ -69,7 +69,7 @@ elif what in ("barrier", "barrier-whole"):
     from pipeline.run.barrier import barrier
     t0 = time.perf_counter()
     result = barrier(work, whole_frame=True) if what == "barrier-whole" else barrier(work)
-    result = {"near_dedup": {k: (result.get("near_dedup") or {}).get(k) for k in ("candidate_pairs", "verified_pairs", "clusters", "dropped")},
+    result = {"near_dedup": {k: (result.get("near_dedup") or {}).get(k) for k in ("candidate_pairs", "verified_pairs", "clusters", "dropped", "groups")},
               "exact_dropped": result.get("exact_dropped"), "rejected": result.get("rejected")}
 elif what == "plan_parts":
     from pipeline.run.barrier_parts import plan_parts
