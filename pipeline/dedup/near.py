@@ -257,8 +257,8 @@ def _common_bits(cv: CommonValues, store: SignatureStore, index: DocIndex, docs:
     """The boilerplate bits (`CommonValues.common`) of `docs` (ascending), packed 8 to a byte: a
     unit's signatures at a time, so the sketch can go before the records are clustered."""
     out = np.empty((len(docs), (store.num_perm + 7) // 8), np.uint8)
-    units = index.unit[docs]
-    cuts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1], [True]]))  # docs ascending: units in runs
+    units = index.unit[docs]  # docs ascending: each unit's docs in one run
+    cuts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1], [True]])) if len(docs) else []
     for a, b in zip(cuts[:-1], cuts[1:]):
         out[a:b] = np.packbits(cv.common(store.gather(units[a:b], index.sig_idx[docs[a:b]])), axis=1)
     return out

@@ -81,8 +81,20 @@ def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path,
         assert many == one
         assert grouping_one["groups"] == 1 and grouping_many["groups"] > 20
         assert grouping_many["components"] == grouping_one["components"]
+        assert grouping_many["components_over_max"] > 0   # components above the bound stay whole
     # What the comparison covered: several clusters, second hops, the short pass, published survivors.
     first_run, second_run = stats["one"]
     assert first_run["clusters"] > 20 and first_run["dropped_second_hop"] > 0
     assert first_run["short_pass"]["dropped"] + second_run["short_pass"]["dropped"] > 0
     assert second_run["dropped_against_index"] > 10 and second_run["index_records"] > 0
+
+
+def test_a_run_with_boilerplate_counted_and_no_candidate_pair_keeps_every_record(tmp_path, run_pipeline):
+    rng = random.Random(8)
+    rows = [{"id": f"u{k}", "text": " ".join(f"w{rng.randrange(10**6)}" for _ in range(60))} for k in range(30)]
+    path = tmp_path / "distinct.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}],
+                                       dedup={"near": {"boilerplate_min_docs": 20}})
+    assert set(ledger["decision"]) == {"kept"}
+    assert manifest["near_dedup"]["candidate_pairs"] == 0 and manifest["near_dedup"]["groups"]["groups"] == 0
