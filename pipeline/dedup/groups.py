@@ -26,8 +26,9 @@ import numpy as np
 from pipeline.dedup.lsh import components
 from pipeline.errors import PipelineError
 
-# Records per group: at about 1 KiB a record in a group (signatures, boilerplate bits, attributes,
-# stars), about 250 MiB a group; measured in bench/README.md ("per connected component").
+# Records per group: about 0.9 KiB a record in a group (signatures, boilerplate bits, attribute
+# rows, stars), measured at 10M documents: about 230 MiB a group, below the barrier's unit loop,
+# with few groups (bench/README.md, "The candidate graph a group of components at a time").
 GROUP_RECORDS = 250_000
 
 
