@@ -50,10 +50,6 @@ class TextSets:
         sim[idx] = j
         return sim
 
-    def stats(self, sigmas: float) -> dict:
-        """For the manifest: the band, the comparisons re-checked and changed, the texts read."""
-        return {"sigmas": sigmas, "comparisons_rechecked": self.rechecked, "comparisons_flipped": self.flipped,
-                "texts_read": len(self._sets)}
 
     def __len__(self) -> int:
         return len(self._sets)

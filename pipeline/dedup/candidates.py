@@ -50,3 +50,13 @@ def doc_code(unit: np.ndarray | int, row: np.ndarray, index_runs: int) -> np.nda
 def decode_doc(code: np.ndarray, index_runs: int) -> tuple[np.ndarray, np.ndarray]:
     """(unit, row) of doc codes (`doc_code`'s inverse)."""
     return (code >> UNIT_SHIFT) - index_runs, code & ((1 << UNIT_SHIFT) - 1)
+
+
+def code_positions(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position in `haystack` (unique int64 codes, any order) of each of `needles`, and whether it
+    is there at all (a join of two int arrays, without a frame)."""
+    if len(haystack) == 0:
+        return np.zeros(len(needles), np.int64), np.zeros(len(needles), bool)
+    order = np.argsort(haystack, kind="stable")
+    at = order[np.minimum(np.searchsorted(haystack[order], needles), len(haystack) - 1)]
+    return at, haystack[at] == needles

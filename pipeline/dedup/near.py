@@ -9,6 +9,9 @@ On-disk artifacts, each inspectable and re-runnable:
     _work/barrier/lsh/pNNNNN.parquet  doc-code pairs sharing a band, per band group and key range
     _work/near/candidates.parquet the pairs (docs: records in a pair, (unit, row) order), similarities
     _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via
+
+`resolve_near` clusters the candidate graph a group of whole connected components at a time
+(`groups.ComponentGroups`): int arrays per record in a pair, one group's signatures and rows.
 """
 
 from __future__ import annotations
@@ -34,15 +37,16 @@ from pipeline.dedup.lsh import (
     choose_bands,
     components,
     decision_similarity,
-    log2_histogram,
     neighbour_lists,
     pair_similarity,
 )
 from pipeline.dedup.borderline import TextSets
-from pipeline.dedup.candidates import decode_doc, doc_code, union_code_pairs
+from pipeline.dedup.candidates import doc_code, union_code_pairs
+from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
 from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
                                     signatures, unpermuted)
-from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, run_short_pass, word_counts
+from pipeline.dedup.pair_docs import DocIndex, GroupResult, decision_rows, doc_index, group_result, signed_rows
+from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass, word_counts
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
 from pipeline.run.workdir import part_files, read_done
@@ -149,35 +153,15 @@ class SignatureWriter:
             self._sets_tmp.unlink(missing_ok=True)
 
 
-PATH_WORDS = "words"    # the drop's edge was verified by the word pass (MinHash over word n-grams)
-PATH_SHORT = "short"    # by the short-document pass only (exact content character 5-gram Jaccard)
-
-
-EXTERNAL_PRIORITY = 2**62  # published records always survive: they are already in someone's training data
-
-
 class SignatureStore:
-    """Random access to signatures of many units and index parts (memory-mapped, never all in memory)."""
+    """Random access to signatures of many units and index parts (memory-mapped a file at a time)."""
 
     def __init__(self, paths: dict[int, Path], num_perm: int) -> None:
         self.paths, self.num_perm = paths, num_perm
-        self._maps: dict[int, np.ndarray] = {}
-
-    def _map(self, unit: int) -> np.ndarray:
-        if unit not in self._maps:
-            path = self.paths[unit]
-            n = path.stat().st_size // (4 * self.num_perm)
-            self._maps[unit] = (np.memmap(path, dtype=np.uint32, mode="r", shape=(n, self.num_perm)) if n
-                                else np.zeros((0, self.num_perm), np.uint32))
-        return self._maps[unit]
-
-    def close(self) -> None:
-        """Unmap the files (their pages count in the process's resident memory while mapped)."""
-        self._maps.clear()
 
     def gather(self, units: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Signatures of (unit, index-in-unit) pairs, in the given order. Each file is read whole
-        and let go (mapped pages would stay resident until the store is closed)."""
+        """Signatures of (unit, index-in-unit) pairs, in the given order. Each file is mapped, its
+        rows copied, and unmapped (mapped pages count in the resident memory while mapped)."""
         out = np.empty((len(units), self.num_perm), dtype=np.uint32)
         order = np.argsort(units, kind="stable")
         su = units[order]
@@ -185,8 +169,10 @@ class SignatureStore:
         for a, b in zip(bounds[:-1], bounds[1:]):
             sel = order[a:b]
             path = self.paths[int(su[a])]
-            block = np.fromfile(path, dtype=np.uint32).reshape(-1, self.num_perm)
+            rows = path.stat().st_size // (4 * self.num_perm)
+            block = np.memmap(path, dtype=np.uint32, mode="r", shape=(rows, self.num_perm))
             out[sel] = block[idx[sel]]
+            del block
         return out
 
 
@@ -214,13 +200,6 @@ def candidate_pairs(work: Path) -> tuple[np.ndarray, dict]:
     return pairs, counts
 
 
-def _signed_rows(path: str | Path, rows: np.ndarray) -> pl.DataFrame:
-    """row, shingles, sig_idx (position in the unit's signature file) of `rows` of one unit's band-key file."""
-    meta = pl.read_parquet(path, columns=["row", "shingles"]).with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("sig_idx"))
-    return meta.join(pl.DataFrame({"row": rows}, schema={"row": pl.Int64}), on="row", how="semi")
-
-
 def _short_doc_codes(own: list, live: pl.DataFrame, cfg: NearDedupConfig, index_runs: int) -> np.ndarray:
     """Doc codes of the records the short-document pass may pair: short, still kept, signed."""
     if cfg.short_pass_max_words <= 0:
@@ -232,113 +211,45 @@ def _short_doc_codes(own: list, live: pl.DataFrame, cfg: NearDedupConfig, index_
             continue
         rows = pl.read_parquet(sp, columns=["row"]).with_columns(pl.lit(unit, pl.Int64).alias("unit"))
         rows = rows.join(live.select("unit", "row"), on=["unit", "row"], how="semi")
-        signed = _signed_rows(path, rows["row"].to_numpy()).filter(pl.col("shingles") > 0)
+        signed = signed_rows(path, rows["row"].to_numpy()).filter(pl.col("shingles") > 0)
         out.append(doc_code(unit, signed["row"].to_numpy(), index_runs))
     return np.concatenate(out)
 
 
-def _docs(codes: np.ndarray, live: pl.DataFrame, work: Path, external: list[tuple[str, Path, Path]],
-          index_runs: int) -> pl.DataFrame:
-    """Per doc code (sorted): unit, row, survivor-rule columns, shingles, sig_idx, external, doc."""
-    unit, row = decode_doc(codes, index_runs)
-    wanted = pl.DataFrame({"unit": unit, "row": row}, schema={"unit": pl.Int64, "row": pl.Int64})
-    frames = []
-    for (u,), part in wanted.filter(pl.col("unit") >= 0).group_by("unit", maintain_order=True):
-        meta = _signed_rows(work / "minhash" / f"u{u:05d}.parquet", part["row"].to_numpy())
-        frames.append(meta.with_columns(pl.lit(u, pl.Int64).alias("unit")))
-    schema = {"unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64, "text_bytes": pl.Int64,
-              "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64, "shingles": pl.Int64,
-              "sig_idx": pl.Int64, "external": pl.Boolean}
-    cols = list(schema)
-    parts = [pl.concat(frames).join(live, on=["unit", "row"]).with_columns(pl.lit(False).alias("external")).select(cols)
-             if frames else pl.DataFrame(schema=schema)]
-    for (u,), part in wanted.filter(pl.col("unit") < 0).group_by("unit", maintain_order=True):
-        run_id, path, _sig = external[-1 - u]
-        ids = pl.read_parquet(path, columns=["record_id"])["record_id"].gather(part["row"].to_numpy())
-        parts.append(pl.DataFrame({"unit": part["unit"], "row": part["row"], "record_id": run_id + "/" + ids}).with_columns(
-            pl.lit(EXTERNAL_PRIORITY, pl.Int64).alias("priority"), pl.lit(0, pl.Int64).alias("text_bytes"),
-            pl.lit(None, pl.Float64).alias("quality"), pl.col("record_id").alias("order_str"),
-            pl.lit(0, pl.Int64).alias("order_int"), pl.lit(0, pl.Int64).alias("shingles"),
-            pl.col("row").alias("sig_idx"), pl.lit(True).alias("external")).select(cols))
-    docs = pl.concat(parts, how="vertical_relaxed").sort("unit", "row")
-    if docs.height != len(codes):
-        raise PipelineError(f"near dedup: {len(codes) - docs.height} candidate record(s) are not among the records "
-                            "still kept at the barrier; the barrier's partitions are stale: delete _work/barrier and run again")
-    return docs.with_row_index("doc").with_columns(pl.col("doc").cast(pl.Int64))
+def _common_bits(cv: CommonValues, store: SignatureStore, index: DocIndex, docs: np.ndarray,
+                 shingles_of: MinHashParams | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The boilerplate bits (`CommonValues.common`) of `docs` (ascending), packed 8 to a byte: a
+    unit's signatures at a time, so the sketch can go before the records are clustered. With
+    `shingles_of` (`verify: borderline`), also the mixed shingle values behind those minima
+    (`minhash.unpermuted`), for every group's exact content sets."""
+    out = np.empty((len(docs), (store.num_perm + 7) // 8), np.uint8)
+    values = [np.zeros(0, np.uint32)]
+    units = index.unit[docs]  # docs ascending: each unit's docs in one run
+    cuts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1], [True]])) if len(docs) else []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        sig = store.gather(units[a:b], index.sig_idx[docs[a:b]])
+        common = cv.common(sig)
+        out[a:b] = np.packbits(common, axis=1)
+        if shingles_of is not None:
+            values.append(unpermuted(sig, common, shingles_of))
+    return out, (np.unique(np.concatenate(values)) if shingles_of is not None else None)
 
 
-def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedupConfig, prefer: str,
-                 external: list[tuple[str, Path, Path]] = (),
-                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None = None) -> tuple[pl.DataFrame, dict]:
-    """Find near duplicates among `live` records (and against `external` published ones).
-
-    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int of the
-    `live_count` records still kept after exact dedup, or of those in a candidate pair or short
-    only. `external` lists (run_id, band keys, signatures) of the corpus index; those always
-    survive. Returns (unit, row, duplicate_of, cluster_id, similarity, via) for every dropped
-    record and every survivor of this run's records that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
-    through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
-    With `verify: borderline`, `read_texts(units, rows)` gives the texts of this run's records whose
-    pairs are re-checked on exact shingle sets.
-    """
-    if cfg.verify == "borderline" and read_texts is None:
-        raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
-    bd = banding(cfg)
-    files, sig_paths = _sources(work, list(external))
-    own = [(u, p, r) for u, p, r in files if r is None]
-    codes, counts = candidate_pairs(work)
-    signed, index_records = counts["signed"], counts["index_records"]
-    stats = {
-        "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
-        "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
-        "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
-        "signed": signed, "without_shingles": live_count - signed, "index_records": index_records,
-    }
-    empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
-                                 "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})
-    if signed == 0 or signed + index_records < 2:
-        stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
-                      "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
-                      "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
-                      "pairs_vetoed_by_content": 0})
-        return empty, stats
-
-    # The docs are only the records in a candidate pair or in the short-document pass, numbered in
-    # (unit, row) order: every step below depends on docs only through that order.
-    e = len(external)
-    in_docs = np.unique(np.concatenate([codes.ravel(), _short_doc_codes(own, live, cfg, e)]))
-    docs = _docs(in_docs, live, work, external, e)
+def _resolve_group(docs: pl.DataFrame, pairs: np.ndarray, short: ShortPass, store: SignatureStore, bits: np.ndarray | None,
+                   work: Path, cfg: NearDedupConfig, prefer: str,
+                   read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None,
+                   boilerplate: np.ndarray | None) -> GroupResult:
+    """Verify and cluster one group of whole components. `docs` (`DocIndex.frame`) numbers the
+    group's docs 0..n-1 in doc order; `pairs` and `short` use those numbers; `bits` are the
+    boilerplate bits (packed) of the group's docs, or None; `read_texts` as `resolve_near`'s;
+    `boilerplate`: the boilerplate shingle values of the whole run (`_common_bits`), or None."""
     n = docs.height
-    pairs = np.searchsorted(in_docs, codes).reshape(-1, 2)
     is_ext = docs["external"].to_numpy()
-    key_frame = docs.select("unit", "row", "doc")
-
-    store = SignatureStore(sig_paths, cfg.num_perm)
     units_arr, sig_idx = docs["unit"].to_numpy(), docs["sig_idx"].to_numpy()
-    # Boilerplate: minima that recur in many of this run's signed records, exact copies included
-    # (a text copied a thousand times is boilerplate too; see lsh.CommonValues).
-    cv = None
-    signed_all = counts["signed_all"]
-    min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * signed_all)))
-    if cfg.boilerplate_min_docs and signed_all >= min_docs:
-        cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
-        for unit, path, _r in own:
-            # read, not mapped: a unit's signatures are held only while they are counted
-            shingles = pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy()
-            cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
-                   np.flatnonzero(shingles > 0))
-    # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
-    # signatures are gathered too (the clustering compares them with their other neighbours).
-    short = run_short_pass([(u, Path(p)) for u, p, _r in own], key_frame, cfg, min_docs)
-    stats["short_pass"] = short.stats
     involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
     sigs = (store.gather(units_arr[involved], sig_idx[involved]) if involved.size
             else np.empty((0, cfg.num_perm), np.uint32))
-    store.close()  # the gathered rows are all the rest needs: unmap the files
-    common = cv.common(sigs) if cv is not None else None
-    boilerplate_docs, cv = (cv.min_docs if cv is not None else 0), None  # let go of the sketch (up to 256 MiB)
-    # `verify: borderline`: the shingles behind the boilerplate minima, left out of the exact sets
-    boilerplate = unpermuted(sigs, common, params(cfg)) if common is not None and cfg.verify == "borderline" else None
+    common = (np.unpackbits(bits[involved], axis=1, count=cfg.num_perm).astype(bool) if bits is not None else None)
     pos = np.full(n, -1, dtype=np.int64)  # doc -> row of `sigs`
     pos[involved] = np.arange(involved.size)
     exact = cfg.verify == "exact"
@@ -372,12 +283,6 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         chunk = pairs[s : s + 500_000]
         sims[s : s + len(chunk)], ests[s : s + len(chunk)], contents[s : s + len(chunk)], cpos[s : s + len(chunk)] = (
             similarity_parts(chunk[:, 0], chunk[:, 1]))
-    (work / "near").mkdir(exist_ok=True)
-    with atomic_path(work / "near" / "candidates.parquet") as tmp:
-        pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
-                      "similarity": sims, "estimated_jaccard": ests, "content_jaccard": contents, "content_positions": cpos},
-                     schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64, "estimated_jaccard": pl.Float64,
-                             "content_jaccard": pl.Float64, "content_positions": pl.Int64}).write_parquet(tmp)
     ok = sims >= cfg.threshold
     verified = pairs[ok] if pairs.size else pairs
     vetoed = int(np.sum((ests >= cfg.threshold) & ~ok))
@@ -396,7 +301,6 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         if hop_pairs is not None:
             hop_pairs = np.concatenate([hop_pairs.reshape(-1, 2), short.pairs[short_new & (short.sims >= cfg.hop_bar)]])
     short.added = short_new
-    short.stats["pairs_added"] = int(short_new.sum())
 
     def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The decision similarity, or the short pass's exact content Jaccard where that is higher."""
@@ -437,59 +341,130 @@ def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedup
         boundaries = np.flatnonzero(np.diff(grouped["label"].to_numpy())) + 1
         for members in np.split(g_docs, boundaries) if g_docs.size else []:
             clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
+    return group_result(clusters, short, (sims, ests, contents, cpos), len(verified), vetoed, short_new,
+                        (text_sets.rechecked, text_sets.flipped, len(text_sets)) if text_sets is not None else (0, 0, 0))
 
-    with_boilerplate = int(common.any(axis=1).sum()) if common is not None else 0
-    del sigs, common  # the clusters are made: let go of the signatures (512 bytes a record in a pair)
-    borderline_stats = text_sets.stats(cfg.borderline_sigmas) if text_sets is not None else None
-    text_sets = boilerplate = None  # and of the texts' sets
-    rid = docs["record_id"].to_list()
-    units = docs["unit"].to_numpy()
-    rows = docs["row"].to_numpy()
-    # Cluster ids in a fixed order: clusters headed by published records (by id), then by this run's (input order).
-    clusters.sort(key=lambda c: (0, rid[c.survivor], 0) if is_ext[c.survivor]
-                  else (1, int(units[c.survivor]), int(rows[c.survivor])))
-    out = {"unit": [], "row": [], "duplicate_of": [], "cluster_id": [], "similarity": [], "via": [], "path": []}
-    through_short = 0
-    sizes, against_index, second_hop_drops = [], 0, 0
-    for cid, star in enumerate(clusters):
-        s = star.survivor
-        sizes.append(len(star.dropped) + 1)
-        if is_ext[s]:
-            against_index += len(star.dropped)
-        else:
-            for k, v in (("unit", units[s]), ("row", rows[s]), ("duplicate_of", None), ("cluster_id", cid),
-                         ("similarity", None), ("via", None), ("path", None)):
-                out[k].append(v)
-        # which pass justified each drop: the edge to its survivor (or, for a second hop, to `via`)
-        ends = np.array([via if via >= 0 else s for via in star.via], dtype=np.int64)
-        dropped_arr = np.asarray(star.dropped, dtype=np.int64)
-        by_short = (short.only(dropped_arr, ends) if short.pairs.size and dropped_arr.size
-                    else np.zeros(len(star.dropped), bool))
-        for d, sv, via, sh in zip(star.dropped, star.similarity, star.via, by_short):
-            second_hop_drops += via >= 0
-            through_short += bool(sh)
-            for k, v in (("unit", units[d]), ("row", rows[d]), ("duplicate_of", rid[s]), ("cluster_id", cid),
-                         ("similarity", float(sv)), ("via", rid[via] if via >= 0 else None),
-                         ("path", PATH_SHORT if sh else PATH_WORDS)):
-                out[k].append(v)
-    result = pl.DataFrame(out, schema=empty.schema)
+
+def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedupConfig, prefer: str,
+                 external: list[tuple[str, Path, Path]] = (),
+                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None = None) -> tuple[pl.DataFrame, dict]:
+    """Find near duplicates among `live` records (and against `external` published ones).
+
+    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int of the
+    `live_count` records still kept after exact dedup, or of those in a candidate pair or short
+    only. `external` lists (run_id, band keys, signatures) of the corpus index; those always
+    survive. Returns (unit, row, duplicate_of, cluster_id, similarity, via) for every dropped
+    record and every survivor of this run's records that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
+    through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
+    The candidate graph is resolved a group of whole connected components at a time
+    (`groups.ComponentGroups`, at most GROUP_RECORDS records a group but for a larger component):
+    signatures and attributes are held for one group, and the decisions do not depend on the groups.
+    With `verify: borderline`, `read_texts(units, rows)` gives the texts of this run's records whose
+    pairs are re-checked on exact shingle sets.
+    """
+    if cfg.verify == "borderline" and read_texts is None:
+        raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
+    bd = banding(cfg)
+    files, sig_paths = _sources(work, list(external))
+    own = [(u, p, r) for u, p, r in files if r is None]
+    codes, counts = candidate_pairs(work)
+    signed, index_records = counts["signed"], counts["index_records"]
+    stats = {
+        "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
+        "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
+        "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
+        "signed": signed, "without_shingles": live_count - signed, "index_records": index_records,
+    }
+    empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
+                                 "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})
+    if signed == 0 or signed + index_records < 2:
+        stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
+                      "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
+                      "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
+                      "pairs_vetoed_by_content": 0})
+        return empty, stats
+
+    # The docs are only the records in a candidate pair or in the short-document pass, numbered in
+    # (unit, row) order: every step below depends on docs only through that order.
+    e = len(external)
+    in_docs = np.unique(np.concatenate([codes.ravel(), _short_doc_codes(own, live, cfg, e)]))
+    index = doc_index(in_docs, live, work, external, e)
+    n = len(in_docs)
+    pairs = np.searchsorted(in_docs, codes).reshape(-1, 2)
+    del codes, in_docs
+    signed_all = counts["signed_all"]
+    min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * signed_all)))
+    # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
+    # signatures are gathered too (the clustering compares them with their other neighbours).
+    short = run_short_pass([(u, Path(p)) for u, p, _r in own], index.key_frame(), cfg, min_docs)
+    stats["short_pass"] = short.stats
+    involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
+    store = SignatureStore(sig_paths, cfg.num_perm)
+    # Boilerplate: minima that recur in many of this run's signed records, exact copies included
+    # (a text copied a thousand times is boilerplate too; see lsh.CommonValues).
+    bits, boilerplate, boilerplate_docs = None, None, 0
+    if cfg.boilerplate_min_docs and signed_all >= min_docs:
+        cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
+        for unit, path, _r in own:
+            # read, not mapped: a unit's signatures are held only while they are counted
+            shingles = pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy()
+            cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
+                   np.flatnonzero(shingles > 0))
+        bits, boilerplate = _common_bits(cv, store, index, involved, params(cfg) if cfg.verify == "borderline" else None)
+        boilerplate_docs = cv.min_docs
+        del cv  # the bits are all the groups need: let go of the sketch (up to 256 MiB)
+    with_boilerplate = int(bits.any(axis=1).sum()) if bits is not None else 0
+    bit_rows = np.full(n, -1, np.int64)  # doc -> row of `bits`
+    bit_rows[involved] = np.arange(involved.size)
+    del involved
+
+    groups = ComponentGroups.build(n, [pairs, short.pairs], GROUP_RECORDS)
+    pair_parts, short_parts = groups.split(pairs), groups.split(short.pairs)
+    m = len(pairs)
+    sims, ests, contents, cpos = np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64)
+    short.added = np.zeros(len(short.code), bool)
+    results, verified, vetoed, rechecked = [], 0, 0, np.zeros(3, np.int64)
+    for g_docs, at, short_at in zip(groups, pair_parts, short_parts):
+        local = ShortPass(np.searchsorted(g_docs, short.pairs[short_at]), short.sims[short_at], short.stats)
+        r = _resolve_group(index.frame(g_docs, live), np.searchsorted(g_docs, pairs[at]), local, store,
+                           bits[bit_rows[g_docs]] if bits is not None else None, work, cfg, prefer, read_texts,
+                           boilerplate)
+        sims[at], ests[at], contents[at], cpos[at] = r.sims, r.ests, r.contents, r.cpos
+        short.added[short_at] = r.short_added  # the group's short pairs in the same (code) order
+        r.survivors, r.dropped = g_docs[r.survivors], g_docs[r.dropped]
+        r.via = np.where(r.via >= 0, g_docs[np.maximum(r.via, 0)], -1)
+        results.append(r)
+        verified, vetoed, rechecked = verified + r.verified, vetoed + r.vetoed, rechecked + r.rechecked
+    del bits
+    (work / "near").mkdir(exist_ok=True)
+    with atomic_path(work / "near" / "candidates.parquet") as tmp:
+        pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
+                      "similarity": sims, "estimated_jaccard": ests, "content_jaccard": contents, "content_positions": cpos},
+                     schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64, "estimated_jaccard": pl.Float64,
+                             "content_jaccard": pl.Float64, "content_positions": pl.Int64}).write_parquet(tmp)
+    short.stats["pairs_added"] = int(short.added.sum())
+    del sims, ests, contents, cpos
+
+    result, counted = decision_rows(results, index, live, empty.schema)
     with atomic_path(work / "near" / "decisions.parquet") as tmp:
         result.write_parquet(tmp)
     stats.update({
-        "candidate_pairs": int(len(pairs)),
-        "verified_pairs": int(len(verified)),
-        "clusters": len(sizes),
-        "dropped": int(sum(sizes) - len(sizes)),
-        "dropped_against_index": against_index,
+        "candidate_pairs": int(m),
+        "verified_pairs": int(verified),
+        "clusters": counted["clusters"],
+        "dropped": counted["dropped"],
+        "dropped_against_index": counted["dropped_against_index"],
         "second_hop": cfg.hop_bar,
-        "dropped_second_hop": int(second_hop_drops),
+        "dropped_second_hop": counted["dropped_second_hop"],
         "survivor_rule": prefer,
         "boilerplate_min_docs": boilerplate_docs,
         "involved_with_boilerplate": with_boilerplate,
         "pairs_vetoed_by_content": vetoed,
-        "cluster_sizes": log2_histogram(sizes),
+        "cluster_sizes": counted["cluster_sizes"],
+        "groups": groups.stats,
     })
     if cfg.verify == "borderline":
-        stats["borderline"] = borderline_stats
-    stats["short_pass"]["dropped"] = through_short
+        stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": int(rechecked[0]),
+                               "comparisons_flipped": int(rechecked[1]), "texts_read": int(rechecked[2])}
+    stats["short_pass"]["dropped"] = counted["through_short"]
     return result, stats

@@ -12,7 +12,7 @@ import polars as pl
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
 from pipeline.dedup.exact import resolve_exact
-from pipeline.dedup.near import EXTERNAL_PRIORITY
+from pipeline.dedup.pair_docs import EXTERNAL_PRIORITY
 from pipeline.run.workdir import SortedParts, part_files
 
 DROPPED_DUPLICATE = DecisionKind("dropped_duplicate", Category.DROPPED,

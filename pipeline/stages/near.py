@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
-from pipeline.dedup.candidates import decode_doc
+from pipeline.dedup.candidates import code_positions, decode_doc, doc_code
 from pipeline.dedup.near import SignatureWriter, candidate_pairs, resolve_near
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX
 from pipeline.errors import PipelineError
@@ -36,18 +36,30 @@ SHORT_REASON = ("near duplicate (short-document pass: exact content character 5-
 IMAGE_REASON = "near-duplicate image (pHash within the configured distance)"
 
 
-def _verdicts(live: pl.DataFrame, near: pl.DataFrame, reason: str) -> pl.DataFrame:
-    """Drops (with their survivor, cluster and similarity) and evidence-only rows for cluster heads."""
+def _hits(live: pl.DataFrame, near: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a resolution (`resolve_near`, `resolve_image_near`: by unit and row) with their
+    records' `_i`, by `_i`: _i, duplicate_of, cluster_id, similarity, via, path."""
     for col in ("via", "path"):
         if col not in near.columns:
             near = near.with_columns(pl.lit(None, pl.String).alias(col))
+    pos, found = code_positions(doc_code(live["unit"].to_numpy(), live["row"].to_numpy(), 0),
+                                doc_code(near["unit"].to_numpy(), near["row"].to_numpy(), 0))
+    at = live["_i"].to_numpy()[pos[found]]
+    order = np.argsort(at, kind="stable")  # one gather of the rows (strings included), by _i
+    rows = near if found.all() else near.filter(found)
+    return rows.select(pl.Series("_i", at, pl.Int64), "duplicate_of", "cluster_id", "similarity", "via", "path")[order]
+
+
+def _verdicts(hits: pl.DataFrame, reason: str) -> pl.DataFrame:
+    """Drops (with their survivor, cluster and similarity) and evidence-only rows for cluster heads,
+    from `_hits` rows; `reason` names the pass that found them."""
     hit = pl.col("duplicate_of").is_not_null()
     # The path that justified the drop: the word pass, or the short-document pass (text only).
     base = pl.when(pl.col("path") == "short").then(pl.lit(SHORT_REASON)).otherwise(pl.lit(reason))
     # A second-hop drop names the record it was reached through (similarity stays the one to the survivor).
     why = pl.when(pl.col("via").is_not_null()).then(
         pl.concat_str(base, pl.lit(", second hop via "), pl.col("via"))).otherwise(base)
-    return live.select("_i", "unit", "row").join(near, on=["unit", "row"], how="inner").select(
+    return hits.select(
         "_i",
         pl.when(hit).then(pl.lit(DROPPED_NEAR_DUPLICATE.name)).otherwise(pl.lit(None, pl.String)).alias("decision"),
         pl.when(hit).then(why).otherwise(pl.lit(None, pl.String)).alias("reason"),
@@ -69,7 +81,8 @@ class NearDedupStage(BarrierStage):
 
     def decide(self, records: pl.DataFrame, ctx: BarrierContext):
         live = records.filter(pl.col("decision").is_null()).select(*LIVE)
-        return self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
+        sources, stats = self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
+        return pl.concat([_verdicts(hits, reason) for hits, reason in sources], how="vertical_relaxed"), stats
 
     from_parts = True
 
@@ -79,21 +92,23 @@ class NearDedupStage(BarrierStage):
 
         index_runs = len(ctx.index.near_parts()) if ctx.index is not None else 0
         live, count, images = gather_live(ctx.work_dir, ctx.plan, needed_rows(ctx.work_dir, self.config, index_runs))
-        verdicts, stats = self._resolve(live.select(*LIVE), count, images, ctx)
+        sources, stats = self._resolve(live.select(*LIVE), count, images, ctx)
         # As `amend` finds them on the whole frame: text records (no pHash) this stage dropped,
         # in input order (every record gathered was still kept, so every verdict applies).
-        dropped = (verdicts.filter(pl.col("decision") == DROPPED_NEAR_DUPLICATE.name).select("_i", "duplicate_of")
+        dropped = (pl.concat([hits.filter(pl.col("duplicate_of").is_not_null()).select("_i", "duplicate_of")
+                              for hits, _reason in sources])
                    .join(live.filter(pl.col("phash").is_null()).select("_i", "record_id"), on="_i").sort("_i"))
-        return _NearUnitVerdicts(verdicts, _moved(dropped)), stats
+        return _NearUnitVerdicts(sources, _moved(dropped)), stats
 
     def _resolve(self, live: pl.DataFrame, live_count: int, images: bool, ctx: BarrierContext):
-        """Verdicts over `live` (the records still kept, or those of them resolution needs; `LIVE`
-        columns) of `live_count` kept records; `images`: some record of the run has a pHash."""
+        """(`_hits` rows, reason) of the text and the image resolution over `live` (the records
+        still kept, or those of them resolution needs; `LIVE` columns) of `live_count` kept records,
+        and statistics; `images`: some record of the run has a pHash."""
         cfg = ctx.plan.config
         near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), live_count, ctx.work_dir, self.config,
                                    cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [],
                                    read_texts=lambda units, rows: read_texts(ctx.plan, units, rows))
-        verdicts = [_verdicts(live, near, TEXT_REASON[self.config.verify])]
+        sources = [(_hits(live, near), TEXT_REASON[self.config.verify])]
         if images:
             from pipeline.dedup.image_near import resolve_image_near
 
@@ -107,8 +122,8 @@ class NearDedupStage(BarrierStage):
             near_img, stats["images"] = resolve_image_near(images.drop("_i", "quality"), self.config.image_phash_distance,
                                                            first)
             stats["images"]["too_flat_to_compare"] = int(has_phash.filter(flat).height)
-            verdicts.append(_verdicts(images, near_img, IMAGE_REASON))
-        return pl.concat(verdicts, how="vertical_relaxed"), stats
+            sources.append((_hits(images, near_img), IMAGE_REASON))
+        return sources, stats
 
     def amend(self, records: pl.DataFrame) -> pl.DataFrame:
         """An exact copy whose exact survivor was itself dropped as a near-duplicate text points at
@@ -179,16 +194,20 @@ def _repoint(records: pl.DataFrame, moved: pl.DataFrame) -> pl.DataFrame:
 
 
 class _NearUnitVerdicts(UnitVerdicts):
-    """The stage's verdicts (a row per near drop or cluster head) held whole, served per unit."""
+    """The stage's `_hits` rows (a row per near drop or cluster head) held whole, made into verdicts
+    per unit (their decision and reason strings are not held for every drop)."""
 
-    def __init__(self, verdicts: pl.DataFrame, moved: pl.DataFrame) -> None:
-        # stable: a record with two verdicts (text and image) keeps their order, as `decide` has it
-        self._verdicts, self._moved = verdicts.sort("_i", maintain_order=True), moved
+    def __init__(self, sources: list[tuple[pl.DataFrame, str]], moved: pl.DataFrame) -> None:
+        self._sources, self._moved = sources, moved
 
     def verdicts(self, first: int, last: int) -> pl.DataFrame:
-        at = self._verdicts["_i"]
-        a, b = at.search_sorted(first, "left"), at.search_sorted(last, "left")
-        return self._verdicts.slice(a, b - a)
+        parts = []
+        for hits, reason in self._sources:
+            at = hits["_i"]
+            a, b = at.search_sorted(first, "left"), at.search_sorted(last, "left")
+            parts.append(_verdicts(hits.slice(a, b - a), reason))
+        # stable: a record with two verdicts (text and image) keeps their order, as `decide` has it
+        return pl.concat(parts, how="vertical_relaxed").sort("_i", maintain_order=True)
 
     def amend(self, records: pl.DataFrame) -> pl.DataFrame:
         return _repoint(records, self._moved)

@@ -1,0 +1,100 @@
+"""Near-duplicate resolution a group of connected components at a time decides exactly what one
+group of every record decides: the same decisions, candidates file and statistics, with the
+survivor rules, a second hop, the short-document pass and records published by an earlier run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.dedup import near as near_module
+from pipeline.executor import run_local
+from pipeline.stages import near as near_stage
+from tests.conftest import build_config
+from tests.integration.test_barrier_parts import adversarial_corpus
+from tests.integration.test_barrier_unit_by_unit import _second_corpus
+from tests.integration.test_run import file_digests
+
+DEDUP = {"near": {"second_hop": "threshold", "short_pass_max_words": 30}}
+
+
+def _word_swaps(folder: Path) -> None:
+    """Short texts and copies with two words swapped, which only the short-document pass pairs."""
+    rng = random.Random(3)
+    with open(folder / "part-swaps.jsonl", "w") as f:
+        for k in range(4):
+            words = [f"s{rng.randrange(10**6)}" for _ in range(14)]
+            f.write(json.dumps({"id": f"swap{k}", "text": " ".join(words)}) + "\n")
+            words[5], words[6] = words[6], words[5]
+            f.write(json.dumps({"id": f"swap{k}b", "text": " ".join(words)}) + "\n")
+
+
+def _config(out: Path, corpus: Path, state: Path, prefer: str):
+    return build_config(out, [{"name": "c", "kind": "jsonl", "paths": [str(corpus)], "id_field": "id"}],
+                        output={"dir": str(out), "shard_max_rows": 150}, state={"dir": str(state)},
+                        dedup={**DEDUP, "survivor": {"near_prefer": prefer}})
+
+
+def _keep_near_files(monkeypatch, keep: Path) -> None:
+    """Copy each resolution's candidates and near decisions to `keep/<n>` (the scratch space goes at publish)."""
+    original = near_stage.resolve_near
+
+    def kept(live, live_count, work, *args, **kwargs):
+        result = original(live, live_count, work, *args, **kwargs)
+        copy = keep / str(len(list(keep.glob("*"))) if keep.exists() else 0)
+        shutil.copytree(work / "near", copy)
+        return result
+
+    monkeypatch.setattr(near_stage, "resolve_near", kept)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("prefer", ["central", "longest"])
+def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path, monkeypatch, prefer):
+    first = adversarial_corpus(tmp_path / "in1", n=600)
+    _word_swaps(first)
+    second = _second_corpus(first, tmp_path / "in2")
+    stats = {}
+    for label, records in (("one", 10**9), ("many", 4)):
+        with monkeypatch.context() as m:
+            m.setattr(near_module, "GROUP_RECORDS", records)
+            _keep_near_files(m, tmp_path / f"{label}-near")
+            one = run_local(_config(tmp_path / f"{label}-1", first, tmp_path / f"state-{label}", prefer))
+            # the second run of both against the same published run (the one-group run's)
+            shutil.copytree(tmp_path / "state-one", tmp_path / f"state-{label}-2", dirs_exist_ok=True)
+            two = run_local(_config(tmp_path / f"{label}-2", second, tmp_path / f"state-{label}-2", prefer))
+        stats[label] = [one["near_dedup"], two["near_dedup"]]
+    for run in ("1", "2"):
+        assert file_digests(tmp_path / f"many-{run}") == file_digests(tmp_path / f"one-{run}")
+    for copy in ("0", "1"):  # candidates.parquet and decisions.parquet of each run's resolution
+        assert _digests(tmp_path / "many-near" / copy) == _digests(tmp_path / "one-near" / copy)
+    for many, one in zip(stats["many"], stats["one"]):
+        grouping_many, grouping_one = many.pop("groups"), one.pop("groups")
+        assert many == one
+        assert grouping_one["groups"] == 1 and grouping_many["groups"] > 20
+        assert grouping_many["components"] == grouping_one["components"]
+        assert grouping_many["components_over_max"] > 0   # components above the bound stay whole
+    # What the comparison covered: several clusters, second hops, the short pass, published survivors.
+    first_run, second_run = stats["one"]
+    assert first_run["clusters"] > 20 and first_run["dropped_second_hop"] > 0
+    assert first_run["short_pass"]["dropped"] + second_run["short_pass"]["dropped"] > 0
+    assert second_run["dropped_against_index"] > 10 and second_run["index_records"] > 0
+
+
+def test_a_run_with_boilerplate_counted_and_no_candidate_pair_keeps_every_record(tmp_path, run_pipeline):
+    rng = random.Random(8)
+    rows = [{"id": f"u{k}", "text": " ".join(f"w{rng.randrange(10**6)}" for _ in range(60))} for k in range(30)]
+    path = tmp_path / "distinct.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest, ledger, _ = run_pipeline([{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}],
+                                       dedup={"near": {"boilerplate_min_docs": 20}})
+    assert set(ledger["decision"]) == {"kept"}
+    assert manifest["near_dedup"]["candidate_pairs"] == 0 and manifest["near_dedup"]["groups"]["groups"] == 0
