@@ -65,12 +65,17 @@ def run_task(work_dir: str, step: str, task_id: int) -> dict:
     return unit_stage(work_dir, kind, task_id)
 
 
-def unit_stage(work_dir: str, kind: str, task_id: int) -> dict:
-    """Run the per-unit stage `kind` on the kept records of one task; write its verdicts."""
+def _task_paths(work_dir: str, kind: str, task_id: int, suffix: str):
+    """(work dir, the stage's directory, the task, its done marker `<task>.<suffix>`)."""
     work = Path(work_dir)
     out = stage_dir(work, kind)
     task = plan_tasks(work_dir, kind)[task_id]
-    done = out / f"{task.name}.json"
+    return work, out, task, out / f"{task.name}.{suffix}"
+
+
+def unit_stage(work_dir: str, kind: str, task_id: int) -> dict:
+    """Run the per-unit stage `kind` on the kept records of one task; write its verdicts."""
+    work, out, task, done = _task_paths(work_dir, kind, task_id, "json")
     if (cached := read_done(done)) is not None:
         return cached
     t0, c0 = time.perf_counter(), time.thread_time()
@@ -162,10 +167,7 @@ def _split_record(plan: RunPlan, work: Path, task: StageTask, kept_names: list[s
 
 def unit_stage_part(work_dir: str, kind: str, task_id: int, round_: int) -> dict:
     """Run round `round_` of the per-unit stage `kind` on one part of a split record."""
-    work = Path(work_dir)
-    out = stage_dir(work, kind)
-    task = plan_tasks(work_dir, kind)[task_id]
-    done = out / f"{task.name}.round{round_}.json"
+    work, out, task, done = _task_paths(work_dir, kind, task_id, f"round{round_}.json")
     if (cached := read_done(done)) is not None:
         return cached
     t0, c0 = time.perf_counter(), time.thread_time()
