@@ -95,3 +95,12 @@ def jsonl_texts(paths) -> list[str]:
             if isinstance(rec, dict) and isinstance(rec.get("text"), str):
                 texts.append(rec["text"])
     return texts
+
+
+def finished_run(proc: subprocess.Popen, out_dir: Path) -> tuple[str, dict]:
+    """The stdout and the manifest of a `hygiene run` child once it has exited; its stderr's tail
+    on failure."""
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"hygiene run failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return stdout, json.loads((Path(out_dir) / "manifest.json").read_text())

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_info, results_path  # noqa: E402
+from common import finished_run, machine_info, results_path  # noqa: E402
 from gen_corpus import Prose  # noqa: E402
 from pii_speed import pii_sentence  # noqa: E402
 
@@ -92,10 +92,7 @@ def run(corpus: Path, out_dir: Path, config: Path, code: Path, one_task: bool = 
         peak_sum, peak_one = max(peak_sum, sum(rss)), max([peak_one, *rss])
         time.sleep(0.2)
     wall = time.perf_counter() - t0
-    _, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"hygiene run failed ({proc.returncode}):\n{stderr[-3000:]}")
-    manifest = json.loads((out_dir / "manifest.json").read_text())
+    _, manifest = finished_run(proc, out_dir)
     phases = [p for p in manifest["timings"]["phases"] if p["name"] in PII_PHASES]
     pii_wall = sum(p["wall_s"] for p in phases)
     pii_cpu = sum(p["cpu_s"] or 0 for p in phases)

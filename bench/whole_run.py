@@ -43,7 +43,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from common import machine_info, results_path  # noqa: E402
+from common import finished_run, machine_info, results_path  # noqa: E402
 from gen_corpus import Prose  # noqa: E402
 from pii_speed import GOLD_FIELDS, pii_sentence  # noqa: E402
 
@@ -145,10 +145,7 @@ def run_ours(corpus: Path, out_dir: Path, config: Path, prefect: bool, code: Pat
         samples.append((time.perf_counter() - t0, sum(seen.values())))
         time.sleep(0.2)
     wall = time.perf_counter() - t0
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"hygiene run failed ({proc.returncode}):\n{stderr[-3000:]}")
-    manifest = json.loads((out_dir / "manifest.json").read_text())
+    stdout, manifest = finished_run(proc, out_dir)
     return {"wall_s": wall, "cpu_s": samples[-1][1] if samples else None, "samples": samples, "manifest": manifest}
 
 
