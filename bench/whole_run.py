@@ -145,7 +145,7 @@ def run_ours(corpus: Path, out_dir: Path, config: Path, prefect: bool, code: Pat
         samples.append((time.perf_counter() - t0, sum(seen.values())))
         time.sleep(0.2)
     wall = time.perf_counter() - t0
-    stdout, manifest = finished_run(proc, out_dir)
+    _, manifest = finished_run(proc, out_dir)
     return {"wall_s": wall, "cpu_s": samples[-1][1] if samples else None, "samples": samples, "manifest": manifest}
 
 
