@@ -76,3 +76,22 @@ def test_a_minimum_names_the_one_shingle_it_came_from():
     flat, _ = shingle_sets(norm, PARAMS)
     # every minimum comes from one of the text's three 5-grams, and together they name all three
     assert set(unpermuted(sig, np.ones_like(sig, bool), PARAMS).tolist()) == set(mixed_hashes(flat).tolist())
+
+
+def test_a_record_that_cannot_be_read_back_is_a_clear_error_not_a_silent_estimate(monkeypatch):
+    from types import SimpleNamespace
+
+    import pytest
+
+    import pipeline.run.rows as rows_mod
+    from pipeline.errors import PipelineError
+    from pipeline.stages.near import read_texts
+
+    unit = SimpleNamespace(source="s", path="/data/part-0.jsonl")
+    plan = SimpleNamespace(units={0: unit}, source=lambda name: SimpleNamespace(text_field="text"))
+    table = pa.table({"text": ["kept text"]})
+    # the input changed since pass 1: row 7 is no longer there
+    monkeypatch.setattr(rows_mod, "iter_unit_rows", lambda plan, u, want: iter([(table, np.array([3]))]))
+    assert read_texts(plan, np.array([0]), np.array([3])) == ["kept text"]
+    with pytest.raises(PipelineError, match=r"1 record\(s\) of unit 0 \(/data/part-0.jsonl\) could not be read again"):
+        read_texts(plan, np.array([0, 0]), np.array([3, 7]))
