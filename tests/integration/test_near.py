@@ -243,15 +243,15 @@ def test_the_short_document_pass_drops_a_word_swapped_short_copy_and_names_its_p
     path = tmp_path / "short.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     src = [{"name": "s", "kind": "jsonl", "paths": [str(path)], "id_field": "id"}]
-    _, ledger, _ = run_pipeline(src, out=tmp_path / "off")
+    _, ledger, _ = run_pipeline(src, out=tmp_path / "off", dedup={"near": {"short_pass_max_words": 0}})
     assert ledger.filter(pl.col("decision") == "dropped_near_duplicate").height == 0   # word 5-grams miss it
-    manifest, ledger, _ = run_pipeline(src, out=tmp_path / "on",
-                                       dedup={"near": {"short_pass_max_words": 100, "short_pass_threshold": 0.75}})
-    drop = ledger.filter(pl.col("decision") == "dropped_near_duplicate")
-    assert drop.height == 1 and set(drop["record_id"]) | set(drop["duplicate_of"]) == {"src", "swap"}
-    assert "short-document pass" in drop["reason"][0] and drop["similarity"][0] >= 0.75
-    sp = manifest["near_dedup"]["short_pass"]
-    assert sp["verified_pairs"] == 1 and sp["pairs_added"] == 1 and sp["dropped"] == 1
+    for name, near in (("default", {}), ("0.75", {"short_pass_threshold": 0.75})):   # the pass is on by default
+        manifest, ledger, _ = run_pipeline(src, out=tmp_path / name, dedup={"near": near})
+        drop = ledger.filter(pl.col("decision") == "dropped_near_duplicate")
+        assert drop.height == 1 and set(drop["record_id"]) | set(drop["duplicate_of"]) == {"src", "swap"}
+        assert "short-document pass" in drop["reason"][0] and drop["similarity"][0] >= 0.75
+        sp = manifest["near_dedup"]["short_pass"]
+        assert sp["verified_pairs"] == 1 and sp["pairs_added"] == 1 and sp["dropped"] == 1
 
 
 def test_thousands_of_identical_short_texts_one_word_and_empty_documents_are_counted_and_one_copy_survives(

@@ -105,7 +105,7 @@ def test_boilerplate_words_match_the_definition_with_repeats_inside_texts_and_un
 def test_pairs_do_not_depend_on_how_the_set_sizes_are_chunked():
     rng = random.Random(7)
     base = [" ".join(f"t{rng.randrange(300)}" for _ in range(rng.randint(3, 20))) for _ in range(60)]
-    texts = norm(base + [b + " extra" for b in base[:30]])
+    texts = norm(base + [b.upper() + "!" for b in base[:30]])   # copies that keep their words
     params = MinHashParams(num_perm=128, seed=1, ngram=5, char_ngrams=True, short_docs="skip")
     whole = np.diff(shingle_sets(texts, params)[1])
     assert _set_sizes(texts, params, chunk=7).tolist() == whole.tolist()
@@ -127,7 +127,8 @@ def test_two_pages_of_one_template_that_differ_in_their_number_are_not_paired_bu
         name = rng.choice(names)
         pages.append(f"A short guide to {rng.choice(topics)} (#{n}). " + " ".join(rng.sample(stock, 4))
                      + f" Questions to {name} at {name.lower().replace(' ', '.')}@example.com.")
-    texts = pages + [pages[5].replace("Questions", "Questions, please,")]   # a copy of page 35, one edit
+    first, last = pages[5].split("Questions to ")[1].split(" at ")[0].split()
+    texts = pages + [pages[5].replace(f"to {first} {last}", f"to {last}, {first}")]   # a copy of page 35, names reordered
     pairs, _sims, stats = short_pairs(content_texts(norm(texts), min_docs=20), 0.6, MIN_SHINGLES)
     assert {tuple(p) for p in pairs.tolist()} == {(5, 30)} and stats["vetoed_by_numbers"] > 0
 
@@ -157,3 +158,22 @@ def test_a_header_shorter_than_five_words_is_found_at_the_start_of_many_texts():
     assert content[-2:] == ["brac wondrously", "wondrously"]             # what is left is the content
     # a 4-word start that only a few texts share is content
     assert content_texts(pa.array(texts[:10], pa.large_string()), min_docs=20).to_pylist() == texts[:10]
+
+
+def test_a_short_text_that_is_another_plus_or_minus_a_word_or_with_one_word_changed_is_not_paired():
+    texts = ["Boss, journeyman, apprentice, churchman and was.",       # generated originals of different
+             "Boss, journeyman, apprentice, churchman and.",           # clusters (1M corpora, issue #16)
+             "One was very Warlicke appointment punctually, however.",
+             "Weston was very Warlicke appointment punctually, however.",
+             "Boss, apprentice, journeyman, churchman and was.",        # a reordered copy of the first
+             "BOSS journeyman apprentice churchman and was"]            # a reformatted one
+    pairs, _sims, stats = short_pairs(norm(texts), 0.6, MIN_SHINGLES)
+    assert {tuple(p) for p in pairs.tolist()} == {(0, 4), (0, 5), (4, 5)} and stats["vetoed_by_words"] >= 2
+
+
+def test_words_disagree_on_a_strict_subset_or_a_low_jaccard_but_not_on_the_same_words():
+    flat, offs = shingle_sets(norm(["a b c d e", "a b c d", "e d c b a", "a b c d f", "a b c d e f g h i j",
+                                    "a b c d e f g h i k"]),
+                              MinHashParams(ngram=1, char_ngrams=False, short_docs="whole"))
+    got = short_pass.words_disagree(flat, offs, np.array([0, 0, 0, 4]), np.array([1, 2, 3, 5])).tolist()
+    assert got == [True, False, True, False]   # subset; same words; 4/6; 9/11 >= 0.8
