@@ -270,3 +270,38 @@ def test_a_scheduler_restart_publishes_nothing_half_done_and_the_rerun_resumes(t
     assert manifest["conservation"]["overall"]["input"] == UNITS * 60
     assert _digests(out) == _digests(ref) and _digests(out)
     assert not work.exists()
+
+
+def test_a_record_split_into_pii_parts_on_the_cluster_publishes_what_one_thread_task_publishes(cluster, tmp_path,
+                                                                                               monkeypatch):
+    """One huge record among small ones, its PII work split into part tasks (rounds and a join) that
+    the two worker processes run: shards, ledger and PII counts equal the thread runner's run with
+    the record in one task."""
+    import pipeline.run.tasks as tasks
+    from flows.clean import run_flow
+    from pipeline.executor import run_local
+    from tests.conftest import build_config
+    from tests.integration.test_pii_split_record import PII, TASK_BYTES, prose
+
+    address, _workers = cluster
+    d = tmp_path / "in"
+    d.mkdir()
+    rows = [{"id": f"s{i}", "text": prose(400 + 30 * i, 20 + i)} for i in range(12)]
+    rows.insert(5, {"id": "huge", "text": prose(100_000, 9)})
+    (d / "one.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = [{"name": "t", "kind": "jsonl", "paths": [str(d)], "id_field": "id"}]
+    pii = {**PII, "second_pass": True, "residual_scan": {"sample_fraction": 1.0}}
+    ref = run_local(build_config(tmp_path / "thread", sources, pii=pii, runner={"max_workers": 2}))
+
+    # The task plan is made by the flow, in this process: small tasks split the huge record.
+    monkeypatch.setattr(tasks, "TASK_MIN_BYTES", TASK_BYTES)
+    monkeypatch.setattr(tasks, "TASK_MAX_BYTES", TASK_BYTES)
+    out = tmp_path / "dask"
+    manifest = run_flow(build_config(out, sources, pii=pii, runner={"kind": "dask", "dask_address": address}))
+
+    phases = {p["name"]: p for p in manifest["timings"]["phases"]}
+    assert phases["pii-join"]["items"] == 1 and phases["pii-round2"]["items"] >= 2   # the record was split
+    assert {p["name"]: p for p in ref["timings"]["phases"]}["pii-join"]["items"] == 0
+    assert _digests(out) == _digests(tmp_path / "thread") and _digests(out)
+    assert manifest["pii"]["by_entity"] == ref["pii"]["by_entity"] and manifest["pii"]["by_entity"]["PERSON"] > 100
+    assert manifest["pii"]["residual_scan"]["records"] == ref["pii"]["residual_scan"]["records"] == 13
