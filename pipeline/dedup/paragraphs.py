@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 UNIT_SCHEMA = {"row": pl.Int64, "idx": pl.Int32, "start": pl.Int64, "end": pl.Int64, "words": pl.Int32,
@@ -67,6 +68,85 @@ def _scan(data: np.ndarray, offsets: np.ndarray, cls: np.ndarray, flagged: np.nd
             prev = space
         flagged[i] = bad or (b > a and prev)
         spaces[i] = n
+
+
+# Byte classes for `_split_lines`: 1 a space, 3 another ASCII whitespace (tab, VT, FF, CR: always
+# collapsed), 4 the newline that ends a line. A line with a byte >= 0x80 takes the polars path.
+_LINE_CLASS = np.zeros(256, np.uint8)
+_LINE_CLASS[32] = 1
+_LINE_CLASS[[9, 11, 12, 13]] = 3
+_LINE_CLASS[10] = 4
+_SAME_BYTE = np.arange(256, dtype=np.uint8)
+_ASCII_LOWER = _SAME_BYTE.copy()
+_ASCII_LOWER[65:91] += 32
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _split_lines(data: np.ndarray, offsets: np.ndarray, cls: np.ndarray, low: np.ndarray, collapse: bool,
+                 out: np.ndarray, out_off: np.ndarray, doc: np.ndarray, idx: np.ndarray, first: np.ndarray,
+                 last: np.ndarray, words: np.ndarray, other: np.ndarray) -> None:
+    """Every line of every string, in order: its record `doc`, position `idx`, bytes
+    `[first, last)`, words (runs of non-whitespace) and whether it has a non-ASCII byte (`other`),
+    and its text mapped by `low` (ASCII lowercase or nothing), whitespace collapsed when `collapse`,
+    appended to `out` (line j is `out[out_off[j]:out_off[j + 1]]`). The hot loop writes each byte
+    where it would land uncollapsed; the few lines with whitespace to collapse (a run, a tab, one
+    at an end) are compacted in place afterwards."""
+    j = 0
+    o = 0
+    out_off[0] = 0
+    for i in range(offsets.shape[0] - 1):
+        k, b = offsets[i], offsets[i + 1]
+        line = 0
+        while True:
+            s = k
+            w, bad, hi, prev = 0, 0, 0, 1
+            while k < b:
+                c = data[k]
+                t = cls[c]
+                if t == 4:
+                    break
+                out[o + k - s] = low[c]
+                ws = t & 1
+                w += (ws ^ 1) & prev
+                bad |= (ws & prev) | (t >> 1)
+                hi |= c
+                prev = ws
+                k += 1
+            size = k - s
+            if collapse and hi < 128 and (bad or (prev and size)):
+                size = _collapse_ascii(out, o, size)
+            o += size
+            doc[j], idx[j], first[j], last[j], words[j], other[j] = i, line, s, k, w, hi >= 128
+            j += 1
+            out_off[j] = o
+            line += 1
+            if k >= b:
+                break
+            k += 1  # the newline
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _collapse_ascii(buf: np.ndarray, at: int, size: int) -> int:
+    """`buf[at:at + size]` (ASCII) with whitespace runs as one space and ends stripped, in place; its new size."""
+    q, pending = at, False
+    for r in range(at, at + size):
+        c = buf[r]
+        if c == 32 or (c >= 9 and c <= 13):
+            pending = q > at
+        else:
+            if pending:
+                buf[q] = 32
+                q += 1
+                pending = False
+            buf[q] = c
+            q += 1
+    return q - at
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _copy_ranges(data: np.ndarray, first: np.ndarray, last: np.ndarray, buf: np.ndarray, off: np.ndarray) -> None:
+    for j in range(first.shape[0]):
+        buf[off[j]:off[j + 1]] = data[first[j]:last[j]]
 
 
 def _words(flat: pl.Series) -> np.ndarray:
@@ -115,27 +195,17 @@ def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, l
     `min_chars`, never hashed nor removed)."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
-    frame = pl.DataFrame({"row": pl.Series(rows, dtype=pl.Int64), "text": pl.Series(text).cast(pl.String).fill_null("")})
     if unit == "line":
-        pieces = pl.col("text").str.split("\n")
-        sep = 1
-    else:
-        pieces = (pl.col("text").str.replace_all(_MARK, " ", literal=True)
-                  .str.replace_all(_PARAGRAPH_SEP, "${1}" + _MARK).str.split(_MARK))
-        sep = 0  # each piece carries its separator
+        return _line_units(rows, _large_strings(text), lowercase, collapse, min_chars)
+    frame = pl.DataFrame({"row": pl.Series(rows, dtype=pl.Int64), "text": pl.Series(text).cast(pl.String).fill_null("")})
+    pieces = (pl.col("text").str.replace_all(_MARK, " ", literal=True)
+              .str.replace_all(_PARAGRAPH_SEP, "${1}" + _MARK).str.split(_MARK))  # each piece carries its separator
     parts = (frame.select("row", pl.col("text").str.len_chars().alias("chars"), pieces.alias("p")).explode("p")
              .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("row").alias("idx"),
-                           (pl.col("p").str.len_chars() + sep).alias("_len")))
-    if unit != "line":  # a text ending in blank lines leaves one empty trailing piece: not a unit
-        parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
-    raw = parts["p"]
-    if collapse:
-        # Lowercasing changes no whitespace: the collapsed lowercase text has the words of the
-        # collapsed text, which need not be made separately.
-        norm, words = _collapsed_words(raw.str.to_lowercase() if lowercase else raw, unit == "line")
-    else:
-        words = _collapsed_words(raw, unit == "line")[1]
-        norm = raw.str.to_lowercase() if lowercase else raw
+                           pl.col("p").str.len_chars().alias("_len")))
+    # A text ending in blank lines leaves one empty trailing piece: not a unit.
+    parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
+    norm, words = _normalised(parts["p"], lowercase, collapse, False)
     parts = parts.with_columns(
         (pl.col("_len").cum_sum().over("row") - pl.col("_len")).alias("start"),
         norm.alias("n"), words.alias("words"),
@@ -149,6 +219,86 @@ def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, l
     units = parts.filter("_long").select(
         "row", "idx", "start", "end", "words", plh.col("n").nchash.xxh3_64().alias("hash")).cast(UNIT_SCHEMA)
     return units, docs
+
+
+def _normalised(raw: pl.Series, lowercase: bool, collapse: bool, lines: bool) -> tuple[pl.Series, pl.Series]:
+    """(normalised text, words) of pieces: the definition every path agrees with. Lowercasing
+    changes no whitespace: the collapsed lowercase text has the words of the collapsed text,
+    which need not be made separately."""
+    if collapse:
+        return _collapsed_words(raw.str.to_lowercase() if lowercase else raw, lines)
+    return (raw.str.to_lowercase() if lowercase else raw), _collapsed_words(raw, lines)[1]
+
+
+def _large_strings(text: pa.Array) -> pa.Array:
+    """The column as one `large_string` array without nulls (a null is an empty text)."""
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type) or pa.types.is_string_view(text.type)):
+        text = pl.Series(text).cast(pl.String).to_arrow()
+    if text.type != pa.large_string():
+        text = text.cast(pa.large_string())
+    return pc.fill_null(text, "") if text.null_count else text
+
+
+def _hashes(norm: pl.Series) -> np.ndarray:
+    """xxh3-64 of each string's UTF-8 bytes (a writable array)."""
+    return norm.to_frame("n").select(plh.col("n").nchash.xxh3_64()).to_series().to_numpy(writable=True)
+
+
+def _line_units(rows: np.ndarray, text: pa.Array, lowercase: bool, collapse: bool,
+                min_chars: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`split_units` for lines: one numba pass over the batch's UTF-8 bytes splits, normalises
+    and counts the words of every ASCII line into one buffer, which is hashed at once; lines with
+    a non-ASCII byte (Unicode case and whitespace) take `_normalised`, the polars definition."""
+    bufs = text.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[text.offset: text.offset + len(text) + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    n = len(text)
+    m = n + int(np.count_nonzero(data[lo:hi] == 10))
+    out = np.empty(hi - lo, np.uint8)
+    out_off = np.empty(m + 1, np.int64)
+    doc, idx, words = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
+    first, last, other = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.bool_)
+    _split_lines(data, offsets, _LINE_CLASS, _ASCII_LOWER if lowercase else _SAME_BYTE, collapse,
+                 out, out_off, doc, idx, first, last, words, other)
+    norm = pl.Series(pa.LargeStringArray.from_buffers(m, pa.py_buffer(out_off), pa.py_buffer(out)))
+    hashes = _hashes(norm)
+    chars, nchars = last - first, np.diff(out_off)   # ASCII: one byte a character
+    at = np.flatnonzero(other)
+    if at.size:
+        raw = _gather(data, first[at], last[at])
+        n_, w_ = _normalised(raw, lowercase, collapse, True)
+        chars[at] = raw.str.len_chars().to_numpy()
+        nchars[at] = n_.str.len_chars().to_numpy()
+        words[at] = w_.to_numpy()
+        hashes[at] = _hashes(n_)
+    # Spans in characters, each with its newline; the last line of a record ends at the record's end.
+    span = chars + 1
+    ends = np.cumsum(span)
+    head = np.flatnonzero(idx == 0)
+    before = ends[head] - span[head]
+    start = ends - span - before[doc]
+    doc_chars = np.append(ends[head[1:] - 1], ends[-1:]) - before - 1 if m else np.zeros(0, np.int64)
+    end = np.minimum(ends - before[doc], doc_chars[doc])
+    short = nchars < min_chars
+    docs = pl.DataFrame({"row": rows.astype(np.int64, copy=False), "chars": doc_chars,
+                         "words": np.add.reduceat(words.astype(np.int64), head) if m else np.zeros(0, np.int64),
+                         "units": np.diff(np.append(head, m)),
+                         "short_units": np.add.reduceat(short.astype(np.int64), head) if m else np.zeros(0, np.int64)},
+                        schema=DOC_SCHEMA)
+    keep = np.flatnonzero(~short)
+    units = pl.DataFrame({"row": rows[doc[keep]].astype(np.int64, copy=False), "idx": idx[keep], "start": start[keep],
+                          "end": end[keep], "words": words[keep], "hash": hashes[keep]}, schema=UNIT_SCHEMA)
+    return units, docs
+
+
+def _gather(data: np.ndarray, first: np.ndarray, last: np.ndarray) -> pl.Series:
+    """The byte ranges `[first, last)` of `data` as a string column."""
+    off = np.zeros(first.size + 1, np.int64)
+    np.cumsum(last - first, out=off[1:])
+    buf = np.empty(int(off[-1]), np.uint8)
+    _copy_ranges(data, first, last, buf, off)
+    return pl.Series(pa.LargeStringArray.from_buffers(first.size, pa.py_buffer(off), pa.py_buffer(buf)))
 
 
 class UnitHashWriter:
