@@ -369,9 +369,16 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
         stats.update({"distinct_texts": 0, "frequent_texts": 0, "units_removed": 0, "expected_false_matches": 0.0})
         return empty, stats
 
+    rank_of = {int(u): _dense_ranks(g) for (u,), g in ranks.group_by("unit")}
+
     def load(u: int, p: Path) -> pl.DataFrame:
-        return (pl.read_parquet(p).with_columns(pl.lit(u, pl.Int64).alias("unit"))
-                .join(ranks, on=["unit", "row"], how="inner"))
+        df = pl.read_parquet(p)
+        rows, dense = df["row"].to_numpy(), rank_of.get(u, np.zeros(0, np.int64))
+        rank = np.full(rows.size, -1, np.int64)
+        inside = rows < dense.size
+        rank[inside] = dense[rows[inside]]
+        return (df.with_columns(pl.lit(u, pl.Int64).alias("unit"), pl.Series("rank", rank, pl.Int64))
+                .filter(pl.col("rank") >= 0))
 
     if bits == 0:
         parts = [lambda: pl.concat([load(u, p) for u, p in unit_files])]
@@ -394,31 +401,58 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
         df = make()
         if df is None or df.height == 0:
             continue
+        # Per text (window functions keep the rows in place: no sort by hash): its count, and
+        # whether this row is its first occurrence in the survivor order (one per text).
         n = pl.col("rank").n_unique() if count == "documents" else pl.len()
-        per = df.group_by("hash").agg(n.alias("docs"))
+        df = df.with_columns(n.over("hash").alias("docs"), _is_first(df).alias("_first"))
         if before is not None:
-            per = (per.join(before.select("hash", pl.col("docs").alias("before")), on="hash", how="left")
-                   .with_columns(pl.col("before").fill_null(0)))
+            df = (df.join(before.select("hash", pl.col("docs").alias("before")), on="hash", how="left",
+                          maintain_order="left").with_columns(pl.col("before").fill_null(0)))
         else:
-            per = per.with_columns(pl.lit(0, pl.Int64).alias("before"))
-        distinct += per.height
-        hot = per.filter(pl.col("docs") + pl.col("before") > max_documents)
-        frequent += hot.height
-        if hot.height == 0:
-            continue
-        cand = df.join(hot.select("hash", "before"), on="hash", how="inner")
-        cand = cand.sort("hash", *_order(cand, ("rank", "idx")))
+            df = df.with_columns(pl.lit(0, pl.Int64).alias("before"))
+        hot = pl.col("docs") + pl.col("before") > max_documents
+        d, f = df.select(pl.col("_first").sum().alias("d"), (pl.col("_first") & hot).sum().alias("f")).row(0)
+        distinct, frequent = distinct + d, frequent + f
         # The first occurrence stays, unless an earlier run published it.
-        out.append(cand.filter((pl.col("hash") == pl.col("hash").shift(1)) | (pl.col("before") > 0))
+        out.append(df.filter(hot & (~pl.col("_first") | (pl.col("before") > 0)))
                    .select("unit", "row", "idx", "start", "end", "words", "hash"))
-        del df, per, hot, cand
+        del df
     if bits:
         shutil.rmtree(work / "paragraph_partitions", ignore_errors=True)
     removals = pl.concat(out) if out else empty
-    removals = removals.sort(*_order(removals, ("unit", "row", "idx")))
+    if not _in_order(removals, ("unit", "row", "idx")):
+        removals = removals.sort(*_order(removals, ("unit", "row", "idx")))
     stats.update({"distinct_texts": distinct, "frequent_texts": frequent, "units_removed": removals.height,
                   "expected_false_matches": float(distinct) * float(frequent) / 2.0 ** 64, "index_texts": index_texts})
     return removals, stats
+
+
+def _dense_ranks(g: pl.DataFrame) -> np.ndarray:
+    """One unit's ranks indexed by row (-1: the record is no longer kept)."""
+    rows = g["row"].to_numpy()
+    dense = np.full(int(rows.max()) + 1 if rows.size else 0, -1, np.int64)
+    dense[rows] = g["rank"].to_numpy()
+    return dense
+
+
+def _is_first(frame: pl.DataFrame) -> pl.Expr:
+    """Whether a row is its text's first occurrence: the lowest (rank, idx) of its hash."""
+    key = _order(frame, ("rank", "idx"))
+    if len(key) == 1:  # packed into one integer
+        return key[0] == key[0].min().over("hash")
+    lowest = pl.col("rank") == pl.col("rank").min().over("hash")
+    return lowest & (pl.col("idx") == pl.when(lowest).then(pl.col("idx")).min().over("hash"))
+
+
+def _in_order(frame: pl.DataFrame, columns: tuple[str, ...]) -> bool:
+    """Whether the rows are strictly ascending in `columns` (checked on the packed key, if any)."""
+    if frame.height < 2:
+        return True
+    key = _order(frame, columns)
+    if len(key) != 1:
+        return False
+    k = frame.select(key[0]).to_series().to_numpy()
+    return bool(np.all(k[1:] > k[:-1]))
 
 
 def _prior_part(prior: pl.LazyFrame | pl.DataFrame | None, bits: int, k: int) -> pl.DataFrame | None:
