@@ -164,7 +164,7 @@ def _collapsed_words(p: pl.Series, lines: bool) -> tuple[pl.Series, pl.Series]:
     if not lines:
         mask = p.str.contains(_NEEDS_COLLAPSE)
         if mask.any():
-            p = p.scatter(mask.arg_true(), p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars())
+            p = p.clone().scatter(mask.arg_true(), p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars())
         return p, pl.Series(_words(p), dtype=pl.Int32)
     arr = p.to_arrow()
     if isinstance(arr, pa.ChunkedArray):
@@ -180,7 +180,7 @@ def _collapsed_words(p: pl.Series, lines: bool) -> tuple[pl.Series, pl.Series]:
     at = np.flatnonzero(flagged)
     if at.size:
         fixed = p.gather(at).str.replace_all(r"\s+", " ").str.strip_chars()
-        p = p.scatter(at, fixed)
+        p = p.clone().scatter(at, fixed)
         words[at] = _words(fixed)
     return p, pl.Series(words, dtype=pl.Int32)
 
