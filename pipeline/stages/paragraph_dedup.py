@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, Placement
-from pipeline.dedup.paragraphs import UnitHashWriter, find_repeats, remove_spans, split_units
+from pipeline.dedup.paragraphs import UnitHashWriter, cut_spans, find_repeats, split_units
 
 KEPT_PARAGRAPHS_REMOVED = DecisionKind("kept_paragraphs_removed", Category.KEPT,
                                        "kept with paragraphs (or lines) removed that occur in more than K documents")
@@ -205,20 +205,17 @@ class _ShardRemoval:
                                        c.collapse_whitespace, c.min_chars)
             found = units.join(mine.select("row", "idx", "hash"), on=["row", "idx", "hash"], how="inner").sort("row", "start")
             self.unmatched += mine.height - found.height
-        spans: dict[int, list[tuple[int, int]]] = {}
-        for r, s_, e in found.select("row", "start", "end").iter_rows():
-            spans.setdefault(r, []).append((s_, e))
-        if not spans:
+        if found.height == 0:
             return table
-        values = column.to_pylist()
-        for i, row in zip(at.tolist(), rows[at].tolist()):
-            cut = spans.get(row)
-            if cut and values[i] is not None:
-                before = len(values[i])
-                values[i] = remove_spans(values[i], cut)
-                self.records += 1
-                self.chars += before - len(values[i])
-        return table.set_column(idx, field, pa.array(values, column.type))
+        # Each span at its record's position in the table, in table order.
+        by_row = np.argsort(rows[at])
+        pos = at[by_row[np.searchsorted(rows[at][by_row], found["row"].to_numpy())]]
+        start, end = found["start"].to_numpy(), found["end"].to_numpy()
+        order = np.lexsort((start, pos))
+        text, records, chars = cut_spans(column.combine_chunks(), pos[order], start[order], end[order])
+        self.records += records
+        self.chars += chars
+        return table.set_column(idx, field, text)
 
     def stats(self) -> dict:
         return {"records_changed": self.records, "chars_removed": self.chars, "units_changed_by_earlier_edits": self.unmatched}
