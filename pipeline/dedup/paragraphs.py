@@ -521,13 +521,25 @@ def _cut_spans(data: np.ndarray, offsets: np.ndarray, span_off: np.ndarray, star
                out: np.ndarray, out_off: np.ndarray, removed: np.ndarray) -> None:
     """Each string's UTF-8 bytes without its character spans, into `out` (string i is
     `out[out_off[i]:out_off[i + 1]]`); `removed[i]` the characters cut. Characters are counted
-    by their lead bytes (a byte not of the form 10xxxxxx)."""
+    by their lead bytes (a byte not of the form 10xxxxxx); in an ASCII string, a byte is one."""
     o = 0
     out_off[0] = 0
     for i in range(offsets.shape[0] - 1):
         k, b = offsets[i], offsets[i + 1]
+        hi = 0
+        for q in range(k, b):
+            hi |= data[q]
+        ascii = hi < 128
         ch = 0
         for t in range(span_off[i], span_off[i + 1]):
+            if ascii:
+                s = max(k, min(offsets[i] + start[t], b))
+                e = max(s, min(offsets[i] + end[t], b))
+                out[o:o + s - k] = data[k:s]
+                o += s - k
+                removed[i] += e - s
+                k = e
+                continue
             k2 = k
             while k2 < b and ch < start[t]:  # to the span's first byte
                 k2 += 1
