@@ -4,7 +4,8 @@ find the units whose text occurs in more than K documents at the barrier, partit
 A *unit* is a line (split on `\\n`, Dolma's "paragraph") or a paragraph (a run of non-blank lines;
 blank lines separate paragraphs). Its span `[start, end)` is in characters (code points) and
 includes the separator that follows it (the `\\n` of a line, the blank lines after a paragraph), so
-removing spans leaves well-formed text. Everything is vectorised in polars (Rust), hashes are
+removing spans leaves well-formed text. Splitting and normalising run in polars (Rust) or, for
+lines, one numba pass over the batch's bytes (`pipeline.dedup.paragraph_bytes`); hashes are
 xxh3-64 of the normalised UTF-8 text (polars-hash, stable across versions and platforms).
 
 Usage::
@@ -23,13 +24,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numba
 import numpy as np
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from pipeline.dedup.paragraph_bytes import (ASCII_LOWER, BYTE_CLASS, LINE_CLASS, SAME_BYTE, copy_ranges, cut_byte_spans,
+                                          scan, split_lines)
 
 UNIT_SCHEMA = {"row": pl.Int64, "idx": pl.Int32, "start": pl.Int64, "end": pl.Int64, "words": pl.Int32,
                "hash": pl.UInt64}
@@ -42,111 +45,6 @@ PARTITION_ROWS = 20_000_000
 
 
 _NEEDS_COLLAPSE = r"\s\s|[^\S ]|^\s|\s$"  # a whitespace run, a whitespace other than a space, or one at an end
-
-
-# Byte classes for `_scan`: 1 a space; 2 a byte after which collapsing might change the text (an
-# ASCII control whitespace, or a lead byte of a non-ASCII whitespace: U+0085, U+00A0, U+1680,
-# U+2000-U+205F, U+3000); flagging too many is only slower, never wrong.
-_BYTE_CLASS = np.zeros(256, np.uint8)
-_BYTE_CLASS[32] = 1
-_BYTE_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 0xC2, 0xE1, 0xE2, 0xE3]] = 2
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _scan(data: np.ndarray, offsets: np.ndarray, cls: np.ndarray, flagged: np.ndarray, spaces: np.ndarray) -> None:
-    """One branch-free pass over the UTF-8 bytes of each string: `spaces[i]` its spaces,
-    `flagged[i]` whether collapsing whitespace might change it (a space at an end or after another,
-    or a byte of class 2); flagged strings take the exact regex path."""
-    for i in range(offsets.shape[0] - 1):
-        a, b = offsets[i], offsets[i + 1]
-        n, bad, prev = 0, 0, 1
-        for k in range(a, b):
-            t = cls[data[k]]
-            space = t == 1
-            n += space
-            bad |= (t >> 1) | (space & prev)
-            prev = space
-        flagged[i] = bad or (b > a and prev)
-        spaces[i] = n
-
-
-# Byte classes for `_split_lines`: 1 a space, 3 another ASCII whitespace (tab, VT, FF, CR: always
-# collapsed), 4 the newline that ends a line. A line with a byte >= 0x80 takes the polars path.
-_LINE_CLASS = np.zeros(256, np.uint8)
-_LINE_CLASS[32] = 1
-_LINE_CLASS[[9, 11, 12, 13]] = 3
-_LINE_CLASS[10] = 4
-_SAME_BYTE = np.arange(256, dtype=np.uint8)
-_ASCII_LOWER = _SAME_BYTE.copy()
-_ASCII_LOWER[65:91] += 32
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _split_lines(data: np.ndarray, offsets: np.ndarray, cls: np.ndarray, low: np.ndarray, collapse: bool,
-                 out: np.ndarray, out_off: np.ndarray, doc: np.ndarray, idx: np.ndarray, first: np.ndarray,
-                 last: np.ndarray, words: np.ndarray, other: np.ndarray) -> None:
-    """Every line of every string, in order: its record `doc`, position `idx`, bytes
-    `[first, last)`, words (runs of non-whitespace) and whether it has a non-ASCII byte (`other`),
-    and its text mapped by `low` (ASCII lowercase or nothing), whitespace collapsed when `collapse`,
-    appended to `out` (line j is `out[out_off[j]:out_off[j + 1]]`). The hot loop writes each byte
-    where it would land uncollapsed; the few lines with whitespace to collapse (a run, a tab, one
-    at an end) are compacted in place afterwards."""
-    j = 0
-    o = 0
-    out_off[0] = 0
-    for i in range(offsets.shape[0] - 1):
-        k, b = offsets[i], offsets[i + 1]
-        line = 0
-        while True:
-            s = k
-            w, bad, hi, prev = 0, 0, 0, 1
-            while k < b:
-                c = data[k]
-                t = cls[c]
-                if t == 4:
-                    break
-                out[o + k - s] = low[c]
-                ws = t & 1
-                w += (ws ^ 1) & prev
-                bad |= (ws & prev) | (t >> 1)
-                hi |= c
-                prev = ws
-                k += 1
-            size = k - s
-            if collapse and hi < 128 and (bad or (prev and size)):
-                size = _collapse_ascii(out, o, size)
-            o += size
-            doc[j], idx[j], first[j], last[j], words[j], other[j] = i, line, s, k, w, hi >= 128
-            j += 1
-            out_off[j] = o
-            line += 1
-            if k >= b:
-                break
-            k += 1  # the newline
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _collapse_ascii(buf: np.ndarray, at: int, size: int) -> int:
-    """`buf[at:at + size]` (ASCII) with whitespace runs as one space and ends stripped, in place; its new size."""
-    q, pending = at, False
-    for r in range(at, at + size):
-        c = buf[r]
-        if c == 32 or (c >= 9 and c <= 13):
-            pending = q > at
-        else:
-            if pending:
-                buf[q] = 32
-                q += 1
-                pending = False
-            buf[q] = c
-            q += 1
-    return q - at
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _copy_ranges(data: np.ndarray, first: np.ndarray, last: np.ndarray, buf: np.ndarray, off: np.ndarray) -> None:
-    for j in range(first.shape[0]):
-        buf[off[j]:off[j + 1]] = data[first[j]:last[j]]
 
 
 def _words(flat: pl.Series) -> np.ndarray:
@@ -175,7 +73,7 @@ def _collapsed_words(p: pl.Series, lines: bool) -> tuple[pl.Series, pl.Series]:
     offsets = np.frombuffer(bufs[1], np.int64)[arr.offset: arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     flagged, spaces = np.zeros(len(arr), np.bool_), np.zeros(len(arr), np.int64)
-    _scan(data, offsets, _BYTE_CLASS, flagged, spaces)
+    scan(data, offsets, BYTE_CLASS, flagged, spaces)
     words = np.where(np.diff(offsets) > 0, spaces + 1, 0)
     at = np.flatnonzero(flagged)
     if at.size:
@@ -259,7 +157,7 @@ def _line_units(rows: np.ndarray, text: pa.Array, lowercase: bool, collapse: boo
     out_off = np.empty(m + 1, np.int64)
     doc, idx, words = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
     first, last, other = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.bool_)
-    _split_lines(data, offsets, _LINE_CLASS, _ASCII_LOWER if lowercase else _SAME_BYTE, collapse,
+    split_lines(data, offsets, LINE_CLASS, ASCII_LOWER if lowercase else SAME_BYTE, collapse,
                  out, out_off, doc, idx, first, last, words, other)
     norm = pl.Series(pa.LargeStringArray.from_buffers(m, pa.py_buffer(out_off), pa.py_buffer(out)))
     hashes = _hashes(norm)
@@ -297,7 +195,7 @@ def _gather(data: np.ndarray, first: np.ndarray, last: np.ndarray) -> pl.Series:
     off = np.zeros(first.size + 1, np.int64)
     np.cumsum(last - first, out=off[1:])
     buf = np.empty(int(off[-1]), np.uint8)
-    _copy_ranges(data, first, last, buf, off)
+    copy_ranges(data, first, last, buf, off)
     return pl.Series(pa.LargeStringArray.from_buffers(first.size, pa.py_buffer(off), pa.py_buffer(buf)))
 
 
@@ -507,54 +405,10 @@ def cut_spans(text: pa.Array, record: np.ndarray, start: np.ndarray, end: np.nda
     span_off = np.searchsorted(record, np.arange(len(text) + 1))
     out = np.empty(int(offsets[-1] - offsets[0]), np.uint8)
     out_off, removed = np.empty(len(text) + 1, np.int64), np.zeros(len(text), np.int64)
-    _cut_spans(data, offsets, span_off, start.astype(np.int64), end.astype(np.int64), out, out_off, removed)
+    cut_byte_spans(data, offsets, span_off, start.astype(np.int64), end.astype(np.int64), out, out_off, removed)
     new = pa.LargeStringArray.from_buffers(len(text), pa.py_buffer(out_off), pa.py_buffer(out))
     if text.null_count:
         new = pc.if_else(pc.is_valid(text), new, pa.scalar(None, pa.large_string()))
     if new.type != text.type:
         new = new.cast(text.type)
     return new, int(np.count_nonzero(np.diff(span_off))), int(removed.sum())
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _cut_spans(data: np.ndarray, offsets: np.ndarray, span_off: np.ndarray, start: np.ndarray, end: np.ndarray,
-               out: np.ndarray, out_off: np.ndarray, removed: np.ndarray) -> None:
-    """Each string's UTF-8 bytes without its character spans, into `out` (string i is
-    `out[out_off[i]:out_off[i + 1]]`); `removed[i]` the characters cut. Characters are counted
-    by their lead bytes (a byte not of the form 10xxxxxx); in an ASCII string, a byte is one."""
-    o = 0
-    out_off[0] = 0
-    for i in range(offsets.shape[0] - 1):
-        k, b = offsets[i], offsets[i + 1]
-        hi = 0
-        for q in range(k, b):
-            hi |= data[q]
-        ascii = hi < 128
-        ch = 0
-        for t in range(span_off[i], span_off[i + 1]):
-            if ascii:
-                s = max(k, min(offsets[i] + start[t], b))
-                e = max(s, min(offsets[i] + end[t], b))
-                out[o:o + s - k] = data[k:s]
-                o += s - k
-                removed[i] += e - s
-                k = e
-                continue
-            k2 = k
-            while k2 < b and ch < start[t]:  # to the span's first byte
-                k2 += 1
-                while k2 < b and (data[k2] & 0xC0) == 0x80:
-                    k2 += 1
-                ch += 1
-            out[o:o + k2 - k] = data[k:k2]
-            o += k2 - k
-            k = k2
-            while k < b and ch < end[t]:  # past its last
-                k += 1
-                while k < b and (data[k] & 0xC0) == 0x80:
-                    k += 1
-                ch += 1
-                removed[i] += 1
-        out[o:o + b - k] = data[k:b]
-        o += b - k
-        out_off[i + 1] = o
