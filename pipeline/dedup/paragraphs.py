@@ -4,7 +4,8 @@ find the units whose text occurs in more than K documents at the barrier, partit
 A *unit* is a line (split on `\\n`, Dolma's "paragraph") or a paragraph (a run of non-blank lines;
 blank lines separate paragraphs). Its span `[start, end)` is in characters (code points) and
 includes the separator that follows it (the `\\n` of a line, the blank lines after a paragraph), so
-removing spans leaves well-formed text. Everything is vectorised in polars (Rust), hashes are
+removing spans leaves well-formed text. Splitting and normalising run in polars (Rust) or, for
+lines, one numba pass over the batch's bytes (`pipeline.dedup.paragraph_bytes`); hashes are
 xxh3-64 of the normalised UTF-8 text (polars-hash, stable across versions and platforms).
 
 Usage::
@@ -23,12 +24,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numba
 import numpy as np
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from pipeline.dedup.paragraph_bytes import (ASCII_LOWER, BYTE_CLASS, LINE_CLASS, SAME_BYTE, copy_ranges, cut_byte_spans,
+                                          scan, split_lines)
 
 UNIT_SCHEMA = {"row": pl.Int64, "idx": pl.Int32, "start": pl.Int64, "end": pl.Int64, "words": pl.Int32,
                "hash": pl.UInt64}
@@ -41,32 +45,6 @@ PARTITION_ROWS = 20_000_000
 
 
 _NEEDS_COLLAPSE = r"\s\s|[^\S ]|^\s|\s$"  # a whitespace run, a whitespace other than a space, or one at an end
-
-
-# Byte classes for `_scan`: 1 a space; 2 a byte after which collapsing might change the text (an
-# ASCII control whitespace, or a lead byte of a non-ASCII whitespace: U+0085, U+00A0, U+1680,
-# U+2000-U+205F, U+3000); flagging too many is only slower, never wrong.
-_BYTE_CLASS = np.zeros(256, np.uint8)
-_BYTE_CLASS[32] = 1
-_BYTE_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 0xC2, 0xE1, 0xE2, 0xE3]] = 2
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _scan(data: np.ndarray, offsets: np.ndarray, cls: np.ndarray, flagged: np.ndarray, spaces: np.ndarray) -> None:
-    """One branch-free pass over the UTF-8 bytes of each string: `spaces[i]` its spaces,
-    `flagged[i]` whether collapsing whitespace might change it (a space at an end or after another,
-    or a byte of class 2); flagged strings take the exact regex path."""
-    for i in range(offsets.shape[0] - 1):
-        a, b = offsets[i], offsets[i + 1]
-        n, bad, prev = 0, 0, 1
-        for k in range(a, b):
-            t = cls[data[k]]
-            space = t == 1
-            n += space
-            bad |= (t >> 1) | (space & prev)
-            prev = space
-        flagged[i] = bad or (b > a and prev)
-        spaces[i] = n
 
 
 def _words(flat: pl.Series) -> np.ndarray:
@@ -84,7 +62,7 @@ def _collapsed_words(p: pl.Series, lines: bool) -> tuple[pl.Series, pl.Series]:
     if not lines:
         mask = p.str.contains(_NEEDS_COLLAPSE)
         if mask.any():
-            p = p.scatter(mask.arg_true(), p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars())
+            p = p.clone().scatter(mask.arg_true(), p.filter(mask).str.replace_all(r"\s+", " ").str.strip_chars())
         return p, pl.Series(_words(p), dtype=pl.Int32)
     arr = p.to_arrow()
     if isinstance(arr, pa.ChunkedArray):
@@ -95,12 +73,12 @@ def _collapsed_words(p: pl.Series, lines: bool) -> tuple[pl.Series, pl.Series]:
     offsets = np.frombuffer(bufs[1], np.int64)[arr.offset: arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     flagged, spaces = np.zeros(len(arr), np.bool_), np.zeros(len(arr), np.int64)
-    _scan(data, offsets, _BYTE_CLASS, flagged, spaces)
+    scan(data, offsets, BYTE_CLASS, flagged, spaces)
     words = np.where(np.diff(offsets) > 0, spaces + 1, 0)
     at = np.flatnonzero(flagged)
     if at.size:
         fixed = p.gather(at).str.replace_all(r"\s+", " ").str.strip_chars()
-        p = p.scatter(at, fixed)
+        p = p.clone().scatter(at, fixed)
         words[at] = _words(fixed)
     return p, pl.Series(words, dtype=pl.Int32)
 
@@ -115,27 +93,17 @@ def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, l
     `min_chars`, never hashed nor removed)."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
-    frame = pl.DataFrame({"row": pl.Series(rows, dtype=pl.Int64), "text": pl.Series(text).cast(pl.String).fill_null("")})
     if unit == "line":
-        pieces = pl.col("text").str.split("\n")
-        sep = 1
-    else:
-        pieces = (pl.col("text").str.replace_all(_MARK, " ", literal=True)
-                  .str.replace_all(_PARAGRAPH_SEP, "${1}" + _MARK).str.split(_MARK))
-        sep = 0  # each piece carries its separator
+        return _line_units(rows, _large_strings(text), lowercase, collapse, min_chars)
+    frame = pl.DataFrame({"row": pl.Series(rows, dtype=pl.Int64), "text": pl.Series(text).cast(pl.String).fill_null("")})
+    pieces = (pl.col("text").str.replace_all(_MARK, " ", literal=True)
+              .str.replace_all(_PARAGRAPH_SEP, "${1}" + _MARK).str.split(_MARK))  # each piece carries its separator
     parts = (frame.select("row", pl.col("text").str.len_chars().alias("chars"), pieces.alias("p")).explode("p")
              .with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("row").alias("idx"),
-                           (pl.col("p").str.len_chars() + sep).alias("_len")))
-    if unit != "line":  # a text ending in blank lines leaves one empty trailing piece: not a unit
-        parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
-    raw = parts["p"]
-    if collapse:
-        # Lowercasing changes no whitespace: the collapsed lowercase text has the words of the
-        # collapsed text, which need not be made separately.
-        norm, words = _collapsed_words(raw.str.to_lowercase() if lowercase else raw, unit == "line")
-    else:
-        words = _collapsed_words(raw, unit == "line")[1]
-        norm = raw.str.to_lowercase() if lowercase else raw
+                           pl.col("p").str.len_chars().alias("_len")))
+    # A text ending in blank lines leaves one empty trailing piece: not a unit.
+    parts = parts.filter((pl.col("p") != "") | (pl.col("idx") == 0))
+    norm, words = _normalised(parts["p"], lowercase, collapse, False)
     parts = parts.with_columns(
         (pl.col("_len").cum_sum().over("row") - pl.col("_len")).alias("start"),
         norm.alias("n"), words.alias("words"),
@@ -149,6 +117,86 @@ def split_units(rows: np.ndarray, text: pa.Array | pa.ChunkedArray, unit: str, l
     units = parts.filter("_long").select(
         "row", "idx", "start", "end", "words", plh.col("n").nchash.xxh3_64().alias("hash")).cast(UNIT_SCHEMA)
     return units, docs
+
+
+def _normalised(raw: pl.Series, lowercase: bool, collapse: bool, lines: bool) -> tuple[pl.Series, pl.Series]:
+    """(normalised text, words) of pieces: the definition every path agrees with. Lowercasing
+    changes no whitespace: the collapsed lowercase text has the words of the collapsed text,
+    which need not be made separately."""
+    if collapse:
+        return _collapsed_words(raw.str.to_lowercase() if lowercase else raw, lines)
+    return (raw.str.to_lowercase() if lowercase else raw), _collapsed_words(raw, lines)[1]
+
+
+def _large_strings(text: pa.Array) -> pa.Array:
+    """The column as one `large_string` array without nulls (a null is an empty text)."""
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type) or pa.types.is_string_view(text.type)):
+        text = pl.Series(text).cast(pl.String).to_arrow()
+    if text.type != pa.large_string():
+        text = text.cast(pa.large_string())
+    return pc.fill_null(text, "") if text.null_count else text
+
+
+def _hashes(norm: pl.Series) -> np.ndarray:
+    """xxh3-64 of each string's UTF-8 bytes (a writable array)."""
+    return norm.to_frame("n").select(plh.col("n").nchash.xxh3_64()).to_series().to_numpy(writable=True)
+
+
+def _line_units(rows: np.ndarray, text: pa.Array, lowercase: bool, collapse: bool,
+                min_chars: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`split_units` for lines: one numba pass over the batch's UTF-8 bytes splits, normalises
+    and counts the words of every ASCII line into one buffer, which is hashed at once; lines with
+    a non-ASCII byte (Unicode case and whitespace) take `_normalised`, the polars definition."""
+    bufs = text.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[text.offset: text.offset + len(text) + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    n = len(text)
+    m = n + int(np.count_nonzero(data[lo:hi] == 10))
+    out = np.empty(hi - lo, np.uint8)
+    out_off = np.empty(m + 1, np.int64)
+    doc, idx, words = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
+    first, last, other = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.bool_)
+    split_lines(data, offsets, LINE_CLASS, ASCII_LOWER if lowercase else SAME_BYTE, collapse,
+                 out, out_off, doc, idx, first, last, words, other)
+    norm = pl.Series(pa.LargeStringArray.from_buffers(m, pa.py_buffer(out_off), pa.py_buffer(out)))
+    hashes = _hashes(norm)
+    chars, nchars = last - first, np.diff(out_off)   # ASCII: one byte a character
+    at = np.flatnonzero(other)
+    if at.size:
+        raw = _gather(data, first[at], last[at])
+        n_, w_ = _normalised(raw, lowercase, collapse, True)
+        chars[at] = raw.str.len_chars().to_numpy()
+        nchars[at] = n_.str.len_chars().to_numpy()
+        words[at] = w_.to_numpy()
+        hashes[at] = _hashes(n_)
+    # Spans in characters, each with its newline; the last line of a record ends at the record's end.
+    span = chars + 1
+    ends = np.cumsum(span)
+    head = np.flatnonzero(idx == 0)
+    before = ends[head] - span[head]
+    start = ends - span - before[doc]
+    doc_chars = np.append(ends[head[1:] - 1], ends[-1:]) - before - 1 if m else np.zeros(0, np.int64)
+    end = np.minimum(ends - before[doc], doc_chars[doc])
+    short = nchars < min_chars
+    docs = pl.DataFrame({"row": rows.astype(np.int64, copy=False), "chars": doc_chars,
+                         "words": np.add.reduceat(words.astype(np.int64), head) if m else np.zeros(0, np.int64),
+                         "units": np.diff(np.append(head, m)),
+                         "short_units": np.add.reduceat(short.astype(np.int64), head) if m else np.zeros(0, np.int64)},
+                        schema=DOC_SCHEMA)
+    keep = np.flatnonzero(~short)
+    units = pl.DataFrame({"row": rows[doc[keep]].astype(np.int64, copy=False), "idx": idx[keep], "start": start[keep],
+                          "end": end[keep], "words": words[keep], "hash": hashes[keep]}, schema=UNIT_SCHEMA)
+    return units, docs
+
+
+def _gather(data: np.ndarray, first: np.ndarray, last: np.ndarray) -> pl.Series:
+    """The byte ranges `[first, last)` of `data` as a string column."""
+    off = np.zeros(first.size + 1, np.int64)
+    np.cumsum(last - first, out=off[1:])
+    buf = np.empty(int(off[-1]), np.uint8)
+    copy_ranges(data, first, last, buf, off)
+    return pl.Series(pa.LargeStringArray.from_buffers(first.size, pa.py_buffer(off), pa.py_buffer(buf)))
 
 
 class UnitHashWriter:
@@ -219,9 +267,16 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
         stats.update({"distinct_texts": 0, "frequent_texts": 0, "units_removed": 0, "expected_false_matches": 0.0})
         return empty, stats
 
+    rank_of = {int(u): _dense_ranks(g) for (u,), g in ranks.group_by("unit")}
+
     def load(u: int, p: Path) -> pl.DataFrame:
-        return (pl.read_parquet(p).with_columns(pl.lit(u, pl.Int64).alias("unit"))
-                .join(ranks, on=["unit", "row"], how="inner"))
+        df = pl.read_parquet(p)
+        rows, dense = df["row"].to_numpy(), rank_of.get(u, np.zeros(0, np.int64))
+        rank = np.full(rows.size, -1, np.int64)
+        inside = rows < dense.size
+        rank[inside] = dense[rows[inside]]
+        return (df.with_columns(pl.lit(u, pl.Int64).alias("unit"), pl.Series("rank", rank, pl.Int64))
+                .filter(pl.col("rank") >= 0))
 
     if bits == 0:
         parts = [lambda: pl.concat([load(u, p) for u, p in unit_files])]
@@ -244,31 +299,58 @@ def find_repeats(unit_files: list[tuple[int, Path]], ranks: pl.DataFrame, work: 
         df = make()
         if df is None or df.height == 0:
             continue
+        # Per text (window functions keep the rows in place: no sort by hash): its count, and
+        # whether this row is its first occurrence in the survivor order (one per text).
         n = pl.col("rank").n_unique() if count == "documents" else pl.len()
-        per = df.group_by("hash").agg(n.alias("docs"))
+        df = df.with_columns(n.over("hash").alias("docs"), _is_first(df).alias("_first"))
         if before is not None:
-            per = (per.join(before.select("hash", pl.col("docs").alias("before")), on="hash", how="left")
-                   .with_columns(pl.col("before").fill_null(0)))
+            df = (df.join(before.select("hash", pl.col("docs").alias("before")), on="hash", how="left",
+                          maintain_order="left").with_columns(pl.col("before").fill_null(0)))
         else:
-            per = per.with_columns(pl.lit(0, pl.Int64).alias("before"))
-        distinct += per.height
-        hot = per.filter(pl.col("docs") + pl.col("before") > max_documents)
-        frequent += hot.height
-        if hot.height == 0:
-            continue
-        cand = df.join(hot.select("hash", "before"), on="hash", how="inner")
-        cand = cand.sort("hash", *_order(cand, ("rank", "idx")))
+            df = df.with_columns(pl.lit(0, pl.Int64).alias("before"))
+        hot = pl.col("docs") + pl.col("before") > max_documents
+        d, f = df.select(pl.col("_first").sum().alias("d"), (pl.col("_first") & hot).sum().alias("f")).row(0)
+        distinct, frequent = distinct + d, frequent + f
         # The first occurrence stays, unless an earlier run published it.
-        out.append(cand.filter((pl.col("hash") == pl.col("hash").shift(1)) | (pl.col("before") > 0))
+        out.append(df.filter(hot & (~pl.col("_first") | (pl.col("before") > 0)))
                    .select("unit", "row", "idx", "start", "end", "words", "hash"))
-        del df, per, hot, cand
+        del df
     if bits:
         shutil.rmtree(work / "paragraph_partitions", ignore_errors=True)
     removals = pl.concat(out) if out else empty
-    removals = removals.sort(*_order(removals, ("unit", "row", "idx")))
+    if not _in_order(removals, ("unit", "row", "idx")):
+        removals = removals.sort(*_order(removals, ("unit", "row", "idx")))
     stats.update({"distinct_texts": distinct, "frequent_texts": frequent, "units_removed": removals.height,
                   "expected_false_matches": float(distinct) * float(frequent) / 2.0 ** 64, "index_texts": index_texts})
     return removals, stats
+
+
+def _dense_ranks(g: pl.DataFrame) -> np.ndarray:
+    """One unit's ranks indexed by row (-1: the record is no longer kept)."""
+    rows = g["row"].to_numpy()
+    dense = np.full(int(rows.max()) + 1 if rows.size else 0, -1, np.int64)
+    dense[rows] = g["rank"].to_numpy()
+    return dense
+
+
+def _is_first(frame: pl.DataFrame) -> pl.Expr:
+    """Whether a row is its text's first occurrence: the lowest (rank, idx) of its hash."""
+    key = _order(frame, ("rank", "idx"))
+    if len(key) == 1:  # packed into one integer
+        return key[0] == key[0].min().over("hash")
+    lowest = pl.col("rank") == pl.col("rank").min().over("hash")
+    return lowest & (pl.col("idx") == pl.when(lowest).then(pl.col("idx")).min().over("hash"))
+
+
+def _in_order(frame: pl.DataFrame, columns: tuple[str, ...]) -> bool:
+    """Whether the rows are strictly ascending in `columns` (checked on the packed key, if any)."""
+    if frame.height < 2:
+        return True
+    key = _order(frame, columns)
+    if len(key) != 1:
+        return False
+    k = frame.select(key[0]).to_series().to_numpy()
+    return bool(np.all(k[1:] > k[:-1]))
 
 
 def _prior_part(prior: pl.LazyFrame | pl.DataFrame | None, bits: int, k: int) -> pl.DataFrame | None:
@@ -297,10 +379,36 @@ def _order(frame: pl.DataFrame, columns: tuple[str, ...]) -> list:
 
 
 def remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
-    """`text` without the sorted, non-overlapping character spans."""
+    """`text` without the sorted, non-overlapping character spans (the definition `cut_spans` follows)."""
     out, at = [], 0
     for s, e in spans:
         out.append(text[at:s])
         at = e
     out.append(text[at:])
     return "".join(out)
+
+
+def cut_spans(text: pa.Array, record: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[pa.Array, int, int]:
+    """`remove_spans` over a column at once: each record's character spans `[start, end)` removed
+    (`record` the position in `text`; spans sorted by record then start, non-overlapping). Returns
+    (the column, of its type; records changed; characters removed); a null stays null, unchanged.
+
+        new, n_records, n_chars = cut_spans(column, np.array([0, 0, 2]), starts, ends)
+    """
+    flat = _large_strings(text)
+    bufs = flat.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[flat.offset: flat.offset + len(flat) + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    valid = np.ones(len(text), np.bool_) if text.null_count == 0 else pc.is_valid(text).to_numpy(zero_copy_only=False)
+    keep = valid[record]
+    record, start, end = record[keep], start[keep], end[keep]
+    span_off = np.searchsorted(record, np.arange(len(text) + 1))
+    out = np.empty(int(offsets[-1] - offsets[0]), np.uint8)
+    out_off, removed = np.empty(len(text) + 1, np.int64), np.zeros(len(text), np.int64)
+    cut_byte_spans(data, offsets, span_off, start.astype(np.int64), end.astype(np.int64), out, out_off, removed)
+    new = pa.LargeStringArray.from_buffers(len(text), pa.py_buffer(out_off), pa.py_buffer(out))
+    if text.null_count:
+        new = pc.if_else(pc.is_valid(text), new, pa.scalar(None, pa.large_string()))
+    if new.type != text.type:
+        new = new.cast(text.type)
+    return new, int(np.count_nonzero(np.diff(span_off))), int(removed.sum())

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, Placement
-from pipeline.dedup.paragraphs import UnitHashWriter, find_repeats, remove_spans, split_units
+from pipeline.dedup.paragraphs import UnitHashWriter, cut_spans, find_repeats, split_units
 
 KEPT_PARAGRAPHS_REMOVED = DecisionKind("kept_paragraphs_removed", Category.KEPT,
                                        "kept with paragraphs (or lines) removed that occur in more than K documents")
@@ -124,9 +124,7 @@ class ParagraphDedupStage(BarrierStage):
                            for u in units]) if units else pl.DataFrame(schema={"row": pl.Int64, "unit": pl.Int64}))
         stats["records_seen"] = live.height
         stats["units_below_min_chars"] = int(docs["short_units"].sum()) if docs.height else 0
-        per = removals.group_by("unit", "row").agg(
-            pl.len().alias("removed"), (pl.col("end") - pl.col("start")).sum().alias("chars_removed"),
-            pl.col("words").sum().cast(pl.Int64).alias("words_removed"))
+        per, runs = _per_record(removals)
         hit = (per.join(docs, on=["unit", "row"], how="inner").join(ranks.select("unit", "row", "_i"), on=["unit", "row"])
                .with_columns((pl.col("chars") - pl.col("chars_removed")).alias("chars_left"),
                              (pl.col("words") - pl.col("words_removed")).alias("words_left")))
@@ -152,10 +150,11 @@ class ParagraphDedupStage(BarrierStage):
                           pl.lit(',"paragraph_dedup_words_left":'), pl.col("words_left").cast(pl.String),
                           pl.lit("}")).alias("evidence"),
         ).sort("_i")
-        kept = hit.filter(~short).select("unit", "row")
-        spans = removals.join(kept, on=["unit", "row"], how="semi").select("unit", "row", "idx", "hash", "start", "end")
-        for (u,), g in spans.group_by("unit"):
-            g.drop("unit").sort("row", "idx").write_parquet(out_dir / f"u{int(u):05d}.spans.parquet")
+        kept = per.select("unit", "row").join(hit.filter(~short).select("unit", "row", pl.lit(True).alias("kept")),
+                                              on=["unit", "row"], how="left", maintain_order="left")["kept"]
+        spans = removals.filter(np.repeat(kept.fill_null(False).to_numpy(), runs))
+        for (u,), g in spans.partition_by("unit", maintain_order=True, as_dict=True).items():  # in (row, idx) order
+            g.select("row", "idx", "hash", "start", "end").write_parquet(out_dir / f"u{int(u):05d}.spans.parquet")
         n_drop = int(hit.select(short.sum()).item()) if hit.height else 0
         stats.update({"records_changed": hit.height - n_drop, "dropped": n_drop,
                       "chars_removed_from_kept": int(hit.filter(~short)["chars_removed"].sum()) if hit.height else 0,
@@ -166,6 +165,22 @@ class ParagraphDedupStage(BarrierStage):
 
     def open_shard(self, shard_id: int, work_dir: Path) -> "_ShardRemoval":
         return _ShardRemoval(self, Path(work_dir) / "stages" / self.kind)
+
+
+def _per_record(removals: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """(unit, row, removed, chars_removed, words_removed) per record of the removals, and each
+    record's number of rows: the removals come sorted by (unit, row, idx), so a record's are one
+    run of rows, summed where they lie (no group-by)."""
+    unit, row = removals["unit"].to_numpy(), removals["row"].to_numpy()
+    heads = np.flatnonzero(np.r_[True, (unit[1:] != unit[:-1]) | (row[1:] != row[:-1])]) if unit.size else \
+        np.zeros(0, np.int64)
+    runs = np.diff(np.r_[heads, unit.size])
+    sums = [np.add.reduceat(v, heads) if heads.size else np.zeros(0, np.int64) for v in
+            ((removals["end"] - removals["start"]).to_numpy(), removals["words"].cast(pl.Int64).to_numpy())]
+    return pl.DataFrame({"unit": unit[heads], "row": row[heads], "removed": runs.astype(np.uint32),
+                         "chars_removed": sums[0], "words_removed": sums[1]},
+                        schema={"unit": pl.Int64, "row": pl.Int64, "removed": pl.UInt32, "chars_removed": pl.Int64,
+                                "words_removed": pl.Int64}), runs
 
 
 class _ShardRemoval:
@@ -205,20 +220,17 @@ class _ShardRemoval:
                                        c.collapse_whitespace, c.min_chars)
             found = units.join(mine.select("row", "idx", "hash"), on=["row", "idx", "hash"], how="inner").sort("row", "start")
             self.unmatched += mine.height - found.height
-        spans: dict[int, list[tuple[int, int]]] = {}
-        for r, s_, e in found.select("row", "start", "end").iter_rows():
-            spans.setdefault(r, []).append((s_, e))
-        if not spans:
+        if found.height == 0:
             return table
-        values = column.to_pylist()
-        for i, row in zip(at.tolist(), rows[at].tolist()):
-            cut = spans.get(row)
-            if cut and values[i] is not None:
-                before = len(values[i])
-                values[i] = remove_spans(values[i], cut)
-                self.records += 1
-                self.chars += before - len(values[i])
-        return table.set_column(idx, field, pa.array(values, column.type))
+        # Each span at its record's position in the table, in table order.
+        by_row = np.argsort(rows[at])
+        pos = at[by_row[np.searchsorted(rows[at][by_row], found["row"].to_numpy())]]
+        start, end = found["start"].to_numpy(), found["end"].to_numpy()
+        order = np.lexsort((start, pos))
+        text, records, chars = cut_spans(column.combine_chunks(), pos[order], start[order], end[order])
+        self.records += records
+        self.chars += chars
+        return table.set_column(idx, field, text)
 
     def stats(self) -> dict:
         return {"records_changed": self.records, "chars_removed": self.chars, "units_changed_by_earlier_edits": self.unmatched}
