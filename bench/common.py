@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import statistics
@@ -83,7 +84,6 @@ def median(xs):
 def jsonl_texts(paths) -> list[str]:
     """The string "text" of every JSON-object line of the files, in order; other lines (the
     samples hold malformed ones on purpose) are skipped."""
-    import json
 
     texts = []
     for path in paths:

@@ -31,6 +31,7 @@ is the same or better (bench/pii_accuracy.py, bench/pii_speed.py measure both):
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.metadata
 import logging
@@ -630,7 +631,42 @@ def _in_place_context_enhancer():
                     r.__class__ = _Result
             return super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
 
+        def _extract_surrounding_words(self, nlp_artifacts, word, start):
+            """Presidio's context words around a match, found without its two linear scans per
+            result: its token search builds a spaCy `Token` for every token up to the match, and
+            each candidate word is looked up in the text's keyword *list*. Here the token is a
+            binary search over token ends (Presidio takes the first token ending after `start`)
+            and the lookup a set of the same keywords; the words collected are the same, in the
+            same walk. Artifacts of another kind go through Presidio's own code."""
+            if not hasattr(type(nlp_artifacts), "keyword_set"):
+                return super()._extract_surrounding_words(nlp_artifacts, word, start)
+            if not nlp_artifacts.tokens:
+                return [""]
+            ends = nlp_artifacts.token_ends
+            i = bisect.bisect_right(ends, start)
+            if i == len(ends):
+                # (Presidio's own message quotes the matched text: personal data, so not here)
+                raise ValueError("a recognizer result starts after the text's last token")
+            lemmas, keywords = nlp_artifacts.lemmas, nlp_artifacts.keyword_set
+            words = _context_walk(i, self.context_prefix_count, lemmas, keywords, -1)
+            words += _context_walk(i, self.context_suffix_count, lemmas, keywords, 1)
+            return list(set(words))
+
     return InPlaceContextEnhancer()
+
+
+def _context_walk(index: int, n_words: int, lemmas: list[str], keywords: frozenset[str], step: int) -> list[str]:
+    """`LemmaContextAwareEnhancer._add_n_words`: from the match's token, the first n_words + 1
+    lower-cased lemmas that are keywords, walking back (step -1) or forward (step 1)."""
+    out: list[str] = []
+    i, remaining = index, n_words + 1
+    while 0 <= i < len(lemmas) and remaining > 0:
+        lower = lemmas[i].lower()
+        if lower in keywords:
+            out.append(lower)
+            remaining -= 1
+        i += step
+    return out
 
 
 class _TrimmedSpacyNlpEngine:
@@ -661,6 +697,12 @@ class _TrimmedSpacyNlpEngine:
             lexeme = vocab[word]
             return lexeme.is_stop, lexeme.is_punct
 
+        @functools.lru_cache(maxsize=1 << 16)
+        def keyword_pieces(engine, word: str, lang: str) -> tuple[str, ...]:
+            # `NlpArtifacts.set_keywords` maps each lemma on its own (a filter, lower case, a
+            # split at ":") and concatenates: one word's share, remembered.
+            return tuple(NlpArtifacts.set_keywords(engine, [word], lang))
+
         class LazyKeywordsArtifacts(NlpArtifacts):
             """NlpArtifacts whose lemmas, token offsets and context keywords (a stop-word and
             punctuation test per token) are worked out when first read: only the context enhancer
@@ -688,8 +730,22 @@ class _TrimmedSpacyNlpEngine:
                 return self.tokens.to_array("IDX").tolist()
 
             @functools.cached_property
+            def token_ends(self) -> list[int]:
+                """Each token's end offset (its start plus its length in characters, as
+                Presidio's `len(token)`), in token order: never decreasing."""
+                starts_lengths = self.tokens.to_array(["IDX", "LENGTH"])
+                return (starts_lengths[:, 0] + starts_lengths[:, 1]).tolist()
+
+            @functools.cached_property
             def keywords(self) -> list[str]:
                 return NlpArtifacts.set_keywords(self.nlp_engine, self.lemmas, self._language)
+
+            @functools.cached_property
+            def keyword_set(self) -> frozenset[str]:
+                """The keywords as a set, worked out once per distinct word: the context
+                enhancer only asks whether a word is one (`set(self.keywords)`, cheaper)."""
+                return frozenset(piece for word in set(self.lemmas)
+                                 for piece in keyword_pieces(self.nlp_engine, word, self._language))
 
         class TrimmedSpacyNlpEngine(SpacyNlpEngine):
             """SpacyNlpEngine whose model is given, whose lemmas fall back to lower-cased tokens."""

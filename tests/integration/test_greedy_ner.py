@@ -133,6 +133,10 @@ def test_lazy_context_scoring_gives_presidio_s_own_results():
         "My ssn is 078-05-1120 and my card number 4111 1111 1111 1111.",
         "Phone: 212-555-0123, call me. Email me at jane.doe@example.com, my email.",
         "IBAN GB82 WEST 1234 5698 7654 32 for the bank transfer; IP 192.168.0.1 of the server.",
+        # context words behind stop words and punctuation, joined by a colon, after the match
+        "The social security number that was written on the form, as you know, is 078-05-1120.",
+        "SSN:078-05-1120 and phone:212-555-0123 were on the card.",
+        "078-05-1120 is my ssn",
     ]
     engine = PiiEngine(PiiConfig()).setup()
     found = engine.detect(texts)
