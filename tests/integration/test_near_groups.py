@@ -1,6 +1,7 @@
-"""Near-duplicate resolution a group of connected components at a time decides exactly what one
-group of every record decides: the same decisions, candidates file and statistics, with the
-survivor rules, a second hop, the short-document pass and records published by an earlier run."""
+"""Near-duplicate resolution a group of connected components at a time (each group its own task)
+decides exactly what one group of every record decides: the same decisions, candidate pairs and
+statistics, with the survivor rules, a second hop, the short-document pass and records published
+by an earlier run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import random
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from pipeline.dedup import near as near_module
+from pipeline.dedup import near_groups
 from pipeline.executor import run_local
 from pipeline.stages import near as near_stage
 from tests.conftest import build_config
@@ -41,20 +43,23 @@ def _config(out: Path, corpus: Path, state: Path, prefer: str):
 
 
 def _keep_near_files(monkeypatch, keep: Path) -> None:
-    """Copy each resolution's candidates and near decisions to `keep/<n>` (the scratch space goes at publish)."""
-    original = near_stage.resolve_near
+    """Copy each resolution's near folder (the groups' files, the merged near decisions) to
+    `keep/<n>` (the scratch space goes at publish)."""
+    original = near_stage.merge_groups
 
-    def kept(live, live_count, work, *args, **kwargs):
-        result = original(live, live_count, work, *args, **kwargs)
+    def kept(work, *args, **kwargs):
+        result = original(work, *args, **kwargs)
         copy = keep / str(len(list(keep.glob("*"))) if keep.exists() else 0)
         shutil.copytree(work / "near", copy)
         return result
 
-    monkeypatch.setattr(near_stage, "resolve_near", kept)
+    monkeypatch.setattr(near_stage, "merge_groups", kept)
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+def _near_files(folder: Path) -> tuple[str, pl.DataFrame]:
+    """The near decisions' digest and every group's candidate pairs, in pair order."""
+    pairs = pl.concat([pl.read_parquet(p) for p in sorted((folder / "groups").glob("g*.candidates.parquet"))])
+    return hashlib.sha256((folder / "decisions.parquet").read_bytes()).hexdigest(), pairs.sort("doc_a", "doc_b")
 
 
 @pytest.mark.parametrize("prefer", ["central", "longest"])
@@ -65,7 +70,7 @@ def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path,
     stats = {}
     for label, records in (("one", 10**9), ("many", 4)):
         with monkeypatch.context() as m:
-            m.setattr(near_module, "GROUP_RECORDS", records)
+            m.setattr(near_groups, "GROUP_RECORDS", records)
             _keep_near_files(m, tmp_path / f"{label}-near")
             one = run_local(_config(tmp_path / f"{label}-1", first, tmp_path / f"state-{label}", prefer))
             # the second run of both against the same published run (the one-group run's)
@@ -74,8 +79,11 @@ def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path,
         stats[label] = [one["near_dedup"], two["near_dedup"]]
     for run in ("1", "2"):
         assert file_digests(tmp_path / f"many-{run}") == file_digests(tmp_path / f"one-{run}")
-    for copy in ("0", "1"):  # candidates.parquet and decisions.parquet of each run's resolution
-        assert _digests(tmp_path / "many-near" / copy) == _digests(tmp_path / "one-near" / copy)
+    for copy in ("0", "1"):  # the near decisions and candidate pairs of each run's resolution
+        (many_digest, many_pairs), (one_digest, one_pairs) = (_near_files(tmp_path / f"{label}-near" / copy)
+                                                              for label in ("many", "one"))
+        assert many_digest == one_digest
+        assert many_pairs.equals(one_pairs) and one_pairs.height > 100
     for many, one in zip(stats["many"], stats["one"]):
         grouping_many, grouping_one = many.pop("groups"), one.pop("groups")
         assert many == one
