@@ -196,8 +196,9 @@ def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tu
     r = resolve_group(frame, pairs, short, SignatureStore(sig_paths, cfg.num_perm), z["bits"] if z["bits"].size else None,
                       work, cfg, prefer, read_texts, boilerplate)
     stars, drops = verdict_frames(r, docs, frame, own, pl.concat([ext_ids, own["record_id"]]))
-    stars.write_parquet(group_path(work, g, ".stars.parquet"))
-    drops.write_parquet(group_path(work, g, ".drops.parquet"))
+    for verdicts, suffix in ((stars, ".stars.parquet"), (drops, ".drops.parquet")):
+        with atomic_path(group_path(work, g, suffix)) as tmp:
+            verdicts.write_parquet(tmp)
     with atomic_path(group_path(work, g, ".candidates.parquet")) as tmp:
         pl.DataFrame({"doc_a": docs[pairs[:, 0]], "doc_b": docs[pairs[:, 1]], "similarity": r.sims,
                       "estimated_jaccard": r.ests, "content_jaccard": r.contents, "content_positions": r.cpos},
