@@ -149,8 +149,7 @@ _KILLABLE = textwrap.dedent("""
     import sys
     from pipeline.config import parse_config
     from pipeline.executor import run_local
-    from pipeline.dedup import near_groups
-from pipeline.run import barrier_parts
+    from pipeline.run import barrier_parts
     barrier_parts.PART_RECORDS, barrier_parts.LSH_DOC_BANDS = 300, 600
     corpus, out = sys.argv[1], sys.argv[2]
     run_local(parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [corpus], "id_field": "id"}],

@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from pipeline.config import parse_config
 from pipeline.dedup import near_groups
+from pipeline.dedup.near_groups import merge_groups
+from pipeline.errors import PipelineError
 from pipeline.executor import run_local
+from pipeline.run.near_groups import run_near_group
 from pipeline.stages import near as near_stage
-from tests.conftest import build_config
+from tests.conftest import REPO, build_config
 from tests.integration.test_barrier_parts import adversarial_corpus
 from tests.integration.test_barrier_unit_by_unit import _second_corpus
 from tests.integration.test_run import file_digests
@@ -106,3 +116,44 @@ def test_a_run_with_boilerplate_counted_and_no_candidate_pair_keeps_every_record
                                        dedup={"near": {"boilerplate_min_docs": 20}})
     assert set(ledger["decision"]) == {"kept"}
     assert manifest["near_dedup"]["candidate_pairs"] == 0 and manifest["near_dedup"]["groups"]["groups"] == 0
+
+
+_KILLABLE = textwrap.dedent("""
+    import sys
+    from pipeline.config import parse_config
+    from pipeline.dedup import near_groups
+    from pipeline.executor import run_local
+    near_groups.GROUP_RECORDS = 20
+    corpus, out = sys.argv[1], sys.argv[2]
+    run_local(parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [corpus], "id_field": "id"}],
+                            "output": {"dir": out, "shard_max_rows": 150}, "runner": {"max_workers": 1}}, "test"))
+""")
+
+
+def test_a_run_killed_among_the_group_tasks_resumes_without_redoing_finished_groups(tmp_path):
+    corpus = adversarial_corpus(tmp_path / "in", n=3000)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(clean)], check=True, env=env, timeout=300)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], env=env,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    markers = killed / "_work" / "near" / "groups"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and len(list(markers.glob("g*.json"))) < 3:
+        time.sleep(0.002)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    total = json.loads((markers / "plan.json").read_text())["groups"]
+    finished = {p: p.stat().st_mtime_ns for p in markers.glob("g*.json")}
+    assert 3 <= len(finished) < total
+    # the global step names what is missing rather than deciding without it
+    with pytest.raises(PipelineError, match="group task"):
+        merge_groups(killed / "_work", parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [str(corpus)]}],
+                                                     "output": {"dir": str(killed)}}, "test").dedup.near, "longest", 0)
+    # the rest of the step, task by task as a runner would: the finished tasks are not run again
+    for g in range(total):
+        run_near_group(str(killed / "_work"), g)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], check=True, env=env, timeout=300)
+    assert file_digests(killed) == file_digests(clean)
