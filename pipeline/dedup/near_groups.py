@@ -5,8 +5,8 @@ components are tasks of their own:
                     the short-document pass), the short-document pass, the boilerplate bits of
                     every doc, the connected components (union-find over int arrays) packed into
                     groups of at most GROUP_RECORDS records; one input file per group
-    resolve_one     per group (any worker): its records' attribute rows (read from the key files),
-                    signatures and texts (`verify: borderline`), verified and clustered
+    resolve_one     per group (any worker): its records' attribute rows (split off the key files by
+                    the plan), signatures and texts (`verify: borderline`), verified and clustered
                     (`near.resolve_group`); its stars and drops, with the record ids and input
                     positions they name, and its candidate pairs written
     merge_groups    in the barrier's global step: every group's stars and drops numbered into
@@ -18,6 +18,8 @@ Files under `_work/near/groups/`:
     boilerplate.npy           the run's boilerplate shingle values (`verify: borderline`)
     gNNNNN.npz                a group's input: its docs (global doc numbers, unit, row, signature
                               row), pairs and short pairs (group doc numbers), boilerplate bits
+    gNNNNN.rows.parquet       the attribute rows of its own records (`ATTRIBUTE_SCHEMA`, doc order),
+                              split off the key files in one pass over the units
     gNNNNN.stars.parquet      its stars (`pair_docs.STAR_SCHEMA`) and drops (`DROP_SCHEMA`)
     gNNNNN.drops.parquet
     gNNNNN.candidates.parquet its candidate pairs (global doc numbers) and their similarities
@@ -29,19 +31,21 @@ its group's records; the merge a row per star and drop, never a key row per reco
 
 Usage::
 
-    plan = plan_groups(work, cfg, external, kept_rows)
+    plan = plan_groups(work, cfg, external, kept_rows, unit_rows)
     for g in range(plan["groups"]):
-        resolve_one(work, cfg, prefer, external, g, gather, read_texts)
+        resolve_one(work, cfg, prefer, external, g, read_texts)
     rows, stats = merge_groups(work, cfg, live_count)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipeline.config import NearDedupConfig
 from pipeline.dedup.candidates import doc_code
@@ -58,6 +62,11 @@ from pipeline.run.workdir import read_done
 
 # The rows near-duplicate resolution returns (`merge_groups`), as the near stage and
 # `near/decisions.parquet` have them.
+# The attribute rows a group task reads (`_split_rows`): what the survivor rules rank by and what
+# its verdicts name.
+ATTRIBUTE_SCHEMA = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
+                    "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
+                    "phash": pl.String}
 ROWS_SCHEMA = pl.Schema({"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String, "cluster_id": pl.Int64,
                          "similarity": pl.Float64, "via": pl.String, "path": pl.String})
 
@@ -68,7 +77,8 @@ def groups_dir(work: Path) -> Path:
 
 
 def group_path(work: Path, g: int, suffix: str) -> Path:
-    """A file of group `g`: `suffix` is `.npz`, `.stars.parquet`, `.drops.parquet`, `.candidates.parquet` or `.json`."""
+    """A file of group `g`: `suffix` is `.npz`, `.rows.parquet`, `.stars.parquet`, `.drops.parquet`,
+    `.candidates.parquet` or `.json`."""
     return groups_dir(work) / f"g{g:05d}{suffix}"
 
 
@@ -100,11 +110,14 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path, Path]],
-                kept_rows: Callable[[int], np.ndarray]) -> dict:
+                kept_rows: Callable[[int], np.ndarray], unit_rows: Callable[[int, np.ndarray], pl.DataFrame]) -> dict:
     """Plan the groups of components of the run's candidate graph and write each group's input.
 
     `external`: the corpus index's (run_id, band keys, signatures); `kept_rows(unit)`: the rows of a
-    unit still kept after the ids and exact steps (the short-document pass pairs only those)."""
+    unit still kept after the ids and exact steps (the short-document pass pairs only those);
+    `unit_rows(unit, rows)`: the attribute rows of those of a unit's rows that are still kept
+    (`_i`, unit, row, record_id, priority, text_bytes, quality, order_str, order_int, phash), in row
+    order."""
     files, sig_paths = signature_sources(work, list(external))
     own = [(u, p, r) for u, p, r in files if r is None]
     codes, counts = candidate_pairs(work)
@@ -127,6 +140,7 @@ def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path
     short = run_short_pass([(u, Path(p)) for u, p, _r in own], index.key_frame(), cfg, min_docs)
     bits, boilerplate_docs = _boilerplate(work, cfg, index, pairs, short, own, sig_paths, min_docs,
                                           counts["signed_all"])
+    with_boilerplate = int(bits.any(axis=1).sum()) if bits is not None else 0
     groups = ComponentGroups.build(n, [pairs, short.pairs], GROUP_RECORDS)
     for g, (g_docs, at, short_at) in enumerate(zip(groups, groups.split(pairs), groups.split(short.pairs))):
         _write_npz(group_path(work, g, ".npz"), docs=g_docs, unit=index.unit[g_docs], row=index.row[g_docs],
@@ -134,12 +148,52 @@ def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path
                    short_pairs=np.searchsorted(g_docs, short.pairs[short_at]).reshape(-1, 2),
                    short_sims=short.sims[short_at],
                    bits=bits[g_docs] if bits is not None else np.zeros((0, 0), np.uint8))
-    out.update({"groups": groups.stats["groups"], "candidate_pairs": int(len(pairs)), "bits": bits is not None,
-                "boilerplate_min_docs": boilerplate_docs,
-                "involved_with_boilerplate": int(bits.any(axis=1).sum()) if bits is not None else 0,
+    del bits
+    _split_rows(work, index, groups, unit_rows)
+    out.update({"groups": groups.stats["groups"], "candidate_pairs": int(len(pairs)), "boilerplate_min_docs": boilerplate_docs,
+                "involved_with_boilerplate": with_boilerplate,
                 "short_pass": short.stats, "grouping": groups.stats})
     atomic_write_json(groups_dir(work) / "plan.json", out)
     return out
+
+
+def _split_rows(work: Path, index: DocIndex, groups: ComponentGroups,
+                unit_rows: Callable[[int, np.ndarray], pl.DataFrame]) -> None:
+    """Each group's attribute rows of its own docs, in doc order, to `gNNNNN.rows.parquet`: one pass
+    over the units (a unit's rows at a time), so a group task reads its share only, not every unit.
+    A writer per group is open during the pass (at 1B documents about 720 files: the process's
+    open-file limit must allow it)."""
+    paths = [group_path(work, g, ".rows.parquet") for g in range(groups.stats["groups"])]
+    tmps = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in paths]
+    writers: dict[int, pq.ParquetWriter] = {}
+    own = np.flatnonzero(~index.external & (groups.group_of >= 0))  # doc order: by unit, then row
+    units = index.unit[own]
+    cuts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1], [True]])) if own.size else []
+    try:
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            docs = own[a:b]
+            rows = unit_rows(int(units[a]), index.row[docs]).select(list(ATTRIBUTE_SCHEMA))
+            if not np.array_equal(rows["row"].to_numpy(), index.row[docs]):
+                raise PipelineError(f"near dedup: records of unit {int(units[a])} in a candidate pair are not among the "
+                                    "records still kept at the barrier; the barrier's partitions are stale: delete "
+                                    "_work/barrier and _work/near and run again")
+            group = groups.group_of[docs]
+            for g in np.unique(group).tolist():
+                table = rows.filter(pl.Series(group == g)).to_arrow()
+                if g not in writers:
+                    writers[g] = pq.ParquetWriter(tmps[g], table.schema)
+                writers[g].write_table(table)
+        for g, tmp in enumerate(tmps):
+            if g not in writers:  # a group of published records only: no own rows
+                pl.DataFrame(schema=ATTRIBUTE_SCHEMA).write_parquet(tmp)
+            else:
+                writers.pop(g).close()
+            os.replace(tmp, paths[g])
+    finally:
+        for w in writers.values():
+            w.close()
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
 
 
 def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.ndarray, short: ShortPass, own: list,
@@ -169,23 +223,19 @@ def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.nd
 
 
 def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tuple[str, Path, Path]], g: int,
-                gather: Callable[[dict[int, np.ndarray]], pl.DataFrame],
                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None) -> dict:
-    """Verify and cluster group `g` and write its stars, drops and candidate pairs; returns its counts.
-
-    `gather(wanted)`: the attribute rows (`_i`, unit, row, record_id, priority, text_bytes, quality,
-    order_str, order_int, phash) of the still-kept records whose rows are `wanted[unit]`, in input
-    order; `read_texts(units, rows)`: their texts (`verify: borderline`)."""
+    """Verify and cluster group `g` and write its stars, drops and candidate pairs; returns its
+    counts. It reads its input and attribute rows (written by `plan_groups`), its records'
+    signatures and, with `verify: borderline`, `read_texts(units, rows)`: their texts."""
     if cfg.verify == "borderline" and read_texts is None:
         raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
     z = np.load(group_path(work, g, ".npz"))
     docs, index = z["docs"], DocIndex(z["unit"], z["row"], z["sig_idx"])
     ext = index.external
-    own_unit, own_row = index.unit[~ext], index.row[~ext]
-    own = gather({int(u): own_row[own_unit == u] for u in np.unique(own_unit)})
-    if not (np.array_equal(own["unit"].to_numpy(), own_unit) and np.array_equal(own["row"].to_numpy(), own_row)):
-        raise PipelineError(f"near dedup: group {g} has records that are not among the records still kept at the "
-                            "barrier; the barrier's partitions are stale: delete _work/barrier and _work/near and run again")
+    own = pl.read_parquet(group_path(work, g, ".rows.parquet"))
+    if not np.array_equal(own["row"].to_numpy(), index.row[~ext]):
+        raise PipelineError(f"near dedup: group {g}'s attribute rows do not match its records; delete _work/near and "
+                            "run the barrier again")
     ext_ids = external_ids(index.unit[ext], index.row[ext], list(external))
     frame = group_frame(index, own, ext_ids)
     short = ShortPass(z["short_pairs"], z["short_sims"], {})

@@ -44,7 +44,6 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -349,6 +348,12 @@ LIVE_COLUMNS = ["row", "record_id", "decision", "text_bytes", "quality", "order_
                 "pdq_quality"]
 
 
+# The still-kept records' columns `gather_live` and `LiveRows.rows` return.
+LIVE_SCHEMA = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
+               "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
+               "phash": pl.String, "pdq_quality": pl.Int64}
+
+
 def _compact(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with string columns that hold only its rows' bytes: the strings of a filtered frame
     are views into the buffers of the whole frame it was filtered from, which stay alive with them
@@ -363,49 +368,47 @@ def _alive(df: pl.DataFrame, first: int, dead: np.ndarray) -> np.ndarray:
     return df["decision"].is_null().to_numpy() & (((dead[i >> 3] >> (i & 7).astype(np.uint8)) & 1) == 0)
 
 
-def kept_rows(work: Path) -> Callable[[int], np.ndarray]:
-    """A function of a unit id: the rows of that unit still kept after the ids and exact steps
-    (a unit's key rows read per call; memory: a bit per record)."""
-    parts = planned_parts(work)
-    dead = dead_bits(work, parts["records"])
-    firsts = dict(zip(parts["units"], np.concatenate([[0], np.cumsum(parts["unit_records"])[:-1]]).tolist()))
+class LiveRows:
+    """The key columns of the records still kept after the ids and exact steps, a unit at a time
+    (memory: a bit per record of what those steps took out, and one unit's key columns)."""
 
-    def rows(unit: int) -> np.ndarray:
-        df = pl.read_parquet(work / "pass1" / f"{unit_name(unit)}.parquet", columns=["row", "decision"])
-        return df["row"].to_numpy()[_alive(df, int(firsts[unit]), dead)]
+    def __init__(self, work: Path, plan: RunPlan) -> None:
+        parts = planned_parts(work)
+        self.work, self.plan = work, plan
+        self.dead = dead_bits(work, parts["records"])
+        self.firsts = dict(zip(parts["units"], np.concatenate([[0], np.cumsum(parts["unit_records"])[:-1]])
+                               .astype(np.int64).tolist()))
 
-    return rows
+    def kept_rows(self, unit: int) -> np.ndarray:
+        """The rows of `unit` still kept."""
+        df = pl.read_parquet(self.work / "pass1" / f"{unit_name(unit)}.parquet", columns=["row", "decision"])
+        return df["row"].to_numpy()[_alive(df, self.firsts[unit], self.dead)]
 
-
-def gather_live(work: Path, plan: RunPlan, wanted: dict[int, np.ndarray],
-                with_images: bool = True) -> tuple[pl.DataFrame, int, bool]:
-    """The records still kept after the ids and exact steps that a caller needs, read unit by unit:
-    those whose row is in `wanted[unit]` and (`with_images`) every image record (pHash). Returns (the
-    records: _i, unit, row, record_id, priority, text_bytes, quality, order_str, order_int, phash,
-    pdq_quality, in input order; how many records are still kept in all; whether any record of the
-    run, kept or not, has a pHash). Without `with_images` only the units in `wanted` are read, and the
-    count and the flag are of those units. Memory: the records returned, a unit's key columns, a
-    bit per record."""
-    parts = planned_parts(work)
-    dead = dead_bits(work, parts["records"])
-    frames, live, images = [], 0, False
-    start = 0
-    for unit, n in zip(plan.units, parts["unit_records"]):
-        first, start = start, start + n
-        if not with_images and unit.unit_id not in wanted:
-            continue
-        df = pl.read_parquet(work / "pass1" / f"{unit_name(unit.unit_id)}.parquet", columns=LIVE_COLUMNS)
-        i = first + np.arange(df.height, dtype=np.int64)
-        alive = _alive(df, first, dead)
+    def rows(self, unit: int, wanted: np.ndarray, with_images: bool = False) -> tuple[pl.DataFrame, int, bool]:
+        """(the still-kept records of `unit` whose row is in `wanted`, and with `with_images` every
+        image record: `LIVE_SCHEMA`, in row order; how many of the unit's records are still kept;
+        whether any record of the unit has a pHash)."""
+        df = pl.read_parquet(self.work / "pass1" / f"{unit_name(unit)}.parquet", columns=LIVE_COLUMNS)
+        first = self.firsts[unit]
+        alive = _alive(df, first, self.dead)
         image = df["phash"].is_not_null().to_numpy()
-        live += int(alive.sum())
-        images = images or bool(image.any())
-        keep = alive & (np.isin(df["row"].to_numpy(), wanted.get(unit.unit_id, np.zeros(0, np.int64))) | (image & with_images))
-        frames.append(_compact(df.filter(pl.Series(keep)).select(
-            pl.Series("_i", i[keep], dtype=pl.Int64), pl.lit(unit.unit_id, pl.Int64).alias("unit"), "row", "record_id",
-            pl.lit(plan.source(unit.source).priority, pl.Int64).alias("priority"), "text_bytes", "quality",
-            "order_str", "order_int", "phash", "pdq_quality")))
-    schema = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
-              "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
-              "phash": pl.String, "pdq_quality": pl.Int64}
-    return pl.concat([pl.DataFrame(schema=schema), *frames]), live, images
+        keep = alive & (np.isin(df["row"].to_numpy(), wanted) | (image & with_images))
+        frame = _compact(df.filter(pl.Series(keep)).select(
+            pl.Series("_i", first + np.flatnonzero(keep), dtype=pl.Int64), pl.lit(unit, pl.Int64).alias("unit"), "row",
+            "record_id", pl.lit(self.plan.source(self.plan.units[unit].source).priority, pl.Int64).alias("priority"),
+            "text_bytes", "quality", "order_str", "order_int", "phash", "pdq_quality"))
+        return frame, int(alive.sum()), bool(image.any())
+
+
+def gather_live(work: Path, plan: RunPlan, wanted: dict[int, np.ndarray]) -> tuple[pl.DataFrame, int, bool]:
+    """The records still kept after the ids and exact steps that a caller needs, read unit by unit:
+    those whose row is in `wanted[unit]` and every image record (pHash). Returns (the records:
+    `LIVE_SCHEMA`, in input order; how many records are still kept in all; whether any record of the
+    run, kept or not, has a pHash). Memory: the records returned, a unit's key columns, a bit per record."""
+    live_rows = LiveRows(work, plan)
+    frames, live, images = [], 0, False
+    for unit in plan.units:
+        frame, alive, image = live_rows.rows(unit.unit_id, wanted.get(unit.unit_id, np.zeros(0, np.int64)), True)
+        frames.append(frame)
+        live, images = live + alive, images or image
+    return pl.concat([pl.DataFrame(schema=LIVE_SCHEMA), *frames]), live, images

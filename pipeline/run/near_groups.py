@@ -1,10 +1,11 @@
 """The barrier's near-duplicate groups as steps of their own (`pipeline.dedup.near_groups`):
 
     near-groups  global    after the `lsh-band` tasks: the connected components of the candidate
-                           graph packed into groups, each group's input written (int arrays only)
-    near-group   per group verify and cluster one group on its records (attribute rows read from
-                           the key files, signatures, texts for `verify: borderline`); its
-                           verdicts written to `_work/near/groups/`
+                           graph packed into groups (int arrays), each group's input and
+                           attribute rows written (one pass over the units' key files)
+    near-group   per group verify and cluster one group on its records only (its attribute rows,
+                           signatures, texts for `verify: borderline`); its verdicts written to
+                           `_work/near/groups/`
 
 The global `barrier` step then only merges the groups' verdicts. Each step is cached by its
 done-marker, so a killed run resumes where it was.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from pipeline.dedup.near_groups import group_path, plan_groups, planned_groups, resolve_one
 from pipeline.plan import RunPlan
-from pipeline.run.barrier_parts import gather_live, kept_rows, open_index
+from pipeline.run.barrier_parts import LiveRows, open_index
 from pipeline.run.workdir import read_done
 
 PLAN_STEP = "near-groups"
@@ -39,8 +40,10 @@ def plan_near_groups(work_dir: str) -> dict:
     work = Path(work_dir)
     if (cached := planned_groups(work)) is not None:
         return cached
-    cfg = RunPlan.load(work).config
-    return plan_groups(work, cfg.dedup.near, _external(cfg), kept_rows(work))
+    plan = RunPlan.load(work)
+    live = LiveRows(work, plan)
+    return plan_groups(work, plan.config.dedup.near, _external(plan.config), live.kept_rows,
+                       lambda unit, rows: live.rows(unit, rows)[0])
 
 
 def near_group_count(work_dir: str) -> int:
@@ -58,7 +61,6 @@ def run_near_group(work_dir: str, g: int) -> dict:
     plan = RunPlan.load(work)
     cfg = plan.config
     return resolve_one(work, cfg.dedup.near, cfg.dedup.survivor.near_prefer, _external(cfg), g,
-                       lambda wanted: gather_live(work, plan, wanted, with_images=False)[0],
                        lambda units, rows: read_texts(plan, units, rows))
 
 
