@@ -60,13 +60,13 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.run.workdir import read_done
 
-# The rows near-duplicate resolution returns (`merge_groups`), as the near stage and
-# `near/decisions.parquet` have them.
 # The attribute rows a group task reads (`_split_rows`): what the survivor rules rank by and what
 # its verdicts name.
 ATTRIBUTE_SCHEMA = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
                     "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
                     "phash": pl.String}
+# The rows near-duplicate resolution returns (`merge_groups`), as the near stage and
+# `near/decisions.parquet` have them.
 ROWS_SCHEMA = pl.Schema({"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String, "cluster_id": pl.Int64,
                          "similarity": pl.Float64, "via": pl.String, "path": pl.String})
 
@@ -229,7 +229,8 @@ def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tu
     signatures and, with `verify: borderline`, `read_texts(units, rows)`: their texts."""
     if cfg.verify == "borderline" and read_texts is None:
         raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
-    z = np.load(group_path(work, g, ".npz"))
+    with np.load(group_path(work, g, ".npz")) as npz:
+        z = dict(npz)
     docs, index = z["docs"], DocIndex(z["unit"], z["row"], z["sig_idx"])
     ext = index.external
     own = pl.read_parquet(group_path(work, g, ".rows.parquet"))
