@@ -30,9 +30,11 @@ PLAN_STEP = "near-groups"
 GROUP_STEP = "near-group"
 
 
-def _external(cfg) -> list:
+def _published(cfg) -> tuple[object, list]:
+    """The corpus index (None without `state`) and its published near-dedup parts. The caller holds
+    the index while it reads the parts: a remote index's local mirror goes with the object."""
     index = open_index(cfg)
-    return index.near_parts() if index is not None else []
+    return index, (index.near_parts() if index is not None else [])
 
 
 def plan_near_groups(work_dir: str) -> dict:
@@ -42,8 +44,8 @@ def plan_near_groups(work_dir: str) -> dict:
         return cached
     plan = RunPlan.load(work)
     live = LiveRows(work, plan)
-    return plan_groups(work, plan.config.dedup.near, _external(plan.config), live.kept_rows,
-                       lambda unit, rows: live.rows(unit, rows)[0])
+    _index, external = _published(plan.config)  # held until the plan is made
+    return plan_groups(work, plan.config.dedup.near, external, live.kept_rows, lambda unit, rows: live.rows(unit, rows)[0])
 
 
 def near_group_count(work_dir: str) -> int:
@@ -60,7 +62,8 @@ def run_near_group(work_dir: str, g: int) -> dict:
         return cached
     plan = RunPlan.load(work)
     cfg = plan.config
-    return resolve_one(work, cfg.dedup.near, cfg.dedup.survivor.near_prefer, _external(cfg), g,
+    _index, external = _published(cfg)  # held until the group is resolved
+    return resolve_one(work, cfg.dedup.near, cfg.dedup.survivor.near_prefer, external, g,
                        lambda units, rows: read_texts(plan, units, rows))
 
 
