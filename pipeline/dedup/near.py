@@ -47,8 +47,6 @@ from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_fo
                                     signatures, unpermuted)
 from pipeline.dedup.pair_docs import DocIndex, GroupResult, group_result
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, word_counts
-from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_path
 from pipeline.run.workdir import part_files, read_done
 
 
