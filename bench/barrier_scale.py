@@ -19,7 +19,9 @@ Every measured piece runs in a fresh subprocess (`--python`, one after the other
   old   the single-task barrier from a `git archive` of --old-commit (default: the commit before
         this work), `barrier(work)`
   new   `plan_parts`, then each task of ids-part, exact-part and lsh-band in its own process, then
-        the global `barrier(work)` step (unit by unit: the default config has exact and near dedup)
+        the near-duplicate groups' plan (`near-groups`) and each `near-group` task, then the global
+        `barrier(work)` step (unit by unit: the default config has exact and near dedup; it merges
+        the groups' verdicts)
   whole (--whole-frame-up-to) after `new`, on the same partition outputs: the global step forced onto
         the whole-frame path (`barrier(work, whole_frame=True)`, one key row per record), whose
         decisions and shard plan are compared byte for byte with the unit-by-unit step's
@@ -76,6 +78,15 @@ elif what == "plan_parts":
     t0 = time.perf_counter()
     p = plan_parts(work)
     result = {k: p[k] for k in ("ids-part", "exact-part", "lsh-band", "key_ranges")} | {"band_groups": len(p["band_groups"])}
+elif what == "near-groups":
+    from pipeline.run.near_groups import plan_near_groups
+    t0 = time.perf_counter()
+    p = plan_near_groups(work)
+    result = {"groups": p["groups"], "grouping": p.get("grouping")}
+elif what == "near-group":
+    from pipeline.run.near_groups import run_near_group
+    t0 = time.perf_counter()
+    result = run_near_group(work, int(sys.argv[3]))
 else:
     from pipeline.run.barrier_parts import run_part
     t0 = time.perf_counter()
@@ -208,6 +219,14 @@ def run_new(python: str, work: Path, with_global: bool = True) -> dict:
             r = child(python, REPO, [name, str(work), str(item)])
             tasks.append({"step": name, "item": item, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
                           "process_wall_s": r["process_wall_s"]})
+    if with_global:  # the near-duplicate groups: the plan (one task), then a task per group
+        groups = child(python, REPO, ["near-groups", str(work)])
+        tasks.append({"step": "near-groups", "item": 0, "wall_s": groups["wall_s"], "peak_rss_mib": groups["peak_rss_mib"],
+                      "process_wall_s": groups["process_wall_s"]})
+        for item in range(groups["result"]["groups"]):
+            r = child(python, REPO, ["near-group", str(work), str(item)])
+            tasks.append({"step": "near-group", "item": item, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
+                          "process_wall_s": r["process_wall_s"]})
     glob = child(python, REPO, ["barrier", str(work)]) if with_global else None
     steps = {}
     for t in tasks:
@@ -222,7 +241,7 @@ def run_new(python: str, work: Path, with_global: bool = True) -> dict:
     return {"plan": plan["result"], "tasks": tasks, "steps": steps, "global": glob,
             "wall_s_one_worker": round(sum(t["wall_s"] for t in tasks) + (glob["wall_s"] if glob else 0), 3),
             "largest_task_peak_rss_mib": max([t["peak_rss_mib"] for t in tasks] + ([glob["peak_rss_mib"]] if glob else [])),
-            "largest_part_task_peak_rss_mib": max(t["peak_rss_mib"] for t in tasks)}
+            "largest_part_task_peak_rss_mib": max(t["peak_rss_mib"] for t in tasks if t["step"] in ("ids-part", "exact-part", "lsh-band"))}
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ fresh subprocess per measurement,
               make_plan(cfg), pass1 on every unit in a ThreadPoolExecutor(2), then barrier.
               Phases timed: plan, pass1, barrier (and, by wrapping without changing any pipeline
               file, the time inside SignatureWriter.add summed over both threads and the time of
-              resolve_near inside the barrier).
+              near-duplicate resolution: its groups' plan, group tasks and merge).
 
   datasketch  a straightforward datasketch pipeline: read the JSONL line by line (json.loads),
               per document MinHash(num_perm=128, seed=1) updated with each word 5-gram shingle
@@ -109,7 +109,7 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
 
     imports = time.perf_counter() - t_imp
     # Clock wrappers only (no pipeline file changes): time inside SignatureWriter.add, summed
-    # over the threads, and inside resolve_near.
+    # over the threads, and inside near-duplicate resolution (summed over its tasks).
     lock = threading.Lock()
     acc = {"signature_add_s": 0.0, "resolve_near_s": 0.0}
     orig_add = near_mod.SignatureWriter.add
@@ -123,16 +123,25 @@ def w_ours(inp: str, out: str, quiet: tuple[float, float], marker: str | None) -
                 acc["signature_add_s"] += time.perf_counter() - t0
 
     near_mod.SignatureWriter.add = add
-    orig_resolve = near_stage.resolve_near
+    import pipeline.run.near_groups as near_groups
 
-    def resolve(*a, **kw):
-        t0 = time.perf_counter()
-        try:
-            return orig_resolve(*a, **kw)
-        finally:
-            acc["resolve_near_s"] += time.perf_counter() - t0
+    def timed(module, name: str) -> None:
+        """Add the time inside `module.name` to `resolve_near_s` (the group tasks run on threads)."""
+        orig = getattr(module, name)
 
-    near_stage.resolve_near = resolve
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return orig(*a, **kw)
+            finally:
+                with lock:
+                    acc["resolve_near_s"] += time.perf_counter() - t0
+
+        setattr(module, name, wrapper)
+
+    # resolution: the groups' plan, each group task, the merge in the barrier
+    for module, name in ((near_groups, "plan_near_groups"), (near_groups, "run_near_group"), (near_stage, "merge_groups")):
+        timed(module, name)
 
     # HYGIENE_BENCH_OURS_DEDUP (JSON, e.g. '{"near": {"threshold": 0.7}, "survivor": {"near_prefer": "central"}}')
     # runs ours with other dedup settings than the defaults.

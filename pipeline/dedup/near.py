@@ -7,11 +7,12 @@ On-disk artifacts, each inspectable and re-runnable:
     _work/minhash/uNNNNN.short.parquet  row, normalised text of the unit's short records
                                   (`short_pass_max_words`; the short-document pass, see short_pass.py)
     _work/barrier/lsh/pNNNNN.parquet  doc-code pairs sharing a band, per band group and key range
-    _work/near/candidates.parquet the pairs (docs: records in a pair, (unit, row) order), similarities
-    _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via
+    _work/near/groups/...         the groups of components and each group's verdicts and
+                                  candidate pairs (`pipeline.dedup.near_groups`)
+    _work/near/decisions.parquet  unit, row, duplicate_of, cluster_id, similarity, via, path
 
-`resolve_near` clusters the candidate graph a group of whole connected components at a time
-(`groups.ComponentGroups`): int arrays per record in a pair, one group's signatures and rows.
+The candidate graph is resolved a group of whole connected components at a time, each group its own
+task (`near_groups`): `resolve_group` verifies and clusters one group on its records only.
 """
 
 from __future__ import annotations
@@ -41,14 +42,11 @@ from pipeline.dedup.lsh import (
     pair_similarity,
 )
 from pipeline.dedup.borderline import TextSets
-from pipeline.dedup.candidates import doc_code, union_code_pairs
-from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
+from pipeline.dedup.candidates import union_code_pairs
 from pipeline.dedup.minhash import (MinHashParams, ShingleSetStore, normalize_for_shingles, pair_jaccard, shingle_sets,
                                     signatures, unpermuted)
-from pipeline.dedup.pair_docs import DocIndex, GroupResult, decision_rows, doc_index, group_result, signed_rows
-from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass, word_counts
-from pipeline.errors import PipelineError
-from pipeline.fileio import atomic_path
+from pipeline.dedup.pair_docs import DocIndex, GroupResult, group_result
+from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, word_counts
 from pipeline.run.workdir import part_files, read_done
 
 
@@ -176,7 +174,7 @@ class SignatureStore:
         return out
 
 
-def _sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
+def signature_sources(work: Path, external: list[tuple[str, Path, Path]]) -> tuple[list[tuple[int, str, str | None]], dict[int, Path]]:
     """(unit, band-key parquet, run id or None) per signature file; units of index parts are negative."""
     files, sig_paths = [], {}
     for p in sorted(q for q in (work / "minhash").glob("u*.parquet") if not q.name.endswith(SHORT_FILE_SUFFIX)):
@@ -200,23 +198,7 @@ def candidate_pairs(work: Path) -> tuple[np.ndarray, dict]:
     return pairs, counts
 
 
-def _short_doc_codes(own: list, live: pl.DataFrame, cfg: NearDedupConfig, index_runs: int) -> np.ndarray:
-    """Doc codes of the records the short-document pass may pair: short, still kept, signed."""
-    if cfg.short_pass_max_words <= 0:
-        return np.zeros(0, np.int64)
-    out = [np.zeros(0, np.int64)]
-    for unit, path, _r in own:
-        sp = Path(path).with_name(Path(path).stem + SHORT_FILE_SUFFIX)
-        if not sp.exists():
-            continue
-        rows = pl.read_parquet(sp, columns=["row"]).with_columns(pl.lit(unit, pl.Int64).alias("unit"))
-        rows = rows.join(live.select("unit", "row"), on=["unit", "row"], how="semi")
-        signed = signed_rows(path, rows["row"].to_numpy()).filter(pl.col("shingles") > 0)
-        out.append(doc_code(unit, signed["row"].to_numpy(), index_runs))
-    return np.concatenate(out)
-
-
-def _common_bits(cv: CommonValues, store: SignatureStore, index: DocIndex, docs: np.ndarray,
+def common_bits(cv: CommonValues, store: SignatureStore, index: DocIndex, docs: np.ndarray,
                  shingles_of: MinHashParams | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The boilerplate bits (`CommonValues.common`) of `docs` (ascending), packed 8 to a byte: a
     unit's signatures at a time, so the sketch can go before the records are clustered. With
@@ -235,14 +217,15 @@ def _common_bits(cv: CommonValues, store: SignatureStore, index: DocIndex, docs:
     return out, (np.unique(np.concatenate(values)) if shingles_of is not None else None)
 
 
-def _resolve_group(docs: pl.DataFrame, pairs: np.ndarray, short: ShortPass, store: SignatureStore, bits: np.ndarray | None,
+def resolve_group(docs: pl.DataFrame, pairs: np.ndarray, short: ShortPass, store: SignatureStore, bits: np.ndarray | None,
                    work: Path, cfg: NearDedupConfig, prefer: str,
                    read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None,
                    boilerplate: np.ndarray | None) -> GroupResult:
-    """Verify and cluster one group of whole components. `docs` (`DocIndex.frame`) numbers the
+    """Verify and cluster one group of whole components. `docs` (`pair_docs.group_frame`) numbers the
     group's docs 0..n-1 in doc order; `pairs` and `short` use those numbers; `bits` are the
-    boilerplate bits (packed) of the group's docs, or None; `read_texts` as `resolve_near`'s;
-    `boilerplate`: the boilerplate shingle values of the whole run (`_common_bits`), or None."""
+    boilerplate bits (packed) of the group's docs, or None; `read_texts(units, rows)` gives the texts of
+    this run's records whose pairs are re-checked on exact shingle sets (`verify: borderline`);
+    `boilerplate`: the boilerplate shingle values of the whole run (`common_bits`), or None."""
     n = docs.height
     is_ext = docs["external"].to_numpy()
     units_arr, sig_idx = docs["unit"].to_numpy(), docs["sig_idx"].to_numpy()
@@ -343,128 +326,3 @@ def _resolve_group(docs: pl.DataFrame, pairs: np.ndarray, short: ShortPass, stor
             clusters += anti_chaining_stars(members, similarity, cfg.threshold, protected, hop)
     return group_result(clusters, short, (sims, ests, contents, cpos), len(verified), vetoed, short_new,
                         (text_sets.rechecked, text_sets.flipped, len(text_sets)) if text_sets is not None else (0, 0, 0))
-
-
-def resolve_near(live: pl.DataFrame, live_count: int, work: Path, cfg: NearDedupConfig, prefer: str,
-                 external: list[tuple[str, Path, Path]] = (),
-                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None = None) -> tuple[pl.DataFrame, dict]:
-    """Find near duplicates among `live` records (and against `external` published ones).
-
-    `live` has unit, row, record_id, priority, text_bytes, quality, order_str, order_int of the
-    `live_count` records still kept after exact dedup, or of those in a candidate pair or short
-    only. `external` lists (run_id, band keys, signatures) of the corpus index; those always
-    survive. Returns (unit, row, duplicate_of, cluster_id, similarity, via) for every dropped
-    record and every survivor of this run's records that heads a cluster, plus statistics for the manifest. `via` names the directly dropped record
-    through which a second-hop drop (`second_hop`) was reached; `similarity` is always to the survivor.
-    The candidate graph is resolved a group of whole connected components at a time
-    (`groups.ComponentGroups`, at most GROUP_RECORDS records a group but for a larger component):
-    signatures and attributes are held for one group, and the decisions do not depend on the groups.
-    With `verify: borderline`, `read_texts(units, rows)` gives the texts of this run's records whose
-    pairs are re-checked on exact shingle sets.
-    """
-    if cfg.verify == "borderline" and read_texts is None:
-        raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
-    bd = banding(cfg)
-    files, sig_paths = _sources(work, list(external))
-    own = [(u, p, r) for u, p, r in files if r is None]
-    codes, counts = candidate_pairs(work)
-    signed, index_records = counts["signed"], counts["index_records"]
-    stats = {
-        "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
-        "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
-        "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
-        "signed": signed, "without_shingles": live_count - signed, "index_records": index_records,
-    }
-    empty = pl.DataFrame(schema={"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String,
-                                 "cluster_id": pl.Int64, "similarity": pl.Float64, "via": pl.String, "path": pl.String})
-    if signed == 0 or signed + index_records < 2:
-        stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
-                      "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
-                      "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
-                      "pairs_vetoed_by_content": 0})
-        return empty, stats
-
-    # The docs are only the records in a candidate pair or in the short-document pass, numbered in
-    # (unit, row) order: every step below depends on docs only through that order.
-    e = len(external)
-    in_docs = np.unique(np.concatenate([codes.ravel(), _short_doc_codes(own, live, cfg, e)]))
-    index = doc_index(in_docs, live, work, external, e)
-    n = len(in_docs)
-    pairs = np.searchsorted(in_docs, codes).reshape(-1, 2)
-    del codes, in_docs
-    signed_all = counts["signed_all"]
-    min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * signed_all)))
-    # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
-    # signatures are gathered too (the clustering compares them with their other neighbours).
-    short = run_short_pass([(u, Path(p)) for u, p, _r in own], index.key_frame(), cfg, min_docs)
-    stats["short_pass"] = short.stats
-    involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
-    store = SignatureStore(sig_paths, cfg.num_perm)
-    # Boilerplate: minima that recur in many of this run's signed records, exact copies included
-    # (a text copied a thousand times is boilerplate too; see lsh.CommonValues).
-    bits, boilerplate, boilerplate_docs = None, None, 0
-    if cfg.boilerplate_min_docs and signed_all >= min_docs:
-        cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
-        for unit, path, _r in own:
-            # read, not mapped: a unit's signatures are held only while they are counted
-            shingles = pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy()
-            cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
-                   np.flatnonzero(shingles > 0))
-        bits, boilerplate = _common_bits(cv, store, index, involved, params(cfg) if cfg.verify == "borderline" else None)
-        boilerplate_docs = cv.min_docs
-        del cv  # the bits are all the groups need: let go of the sketch (up to 256 MiB)
-    with_boilerplate = int(bits.any(axis=1).sum()) if bits is not None else 0
-    bit_rows = np.full(n, -1, np.int64)  # doc -> row of `bits`
-    bit_rows[involved] = np.arange(involved.size)
-    del involved
-
-    groups = ComponentGroups.build(n, [pairs, short.pairs], GROUP_RECORDS)
-    pair_parts, short_parts = groups.split(pairs), groups.split(short.pairs)
-    m = len(pairs)
-    sims, ests, contents, cpos = np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64)
-    short.added = np.zeros(len(short.code), bool)
-    results, verified, vetoed, rechecked = [], 0, 0, np.zeros(3, np.int64)
-    for g_docs, at, short_at in zip(groups, pair_parts, short_parts):
-        local = ShortPass(np.searchsorted(g_docs, short.pairs[short_at]), short.sims[short_at], short.stats)
-        r = _resolve_group(index.frame(g_docs, live), np.searchsorted(g_docs, pairs[at]), local, store,
-                           bits[bit_rows[g_docs]] if bits is not None else None, work, cfg, prefer, read_texts,
-                           boilerplate)
-        sims[at], ests[at], contents[at], cpos[at] = r.sims, r.ests, r.contents, r.cpos
-        short.added[short_at] = r.short_added  # the group's short pairs in the same (code) order
-        r.survivors, r.dropped = g_docs[r.survivors], g_docs[r.dropped]
-        r.via = np.where(r.via >= 0, g_docs[np.maximum(r.via, 0)], -1)
-        results.append(r)
-        verified, vetoed, rechecked = verified + r.verified, vetoed + r.vetoed, rechecked + r.rechecked
-    del bits
-    (work / "near").mkdir(exist_ok=True)
-    with atomic_path(work / "near" / "candidates.parquet") as tmp:
-        pl.DataFrame({"doc_a": pairs[:, 0] if pairs.size else [], "doc_b": pairs[:, 1] if pairs.size else [],
-                      "similarity": sims, "estimated_jaccard": ests, "content_jaccard": contents, "content_positions": cpos},
-                     schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64, "estimated_jaccard": pl.Float64,
-                             "content_jaccard": pl.Float64, "content_positions": pl.Int64}).write_parquet(tmp)
-    short.stats["pairs_added"] = int(short.added.sum())
-    del sims, ests, contents, cpos
-
-    result, counted = decision_rows(results, index, live, empty.schema)
-    with atomic_path(work / "near" / "decisions.parquet") as tmp:
-        result.write_parquet(tmp)
-    stats.update({
-        "candidate_pairs": int(m),
-        "verified_pairs": int(verified),
-        "clusters": counted["clusters"],
-        "dropped": counted["dropped"],
-        "dropped_against_index": counted["dropped_against_index"],
-        "second_hop": cfg.hop_bar,
-        "dropped_second_hop": counted["dropped_second_hop"],
-        "survivor_rule": prefer,
-        "boilerplate_min_docs": boilerplate_docs,
-        "involved_with_boilerplate": with_boilerplate,
-        "pairs_vetoed_by_content": vetoed,
-        "cluster_sizes": counted["cluster_sizes"],
-        "groups": groups.stats,
-    })
-    if cfg.verify == "borderline":
-        stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": int(rechecked[0]),
-                               "comparisons_flipped": int(rechecked[1]), "texts_read": int(rechecked[2])}
-    stats["short_pass"]["dropped"] = counted["through_short"]
-    return result, stats

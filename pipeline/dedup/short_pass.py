@@ -365,7 +365,7 @@ class ShortPass:
         order = np.argsort(pairs[:, 0] << 32 | pairs[:, 1]) if pairs.size else np.zeros(0, np.int64)
         self.pairs, self.sims, self.stats = pairs[order].reshape(-1, 2), sims[order], stats
         self.code = self.pairs[:, 0] << 32 | self.pairs[:, 1]
-        self.added = np.zeros(len(self.code), bool)  # not verified by the word pass (set by resolve_near)
+        self.added = np.zeros(len(self.code), bool)  # not verified by the word pass (set by `near.resolve_group`)
 
     def _find(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, b = np.minimum(left, right).astype(np.int64), np.maximum(left, right).astype(np.int64)
@@ -380,7 +380,7 @@ class ShortPass:
         return np.where(hit, self.sims[at] if len(self.sims) else 0.0, 0.0)
 
     def only(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Pairs this pass verified and the word pass did not (set by `resolve_near`)."""
+        """Pairs this pass verified and the word pass did not (set by `near.resolve_group`)."""
         at, hit = self._find(left, right)
         return hit & (self.added[at] if len(self.code) else False)
 

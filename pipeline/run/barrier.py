@@ -5,13 +5,15 @@
                         decisions/uNNNNN.parquet, output.schema, shards.json
 
 The work of record-id uniqueness, exact dedup and LSH banding that grows with the corpus runs
-before, partitioned into tasks (`pipeline.run.barrier_parts`); this step applies their outputs,
-clusters the candidate pairs and runs the other barrier stages. It has two paths that decide the
+before, partitioned into tasks (`pipeline.run.barrier_parts`), and so do the verification and
+clustering of the candidate pairs, a group of connected components per task
+(`pipeline.run.near_groups`); this step applies their outputs, merges the groups' verdicts into
+clusters and runs the other barrier stages. It has two paths that decide the
 same, byte for byte:
 
 - unit by unit, when every barrier stage decides from the partition outputs (`from_parts`: exact
-  and near dedup): each stage first makes what it needs globally (near dedup clusters the
-  candidate pairs on the few records it gathers), then the units are decided in input order, one
+  and near dedup): each stage first makes what it needs globally (near dedup merges the group
+  tasks' verdicts and clusters the image records), then the units are decided in input order, one
   unit's key rows in memory at a time: the `ids-part` verdicts and each stage's verdicts of that
   unit applied, the shard plan carried from unit to unit (`ShardPlanner`), its decisions written.
   Memory: a unit, the candidate pairs' records and the near drops, never a row per record.
@@ -38,7 +40,8 @@ from pipeline.errors import RejectionsError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.run.pass1 import KEYS_SCHEMA, RECORD_ID
-from pipeline.run.barrier_parts import index_moved_on, planned_parts, run_all_parts
+from pipeline.run.barrier_parts import index_moved_on, part_steps, planned_parts, run_all_parts
+from pipeline.run.near_groups import run_all_near_groups
 from pipeline.run.workdir import SortedParts, part_files, read_done, read_schema, unit_name, write_schema
 from pipeline.schema_merge import merge_schemas
 from pipeline.sinks.shards import ShardPlanner, plan_shards
@@ -102,6 +105,8 @@ def barrier(work_dir: str, whole_frame: bool | None = None) -> dict:
             work, plan, (cached.get("corpus_index") or {}).get("runs")):
         return cached
     run_all_parts(work_dir)  # done already when the runner ran them as tasks
+    if "lsh-band" in part_steps(plan.config):
+        run_all_near_groups(work_dir)  # the same: the `near-groups` plan and its `near-group` tasks
     cfg = plan.config
     specs = stages_at(cfg, Placement.BARRIER)
     if whole_frame is None:

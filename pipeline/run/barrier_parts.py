@@ -24,7 +24,8 @@ while scanning (polars' streaming engine), so its memory is its partition's rows
 per task (a map-side shuffle would read each file once; not done). The global barrier step
 (`pipeline.run.barrier`) applies the outputs unit by unit (`workdir.SortedParts`: every output
 file is sorted by `_i`, so one pass over each serves the units in input order) and clusters the
-candidate pairs (`pipeline.dedup.near.resolve_near`) on the records `gather_live` reads for them.
+candidate pairs a group of components at a time (`pipeline.run.near_groups`: one task per group,
+on the records `gather_live` reads for it).
 Partitions change how the work is cut, never a decision: every duplicate group (a key, a record
 id, an LSH bucket) lies wholly inside one partition.
 
@@ -92,7 +93,7 @@ def _root(work: Path) -> Path:
 _OPEN_LOCK = threading.Lock()
 
 
-def _index(cfg):
+def open_index(cfg):
     """The corpus index (None without `state`), opened by one task of a process at a time: opening
     mirrors a remote index, which tasks on threads must not do at once from one store."""
     if cfg.state is None:
@@ -144,7 +145,7 @@ def plan_parts(work_dir: str) -> dict:
         if done is None:
             raise PipelineError(f"unit {u.unit_id} has not been read yet: run pass 1 ('read') before the barrier")
         counts.append(done["records"])
-    index = _index(cfg)
+    index = open_index(cfg)
     from pipeline.run.tasks import runner_workers
 
     workers = runner_workers(cfg)
@@ -271,7 +272,7 @@ def _exact_part(work: Path, plan: RunPlan, parts: dict, p: int) -> tuple[pl.Data
         priority = {u.unit_id: plan.source(u.source).priority for u in plan.units}
         live = rows.with_columns(unit, pl.Series("priority", [priority[u] for u in unit.to_list()], dtype=pl.Int64))
         live = live.select(list(schema))
-    index = _index(plan.config)
+    index = open_index(plan.config)
     published = (index.exact_keys(key_part(n) == p) if index is not None
                  else _empty({"key": pl.Binary, "record_id": pl.String}))
     verdicts = exact_verdicts(live, published)
@@ -293,7 +294,7 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
     ranges = parts["key_ranges"]
     group, r = divmod(item, ranges)
     names = [f"b{k:02d}" for k in parts["band_groups"][group]]
-    index = _index(plan.config)
+    index = open_index(plan.config)
     external = index.near_parts() if index is not None else []
     e = len(external)
     keys: dict[str, list[np.ndarray]] = {c: [] for c in names}
@@ -347,6 +348,12 @@ LIVE_COLUMNS = ["row", "record_id", "decision", "text_bytes", "quality", "order_
                 "pdq_quality"]
 
 
+# The still-kept records' columns `gather_live` and `LiveRows.rows` return.
+LIVE_SCHEMA = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
+               "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
+               "phash": pl.String, "pdq_quality": pl.Int64}
+
+
 def _compact(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with string columns that hold only its rows' bytes: the strings of a filtered frame
     are views into the buffers of the whole frame it was filtered from, which stay alive with them
@@ -354,30 +361,54 @@ def _compact(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest()))
 
 
+def _alive(df: pl.DataFrame, first: int, dead: np.ndarray) -> np.ndarray:
+    """Which rows of a unit's key columns (`decision` among them; the unit's first position in input
+    order `first`) are still kept after pass 1 and the ids and exact steps (`dead_bits`)."""
+    i = first + np.arange(df.height, dtype=np.int64)
+    return df["decision"].is_null().to_numpy() & (((dead[i >> 3] >> (i & 7).astype(np.uint8)) & 1) == 0)
+
+
+class LiveRows:
+    """The key columns of the records still kept after the ids and exact steps, a unit at a time
+    (memory: a bit per record of what those steps took out, and one unit's key columns)."""
+
+    def __init__(self, work: Path, plan: RunPlan) -> None:
+        parts = planned_parts(work)
+        self.work, self.plan = work, plan
+        self.dead = dead_bits(work, parts["records"])
+        self.firsts = dict(zip(parts["units"], np.concatenate([[0], np.cumsum(parts["unit_records"])[:-1]])
+                               .astype(np.int64).tolist()))
+
+    def kept_rows(self, unit: int) -> np.ndarray:
+        """The rows of `unit` still kept."""
+        df = pl.read_parquet(self.work / "pass1" / f"{unit_name(unit)}.parquet", columns=["row", "decision"])
+        return df["row"].to_numpy()[_alive(df, self.firsts[unit], self.dead)]
+
+    def rows(self, unit: int, wanted: np.ndarray, with_images: bool = False) -> tuple[pl.DataFrame, int, bool]:
+        """(the still-kept records of `unit` whose row is in `wanted`, and with `with_images` every
+        image record: `LIVE_SCHEMA`, in row order; how many of the unit's records are still kept;
+        whether any record of the unit has a pHash)."""
+        df = pl.read_parquet(self.work / "pass1" / f"{unit_name(unit)}.parquet", columns=LIVE_COLUMNS)
+        first = self.firsts[unit]
+        alive = _alive(df, first, self.dead)
+        image = df["phash"].is_not_null().to_numpy()
+        keep = alive & (np.isin(df["row"].to_numpy(), wanted) | (image & with_images))
+        frame = _compact(df.filter(pl.Series(keep)).select(
+            pl.Series("_i", first + np.flatnonzero(keep), dtype=pl.Int64), pl.lit(unit, pl.Int64).alias("unit"), "row",
+            "record_id", pl.lit(self.plan.source(self.plan.units[unit].source).priority, pl.Int64).alias("priority"),
+            "text_bytes", "quality", "order_str", "order_int", "phash", "pdq_quality"))
+        return frame, int(alive.sum()), bool(image.any())
+
+
 def gather_live(work: Path, plan: RunPlan, wanted: dict[int, np.ndarray]) -> tuple[pl.DataFrame, int, bool]:
     """The records still kept after the ids and exact steps that a caller needs, read unit by unit:
-    those whose row is in `wanted[unit]` and every image record (pHash). Returns (the records: _i,
-    unit, row, record_id, priority, text_bytes, quality, order_str, order_int, phash, pdq_quality, in
-    input order; how many records are still kept in all; whether any record of the run, kept or
-    not, has a pHash). Memory: the records returned, a unit's key columns, a bit per record."""
-    parts = planned_parts(work)
-    dead = dead_bits(work, parts["records"])
+    those whose row is in `wanted[unit]` and every image record (pHash). Returns (the records:
+    `LIVE_SCHEMA`, in input order; how many records are still kept in all; whether any record of the
+    run, kept or not, has a pHash). Memory: the records returned, a unit's key columns, a bit per record."""
+    live_rows = LiveRows(work, plan)
     frames, live, images = [], 0, False
-    start = 0
-    for unit, n in zip(plan.units, parts["unit_records"]):
-        first, start = start, start + n
-        df = pl.read_parquet(work / "pass1" / f"{unit_name(unit.unit_id)}.parquet", columns=LIVE_COLUMNS)
-        i = first + np.arange(df.height, dtype=np.int64)
-        alive = df["decision"].is_null().to_numpy() & (((dead[i >> 3] >> (i & 7).astype(np.uint8)) & 1) == 0)
-        image = df["phash"].is_not_null().to_numpy()
-        live += int(alive.sum())
-        images = images or bool(image.any())
-        keep = alive & (np.isin(df["row"].to_numpy(), wanted.get(unit.unit_id, np.zeros(0, np.int64))) | image)
-        frames.append(_compact(df.filter(pl.Series(keep)).select(
-            pl.Series("_i", i[keep], dtype=pl.Int64), pl.lit(unit.unit_id, pl.Int64).alias("unit"), "row", "record_id",
-            pl.lit(plan.source(unit.source).priority, pl.Int64).alias("priority"), "text_bytes", "quality",
-            "order_str", "order_int", "phash", "pdq_quality")))
-    schema = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
-              "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
-              "phash": pl.String, "pdq_quality": pl.Int64}
-    return pl.concat([pl.DataFrame(schema=schema), *frames]), live, images
+    for unit in plan.units:
+        frame, alive, image = live_rows.rows(unit.unit_id, wanted.get(unit.unit_id, np.zeros(0, np.int64)), True)
+        frames.append(frame)
+        live, images = live + alive, images or image
+    return pl.concat([pl.DataFrame(schema=LIVE_SCHEMA), *frames]), live, images

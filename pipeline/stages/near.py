@@ -2,9 +2,10 @@
 candidates verified before anything is dropped, clusters resolved with the configured survivor
 rule, within the run and against the corpus index; and pHash clusters for image records.
 
-Pass 1 streams each unit's signatures and band keys (`key_writer`); the barrier resolves them,
-from the frame of every record (`decide`) or, without it (`decide_from_parts`), from the records
-in a candidate pair of the `lsh-band` tasks, the short records and the image records only
+Pass 1 streams each unit's signatures and band keys (`key_writer`); the barrier's `near-group`
+tasks verify and cluster the candidate graph a group of components at a time
+(`pipeline.run.near_groups`), and the stage merges their verdicts, on the frame of every record
+(`decide`) or, without it (`decide_from_parts`), with the image records only
 (`pipeline.run.barrier_parts.gather_live`); its drops and cluster heads are then served per
 unit.
 """
@@ -18,9 +19,9 @@ import polars as pl
 
 from pipeline.core.decisions import Category, DecisionKind
 from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
-from pipeline.dedup.candidates import code_positions, decode_doc, doc_code
-from pipeline.dedup.near import SignatureWriter, candidate_pairs, resolve_near
-from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX
+from pipeline.dedup.candidates import code_positions, doc_code
+from pipeline.dedup.near import SignatureWriter
+from pipeline.dedup.near_groups import merge_groups
 from pipeline.errors import PipelineError
 from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
@@ -37,7 +38,7 @@ IMAGE_REASON = "near-duplicate image (pHash within the configured distance)"
 
 
 def _hits(live: pl.DataFrame, near: pl.DataFrame) -> pl.DataFrame:
-    """The rows of a resolution (`resolve_near`, `resolve_image_near`: by unit and row) with their
+    """The rows of the image resolution (`resolve_image_near`: by unit and row) with their
     records' `_i`, by `_i`: _i, duplicate_of, cluster_id, similarity, via, path."""
     for col in ("via", "path"):
         if col not in near.columns:
@@ -81,34 +82,34 @@ class NearDedupStage(BarrierStage):
 
     def decide(self, records: pl.DataFrame, ctx: BarrierContext):
         live = records.filter(pl.col("decision").is_null()).select(*LIVE)
-        sources, stats = self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
+        sources, _rows, stats = self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
         return pl.concat([_verdicts(hits, reason) for hits, reason in sources], how="vertical_relaxed"), stats
 
     from_parts = True
 
     def decide_from_parts(self, ctx: BarrierContext):
-        """`decide` on the records it reads attributes of (gathered unit by unit), not on all of them."""
+        """`decide` from the group tasks' verdicts and the image records (gathered unit by unit),
+        without a row per record."""
         from pipeline.run.barrier_parts import gather_live
 
-        index_runs = len(ctx.index.near_parts()) if ctx.index is not None else 0
-        live, count, images = gather_live(ctx.work_dir, ctx.plan, needed_rows(ctx.work_dir, self.config, index_runs))
-        sources, stats = self._resolve(live.select(*LIVE), count, images, ctx)
+        images, count, any_image = gather_live(ctx.work_dir, ctx.plan, {})
+        sources, rows, stats = self._resolve(images.select(*LIVE), count, any_image, ctx)
         # As `amend` finds them on the whole frame: text records (no pHash) this stage dropped,
-        # in input order (every record gathered was still kept, so every verdict applies).
-        dropped = (pl.concat([hits.filter(pl.col("duplicate_of").is_not_null()).select("_i", "duplicate_of")
-                              for hits, _reason in sources])
-                   .join(live.filter(pl.col("phash").is_null()).select("_i", "record_id"), on="_i").sort("_i"))
+        # in input order (every record resolved was still kept, so every verdict applies).
+        dropped = (rows.filter(pl.col("duplicate_of").is_not_null() & ~pl.col("image"))
+                   .select("_i", "duplicate_of", "record_id").sort("_i"))
         return _NearUnitVerdicts(sources, _moved(dropped)), stats
 
     def _resolve(self, live: pl.DataFrame, live_count: int, images: bool, ctx: BarrierContext):
-        """(`_hits` rows, reason) of the text and the image resolution over `live` (the records
-        still kept, or those of them resolution needs; `LIVE` columns) of `live_count` kept records,
-        and statistics; `images`: some record of the run has a pHash."""
+        """(`_hits` rows, reason) of the text resolution (merged from the group tasks' verdicts) and
+        of the image resolution over `live` (`LIVE` columns of the records still kept, or of the
+        image records among them), the text resolution's rows, and statistics; `live_count`: the
+        records still kept; `images`: some record of the run has a pHash."""
         cfg = ctx.plan.config
-        near, stats = resolve_near(live.drop("_i", "phash", "pdq_quality"), live_count, ctx.work_dir, self.config,
-                                   cfg.dedup.survivor.near_prefer, ctx.index.near_parts() if ctx.index is not None else [],
-                                   read_texts=lambda units, rows: read_texts(ctx.plan, units, rows))
-        sources = [(_hits(live, near), TEXT_REASON[self.config.verify])]
+        near, stats = merge_groups(ctx.work_dir, self.config, cfg.dedup.survivor.near_prefer, live_count)
+        order = np.argsort(near["_i"].to_numpy(), kind="stable")  # one gather of the rows (strings included), by _i
+        text = near.select("_i", "duplicate_of", "cluster_id", "similarity", "via", "path")[order]
+        sources = [(text, TEXT_REASON[self.config.verify])]
         if images:
             from pipeline.dedup.image_near import resolve_image_near
 
@@ -123,7 +124,7 @@ class NearDedupStage(BarrierStage):
                                                            first)
             stats["images"]["too_flat_to_compare"] = int(has_phash.filter(flat).height)
             sources.append((_hits(images, near_img), IMAGE_REASON))
-        return sources, stats
+        return sources, near, stats
 
     def amend(self, records: pl.DataFrame) -> pl.DataFrame:
         """An exact copy whose exact survivor was itself dropped as a near-duplicate text points at
@@ -131,20 +132,6 @@ class NearDedupStage(BarrierStage):
         return _repoint(records, _moved(records.filter(
             (pl.col("decision") == DROPPED_NEAR_DUPLICATE.name) & pl.col("phash").is_null()
             & (pl.col("stage") == self.kind))))
-
-
-def needed_rows(work: Path, cfg, index_runs: int) -> dict[int, np.ndarray]:
-    """Per unit, the rows `resolve_near` reads attributes of: the records in a candidate pair of
-    the `lsh-band` tasks and the short records (`short_pass_max_words`). `index_runs`: how many
-    corpus index runs the candidate codes count (`doc_code`)."""
-    codes, _counts = candidate_pairs(work)
-    unit, row = decode_doc(np.unique(codes.ravel()), index_runs)
-    out = {int(u): row[unit == u] for u in np.unique(unit[unit >= 0])}
-    if cfg.short_pass_max_words > 0:
-        for path in (work / "minhash").glob(f"u*{SHORT_FILE_SUFFIX}"):
-            u = int(path.name[1:].split(".", 1)[0])
-            out[u] = np.union1d(out.get(u, np.zeros(0, np.int64)), pl.read_parquet(path, columns=["row"])["row"].to_numpy())
-    return out
 
 
 def read_texts(plan, units: np.ndarray, rows: np.ndarray) -> list[str]:

@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from pipeline.core.builder import build_steps
+from pipeline.dedup import near_groups
 from pipeline.errors import ConfigError
 from pipeline.executor import run_local
 from pipeline.run import barrier_parts
@@ -97,17 +98,19 @@ def test_many_partitions_decide_byte_for_byte_what_one_partition_decides(tmp_pat
     assert many["conservation"]["overall"] == one["conservation"]["overall"]
 
 
-def test_the_runner_runs_each_partition_as_its_own_task(tmp_path, monkeypatch):
+def test_the_runner_runs_each_partition_and_each_group_of_components_as_its_own_task(tmp_path, monkeypatch):
     corpus = adversarial_corpus(tmp_path / "in", n=300)
     monkeypatch.setattr(barrier_parts, "PART_RECORDS", 40)
     monkeypatch.setattr(barrier_parts, "LSH_DOC_BANDS", 150)
+    monkeypatch.setattr(near_groups, "GROUP_RECORDS", 10)
     cfg = _config(tmp_path / "run", corpus)
     steps = [s.name for s in build_steps(cfg)]
-    assert steps[:5] == ["read", "digests", "ids-part", "exact-part", "lsh-band"] and steps[5] == "barrier"
+    assert steps[2:8] == ["ids-part", "exact-part", "lsh-band", "near-groups", "near-group", "barrier"]
     manifest = run_local(cfg)
     timed = {p["name"]: p for p in manifest["timings"]["phases"]}
     assert timed["ids-part"]["items"] == timed["exact-part"]["items"] >= 7
     assert timed["lsh-band"]["items"] >= 16  # one band per task, in several key ranges
+    assert timed["near-group"]["items"] == manifest["near_dedup"]["groups"]["groups"] >= 5
 
 
 def test_cross_run_index_hits_are_the_same_in_many_partitions_and_in_one(tmp_path, monkeypatch):

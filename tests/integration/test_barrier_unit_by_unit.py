@@ -1,7 +1,8 @@
 """The barrier decided unit by unit (exact and near dedup from the partition outputs, no frame of
-every record) writes byte for byte what the whole-frame barrier writes: decisions, shard plan,
-shards and ledger, across units, partitions, images, a repeated id and a second run against the
-corpus index; and `fail_on_reject` reports the same rejections."""
+every record; near duplicates resolved by many group tasks) writes byte for byte what the
+whole-frame barrier with one group of components writes: decisions, shard plan, shards and
+ledger, across units, partitions, images, a repeated id and a second run against the corpus
+index; and `fail_on_reject` reports the same rejections."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.dedup import near_groups
 from pipeline.errors import RejectionsError
 from pipeline.executor import run_local
 from pipeline.run import barrier as barrier_module
@@ -80,8 +82,10 @@ def test_unit_by_unit_decides_byte_for_byte_what_the_whole_frame_decides(tmp_pat
     first = adversarial_corpus(tmp_path / "in1", n=600)
     second = _second_corpus(first, tmp_path / "in2")
     results = {}
-    for path, whole in (("whole", True), ("units", False)):
+    # the whole frame with one group of components, unit by unit with many group tasks
+    for path, whole, group_records in (("whole", True, 10**9), ("units", False, 8)):
         with monkeypatch.context() as m:
+            m.setattr(near_groups, "GROUP_RECORDS", group_records)
             taken = _paths(m, whole, tmp_path / f"{path}-barrier")
             one = run_local(_config(tmp_path / f"{path}-1", first, tmp_path / f"state-{path}"))
             # the second run of both paths against the same published run (the whole path's first)
@@ -94,6 +98,10 @@ def test_unit_by_unit_decides_byte_for_byte_what_the_whole_frame_decides(tmp_pat
         assert _digests(tmp_path / "units-barrier" / copy) == _digests(tmp_path / "whole-barrier" / copy)
         assert file_digests(tmp_path / f"units-{run}") == file_digests(tmp_path / f"whole-{run}")
     for a, b in zip(results["units"], results["whole"]):
+        tasks = {p["name"]: p["items"] for p in a["timings"]["phases"]}
+        assert tasks["near-group"] == a["near_dedup"]["groups"]["groups"] > 10
+        assert b["near_dedup"]["groups"]["groups"] == 1
+        a["near_dedup"].pop("groups"), b["near_dedup"].pop("groups")
         assert a["near_dedup"] == b["near_dedup"] and a["conservation"] == b["conservation"]
         assert a["stages"] == b["stages"] and a["corpus_index"]["runs"] == b["corpus_index"]["runs"]
     # What the comparison covered: clusters across units and runs, images, the repeated ids.

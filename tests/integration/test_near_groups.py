@@ -1,21 +1,33 @@
-"""Near-duplicate resolution a group of connected components at a time decides exactly what one
-group of every record decides: the same decisions, candidates file and statistics, with the
-survivor rules, a second hop, the short-document pass and records published by an earlier run."""
+"""Near-duplicate resolution a group of connected components at a time (each group its own task)
+decides exactly what one group of every record decides: the same decisions, candidate pairs and
+statistics, with the survivor rules, a second hop, the short-document pass and records published
+by an earlier run."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from pipeline.dedup import near as near_module
+from pipeline.config import parse_config
+from pipeline.dedup import near_groups
+from pipeline.dedup.near_groups import merge_groups
+from pipeline.errors import PipelineError
 from pipeline.executor import run_local
+from pipeline.run.near_groups import run_near_group
 from pipeline.stages import near as near_stage
-from tests.conftest import build_config
+from tests.conftest import REPO, build_config
 from tests.integration.test_barrier_parts import adversarial_corpus
 from tests.integration.test_barrier_unit_by_unit import _second_corpus
 from tests.integration.test_run import file_digests
@@ -41,20 +53,23 @@ def _config(out: Path, corpus: Path, state: Path, prefer: str):
 
 
 def _keep_near_files(monkeypatch, keep: Path) -> None:
-    """Copy each resolution's candidates and near decisions to `keep/<n>` (the scratch space goes at publish)."""
-    original = near_stage.resolve_near
+    """Copy each resolution's near folder (the groups' files, the merged near decisions) to
+    `keep/<n>` (the scratch space goes at publish)."""
+    original = near_stage.merge_groups
 
-    def kept(live, live_count, work, *args, **kwargs):
-        result = original(live, live_count, work, *args, **kwargs)
+    def kept(work, *args, **kwargs):
+        result = original(work, *args, **kwargs)
         copy = keep / str(len(list(keep.glob("*"))) if keep.exists() else 0)
         shutil.copytree(work / "near", copy)
         return result
 
-    monkeypatch.setattr(near_stage, "resolve_near", kept)
+    monkeypatch.setattr(near_stage, "merge_groups", kept)
 
 
-def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+def _near_files(folder: Path) -> tuple[str, pl.DataFrame]:
+    """The near decisions' digest and every group's candidate pairs, in pair order."""
+    pairs = pl.concat([pl.read_parquet(p) for p in sorted((folder / "groups").glob("g*.candidates.parquet"))])
+    return hashlib.sha256((folder / "decisions.parquet").read_bytes()).hexdigest(), pairs.sort("doc_a", "doc_b")
 
 
 @pytest.mark.parametrize("prefer", ["central", "longest"])
@@ -65,7 +80,7 @@ def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path,
     stats = {}
     for label, records in (("one", 10**9), ("many", 4)):
         with monkeypatch.context() as m:
-            m.setattr(near_module, "GROUP_RECORDS", records)
+            m.setattr(near_groups, "GROUP_RECORDS", records)
             _keep_near_files(m, tmp_path / f"{label}-near")
             one = run_local(_config(tmp_path / f"{label}-1", first, tmp_path / f"state-{label}", prefer))
             # the second run of both against the same published run (the one-group run's)
@@ -74,8 +89,11 @@ def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path,
         stats[label] = [one["near_dedup"], two["near_dedup"]]
     for run in ("1", "2"):
         assert file_digests(tmp_path / f"many-{run}") == file_digests(tmp_path / f"one-{run}")
-    for copy in ("0", "1"):  # candidates.parquet and decisions.parquet of each run's resolution
-        assert _digests(tmp_path / "many-near" / copy) == _digests(tmp_path / "one-near" / copy)
+    for copy in ("0", "1"):  # the near decisions and candidate pairs of each run's resolution
+        (many_digest, many_pairs), (one_digest, one_pairs) = (_near_files(tmp_path / f"{label}-near" / copy)
+                                                              for label in ("many", "one"))
+        assert many_digest == one_digest
+        assert many_pairs.equals(one_pairs) and one_pairs.height > 100
     for many, one in zip(stats["many"], stats["one"]):
         grouping_many, grouping_one = many.pop("groups"), one.pop("groups")
         assert many == one
@@ -98,3 +116,44 @@ def test_a_run_with_boilerplate_counted_and_no_candidate_pair_keeps_every_record
                                        dedup={"near": {"boilerplate_min_docs": 20}})
     assert set(ledger["decision"]) == {"kept"}
     assert manifest["near_dedup"]["candidate_pairs"] == 0 and manifest["near_dedup"]["groups"]["groups"] == 0
+
+
+_KILLABLE = textwrap.dedent("""
+    import sys
+    from pipeline.config import parse_config
+    from pipeline.dedup import near_groups
+    from pipeline.executor import run_local
+    near_groups.GROUP_RECORDS = 20
+    corpus, out = sys.argv[1], sys.argv[2]
+    run_local(parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [corpus], "id_field": "id"}],
+                            "output": {"dir": out, "shard_max_rows": 150}, "runner": {"max_workers": 1}}, "test"))
+""")
+
+
+def test_a_run_killed_among_the_group_tasks_resumes_without_redoing_finished_groups(tmp_path):
+    corpus = adversarial_corpus(tmp_path / "in", n=3000)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(clean)], check=True, env=env, timeout=300)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], env=env,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    markers = killed / "_work" / "near" / "groups"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and len(list(markers.glob("g*.json"))) < 3:
+        time.sleep(0.002)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    total = json.loads((markers / "plan.json").read_text())["groups"]
+    finished = {p: p.stat().st_mtime_ns for p in markers.glob("g*.json")}
+    assert 3 <= len(finished) < total
+    # the global step names what is missing rather than deciding without it
+    with pytest.raises(PipelineError, match="group task"):
+        merge_groups(killed / "_work", parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [str(corpus)]}],
+                                                     "output": {"dir": str(killed)}}, "test").dedup.near, "longest", 0)
+    # the rest of the step, task by task as a runner would: the finished tasks are not run again
+    for g in range(total):
+        run_near_group(str(killed / "_work"), g)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], check=True, env=env, timeout=300)
+    assert file_digests(killed) == file_digests(clean)

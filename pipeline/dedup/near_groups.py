@@ -1,0 +1,328 @@
+"""Near-duplicate resolution in three steps, so that the candidate graph's groups of connected
+components are tasks of their own:
+
+    plan_groups     once, after the `lsh-band` tasks: the docs (records in a candidate pair or in
+                    the short-document pass), the short-document pass, the boilerplate bits of
+                    every doc, the connected components (union-find over int arrays) packed into
+                    groups of at most GROUP_RECORDS records; one input file per group
+    resolve_one     per group (any worker): its records' attribute rows (split off the key files by
+                    the plan), signatures and texts (`verify: borderline`), verified and clustered
+                    (`near.resolve_group`); its stars and drops, with the record ids and input
+                    positions they name, and its candidate pairs written
+    merge_groups    in the barrier's global step: every group's stars and drops numbered into
+                    clusters (`pair_docs.decision_rows`): no key row is read
+
+Files under `_work/near/groups/`:
+
+    plan.json                 the groups and the statistics of the plan (written last: done-marker)
+    boilerplate.npy           the run's boilerplate shingle values (`verify: borderline`)
+    gNNNNN.npz                a group's input: its docs (global doc numbers, unit, row, signature
+                              row), pairs and short pairs (group doc numbers), boilerplate bits
+    gNNNNN.rows.parquet       the attribute rows of its own records (`ATTRIBUTE_SCHEMA`, doc order),
+                              split off the key files in one pass over the units
+    gNNNNN.stars.parquet      its stars (`pair_docs.STAR_SCHEMA`) and drops (`DROP_SCHEMA`)
+    gNNNNN.drops.parquet
+    gNNNNN.candidates.parquet its candidate pairs (global doc numbers) and their similarities
+    gNNNNN.json               its done-marker: verified and vetoed pairs, borderline re-checks
+
+Memory: the plan holds int arrays per doc and pair (about 100 bytes per doc in a pair at the
+benchmark's pair rate, bench/README.md) and the boilerplate sketch (up to 256 MiB); a group task
+its group's records; the merge a row per star and drop, never a key row per record.
+
+Usage::
+
+    plan = plan_groups(work, cfg, external, kept_rows, unit_rows)
+    for g in range(plan["groups"]):
+        resolve_one(work, cfg, prefer, external, g, read_texts)
+    rows, stats = merge_groups(work, cfg, live_count)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.config import NearDedupConfig
+from pipeline.dedup.candidates import doc_code
+from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
+from pipeline.dedup.lsh import CommonValues
+from pipeline.dedup.near import (SignatureStore, banding, candidate_pairs, common_bits, params, resolve_group,
+                                 signature_sources)
+from pipeline.dedup.pair_docs import (DROP_SCHEMA, STAR_SCHEMA, DocIndex, decision_rows, doc_index, external_ids,
+                                      group_frame, signed_rows, verdict_frames)
+from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_path, atomic_write_json
+from pipeline.run.workdir import read_done
+
+# The attribute rows a group task reads (`_split_rows`): what the survivor rules rank by and what
+# its verdicts name.
+ATTRIBUTE_SCHEMA = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
+                    "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
+                    "phash": pl.String}
+# The rows near-duplicate resolution returns (`merge_groups`), as the near stage and
+# `near/decisions.parquet` have them.
+ROWS_SCHEMA = pl.Schema({"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String, "cluster_id": pl.Int64,
+                         "similarity": pl.Float64, "via": pl.String, "path": pl.String})
+
+
+def groups_dir(work: Path) -> Path:
+    """The folder of the groups' files."""
+    return Path(work) / "near" / "groups"
+
+
+def group_path(work: Path, g: int, suffix: str) -> Path:
+    """A file of group `g`: `suffix` is `.npz`, `.rows.parquet`, `.stars.parquet`, `.drops.parquet`,
+    `.candidates.parquet` or `.json`."""
+    return groups_dir(work) / f"g{g:05d}{suffix}"
+
+
+def planned_groups(work: Path) -> dict | None:
+    """The plan of the groups (`plan_groups`' result), or None before it is made."""
+    return read_done(groups_dir(work) / "plan.json")
+
+
+def _short_doc_codes(own: list, kept_rows: Callable[[int], np.ndarray], cfg: NearDedupConfig,
+                     index_runs: int) -> np.ndarray:
+    """Doc codes of the records the short-document pass may pair: short, still kept, signed."""
+    if cfg.short_pass_max_words <= 0:
+        return np.zeros(0, np.int64)
+    out = [np.zeros(0, np.int64)]
+    for unit, path, _r in own:
+        sp = Path(path).with_name(Path(path).stem + SHORT_FILE_SUFFIX)
+        if not sp.exists():
+            continue
+        rows = np.intersect1d(pl.read_parquet(sp, columns=["row"])["row"].to_numpy(), kept_rows(int(unit)))
+        signed = signed_rows(path, rows).filter(pl.col("shingles") > 0)
+        out.append(doc_code(unit, signed["row"].to_numpy(), index_runs))
+    return np.concatenate(out)
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add `.npz` to the temporary name
+            np.savez(f, **arrays)
+
+
+def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path, Path]],
+                kept_rows: Callable[[int], np.ndarray], unit_rows: Callable[[int, np.ndarray], pl.DataFrame]) -> dict:
+    """Plan the groups of components of the run's candidate graph and write each group's input.
+
+    `external`: the corpus index's (run_id, band keys, signatures); `kept_rows(unit)`: the rows of a
+    unit still kept after the ids and exact steps (the short-document pass pairs only those);
+    `unit_rows(unit, rows)`: the attribute rows of those of a unit's rows that are still kept
+    (`_i`, unit, row, record_id, priority, text_bytes, quality, order_str, order_int, phash), in row
+    order."""
+    files, sig_paths = signature_sources(work, list(external))
+    own = [(u, p, r) for u, p, r in files if r is None]
+    codes, counts = candidate_pairs(work)
+    out = {"groups": 0, "counts": counts, "empty": counts["signed"] == 0 or counts["signed"] + counts["index_records"] < 2}
+    groups_dir(work).mkdir(parents=True, exist_ok=True)
+    if out["empty"]:
+        atomic_write_json(groups_dir(work) / "plan.json", out)
+        return out
+    # The docs are only the records in a candidate pair or in the short-document pass, numbered in
+    # (unit, row) order: every step after this depends on docs only through that order.
+    e = len(external)
+    in_docs = np.unique(np.concatenate([codes.ravel(), _short_doc_codes(own, kept_rows, cfg, e)]))
+    index = doc_index(in_docs, work, e)
+    n = len(in_docs)
+    pairs = np.searchsorted(in_docs, codes).reshape(-1, 2)
+    del codes, in_docs
+    min_docs = max(cfg.boilerplate_min_docs, int(np.ceil(cfg.boilerplate_min_share * counts["signed_all"])))
+    # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
+    # signatures are gathered too (the clustering compares them with their other neighbours).
+    short = run_short_pass([(u, Path(p)) for u, p, _r in own], index.key_frame(), cfg, min_docs)
+    bits, boilerplate_docs = _boilerplate(work, cfg, index, pairs, short, own, sig_paths, min_docs,
+                                          counts["signed_all"])
+    with_boilerplate = int(bits.any(axis=1).sum()) if bits is not None else 0
+    groups = ComponentGroups.build(n, [pairs, short.pairs], GROUP_RECORDS)
+    for g, (g_docs, at, short_at) in enumerate(zip(groups, groups.split(pairs), groups.split(short.pairs))):
+        _write_npz(group_path(work, g, ".npz"), docs=g_docs, unit=index.unit[g_docs], row=index.row[g_docs],
+                   sig_idx=index.sig_idx[g_docs], pairs=np.searchsorted(g_docs, pairs[at]).reshape(-1, 2),
+                   short_pairs=np.searchsorted(g_docs, short.pairs[short_at]).reshape(-1, 2),
+                   short_sims=short.sims[short_at],
+                   bits=bits[g_docs] if bits is not None else np.zeros((0, 0), np.uint8))
+    del bits
+    _split_rows(work, index, groups, unit_rows)
+    out.update({"groups": groups.stats["groups"], "candidate_pairs": int(len(pairs)), "boilerplate_min_docs": boilerplate_docs,
+                "involved_with_boilerplate": with_boilerplate,
+                "short_pass": short.stats, "grouping": groups.stats})
+    atomic_write_json(groups_dir(work) / "plan.json", out)
+    return out
+
+
+def _split_rows(work: Path, index: DocIndex, groups: ComponentGroups,
+                unit_rows: Callable[[int, np.ndarray], pl.DataFrame]) -> None:
+    """Each group's attribute rows of its own docs, in doc order, to `gNNNNN.rows.parquet`: one pass
+    over the units (a unit's rows at a time), so a group task reads its share only, not every unit.
+    A writer per group is open during the pass (at 1B documents about 720 files: the process's
+    open-file limit must allow it)."""
+    paths = [group_path(work, g, ".rows.parquet") for g in range(groups.stats["groups"])]
+    tmps = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in paths]
+    writers: dict[int, pq.ParquetWriter] = {}
+    own = np.flatnonzero(~index.external & (groups.group_of >= 0))  # doc order: by unit, then row
+    units = index.unit[own]
+    cuts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1], [True]])) if own.size else []
+    try:
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            docs = own[a:b]
+            rows = unit_rows(int(units[a]), index.row[docs]).select(list(ATTRIBUTE_SCHEMA))
+            if not np.array_equal(rows["row"].to_numpy(), index.row[docs]):
+                raise PipelineError(f"near dedup: records of unit {int(units[a])} in a candidate pair are not among the "
+                                    "records still kept at the barrier; the barrier's partitions are stale: delete "
+                                    "_work/barrier and _work/near and run again")
+            group = groups.group_of[docs]
+            for g in np.unique(group).tolist():
+                table = rows.filter(pl.Series(group == g)).to_arrow()
+                if g not in writers:
+                    writers[g] = pq.ParquetWriter(tmps[g], table.schema)
+                writers[g].write_table(table)
+        for g, tmp in enumerate(tmps):
+            if g not in writers:  # a group of published records only: no own rows
+                pl.DataFrame(schema=ATTRIBUTE_SCHEMA).write_parquet(tmp)
+            else:
+                writers.pop(g).close()
+            os.replace(tmp, paths[g])
+    finally:
+        for w in writers.values():
+            w.close()
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.ndarray, short: ShortPass, own: list,
+                 sig_paths: dict, min_docs: int, signed_all: int) -> tuple[np.ndarray | None, int]:
+    """The boilerplate bits (packed) of every doc (doc order; rows of docs in no pair stay zero)
+    and the sketch's floor; with `verify: borderline`, the run's boilerplate shingle values are
+    written to `boilerplate.npy`. Minima that recur in many of this run's signed records, exact
+    copies included (a text copied a thousand times is boilerplate too; see lsh.CommonValues)."""
+    if not (cfg.boilerplate_min_docs and signed_all >= min_docs):
+        return None, 0
+    cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
+    for unit, path, _r in own:
+        # read, not mapped: a unit's signatures are held only while they are counted
+        shingles = pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy()
+        cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
+               np.flatnonzero(shingles > 0))
+    involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
+    store = SignatureStore(sig_paths, cfg.num_perm)
+    packed, boilerplate = common_bits(cv, store, index, involved, params(cfg) if cfg.verify == "borderline" else None)
+    bits = np.zeros((len(index.unit), packed.shape[1]), np.uint8)
+    bits[involved] = packed
+    if boilerplate is not None:
+        with atomic_path(groups_dir(work) / "boilerplate.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, boilerplate)
+    return bits, cv.min_docs
+
+
+def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tuple[str, Path, Path]], g: int,
+                read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None) -> dict:
+    """Verify and cluster group `g` and write its stars, drops and candidate pairs; returns its
+    counts. It reads its input and attribute rows (written by `plan_groups`), its records'
+    signatures and, with `verify: borderline`, `read_texts(units, rows)`: their texts."""
+    if cfg.verify == "borderline" and read_texts is None:
+        raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
+    with np.load(group_path(work, g, ".npz")) as npz:
+        z = dict(npz)
+    docs, index = z["docs"], DocIndex(z["unit"], z["row"], z["sig_idx"])
+    ext = index.external
+    own = pl.read_parquet(group_path(work, g, ".rows.parquet"))
+    if not np.array_equal(own["row"].to_numpy(), index.row[~ext]):
+        raise PipelineError(f"near dedup: group {g}'s attribute rows do not match its records; delete _work/near and "
+                            "run the barrier again")
+    ext_ids = external_ids(index.unit[ext], index.row[ext], list(external))
+    frame = group_frame(index, own, ext_ids)
+    short = ShortPass(z["short_pairs"], z["short_sims"], {})
+    boilerplate_file = groups_dir(work) / "boilerplate.npy"
+    boilerplate = np.load(boilerplate_file) if cfg.verify == "borderline" and boilerplate_file.exists() else None
+    _files, sig_paths = signature_sources(work, list(external))
+    pairs = z["pairs"]
+    r = resolve_group(frame, pairs, short, SignatureStore(sig_paths, cfg.num_perm), z["bits"] if z["bits"].size else None,
+                      work, cfg, prefer, read_texts, boilerplate)
+    stars, drops = verdict_frames(r, docs, frame, own, pl.concat([ext_ids, own["record_id"]]))
+    for verdicts, suffix in ((stars, ".stars.parquet"), (drops, ".drops.parquet")):
+        with atomic_path(group_path(work, g, suffix)) as tmp:
+            verdicts.write_parquet(tmp)
+    with atomic_path(group_path(work, g, ".candidates.parquet")) as tmp:
+        pl.DataFrame({"doc_a": docs[pairs[:, 0]], "doc_b": docs[pairs[:, 1]], "similarity": r.sims,
+                      "estimated_jaccard": r.ests, "content_jaccard": r.contents, "content_positions": r.cpos},
+                     schema={"doc_a": pl.Int64, "doc_b": pl.Int64, "similarity": pl.Float64,
+                             "estimated_jaccard": pl.Float64, "content_jaccard": pl.Float64,
+                             "content_positions": pl.Int64}).write_parquet(tmp)
+    result = {"group": g, "records": len(docs), "pairs": int(len(pairs)), "verified": int(r.verified),
+              "vetoed": int(r.vetoed), "short_added": int(np.sum(r.short_added)),
+              "rechecked": [int(x) for x in r.rechecked], "stars": stars.height, "drops": drops.height}
+    atomic_write_json(group_path(work, g, ".json"), result)
+    return result
+
+
+def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int) -> tuple[pl.DataFrame, dict]:
+    """Every group's verdicts merged: (unit, row, duplicate_of, cluster_id, similarity, via, path,
+    then `_i`, record_id, image) for every dropped record and every survivor of this run's records
+    that heads a cluster, in cluster id order (also written to `near/decisions.parquet`), and the
+    statistics for the manifest. `live_count`: the records still kept after exact dedup.
+
+    `via` names the directly dropped record through which a second-hop drop (`second_hop`) was
+    reached; `similarity` is always to the survivor. The decisions do not depend on the groups."""
+    plan = planned_groups(work)
+    if plan is None:
+        raise PipelineError("near dedup: the groups of the candidate graph were not planned; run the barrier's "
+                            "`near-groups` step (and its `near-group` tasks) first")
+    bd = banding(cfg)
+    counts = plan["counts"]
+    stats = {
+        "threshold": cfg.threshold, "num_perm": cfg.num_perm, "seed": cfg.seed, "ngram": cfg.ngram,
+        "char_ngrams": cfg.char_ngrams, "short_docs": cfg.short_docs, "bands": bd.bands, "rows": bd.rows,
+        "candidate_probability_at_threshold": round(bd.probability, 6), "verify": cfg.verify,
+        "signed": counts["signed"], "without_shingles": live_count - counts["signed"],
+        "index_records": counts["index_records"],
+    }
+    extra = {"_i": pl.Int64, "record_id": pl.String, "image": pl.Boolean}
+    if plan["empty"]:
+        stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
+                      "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
+                      "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
+                      "pairs_vetoed_by_content": 0})
+        return pl.DataFrame(schema={**ROWS_SCHEMA, **extra}), stats
+    done = [read_done(group_path(work, g, ".json")) for g in range(plan["groups"])]
+    if any(d is None for d in done):
+        missing = [g for g, d in enumerate(done) if d is None]
+        raise PipelineError(f"near dedup: {len(missing)} of {plan['groups']} group task(s) have not run (first: group "
+                            f"{missing[0]}); run the barrier's `near-group` tasks first")
+    stars = [pl.read_parquet(group_path(work, g, ".stars.parquet")) for g in range(plan["groups"])]
+    drops = [pl.read_parquet(group_path(work, g, ".drops.parquet")) for g in range(plan["groups"])]
+    result, counted = decision_rows(stars, drops, ROWS_SCHEMA)
+    del stars, drops
+    with atomic_path(work / "near" / "decisions.parquet") as tmp:
+        result.select(list(ROWS_SCHEMA)).write_parquet(tmp)
+    short_stats = plan["short_pass"]
+    short_stats["pairs_added"] = sum(d["short_added"] for d in done)
+    stats["short_pass"] = short_stats
+    rechecked = np.sum([d["rechecked"] for d in done], axis=0) if done else np.zeros(3, np.int64)
+    stats.update({
+        "candidate_pairs": plan["candidate_pairs"],
+        "verified_pairs": sum(d["verified"] for d in done),
+        "clusters": counted["clusters"],
+        "dropped": counted["dropped"],
+        "dropped_against_index": counted["dropped_against_index"],
+        "second_hop": cfg.hop_bar,
+        "dropped_second_hop": counted["dropped_second_hop"],
+        "survivor_rule": prefer,
+        "boilerplate_min_docs": plan["boilerplate_min_docs"],
+        "involved_with_boilerplate": plan["involved_with_boilerplate"],
+        "pairs_vetoed_by_content": sum(d["vetoed"] for d in done),
+        "cluster_sizes": counted["cluster_sizes"],
+        "groups": plan["grouping"],
+    })
+    if cfg.verify == "borderline":
+        stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": int(rechecked[0]),
+                               "comparisons_flipped": int(rechecked[1]), "texts_read": int(rechecked[2])}
+    stats["short_pass"]["dropped"] = counted["through_short"]
+    return result, stats
