@@ -157,20 +157,33 @@ _KILLABLE = textwrap.dedent("""
 """)
 
 
-def test_a_run_killed_inside_a_partitioned_step_resumes_without_redoing_finished_partitions(tmp_path, monkeypatch):
+def run_clean_and_killed(script: str, tmp_path: Path, markers_under: str, pattern: str) -> tuple[Path, Path, Path, Path]:
+    """Run `script` (argv: corpus, run directory) over the adversarial corpus to its end into
+    `clean`, then again into `killed`, killed with SIGKILL once three files matching `pattern`
+    (a step's done-markers) exist under `killed/markers_under`. Returns (corpus, clean, killed, markers)."""
     corpus = adversarial_corpus(tmp_path / "in", n=3000)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(clean)], check=True, env=env, timeout=300)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], env=env,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    markers = killed / "_work" / "barrier" / "lsh"
+    run_script(script, corpus, clean)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(corpus), str(killed)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, start_new_session=True)
+    markers = killed / markers_under
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and len(list(markers.glob("p*.json"))) < 3:
+    while time.monotonic() < deadline and proc.poll() is None and len(list(markers.glob(pattern))) < 3:
         time.sleep(0.002)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return corpus, clean, killed, markers
+
+
+def run_script(script: str, corpus: Path, out: Path) -> None:
+    """Run `script` (argv: corpus, run directory) to its end."""
+    subprocess.run([sys.executable, "-c", script, str(corpus), str(out)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+
+def test_a_run_killed_inside_a_partitioned_step_resumes_without_redoing_finished_partitions(tmp_path, monkeypatch):
+    corpus, clean, killed, markers = run_clean_and_killed(_KILLABLE, tmp_path, "_work/barrier/lsh", "p*.json")
     total = _parts(killed)["lsh-band"]
     finished = {p: p.stat().st_mtime_ns for p in markers.glob("p*.json")}
     assert 3 <= len(finished) < total
@@ -180,6 +193,6 @@ def test_a_run_killed_inside_a_partitioned_step_resumes_without_redoing_finished
     for item in range(total):
         barrier_parts.run_part(str(killed / "_work"), "lsh-band", item)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
-    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], check=True, env=env, timeout=300)
+    run_script(_KILLABLE, corpus, killed)
     assert file_digests(killed) == file_digests(clean)
     assert json.loads((killed / "manifest.json").read_text())["resumed"] is True

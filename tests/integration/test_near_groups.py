@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import polars as pl
@@ -27,8 +23,8 @@ from pipeline.errors import PipelineError
 from pipeline.executor import run_local
 from pipeline.run.near_groups import run_near_group
 from pipeline.stages import near as near_stage
-from tests.conftest import REPO, build_config
-from tests.integration.test_barrier_parts import adversarial_corpus
+from tests.conftest import build_config
+from tests.integration.test_barrier_parts import adversarial_corpus, run_clean_and_killed, run_script
 from tests.integration.test_barrier_unit_by_unit import _second_corpus
 from tests.integration.test_run import file_digests
 
@@ -131,19 +127,7 @@ _KILLABLE = textwrap.dedent("""
 
 
 def test_a_run_killed_among_the_group_tasks_resumes_without_redoing_finished_groups(tmp_path):
-    corpus = adversarial_corpus(tmp_path / "in", n=3000)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(clean)], check=True, env=env, timeout=300)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], env=env,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    markers = killed / "_work" / "near" / "groups"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None and len(list(markers.glob("g*.json"))) < 3:
-        time.sleep(0.002)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    corpus, clean, killed, markers = run_clean_and_killed(_KILLABLE, tmp_path, "_work/near/groups", "g*.json")
     total = json.loads((markers / "plan.json").read_text())["groups"]
     finished = {p: p.stat().st_mtime_ns for p in markers.glob("g*.json")}
     assert 3 <= len(finished) < total
@@ -155,5 +139,5 @@ def test_a_run_killed_among_the_group_tasks_resumes_without_redoing_finished_gro
     for g in range(total):
         run_near_group(str(killed / "_work"), g)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
-    subprocess.run([sys.executable, "-c", _KILLABLE, str(corpus), str(killed)], check=True, env=env, timeout=300)
+    run_script(_KILLABLE, corpus, killed)
     assert file_digests(killed) == file_digests(clean)
