@@ -106,6 +106,8 @@ def timings_section(work_dir: str, pass1: list[dict], barrier: dict | None, pass
     data = json.loads(p.read_text()) if p.exists() else {"attempts": 1, "steps": []}
     phases = []
     for s in data["steps"]:
+        if s["items"] == 0 and _later_round(s["step"]):
+            continue  # a split stage's rounds when no record was split: nothing ran
         ph = {"name": s["step"], "scope": s["scope"], "items": s["items"], "wall_s": s["wall_s"], "cpu_s": s["cpu_s"]}
         if s.get("task_cpu_s") is not None:
             ph["task_cpu_s"] = s["task_cpu_s"]
@@ -144,6 +146,13 @@ def timings_section(work_dir: str, pass1: list[dict], barrier: dict | None, pass
     if "pii" in unit_stages:
         out["residual_scan"] = {k: round(v, 3) for k, v in residual.items()}
     return out
+
+
+def _later_round(step: str) -> bool:
+    """True for a per-unit stage's later round or join step (`pii-round2`, `pii-join`)."""
+    from pipeline.run.tasks import task_step
+
+    return task_step(step)[1] != 1
 
 
 def cpu_name() -> str | None:

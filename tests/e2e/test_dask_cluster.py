@@ -301,7 +301,7 @@ def test_a_record_split_into_pii_parts_on_the_cluster_publishes_what_one_thread_
 
     phases = {p["name"]: p for p in manifest["timings"]["phases"]}
     assert phases["pii-join"]["items"] == 1 and phases["pii-round2"]["items"] >= 2   # the record was split
-    assert {p["name"]: p for p in ref["timings"]["phases"]}["pii-join"]["items"] == 0
+    assert "pii-join" not in {p["name"] for p in ref["timings"]["phases"]}   # nothing split: not listed
     assert _digests(out) == _digests(tmp_path / "thread") and _digests(out)
     assert manifest["pii"]["by_entity"] == ref["pii"]["by_entity"] and manifest["pii"]["by_entity"]["PERSON"] > 100
     assert manifest["pii"]["residual_scan"]["records"] == ref["pii"]["residual_scan"]["records"] == 13

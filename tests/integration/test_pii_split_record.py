@@ -100,7 +100,7 @@ def _same_as_one_task(tmp_path, rows, pii, monkeypatch, **sections):
     phases = {p["name"]: p for p in split["timings"]["phases"]}
     assert phases["pii-join"]["items"] >= 1 and phases["pii-round2"]["items"] > 2   # the record was split
     assert phases["pii-round2"]["items"] % 2 == 0            # parts of a record: a multiple of the 2 workers
-    assert {p["name"]: p for p in whole["timings"]["phases"]}["pii-join"]["items"] == 0
+    assert "pii-join" not in {p["name"] for p in whole["timings"]["phases"]}   # nothing split: not listed
     return split
 
 
