@@ -17,11 +17,12 @@ import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-from pipeline.run.tasks import planned, plan_tasks
+from pipeline.run.tasks import RECORD_OVERHEAD_BYTES, planned, plan_tasks
 from pipeline.run.unit_stages import run_task
 
-# Below this much kept text, starting worker processes (each loads spaCy and Presidio: seconds)
-# costs more than it saves; the work then runs in the calling process, which keeps its stage.
+# Below this much work (kept text plus the per-record cost the task plan counts), starting worker
+# processes (each loads spaCy and Presidio: seconds) costs more than it saves; the work then runs
+# in the calling process, which keeps its stage.
 POOL_MIN_BYTES = 4 * 1024 * 1024
 
 _LOCK = threading.Lock()
@@ -43,7 +44,11 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 def pool_workers(work_dir: str, kind: str, workers: int) -> int:
     """How many worker processes a GIL-bound per-unit stage of this run should use (1: none, in process)."""
     plan_tasks(work_dir, kind)
-    return workers if planned(work_dir, kind)["text_bytes"] >= POOL_MIN_BYTES else 1
+    totals = planned(work_dir, kind)
+    # Records cost beyond their text (100,000 one-line records are 2 MB of text but tens of
+    # seconds of one core): the same cost the tasks are cut by.
+    work = totals["text_bytes"] + RECORD_OVERHEAD_BYTES * totals["records"]
+    return workers if work >= POOL_MIN_BYTES else 1
 
 
 def unit_stage_isolated(work_dir: str, step: str, task_id: int, workers: int) -> dict:
