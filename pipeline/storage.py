@@ -26,6 +26,7 @@ become public names of one module used only by the other.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -49,6 +50,9 @@ _LOCAL_ONLY = (".hygiene.lock", ".hygiene-chain.lock")
 _LOCAL_ONLY_DIRS = ("_work",)
 # Stores whose objects take a canned ACL on upload (the quarantine's incidents are owner-only).
 _ACL_PROTOCOLS = frozenset({"s3", "s3a"})
+# Google Cloud Storage: a predefined ACL is set on the object after its upload, where the bucket
+# takes per-object ACLs (not under uniform bucket-level access).
+_GCS_PROTOCOLS = frozenset({"gs", "gcs"})
 _DOWNLOAD_LOCK = threading.Lock()
 
 
@@ -384,12 +388,38 @@ class RemoteRunDir:
 
     def _put(self, src: Path, rel: str) -> None:
         kwargs = {}
-        if rel.startswith("quarantine/") and _protocol(self.fs) in _ACL_PROTOCOLS:
+        owner_only = rel.startswith("quarantine/")
+        if owner_only and _protocol(self.fs) in _ACL_PROTOCOLS:
             kwargs["ACL"] = "private"  # owner-only, like the 0600 file of a local run
         try:
             self.fs.put_file(str(src), self._p(rel), **kwargs)
         except OSError as e:
             raise self._fail(rel, "upload", e) from e
+        if owner_only and _protocol(self.fs) in _GCS_PROTOCOLS:
+            self._gcs_private(rel)
+
+    @functools.cached_property
+    def gcs_object_acls(self) -> bool | None:
+        """Whether this run's GCS bucket takes per-object ACLs: False under uniform bucket-level
+        access, None when its settings cannot be read (asked once per instance)."""
+        return gcs_object_acls(self.fs, self.path)
+
+    def _gcs_private(self, rel: str) -> None:
+        """Make an uploaded object owner-only (predefined ACL `private`) where the bucket allows it.
+        Under uniform bucket-level access GCS refuses per-object ACLs: the manifest's quarantine
+        `access` says so (`quarantine_access`), and its IAM policy decides."""
+        if self.gcs_object_acls is False:
+            return
+        bucket, _, key = self._p(rel).partition("/")
+        try:
+            self.fs.call("PATCH", "b/{}/o/{}", bucket, key, predefinedAcl="private", json={})
+        except OSError as e:
+            if self.gcs_object_acls is None and _uniform_access_refusal(e):
+                return  # the manifest said that the bucket's settings were unknown
+            raise OutputError(f"{self.where(rel)}: cannot make this incident file owner-only (predefined ACL "
+                              f"'private'): {explain_store_error(e, self.url)}; it stays unpublished. Allow "
+                              "storage.objects.setIamPolicy (or the ACL update) for these credentials, or turn on "
+                              "the bucket's uniform bucket-level access and restrict it with IAM") from e
 
     def push(self, local: Path, chain_head: str) -> None:
         """Publish the staged run: take the old manifest down (the run is unfinished from here on),
@@ -449,8 +479,41 @@ def quarantine_access(out_url: str) -> str:
         return "file mode 0600 in a 0700 directory (owner-only)"
     if _protocol(remote.fs) in _ACL_PROTOCOLS:
         return "object ACL 'private' (owner-only), unless the bucket's policy grants more"
+    if _protocol(remote.fs) in _GCS_PROTOCOLS:
+        acls = remote.gcs_object_acls
+        if acls is False:
+            return ("the gs:// bucket uses uniform bucket-level access, which turns per-object ACLs off: access is what "
+                    "the bucket's IAM policy grants; restrict it there")
+        if acls is None:
+            return ("object ACL 'private' (owner-only) set after upload where the bucket takes per-object ACLs; its "
+                    "settings could not be read: under uniform bucket-level access its IAM policy decides")
+        return "object ACL 'private' (owner-only) set after upload, unless the bucket's IAM policy grants more"
     return (f"the {_scheme(remote.fs, remote.url)}:// store takes no per-object ACL here: access is whatever the bucket "
             "or container grants; restrict it there")
+
+
+def gcs_object_acls(fs, path: str) -> bool | None:
+    """Whether the GCS bucket of `path` takes per-object ACLs: False when uniform bucket-level
+    access is on, True when not, None when the bucket's settings cannot be read (the credentials may
+    write objects without being allowed to read the bucket's metadata)."""
+    try:
+        meta = fs.call("GET", "b/{}", path.split("/", 1)[0], json_out=True)
+    except OSError:
+        return None
+    return takes_object_acls(meta)
+
+
+def takes_object_acls(bucket: dict) -> bool:
+    """From a GCS bucket's metadata (the JSON API's bucket resource): False when uniform bucket-level
+    access is on (or its older name, bucket policy only)."""
+    iam = bucket.get("iamConfiguration") or {}
+    return not any((iam.get(k) or {}).get("enabled") for k in ("uniformBucketLevelAccess", "bucketPolicyOnly"))
+
+
+def _uniform_access_refusal(e: OSError) -> bool:
+    """True for GCS's refusal of an object ACL under uniform bucket-level access (HTTP 400)."""
+    text = str(e).lower()
+    return "uniform bucket-level access" in text or "object policy is disabled" in text
 
 
 def fetch_run_file(run_url: str, rel: str) -> Path | None:

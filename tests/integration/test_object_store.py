@@ -119,13 +119,23 @@ def _local_outputs(run: Path) -> dict[str, bytes]:
 
 def _assert_incidents_access(store: Store, access: str) -> None:
     """Incidents stay owner-only where the store takes a per-object ACL (S3: a private ACL on the
-    object); elsewhere the manifest says that the bucket or container decides, naming the store."""
+    object; GCS: the predefined ACL `private` set after upload); elsewhere the manifest says that
+    the bucket or container decides, naming the store."""
     if store.scheme == "s3":
         import boto3
 
         grants = boto3.client("s3").get_object_acl(Bucket="out-bucket", Key="runs/one/quarantine/incidents.jsonl")["Grants"]
         assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
         assert "ACL 'private'" in access
+    elif store.scheme == "gs":
+        import fsspec
+
+        # The emulator takes the ACL update but keeps no ACLs: the object's metadata generation
+        # shows that it was updated after its upload (the upload is generation 1).
+        meta = fsspec.filesystem("gs").call("GET", "b/{}/o/{}", "out-bucket", "runs/one/quarantine/incidents.jsonl",
+                                            json_out=True)
+        assert meta["metageneration"] == "2"
+        assert access.startswith("object ACL 'private' (owner-only) set after upload"), access
     else:
         assert access.startswith(f"the {store.scheme}:// store takes no per-object ACL"), access
 

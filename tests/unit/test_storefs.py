@@ -44,3 +44,18 @@ def test_the_wrapper_translates_calls_and_passes_attributes_through():
     assert isinstance(caught.value.__cause__, exc.ClientAuthenticationError)
     with pytest.raises(KeyError):
         fs.broken()
+
+
+def test_a_gcs_bucket_under_uniform_access_takes_no_object_acls():
+    """The quarantine's incidents get the predefined ACL `private` only where the bucket allows
+    per-object ACLs; the emulator the integration tests use cannot turn uniform access on."""
+    from pipeline.storage import _uniform_access_refusal, takes_object_acls
+
+    assert takes_object_acls({"name": "b", "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": False}}})
+    assert takes_object_acls({"name": "b"})  # no IAM configuration: fine-grained, the legacy default
+    assert not takes_object_acls({"iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}}})
+    assert not takes_object_acls({"iamConfiguration": {"bucketPolicyOnly": {"enabled": True}}})
+    # GCS's answer to an ACL update under uniform access (HTTP 400)
+    assert _uniform_access_refusal(OSError("HttpError: Cannot insert legacy ACL for an object when uniform "
+                                           "bucket-level access is enabled."))
+    assert not _uniform_access_refusal(PermissionError(13, "Forbidden"))
