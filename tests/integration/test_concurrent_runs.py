@@ -55,15 +55,33 @@ def write_config(tmp_path: Path, corpus: Path, **state) -> Path:
     return path
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_runs():
+    """A test that fails midway (a run that did not wait) leaves no run of its own behind: the
+    processes `start` began and that still run are ended after each test."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start(config: Path, out: Path, pause: Path | None = None) -> subprocess.Popen:
-    """`hygiene run --no-prefect` in a process; `pause`: a gate file it waits on after its barrier."""
+    """`hygiene run --no-prefect` in a process (ended after the test if still running); `pause`: a
+    gate file it waits on after its barrier."""
     env = {**os.environ, "PYTHONPATH": str(REPO), TIMEOUT_ENV: "60"}
     env.pop(PAUSE_ENV, None)
     if pause is not None:
         env[PAUSE_ENV] = str(pause)
     log = open(out.parent / f"{out.name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-prefect", "--output", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config), "--no-prefect", "--output", str(out)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+    _STARTED.append(proc)
+    return proc
 
 
 def log_of(out: Path) -> str:
