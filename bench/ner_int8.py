@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""The int8 NER encoder (`pii.ner_precision: int8`) against today's float32 path: CPU and entities.
+
+Two engines of `configs/sample.yaml`'s `pii` section in one process, one core (OMP/BLAS threads
+1), the same documents of the whole-run corpus (`bench/whole_run.py` generates and caches it):
+
+  split   CPU seconds (`time.process_time`) of a first pass (`PiiEngine.detect`) and of its
+          encoder (the four maxout blocks, `_FastEncoder.__call__`) per --split-docs documents,
+          after --warm documents have warmed both vocabularies; float32 and int8 alternate
+          (which goes first alternates too), --rounds times, on fresh documents each round.
+  agree   the first-pass spans of --docs documents, float32 against int8, per entity type:
+          equal (same type, start and end), lost (only float32's), gained (only int8's); and the
+          same for `detect_for_redaction` (the second pass included) on the first --redact-docs.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ner_int8.py                 # ~10 min on one core
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ner_int8.py --docs 2000     # quick look
+
+Writes a summary to stdout and bench/results/ner-int8-<date>.json (counts only, never text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from common import machine_info, results_path  # noqa: E402
+
+CORPUS = Path("/tmp/hygiene-wholerun/corpus-20000-20261207/corpus.jsonl")
+
+
+class _TimedEncoder:
+    """A `_FastEncoder` whose calls add their CPU seconds to `seconds`."""
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+        self.seconds = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def __call__(self, *args):
+        t0 = time.process_time()
+        try:
+            return self._encoder(*args)
+        finally:
+            self.seconds += time.process_time() - t0
+
+
+def engine(precision: str):
+    """A set-up engine of configs/sample.yaml's pii section at this precision, its encoder timed."""
+    from pipeline.config import load_config
+    from pipeline.pii.engine import PiiEngine
+
+    cfg = load_config(REPO / "configs" / "sample.yaml").pii.model_copy(update={"ner_precision": precision})
+    eng = PiiEngine(cfg).setup()
+    maxout, encoder = eng._greedy._fast
+    timed = _TimedEncoder(encoder)
+    eng._greedy._fast = (maxout, timed)
+    return eng, timed
+
+
+def split(engines: dict, texts: list[str], warm: int, per: int, rounds: int) -> dict:
+    """CPU seconds of a first pass and of its encoder per `per` documents, by precision and round."""
+    for eng, _ in engines.values():
+        eng.detect(texts[:warm])
+    out = {name: {"first_pass": [], "encoder": []} for name in engines}
+    names = list(engines)
+    for r in range(rounds):
+        docs = texts[warm + r * per: warm + (r + 1) * per]
+        for name in names if r % 2 == 0 else names[::-1]:
+            eng, timed = engines[name]
+            timed.seconds = 0.0
+            t0 = time.process_time()
+            eng.detect(docs)
+            out[name]["first_pass"].append(round(time.process_time() - t0, 3))
+            out[name]["encoder"].append(round(timed.seconds, 3))
+        print(f"round {r}: " + ", ".join(f"{n} {out[n]['first_pass'][-1]:.2f} s (encoder {out[n]['encoder'][-1]:.2f})"
+                                         for n in names), file=sys.stderr, flush=True)
+    return out
+
+
+def compare(a: list[list], b: list[list]) -> dict:
+    """Per entity type: spans equal in both, only in a (lost), only in b (gained); documents that differ."""
+    counts: dict[str, Counter] = {}
+    differ = 0
+    for sa, sb in zip(a, b):
+        ka = {(s.entity, s.start, s.end) for s in sa}
+        kb = {(s.entity, s.start, s.end) for s in sb}
+        differ += ka != kb
+        for key, kind in [(k, "equal") for k in ka & kb] + [(k, "lost") for k in ka - kb] + [(k, "gained") for k in kb - ka]:
+            counts.setdefault(key[0], Counter())[kind] += 1
+    return {"documents": len(a), "documents_differing": differ,
+            "by_type": {t: dict(c) for t, c in sorted(counts.items())}}
+
+
+def agree(engines: dict, texts: list[str], redact_docs: int) -> dict:
+    (_, (e32, _)), (_, (e8, _)) = engines.items()
+    first = compare(e32.detect(texts), e8.detect(texts))
+    redact = texts[:redact_docs]
+    return {"first_pass": first, "detect_for_redaction": compare(e32.detect_for_redaction(redact),
+                                                                 e8.detect_for_redaction(redact))}
+
+
+def table(result: dict) -> str:
+    lines = ["| type | equal | lost (float32 only) | gained (int8 only) |", "|---|---|---|---|"]
+    for t, c in result["by_type"].items():
+        lines.append(f"| {t} | {c.get('equal', 0)} | {c.get('lost', 0)} | {c.get('gained', 0)} |")
+    return "\n".join(lines) + f"\n\n{result['documents_differing']} of {result['documents']} documents differ"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=str(CORPUS))
+    ap.add_argument("--docs", type=int, default=20_000, help="documents compared (agree)")
+    ap.add_argument("--redact-docs", type=int, default=2_000, help="documents compared with the second pass")
+    ap.add_argument("--warm", type=int, default=1_000)
+    ap.add_argument("--split-docs", type=int, default=800)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--skip", choices=("split", "agree"), default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    texts = [json.loads(line)["text"] for line in Path(args.corpus).read_text().splitlines()]
+    result = {"machine": machine_info(("onnxruntime", "numpy", "spacy")), "corpus": args.corpus}
+    engines = {p: engine(p) for p in ("float32", "int8")}
+    if args.skip != "split":
+        result["split"] = split(engines, texts, args.warm, args.split_docs, args.rounds)
+        result["split_docs"] = args.split_docs
+    if args.skip != "agree":
+        t0 = time.perf_counter()
+        result["agree"] = agree(engines, texts[:args.docs], args.redact_docs)
+        print(f"agree: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        print("first pass\n\n" + table(result["agree"]["first_pass"]))
+        print("\ndetect_for_redaction\n\n" + table(result["agree"]["detect_for_redaction"]))
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    out = results_path("ner-int8", args.out)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
