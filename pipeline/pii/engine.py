@@ -378,6 +378,7 @@ class PiiEngine:
             "thresholds": {e: self.cfg.threshold_for(e) for e in self.cfg.all_entities()},
             "ner_candidates_only": self.cfg.ner_candidates_only,
             "ner_decoder": "batched" if self._greedy is not None else "spacy",
+            "ner_precision": self.cfg.ner_precision if self._greedy is not None else "float32",
             "recognizers": sorted(r.name for r in self._analyzer.registry.recognizers) if self._analyzer else [],
             # enabled types no recognizer of this language serves (none for the default English set)
             **({"not_searched": list(self.not_searched)} if self._analyzer and self.not_searched else {}),

@@ -48,9 +48,13 @@ def quantize_weights(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _session(B: np.ndarray):
     """A one-node ORT session: u8 (rows x K) times this constant s8 (K x N), int32 out, one thread."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as e:
+        raise ValueError("the int8 encoder needs onnx and onnxruntime: "
+                         "pip install 'hygiene-pipeline[ner-int8]'") from e
 
     k, n = B.shape
     graph = helper.make_graph(
