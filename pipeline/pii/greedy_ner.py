@@ -32,6 +32,10 @@ through the encoder and the decode in groups of about `GreedyNer.GROUP_ROWS` row
 (`_Buffers`) are reused: they stay in the caches, and no batch pays the page faults of fresh
 allocations of tens of megabytes.
 
+With `precision="int8"` (`pii.ner_precision: int8`) the encoder's four blocks run their products as
+8-bit integers instead (pipeline/pii/int8_encoder.py): faster, but not spaCy's vectors, so a few
+entities near the model's decisions change.
+
 The matrix products go through numpy's BLAS (single-threaded while decoding, so a worker uses
 one core) instead of thinc's bundled BLIS: about 1.4x faster here. The upper layer's product for
 a step with an entity open is a compiled dot product (exact products summed in float64). In rare
