@@ -94,16 +94,26 @@ def split(engines: dict, texts: list[str], warm: int, per: int, rounds: int) -> 
     return out
 
 
+def _overlaps(span: tuple, others: set) -> bool:
+    return any(o[1] < span[2] and span[1] < o[2] for o in others)
+
+
 def compare(a: list[list], b: list[list]) -> dict:
-    """Per entity type: spans equal in both, only in a (lost), only in b (gained); documents that differ."""
+    """Per entity type: spans equal in both, only in a (lost), only in b (gained), and of those how
+    many overlap a span the other side has instead (moved: other bounds or type); documents that differ."""
     counts: dict[str, Counter] = {}
     differ = 0
     for sa, sb in zip(a, b):
         ka = {(s.entity, s.start, s.end) for s in sa}
         kb = {(s.entity, s.start, s.end) for s in sb}
         differ += ka != kb
-        for key, kind in [(k, "equal") for k in ka & kb] + [(k, "lost") for k in ka - kb] + [(k, "gained") for k in kb - ka]:
+        lost, gained = ka - kb, kb - ka
+        for key, kind in [(k, "equal") for k in ka & kb] + [(k, "lost") for k in lost] + [(k, "gained") for k in gained]:
             counts.setdefault(key[0], Counter())[kind] += 1
+        for key in lost:
+            counts[key[0]]["lost_moved"] += _overlaps(key, gained)
+        for key in gained:
+            counts[key[0]]["gained_moved"] += _overlaps(key, lost)
     return {"documents": len(a), "documents_differing": differ,
             "by_type": {t: dict(c) for t, c in sorted(counts.items())}}
 
@@ -117,9 +127,11 @@ def agree(engines: dict, texts: list[str], redact_docs: int) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| type | equal | lost (float32 only) | gained (int8 only) |", "|---|---|---|---|"]
+    lines = ["| type | equal | lost (float32 only; of which moved) | gained (int8 only; of which moved) |",
+             "|---|---|---|---|"]
     for t, c in result["by_type"].items():
-        lines.append(f"| {t} | {c.get('equal', 0)} | {c.get('lost', 0)} | {c.get('gained', 0)} |")
+        lines.append(f"| {t} | {c.get('equal', 0)} | {c.get('lost', 0)} ({c.get('lost_moved', 0)}) "
+                     f"| {c.get('gained', 0)} ({c.get('gained_moved', 0)}) |")
     return "\n".join(lines) + f"\n\n{result['documents_differing']} of {result['documents']} documents differ"
 
 
