@@ -12,6 +12,11 @@ Two engines of `configs/sample.yaml`'s `pii` section in one process, one core (O
           equal (same type, start and end), lost (only float32's), gained (only int8's); and the
           same for `detect_for_redaction` (the second pass included) on the first --redact-docs.
 
+  products  one block's product alone, (4,096 x 288) by (288 x 288), ms per call: numpy's float32
+          (today), ORT's float32 `MatMul`, ORT's `MatMulInteger` (u8 x s8, what `int8` runs) and
+          ORT's `DynamicQuantizeMatMul` (its own per-tensor quantization of the input: a token's
+          result would depend on the other documents of its group, so not used).
+
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ner_int8.py                 # ~10 min on one core
@@ -98,6 +103,51 @@ def _overlaps(span: tuple, others: set) -> bool:
     return any(o[1] < span[2] and span[1] < o[2] for o in others)
 
 
+def products(calls: int = 200) -> dict:
+    """ms per call of one block-sized product in the four ways the module docstring lists."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pipeline.pii.int8_encoder import _session, quantize_weights
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4096, 288)).astype(np.float32)
+    W = (rng.standard_normal((288, 288)) * 0.08).astype(np.float32)
+    B, scales = quantize_weights(W)
+    Aq = rng.integers(0, 256, A.shape, dtype=np.uint8)
+
+    def one_node(op, domain, inputs, consts, in_type, out_type):
+        graph = helper.make_graph([helper.make_node(op, inputs, ["Y"], domain=domain)], "p",
+                                  [helper.make_tensor_value_info("A", in_type, ["rows", 288])],
+                                  [helper.make_tensor_value_info("Y", out_type, ["rows", 288])],
+                                  [numpy_helper.from_array(v, k) for k, v in consts.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 8
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    f32 = one_node("MatMul", "", ["A", "W"], {"W": np.ascontiguousarray(W.T)}, TensorProto.FLOAT, TensorProto.FLOAT)
+    dyn = one_node("DynamicQuantizeMatMul", "com.microsoft", ["A", "B", "s", "z"],
+                   {"B": B, "s": scales, "z": np.zeros(288, np.int8)}, TensorProto.FLOAT, TensorProto.FLOAT)
+    integer = _session(B)
+    WT, out = np.ascontiguousarray(W.T), np.empty((4096, 288), np.float32)
+    ways = {"numpy float32": lambda: np.matmul(A, WT, out=out),
+            "ORT MatMul float32": lambda: f32.run(None, {"A": A}),
+            "ORT MatMulInteger u8 x s8": lambda: integer.run(None, {"A": Aq}),
+            "ORT DynamicQuantizeMatMul": lambda: dyn.run(None, {"A": A})}
+    result = {}
+    for name, call in ways.items():
+        call()
+        t0 = time.process_time()
+        for _ in range(calls):
+            call()
+        result[name] = round((time.process_time() - t0) / calls * 1e3, 3)
+        print(f"{name}: {result[name]:.2f} ms", file=sys.stderr)
+    return result
+
+
 def compare(a: list[list], b: list[list]) -> dict:
     """Per entity type: spans equal in both, only in a (lost), only in b (gained), and of those how
     many overlap a span the other side has instead (moved: other bounds or type); documents that differ."""
@@ -143,16 +193,20 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=1_000)
     ap.add_argument("--split-docs", type=int, default=800)
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--skip", choices=("split", "agree"), default=None)
+    ap.add_argument("--skip", choices=("split", "agree"), nargs="*", default=())
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     texts = [json.loads(line)["text"] for line in Path(args.corpus).read_text().splitlines()]
     result = {"machine": machine_info(("onnxruntime", "numpy", "spacy")), "corpus": args.corpus}
-    engines = {p: engine(p) for p in ("float32", "int8")}
-    if args.skip != "split":
+    result["products_ms"] = products()
+    if {"split", "agree"} <= set(args.skip):
+        engines = {}
+    else:
+        engines = {p: engine(p) for p in ("float32", "int8")}
+    if "split" not in args.skip:
         result["split"] = split(engines, texts, args.warm, args.split_docs, args.rounds)
         result["split_docs"] = args.split_docs
-    if args.skip != "agree":
+    if "agree" not in args.skip:
         t0 = time.perf_counter()
         result["agree"] = agree(engines, texts[:args.docs], args.redact_docs)
         print(f"agree: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
