@@ -123,35 +123,14 @@ class _MaxoutNorm:
 
 
 @functools.lru_cache(maxsize=None)
-def _pairwise_kernel():
-    """numpy's float32 sum of 96 values, compiled (numba, imported only when a decoder is built)."""
-    import numba
-
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def _pairwise96(v):
-        # numpy's float32 sum of a contiguous row of 96 (< 128): eight running sums, then a tree
-        r0, r1, r2, r3, r4, r5, r6, r7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-        for k in range(8, 96, 8):
-            r0 += v[k]
-            r1 += v[k + 1]
-            r2 += v[k + 2]
-            r3 += v[k + 3]
-            r4 += v[k + 4]
-            r5 += v[k + 5]
-            r6 += v[k + 6]
-            r7 += v[k + 7]
-        return ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-
-    return _pairwise96
-
-
-@functools.lru_cache(maxsize=None)
 def _fused_kernel():
     """The compiled tail of one encoder block (numba, imported only when a decoder is built)."""
     import numba
 
+    from pipeline.pii.float_sums import pairwise96_kernel
+
     f32 = np.float32
-    _pairwise96 = _pairwise_kernel()
+    _pairwise96 = pairwise96_kernel()
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def maxout_moments(Y, b, T, mu, var):

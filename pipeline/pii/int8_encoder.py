@@ -125,10 +125,10 @@ def _int8_kernels():
     """The compiled float32 parts around the integer products (numba, imported on first use)."""
     import numba
 
-    from pipeline.pii.greedy_ner import _pairwise_kernel
+    from pipeline.pii.float_sums import pairwise96_kernel
 
     f32 = np.float32
-    pairwise96 = _pairwise_kernel()
+    pairwise96 = pairwise96_kernel()
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def quantize_cols(X, lo, hi, Aq, scale, zero):
