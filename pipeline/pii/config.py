@@ -178,7 +178,7 @@ class PiiConfig(_Strict):
     # The arithmetic of the batched decoder's encoder (its four maxout blocks, half of a first
     # pass's CPU): "float32" is spaCy's, the same entities as `nlp.pipe`; "int8" runs the blocks'
     # products as 8-bit integers (pipeline/pii/int8_encoder.py), faster but not spaCy's numbers, so
-    # a few entities near the model's decisions change (bench/README.md, "int8 encoder"). Only for
+    # a few entities near the model's decisions change (bench/README.md, "An int8 encoder"). Only for
     # `ner_decoder: batched` and spaCy's small models' encoder shape (checked when the model loads).
     ner_precision: Literal["float32", "int8"] = "float32"
     batch_size: int = Field(default=256, ge=1, le=100_000)
