@@ -8,7 +8,8 @@ first run it; "plain-same" is the same restricted to our default entity list; "o
 `pipeline.pii.engine.PiiEngine` with the default `PiiConfig` (our thresholds, our entity list);
 "ours-candidates" is ours with NER only on sentences with a capitalised word
 (`ner_candidates_only: true`); "ours-2-pass" is ours with the second look at the tagged text
-(`second_pass: true`). Ours is scored on what the stage redacts
+(`second_pass: true`); "ours-int8" and "ours-2-pass-int8" are the same two with the NER encoder's
+products in 8-bit integers (`ner_precision: int8`). Ours is scored on what the stage redacts
 (`PiiEngine.detect_for_redaction`: overlaps merged, plus the second pass when enabled).
 
 Gold labels are presidio-evaluator's; they map to Presidio's names as the datasets' READMEs say
@@ -210,6 +211,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--systems", nargs="+", default=None, help="only these systems (default: all)")
     args = ap.parse_args()
     from pipeline.pii.config import DEFAULT_ENTITIES
 
@@ -220,7 +222,14 @@ def main() -> None:
         "ours": lambda t: run_ours(t),
         "ours-candidates": lambda t: run_ours(t, ner_candidates_only=True),
         "ours-2-pass": lambda t: run_ours(t, second_pass=True),
+        "ours-int8": lambda t: run_ours(t, ner_precision="int8"),
+        "ours-2-pass-int8": lambda t: run_ours(t, second_pass=True, ner_precision="int8"),
     }
+    if args.systems:
+        unknown = sorted(set(args.systems) - set(systems))
+        if unknown:
+            ap.error(f"unknown systems {unknown}; choose from {sorted(systems)}")
+        systems = {k: v for k, v in systems.items() if k in args.systems}
     results = {"date": dt.date.today().isoformat(), "rule": "overlap (exact also given)", "sets": {}}
     for set_name, rows in sets.items():
         texts = [r[0] for r in rows]

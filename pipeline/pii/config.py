@@ -175,6 +175,12 @@ class PiiConfig(_Strict):
     # same model and entities, about 7x faster); "spacy" uses `nlp.pipe`. Models of another
     # architecture always use `nlp.pipe`.
     ner_decoder: Literal["batched", "spacy"] = "batched"
+    # The arithmetic of the batched decoder's encoder (its four maxout blocks, half of a first
+    # pass's CPU): "float32" is spaCy's, the same entities as `nlp.pipe`; "int8" runs the blocks'
+    # products as 8-bit integers (pipeline/pii/int8_encoder.py), faster but not spaCy's numbers, so
+    # a few entities near the model's decisions change (bench/README.md, "An int8 encoder"). Only for
+    # `ner_decoder: batched` and spaCy's small models' encoder shape (checked when the model loads).
+    ner_precision: Literal["float32", "int8"] = "float32"
     batch_size: int = Field(default=256, ge=1, le=100_000)
     # Detect again in the texts that hold PII, with the found values replaced by tags: the
     # changed context lets the NER model find names it missed (in the sample corpus, every name
@@ -268,6 +274,9 @@ class PiiConfig(_Strict):
             raise ValueError("custom recognizer names must be unique")
         if self.chunk_overlap * 2 >= self.chunk_chars:
             raise ValueError("chunk_overlap must be less than half of chunk_chars")
+        if self.ner_precision != "float32" and self.ner_decoder != "batched":
+            raise ValueError(f"ner_precision {self.ner_precision} needs ner_decoder: batched "
+                             "(spaCy's own decoder runs float32 only); set one or the other")
         return self
 
     def routed_models(self) -> dict[str, str]:

@@ -296,11 +296,7 @@ class PiiEngine:
         nlp.max_length = max(nlp.max_length, self.cfg.chunk_chars + 1)
         self._nlp = nlp
         self._vocab_base = len(nlp.vocab.strings)
-        self._greedy = None
-        if self.cfg.ner_decoder == "batched" and self.components == ["ner"]:
-            from pipeline.pii.greedy_ner import GreedyNer
-
-            self._greedy = GreedyNer.for_pipe(nlp.get_pipe("ner"))
+        self._greedy = self._greedy_decoder(nlp) if self.cfg.ner_decoder == "batched" and self.components else None
         self._nlp_engine = _TrimmedSpacyNlpEngine(nlp, self.language)
 
         registry = build_registry(self.cfg, self.language, self._nlp_engine, ner=self.model is not None)
@@ -326,6 +322,26 @@ class PiiEngine:
                  self.model_info.get("name"), self.model_info.get("version"), self.components,
                  len(registry.recognizers))
         return self
+
+    def _greedy_decoder(self, nlp):
+        """The batched decoder for the model's NER, or None (then `nlp.pipe`); ConfigError when
+        `ner_precision: int8` is asked of a model whose encoder the int8 path does not cover."""
+        from pipeline.pii.greedy_ner import GreedyNer
+
+        precision = self.cfg.ner_precision
+        if self.components != ["ner"]:
+            greedy = None   # the NER reads a shared tok2vec the batched decoder does not replay
+        else:
+            try:
+                greedy = GreedyNer.for_pipe(nlp.get_pipe("ner"), precision=precision)
+            except ValueError as e:
+                raise ConfigError(f"pii.ner_precision: {precision} is not available for model {self.model} ({e}); "
+                                  "use ner_precision: float32") from e
+        if greedy is None and precision != "float32":
+            raise ConfigError(f"pii.ner_precision: {precision} is not available for model {self.model} "
+                              "(its NER is not the greedy architecture the batched decoder runs); "
+                              "use ner_precision: float32")
+        return greedy
 
     @staticmethod
     def _phone_digits(registry) -> int:
@@ -362,6 +378,7 @@ class PiiEngine:
             "thresholds": {e: self.cfg.threshold_for(e) for e in self.cfg.all_entities()},
             "ner_candidates_only": self.cfg.ner_candidates_only,
             "ner_decoder": "batched" if self._greedy is not None else "spacy",
+            "ner_precision": self.cfg.ner_precision if self._greedy is not None else "float32",
             "recognizers": sorted(r.name for r in self._analyzer.registry.recognizers) if self._analyzer else [],
             # enabled types no recognizer of this language serves (none for the default English set)
             **({"not_searched": list(self.not_searched)} if self._analyzer and self.not_searched else {}),

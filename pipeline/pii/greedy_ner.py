@@ -32,6 +32,10 @@ through the encoder and the decode in groups of about `GreedyNer.GROUP_ROWS` row
 (`_Buffers`) are reused: they stay in the caches, and no batch pays the page faults of fresh
 allocations of tens of megabytes.
 
+With `precision="int8"` (`pii.ner_precision: int8`) the encoder's four blocks run their products as
+8-bit integers instead (pipeline/pii/int8_encoder.py): faster, but not spaCy's vectors, so a few
+entities near the model's decisions change.
+
 The matrix products go through numpy's BLAS (single-threaded while decoding, so a worker uses
 one core) instead of thinc's bundled BLIS: about 1.4x faster here. The upper layer's product for
 a step with an entity open is a compiled dot product (exact products summed in float64). In rare
@@ -123,22 +127,10 @@ def _fused_kernel():
     """The compiled tail of one encoder block (numba, imported only when a decoder is built)."""
     import numba
 
-    f32 = np.float32
+    from pipeline.pii.float_sums import pairwise96_kernel
 
-    @numba.njit(cache=True, nogil=True, inline="always")
-    def _pairwise96(v):
-        # numpy's float32 sum of a contiguous row of 96 (< 128): eight running sums, then a tree
-        r0, r1, r2, r3, r4, r5, r6, r7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-        for k in range(8, 96, 8):
-            r0 += v[k]
-            r1 += v[k + 1]
-            r2 += v[k + 2]
-            r3 += v[k + 3]
-            r4 += v[k + 4]
-            r5 += v[k + 5]
-            r6 += v[k + 6]
-            r7 += v[k + 7]
-        return ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    f32 = np.float32
+    _pairwise96 = pairwise96_kernel()
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def maxout_moments(Y, b, T, mu, var):
@@ -308,13 +300,13 @@ class _Buffers:
         self.capacity = capacity
         self._arrays: dict[tuple, np.ndarray] = {}
 
-    def get(self, name: str, rows: int, *shape: int) -> np.ndarray:
+    def get(self, name: str, rows: int, *shape: int, dtype=np.float32) -> np.ndarray:
         if rows > self.capacity:
-            return np.empty((rows, *shape), dtype=np.float32)
-        key = (name, *shape)
+            return np.empty((rows, *shape), dtype=dtype)
+        key = (name, *shape, np.dtype(dtype).str)
         a = self._arrays.get(key)
         if a is None:
-            a = self._arrays[key] = np.empty((self.capacity, *shape), dtype=np.float32)
+            a = self._arrays[key] = np.empty((self.capacity, *shape), dtype=dtype)
         return a[:rows]
 
 
@@ -345,6 +337,16 @@ class _FastEncoder:
         self.width = self.blocks[0].nO
         # The compiled tail covers the small English model's shape: width 96, three pieces, float32.
         self.fused = all(b.nO == 96 and b.nP == 3 and b.W.dtype == np.float32 for b in self.blocks)
+        self.int8 = None    # the blocks with 8-bit products (`pii.ner_precision: int8`), see `use_int8`
+
+    def use_int8(self) -> None:
+        """Run the blocks with int8 products from now on (pipeline/pii/int8_encoder.py);
+        ValueError for an encoder of another shape."""
+        from pipeline.pii.int8_encoder import Int8Blocks
+
+        if not self.fused:
+            raise ValueError("int8 encoder: only the width-96, three-piece float32 encoder is supported")
+        self.int8 = Int8Blocks(self.blocks)
 
     def padded_rows(self, lengths: np.ndarray) -> np.ndarray:
         """The row of each token of the documents in thinc's padded layout."""
@@ -359,6 +361,8 @@ class _FastEncoder:
         X = buffers.get("X", rows, self.width)
         X[:] = 0
         X[where] = vectors
+        if self.int8 is not None:
+            return self.int8(X, buffers)[where]
         if not self.fused:
             for block in self.blocks:
                 X = X + block(_seq2col1(X))
@@ -391,7 +395,7 @@ class GreedyNer:
     # padding): a group's work arrays fit in the caches (4,096 rows of 288 floats: 4.5 MiB).
     GROUP_ROWS = 4096
 
-    def __init__(self, ner, *, numpy_blas: bool = True):
+    def __init__(self, ner, *, numpy_blas: bool = True, precision: str = "float32"):
         model = ner.model
         self._t2v = model.get_ref("tok2vec")
         self._lower = model.get_ref("lower")
@@ -408,6 +412,12 @@ class GreedyNer:
                 self._fast = (_MaxoutNorm(maxout.layers[0]), _FastEncoder(encode))
             except (ValueError, KeyError, StopIteration):
                 self._fast = None
+        if precision == "int8":
+            if self._fast is None:
+                raise ValueError("int8 encoder: this model's tok2vec is not spaCy's Tok2Vec.v2 shape")
+            self._fast[1].use_int8()
+        elif precision != "float32":
+            raise ValueError(f"precision is float32 or int8, not {precision!r}")
         self._W = np.ascontiguousarray(upper.get_param("W"), dtype=np.float32)
         self._bu = np.ascontiguousarray(upper.get_param("b"), dtype=np.float32)
         self._bl = np.ascontiguousarray(self._lower.get_param("b").reshape(-1), dtype=np.float32)

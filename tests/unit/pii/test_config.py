@@ -35,6 +35,8 @@ def test_the_default_pii_section_enables_the_documented_entities_with_tags(tmp_p
     ({"languages": {"fr": ""}}, "no model given for fr"),
     ({"model": "a_model", "languages": {"en": "b_model"}}, "two models for the default language"),
     ({"fallback": "english"}, "fallback"),
+    ({"ner_precision": "int4"}, "ner_precision"),
+    ({"ner_precision": "int8", "ner_decoder": "spacy"}, "needs ner_decoder: batched"),
 ])
 def test_an_invalid_pii_section_is_a_config_error_naming_the_field(tmp_path, pii, message):
     with pytest.raises(ConfigError, match=message):
@@ -63,3 +65,8 @@ def test_languages_always_hold_the_default_language_s_model(tmp_path):
     given = _cfg(tmp_path, {"languages": {"en": "my_model", "fr": "fr_core_news_sm"}}).pii
     assert given.model == "my_model" and given.languages["en"] == "my_model"
     assert type(given).model_validate(given.model_dump(mode="json")) == given
+
+
+def test_the_ner_runs_in_float32_unless_int8_is_asked_for(tmp_path):
+    assert _cfg(tmp_path, {}).pii.ner_precision == "float32"
+    assert _cfg(tmp_path, {"ner_precision": "int8"}).pii.ner_precision == "int8"
