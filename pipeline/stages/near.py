@@ -185,7 +185,8 @@ class _NearUnitVerdicts(UnitVerdicts):
     image `_hits` rows (held: image records only), made into verdicts per unit; the re-pointing map
     of the exact copies whose survivor was near-dropped."""
 
-    def __init__(self, merged: MergedGroups, reason: str, images: list[tuple[pl.DataFrame, str]], moved: pl.DataFrame) -> None:
+    def __init__(self, merged: MergedGroups, reason: str, images: list[tuple[pl.DataFrame, str]],
+                 moved: pl.DataFrame) -> None:
         self._merged, self._reason, self._images, self._moved = merged, reason, images, moved
 
     def verdicts(self, first: int, last: int) -> pl.DataFrame:
