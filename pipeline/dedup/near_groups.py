@@ -229,8 +229,8 @@ def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.nd
 
 def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tuple[str, Path, Path]], g: int,
                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None) -> dict:
-    """Verify and cluster group `g` and write its stars, drops and candidate pairs; returns its
-    counts. It reads its input and attribute rows (written by `plan_groups`), its records'
+    """Verify and cluster group `g` and write its verdicts (`near_merge.write_group`) and candidate
+    pairs; returns its counts (the cluster counts the merge adds up among them). It reads its input and attribute rows (written by `plan_groups`), its records'
     signatures and, with `verify: borderline`, `read_texts(units, rows)`: their texts."""
     if cfg.verify == "borderline" and read_texts is None:
         raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
