@@ -48,7 +48,8 @@ VERDICTS_FILE_SCHEMA = {"_i": pl.Int64, "cluster_id": pl.Int64, "duplicate_of": 
 # The rows the near stage serves per unit (`MergedGroups.rows`).
 SERVED = ("_i", "duplicate_of", "cluster_id", "similarity", "via", "path")
 # Row groups of the group files: the global step holds one of each group's files at a time (at 1B
-# documents about 720 groups: about 720 x 8,192 rows of about 0.1 KiB, 0.6 GiB at most).
+# documents about 720 groups: about 720 x 8,192 rows of about 0.1 KiB, 0.6 GiB at most), and has
+# each group's file of one kind open at a time (about 720 files: the open-file limit must allow it).
 GROUP_FILE_ROWS = 8_192
 # Row groups of `near/decisions.parquet`: fixed, so its bytes do not depend on the grouping.
 DECISIONS_FILE_ROWS = 65_536
@@ -119,8 +120,7 @@ class MergedGroups:
         # The image clusters are numbered after the last text cluster that has a row.
         with_rows = [g[h] for g, h in zip(self._global, has_row) if h.any()]
         self.first_free = int(max(g.max() for g in with_rows)) + 1 if with_rows else 0
-        self._served = SortedParts([f.verdicts for f in files], {c: VERDICTS_FILE_SCHEMA[c] for c in SERVED},
-                                   GROUP_FILE_ROWS, prepare=self._globalize)
+        self._served: SortedParts | None = None  # opened at the first unit, after `write_decisions` closed its files
 
     def _globalize(self, k: int, frame: pl.DataFrame) -> pl.DataFrame:
         """File `k`'s rows with their global cluster ids."""
@@ -131,6 +131,9 @@ class MergedGroups:
     def rows(self, first: int, last: int) -> pl.DataFrame:
         """The rows (`SERVED`) of records `first <= _i < last`, by `_i`; asked for in ascending
         ranges, each once."""
+        if self._served is None:
+            self._served = SortedParts([f.verdicts for f in self._files], {c: VERDICTS_FILE_SCHEMA[c] for c in SERVED},
+                                       GROUP_FILE_ROWS, prepare=self._globalize)
         return self._served.take(first, last).sort("_i").select(SERVED)
 
     def write_decisions(self, path: Path) -> None:
