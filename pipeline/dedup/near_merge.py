@@ -92,6 +92,12 @@ def _ranks(order: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _among(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Whether each value is in the sorted `table` (a binary search each: the table is not sorted again)."""
+    at = np.minimum(np.searchsorted(table, values), len(table) - 1)
+    return table[at] == values
+
+
 class MergedGroups:
     """Every group's verdicts under global cluster ids, read a row group per file at a time.
 
@@ -157,18 +163,19 @@ class MergedGroups:
         """The near-dropped text records that an exact copy names as its survivor (`duplicate_of`
         of the `exact-part` files): `_i`, record_id, duplicate_of (their near survivor), by `_i`.
         Only those rows are held: the exact survivors are matched by a 64-bit hash of their id
-        (8 bytes each, while the files are read); a hash collision only adds a row that no exact
-        copy names."""
+        (8 bytes per exact copy, while the verdict files are read); a hash collision only adds a
+        row that no exact copy names."""
         keys = [np.zeros(0, np.uint64)]
         for p in exact_files:
-            for batch in pq.ParquetFile(p).iter_batches(batch_size=GROUP_FILE_ROWS * 8, columns=["duplicate_of"]):
-                keys.append(np.unique(pl.from_arrow(batch)["duplicate_of"].hash().to_numpy()))
-        named = np.unique(np.concatenate(keys))
+            for batch in pq.ParquetFile(p).iter_batches(batch_size=65_536, columns=["duplicate_of"]):
+                keys.append(pl.from_arrow(batch)["duplicate_of"].hash().to_numpy())
+        named = np.sort(np.concatenate(keys))
         del keys
+        named = named[np.concatenate([[True], named[1:] != named[:-1]])] if named.size else named
         cols = {"_i": pl.Int64, "record_id": pl.String, "duplicate_of": pl.String, "image": pl.Boolean}
         found = [pl.DataFrame(schema=cols)]
         for f in self._files if named.size else []:
             for batch in pq.ParquetFile(f.verdicts).iter_batches(batch_size=GROUP_FILE_ROWS, columns=list(cols)):
                 rows = pl.from_arrow(batch).cast(cols).filter(pl.col("duplicate_of").is_not_null() & ~pl.col("image"))
-                found.append(rows.filter(pl.Series(np.isin(rows["record_id"].hash().to_numpy(), named))))
+                found.append(rows.filter(pl.Series(_among(rows["record_id"].hash().to_numpy(), named))))
         return pl.concat(found).sort("_i").select("_i", "record_id", "duplicate_of")
