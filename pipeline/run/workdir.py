@@ -84,7 +84,8 @@ class SortedParts:
 
     def __init__(self, paths: list[Path], schema: dict, batch_rows: int = 65_536, key: str = "_i",
                  prepare: Callable[[int, pl.DataFrame], pl.DataFrame] | None = None) -> None:
-        self._files = [pq.ParquetFile(p) for p in paths]
+        # pre_buffer off: with it pyarrow buffers every row group of the file at the first batch
+        self._files = [pq.ParquetFile(p, pre_buffer=False) for p in paths]
         self._batches = [f.iter_batches(batch_size=batch_rows, columns=list(schema)) for f in self._files]
         self._prepare = prepare or (lambda _k, frame: frame)
         self._empty = self._prepare(0, pl.DataFrame(schema=schema))
