@@ -249,6 +249,15 @@ def log2_histogram(sizes: list[int]) -> dict[str, int]:
     return dict(sorted(hist.items(), key=lambda kv: int(kv[0].split("-")[0])))
 
 
+def add_histograms(hists: list[dict[str, int]]) -> dict[str, int]:
+    """The `log2_histogram` of the sizes of several histograms together (e.g. one per group)."""
+    total: dict[str, int] = {}
+    for h in hists:
+        for label, count in h.items():
+            total[label] = total.get(label, 0) + count
+    return dict(sorted(total.items(), key=lambda kv: int(kv[0].split("-")[0])))
+
+
 # ------------------------------------------------------------------------------------------------
 # Boilerplate-aware similarity.
 #

@@ -7,10 +7,12 @@ components are tasks of their own:
                     groups of at most GROUP_RECORDS records; one input file per group
     resolve_one     per group (any worker): its records' attribute rows (split off the key files by
                     the plan), signatures and texts (`verify: borderline`), verified and clustered
-                    (`near.resolve_group`); its stars and drops, with the record ids and input
-                    positions they name, and its candidate pairs written
-    merge_groups    in the barrier's global step: every group's stars and drops numbered into
-                    clusters (`pair_docs.decision_rows`): no key row is read
+                    (`near.resolve_group`); its verdicts, with the record ids and input positions
+                    they name, under cluster numbers of its own (`near_merge.write_group`), and its
+                    candidate pairs written
+    merge_groups    in the barrier's global step: the groups' clusters numbered from their stars
+                    (`near_merge.MergedGroups`: int arrays), `near/decisions.parquet` written by a
+                    k-way merge; the rows are then read per unit: no key row, no row per drop held
 
 Files under `_work/near/groups/`:
 
@@ -20,21 +22,23 @@ Files under `_work/near/groups/`:
                               row), pairs and short pairs (group doc numbers), boilerplate bits
     gNNNNN.rows.parquet       the attribute rows of its own records (`ATTRIBUTE_SCHEMA`, doc order),
                               split off the key files in one pass over the units
-    gNNNNN.stars.parquet      its stars (`pair_docs.STAR_SCHEMA`) and drops (`DROP_SCHEMA`)
-    gNNNNN.drops.parquet
+    gNNNNN.stars.parquet      its verdicts (`near_merge`): a row per cluster (for the numbering), its
+    gNNNNN.clusters.parquet   rows in cluster order (for `near/decisions.parquet`) and by `_i` (for
+    gNNNNN.verdicts.parquet   the units)
     gNNNNN.candidates.parquet its candidate pairs (global doc numbers) and their similarities
     gNNNNN.json               its done-marker: verified and vetoed pairs, borderline re-checks
 
 Memory: the plan holds int arrays per doc and pair (about 100 bytes per doc in a pair at the
 benchmark's pair rate, bench/README.md) and the boilerplate sketch (up to 256 MiB); a group task
-its group's records; the merge a row per star and drop, never a key row per record.
+its group's records; the merge an int per cluster and a row group of each group's files at a
+time, never a key row per record nor a row per drop.
 
 Usage::
 
     plan = plan_groups(work, cfg, external, kept_rows, unit_rows)
     for g in range(plan["groups"]):
         resolve_one(work, cfg, prefer, external, g, read_texts)
-    rows, stats = merge_groups(work, cfg, live_count)
+    merged, stats = merge_groups(work, cfg, prefer, live_count)
 """
 
 from __future__ import annotations
@@ -50,11 +54,11 @@ import pyarrow.parquet as pq
 from pipeline.config import NearDedupConfig
 from pipeline.dedup.candidates import doc_code
 from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
-from pipeline.dedup.lsh import CommonValues
+from pipeline.dedup.lsh import CommonValues, add_histograms
 from pipeline.dedup.near import (SignatureStore, banding, candidate_pairs, common_bits, params, resolve_group,
                                  signature_sources)
-from pipeline.dedup.pair_docs import (DROP_SCHEMA, STAR_SCHEMA, DocIndex, decision_rows, doc_index, external_ids,
-                                      group_frame, signed_rows, verdict_frames)
+from pipeline.dedup.near_merge import GroupFiles, MergedGroups, write_group
+from pipeline.dedup.pair_docs import DocIndex, doc_index, external_ids, group_frame, signed_rows, verdict_frames
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
@@ -65,10 +69,6 @@ from pipeline.run.workdir import read_done
 ATTRIBUTE_SCHEMA = {"_i": pl.Int64, "unit": pl.Int64, "row": pl.Int64, "record_id": pl.String, "priority": pl.Int64,
                     "text_bytes": pl.Int64, "quality": pl.Float64, "order_str": pl.String, "order_int": pl.Int64,
                     "phash": pl.String}
-# The rows near-duplicate resolution returns (`merge_groups`), as the near stage and
-# `near/decisions.parquet` have them.
-ROWS_SCHEMA = pl.Schema({"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String, "cluster_id": pl.Int64,
-                         "similarity": pl.Float64, "via": pl.String, "path": pl.String})
 
 
 def groups_dir(work: Path) -> Path:
@@ -77,9 +77,14 @@ def groups_dir(work: Path) -> Path:
 
 
 def group_path(work: Path, g: int, suffix: str) -> Path:
-    """A file of group `g`: `suffix` is `.npz`, `.rows.parquet`, `.stars.parquet`, `.drops.parquet`,
-    `.candidates.parquet` or `.json`."""
+    """A file of group `g`: `suffix` is `.npz`, `.rows.parquet`, `.stars.parquet`, `.clusters.parquet`,
+    `.verdicts.parquet`, `.candidates.parquet` or `.json`."""
     return groups_dir(work) / f"g{g:05d}{suffix}"
+
+
+def group_files(work: Path, g: int) -> GroupFiles:
+    """The verdict files of group `g`."""
+    return GroupFiles(*(group_path(work, g, f".{name}.parquet") for name in ("stars", "clusters", "verdicts")))
 
 
 def planned_groups(work: Path) -> dict | None:
@@ -224,8 +229,8 @@ def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.nd
 
 def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tuple[str, Path, Path]], g: int,
                 read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None) -> dict:
-    """Verify and cluster group `g` and write its stars, drops and candidate pairs; returns its
-    counts. It reads its input and attribute rows (written by `plan_groups`), its records'
+    """Verify and cluster group `g` and write its verdicts (`near_merge.write_group`) and candidate
+    pairs; returns its counts (the cluster counts the merge adds up among them). It reads its input and attribute rows (written by `plan_groups`), its records'
     signatures and, with `verify: borderline`, `read_texts(units, rows)`: their texts."""
     if cfg.verify == "borderline" and read_texts is None:
         raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
@@ -247,9 +252,7 @@ def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tu
     r = resolve_group(frame, pairs, short, SignatureStore(sig_paths, cfg.num_perm), z["bits"] if z["bits"].size else None,
                       work, cfg, prefer, read_texts, boilerplate)
     stars, drops = verdict_frames(r, docs, frame, own, pl.concat([ext_ids, own["record_id"]]))
-    for verdicts, suffix in ((stars, ".stars.parquet"), (drops, ".drops.parquet")):
-        with atomic_path(group_path(work, g, suffix)) as tmp:
-            verdicts.write_parquet(tmp)
+    counted = write_group(stars, drops, group_files(work, g))
     with atomic_path(group_path(work, g, ".candidates.parquet")) as tmp:
         pl.DataFrame({"doc_a": docs[pairs[:, 0]], "doc_b": docs[pairs[:, 1]], "similarity": r.sims,
                       "estimated_jaccard": r.ests, "content_jaccard": r.contents, "content_positions": r.cpos},
@@ -258,16 +261,18 @@ def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tu
                              "content_positions": pl.Int64}).write_parquet(tmp)
     result = {"group": g, "records": len(docs), "pairs": int(len(pairs)), "verified": int(r.verified),
               "vetoed": int(r.vetoed), "short_added": int(np.sum(r.short_added)),
-              "rechecked": [int(x) for x in r.rechecked], "stars": stars.height, "drops": drops.height}
+              "rechecked": [int(x) for x in r.rechecked], "stars": stars.height, "drops": drops.height,
+              "counted": counted}
     atomic_write_json(group_path(work, g, ".json"), result)
     return result
 
 
-def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int) -> tuple[pl.DataFrame, dict]:
-    """Every group's verdicts merged: (unit, row, duplicate_of, cluster_id, similarity, via, path,
-    then `_i`, record_id, image) for every dropped record and every survivor of this run's records
-    that heads a cluster, in cluster id order (also written to `near/decisions.parquet`), and the
-    statistics for the manifest. `live_count`: the records still kept after exact dedup.
+def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int) -> tuple[MergedGroups, dict]:
+    """Every group's verdicts under global cluster ids (`MergedGroups`: its `rows(first, last)` are
+    (`_i`, duplicate_of, cluster_id, similarity, via, path) for every dropped record and every
+    survivor of this run's records that heads a cluster, read per unit), `near/decisions.parquet`
+    written (`ROWS_SCHEMA`, in cluster id order), and the statistics for the manifest.
+    `live_count`: the records still kept after exact dedup.
 
     `via` names the directly dropped record through which a second-hop drop (`second_hop`) was
     reached; `similarity` is always to the survivor. The decisions do not depend on the groups."""
@@ -284,24 +289,22 @@ def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int)
         "signed": counts["signed"], "without_shingles": live_count - counts["signed"],
         "index_records": counts["index_records"],
     }
-    extra = {"_i": pl.Int64, "record_id": pl.String, "image": pl.Boolean}
     if plan["empty"]:
         stats.update({"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0, "dropped": 0, "dropped_against_index": 0,
                       "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
                       "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
                       "pairs_vetoed_by_content": 0})
-        return pl.DataFrame(schema={**ROWS_SCHEMA, **extra}), stats
+        merged = MergedGroups([])
+        merged.write_decisions(work / "near" / "decisions.parquet")
+        return merged, stats
     done = [read_done(group_path(work, g, ".json")) for g in range(plan["groups"])]
     if any(d is None for d in done):
         missing = [g for g, d in enumerate(done) if d is None]
         raise PipelineError(f"near dedup: {len(missing)} of {plan['groups']} group task(s) have not run (first: group "
                             f"{missing[0]}); run the barrier's `near-group` tasks first")
-    stars = [pl.read_parquet(group_path(work, g, ".stars.parquet")) for g in range(plan["groups"])]
-    drops = [pl.read_parquet(group_path(work, g, ".drops.parquet")) for g in range(plan["groups"])]
-    result, counted = decision_rows(stars, drops, ROWS_SCHEMA)
-    del stars, drops
-    with atomic_path(work / "near" / "decisions.parquet") as tmp:
-        result.select(list(ROWS_SCHEMA)).write_parquet(tmp)
+    merged = MergedGroups([group_files(work, g) for g in range(plan["groups"])])
+    merged.write_decisions(work / "near" / "decisions.parquet")
+    counted = [d["counted"] for d in done]
     short_stats = plan["short_pass"]
     short_stats["pairs_added"] = sum(d["short_added"] for d in done)
     stats["short_pass"] = short_stats
@@ -309,20 +312,20 @@ def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int)
     stats.update({
         "candidate_pairs": plan["candidate_pairs"],
         "verified_pairs": sum(d["verified"] for d in done),
-        "clusters": counted["clusters"],
-        "dropped": counted["dropped"],
-        "dropped_against_index": counted["dropped_against_index"],
+        "clusters": merged.clusters,
+        "dropped": sum(c["dropped"] for c in counted),
+        "dropped_against_index": sum(c["dropped_against_index"] for c in counted),
         "second_hop": cfg.hop_bar,
-        "dropped_second_hop": counted["dropped_second_hop"],
+        "dropped_second_hop": sum(c["dropped_second_hop"] for c in counted),
         "survivor_rule": prefer,
         "boilerplate_min_docs": plan["boilerplate_min_docs"],
         "involved_with_boilerplate": plan["involved_with_boilerplate"],
         "pairs_vetoed_by_content": sum(d["vetoed"] for d in done),
-        "cluster_sizes": counted["cluster_sizes"],
+        "cluster_sizes": add_histograms([c["cluster_sizes"] for c in counted]),
         "groups": plan["grouping"],
     })
     if cfg.verify == "borderline":
         stats["borderline"] = {"sigmas": cfg.borderline_sigmas, "comparisons_rechecked": int(rechecked[0]),
                                "comparisons_flipped": int(rechecked[1]), "texts_read": int(rechecked[2])}
-    stats["short_pass"]["dropped"] = counted["through_short"]
-    return result, stats
+    stats["short_pass"]["dropped"] = sum(c["through_short"] for c in counted)
+    return merged, stats

@@ -166,6 +166,17 @@ def verdict_frames(r: GroupResult, docs: np.ndarray, frame: pl.DataFrame, own: p
     return stars, drops
 
 
+def cluster_ids(stars: pl.DataFrame) -> np.ndarray:
+    """The cluster id of each star (`STAR_SCHEMA` rows): its rank among them, the stars headed by
+    published records first (by record id), then this run's (by survivor doc, i.e. input order)."""
+    survivors, ext = stars["survivor"].to_numpy(), stars["external"].to_numpy()
+    ext_order = np.flatnonzero(ext)[stars.filter(pl.col("external"))["record_id"].arg_sort().to_numpy()]
+    own_order = np.flatnonzero(~ext)[np.argsort(survivors[~ext], kind="stable")]
+    cluster = np.empty(len(survivors), np.int64)
+    cluster[np.concatenate([ext_order, own_order])] = np.arange(len(survivors))
+    return cluster
+
+
 def decision_rows(stars: list[pl.DataFrame], drops: list[pl.DataFrame],
                   schema: pl.Schema) -> tuple[pl.DataFrame, dict]:
     """The rows near-duplicate resolution returns, in cluster id order (a cluster's head, then its
@@ -179,10 +190,7 @@ def decision_rows(stars: list[pl.DataFrame], drops: list[pl.DataFrame],
                                                                 for f, o in zip(drops, offsets))])
     survivors, ext = star_rows["survivor"].to_numpy(), star_rows["external"].to_numpy()
     star, via = drop_rows["star"].to_numpy(), drop_rows["via"].to_numpy()
-    ext_order = np.flatnonzero(ext)[star_rows.filter(pl.col("external"))["record_id"].arg_sort().to_numpy()]
-    own_order = np.flatnonzero(~ext)[np.argsort(survivors[~ext], kind="stable")]
-    cluster = np.empty(len(survivors), np.int64)
-    cluster[np.concatenate([ext_order, own_order])] = np.arange(len(survivors))
+    cluster = cluster_ids(star_rows)
     sizes = np.bincount(star, minlength=len(survivors)) + 1
     # Rows: each of this run's heads, then every drop; a stable sort by cluster id puts the head first.
     heads = np.flatnonzero(~ext)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 import pyarrow as pa
@@ -74,31 +75,38 @@ def part_files(work: Path, step: str) -> list[Path]:
 
 
 class SortedParts:
-    """The rows of a partitioned step's output files (each sorted by `_i`) for ascending ranges of
-    `_i`: each file is read once, a batch at a time, so memory is a batch per file, not the step's
-    output. Ranges are asked for in order, each once (the barrier's units, in input order)."""
+    """The rows of a partitioned step's output files (each sorted by `key`, `_i` unless said) for
+    ascending ranges of `key`: each file is read once, a batch at a time, so memory is a batch per
+    file, not the step's output. Ranges are asked for in order, each once (the barrier's units, in
+    input order). `schema`: the columns read and their types; `prepare(k, frame)`, when given, makes
+    each batch of file `k` (e.g. adds `key` from a local column), before the ranges are cut.
+    A file's rows are read a row group at a time: files written for this reader keep them small."""
 
-    def __init__(self, paths: list[Path], schema: dict, batch_rows: int = 65_536) -> None:
-        self._files = [pq.ParquetFile(p) for p in paths]
-        self._batches = [f.iter_batches(batch_size=batch_rows) for f in self._files]
-        self._held = [pl.DataFrame(schema=schema) for _ in paths]
+    def __init__(self, paths: list[Path], schema: dict, batch_rows: int = 65_536, key: str = "_i",
+                 prepare: Callable[[int, pl.DataFrame], pl.DataFrame] | None = None) -> None:
+        # pre_buffer off: with it pyarrow buffers every row group of the file at the first batch
+        self._files = [pq.ParquetFile(p, pre_buffer=False) for p in paths]
+        self._batches = [f.iter_batches(batch_size=batch_rows, columns=list(schema)) for f in self._files]
+        self._prepare = prepare or (lambda _k, frame: frame)
+        self._empty = self._prepare(0, pl.DataFrame(schema=schema))
+        self._held = [self._empty for _ in paths]
         self._open = [True] * len(paths)
-        self.schema = schema
+        self.schema, self.key = schema, key
         self.rows = sum(f.metadata.num_rows for f in self._files)
 
     def take(self, first: int, last: int) -> pl.DataFrame:
-        """The rows with `first <= _i < last` (the rows below `first` were taken before), file by file."""
-        out = [pl.DataFrame(schema=self.schema)]
+        """The rows with `first <= key < last` (the rows below `first` were taken before), file by file."""
+        out = [self._empty]
         for k, batches in enumerate(self._batches):
             held = self._held[k]
-            while self._open[k] and (held.height == 0 or held["_i"][-1] < last):
+            while self._open[k] and (held.height == 0 or held[self.key][-1] < last):
                 batch = next(batches, None)
                 if batch is None:
                     self._open[k] = False
                     self._files[k].close()
                 else:
-                    held = pl.concat([held, pl.from_arrow(batch).cast(self.schema)])
-            cut = held["_i"].search_sorted(last, "left")
+                    held = pl.concat([held, self._prepare(k, pl.from_arrow(batch).cast(self.schema))])
+            cut = held[self.key].search_sorted(last, "left")
             out.append(held.head(cut))
             self._held[k] = held.slice(cut)
         return pl.concat(out)

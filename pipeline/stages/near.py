@@ -4,10 +4,10 @@ rule, within the run and against the corpus index; and pHash clusters for image 
 
 Pass 1 streams each unit's signatures and band keys (`key_writer`); the barrier's `near-group`
 tasks verify and cluster the candidate graph a group of components at a time
-(`pipeline.run.near_groups`), and the stage merges their verdicts, on the frame of every record
-(`decide`) or, without it (`decide_from_parts`), with the image records only
-(`pipeline.run.barrier_parts.gather_live`); its drops and cluster heads are then served per
-unit.
+(`pipeline.run.near_groups`), and the stage merges their verdicts (`near_merge.MergedGroups`),
+on the frame of every record (`decide`) or, without it (`decide_from_parts`), with the image
+records only (`pipeline.run.barrier_parts.gather_live`); then its drops and cluster heads are read
+per unit from the groups' files, never held for the whole run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pipeline.core.stage import BarrierContext, BarrierStage, UnitVerdicts
 from pipeline.dedup.candidates import code_positions, doc_code
 from pipeline.dedup.near import SignatureWriter
 from pipeline.dedup.near_groups import merge_groups
+from pipeline.dedup.near_merge import MergedGroups
 from pipeline.errors import PipelineError
 from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
@@ -82,34 +83,34 @@ class NearDedupStage(BarrierStage):
 
     def decide(self, records: pl.DataFrame, ctx: BarrierContext):
         live = records.filter(pl.col("decision").is_null()).select(*LIVE)
-        sources, _rows, stats = self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
+        merged, images, stats = self._resolve(live, live.height, bool(records["phash"].is_not_null().any()), ctx)
+        sources = [(merged.rows(0, records.height), TEXT_REASON[self.config.verify])] + images
         return pl.concat([_verdicts(hits, reason) for hits, reason in sources], how="vertical_relaxed"), stats
 
     from_parts = True
 
     def decide_from_parts(self, ctx: BarrierContext):
         """`decide` from the group tasks' verdicts and the image records (gathered unit by unit),
-        without a row per record."""
+        without a row per record nor per drop: the text verdicts are read per unit."""
         from pipeline.run.barrier_parts import gather_live
+        from pipeline.run.workdir import part_files
 
         images, count, any_image = gather_live(ctx.work_dir, ctx.plan, {})
-        sources, rows, stats = self._resolve(images.select(*LIVE), count, any_image, ctx)
-        # As `amend` finds them on the whole frame: text records (no pHash) this stage dropped,
-        # in input order (every record resolved was still kept, so every verdict applies).
-        dropped = (rows.filter(pl.col("duplicate_of").is_not_null() & ~pl.col("image"))
-                   .select("_i", "duplicate_of", "record_id").sort("_i"))
-        return _NearUnitVerdicts(sources, _moved(dropped)), stats
+        merged, image_hits, stats = self._resolve(images.select(*LIVE), count, any_image, ctx)
+        # As `amend` finds them on the whole frame: text records (no pHash) this stage dropped, in
+        # input order (every record resolved was still kept, so every verdict applies); only those
+        # an exact copy names as its survivor, the only ones `amend` looks up.
+        moved = _moved(merged.moved(part_files(ctx.work_dir, "exact-part")))
+        return _NearUnitVerdicts(merged, TEXT_REASON[self.config.verify], image_hits, moved), stats
 
     def _resolve(self, live: pl.DataFrame, live_count: int, images: bool, ctx: BarrierContext):
-        """(`_hits` rows, reason) of the text resolution (merged from the group tasks' verdicts) and
-        of the image resolution over `live` (`LIVE` columns of the records still kept, or of the
-        image records among them), the text resolution's rows, and statistics; `live_count`: the
-        records still kept; `images`: some record of the run has a pHash."""
+        """The text resolution (merged from the group tasks' verdicts: `MergedGroups`), the image
+        resolution over `live` (`LIVE` columns of the records still kept, or of the image records
+        among them) as [(`_hits` rows, reason)] (none without images), and statistics;
+        `live_count`: the records still kept; `images`: some record of the run has a pHash."""
         cfg = ctx.plan.config
-        near, stats = merge_groups(ctx.work_dir, self.config, cfg.dedup.survivor.near_prefer, live_count)
-        order = np.argsort(near["_i"].to_numpy(), kind="stable")  # one gather of the rows (strings included), by _i
-        text = near.select("_i", "duplicate_of", "cluster_id", "similarity", "via", "path")[order]
-        sources = [(text, TEXT_REASON[self.config.verify])]
+        merged, stats = merge_groups(ctx.work_dir, self.config, cfg.dedup.survivor.near_prefer, live_count)
+        sources = []
         if images:
             from pipeline.dedup.image_near import resolve_image_near
 
@@ -119,12 +120,11 @@ class NearDedupStage(BarrierStage):
             flat = pl.col("pdq_quality").is_not_null() & (pl.col("pdq_quality") < PDQ_MIN_QUALITY)
             has_phash = live.filter(pl.col("phash").is_not_null())
             images = has_phash.filter(~flat).drop("pdq_quality")
-            first = int(near["cluster_id"].max()) + 1 if near["cluster_id"].is_not_null().any() else 0
             near_img, stats["images"] = resolve_image_near(images.drop("_i", "quality"), self.config.image_phash_distance,
-                                                           first)
+                                                           merged.first_free)
             stats["images"]["too_flat_to_compare"] = int(has_phash.filter(flat).height)
             sources.append((_hits(images, near_img), IMAGE_REASON))
-        return sources, near, stats
+        return merged, sources, stats
 
     def amend(self, records: pl.DataFrame) -> pl.DataFrame:
         """An exact copy whose exact survivor was itself dropped as a near-duplicate text points at
@@ -181,15 +181,17 @@ def _repoint(records: pl.DataFrame, moved: pl.DataFrame) -> pl.DataFrame:
 
 
 class _NearUnitVerdicts(UnitVerdicts):
-    """The stage's `_hits` rows (a row per near drop or cluster head) held whole, made into verdicts
-    per unit (their decision and reason strings are not held for every drop)."""
+    """The stage's text rows read per unit from the groups' files (`MergedGroups.rows`) and its
+    image `_hits` rows (held: image records only), made into verdicts per unit; the re-pointing map
+    of the exact copies whose survivor was near-dropped."""
 
-    def __init__(self, sources: list[tuple[pl.DataFrame, str]], moved: pl.DataFrame) -> None:
-        self._sources, self._moved = sources, moved
+    def __init__(self, merged: MergedGroups, reason: str, images: list[tuple[pl.DataFrame, str]],
+                 moved: pl.DataFrame) -> None:
+        self._merged, self._reason, self._images, self._moved = merged, reason, images, moved
 
     def verdicts(self, first: int, last: int) -> pl.DataFrame:
-        parts = []
-        for hits, reason in self._sources:
+        parts = [_verdicts(self._merged.rows(first, last), self._reason)]
+        for hits, reason in self._images:
             at = hits["_i"]
             a, b = at.search_sorted(first, "left"), at.search_sorted(last, "left")
             parts.append(_verdicts(hits.slice(a, b - a), reason))

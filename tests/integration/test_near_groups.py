@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from pipeline.config import parse_config
-from pipeline.dedup import near_groups
+from pipeline.dedup import near_groups, near_merge
 from pipeline.dedup.near_groups import merge_groups
 from pipeline.errors import PipelineError
 from pipeline.executor import run_local
@@ -74,9 +74,14 @@ def test_many_small_groups_decide_byte_for_byte_what_one_group_decides(tmp_path,
     _word_swaps(first)
     second = _second_corpus(first, tmp_path / "in2")
     stats = {}
-    for label, records in (("one", 10**9), ("many", 4)):
+    # many groups: their verdict files read two rows at a time, `near/decisions.parquet` merged
+    # three clusters at a time (its bytes, in row groups of 16 rows, must not depend on either)
+    for label, records, file_rows, merged in (("one", 10**9, 8_192, 65_536), ("many", 4, 2, 3)):
         with monkeypatch.context() as m:
             m.setattr(near_groups, "GROUP_RECORDS", records)
+            m.setattr(near_merge, "GROUP_FILE_ROWS", file_rows)
+            m.setattr(near_merge, "MERGE_CLUSTERS", merged)
+            m.setattr(near_merge, "DECISIONS_FILE_ROWS", 16)
             _keep_near_files(m, tmp_path / f"{label}-near")
             one = run_local(_config(tmp_path / f"{label}-1", first, tmp_path / f"state-{label}", prefer))
             # the second run of both against the same published run (the one-group run's)
@@ -117,7 +122,7 @@ def test_a_run_with_boilerplate_counted_and_no_candidate_pair_keeps_every_record
 _KILLABLE = textwrap.dedent("""
     import sys
     from pipeline.config import parse_config
-    from pipeline.dedup import near_groups
+    from pipeline.dedup import near_groups, near_merge
     from pipeline.executor import run_local
     near_groups.GROUP_RECORDS = 20
     corpus, out = sys.argv[1], sys.argv[2]

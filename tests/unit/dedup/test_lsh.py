@@ -16,6 +16,7 @@ from pipeline.dedup.lsh import (
     candidate_probability,
     choose_bands,
     components,
+    add_histograms,
     log2_histogram,
     neighbour_lists,
     unique_pairs,
@@ -85,6 +86,13 @@ def test_components_label_each_group_by_its_lowest_member():
 
 def test_cluster_size_histogram_uses_power_of_two_buckets():
     assert log2_histogram([2, 2, 3, 4, 5, 9, 1]) == {"2": 2, "3-4": 2, "5-8": 1, "9-16": 1}
+
+
+def test_histograms_of_groups_add_up_to_the_histogram_of_all_their_sizes_in_bucket_order():
+    groups = [[9, 2, 40], [3, 2], [], [17, 5, 2]]
+    total = add_histograms([log2_histogram(g) for g in groups])
+    assert total == log2_histogram([s for g in groups for s in g])
+    assert list(total) == ["2", "3-4", "5-8", "9-16", "17-32", "33-64"]
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.01])

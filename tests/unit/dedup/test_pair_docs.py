@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.dedup.near_groups import ROWS_SCHEMA
+from pipeline.dedup.near_merge import ROWS_SCHEMA
 from pipeline.dedup.pair_docs import DROP_SCHEMA, STAR_SCHEMA, decision_rows
 
 
