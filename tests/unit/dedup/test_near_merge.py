@@ -11,20 +11,8 @@ import pytest
 
 from pipeline.dedup import near_merge
 from pipeline.dedup.near_merge import ROWS_SCHEMA, SERVED, GroupFiles, MergedGroups, write_group
-from pipeline.dedup.pair_docs import DROP_SCHEMA, STAR_SCHEMA, decision_rows
-
-
-def _stars(*rows: tuple) -> pl.DataFrame:
-    """(survivor doc, external, record id): the head's unit is its doc, row 0, `_i` its doc."""
-    return pl.DataFrame([{"survivor": d, "external": e, "record_id": r, "unit": d, "row": 0, "_i": None if e else d}
-                         for d, e, r in rows], schema=STAR_SCHEMA)
-
-
-def _drops(*rows: tuple) -> pl.DataFrame:
-    """(star, doc, record id, via doc or -1, via id, by the short pass, an image record)."""
-    return pl.DataFrame([{"star": s, "doc": d, "unit": d, "row": 0, "_i": d, "record_id": r, "image": image,
-                          "similarity": 0.9, "via": v, "via_id": vid, "by_short": short}
-                         for s, d, r, v, vid, short, image in rows], schema=DROP_SCHEMA)
+from pipeline.dedup.pair_docs import decision_rows
+from tests.unit.dedup.test_pair_docs import _drops, _stars
 
 
 # Two groups whose clusters interleave in doc order, with published heads in both.

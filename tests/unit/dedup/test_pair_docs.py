@@ -16,10 +16,10 @@ def _stars(*rows: tuple) -> pl.DataFrame:
 
 
 def _drops(*rows: tuple) -> pl.DataFrame:
-    """(star, doc, record id, via doc or -1, via id, by the short pass)."""
-    return pl.DataFrame([{"star": s, "doc": d, "unit": d, "row": 0, "_i": d, "record_id": r, "image": False,
+    """(star, doc, record id, via doc or -1, via id, by the short pass[, an image record: False])."""
+    return pl.DataFrame([{"star": s, "doc": d, "unit": d, "row": 0, "_i": d, "record_id": r, "image": bool(image and image[0]),
                           "similarity": 0.9, "via": v, "via_id": vid, "by_short": short}
-                         for s, d, r, v, vid, short in rows], schema=DROP_SCHEMA)
+                         for s, d, r, v, vid, short, *image in rows], schema=DROP_SCHEMA)
 
 
 def _merge(groups: list[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, dict]:
