@@ -19,7 +19,8 @@ Every measured piece runs in a fresh subprocess (`--python`, one after the other
   old   the single-task barrier from a `git archive` of --old-commit (default: the commit before
         this work), `barrier(work)`
   new   `plan_parts`, then each task of ids-part, exact-part and lsh-band in its own process, then
-        the near-duplicate groups' plan (`near-groups`) and each `near-group` task, then the global
+        the near-duplicate groups' plan (`near-groups`), each `near-group` task, the numbering
+        (`near-number`) and each `near-relabel` task, then the global
         `barrier(work)` step (unit by unit: the default config has exact and near dedup; it merges
         the groups' verdicts)
   whole (--whole-frame-up-to) after `new`, on the same partition outputs: the global step forced onto
@@ -83,10 +84,10 @@ elif what == "near-groups":
     t0 = time.perf_counter()
     p = plan_near_groups(work)
     result = {"groups": p["groups"], "grouping": p.get("grouping")}
-elif what == "near-group":
-    from pipeline.run.near_groups import run_near_group
+elif what in ("near-group", "near-number", "near-relabel"):
+    from pipeline.run.near_groups import run_near_step
     t0 = time.perf_counter()
-    result = run_near_group(work, int(sys.argv[3]))
+    result = run_near_step(work, what, int(sys.argv[3]) if len(sys.argv) > 3 else None)
 else:
     from pipeline.run.barrier_parts import run_part
     t0 = time.perf_counter()
@@ -223,10 +224,11 @@ def run_new(python: str, work: Path, with_global: bool = True) -> dict:
         groups = child(python, REPO, ["near-groups", str(work)])
         tasks.append({"step": "near-groups", "item": 0, "wall_s": groups["wall_s"], "peak_rss_mib": groups["peak_rss_mib"],
                       "process_wall_s": groups["process_wall_s"]})
-        for item in range(groups["result"]["groups"]):
-            r = child(python, REPO, ["near-group", str(work), str(item)])
-            tasks.append({"step": "near-group", "item": item, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
-                          "process_wall_s": r["process_wall_s"]})
+        for step in ("near-group", "near-number", "near-relabel"):  # per group, once, per group
+            for item in range(groups["result"]["groups"]) if step != "near-number" else [None]:
+                r = child(python, REPO, [step, str(work)] + ([] if item is None else [str(item)]))
+                tasks.append({"step": step, "item": item or 0, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
+                              "process_wall_s": r["process_wall_s"]})
     glob = child(python, REPO, ["barrier", str(work)]) if with_global else None
     steps = {}
     for t in tasks:

@@ -12,6 +12,8 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
     near-groups global     the candidate graph's connected components packed into groups (int arrays)
     near-group  per group  one group's candidate pairs verified and clustered on its records only
                            (`pipeline.run.near_groups`)
+    near-number global     the clusters' global ids, a streaming merge of the groups' clusters
+    near-relabel per group one group's verdicts under those ids
     barrier     global     applies them, merges the groups' clusters, the other barrier stages, the
                            shard plan; unit by unit (a unit's rows in memory at a time) unless a
                            barrier stage needs the frame of every record (`pipeline.run.barrier`)
@@ -61,12 +63,13 @@ def build_steps(cfg) -> list[Step]:
 
     steps = [Step("read", "unit", "records", retries=True), Step("digests", "background")]
     # The barrier's steps read the corpus index: the state is held from the first of them on.
-    from pipeline.run.near_groups import GROUP_STEP, PLAN_STEP
+    from pipeline.run.near_groups import GROUP_STEP, NUMBER_STEP, PLAN_STEP, RELABEL_STEP
 
     parts = part_steps(cfg)
     barrier = [Step(name, "part", retries=True) for name in parts]
     if "lsh-band" in parts:
-        barrier += [Step(PLAN_STEP, "global"), Step(GROUP_STEP, "part", retries=True)]
+        barrier += [Step(PLAN_STEP, "global"), Step(GROUP_STEP, "part", retries=True), Step(NUMBER_STEP, "global"),
+                    Step(RELABEL_STEP, "part", retries=True)]
     barrier.append(Step("barrier", "global"))
     steps += [replace(barrier[0], holds_state=True), *barrier[1:]]
     for spec in stages_at(cfg, Placement.UNIT):
@@ -103,9 +106,9 @@ def step_items(work_dir: str, step: Step) -> list[int]:
 
         return task_step_ids(work_dir, step.name)
     if step.scope == "part":
-        from pipeline.run.near_groups import GROUP_STEP, near_group_count
+        from pipeline.run.near_groups import PER_GROUP, near_group_count
 
-        if step.name == GROUP_STEP:
+        if step.name in PER_GROUP:
             return list(range(near_group_count(work_dir)))
         return list(range(part_count(work_dir, step.name)))
     if step.scope == "shard":
@@ -127,7 +130,7 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
     from pipeline.plan import start_input_digests
     from pipeline.run.barrier import barrier
     from pipeline.run.barrier_parts import PART_STEPS, run_part
-    from pipeline.run.near_groups import GROUP_STEP, PLAN_STEP, plan_near_groups, run_near_group
+    from pipeline.run.near_groups import NEAR_STEPS, run_near_step
     from pipeline.run.pass1 import pass1
     from pipeline.run.pass2 import pass2
     from pipeline.run.unit_stages import fold_unit_stage
@@ -139,8 +142,8 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
         return None
     if name in PART_STEPS:
         return run_part(work_dir, name, item)
-    if name in (PLAN_STEP, GROUP_STEP):
-        return plan_near_groups(work_dir) if name == PLAN_STEP else run_near_group(work_dir, item)
+    if name in NEAR_STEPS:
+        return run_near_step(work_dir, name, item)
     if name == "barrier":
         return barrier(work_dir)
     if name == "write":

@@ -1,5 +1,5 @@
-"""Near-duplicate resolution in three steps, so that the candidate graph's groups of connected
-components are tasks of their own:
+"""Near-duplicate resolution in steps, so that the candidate graph's groups of connected components
+are tasks of their own and no step holds a row or an id per cluster of the run:
 
     plan_groups     once, after the `lsh-band` tasks: the docs (records in a candidate pair or in
                     the short-document pass), the short-document pass, the boilerplate bits of
@@ -10,9 +10,12 @@ components are tasks of their own:
                     (`near.resolve_group`); its verdicts, with the record ids and input positions
                     they name, under cluster numbers of its own (`near_merge.write_group`), and its
                     candidate pairs written
-    merge_groups    in the barrier's global step: the groups' clusters numbered from their stars
-                    (`near_merge.MergedGroups`: int arrays), `near/decisions.parquet` written by a
-                    k-way merge; the rows are then read per unit: no key row, no row per drop held
+    number_groups   once, after every group: the clusters' global ids, by a k-way merge of the
+                    groups' stars (`near_merge.number_clusters`), written per group
+    relabel_one     per group: its clusters and verdicts files under the global ids
+    merge_groups    in the barrier's global step: `near/decisions.parquet` written by a k-way merge
+                    of the relabelled files (`near_merge.MergedGroups`); the rows are then read per
+                    unit: no key row, no row per drop, no id per cluster held
 
 Files under `_work/near/groups/`:
 
@@ -27,17 +30,24 @@ Files under `_work/near/groups/`:
     gNNNNN.verdicts.parquet   the units)
     gNNNNN.candidates.parquet its candidate pairs (global doc numbers) and their similarities
     gNNNNN.json               its done-marker: verified and vetoed pairs, borderline re-checks
+    number.json               the numbering's done-marker: how many clusters, the first free id
+    gNNNNN.ids                a group's global cluster ids (int64, in its local cluster order)
+    gNNNNN.clusters.global.parquet, gNNNNN.verdicts.global.parquet
+                              its rows under the global ids; gNNNNN.global.json their done-marker
 
 Memory: the plan holds int arrays per doc and pair (about 100 bytes per doc in a pair at the
 benchmark's pair rate, bench/README.md) and the boilerplate sketch (up to 256 MiB); a group task
-its group's records; the merge an int per cluster and a row group of each group's files at a
-time, never a key row per record nor a row per drop.
+its group's records; the numbering and the merge a row group of each group's files at a time,
+never a key row per record, a row per drop nor an id per cluster; a relabel task its group's rows.
 
 Usage::
 
     plan = plan_groups(work, cfg, external, kept_rows, unit_rows)
     for g in range(plan["groups"]):
         resolve_one(work, cfg, prefer, external, g, read_texts)
+    number_groups(work)
+    for g in range(plan["groups"]):
+        relabel_one(work, g)
     merged, stats = merge_groups(work, cfg, prefer, live_count)
 """
 
@@ -57,7 +67,7 @@ from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
 from pipeline.dedup.lsh import CommonValues, add_histograms
 from pipeline.dedup.near import (SignatureStore, banding, candidate_pairs, common_bits, params, resolve_group,
                                  signature_sources)
-from pipeline.dedup.near_merge import GroupFiles, MergedGroups, write_group
+from pipeline.dedup.near_merge import GroupFiles, MergedGroups, number_clusters, relabel_group, write_group
 from pipeline.dedup.pair_docs import DocIndex, doc_index, external_ids, group_frame, signed_rows, verdict_frames
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass
 from pipeline.errors import PipelineError
@@ -82,9 +92,12 @@ def group_path(work: Path, g: int, suffix: str) -> Path:
     return groups_dir(work) / f"g{g:05d}{suffix}"
 
 
-def group_files(work: Path, g: int) -> GroupFiles:
-    """The verdict files of group `g`."""
-    return GroupFiles(*(group_path(work, g, f".{name}.parquet") for name in ("stars", "clusters", "verdicts")))
+def group_files(work: Path, g: int, relabelled: bool = False) -> GroupFiles:
+    """The verdict files of group `g` (`relabelled`: the clusters and verdicts files under the
+    global cluster ids, `relabel_one`'s)."""
+    kind = ".global" if relabelled else ""
+    return GroupFiles(group_path(work, g, ".stars.parquet"),
+                      *(group_path(work, g, f".{name}{kind}.parquet") for name in ("clusters", "verdicts")))
 
 
 def planned_groups(work: Path) -> dict | None:
@@ -267,6 +280,46 @@ def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tu
     return result
 
 
+def _all_done(work: Path, groups: int, suffix: str, step: str) -> list[dict]:
+    """Every group's done-marker of a step (`suffix`), or an error naming the first group missing."""
+    done = [read_done(group_path(work, g, suffix)) for g in range(groups)]
+    missing = [g for g, d in enumerate(done) if d is None]
+    if missing:
+        raise PipelineError(f"near dedup: {len(missing)} of {groups} group task(s) of the barrier's `{step}` step have "
+                            f"not run (first: group {missing[0]}); run them first")
+    return done
+
+
+def number_groups(work: Path) -> dict:
+    """Number every group's clusters globally (once every group task is done; cached): each
+    group's ids written to `gNNNNN.ids`; returns the cluster count and the first free id."""
+    path = groups_dir(work) / "number.json"
+    if (cached := read_done(path)) is not None:
+        return cached
+    plan = planned_groups(work)
+    if plan is None:
+        raise PipelineError("near dedup: the groups of the candidate graph were not planned; run the barrier's "
+                            "`near-groups` step (and its `near-group` tasks) first")
+    groups = plan["groups"]
+    _all_done(work, groups, ".json", "near-group")
+    numbered = number_clusters([group_path(work, g, ".stars.parquet") for g in range(groups)],
+                               [group_path(work, g, ".ids") for g in range(groups)])
+    atomic_write_json(path, numbered)
+    return numbered
+
+
+def relabel_one(work: Path, g: int) -> dict:
+    """Group `g`'s clusters and verdicts files under the global cluster ids (cached once done)."""
+    path = group_path(work, g, ".global.json")
+    if (cached := read_done(path)) is not None:
+        return cached
+    if read_done(groups_dir(work) / "number.json") is None:
+        raise PipelineError("near dedup: the clusters were not numbered; run the barrier's `near-number` step first")
+    result = {"group": g, **relabel_group(group_files(work, g), group_path(work, g, ".ids"), group_files(work, g, True))}
+    atomic_write_json(path, result)
+    return result
+
+
 def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int) -> tuple[MergedGroups, dict]:
     """Every group's verdicts under global cluster ids (`MergedGroups`: its `rows(first, last)` are
     (`_i`, duplicate_of, cluster_id, similarity, via, path) for every dropped record and every
@@ -294,15 +347,15 @@ def merge_groups(work: Path, cfg: NearDedupConfig, prefer: str, live_count: int)
                       "second_hop": cfg.hop_bar, "dropped_second_hop": 0, "cluster_sizes": {}, "survivor_rule": prefer,
                       "boilerplate_min_docs": cfg.boilerplate_min_docs, "involved_with_boilerplate": 0,
                       "pairs_vetoed_by_content": 0})
-        merged = MergedGroups([])
+        merged = MergedGroups([], {"clusters": 0, "first_free": 0})
         merged.write_decisions(work / "near" / "decisions.parquet")
         return merged, stats
-    done = [read_done(group_path(work, g, ".json")) for g in range(plan["groups"])]
-    if any(d is None for d in done):
-        missing = [g for g, d in enumerate(done) if d is None]
-        raise PipelineError(f"near dedup: {len(missing)} of {plan['groups']} group task(s) have not run (first: group "
-                            f"{missing[0]}); run the barrier's `near-group` tasks first")
-    merged = MergedGroups([group_files(work, g) for g in range(plan["groups"])])
+    done = _all_done(work, plan["groups"], ".json", "near-group")
+    numbered = read_done(groups_dir(work) / "number.json")
+    if numbered is None:
+        raise PipelineError("near dedup: the clusters were not numbered; run the barrier's `near-number` step first")
+    _all_done(work, plan["groups"], ".global.json", "near-relabel")
+    merged = MergedGroups([group_files(work, g, True) for g in range(plan["groups"])], numbered)
     merged.write_decisions(work / "near" / "decisions.parquet")
     counted = [d["counted"] for d in done]
     short_stats = plan["short_pass"]

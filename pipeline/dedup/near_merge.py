@@ -1,5 +1,5 @@
-"""The near-duplicate groups' verdicts, written by each group task in the orders the barrier's
-global step reads them, and merged there without holding a row per drop.
+"""The near-duplicate groups' verdicts, written by each group task in the orders later steps read
+them, numbered and merged without any task holding a row or an id per cluster of the run.
 
 A group task (`write_group`) numbers its clusters in the global order restricted to the group
 (published survivors by record id, then this run's by survivor doc: `pair_docs.cluster_ids`), so
@@ -11,23 +11,30 @@ its local cluster numbers rise with the global ones. It writes:
                              and per head of this run's), in local cluster order, local ids
     gNNNNN.verdicts.parquet  the same rows by `_i`, with the record's own id and image flag
 
-The global step (`MergedGroups`) reads the stars only, to number the clusters: a global id per
-cluster (int arrays; the published survivors' record ids only while they are ranked). It then
-writes `near/decisions.parquet` in cluster order (a k-way merge of the clusters files:
-`SortedParts` keyed by cluster id) and serves each unit's rows from the verdicts files
-(`SortedParts` by `_i`), a row group of each file at a time, mapping local to global ids as it
-reads.
+Then `number_clusters` (one step, streaming) gives every cluster its global id: a k-way merge of
+the stars files, a row group of each at a time, writes each group's ids (`gNNNNN.ids`, an int64
+per cluster in local order). `relabel_group` (a task per group, on that group's rows only)
+rewrites the group's clusters and verdicts files under the global ids (`.global.parquet`).
+
+The barrier's global step (`MergedGroups`) reads only those: it writes `near/decisions.parquet`
+in cluster order (a k-way merge of the clusters files: `SortedParts` keyed by cluster id) and
+serves each unit's rows from the verdicts files (`SortedParts` by `_i`), a row group of each file
+at a time.
 
 Usage::
 
-    counted = write_group(stars, drops, files)     # in a group task
-    merged = MergedGroups([files_0, files_1, ...])   # in the global step
+    counted = write_group(stars, drops, files)                 # in each group task
+    numbered = number_clusters([f.stars for f in files], ids)  # once, after every group task
+    relabel_group(files[g], ids[g], relabeled[g])              # in a task per group
+    merged = MergedGroups(relabeled, numbered)                 # in the global step
     merged.write_decisions(work / "near" / "decisions.parquet")
-    rows = merged.rows(first, last)                  # per unit, in input order
+    rows = merged.rows(first, last)                            # per unit, in input order
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,11 +92,95 @@ def write_group(stars: pl.DataFrame, drops: pl.DataFrame, files: GroupFiles) -> 
     return counted
 
 
-def _ranks(order: np.ndarray) -> np.ndarray:
-    """The rank of each item, from the order that sorts them."""
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    return rank
+def number_clusters(stars: list[Path], ids: list[Path]) -> dict:
+    """Give every group's clusters their global ids and write them: `ids[g]` holds group g's, an
+    int64 per cluster (raw, little-endian) in its local order. The global order is the one
+    `pair_docs.cluster_ids` gives over every group at once: the clusters headed by published
+    records (by record id), then this run's (by survivor doc). Each group's stars are in that
+    order already, so a k-way merge of the stars files ranks them (`_merge_ranks`), a row group of
+    each file at a time: memory does not grow with the clusters of the run.
+
+    Returns `clusters` (how many) and `first_free`: the first id after the last cluster that has a
+    row (this run's heads; a published head only with drops), where image clusters are numbered."""
+    with ExitStack() as stack:
+        outs = [stack.enter_context(atomic_path(p)) for p in ids]
+        sinks = [stack.enter_context(open(p, "wb")) for p in outs]
+
+        def emit(g: int, values: np.ndarray) -> None:
+            values.astype("<i8").tofile(sinks[g])
+
+        n_ext, free_ext = _merge_ranks([_stars_keys(p, True) for p in stars], 0, emit)
+        clusters, free_own = _merge_ranks([_stars_keys(p, False) for p in stars], n_ext, emit)
+        for f in sinks:
+            f.close()
+    return {"clusters": clusters, "first_free": max(free_ext, free_own)}
+
+
+def _stars_keys(path: Path, external: bool) -> Iterator[pl.DataFrame]:
+    """A stars file's published (`external`) or own clusters, a row group at a time: `key` (the
+    record id, or the survivor doc) and `has_row` (whether the cluster has a row of its own)."""
+    f = pq.ParquetFile(path, pre_buffer=False)
+    try:
+        for batch in f.iter_batches(batch_size=GROUP_FILE_ROWS, columns=list(STARS_FILE_SCHEMA)):
+            part = pl.from_arrow(batch).cast(STARS_FILE_SCHEMA).filter(pl.col("external") == external)
+            if part.height:
+                key = pl.col("record_id") if external else pl.col("survivor")
+                yield part.select(key.alias("key"), (~pl.col("external") | (pl.col("size") > 1)).alias("has_row"))
+    finally:
+        f.close()
+
+
+def _merge_ranks(streams: list[Iterator[pl.DataFrame]], start: int, emit: Callable[[int, np.ndarray], None]) -> tuple[int, int]:
+    """Rank the keys of every stream (each sorted, no key in two streams) in one order, from
+    `start`: `emit(g, ids)` gets stream g's ids in its own order. Each round takes, from every
+    stream's held chunk, the keys up to the smallest of the chunks' last keys (no unread key can
+    be below it), ranks them together and reads a chunk for the streams left empty. Returns the
+    next free id and 1 + the largest id of a key with a row (0 when none)."""
+    held = [pl.DataFrame() for _ in streams]
+    reading = [True] * len(streams)
+    nxt, free = start, 0
+    while True:
+        for g, stream in enumerate(streams):
+            while reading[g] and held[g].height == 0:
+                chunk = next(stream, None)
+                if chunk is None:
+                    reading[g] = False
+                else:
+                    held[g] = chunk
+        live = [g for g, h in enumerate(held) if h.height]
+        if not live:
+            return nxt, free
+        bound = min(held[g]["key"][-1] for g in live)
+        taken = []
+        for g in live:
+            cut = held[g]["key"].search_sorted(bound, "right")
+            taken.append((g, held[g].head(cut)))
+            held[g] = held[g].slice(cut)
+        keys = pl.concat([t for _, t in taken])
+        ids = np.empty(keys.height, np.int64)
+        ids[keys["key"].arg_sort().to_numpy()] = np.arange(nxt, nxt + keys.height, dtype=np.int64)
+        with_row = ids[keys["has_row"].to_numpy()]
+        if with_row.size:
+            free = max(free, int(with_row.max()) + 1)
+        at = 0
+        for g, t in taken:
+            if t.height:
+                emit(g, ids[at:at + t.height])
+            at += t.height
+        nxt += keys.height
+
+
+def relabel_group(files: GroupFiles, ids: Path, out: GroupFiles) -> dict:
+    """Group `files`' clusters and verdicts files under the global cluster ids `ids` (written by
+    `number_clusters`), as `out`'s; a group's rows only (its local ids index `ids`)."""
+    glob = np.fromfile(ids, dtype="<i8")
+    rows = 0
+    for src, dst in ((files.clusters, out.clusters), (files.verdicts, out.verdicts)):
+        frame = pl.read_parquet(src)
+        frame = frame.with_columns(pl.Series("cluster_id", glob[frame["cluster_id"].to_numpy()], pl.Int64))
+        _write(frame, dst)
+        rows = frame.height
+    return {"clusters": len(glob), "rows": rows}
 
 
 def _among(values: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -99,54 +190,28 @@ def _among(values: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 class MergedGroups:
-    """Every group's verdicts under global cluster ids, read a row group per file at a time.
+    """Every group's verdicts under global cluster ids (`relabel_group`'s files), read a row group
+    per file at a time; `numbered` is `number_clusters`' result. Holds nothing per cluster."""
 
-    Holds a global id per cluster (int64) and, while numbering, the survivor doc of each of this
-    run's clusters and the record id of each published survivor."""
-
-    def __init__(self, files: list[GroupFiles]) -> None:
+    def __init__(self, files: list[GroupFiles], numbered: dict) -> None:
         self._files = files
-        ext_ids, own_docs, has_row = [], [], []
-        for f in files:
-            s = pl.read_parquet(f.stars, columns=list(STARS_FILE_SCHEMA))
-            ext = s["external"].to_numpy()
-            ext_ids.append(s["record_id"].filter(s["external"]))
-            own_docs.append(s["survivor"].to_numpy()[~ext])
-            has_row.append(~ext | (s["size"].to_numpy() > 1))  # a published head has no row of its own
-        n_ext = sum(len(x) for x in ext_ids)
-        ext_rank = _ranks(pl.concat([pl.Series("record_id", [], pl.String), *ext_ids]).arg_sort().to_numpy())
-        own_rank = _ranks(np.argsort(np.concatenate([np.zeros(0, np.int64), *own_docs]), kind="stable")) + n_ext
-        self._global: list[np.ndarray] = []
-        e = o = 0
-        for ids, docs in zip(ext_ids, own_docs):
-            self._global.append(np.concatenate([ext_rank[e:e + len(ids)], own_rank[o:o + len(docs)]]))
-            e, o = e + len(ids), o + len(docs)
-        del ext_ids, own_docs, ext_rank, own_rank
-        self.clusters = e + o
+        self.clusters = int(numbered["clusters"])
         # The image clusters are numbered after the last text cluster that has a row.
-        with_rows = [g[h] for g, h in zip(self._global, has_row) if h.any()]
-        self.first_free = int(max(g.max() for g in with_rows)) + 1 if with_rows else 0
+        self.first_free = int(numbered["first_free"])
         self._served: SortedParts | None = None  # opened at the first unit, after `write_decisions` closed its files
-
-    def _globalize(self, k: int, frame: pl.DataFrame) -> pl.DataFrame:
-        """File `k`'s rows with their global cluster ids."""
-        if frame.height == 0:
-            return frame
-        return frame.with_columns(pl.Series("cluster_id", self._global[k][frame["cluster_id"].to_numpy()], pl.Int64))
 
     def rows(self, first: int, last: int) -> pl.DataFrame:
         """The rows (`SERVED`) of records `first <= _i < last`, by `_i`; asked for in ascending
         ranges, each once."""
         if self._served is None:
             self._served = SortedParts([f.verdicts for f in self._files], {c: VERDICTS_FILE_SCHEMA[c] for c in SERVED},
-                                       GROUP_FILE_ROWS, prepare=self._globalize)
+                                       GROUP_FILE_ROWS)
         return self._served.take(first, last).sort("_i").select(SERVED)
 
     def write_decisions(self, path: Path) -> None:
         """Every group's rows in cluster id order (a cluster's head, then its drops), `ROWS_SCHEMA`,
         to `path`: a k-way merge of the clusters files, MERGE_CLUSTERS clusters at a time."""
-        parts = SortedParts([f.clusters for f in self._files], dict(ROWS_SCHEMA), GROUP_FILE_ROWS, key="cluster_id",
-                            prepare=self._globalize)
+        parts = SortedParts([f.clusters for f in self._files], dict(ROWS_SCHEMA), GROUP_FILE_ROWS, key="cluster_id")
         held = pl.DataFrame(schema=ROWS_SCHEMA)
         with atomic_path(path) as tmp:
             with pq.ParquetWriter(tmp, held.to_arrow().schema) as writer:

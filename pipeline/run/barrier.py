@@ -16,9 +16,9 @@ same, byte for byte:
   tasks' verdicts and clusters the image records), then the units are decided in input order, one
   unit's key rows in memory at a time: the `ids-part` verdicts and each stage's verdicts of that
   unit applied, the shard plan carried from unit to unit (`ShardPlanner`), its decisions written.
-  Memory: a unit, a bit per record, the image records, an int per near-duplicate cluster, a row
-  group of each group's verdict files and the near drops an exact copy names as its survivor;
-  never a row per record, nor per near drop.
+  Memory: a unit, a bit per record, the image records, a row group of each group's verdict
+  files and the near drops an exact copy names as its survivor; never a row per record, nor per
+  near drop, nor an id per near-duplicate cluster (`near-number` numbered them, streaming).
 - the whole frame (one key row per record of the run, about 1.3 KiB each), when another barrier
   stage needs every record at once (containment, repeated paragraphs, users' stages).
 """
@@ -186,8 +186,8 @@ def _decide_whole_frame(work: Path, plan: RunPlan, ctx: BarrierContext, specs) -
 def _decide_unit_by_unit(work: Path, plan: RunPlan, ctx: BarrierContext, specs) -> dict:
     """Each stage's `decide_from_parts`, then per unit in input order: its key rows, the verdicts
     of its positions applied, its shards planned (carried over from the unit before), its decisions
-    written. Only a unit's rows and what the stages hold (near dedup: an int per cluster, the image
-    records, a row group of each group's verdict files) are in memory."""
+    written. Only a unit's rows and what the stages hold (near dedup: the image records, a row group
+    of each group's verdict files) are in memory."""
     table = decision_table(plan.config)
     kept = list(table.names(Category.KEPT))
     is_rejected = pl.col("decision").is_in(list(table.names(Category.REJECTED)))

@@ -6,6 +6,8 @@
     near-group   per group verify and cluster one group on its records only (its attribute rows,
                            signatures, texts for `verify: borderline`); its verdicts written to
                            `_work/near/groups/`
+    near-number  global    the clusters' global ids, by a streaming merge of the groups' clusters
+    near-relabel per group one group's verdicts under the global ids
 
 The global `barrier` step then only merges the groups' verdicts. Each step is cached by its
 done-marker, so a killed run resumes where it was.
@@ -15,19 +17,27 @@ Usage::
     plan_near_groups(work_dir)
     for g in range(near_group_count(work_dir)):
         run_near_group(work_dir, g)
+    number_near_groups(work_dir)
+    for g in range(near_group_count(work_dir)):
+        relabel_near_group(work_dir, g)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.dedup.near_groups import group_path, plan_groups, planned_groups, resolve_one
+from pipeline.dedup.near_groups import group_path, number_groups, plan_groups, planned_groups, relabel_one, resolve_one
 from pipeline.plan import RunPlan
 from pipeline.run.barrier_parts import LiveRows, open_index
 from pipeline.run.workdir import read_done
 
 PLAN_STEP = "near-groups"
 GROUP_STEP = "near-group"
+NUMBER_STEP = "near-number"
+RELABEL_STEP = "near-relabel"
+# The steps that run once per group, and all of them.
+PER_GROUP = (GROUP_STEP, RELABEL_STEP)
+NEAR_STEPS = (PLAN_STEP, GROUP_STEP, NUMBER_STEP, RELABEL_STEP)
 
 
 def _published(cfg) -> tuple[object, list]:
@@ -67,8 +77,30 @@ def run_near_group(work_dir: str, g: int) -> dict:
                        lambda units, rows: read_texts(plan, units, rows))
 
 
+def number_near_groups(work_dir: str) -> dict:
+    """The clusters' global ids, once every group task is done (cached)."""
+    return number_groups(Path(work_dir))
+
+
+def relabel_near_group(work_dir: str, g: int) -> dict:
+    """Group `g`'s verdicts under the global cluster ids (cached once done)."""
+    return relabel_one(Path(work_dir), g)
+
+
+def run_near_step(work_dir: str, name: str, item: int | None) -> dict:
+    """Run near-dedup step `name` (on group `item` for the per-group steps)."""
+    if name == PLAN_STEP:
+        return plan_near_groups(work_dir)
+    if name == NUMBER_STEP:
+        return number_near_groups(work_dir)
+    return (run_near_group if name == GROUP_STEP else relabel_near_group)(work_dir, item)
+
+
 def run_all_near_groups(work_dir: str) -> None:
-    """The plan and every group task not done yet, one after the other (a barrier called on its
-    own, e.g. by a test or a benchmark, runs them first)."""
+    """The plan and every group task, numbering and relabelling not done yet, one after the other
+    (a barrier called on its own, e.g. by a test or a benchmark, runs them first)."""
     for g in range(near_group_count(work_dir)):
         run_near_group(work_dir, g)
+    number_near_groups(work_dir)
+    for g in range(near_group_count(work_dir)):
+        relabel_near_group(work_dir, g)
