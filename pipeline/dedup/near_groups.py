@@ -315,7 +315,9 @@ def relabel_one(work: Path, g: int) -> dict:
         return cached
     if read_done(groups_dir(work) / "number.json") is None:
         raise PipelineError("near dedup: the clusters were not numbered; run the barrier's `near-number` step first")
-    result = {"group": g, **relabel_group(group_files(work, g), group_path(work, g, ".ids"), group_files(work, g, True))}
+    groups = planned_groups(work)["groups"]
+    result = {"group": g, **relabel_group(group_files(work, g), group_path(work, g, ".ids"), group_files(work, g, True),
+                                          groups)}
     atomic_write_json(path, result)
     return result
 

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from pipeline.dedup.pair_docs import cluster_ids, decision_rows
 from pipeline.fileio import atomic_path
-from pipeline.run.workdir import SortedParts
+from pipeline.run.workdir import SortedParts, batch_rows
 
 # The rows near-duplicate resolution returns, as the near stage and `near/decisions.parquet` have them.
 ROWS_SCHEMA = pl.Schema({"unit": pl.Int64, "row": pl.Int64, "duplicate_of": pl.String, "cluster_id": pl.Int64,
@@ -54,9 +54,10 @@ VERDICTS_FILE_SCHEMA = {"_i": pl.Int64, "cluster_id": pl.Int64, "duplicate_of": 
                         "via": pl.String, "path": pl.String, "record_id": pl.String, "image": pl.Boolean}
 # The rows the near stage serves per unit (`MergedGroups.rows`).
 SERVED = ("_i", "duplicate_of", "cluster_id", "similarity", "via", "path")
-# Row groups of the group files: the global step holds one of each group's files at a time (at 1B
-# documents about 720 groups: about 720 x 8,192 rows of about 0.1 KiB, 0.6 GiB at most), and has
-# each group's file of one kind open at a time (about 720 files: the open-file limit must allow it).
+# Row groups of the group files, at most: the numbering and the global step read every group's file
+# of one kind side by side, a batch of each, so with many groups the relabelled files' row groups
+# and the batches are smaller (`file_rows`: `workdir.batch_rows`; at 1B documents about 720 groups
+# of 1,456 rows), and about 720 files are open at a time (the open-file limit must allow it).
 GROUP_FILE_ROWS = 8_192
 # Row groups of `near/decisions.parquet`: fixed, so its bytes do not depend on the grouping.
 DECISIONS_FILE_ROWS = 65_536
@@ -73,9 +74,15 @@ class GroupFiles:
     verdicts: Path
 
 
-def _write(frame: pl.DataFrame, path: Path) -> None:
+def file_rows(groups: int) -> int:
+    """The rows of each group file's batch (and of a relabelled file's row groups) when the files
+    of `groups` groups are read side by side."""
+    return min(GROUP_FILE_ROWS, batch_rows(groups))
+
+
+def _write(frame: pl.DataFrame, path: Path, rows: int | None = None) -> None:
     with atomic_path(path) as tmp:
-        frame.write_parquet(tmp, row_group_size=GROUP_FILE_ROWS)
+        frame.write_parquet(tmp, row_group_size=rows or GROUP_FILE_ROWS)
 
 
 def write_group(stars: pl.DataFrame, drops: pl.DataFrame, files: GroupFiles) -> dict:
@@ -109,19 +116,20 @@ def number_clusters(stars: list[Path], ids: list[Path]) -> dict:
         def emit(g: int, values: np.ndarray) -> None:
             values.astype("<i8").tofile(sinks[g])
 
-        n_ext, free_ext = _merge_ranks([_stars_keys(p, True) for p in stars], 0, emit)
-        clusters, free_own = _merge_ranks([_stars_keys(p, False) for p in stars], n_ext, emit)
+        rows = file_rows(len(stars))
+        n_ext, free_ext = _merge_ranks([_stars_keys(p, True, rows) for p in stars], 0, emit)
+        clusters, free_own = _merge_ranks([_stars_keys(p, False, rows) for p in stars], n_ext, emit)
         for f in sinks:
             f.close()
     return {"clusters": clusters, "first_free": max(free_ext, free_own)}
 
 
-def _stars_keys(path: Path, external: bool) -> Iterator[pl.DataFrame]:
-    """A stars file's published (`external`) or own clusters, a row group at a time: `key` (the
-    record id, or the survivor doc) and `has_row` (whether the cluster has a row of its own)."""
+def _stars_keys(path: Path, external: bool, rows: int) -> Iterator[pl.DataFrame]:
+    """A stars file's published (`external`) or own clusters, `rows` at a time: `key` (the record
+    id, or the survivor doc) and `has_row` (whether the cluster has a row of its own)."""
     f = pq.ParquetFile(path, pre_buffer=False)
     try:
-        for batch in f.iter_batches(batch_size=GROUP_FILE_ROWS, columns=list(STARS_FILE_SCHEMA)):
+        for batch in f.iter_batches(batch_size=rows, columns=list(STARS_FILE_SCHEMA)):
             part = pl.from_arrow(batch).cast(STARS_FILE_SCHEMA).filter(pl.col("external") == external)
             if part.height:
                 key = pl.col("record_id") if external else pl.col("survivor")
@@ -170,15 +178,16 @@ def _merge_ranks(streams: list[Iterator[pl.DataFrame]], start: int, emit: Callab
         nxt += keys.height
 
 
-def relabel_group(files: GroupFiles, ids: Path, out: GroupFiles) -> dict:
+def relabel_group(files: GroupFiles, ids: Path, out: GroupFiles, groups: int = 1) -> dict:
     """Group `files`' clusters and verdicts files under the global cluster ids `ids` (written by
-    `number_clusters`), as `out`'s; a group's rows only (its local ids index `ids`)."""
+    `number_clusters`), as `out`'s, in row groups for reading `groups` groups' files side by side;
+    a group's rows only (its local ids index `ids`)."""
     glob = np.fromfile(ids, dtype="<i8")
     rows = 0
     for src, dst in ((files.clusters, out.clusters), (files.verdicts, out.verdicts)):
         frame = pl.read_parquet(src)
         frame = frame.with_columns(pl.Series("cluster_id", glob[frame["cluster_id"].to_numpy()], pl.Int64))
-        _write(frame, dst)
+        _write(frame, dst, file_rows(groups))
         rows = frame.height
     return {"clusters": len(glob), "rows": rows}
 
@@ -205,13 +214,14 @@ class MergedGroups:
         ranges, each once."""
         if self._served is None:
             self._served = SortedParts([f.verdicts for f in self._files], {c: VERDICTS_FILE_SCHEMA[c] for c in SERVED},
-                                       GROUP_FILE_ROWS)
+                                       file_rows(len(self._files)))
         return self._served.take(first, last).sort("_i").select(SERVED)
 
     def write_decisions(self, path: Path) -> None:
         """Every group's rows in cluster id order (a cluster's head, then its drops), `ROWS_SCHEMA`,
         to `path`: a k-way merge of the clusters files, MERGE_CLUSTERS clusters at a time."""
-        parts = SortedParts([f.clusters for f in self._files], dict(ROWS_SCHEMA), GROUP_FILE_ROWS, key="cluster_id")
+        parts = SortedParts([f.clusters for f in self._files], dict(ROWS_SCHEMA), file_rows(len(self._files)),
+                            key="cluster_id")
         held = pl.DataFrame(schema=ROWS_SCHEMA)
         with atomic_path(path) as tmp:
             with pq.ParquetWriter(tmp, held.to_arrow().schema) as writer:

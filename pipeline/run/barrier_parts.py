@@ -56,7 +56,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.dedup.candidates import UNIT_SHIFT, doc_code, unique_code_pairs
 from pipeline.dedup.lsh import bucket_pairs
-from pipeline.run.workdir import PART_DIRS, part_done_path, part_files, read_done, unit_name
+from pipeline.run.workdir import PART_DIRS, batch_rows, part_done_path, part_files, read_done, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,10 @@ def run_part(work_dir: str, name: str, item: int) -> dict:
     plan = RunPlan.load(work)
     frame, extra = {"ids-part": _ids_part, "exact-part": _exact_part, "lsh-band": _lsh_part}[name](work, plan, parts, item)
     done.parent.mkdir(parents=True, exist_ok=True)
+    # The ids and exact outputs in row groups as the unit loop reads them, side by side (`SortedParts`).
+    groups = batch_rows(parts[name]) if name != "lsh-band" else None
     with atomic_path(done.with_suffix(".parquet")) as tmp:
-        frame.write_parquet(tmp, compression="lz4", statistics=False)
+        frame.write_parquet(tmp, compression="lz4", statistics=False, row_group_size=groups)
     result = {"step": name, "part": item, "rows": frame.height, **extra, "seconds": round(time.perf_counter() - t0, 3)}
     atomic_write_json(done, result)
     return result

@@ -74,19 +74,35 @@ def part_files(work: Path, step: str) -> list[Path]:
     return [part_done_path(work, step, p).with_suffix(".parquet") for p in range(parts[step])]
 
 
+# What a reader of many sorted files holds of them at a time: a batch of each, of ROWS_IN_FLIGHT
+# rows over the number of files (within the bounds below), so that the rows held do not grow with
+# the number of partitions. Writers of such files use the same size for their row groups: a reader
+# that asks for fewer rows than a row group still reads the whole group's column chunks (a 200,000
+# row group of exact-dedup verdicts cost 18 MiB per open file, 2,048-row groups about 1 MiB;
+# bench/README.md). What stays per open file is pyarrow's reader, about 0.5 MiB.
+ROWS_IN_FLIGHT = 1_048_576
+MIN_BATCH_ROWS, MAX_BATCH_ROWS = 1_024, 65_536
+
+
+def batch_rows(files: int) -> int:
+    """The rows of each file's batch (and row group) when `files` files are read side by side."""
+    return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, ROWS_IN_FLIGHT // max(1, files)))
+
+
 class SortedParts:
     """The rows of a partitioned step's output files (each sorted by `key`, `_i` unless said) for
-    ascending ranges of `key`: each file is read once, a batch at a time, so memory is a batch per
-    file, not the step's output. Ranges are asked for in order, each once (the barrier's units, in
+    ascending ranges of `key`: each file is read once, a batch at a time (`batch_rows`), so memory
+    is a batch per file, not the step's output. Ranges are asked for in order, each once (the barrier's units, in
     input order). `schema`: the columns read and their types; `prepare(k, frame)`, when given, makes
     each batch of file `k` (e.g. adds `key` from a local column), before the ranges are cut.
     A file's rows are read a row group at a time: files written for this reader keep them small."""
 
-    def __init__(self, paths: list[Path], schema: dict, batch_rows: int = 65_536, key: str = "_i",
+    def __init__(self, paths: list[Path], schema: dict, rows: int | None = None, key: str = "_i",
                  prepare: Callable[[int, pl.DataFrame], pl.DataFrame] | None = None) -> None:
         # pre_buffer off: with it pyarrow buffers every row group of the file at the first batch
         self._files = [pq.ParquetFile(p, pre_buffer=False) for p in paths]
-        self._batches = [f.iter_batches(batch_size=batch_rows, columns=list(schema)) for f in self._files]
+        rows = rows or batch_rows(len(paths))  # `rows`: each file's batch, else by the number of files
+        self._batches = [f.iter_batches(batch_size=rows, columns=list(schema)) for f in self._files]
         self._prepare = prepare or (lambda _k, frame: frame)
         self._empty = self._prepare(0, pl.DataFrame(schema=schema))
         self._held = [self._empty for _ in paths]

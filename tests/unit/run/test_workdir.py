@@ -23,9 +23,19 @@ def test_ranges_taken_in_order_give_each_file_s_rows_of_that_range(tmp_path_fact
         paths.append(d / f"p{k:05d}.parquet")
         pl.DataFrame({"_i": i, "decision": [f"d{k}"] * len(i)}, schema=SCHEMA).write_parquet(paths[-1])
     every = pl.concat([pl.read_parquet(p) for p in paths])
-    parts = SortedParts(paths, SCHEMA, batch_rows=batch)
+    parts = SortedParts(paths, SCHEMA, batch)
     assert parts.rows == every.height
     bounds = [0, *sorted(cuts), 301]
     for first, last in zip(bounds[:-1], bounds[1:]):
         taken = parts.take(first, last)
         assert taken.equals(every.filter(pl.col("_i").is_between(first, last - 1)))
+
+
+def test_the_rows_read_side_by_side_do_not_grow_with_the_number_of_files():
+    from pipeline.run.workdir import MAX_BATCH_ROWS, MIN_BATCH_ROWS, ROWS_IN_FLIGHT, batch_rows
+
+    assert batch_rows(1) == MAX_BATCH_ROWS
+    assert batch_rows(0) == MAX_BATCH_ROWS
+    for files in (16, 100, 720):
+        assert batch_rows(files) * files <= ROWS_IN_FLIGHT
+    assert batch_rows(10_000) == MIN_BATCH_ROWS  # a floor: then it is the files that grow
