@@ -62,8 +62,11 @@ from common import REPO, machine_info, results_path  # noqa: E402
 OLD_COMMIT = "dcaac3a"
 
 CHILD = r"""
-import json, sys, time
+import importlib, json, os, sys, time
 what, work = sys.argv[1], sys.argv[2]
+for name, value in json.loads(os.environ.get("BENCH_CONSTANTS", "{}")).items():  # --constant
+    module, attr = name.rsplit(".", 1)
+    setattr(importlib.import_module(module), attr, value)
 t0 = time.perf_counter()
 if what == "imports":
     from pipeline.run.barrier import barrier  # noqa: F401
@@ -84,7 +87,11 @@ elif what == "near-groups":
     t0 = time.perf_counter()
     p = plan_near_groups(work)
     result = {"groups": p["groups"], "grouping": p.get("grouping")}
-elif what in ("near-group", "near-number", "near-relabel"):
+elif what == "near-group":
+    from pipeline.run.near_groups import run_near_group
+    t0 = time.perf_counter()
+    result = run_near_group(work, int(sys.argv[3]))
+elif what in ("near-number", "near-relabel"):
     from pipeline.run.near_groups import run_near_step
     t0 = time.perf_counter()
     result = run_near_step(work, what, int(sys.argv[3]) if len(sys.argv) > 3 else None)
@@ -98,11 +105,17 @@ print("RESULT " + json.dumps({"wall_s": round(wall, 3), "peak_rss_mib": round(hw
 """
 
 
+# Module constants every measured process sets before it runs (`--constant`), e.g. fewer records
+# per partition, to see how a step's memory goes with the number of partitions at a smaller size.
+CONSTANTS: dict[str, int] = {}
+
+
 def child(python: str, tree: Path, args: list[str]) -> dict:
     """Run one measured piece in a fresh process with `tree` first on the path."""
     t0 = time.perf_counter()
     r = subprocess.run([python, "-c", CHILD, *args], capture_output=True, text=True, cwd=str(tree),
-                       env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+                       env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": "/tmp",
+                            "BENCH_CONSTANTS": json.dumps(CONSTANTS)})
     if r.returncode != 0:
         raise RuntimeError(f"{args}: {r.stderr[-3000:]}")
     out = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("RESULT "))[7:])
@@ -224,7 +237,8 @@ def run_new(python: str, work: Path, with_global: bool = True) -> dict:
         groups = child(python, REPO, ["near-groups", str(work)])
         tasks.append({"step": "near-groups", "item": 0, "wall_s": groups["wall_s"], "peak_rss_mib": groups["peak_rss_mib"],
                       "process_wall_s": groups["process_wall_s"]})
-        for step in ("near-group", "near-number", "near-relabel"):  # per group, once, per group
+        numbered = "near-number" in (REPO / "pipeline" / "run" / "near_groups.py").read_text()  # (code before: none)
+        for step in ("near-group", "near-number", "near-relabel") if numbered else ("near-group",):
             for item in range(groups["result"]["groups"]) if step != "near-number" else [None]:
                 r = child(python, REPO, [step, str(work)] + ([] if item is None else [str(item)]))
                 tasks.append({"step": step, "item": item or 0, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
@@ -261,9 +275,13 @@ def main() -> None:
     ap.add_argument("--whole-frame-up-to", type=int, default=0, metavar="DOCS",
                     help="at sizes up to DOCS, run the global step on its whole-frame path too (after the new "
                          "steps) and compare (it holds about 1.3 KiB per record)")
+    ap.add_argument("--constant", nargs=2, action="append", default=[], metavar=("MODULE.NAME", "INT"),
+                    help="set an int constant in every measured process, e.g. "
+                         "pipeline.run.barrier_parts.PART_RECORDS 50000 (more partitions at this size)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--out")
     args = ap.parse_args()
+    CONSTANTS.update({name: int(value) for name, value in args.constant})
     base = Path(args.work)
     old_tree = base / f"old-{args.old_commit}"
     if not args.skip_old and not old_tree.exists():
