@@ -76,11 +76,12 @@ def part_files(work: Path, step: str) -> list[Path]:
 
 # What a reader of many sorted files holds of them at a time: a batch of each, of ROWS_IN_FLIGHT
 # rows over the number of files (within the bounds below), so that the rows held do not grow with
-# the number of partitions. Writers of such files use the same size for their row groups: a reader
-# that asks for fewer rows than a row group still reads the whole group's column chunks (a 200,000
-# row group of exact-dedup verdicts cost 18 MiB per open file, 2,048-row groups about 1 MiB;
-# bench/README.md). What stays per open file is pyarrow's reader, about 0.5 MiB.
-ROWS_IN_FLIGHT = 1_048_576
+# the number of partitions (held rows of exact-dedup verdicts cost about 0.3 KiB each: 262,144
+# rows about 75 MiB). Writers of such files use the same size for their row groups: a reader that
+# asks for fewer rows than a row group still reads the whole group's column chunks (one 200,000-row
+# group per file cost 17 MiB per open file, 2,048-row groups about 1 MiB: bench/README.md,
+# `sorted_parts_memory.py`). What stays per open file is pyarrow's reader, about 0.5 MiB.
+ROWS_IN_FLIGHT = 262_144
 MIN_BATCH_ROWS, MAX_BATCH_ROWS = 1_024, 65_536
 
 
