@@ -320,6 +320,66 @@ def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, mo
         AzureBlobFileSystem.clear_instance_cache()
 
 
+# Service accounts known to the credential-checking GCS front (tests/gcsauthproxy.py).
+_GCS_READER = "reader@hygiene-test.iam.gserviceaccount.com"  # may reach every bucket
+_GCS_OUTSIDER = "outsider@hygiene-test.iam.gserviceaccount.com"  # a valid key, granted no bucket
+_GCS_DELETED = "deleted@hygiene-test.iam.gserviceaccount.com"  # a key the token endpoint refuses
+
+
+@pytest.fixture
+def gcs_front(request, tmp_path, monkeypatch):
+    """The GCS store of `_store`, now reached through a front that checks credentials as GCS does;
+    the front is stopped after the test (also when it fails)."""
+    from tests.storeservers import GcsAuthFront
+
+    store = _store(request, "gs", tmp_path, monkeypatch)
+    front = GcsAuthFront.start(request.getfixturevalue("gcs_server"), {_GCS_READER: ["*"], _GCS_OUTSIDER: []})
+    try:
+        yield front, store
+    finally:
+        front.stop()
+
+
+def _sign_in_gcs(front, account: str, folder: Path, monkeypatch) -> None:
+    """gcsfs finds its credentials as it would on a user's machine: no token given, so Google's
+    default chain, which reads the service-account key file that GOOGLE_APPLICATION_CREDENTIALS names."""
+    import fsspec.config
+    from gcsfs import GCSFileSystem
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(front.service_account_key(account, folder)))
+    monkeypatch.setitem(fsspec.config.conf["gs"], "token", None)
+    GCSFileSystem.clear_instance_cache()
+
+
+def _published_on_gcs(front, prefix: str) -> list[str]:
+    """What the server behind the front holds under `prefix` (asked directly, anonymously)."""
+    from gcsfs import GCSFileSystem
+
+    server = GCSFileSystem(token="anon", endpoint_url=front.upstream.endpoint, skip_instance_cache=True)
+    return server.find(prefix)
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "outsider"])
+def test_refused_credentials_on_gcs_are_named_like_on_s3(gcs_front, caller, tmp_path, monkeypatch):
+    """GCS's answers through a front that checks credentials: 401 to a caller without credentials
+    (gcsfs goes anonymous when it finds none) and 403 to an account whose valid key reaches no bucket.
+    Each is the message that names the URL and where gcsfs looks for credentials; nothing is published."""
+    front, _ = gcs_front
+    if caller == "outsider":
+        _sign_in_gcs(front, _GCS_OUTSIDER, tmp_path, monkeypatch)
+    _assert_refused("gs", "(GOOGLE_APPLICATION_CREDENTIALS", tmp_path)
+    assert _published_on_gcs(front, "out-bucket/runs") == []
+
+
+def test_a_granted_account_runs_through_the_gcs_front(gcs_front, tmp_path, monkeypatch):
+    """The refusals above come from the credentials: the same front lets an account with access read
+    the inputs and publish the run."""
+    front, _ = gcs_front
+    _sign_in_gcs(front, _GCS_READER, tmp_path, monkeypatch)
+    run_local(_config("gs://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), "gs://out-bucket/runs/ok"))
+    assert "out-bucket/runs/ok/manifest.json" in _published_on_gcs(front, "out-bucket/runs/ok")
+
+
 def test_a_scratch_space_on_the_store_gives_the_same_run(one_store, tmp_path):
     """`runner.scratch: store`: the steps run on a copy of the scratch space that is exchanged with
     the store (as on workers that share no filesystem); PII runs in its own tasks on that copy too.
