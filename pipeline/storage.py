@@ -113,11 +113,17 @@ _CREDENTIALS = {"gs": _GCS_CREDENTIALS, "gcs": _GCS_CREDENTIALS,
                 "az": _AZURE_CREDENTIALS, "abfs": _AZURE_CREDENTIALS, "abfss": _AZURE_CREDENTIALS}
 
 
+# GCS's 401 to a request without credentials. gcsfs sends none when it finds none (its chain ends
+# in anonymous access, silently): then the fix is to provide credentials, not to change the IAM policy.
+_GCS_ANONYMOUS = "Anonymous caller does not have"
+
+
 def explain_store_error(e: Exception, url: str = "") -> str:
     """What a store's error means for the user, and what to check (on the store `url` names)."""
     if isinstance(e, PermissionError):
         where = _CREDENTIALS.get(url.split("://", 1)[0], _S3_CREDENTIALS)
-        return f"access denied: check the credentials {where}"
+        sent_none = "; the request carried none (gcsfs found none and went anonymous)" if _GCS_ANONYMOUS in str(e) else ""
+        return f"access denied: check the credentials {where}{sent_none}"
     if isinstance(e, FileNotFoundError):
         return "no such object or bucket"
     return f"the store cannot be reached or refused the request ({e.__class__.__name__}: {e})"

@@ -386,6 +386,9 @@ def test_refused_credentials_on_gcs_are_named_like_on_s3(gcs_front, account, tmp
         _skip_gcsfs_backoff(monkeypatch)
     _assert_refused("gs", "(GOOGLE_APPLICATION_CREDENTIALS", tmp_path)
     assert _published_on_gcs(front, "out-bucket/runs") == []
+    with pytest.raises(SourceError) as refused:
+        run_local(_config("gs://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "out")))
+    assert ("the request carried none" in str(refused.value)) == (account is None)
 
 
 def test_a_granted_account_runs_through_the_gcs_front(gcs_front, tmp_path, monkeypatch):

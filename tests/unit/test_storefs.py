@@ -9,7 +9,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline.errors import SourceError
-from pipeline.storage import list_objects
+from pipeline.storage import explain_store_error, list_objects
 from pipeline.storefs import StoreFS, as_os_error
 
 
@@ -45,6 +45,17 @@ def test_gcs_s_refusals_become_permission_errors():
     for message in ("Anonymous caller does not have storage.objects.list access", "Invalid Credentials"):
         assert isinstance(as_os_error(_gcsfs_answer(401, message)), PermissionError)
     assert as_os_error(_gcsfs_answer(404, "Not Found")) is None
+
+
+def test_an_anonymous_gcs_request_is_named_as_carrying_no_credentials():
+    """gcsfs goes anonymous, silently, when it finds no credentials: the message says so, so the user
+    looks at the credentials rather than at the bucket's policy."""
+    anonymous = as_os_error(_gcsfs_answer(401, "Anonymous caller does not have storage.objects.get access to the "
+                                               "Google Cloud Storage object."))
+    assert explain_store_error(anonymous, "gs://b/x").endswith("; the request carried none (gcsfs found none and went anonymous)")
+    invalid = as_os_error(_gcsfs_answer(401, "Invalid Credentials"))
+    assert explain_store_error(invalid, "gs://b/x").startswith("access denied: check the credentials (GOOGLE_APPLICATION_CREDENTIALS")
+    assert "carried none" not in explain_store_error(invalid, "gs://b/x")
 
 
 def test_an_os_error_or_an_error_of_ours_is_left_as_it_is():
