@@ -116,13 +116,14 @@ _CREDENTIALS = {"gs": _GCS_CREDENTIALS, "gcs": _GCS_CREDENTIALS,
 # GCS's 401 to a request without credentials. gcsfs sends none when it finds none (its chain ends
 # in anonymous access, silently): then the fix is to provide credentials, not to change the IAM policy.
 _GCS_ANONYMOUS = "Anonymous caller does not have"
+_GCS_SENT_NONE = "; the request carried none (gcsfs found none and went anonymous)"
 
 
 def explain_store_error(e: Exception, url: str = "") -> str:
     """What a store's error means for the user, and what to check (on the store `url` names)."""
     if isinstance(e, PermissionError):
         where = _CREDENTIALS.get(url.split("://", 1)[0], _S3_CREDENTIALS)
-        sent_none = "; the request carried none (gcsfs found none and went anonymous)" if _GCS_ANONYMOUS in str(e) else ""
+        sent_none = _GCS_SENT_NONE if _GCS_ANONYMOUS in str(e) else ""
         return f"access denied: check the credentials {where}{sent_none}"
     if isinstance(e, FileNotFoundError):
         return "no such object or bucket"

