@@ -113,11 +113,18 @@ _CREDENTIALS = {"gs": _GCS_CREDENTIALS, "gcs": _GCS_CREDENTIALS,
                 "az": _AZURE_CREDENTIALS, "abfs": _AZURE_CREDENTIALS, "abfss": _AZURE_CREDENTIALS}
 
 
+# GCS's 401 to a request without credentials. gcsfs sends none when it finds none (its chain ends
+# in anonymous access, silently): then the fix is to provide credentials, not to change the IAM policy.
+_GCS_ANONYMOUS = "Anonymous caller does not have"
+_GCS_SENT_NONE = "; the request carried none (gcsfs found none and went anonymous)"
+
+
 def explain_store_error(e: Exception, url: str = "") -> str:
     """What a store's error means for the user, and what to check (on the store `url` names)."""
     if isinstance(e, PermissionError):
         where = _CREDENTIALS.get(url.split("://", 1)[0], _S3_CREDENTIALS)
-        return f"access denied: check the credentials {where}"
+        sent_none = _GCS_SENT_NONE if _GCS_ANONYMOUS in str(e) else ""
+        return f"access denied: check the credentials {where}{sent_none}"
     if isinstance(e, FileNotFoundError):
         return "no such object or bucket"
     return f"the store cannot be reached or refused the request ({e.__class__.__name__}: {e})"
@@ -163,6 +170,15 @@ def object_info(url: str) -> ObjectInfo:
     return info_of(fs, path, info)
 
 
+def _kind(fs, path: str) -> str | None:
+    """"file", "directory", or None when nothing is there. Not fsspec's isdir and isfile: they answer
+    False to any error, so a refused request (gcsfs's 403) would read as a missing object."""
+    try:
+        return fs.info(path).get("type")
+    except FileNotFoundError:
+        return None
+
+
 def list_objects(pattern: str, suffixes: tuple[str, ...] | None) -> list[tuple[str, str]]:
     """(URL, relative path) of the objects a URL names: one object, every object under a prefix
     (whose names end with one of `suffixes`), or a glob's matches. Nothing found is an error."""
@@ -176,12 +192,12 @@ def list_objects(pattern: str, suffixes: tuple[str, ...] | None) -> list[tuple[s
             found = [p for p, i in fs.glob(path, detail=True).items() if i.get("type") != "directory"]
             if not found:
                 raise SourceError(f"{pattern}: the glob matches no object; check the URL in the config or --input")
-        elif fs.isdir(path):
+        elif (kind := _kind(fs, path)) == "directory":
             root = path.rstrip("/")
             found = [p for p in fs.find(root) if suffixes is None or p.endswith(suffixes)]
             if not found:
                 raise SourceError(f"{pattern}: the prefix holds no input object ({', '.join(suffixes or ())})")
-        elif fs.isfile(path):
+        elif kind == "file":
             root, found = path.rsplit("/", 1)[0], [path]
         else:
             raise SourceError(f"{pattern}: no such object or prefix; check the URL in the config or --input")

@@ -1,12 +1,14 @@
 """One kind of error from every object store: a backend's own exception as the OSError fsspec means.
 
 fsspec's backends do not agree on how a refused request looks: s3fs raises PermissionError for an
-access denied, gcsfs an OSError ("Forbidden") or its own HttpError (401), and adlfs lets the Azure
-SDK's HttpResponseError through (Azurite, with a wrong account key: `AuthorizationFailure`). The
-pipeline catches OSError where it reaches a store and explains it
+access denied, gcsfs a bare OSError("Forbidden: <path>\n<GCS's message>") for a 403 and its own
+HttpError for a 401 (no credentials, or a token or key that GCS does not accept), and adlfs lets the
+Azure SDK's HttpResponseError through (Azurite, with a wrong account key: `AuthorizationFailure`).
+The pipeline catches OSError where it reaches a store and explains it
 (`pipeline.storage.explain_store_error`); an error outside that family would reach the user as a
-traceback. `StoreFS` wraps a store's filesystem so that every call raises only OSError for what
-the store answered: PermissionError for 401 and 403, FileNotFoundError for 404, OSError otherwise.
+traceback, and an access denied that is not a PermissionError as a vague "refused the request".
+`StoreFS` wraps a store's filesystem so that every call raises only OSError for what the store
+answered: PermissionError for 401 and 403, FileNotFoundError for 404, OSError otherwise.
 
 Usage::
 
@@ -21,8 +23,15 @@ import functools
 _BACKEND_MODULES = ("azure.", "adlfs", "gcsfs", "google.", "botocore", "aiobotocore", "s3fs", "aiohttp")
 
 
+# How gcsfs words GCS's 403 (gcsfs.retry.validate_response): a bare OSError, no errno.
+_GCSFS_FORBIDDEN = "Forbidden: "
+
+
 def as_os_error(e: BaseException) -> OSError | None:
-    """The OSError a backend's exception means, or None when it is not a store's answer."""
+    """The OSError a backend's exception means, or None when it is not a store's answer or already
+    the OSError that says what it is."""
+    if type(e) is OSError and e.errno is None and str(e).startswith(_GCSFS_FORBIDDEN):
+        return PermissionError(13, str(e).splitlines()[0])
     if isinstance(e, OSError):
         return None
     if not type(e).__module__.startswith(_BACKEND_MODULES):

