@@ -36,6 +36,6 @@ def test_the_rows_read_side_by_side_do_not_grow_with_the_number_of_files():
 
     assert batch_rows(1) == MAX_BATCH_ROWS
     assert batch_rows(0) == MAX_BATCH_ROWS
-    for files in (16, 100, 720):
+    for files in (16, 100, ROWS_IN_FLIGHT // MIN_BATCH_ROWS):
         assert batch_rows(files) * files <= ROWS_IN_FLIGHT
     assert batch_rows(10_000) == MIN_BATCH_ROWS  # a floor: then it is the files that grow
