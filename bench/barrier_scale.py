@@ -18,7 +18,8 @@ Every measured piece runs in a fresh subprocess (`--python`, one after the other
 
   old   the single-task barrier from a `git archive` of --old-commit (default: the commit before
         this work), `barrier(work)`
-  new   `plan_parts`, then each task of ids-part, exact-part and lsh-band in its own process, then
+  new   `plan_parts`, then each task of ids-part, exact-part, lsh-band and boilerplate-part (the
+        code's that have it) in its own process, then
         the near-duplicate groups' plan (`near-groups`), each `near-group` task, the numbering
         (`near-number`) and each `near-relabel` task, then the global
         `barrier(work)` step (unit by unit: the default config has exact and near dedup; it merges
@@ -81,7 +82,8 @@ elif what == "plan_parts":
     from pipeline.run.barrier_parts import plan_parts
     t0 = time.perf_counter()
     p = plan_parts(work)
-    result = {k: p[k] for k in ("ids-part", "exact-part", "lsh-band", "key_ranges")} | {"band_groups": len(p["band_groups"])}
+    result = {k: p.get(k, 0) for k in ("ids-part", "exact-part", "lsh-band", "boilerplate-part", "key_ranges")} | {
+        "band_groups": len(p["band_groups"])}
 elif what == "near-groups":
     from pipeline.run.near_groups import plan_near_groups
     t0 = time.perf_counter()
@@ -228,8 +230,8 @@ def digests(work: Path) -> dict[str, str]:
 def run_new(python: str, work: Path, with_global: bool = True) -> dict:
     plan = child(python, REPO, ["plan_parts", str(work)])
     tasks = []
-    for name in ("ids-part", "exact-part", "lsh-band"):
-        for item in range(plan["result"][name]):
+    for name in ("ids-part", "exact-part", "lsh-band", "boilerplate-part"):
+        for item in range(plan["result"].get(name, 0)):
             r = child(python, REPO, [name, str(work), str(item)])
             tasks.append({"step": name, "item": item, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
                           "process_wall_s": r["process_wall_s"]})
@@ -257,7 +259,8 @@ def run_new(python: str, work: Path, with_global: bool = True) -> dict:
     return {"plan": plan["result"], "tasks": tasks, "steps": steps, "global": glob,
             "wall_s_one_worker": round(sum(t["wall_s"] for t in tasks) + (glob["wall_s"] if glob else 0), 3),
             "largest_task_peak_rss_mib": max([t["peak_rss_mib"] for t in tasks] + ([glob["peak_rss_mib"]] if glob else [])),
-            "largest_part_task_peak_rss_mib": max(t["peak_rss_mib"] for t in tasks if t["step"] in ("ids-part", "exact-part", "lsh-band"))}
+            "largest_part_task_peak_rss_mib": max(t["peak_rss_mib"] for t in tasks
+                                             if t["step"] in ("ids-part", "exact-part", "lsh-band", "boilerplate-part"))}
 
 
 def main() -> None:

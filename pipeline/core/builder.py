@@ -8,7 +8,8 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
     ids-part    per part   the barrier's work that grows with the corpus, partitioned so that no
     exact-part  per part   task holds more than its partition's share: record-id uniqueness (by id
     lsh-band    per part   hash), exact keys (by key prefix), LSH candidates (by band and bucket
-                           range), each against the corpus index too (`pipeline.run.barrier_parts`)
+    boilerplate-part       range), each against the corpus index too, near dedup's boilerplate
+                per part   sketch (by range of units, added up after) (`pipeline.run.barrier_parts`)
     near-groups global     the candidate graph's connected components packed into groups (int arrays)
     near-group  per group  one group's candidate pairs verified and clustered on its records only
                            (`pipeline.run.near_groups`)

@@ -3,7 +3,8 @@ are tasks of their own and no step holds a row or an id per cluster of the run:
 
     plan_groups     once, after the `lsh-band` tasks: the docs (records in a candidate pair or in
                     the short-document pass), the short-document pass, the boilerplate bits of
-                    every doc, the connected components (union-find over int arrays) packed into
+                    every doc (from the sketch the `boilerplate-part` tasks counted over ranges of
+                    units, added up), the connected components (union-find over int arrays) packed into
                     groups of at most GROUP_RECORDS records; one input file per group
     resolve_one     per group (any worker): its records' attribute rows (split off the key files by
                     the plan), signatures and texts (`verify: borderline`), verified and clustered
@@ -72,7 +73,7 @@ from pipeline.dedup.pair_docs import DocIndex, doc_index, external_ids, group_fr
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
-from pipeline.run.workdir import read_done
+from pipeline.run.workdir import part_files, read_done
 
 # The attribute rows a group task reads (`_split_rows`): what the survivor rules rank by and what
 # its verdicts name.
@@ -156,7 +157,8 @@ def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path
     # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
     # signatures are gathered too (the clustering compares them with their other neighbours).
     short = run_short_pass([(u, Path(p)) for u, p, _r in own], index.key_frame(), cfg, min_docs)
-    bits, boilerplate_docs = _boilerplate(work, cfg, index, pairs, short, own, sig_paths, min_docs,
+    sketches = [p.with_suffix(".npy") for p in part_files(work, "boilerplate-part")]
+    bits, boilerplate_docs = _boilerplate(work, cfg, index, pairs, short, sketches, sig_paths, min_docs,
                                           counts["signed_all"])
     with_boilerplate = int(bits.any(axis=1).sum()) if bits is not None else 0
     groups = ComponentGroups.build(n, [pairs, short.pairs], GROUP_RECORDS)
@@ -214,20 +216,21 @@ def _split_rows(work: Path, index: DocIndex, groups: ComponentGroups,
             tmp.unlink(missing_ok=True)
 
 
-def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.ndarray, short: ShortPass, own: list,
-                 sig_paths: dict, min_docs: int, signed_all: int) -> tuple[np.ndarray | None, int]:
+def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.ndarray, short: ShortPass,
+                 sketches: list[Path], sig_paths: dict, min_docs: int, signed_all: int) -> tuple[np.ndarray | None, int]:
     """The boilerplate bits (packed) of every doc (doc order; rows of docs in no pair stay zero)
     and the sketch's floor; with `verify: borderline`, the run's boilerplate shingle values are
     written to `boilerplate.npy`. Minima that recur in many of this run's signed records, exact
-    copies included (a text copied a thousand times is boilerplate too; see lsh.CommonValues)."""
+    copies included (a text copied a thousand times is boilerplate too; see lsh.CommonValues),
+    counted by the `boilerplate-part` tasks over ranges of units (`sketches`: their files)."""
     if not (cfg.boilerplate_min_docs and signed_all >= min_docs):
         return None, 0
+    if not sketches:
+        raise PipelineError("near dedup: the boilerplate sketch was not counted; run the barrier's `boilerplate-part` "
+                            "tasks first")
     cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
-    for unit, path, _r in own:
-        # read, not mapped: a unit's signatures are held only while they are counted
-        shingles = pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy()
-        cv.add(np.fromfile(sig_paths[int(unit)], dtype=np.uint32).reshape(-1, cfg.num_perm),
-               np.flatnonzero(shingles > 0))
+    for path in sketches:
+        cv.absorb(np.load(path))
     involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
     store = SignatureStore(sig_paths, cfg.num_perm)
     packed, boilerplate = common_bits(cv, store, index, involved, params(cfg) if cfg.verify == "borderline" else None)

@@ -9,6 +9,10 @@ hold only their partition's share, one done-marker per task (a killed run resume
     lsh-band     near-duplicate candidates, partitioned by band group and by range of band-key
                  values: this run's records still kept after the two steps above (and the corpus
                  index's published records), paired per (band, key) bucket
+    boilerplate-part  the count-min sketch of the signature minima that recur (`lsh.CommonValues`:
+                 near dedup's boilerplate), over a range of units' signatures each; the
+                 `near-groups` step adds the ranges' counters up (saturating, as the counting
+                 does), so the counts are those of one pass over every signature
 
 Files under `_work/barrier/`:
 
@@ -17,6 +21,7 @@ Files under `_work/barrier/`:
     ids/pNNNNN.parquet    `_i` (position in input order) of each rejected later copy of an id
     exact/pNNNNN.parquet  `_i`, decision, reason, duplicate_of of each exact duplicate
     lsh/pNNNNN.parquet    candidate pairs (a < b) as doc codes (`doc_code`)
+    boilerplate/pNNNNN.npy  a sketch's two rows of uint16 counters (`CommonValues.table`)
     */pNNNNN.json         each task's done-marker (its result)
 
 Every task reads the key columns it needs from every unit's key file, filtered to its partition
@@ -66,6 +71,9 @@ PART_RECORDS = 2_000_000
 # (doc, band) entries per LSH task: one band of 10M docs peaked at 0.95 GiB (keys, codes, the
 # bucket sort, its pairs, the bit per record of what ids/exact removed).
 LSH_DOC_BANDS = 16_000_000
+# Records per boilerplate sketch task (at least one task per worker): each task writes the whole
+# sketch (up to 256 MiB at 64M signatures and more), so fewer, longer tasks than the others.
+SKETCH_RECORDS = 50_000_000
 # What the barrier and the steps after it leave in the scratch space (pass 1's outputs stay).
 AFTER_BARRIER = ("barrier", "barrier.json", "decisions", "shards.json", "output.schema", "near", "stages", "pass2",
                  "shards", "ledger.json", "ledger", "final", "rejections.parquet")
@@ -83,7 +91,8 @@ def part_steps(cfg) -> list[str]:
     if kinds[: len(dedup)] != dedup:
         raise ConfigError("exact_dedup and near_dedup run first among the barrier stages (in that order): their work "
                           f"is partitioned over the records pass 1 kept; got {', '.join(kinds)}")
-    return ["ids-part"] + (["exact-part"] if "exact_dedup" in kinds else []) + (["lsh-band"] if "near_dedup" in kinds else [])
+    near = ["lsh-band"] + (["boilerplate-part"] if cfg.dedup.near.boilerplate_min_docs else [])
+    return ["ids-part"] + (["exact-part"] if "exact_dedup" in kinds else []) + (near if "near_dedup" in kinds else [])
 
 
 def _root(work: Path) -> Path:
@@ -155,7 +164,7 @@ def plan_parts(work_dir: str) -> dict:
     parts = {"records": n, "units": [u.unit_id for u in plan.units], "unit_records": counts,
              "index_runs": [r["run_id"] for r in index.runs] if index is not None else None,
              "ids-part": key_parts, "exact-part": key_parts if "exact-part" in steps else 0,
-             "band_groups": [], "key_ranges": 1, "lsh-band": 0}
+             "band_groups": [], "key_ranges": 1, "lsh-band": 0, "boilerplate-part": 0, "sketch_units": []}
     if "lsh-band" in steps:
         from pipeline.dedup.near import banding
 
@@ -166,6 +175,10 @@ def plan_parts(work_dir: str) -> dict:
         parts["band_groups"] = [list(range(b, min(bands, b + group))) for b in range(0, bands, group)]
         parts["key_ranges"] = ranges
         parts["lsh-band"] = len(parts["band_groups"]) * ranges
+    if "boilerplate-part" in steps:  # ranges of units, in order
+        cuts = np.linspace(0, len(plan.units), min(len(plan.units), max(workers, math.ceil(n / SKETCH_RECORDS))) + 1)
+        parts["sketch_units"] = [[int(a), int(b)] for a, b in zip(cuts[:-1].round(), cuts[1:].round())]
+        parts["boilerplate-part"] = len(parts["sketch_units"])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, parts)
     return parts
@@ -190,8 +203,13 @@ def run_part(work_dir: str, name: str, item: int) -> dict:
     parts = planned_parts(work)
     t0 = time.perf_counter()
     plan = RunPlan.load(work)
-    frame, extra = {"ids-part": _ids_part, "exact-part": _exact_part, "lsh-band": _lsh_part}[name](work, plan, parts, item)
     done.parent.mkdir(parents=True, exist_ok=True)
+    if name == "boilerplate-part":  # not rows: a sketch
+        result = {"step": name, "part": item, **_boilerplate_part(work, plan, parts, item, done.with_suffix(".npy")),
+                  "seconds": round(time.perf_counter() - t0, 3)}
+        atomic_write_json(done, result)
+        return result
+    frame, extra = {"ids-part": _ids_part, "exact-part": _exact_part, "lsh-band": _lsh_part}[name](work, plan, parts, item)
     # The ids and exact outputs in row groups as the unit loop reads them, side by side (`SortedParts`).
     groups = batch_rows(parts[name]) if name != "lsh-band" else None
     with atomic_path(done.with_suffix(".parquet")) as tmp:
@@ -340,6 +358,35 @@ def _lsh_part(work: Path, plan: RunPlan, parts: dict, item: int) -> tuple[pl.Dat
     pairs = pairs[~((pairs[:, 0] >> UNIT_SHIFT < e) & (pairs[:, 1] >> UNIT_SHIFT < e))]  # published pairs were settled
     frame = pl.DataFrame({"a": pairs[:, 0], "b": pairs[:, 1]}, schema={"a": pl.Int64, "b": pl.Int64})
     return frame, counts
+
+
+def sketch_counts(work: Path) -> dict:
+    """The signed-record counts the `lsh-band` tasks found (`signed_all` sizes the sketch)."""
+    files = part_files(work, "lsh-band")
+    return read_done(files[0].with_suffix(".json")) if files else {"signed": 0, "signed_all": 0, "index_records": 0}
+
+
+def _boilerplate_part(work: Path, plan: RunPlan, parts: dict, item: int, out: Path) -> dict:
+    """Count the signatures of every signed record (exact copies included: a text copied a thousand
+    times is boilerplate too) of units `sketch_units[item]` into a sketch sized for the run's signed
+    records (after the `lsh-band` tasks, which counted them), written to `out`."""
+    from pipeline.dedup.lsh import CommonValues
+
+    cfg = plan.config.dedup.near
+    cv = CommonValues(sketch_counts(work)["signed_all"], cfg.num_perm, 1)
+    a, b = parts["sketch_units"][item]
+    counted = 0
+    for unit in parts["units"][a:b]:
+        path = work / "minhash" / f"{unit_name(unit)}.parquet"
+        if not path.exists():
+            continue
+        signed = np.flatnonzero(pl.read_parquet(path, columns=["shingles"])["shingles"].to_numpy() > 0)
+        cv.add(np.fromfile(path.with_suffix(".sig"), dtype=np.uint32).reshape(-1, cfg.num_perm), signed)
+        counted += len(signed)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, cv.table)
+    return {"units": [a, b], "signed": counted}
 
 
 # -- reading the outputs back, unit by unit ------------------------------------------------------

@@ -58,7 +58,7 @@ def cleanup_tmp(work_dir: str) -> None:
 
 
 # The barrier's partitioned steps and the folder of each under `barrier/`.
-PART_DIRS = {"ids-part": "ids", "exact-part": "exact", "lsh-band": "lsh"}
+PART_DIRS = {"ids-part": "ids", "exact-part": "exact", "lsh-band": "lsh", "boilerplate-part": "boilerplate"}
 
 
 def part_done_path(work: Path, step: str, item: int) -> Path:
@@ -71,7 +71,7 @@ def part_files(work: Path, step: str) -> list[Path]:
     parts = read_done(Path(work) / "barrier" / "parts.json")
     if parts is None:
         return []
-    return [part_done_path(work, step, p).with_suffix(".parquet") for p in range(parts[step])]
+    return [part_done_path(work, step, p).with_suffix(".parquet") for p in range(parts.get(step, 0))]
 
 
 # What a reader of many sorted files holds of them at a time: a batch of each, of ROWS_IN_FLIGHT

@@ -105,8 +105,8 @@ def test_the_runner_runs_each_partition_and_each_group_of_components_as_its_own_
     monkeypatch.setattr(near_groups, "GROUP_RECORDS", 10)
     cfg = _config(tmp_path / "run", corpus)
     steps = [s.name for s in build_steps(cfg)]
-    assert steps[2:10] == ["ids-part", "exact-part", "lsh-band", "near-groups", "near-group", "near-number",
-                          "near-relabel", "barrier"]
+    assert steps[2:11] == ["ids-part", "exact-part", "lsh-band", "boilerplate-part", "near-groups", "near-group",
+                          "near-number", "near-relabel", "barrier"]
     manifest = run_local(cfg)
     timed = {p["name"]: p for p in manifest["timings"]["phases"]}
     assert timed["ids-part"]["items"] == timed["exact-part"]["items"] >= 7
@@ -198,3 +198,17 @@ def test_a_run_killed_inside_a_partitioned_step_resumes_without_redoing_finished
     run_script(_KILLABLE, corpus, killed)
     assert file_digests(killed) == file_digests(clean)
     assert json.loads((killed / "manifest.json").read_text())["resumed"] is True
+
+
+def test_the_boilerplate_sketch_counted_over_ranges_of_units_decides_as_one_range(tmp_path, monkeypatch):
+    """The sketch of recurring minima is counted by a task per range of units and added up: one
+    task per unit decides byte for byte what one task per two workers' share decides, and the
+    sketch mattered (copies of copies make minima recur in 3 records and more)."""
+    corpus = adversarial_corpus(tmp_path / "in", n=600)
+    dedup = {"near": {"boilerplate_min_docs": 3}}
+    few = _run(monkeypatch, {"SKETCH_RECORDS": 10**9}, _config(tmp_path / "few", corpus, dedup=dedup))
+    many = _run(monkeypatch, {"SKETCH_RECORDS": 1}, _config(tmp_path / "many", corpus, dedup=dedup))
+    tasks = [{p["name"]: p["items"] for p in m["timings"]["phases"]}["boilerplate-part"] for m in (few, many)]
+    assert tasks == [2, 3]
+    assert file_digests(tmp_path / "many") == file_digests(tmp_path / "few")
+    assert many["near_dedup"] == few["near_dedup"] and many["near_dedup"]["involved_with_boilerplate"] > 0

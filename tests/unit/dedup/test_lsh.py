@@ -270,3 +270,24 @@ def test_common_values_never_undercount():
     cv.add(sig, np.arange(33))
     common = cv.common(sig)
     assert common[30:].all()  # three identical documents: each of their minima recurs three times
+
+
+def test_sketches_of_parts_added_up_are_the_sketch_of_the_whole_capped_counts_included():
+    """The `boilerplate-part` tasks each count a range of units; their sketches added up are the
+    sketch one pass over every signature makes, also where a counter is capped (65,535)."""
+    rng = np.random.default_rng(3)
+    sig = rng.integers(0, 2**32, (300, 128), dtype=np.uint64).astype(np.uint32)
+    sig[200:] = sig[0]                        # one signature 100 more times
+    rows = np.concatenate([np.arange(300), np.repeat(np.arange(200, 300), 700)])  # 70,100 times in all
+    whole = CommonValues(300, 128, 20)
+    whole.add(sig, rows)
+    assert whole.table.max() == 65535
+    parts = [CommonValues(300, 128, 20) for _ in range(3)]
+    for part, chunk in zip(parts, np.array_split(rows, 3)):
+        part.add(sig, chunk)
+    summed = CommonValues(300, 128, 20)
+    for part in parts:
+        summed.absorb(part.table)
+    assert np.array_equal(summed.table, whole.table)
+    with pytest.raises(ValueError, match="different sizes"):
+        summed.absorb(CommonValues(10**6, 128, 20).table)
