@@ -11,8 +11,9 @@ Usage::
 
 from __future__ import annotations
 
-import math
 import heapq
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -325,16 +326,17 @@ class CommonValues:
         if len(rows):
             _cm_add(sig, np.asarray(rows, np.int64), self.table, self.mask)
 
-    def absorb(self, table: np.ndarray) -> None:
-        """Add another sketch's counters of the same size (counted over other signatures), capped
-        as counting caps them: the sum of capped counts, capped, is the capped count of all."""
-        if table.shape != self.table.shape:
-            raise ValueError(f"sketches of different sizes: {table.shape} and {self.table.shape}")
-        step = 1 << 20  # a slice at a time: the sum needs 32 bits
-        for row in range(self.table.shape[0]):
-            for a in range(0, self.table.shape[1], step):
-                total = self.table[row, a:a + step].astype(np.uint32) + table[row, a:a + step]
-                self.table[row, a:a + step] = np.minimum(total, 65535)
+    def absorb(self, path) -> None:
+        """Add the raw counters (`table.tofile`) of a sketch of the same size counted over other
+        signatures, capped as counting caps them (the sum of capped counts, capped, is the capped
+        count of all); read a slice at a time, so only one sketch is held."""
+        size, flat, step = self.table.size, self.table.reshape(-1), 1 << 20
+        if os.path.getsize(path) != size * 2:
+            raise ValueError(f"a sketch of another size: {os.path.getsize(path) // 2} counters, not {size}")
+        with open(path, "rb") as f:
+            for a in range(0, size, step):  # the sum needs 32 bits
+                total = flat[a:a + step].astype(np.uint32) + np.fromfile(f, np.uint16, min(step, size - a))
+                flat[a:a + step] = np.minimum(total, 65535)
 
     def common(self, sig: np.ndarray) -> np.ndarray:
         """(n, num_perm) bool: the value at that position recurs in at least `min_docs` documents."""

@@ -157,7 +157,7 @@ def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path
     # The short-document pass: content character 5-grams, exact Jaccard (short_pass.py); its docs'
     # signatures are gathered too (the clustering compares them with their other neighbours).
     short = run_short_pass([(u, Path(p)) for u, p, _r in own], index.key_frame(), cfg, min_docs)
-    sketches = [p.with_suffix(".npy") for p in part_files(work, "boilerplate-part")]
+    sketches = [p.with_suffix(".u16") for p in part_files(work, "boilerplate-part")]
     bits, boilerplate_docs = _boilerplate(work, cfg, index, pairs, short, sketches, sig_paths, min_docs,
                                           counts["signed_all"])
     with_boilerplate = int(bits.any(axis=1).sum()) if bits is not None else 0
@@ -230,7 +230,7 @@ def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.nd
                             "tasks first")
     cv = CommonValues(signed_all, cfg.num_perm, min(min_docs, 65535))
     for path in sketches:
-        cv.absorb(np.load(path))
+        cv.absorb(path)
     involved = np.unique(np.concatenate([pairs.ravel(), short.pairs.ravel()])).astype(np.int64)
     store = SignatureStore(sig_paths, cfg.num_perm)
     packed, boilerplate = common_bits(cv, store, index, involved, params(cfg) if cfg.verify == "borderline" else None)

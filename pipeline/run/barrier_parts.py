@@ -21,7 +21,7 @@ Files under `_work/barrier/`:
     ids/pNNNNN.parquet    `_i` (position in input order) of each rejected later copy of an id
     exact/pNNNNN.parquet  `_i`, decision, reason, duplicate_of of each exact duplicate
     lsh/pNNNNN.parquet    candidate pairs (a < b) as doc codes (`doc_code`)
-    boilerplate/pNNNNN.npy  a sketch's two rows of uint16 counters (`CommonValues.table`)
+    boilerplate/pNNNNN.u16  a sketch's counters, raw uint16 (`CommonValues.absorb` reads them)
     */pNNNNN.json         each task's done-marker (its result)
 
 Every task reads the key columns it needs from every unit's key file, filtered to its partition
@@ -205,7 +205,7 @@ def run_part(work_dir: str, name: str, item: int) -> dict:
     plan = RunPlan.load(work)
     done.parent.mkdir(parents=True, exist_ok=True)
     if name == "boilerplate-part":  # not rows: a sketch
-        result = {"step": name, "part": item, **_boilerplate_part(work, plan, parts, item, done.with_suffix(".npy")),
+        result = {"step": name, "part": item, **_boilerplate_part(work, plan, parts, item, done.with_suffix(".u16")),
                   "seconds": round(time.perf_counter() - t0, 3)}
         atomic_write_json(done, result)
         return result
@@ -384,8 +384,7 @@ def _boilerplate_part(work: Path, plan: RunPlan, parts: dict, item: int, out: Pa
         cv.add(np.fromfile(path.with_suffix(".sig"), dtype=np.uint32).reshape(-1, cfg.num_perm), signed)
         counted += len(signed)
     with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, cv.table)
+        cv.table.tofile(tmp)  # raw: `CommonValues.absorb` reads it a slice at a time
     return {"units": [a, b], "signed": counted}
 
 

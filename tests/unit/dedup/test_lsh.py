@@ -272,9 +272,10 @@ def test_common_values_never_undercount():
     assert common[30:].all()  # three identical documents: each of their minima recurs three times
 
 
-def test_sketches_of_parts_added_up_are_the_sketch_of_the_whole_capped_counts_included():
-    """The `boilerplate-part` tasks each count a range of units; their sketches added up are the
-    sketch one pass over every signature makes, also where a counter is capped (65,535)."""
+def test_sketches_of_parts_added_up_are_the_sketch_of_the_whole_capped_counts_included(tmp_path):
+    """The `boilerplate-part` tasks each count a range of units and writes its sketch; the sketches
+    added up are the sketch one pass over every signature makes, also where a counter is capped
+    (65,535)."""
     rng = np.random.default_rng(3)
     sig = rng.integers(0, 2**32, (300, 128), dtype=np.uint64).astype(np.uint32)
     sig[200:] = sig[0]                        # one signature 100 more times
@@ -286,8 +287,10 @@ def test_sketches_of_parts_added_up_are_the_sketch_of_the_whole_capped_counts_in
     for part, chunk in zip(parts, np.array_split(rows, 3)):
         part.add(sig, chunk)
     summed = CommonValues(300, 128, 20)
-    for part in parts:
-        summed.absorb(part.table)
+    for k, part in enumerate(parts):
+        part.table.tofile(tmp_path / f"p{k}.u16")
+        summed.absorb(tmp_path / f"p{k}.u16")
     assert np.array_equal(summed.table, whole.table)
-    with pytest.raises(ValueError, match="different sizes"):
-        summed.absorb(CommonValues(10**6, 128, 20).table)
+    CommonValues(10**6, 128, 20).table.tofile(tmp_path / "big.u16")
+    with pytest.raises(ValueError, match="another size"):
+        summed.absorb(tmp_path / "big.u16")
