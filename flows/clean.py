@@ -144,6 +144,10 @@ def clean_flow(config: dict) -> dict:
         sync = DriverSync(cfg, work)
         try:
             steps = build_steps(cfg)
+            if cfg.runner.kind == "thread":  # a GIL-bound stage's processes load their model beside pass 1
+                from pipeline.run.procpool import warm_pool
+
+                warm_pool(work, steps, cfg.runner.max_workers)
             for k, step in enumerate(steps):
                 if step.holds_state:
                     held.enter_context(state_lock(cfg.state))
@@ -175,6 +179,9 @@ def clean_flow(config: dict) -> dict:
                 if step.name == "barrier":
                     pause_after_barrier_if_asked()  # a test hook: nothing unless its variable is set
         except BaseException:
+            from pipeline.run.procpool import shutdown
+
+            shutdown()  # worker processes readied early for a step the run did not reach
             release_memory_spill(plan)
             raise
         finally:

@@ -45,6 +45,9 @@ def run_local(cfg: RunConfig, workers: int | None = None, on_unit: Callable[[str
         try:
             _run_steps(cfg, work, workers, on_unit, progress or Progress(enabled=False), held, sync)
         except BaseException:
+            from pipeline.run.procpool import shutdown
+
+            shutdown()  # worker processes readied early for a step the run did not reach
             release_memory_spill(plan)
             raise
         finally:
@@ -62,6 +65,9 @@ def _run_steps(cfg: RunConfig, work: str, workers: int, on_unit, progress: Progr
     Steps run here on `work`; tasks get `sync.task_work` (the URL of a shared scratch space on a
     store, exchanged with `work` around each step, or `work` itself)."""
     steps = build_steps(cfg)
+    from pipeline.run.procpool import warm_pool
+
+    warm_pool(work, steps, workers)  # a GIL-bound stage's processes load their model beside pass 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for k, step in enumerate(steps):
             if step.holds_state:

@@ -210,6 +210,11 @@ class UnitStage(Stage):
         text stage): its units are then not read at all."""
         return True
 
+    def warm(self) -> None:
+        """Load what the tasks need and `setup` defers (a model loaded on first use), so that a
+        worker process can be readied while pass 1 and the barrier run (`needs_processes` stages);
+        must not change what the stage decides."""
+
     def begin_task(self, task, work_dir: Path) -> None:
         """Called before the task's first batch."""
 

@@ -91,6 +91,11 @@ class PiiStage(UnitStage, WriteStage):
         self._unit: dict[int, dict] = {}
         return self
 
+    def warm(self) -> None:
+        """The engine loaded and one short text detected (spaCy's pipeline and numba's cached
+        kernels load on the first call: about 4 s per process on this project's machines)."""
+        self.engine.detect(["Questions to Ada Example at ada@example.com."])
+
     @property
     def engine(self) -> PiiEngine:
         """The Presidio engine, loaded on first use (the write-time redaction does not need it)."""
