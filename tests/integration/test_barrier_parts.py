@@ -117,6 +117,18 @@ def test_the_runner_runs_each_partition_and_each_group_of_components_as_its_own_
     assert timed["near-repoint"]["items"] == 4  # 302 records, at most 100 per partition of the join
 
 
+@pytest.mark.parametrize("kind, drop", [("exact_dedup", "dropped_duplicate"), ("near_dedup", "dropped_near_duplicate")])
+def test_a_run_with_one_dedup_stage_has_no_copies_to_re_point_and_no_join_step(tmp_path, monkeypatch, kind, drop):
+    corpus = adversarial_corpus(tmp_path / "in", n=200)
+    cfg = _config(tmp_path / "run", corpus, stages=[{"kind": "safety"}, {"kind": kind}])
+    assert "near-repoint" not in [s.name for s in build_steps(cfg)]
+    written = []  # the exact side of the join: no exact-part task writes it
+    monkeypatch.setattr(barrier_parts, "write_partitioned", lambda *a: written.append(a))
+    manifest = run_local(cfg)
+    assert "near-repoint" not in [p["name"] for p in manifest["timings"]["phases"]] and written == []
+    assert _decisions(tmp_path / "run").filter(pl.col("decision") == drop).height > 10
+
+
 def test_cross_run_index_hits_are_the_same_in_many_partitions_and_in_one(tmp_path, monkeypatch):
     first = adversarial_corpus(tmp_path / "in1", seed=5, n=400, prefix="a")
     state_one, state_many = tmp_path / "state-one", tmp_path / "state-many"
