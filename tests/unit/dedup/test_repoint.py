@@ -54,4 +54,5 @@ def test_repoint_writes_the_new_survivor_at_the_rows_positions_only():
     records = pl.DataFrame({"_i": [0, 1, 2], "duplicate_of": ["s1", None, "s2"]})
     rows = pl.DataFrame({"_i": [0], "duplicate_of": ["t1"]}, schema=COPIES_SCHEMA)
     assert repoint(records, rows)["duplicate_of"].to_list() == ["t1", None, "s2"]
+    assert records["duplicate_of"].to_list() == ["s1", None, "s2"]  # the input is not changed
     assert repoint(records, rows.clear()).equals(records)
