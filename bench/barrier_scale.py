@@ -21,7 +21,8 @@ Every measured piece runs in a fresh subprocess (`--python`, one after the other
   new   `plan_parts`, then each task of ids-part, exact-part, lsh-band and boilerplate-part (the
         code's that have it) in its own process, then
         the near-duplicate groups' plan (`near-groups`), each `near-group` task, the numbering
-        (`near-number`) and each `near-relabel` task, then the global
+        (`near-number`), each `near-relabel` task and each `near-repoint` task (the exact copies
+        re-pointed past a near-dropped survivor), then the global
         `barrier(work)` step (unit by unit: the default config has exact and near dedup; it merges
         the groups' verdicts)
   whole (--whole-frame-up-to) after `new`, on the same partition outputs: the global step forced onto
@@ -82,8 +83,8 @@ elif what == "plan_parts":
     from pipeline.run.barrier_parts import plan_parts
     t0 = time.perf_counter()
     p = plan_parts(work)
-    result = {k: p.get(k, 0) for k in ("ids-part", "exact-part", "lsh-band", "boilerplate-part", "key_ranges")} | {
-        "band_groups": len(p["band_groups"])}
+    result = {k: p.get(k, 0) for k in ("ids-part", "exact-part", "lsh-band", "boilerplate-part", "near-repoint",
+                                         "key_ranges")} | {"band_groups": len(p["band_groups"])}
 elif what == "near-groups":
     from pipeline.run.near_groups import plan_near_groups
     t0 = time.perf_counter()
@@ -97,6 +98,10 @@ elif what in ("near-number", "near-relabel"):
     from pipeline.run.near_groups import run_near_step
     t0 = time.perf_counter()
     result = run_near_step(work, what, int(sys.argv[3]) if len(sys.argv) > 3 else None)
+elif what == "near-repoint":
+    from pipeline.run.near_groups import run_near_repoint
+    t0 = time.perf_counter()
+    result = run_near_repoint(work, int(sys.argv[3]))
 else:
     from pipeline.run.barrier_parts import run_part
     t0 = time.perf_counter()
@@ -245,6 +250,10 @@ def run_new(python: str, work: Path, with_global: bool = True) -> dict:
                 r = child(python, REPO, [step, str(work)] + ([] if item is None else [str(item)]))
                 tasks.append({"step": step, "item": item or 0, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
                               "process_wall_s": r["process_wall_s"]})
+        for item in range(plan["result"].get("near-repoint", 0)):  # the exact copies re-pointed (code before: none)
+            r = child(python, REPO, ["near-repoint", str(work), str(item)])
+            tasks.append({"step": "near-repoint", "item": item, "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"],
+                          "process_wall_s": r["process_wall_s"]})
     glob = child(python, REPO, ["barrier", str(work)]) if with_global else None
     steps = {}
     for t in tasks:

@@ -15,6 +15,10 @@ the Prefect-free executor (`pipeline.executor`) run, one after the other:
                            (`pipeline.run.near_groups`)
     near-number global     the clusters' global ids, a streaming merge of the groups' clusters
     near-relabel per group one group's verdicts under those ids
+    near-repoint per part  with exact dedup too: the exact copies whose exact survivor went as a
+                           near duplicate, each with the record finally kept: a join of the exact
+                           copies and the text near drops partitioned by the survivor's id
+                           (`pipeline.dedup.repoint`)
     barrier     global     applies them, merges the groups' clusters, the other barrier stages, the
                            shard plan; unit by unit (a unit's rows in memory at a time) unless a
                            barrier stage needs the frame of every record (`pipeline.run.barrier`)
@@ -64,13 +68,15 @@ def build_steps(cfg) -> list[Step]:
 
     steps = [Step("read", "unit", "records", retries=True), Step("digests", "background")]
     # The barrier's steps read the corpus index: the state is held from the first of them on.
-    from pipeline.run.near_groups import GROUP_STEP, NUMBER_STEP, PLAN_STEP, RELABEL_STEP
+    from pipeline.run.near_groups import GROUP_STEP, NUMBER_STEP, PLAN_STEP, RELABEL_STEP, REPOINT_STEP
 
     parts = part_steps(cfg)
     barrier = [Step(name, "part", retries=True) for name in parts]
     if "lsh-band" in parts:
         barrier += [Step(PLAN_STEP, "global"), Step(GROUP_STEP, "part", retries=True), Step(NUMBER_STEP, "global"),
                     Step(RELABEL_STEP, "part", retries=True)]
+        if "exact-part" in parts:  # exact copies to re-point exist only with both stages
+            barrier.append(Step(REPOINT_STEP, "part", retries=True))
     barrier.append(Step("barrier", "global"))
     steps += [replace(barrier[0], holds_state=True), *barrier[1:]]
     for spec in stages_at(cfg, Placement.UNIT):
@@ -131,7 +137,7 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
     from pipeline.plan import start_input_digests
     from pipeline.run.barrier import barrier
     from pipeline.run.barrier_parts import PART_STEPS, run_part
-    from pipeline.run.near_groups import NEAR_STEPS, run_near_step
+    from pipeline.run.near_groups import NEAR_STEPS, REPOINT_STEP, run_near_repoint, run_near_step
     from pipeline.run.pass1 import pass1
     from pipeline.run.pass2 import pass2
     from pipeline.run.unit_stages import fold_unit_stage
@@ -145,6 +151,8 @@ def run_step(work_dir: str, name: str, item: int | None = None, workers: int = 1
         return run_part(work_dir, name, item)
     if name in NEAR_STEPS:
         return run_near_step(work_dir, name, item)
+    if name == REPOINT_STEP:
+        return run_near_repoint(work_dir, item)
     if name == "barrier":
         return barrier(work_dir)
     if name == "write":

@@ -251,14 +251,16 @@ class UnitVerdicts:
 
     The barrier asks for the units in input order, each once: `verdicts(first, last)` returns the
     verdict rows (the frame `decide` would return) whose `_i` lies in `first <= _i < last`, in the
-    order `decide` would have them; `amend(records)` is the stage's `amend` on one unit's frame."""
+    order `decide` would have them; `amend(records, first)` is the stage's `amend` on one unit's
+    frame (its `_i` relative to the unit's first position `first`)."""
 
     def verdicts(self, first: int, last: int):
         """The verdict rows of positions `first`..`last - 1` (global `_i`)."""
         raise NotImplementedError
 
-    def amend(self, records):
-        """Evidence fix-ups on one unit's frame after its verdicts were applied."""
+    def amend(self, records, first: int):
+        """Evidence fix-ups on one unit's frame (records `first`.. in input order, `_i` from 0)
+        after its verdicts were applied."""
         return records
 
 

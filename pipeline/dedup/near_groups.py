@@ -29,6 +29,8 @@ Files under `_work/near/groups/`:
     gNNNNN.stars.parquet      its verdicts (`near_merge`): a row per cluster (for the numbering), its
     gNNNNN.clusters.parquet   rows in cluster order (for `near/decisions.parquet`) and by `_i` (for
     gNNNNN.verdicts.parquet   the units)
+    gNNNNN.drops.parquet      its near-dropped text records in partitions of their record id (with
+                              exact dedup on: the near side of `pipeline.dedup.repoint`)
     gNNNNN.candidates.parquet its candidate pairs (global doc numbers) and their similarities
     gNNNNN.json               its done-marker: verified and vetoed pairs, borderline re-checks
     number.json               the numbering's done-marker: how many clusters, the first free id
@@ -45,7 +47,7 @@ Usage::
 
     plan = plan_groups(work, cfg, external, kept_rows, unit_rows)
     for g in range(plan["groups"]):
-        resolve_one(work, cfg, prefer, external, g, read_texts)
+        resolve_one(work, cfg, prefer, external, g, read_texts, repoint_parts)
     number_groups(work)
     for g in range(plan["groups"]):
         relabel_one(work, g)
@@ -68,7 +70,7 @@ from pipeline.dedup.groups import GROUP_RECORDS, ComponentGroups
 from pipeline.dedup.lsh import CommonValues, add_histograms
 from pipeline.dedup.near import (SignatureStore, banding, candidate_pairs, common_bits, params, resolve_group,
                                  signature_sources)
-from pipeline.dedup.near_merge import GroupFiles, MergedGroups, number_clusters, relabel_group, write_group
+from pipeline.dedup.near_merge import GroupFiles, MergedGroups, number_clusters, relabel_group, write_drops, write_group
 from pipeline.dedup.pair_docs import DocIndex, doc_index, external_ids, group_frame, signed_rows, verdict_frames
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass
 from pipeline.errors import PipelineError
@@ -89,7 +91,7 @@ def groups_dir(work: Path) -> Path:
 
 def group_path(work: Path, g: int, suffix: str) -> Path:
     """A file of group `g`: `suffix` is `.npz`, `.rows.parquet`, `.stars.parquet`, `.clusters.parquet`,
-    `.verdicts.parquet`, `.candidates.parquet` or `.json`."""
+    `.verdicts.parquet`, `.drops.parquet`, `.candidates.parquet` or `.json`."""
     return groups_dir(work) / f"g{g:05d}{suffix}"
 
 
@@ -244,10 +246,13 @@ def _boilerplate(work: Path, cfg: NearDedupConfig, index: DocIndex, pairs: np.nd
 
 
 def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tuple[str, Path, Path]], g: int,
-                read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None) -> dict:
-    """Verify and cluster group `g` and write its verdicts (`near_merge.write_group`) and candidate
-    pairs; returns its counts (the cluster counts the merge adds up among them). It reads its input and attribute rows (written by `plan_groups`), its records'
-    signatures and, with `verify: borderline`, `read_texts(units, rows)`: their texts."""
+                read_texts: Callable[[np.ndarray, np.ndarray], list[str]] | None, repoint_parts: int) -> dict:
+    """Verify and cluster group `g` and write its verdicts (`near_merge.write_group`), its text
+    drops in `repoint_parts` partitions (`near_merge.write_drops`; none when 0: a run without
+    exact dedup has nothing to re-point) and candidate pairs; returns its counts (the cluster
+    counts the merge adds up among them). It reads its input and attribute rows (written by
+    `plan_groups`), its records' signatures and, with `verify: borderline`,
+    `read_texts(units, rows)`: their texts."""
     if cfg.verify == "borderline" and read_texts is None:
         raise PipelineError("near dedup: `verify: borderline` needs the records' texts at the barrier (read_texts)")
     with np.load(group_path(work, g, ".npz")) as npz:
@@ -269,6 +274,8 @@ def resolve_one(work: Path, cfg: NearDedupConfig, prefer: str, external: list[tu
                       work, cfg, prefer, read_texts, boilerplate)
     stars, drops = verdict_frames(r, docs, frame, own, pl.concat([ext_ids, own["record_id"]]))
     counted = write_group(stars, drops, group_files(work, g))
+    if repoint_parts:
+        write_drops(group_files(work, g), group_path(work, g, ".drops.parquet"), repoint_parts)
     with atomic_path(group_path(work, g, ".candidates.parquet")) as tmp:
         pl.DataFrame({"doc_a": docs[pairs[:, 0]], "doc_b": docs[pairs[:, 1]], "similarity": r.sims,
                       "estimated_jaccard": r.ests, "content_jaccard": r.contents, "content_positions": r.cpos},

@@ -11,6 +11,12 @@ its local cluster numbers rise with the global ones. It writes:
                              and per head of this run's), in local cluster order, local ids
     gNNNNN.verdicts.parquet  the same rows by `_i`, with the record's own id and image flag
 
+and, when the run has exact dedup too (`write_drops`, from the verdicts file):
+
+    gNNNNN.drops.parquet     its near-dropped text records, in partitions of their record id: the
+                             near side of the re-pointing of exact copies (`pipeline.dedup.repoint`),
+                             joined by the `near-repoint` tasks, never read by the global step
+
 Then `number_clusters` (one step, streaming) gives every cluster its global id: a k-way merge of
 the stars files, a row group of each at a time, writes each group's ids (`gNNNNN.ids`, an int64
 per cluster in local order). `relabel_group` (a task per group, on that group's rows only)
@@ -24,6 +30,7 @@ at a time.
 Usage::
 
     counted = write_group(stars, drops, files)                 # in each group task
+    write_drops(files, drops_path, parts)                      # the same task, with exact dedup on
     numbered = number_clusters([f.stars for f in files], ids)  # once, after every group task
     relabel_group(files[g], ids[g], relabeled[g])              # in a task per group
     merged = MergedGroups(relabeled, numbered)                 # in the global step
@@ -43,6 +50,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.dedup.pair_docs import cluster_ids, decision_rows
+from pipeline.dedup.repoint import text_drops, write_partitioned
 from pipeline.fileio import atomic_path
 from pipeline.run.workdir import SortedParts, batch_rows
 
@@ -97,6 +105,14 @@ def write_group(stars: pl.DataFrame, drops: pl.DataFrame, files: GroupFiles) -> 
     _write(rows.select(list(ROWS_SCHEMA)), files.clusters)
     _write(rows.select(list(VERDICTS_FILE_SCHEMA)).sort("_i"), files.verdicts)
     return counted
+
+
+def write_drops(files: GroupFiles, path: Path, parts: int) -> None:
+    """A group's near-dropped text records (`repoint.DROPS_SCHEMA`), read back from its verdicts
+    file, to `path` in `parts` partitions of their record id (`repoint.write_partitioned`): the
+    near side of the re-pointing of exact copies (`pipeline.dedup.repoint`)."""
+    verdicts = pl.read_parquet(files.verdicts, columns=["_i", "record_id", "duplicate_of", "image"])
+    write_partitioned(text_drops(verdicts), "record_id", parts, path)
 
 
 def number_clusters(stars: list[Path], ids: list[Path]) -> dict:
@@ -192,12 +208,6 @@ def relabel_group(files: GroupFiles, ids: Path, out: GroupFiles, groups: int = 1
     return {"clusters": len(glob), "rows": rows}
 
 
-def _among(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Whether each value is in the sorted `table` (a binary search each: the table is not sorted again)."""
-    at = np.minimum(np.searchsorted(table, values), len(table) - 1)
-    return table[at] == values
-
-
 class MergedGroups:
     """Every group's verdicts under global cluster ids (`relabel_group`'s files), read a row group
     per file at a time; `numbered` is `number_clusters`' result. Holds nothing per cluster."""
@@ -233,24 +243,3 @@ class MergedGroups:
                         held = held.slice(DECISIONS_FILE_ROWS)
                 if held.height or self.clusters == 0:
                     writer.write_table(held.to_arrow())
-
-    def moved(self, exact_files: list[Path]) -> pl.DataFrame:
-        """The near-dropped text records that an exact copy names as its survivor (`duplicate_of`
-        of the `exact-part` files): `_i`, record_id, duplicate_of (their near survivor), by `_i`.
-        Only those rows are held: the exact survivors are matched by a 64-bit hash of their id
-        (8 bytes per exact copy, while the verdict files are read); a hash collision only adds a
-        row that no exact copy names."""
-        keys = [np.zeros(0, np.uint64)]
-        for p in exact_files:
-            for batch in pq.ParquetFile(p).iter_batches(batch_size=65_536, columns=["duplicate_of"]):
-                keys.append(pl.from_arrow(batch)["duplicate_of"].hash().to_numpy())
-        named = np.sort(np.concatenate(keys))
-        del keys
-        named = named[np.concatenate([[True], named[1:] != named[:-1]])] if named.size else named
-        cols = {"_i": pl.Int64, "record_id": pl.String, "duplicate_of": pl.String, "image": pl.Boolean}
-        found = [pl.DataFrame(schema=cols)]
-        for f in self._files if named.size else []:
-            for batch in pq.ParquetFile(f.verdicts).iter_batches(batch_size=GROUP_FILE_ROWS, columns=list(cols)):
-                rows = pl.from_arrow(batch).cast(cols).filter(pl.col("duplicate_of").is_not_null() & ~pl.col("image"))
-                found.append(rows.filter(pl.Series(_among(rows["record_id"].hash().to_numpy(), named))))
-        return pl.concat(found).sort("_i").select("_i", "record_id", "duplicate_of")

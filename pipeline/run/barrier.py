@@ -7,7 +7,9 @@
 The work of record-id uniqueness, exact dedup and LSH banding that grows with the corpus runs
 before, partitioned into tasks (`pipeline.run.barrier_parts`), and so do the verification and
 clustering of the candidate pairs, a group of connected components per task
-(`pipeline.run.near_groups`); this step applies their outputs, merges the groups' verdicts into
+(`pipeline.run.near_groups`), and the re-pointing of exact copies whose survivor went as a near
+duplicate (the `near-repoint` tasks: a join partitioned by the survivor's id,
+`pipeline.dedup.repoint`); this step applies their outputs, merges the groups' verdicts into
 clusters and runs the other barrier stages. It has two paths that decide the
 same, byte for byte:
 
@@ -16,9 +18,9 @@ same, byte for byte:
   tasks' verdicts and clusters the image records), then the units are decided in input order, one
   unit's key rows in memory at a time: the `ids-part` verdicts and each stage's verdicts of that
   unit applied, the shard plan carried from unit to unit (`ShardPlanner`), its decisions written.
-  Memory: a unit, a bit per record, the image records, a row group of each group's verdict
-  files and the near drops an exact copy names as its survivor; never a row per record, nor per
-  near drop, nor an id per near-duplicate cluster (`near-number` numbered them, streaming).
+  Memory: a unit, a bit per record, the image records, a batch of each group's verdict file and
+  of each `near-repoint` partition's file; never a row (nor a hash) per record, per exact copy or
+  per near drop, nor an id per near-duplicate cluster (`near-number` numbered them, streaming).
 - the whole frame (one key row per record of the run, about 1.3 KiB each), when another barrier
   stage needs every record at once (containment, repeated paragraphs, users' stages).
 """
@@ -108,7 +110,7 @@ def barrier(work_dir: str, whole_frame: bool | None = None) -> dict:
         return cached
     run_all_parts(work_dir)  # done already when the runner ran them as tasks
     if "lsh-band" in part_steps(plan.config):
-        run_all_near_groups(work_dir)  # the same: the `near-groups` plan and its `near-group` tasks
+        run_all_near_groups(work_dir)  # the same: the `near-groups` plan and its later steps' tasks
     cfg = plan.config
     specs = stages_at(cfg, Placement.BARRIER)
     if whole_frame is None:
@@ -216,7 +218,8 @@ def _decide_unit_by_unit(work: Path, plan: RunPlan, ctx: BarrierContext, specs) 
         records = apply_verdicts(records, _local(_ids_verdicts(ids.take(first, last)), first), IDENTITY_STAGE, table)
         for kind, verdicts in served:
             t0, c0 = time.perf_counter(), time.process_time()
-            records = verdicts.amend(apply_verdicts(records, _local(verdicts.verdicts(first, last), first), kind, table))
+            records = verdicts.amend(apply_verdicts(records, _local(verdicts.verdicts(first, last), first), kind, table),
+                                     first)
             _timed(stage_seconds, kind, t0, c0)
         records = _finish(records)
         is_kept = records["decision"].is_in(kept)

@@ -16,10 +16,13 @@ hold only their partition's share, one done-marker per task (a killed run resume
 
 Files under `_work/barrier/`:
 
-    parts.json            the partition plan: counts per step, records per unit, and the corpus
-                          index runs it was planned against
+    parts.json            the partition plan: counts per step (`near-repoint` too), records per
+                          unit, and the corpus index runs it was planned against
     ids/pNNNNN.parquet    `_i` (position in input order) of each rejected later copy of an id
     exact/pNNNNN.parquet  `_i`, decision, reason, duplicate_of of each exact duplicate
+    exact/pNNNNN.copies.parquet  with near dedup on: the same copies' `_i` and duplicate_of in
+                          partitions of that survivor's id (the exact side of the `near-repoint`
+                          step's join, `pipeline.dedup.repoint`)
     lsh/pNNNNN.parquet    candidate pairs (a < b) as doc codes (`doc_code`)
     boilerplate/pNNNNN.u16  a sketch's counters, raw uint16 (`CommonValues.absorb` reads them)
     */pNNNNN.json         each task's done-marker (its result)
@@ -61,6 +64,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.dedup.candidates import UNIT_SHIFT, doc_code, unique_code_pairs
 from pipeline.dedup.lsh import bucket_pairs
+from pipeline.dedup.repoint import COPIES_SCHEMA, write_partitioned
 from pipeline.run.workdir import PART_DIRS, batch_rows, part_done_path, part_files, read_done, unit_name
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,9 @@ log = logging.getLogger(__name__)
 PART_STEPS = tuple(PART_DIRS)
 # Records per ids/exact task: an exact task of 2M key rows peaked at 1.0 GiB (bench/README.md).
 PART_RECORDS = 2_000_000
+# Records per partition of the re-pointing join (`pipeline.dedup.repoint`): its rows are the exact
+# copies and the near-dropped texts, at most one per record (about a fifth at the benchmark's shares).
+REPOINT_RECORDS = 4_000_000
 # (doc, band) entries per LSH task: one band of 10M docs peaked at 0.95 GiB (keys, codes, the
 # bucket sort, its pairs, the bit per record of what ids/exact removed).
 LSH_DOC_BANDS = 16_000_000
@@ -164,6 +171,9 @@ def plan_parts(work_dir: str) -> dict:
     parts = {"records": n, "units": [u.unit_id for u in plan.units], "unit_records": counts,
              "index_runs": [r["run_id"] for r in index.runs] if index is not None else None,
              "ids-part": key_parts, "exact-part": key_parts if "exact-part" in steps else 0,
+             # the re-pointing of exact copies whose survivor went as a near duplicate: with both stages
+             "near-repoint": (max(workers, math.ceil(n / REPOINT_RECORDS))
+                              if "exact-part" in steps and "lsh-band" in steps else 0),
              "band_groups": [], "key_ranges": 1, "lsh-band": 0, "boilerplate-part": 0, "sketch_units": []}
     if "lsh-band" in steps:
         from pipeline.dedup.near import banding
@@ -187,6 +197,11 @@ def plan_parts(work_dir: str) -> dict:
 def planned_parts(work: Path) -> dict:
     """The partition plan as made (`plan_parts` made once, without checking the corpus index again)."""
     return read_done(_root(work) / "parts.json") or plan_parts(str(work))
+
+
+def exact_copies_path(work: Path, p: int) -> Path:
+    """The exact copies of exact-part task `p`, in the partitions of the re-pointing join."""
+    return part_done_path(work, "exact-part", p).with_suffix(".copies.parquet")
 
 
 def part_count(work_dir: str, name: str) -> int:
@@ -296,6 +311,9 @@ def _exact_part(work: Path, plan: RunPlan, parts: dict, p: int) -> tuple[pl.Data
     published = (index.exact_keys(key_part(n) == p) if index is not None
                  else _empty({"key": pl.Binary, "record_id": pl.String}))
     verdicts = exact_verdicts(live, published)
+    if parts["near-repoint"]:  # written before the task's done-marker, so a finished task has it
+        write_partitioned(verdicts.select(list(COPIES_SCHEMA)), "duplicate_of", parts["near-repoint"],
+                          exact_copies_path(work, p))
     return verdicts, {"records": live.height, "published": published.height}
 
 

@@ -7,7 +7,10 @@ tasks verify and cluster the candidate graph a group of components at a time
 (`pipeline.run.near_groups`), and the stage merges their verdicts (`near_merge.MergedGroups`),
 on the frame of every record (`decide`) or, without it (`decide_from_parts`), with the image
 records only (`pipeline.run.barrier_parts.gather_live`); then its drops and cluster heads are read
-per unit from the groups' files, never held for the whole run.
+per unit from the groups' files, never held for the whole run. `amend` re-points an exact copy
+whose exact survivor it dropped at the record finally kept: on the whole frame by a join, unit by
+unit from the rows of the `near-repoint` tasks (`pipeline.dedup.repoint`: the same join,
+partitioned by the survivor's id), so no step holds a row per exact copy nor per drop.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pipeline.dedup.candidates import code_positions, doc_code
 from pipeline.dedup.near import SignatureWriter
 from pipeline.dedup.near_groups import merge_groups
 from pipeline.dedup.near_merge import MergedGroups
+from pipeline.dedup.repoint import REPOINT_SCHEMA, repoint, repoint_path
 from pipeline.errors import PipelineError
+from pipeline.run.workdir import SortedParts
 from pipeline.safety.perceptual import PDQ_MIN_QUALITY
 
 DROPPED_NEAR_DUPLICATE = DecisionKind("dropped_near_duplicate", Category.DROPPED,
@@ -93,15 +98,10 @@ class NearDedupStage(BarrierStage):
         """`decide` from the group tasks' verdicts and the image records (gathered unit by unit),
         without a row per record nor per drop: the text verdicts are read per unit."""
         from pipeline.run.barrier_parts import gather_live
-        from pipeline.run.workdir import part_files
 
         images, count, any_image = gather_live(ctx.work_dir, ctx.plan, {})
         merged, image_hits, stats = self._resolve(images.select(*LIVE), count, any_image, ctx)
-        # As `amend` finds them on the whole frame: text records (no pHash) this stage dropped, in
-        # input order (every record resolved was still kept, so every verdict applies); only those
-        # an exact copy names as its survivor, the only ones `amend` looks up.
-        moved = _moved(merged.moved(part_files(ctx.work_dir, "exact-part")))
-        return _NearUnitVerdicts(merged, TEXT_REASON[self.config.verify], image_hits, moved), stats
+        return _NearUnitVerdicts(merged, TEXT_REASON[self.config.verify], image_hits, _repointed(ctx.work_dir)), stats
 
     def _resolve(self, live: pl.DataFrame, live_count: int, images: bool, ctx: BarrierContext):
         """The text resolution (merged from the group tasks' verdicts: `MergedGroups`), the image
@@ -162,6 +162,20 @@ LIVE = ("_i", "unit", "row", "record_id", "priority", "text_bytes", "quality", "
         "pdq_quality")
 
 
+def _repointed(work: Path) -> SortedParts:
+    """The `near-repoint` tasks' rows (`repoint.REPOINT_SCHEMA`), read per unit by `_i`: what
+    `amend` finds on the whole frame, computed by a join partitioned by the exact survivor's id
+    (none without exact dedup: no step, no file)."""
+    from pipeline.run.barrier_parts import planned_parts
+
+    paths = [repoint_path(work, p, ".parquet") for p in range(planned_parts(work)["near-repoint"])]
+    missing = [p for p in paths if not p.with_suffix(".json").exists()]
+    if missing:
+        raise PipelineError(f"near dedup: {len(missing)} of {len(paths)} `near-repoint` task(s) have not run (first: "
+                            f"{missing[0].stem}); run the barrier's `near-repoint` tasks first")
+    return SortedParts(paths, REPOINT_SCHEMA)
+
+
 def _moved(dropped: pl.DataFrame) -> pl.DataFrame:
     """duplicate_of (a near-dropped text record's id) -> _final (its survivor), from the dropped
     records in input order (the first of an id counts)."""
@@ -182,12 +196,12 @@ def _repoint(records: pl.DataFrame, moved: pl.DataFrame) -> pl.DataFrame:
 
 class _NearUnitVerdicts(UnitVerdicts):
     """The stage's text rows read per unit from the groups' files (`MergedGroups.rows`) and its
-    image `_hits` rows (held: image records only), made into verdicts per unit; the re-pointing map
-    of the exact copies whose survivor was near-dropped."""
+    image `_hits` rows (held: image records only), made into verdicts per unit; the re-pointing
+    rows of the exact copies whose survivor was near-dropped, read per unit too."""
 
     def __init__(self, merged: MergedGroups, reason: str, images: list[tuple[pl.DataFrame, str]],
-                 moved: pl.DataFrame) -> None:
-        self._merged, self._reason, self._images, self._moved = merged, reason, images, moved
+                 repointed: SortedParts) -> None:
+        self._merged, self._reason, self._images, self._repointed = merged, reason, images, repointed
 
     def verdicts(self, first: int, last: int) -> pl.DataFrame:
         parts = [_verdicts(self._merged.rows(first, last), self._reason)]
@@ -198,5 +212,6 @@ class _NearUnitVerdicts(UnitVerdicts):
         # stable: a record with two verdicts (text and image) keeps their order, as `decide` has it
         return pl.concat(parts, how="vertical_relaxed").sort("_i", maintain_order=True)
 
-    def amend(self, records: pl.DataFrame) -> pl.DataFrame:
-        return _repoint(records, self._moved)
+    def amend(self, records: pl.DataFrame, first: int) -> pl.DataFrame:
+        rows = self._repointed.take(first, first + records.height)
+        return repoint(records, rows.with_columns(pl.col("_i") - first))

@@ -102,17 +102,31 @@ def test_the_runner_runs_each_partition_and_each_group_of_components_as_its_own_
     corpus = adversarial_corpus(tmp_path / "in", n=300)
     monkeypatch.setattr(barrier_parts, "PART_RECORDS", 40)
     monkeypatch.setattr(barrier_parts, "LSH_DOC_BANDS", 150)
+    monkeypatch.setattr(barrier_parts, "REPOINT_RECORDS", 100)
     monkeypatch.setattr(near_groups, "GROUP_RECORDS", 10)
     cfg = _config(tmp_path / "run", corpus)
     steps = [s.name for s in build_steps(cfg)]
-    assert steps[2:11] == ["ids-part", "exact-part", "lsh-band", "boilerplate-part", "near-groups", "near-group",
-                          "near-number", "near-relabel", "barrier"]
+    assert steps[2:12] == ["ids-part", "exact-part", "lsh-band", "boilerplate-part", "near-groups", "near-group",
+                           "near-number", "near-relabel", "near-repoint", "barrier"]
     manifest = run_local(cfg)
     timed = {p["name"]: p for p in manifest["timings"]["phases"]}
     assert timed["ids-part"]["items"] == timed["exact-part"]["items"] >= 7
     assert timed["lsh-band"]["items"] >= 16  # one band per task, in several key ranges
     assert timed["near-group"]["items"] == manifest["near_dedup"]["groups"]["groups"] >= 5
     assert timed["near-relabel"]["items"] == timed["near-group"]["items"] and timed["near-number"]["items"] == 1
+    assert timed["near-repoint"]["items"] == 4  # 302 records, at most 100 per partition of the join
+
+
+@pytest.mark.parametrize("kind, drop", [("exact_dedup", "dropped_duplicate"), ("near_dedup", "dropped_near_duplicate")])
+def test_a_run_with_one_dedup_stage_has_no_copies_to_re_point_and_no_join_step(tmp_path, monkeypatch, kind, drop):
+    corpus = adversarial_corpus(tmp_path / "in", n=200)
+    cfg = _config(tmp_path / "run", corpus, stages=[{"kind": "safety"}, {"kind": kind}])
+    assert "near-repoint" not in [s.name for s in build_steps(cfg)]
+    written = []  # the exact side of the join: no exact-part task writes it
+    monkeypatch.setattr(barrier_parts, "write_partitioned", lambda *a: written.append(a))
+    manifest = run_local(cfg)
+    assert "near-repoint" not in [p["name"] for p in manifest["timings"]["phases"]] and written == []
+    assert _decisions(tmp_path / "run").filter(pl.col("decision") == drop).height > 10
 
 
 def test_cross_run_index_hits_are_the_same_in_many_partitions_and_in_one(tmp_path, monkeypatch):

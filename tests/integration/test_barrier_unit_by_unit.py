@@ -12,14 +12,18 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from pipeline.dedup import near_groups, near_merge
+from pipeline.dedup.repoint import repoint_path
 from pipeline.errors import RejectionsError
 from pipeline.executor import run_local
 from pipeline.run import barrier as barrier_module
 from pipeline.run import barrier_parts
+from pipeline.run import near_groups as run_near_groups
+from pipeline.run import tasks
 from tests.conftest import REPO, build_config
 from tests.integration.test_barrier_parts import _WORDS, _edit, adversarial_corpus
 from tests.integration.test_run import file_digests
@@ -137,3 +141,53 @@ def test_fail_on_reject_reports_the_same_rejections_on_both_paths(tmp_path, monk
     assert sorted(report["reason"].to_list())[:2] == ["duplicate record_id", "duplicate record_id"]
     assert not (tmp_path / "out" / "_work" / "barrier.json").exists()
     shutil.rmtree(tmp_path / "out")
+
+
+def _repoint_spy(monkeypatch) -> list[tuple[int, list[int]]]:
+    """Record, for each `near-repoint` task, its partition and the units of the exact copies it
+    re-points (read from its output before the scratch space goes at publish)."""
+    seen: list[tuple[int, list[int]]] = []
+    original = run_near_groups.run_near_repoint
+
+    def spy(work_dir: str, p: int) -> dict:
+        result = original(work_dir, p)
+        at = pl.read_parquet(repoint_path(Path(work_dir), p, ".parquet"))["_i"].to_numpy()
+        starts = np.cumsum(barrier_parts.planned_parts(Path(work_dir))["unit_records"])
+        seen.append((p, sorted(set(np.searchsorted(starts, at, side="right").tolist()))))
+        return result
+
+    monkeypatch.setattr(run_near_groups, "run_near_repoint", spy)
+    return seen
+
+
+def test_exact_copies_re_pointed_in_many_partitions_decide_what_one_partition_and_the_whole_frame_decide(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(barrier_parts, "PART_RECORDS", 60)
+    monkeypatch.setattr(near_groups, "GROUP_RECORDS", 8)     # many group tasks: drops from many producers
+    corpus = adversarial_corpus(tmp_path / "in", n=600)
+    runs = {}
+    for name, whole, repoint_records in (("many", False, 50), ("one", False, 10**9), ("whole", True, 50)):
+        with monkeypatch.context() as m:
+            m.setattr(barrier_parts, "REPOINT_RECORDS", repoint_records)
+            if name == "one":  # the partitions are at least the runner's workers
+                m.setattr(tasks, "runner_workers", lambda _cfg: 1)
+            taken = _paths(m, whole)
+            seen = _repoint_spy(m)
+            runs[name] = run_local(_config(tmp_path / name, corpus, tmp_path / f"state-{name}"))
+        assert taken == ["_decide_whole_frame" if whole else "_decide_unit_by_unit"]
+        assert runs[name]["near_dedup"]["groups"]["groups"] > 10
+        runs[name]["seen"] = seen
+    assert file_digests(tmp_path / "many") == file_digests(tmp_path / "one") == file_digests(tmp_path / "whole")
+    # What the comparison covered: one partition, and many whose re-pointed copies lie in several
+    # partitions and several units (an exact copy in one unit, its survivor near-dropped elsewhere).
+    one, many = dict(runs["one"]["seen"]), dict(runs["many"]["seen"])  # a task called again reads its result
+    assert list(one) == [0] and len(one[0]) >= 2
+    with_rows = [units for units in many.values() if units]
+    assert len(many) >= 10 and len(with_rows) >= 3
+    assert len(set().union(*with_rows)) >= 3
+    ledger = pl.read_parquet(str(tmp_path / "many" / "ledger" / "*.parquet"))
+    kept = set(ledger.filter(pl.col("decision") == "kept")["record_id"].to_list())
+    exact = ledger.filter(pl.col("decision") == "dropped_duplicate")
+    near = ledger.filter(pl.col("decision") == "dropped_near_duplicate")
+    assert set(exact["duplicate_of"].to_list()) <= kept
+    assert exact.join(near, on="content_sha256", how="semi").height > 5  # copies of near-dropped records

@@ -21,7 +21,7 @@ from pipeline.dedup import near_groups, near_merge
 from pipeline.dedup.near_groups import merge_groups
 from pipeline.errors import PipelineError
 from pipeline.executor import run_local
-from pipeline.run.near_groups import run_near_group
+from pipeline.run.near_groups import run_near_group, run_near_repoint
 from pipeline.stages import near as near_stage
 from tests.conftest import build_config
 from tests.integration.test_barrier_parts import adversarial_corpus, run_clean_and_killed, run_script
@@ -145,4 +145,37 @@ def test_a_run_killed_among_the_group_tasks_resumes_without_redoing_finished_gro
         run_near_group(str(killed / "_work"), g)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     run_script(_KILLABLE, corpus, killed)
+    assert file_digests(killed) == file_digests(clean)
+
+
+_KILLABLE_REPOINT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from pipeline.config import parse_config
+    from pipeline.executor import run_local
+    from pipeline.run import barrier_parts, near_groups
+    barrier_parts.REPOINT_RECORDS = 100
+    join = near_groups.run_near_repoint
+
+    def slow(work_dir, p):  # each join task that runs takes long enough to be killed among them
+        if not (Path(work_dir) / "near" / "repoint" / f"p{p:05d}.json").exists():
+            time.sleep(0.2)
+        return join(work_dir, p)
+
+    near_groups.run_near_repoint = slow
+    corpus, out = sys.argv[1], sys.argv[2]
+    run_local(parse_config({"sources": [{"name": "c", "kind": "jsonl", "paths": [corpus], "id_field": "id"}],
+                            "output": {"dir": out, "shard_max_rows": 150}, "runner": {"max_workers": 1}}, "test"))
+""")
+
+
+def test_a_run_killed_among_the_repoint_tasks_resumes_without_redoing_finished_ones(tmp_path):
+    corpus, clean, killed, markers = run_clean_and_killed(_KILLABLE_REPOINT, tmp_path, "_work/near/repoint", "p*.json")
+    total = json.loads((killed / "_work" / "barrier" / "parts.json").read_text())["near-repoint"]
+    finished = {p: p.stat().st_mtime_ns for p in markers.glob("p*.json")}
+    assert 3 <= len(finished) < total
+    for p in range(total):  # the rest of the step, task by task as a runner would
+        run_near_repoint(str(killed / "_work"), p)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    run_script(_KILLABLE_REPOINT, corpus, killed)
     assert file_digests(killed) == file_digests(clean)

@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.dedup import near_merge
 from pipeline.dedup.near_merge import (ROWS_SCHEMA, SERVED, GroupFiles, MergedGroups, number_clusters, relabel_group,
-                                       write_group)
+                                       write_drops, write_group)
 from pipeline.dedup.pair_docs import cluster_ids, decision_rows
+from pipeline.dedup.repoint import COPIES_SCHEMA, DROPS_SCHEMA, read_partition, repoint_rows, write_partitioned
 from tests.unit.dedup.test_pair_docs import _drops, _stars
 
 
@@ -69,14 +70,19 @@ def test_merged_groups_number_and_serve_the_rows_that_one_merge_of_every_group_m
         assert merged.first_free == 6
 
 
-def test_the_moved_rows_are_the_text_drops_an_exact_copy_names(tmp_path):
-    merged = _merged(tmp_path, [A, B])
-    exact = tmp_path / "exact.parquet"
+@pytest.mark.parametrize("parts", [1, 3])
+def test_an_exact_copy_of_a_near_dropped_text_is_re_pointed_at_its_near_survivor(tmp_path, parts):
+    files = _written(tmp_path, [A, B])
+    drops = [tmp_path / f"g{k}.drops.parquet" for k in range(2)]
+    for f, path in zip(files, drops):
+        write_drops(f, path, parts)
     # exact copies name own8 (near-dropped), own10 (near-dropped, but an image), own3 (kept), run/x
-    pl.DataFrame({"_i": [20, 21, 22, 23], "duplicate_of": ["own8", "own10", "own3", "run/x"]}).write_parquet(exact)
-    moved = merged.moved([exact])
-    assert moved.rows() == [(8, "own8", "own7")]
-    assert merged.moved([]).height == 0
+    copies = tmp_path / "copies.parquet"
+    write_partitioned(pl.DataFrame({"_i": [20, 21, 22, 23], "duplicate_of": ["own8", "own10", "own3", "run/x"]}),
+                      "duplicate_of", parts, copies)
+    rows = pl.concat([repoint_rows(read_partition([copies], p, parts, COPIES_SCHEMA),
+                                   read_partition(drops, p, parts, DROPS_SCHEMA)) for p in range(parts)])
+    assert rows.rows() == [(20, "own7")]
 
 
 @pytest.mark.parametrize("file_rows", [1, 3, 8_192])
