@@ -75,7 +75,7 @@ from pipeline.dedup.pair_docs import DocIndex, doc_index, external_ids, group_fr
 from pipeline.dedup.short_pass import SHORT_FILE_SUFFIX, ShortPass, run_short_pass
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, atomic_write_json
-from pipeline.run.workdir import part_files, read_done
+from pipeline.run.workdir import allow_open_files, part_files, read_done
 
 # The attribute rows a group task reads (`_split_rows`): what the survivor rules rank by and what
 # its verdicts name.
@@ -171,6 +171,7 @@ def plan_groups(work: Path, cfg: NearDedupConfig, external: list[tuple[str, Path
                    short_sims=short.sims[short_at],
                    bits=bits[g_docs] if bits is not None else np.zeros((0, 0), np.uint8))
     del bits
+    allow_open_files(groups.stats["groups"])  # a writer per group
     _split_rows(work, index, groups, unit_rows)
     out.update({"groups": groups.stats["groups"], "candidate_pairs": int(len(pairs)), "boilerplate_min_docs": boilerplate_docs,
                 "involved_with_boilerplate": with_boilerplate,
@@ -312,6 +313,7 @@ def number_groups(work: Path) -> dict:
                             "`near-groups` step (and its `near-group` tasks) first")
     groups = plan["groups"]
     _all_done(work, groups, ".json", "near-group")
+    allow_open_files(2 * groups)  # every group's stars file read, and its ids written, side by side
     numbered = number_clusters([group_path(work, g, ".stars.parquet") for g in range(groups)],
                                [group_path(work, g, ".ids") for g in range(groups)])
     atomic_write_json(path, numbered)

@@ -40,13 +40,15 @@ from pipeline.core.registry import decision_table, stages_at
 from pipeline.core.runtime import stage_instance
 from pipeline.core.stage import BarrierContext, Placement
 from pipeline.core.verdicts import apply_verdicts
+from pipeline.dedup.near_groups import planned_groups
 from pipeline.errors import RejectionsError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.plan import RunPlan
 from pipeline.run.pass1 import KEYS_SCHEMA, RECORD_ID
 from pipeline.run.barrier_parts import index_moved_on, part_steps, planned_parts, run_all_parts
 from pipeline.run.near_groups import run_all_near_groups
-from pipeline.run.workdir import SortedParts, part_files, read_done, read_schema, unit_name, write_schema
+from pipeline.run.workdir import (SortedParts, allow_open_files, part_files, read_done, read_schema, unit_name,
+                                  write_schema)
 from pipeline.schema_merge import merge_schemas
 from pipeline.sinks.shards import ShardPlanner, plan_shards
 
@@ -109,8 +111,12 @@ def barrier(work_dir: str, whole_frame: bool | None = None) -> dict:
             work, plan, (cached.get("corpus_index") or {}).get("runs")):
         return cached
     run_all_parts(work_dir)  # done already when the runner ran them as tasks
+    groups = 0
     if "lsh-band" in part_steps(plan.config):
         run_all_near_groups(work_dir)  # the same: the `near-groups` plan and its later steps' tasks
+        groups = planned_groups(work)["groups"]
+    parts = planned_parts(work)  # the unit loop reads these steps' files side by side
+    allow_open_files(parts["ids-part"] + parts["exact-part"] + parts.get("near-repoint", 0) + groups)
     cfg = plan.config
     specs = stages_at(cfg, Placement.BARRIER)
     if whole_frame is None:

@@ -74,6 +74,24 @@ def part_files(work: Path, step: str) -> list[Path]:
     return [part_done_path(work, step, p).with_suffix(".parquet") for p in range(parts.get(step, 0))]
 
 
+def allow_open_files(files: int) -> None:
+    """Let this process hold `files` files open (the steps that read or write every partition's or
+    group's file side by side: at 1B documents well over a thousand): the soft limit is raised
+    toward the hard one; PipelineError saying what to do when even that is too low."""
+    import resource
+
+    from pipeline.errors import PipelineError
+
+    want = files + 256  # the interpreter's, the libraries' and the run's other files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise PipelineError(f"this step reads {files} scratch files side by side, but the process may open only {hard} "
+                            f"files (`ulimit -Hn`); raise the hard limit to at least {want} on the machine that runs it")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 # What a reader of many sorted files holds of them at a time: a batch of each, of ROWS_IN_FLIGHT
 # rows over the number of files (within the bounds below), so that the rows held do not grow with
 # the number of partitions (held rows of exact-dedup verdicts cost about 0.3 KiB each: 262,144

@@ -39,3 +39,29 @@ def test_the_rows_read_side_by_side_do_not_grow_with_the_number_of_files():
     for files in (16, 100, ROWS_IN_FLIGHT // MIN_BATCH_ROWS):
         assert batch_rows(files) * files <= ROWS_IN_FLIGHT
     assert batch_rows(10_000) == MIN_BATCH_ROWS  # a floor: then it is the files that grow
+
+
+def test_a_step_that_opens_many_files_raises_its_soft_limit_or_says_what_to_do():
+    import os
+    import resource
+
+    import pytest
+
+    from pipeline.errors import PipelineError
+    from pipeline.run.workdir import allow_open_files
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = len(os.listdir("/proc/self/fd")) + 64
+    if hard != resource.RLIM_INFINITY and hard < low + 1_000:
+        pytest.skip(f"the hard limit ({hard}) leaves no room to test")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+        allow_open_files(1_000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1_256
+        allow_open_files(10)   # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1_256
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(PipelineError, match=r"raise the hard limit to at least"):
+                allow_open_files(hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
