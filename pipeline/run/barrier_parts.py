@@ -174,7 +174,8 @@ def plan_parts(work_dir: str) -> dict:
              # the re-pointing of exact copies whose survivor went as a near duplicate: with both stages
              "near-repoint": (max(workers, math.ceil(n / REPOINT_RECORDS))
                               if "exact-part" in steps and "lsh-band" in steps else 0),
-             "band_groups": [], "key_ranges": 1, "lsh-band": 0, "boilerplate-part": 0, "sketch_units": []}
+             "band_groups": [], "key_ranges": 1, "lsh-band": 0, "boilerplate-part": 0, "sketch_units": [],
+             "hash_probe": hash_probe()}
     if "lsh-band" in steps:
         from pipeline.dedup.near import banding
 
@@ -194,9 +195,27 @@ def plan_parts(work_dir: str) -> dict:
     return parts
 
 
+# Record ids (`ids-part`) and exact survivors' ids (`near-repoint`) are partitioned by polars'
+# hash: every task of a run must hash as the planner did, or one id could fall into two
+# partitions and a repeated id or a re-pointing be missed without a word (workers on another
+# polars build). The plan keeps the hash of a fixed text; every task that reads the plan checks it.
+_HASH_PROBE = "hygiene: the partitions' hash"
+
+
+def hash_probe() -> int:
+    """This process's polars hash of a fixed text."""
+    return int(pl.Series([_HASH_PROBE]).hash()[0])
+
+
 def planned_parts(work: Path) -> dict:
-    """The partition plan as made (`plan_parts` made once, without checking the corpus index again)."""
-    return read_done(_root(work) / "parts.json") or plan_parts(str(work))
+    """The partition plan as made (`plan_parts` made once, without checking the corpus index again);
+    PipelineError when this process would hash ids into other partitions than the planner did."""
+    parts = read_done(_root(work) / "parts.json") or plan_parts(str(work))
+    if parts.get("hash_probe", hash_probe()) != hash_probe():
+        raise PipelineError(f"this worker's polars ({pl.__version__}) hashes ids differently from the process that "
+                            "planned the run's partitions: install the same polars version on every worker (and the "
+                            "flow's machine), then run again")
+    return parts
 
 
 def exact_copies_path(work: Path, p: int) -> Path:

@@ -226,3 +226,23 @@ def test_the_boilerplate_sketch_counted_over_ranges_of_units_decides_as_one_rang
     assert tasks == [2, 3]
     assert file_digests(tmp_path / "many") == file_digests(tmp_path / "few")
     assert many["near_dedup"] == few["near_dedup"] and many["near_dedup"]["involved_with_boilerplate"] > 0
+
+
+def test_a_worker_whose_polars_hashes_otherwise_is_refused_before_it_partitions(tmp_path, monkeypatch):
+    """Record ids are partitioned by polars' hash: a task on a worker that hashes otherwise than the
+    planner (another polars build) would put an id into another partition and miss its copies, so
+    it stops with what to do instead."""
+    from pipeline.errors import PipelineError
+    from pipeline.plan import make_plan
+    from pipeline.run.pass1 import pass1
+
+    corpus = adversarial_corpus(tmp_path / "in", n=60)
+    cfg = _config(tmp_path / "run", corpus)
+    work = str(make_plan(cfg, max_workers=2).work_dir)
+    for unit in range(3):  # one unit per input file
+        pass1(work, unit)
+    barrier_parts.plan_parts(work)
+    barrier_parts.run_part(work, "ids-part", 0)   # the planner's hash: fine
+    monkeypatch.setattr(barrier_parts, "hash_probe", lambda: 12345)
+    with pytest.raises(PipelineError, match=r"hashes ids differently .* install the same polars version"):
+        barrier_parts.run_part(work, "ids-part", 1)
